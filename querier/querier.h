@@ -1,0 +1,256 @@
+/*
+ * libcohort_querier: the querier's cores.
+ *
+ * - The SQL front end (qr_sql_*): SQL text to a Plan message (proto/cohort.proto)
+ *   for the subset of DESIGN.md section 4. It knows the standard tables
+ *   through the catalog (qr_catalog_*).
+ * - Signing (qr_sign_*): the researcher signs a plan; an authority certifies
+ *   keys. Pure functions of their inputs.
+ * - The coordinator (qr_coord_*): one query's life in the untrusted service,
+ *   as a state machine that does no I/O. A ServiceRequest comes in as bytes,
+ *   a ServiceReply goes out as bytes; a tick moves time on. The simulator and
+ *   the networked service drive this very code.
+ * - Results (qr_result_*): check the finalizing token's signature, open the
+ *   sealed table with the researcher's key, apply ORDER BY and LIMIT.
+ *
+ * Errors are 0 or a negative QR_ERR_*; qr_strerror() describes them.
+ * Buffers returned through uint8_t ** are malloc'd; the caller frees them.
+ */
+#ifndef COHORT_QUERIER_H
+#define COHORT_QUERIER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum qr_error_code {
+    QR_OK = 0,
+    QR_ERR_SQL = -1,       /* the SQL does not parse or does not type-check */
+    QR_ERR_NOMEM = -2,
+    QR_ERR_MALFORMED = -3, /* a message that does not decode */
+    QR_ERR_TOO_LARGE = -4, /* a message over its bound */
+    QR_ERR_WRONG_QUERY = -5,
+    QR_ERR_CLOSED = -6,    /* collection is over */
+    QR_ERR_DUPLICATE = -7, /* this token already contributed */
+    QR_ERR_BAD_UPLOAD = -8,/* an upload of the wrong shape */
+    QR_ERR_UNKNOWN_TASK = -9,
+    QR_ERR_BAD_RESULT = -10, /* a task result of the wrong shape */
+    QR_ERR_FAILED = -11,   /* the query failed; see qr_coord_stats().failure */
+    QR_ERR_NOT_DONE = -12,
+    QR_ERR_SIGNATURE = -13,/* a result or plan whose signature does not verify */
+    QR_ERR_DECRYPT = -14,
+    QR_ERR_ARG = -15,      /* a bad argument from the caller */
+    QR_ERR_CRYPTO = -16,
+};
+
+const char *qr_strerror(int code);
+
+/* ------------------------------------------------------------- limits */
+
+#define QR_SQL_MAX 65536u           /* bytes of SQL text */
+#define QR_NAME_MAX 63u             /* identifiers */
+#define QR_TEXT_MAX 64u             /* text literals and text group values */
+#define QR_GROUP_COLUMNS_MAX 8u
+#define QR_AGGREGATES_MAX 16u
+#define QR_PROGRAM_MAX 256u         /* instructions in WHERE or HAVING */
+#define QR_IN_LIST_MAX 64u
+#define QR_MAX_GROUPS_LIMIT 65536u
+#define QR_REQUEST_MAX (16u << 20)  /* one ServiceRequest */
+
+/* ------------------------------------------------------------ catalog */
+
+/* Value types, as in proto's ValueType. */
+enum qr_type {
+    QR_NULL = 0,
+    QR_INT = 1,
+    QR_DECIMAL = 2,
+    QR_TEXT = 3,
+    QR_DATE = 4,
+    QR_BOOL = 5,
+    QR_DOUBLE = 6,
+    QR_TIMESTAMP = 7,
+};
+
+struct qr_column {
+    const char *name;
+    enum qr_type type;
+    unsigned scale;         /* DECIMAL digits after the point */
+    uint32_t distinct;      /* estimated distinct values in a population */
+    int per_participant;    /* 1 if constant across one participant's rows */
+    const char *doc;
+};
+
+struct qr_table {
+    const char *name;
+    const char *doc;
+    size_t n_columns;
+    const struct qr_column *columns;
+};
+
+const struct qr_table *qr_catalog_find(const char *name);
+const struct qr_table *qr_catalog_table(size_t i); /* NULL past the end */
+int qr_catalog_column(const struct qr_table *t, const char *name); /* index or -1 */
+
+/* ---------------------------------------------------------------- SQL */
+
+struct qr_compile_opts {
+    const char *study;          /* NULL: "default" */
+    int64_t now;                /* Unix seconds: issued_at */
+    int64_t collect_seconds;    /* deadline = now + this unless DEADLINE is given; 0: 3600 */
+    int64_t valid_seconds;      /* expires_at = deadline + this; 0: 86400 */
+};
+
+struct qr_sql_error {
+    size_t pos;                 /* byte offset of the problem in the SQL */
+    unsigned line, col;         /* 1-based */
+    char msg[256];              /* "expected X, found Y" */
+};
+
+/*
+ * Compile SQL to a serialized Plan (malloc'd into *plan). On QR_ERR_SQL the
+ * error says where and what was expected. Nothing is allocated on failure.
+ */
+int qr_sql_compile(uint8_t **plan, size_t *plan_len, const char *sql,
+                   const struct qr_compile_opts *opts, struct qr_sql_error *err);
+
+/* A human-readable account of a serialized plan (malloc'd string). */
+char *qr_plan_explain(const uint8_t *plan, size_t plan_len);
+
+/* ------------------------------------------------------------ signing */
+
+/* An Ed25519 + X25519 identity. sign_sk holds the public key too. */
+struct qr_identity {
+    uint8_t sign_pk[32];
+    uint8_t sign_sk[64];
+    uint8_t box_pk[32];
+    uint8_t box_sk[32];
+};
+
+struct qr_scope {
+    const char *const *tables;  size_t n_tables;
+    const char *const *columns; size_t n_columns;   /* "table.column" */
+    const char *const *studies; size_t n_studies;
+    double max_epsilon;
+};
+
+int qr_identity_generate(struct qr_identity *id);
+void qr_identity_wipe(struct qr_identity *id);
+
+/*
+ * Issue a serialized Certificate for subject keys, signed by issuer. role is
+ * proto's Role; scope may be NULL. box_pk may be NULL.
+ */
+int qr_cert_issue(uint8_t **cert, size_t *cert_len, const struct qr_identity *issuer, int role,
+                  const char *subject, const uint8_t sign_pk[32], const uint8_t *box_pk,
+                  int64_t not_before, int64_t not_after, const struct qr_scope *scope);
+
+/*
+ * Check a token's CertRequest (proof of possession) and certify it as a
+ * token of this authority. *subject_pk receives the token's key.
+ */
+int qr_cert_issue_for_request(uint8_t **cert, size_t *cert_len, const struct qr_identity *issuer,
+                              const uint8_t *csr, size_t csr_len, int64_t not_before,
+                              int64_t not_after);
+
+/* Sign a serialized plan into a SignedPlan with the researcher's chain. */
+int qr_plan_sign(uint8_t **signed_plan, size_t *len, const uint8_t *plan, size_t plan_len,
+                 const struct qr_identity *researcher, const uint8_t *const *chain,
+                 const size_t *chain_lens, size_t n_chain);
+
+/* ------------------------------------------------------- coordinator */
+
+struct qr_coord_config {
+    size_t token_ram;           /* bytes of a token's RAM: partitions are sized to it */
+    int64_t task_timeout_ms;    /* a task not back by then is handed to another token */
+    uint32_t max_task_attempts; /* tries per partition before the query fails */
+    uint32_t retry_after_ms;    /* what an idle reply tells tokens to wait */
+};
+
+void qr_coord_config_default(struct qr_coord_config *cfg);
+
+enum qr_state {
+    QR_COLLECTING = 0,
+    QR_AGGREGATING = 1,
+    QR_DONE = 2,
+    QR_FAILED = 3,
+};
+
+struct qr_coord_stats {
+    enum qr_state state;
+    uint64_t contributions;     /* uploads accepted */
+    uint64_t uploads_rejected;
+    uint64_t ciphertexts_collected;
+    uint32_t level;             /* current aggregation level (1-based), 0 while collecting */
+    uint32_t levels;            /* levels completed */
+    uint64_t partitions;        /* partitions created, all levels */
+    uint64_t tasks_issued;      /* including re-issues */
+    uint64_t tasks_reassigned;
+    uint64_t tasks_done;
+    uint64_t aggregator_tokens; /* distinct tokens that returned a task */
+    uint64_t messages_in, messages_out;
+    uint64_t bytes_in, bytes_out;
+    size_t ciphertext_sizes_distinct; /* distinct collection ciphertext sizes seen */
+    int failure;                /* the token or coordinator error that failed the query */
+    char failure_msg[160];
+};
+
+typedef struct qr_coord qr_coord;
+
+/* Start coordinating a SignedPlan (bytes are copied). now_ms: the clock. */
+int qr_coord_new(qr_coord **out, const uint8_t *signed_plan, size_t len,
+                 const struct qr_coord_config *cfg, int64_t now_ms);
+void qr_coord_free(qr_coord *c);
+
+/*
+ * Handle one ServiceRequest; *reply (malloc'd) receives the ServiceReply.
+ * Returns the reply's status. Bad input gets an error reply and changes
+ * nothing; a reply is produced even then (unless QR_ERR_NOMEM).
+ */
+int qr_coord_handle(qr_coord *c, int64_t now_ms, const uint8_t *req, size_t req_len,
+                    uint8_t **reply, size_t *reply_len);
+
+/* Move time on: closes collection at the deadline, reassigns late tasks. */
+void qr_coord_tick(qr_coord *c, int64_t now_ms);
+
+void qr_coord_stats(const qr_coord *c, struct qr_coord_stats *out);
+
+/* The SealedResult once the state is QR_DONE (borrowed pointer). */
+int qr_coord_result(const qr_coord *c, const uint8_t **sealed, size_t *len);
+
+/* The token ids (32 bytes each) of accepted contributions, in upload order. */
+size_t qr_coord_contributors(const qr_coord *c, const uint8_t (**ids)[32]);
+
+/* ------------------------------------------------------------ results */
+
+struct qr_value {
+    enum qr_type type;
+    int64_t i;          /* INT, DECIMAL (scaled), DATE, BOOL, TIMESTAMP */
+    double d;           /* DOUBLE */
+    unsigned scale;     /* DECIMAL */
+    char s[QR_TEXT_MAX + 1];
+};
+
+struct qr_result {
+    size_t n_columns;
+    char (*labels)[QR_NAME_MAX + 1];
+    size_t n_rows;
+    struct qr_value *cells;     /* n_rows * n_columns, row-major, SELECT order */
+    uint64_t participants;
+    uint64_t groups_suppressed;
+};
+
+/*
+ * Verify a SealedResult: its signer's certificate chains to one of the
+ * trusted token authorities, its signature covers this query, and it opens
+ * with the researcher's key. Then lay it out in SELECT order with the plan's
+ * ORDER BY and LIMIT applied.
+ */
+int qr_result_open(struct qr_result *out, const uint8_t *sealed, size_t sealed_len,
+                   const uint8_t *signed_plan, size_t signed_plan_len,
+                   const struct qr_identity *researcher, const uint8_t (*token_authorities)[32],
+                   size_t n_token_authorities, int64_t now);
+void qr_result_free(struct qr_result *r);
+
+/* Format one value as text into buf (always NUL-terminated). */
+void qr_value_format(char *buf, size_t cap, const struct qr_value *v);
+
+#endif

@@ -1,0 +1,2 @@
+/* placeholder */
+typedef int sim_placeholder;

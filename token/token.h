@@ -1,0 +1,191 @@
+/*
+ * libcohort_token: the trusted core of a Cohort secure token.
+ *
+ * A token is a tamper-resistant device with a few tens of KiB of RAM, a
+ * device key it generated itself, and an untrusted store that holds only
+ * ciphertext. This library is the code that runs inside it. It does no I/O:
+ * the host hands it a request message (proto/cohort.proto, TokenRequest) and
+ * a working arena that stands for the device's RAM, and gets a response
+ * message (TokenResponse) back. Nothing here calls malloc, opens a file or a
+ * socket, or includes stdio, nng or libusb; a test enforces it.
+ *
+ * State
+ * - struct tk_token is the token's state at rest: keys, certificate, trusted
+ *   authorities, small replay and verification caches. It is the device's
+ *   secure memory; the caller allocates it (it is plain data, about 1 KiB)
+ *   and must not read or change it except through this interface.
+ * - The tables live in a host-provided store (struct tk_store) that only
+ *   ever receives ciphertext authenticated under the token's storage key.
+ * - The arena is the device's RAM. Every request starts with an empty arena,
+ *   except while an aggregation session is open: the session keeps its group
+ *   table at the start of the arena, and the caller must pass the same
+ *   arena, unchanged, to every call until AggEnd (as RAM would be). Any
+ *   other request closes an open session.
+ *
+ * Thread safety: calls on one token must be serialised; distinct tokens may
+ * be used from distinct threads at once (libsodium must have been
+ * initialised first, by tk_library_init()).
+ */
+#ifndef COHORT_TOKEN_H
+#define COHORT_TOKEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Error codes: 0 or one of these, never anything else. */
+enum tk_error {
+    TK_OK = 0,
+    TK_ERR_MALFORMED = -1,       /* a message that does not decode */
+    TK_ERR_TRUNCATED = -2,       /* a message cut short */
+    TK_ERR_TOO_LARGE = -3,       /* a message or field over its limit */
+    TK_ERR_NO_MEMORY = -4,       /* the arena is too small for this work */
+    TK_ERR_RESPONSE_SPACE = -5,  /* the caller's response buffer is too small */
+    TK_ERR_NOT_PROVISIONED = -6, /* keys or group secret missing */
+    TK_ERR_PROVISIONED = -7,     /* provisioning happens once */
+    TK_ERR_BAD_SIGNATURE = -8,   /* a plan signature that does not verify */
+    TK_ERR_BAD_CERT = -9,        /* a certificate that does not verify or parse */
+    TK_ERR_UNTRUSTED = -10,      /* a chain that ends at an unknown authority */
+    TK_ERR_EXPIRED = -11,        /* a certificate or plan outside its validity */
+    TK_ERR_SCOPE = -12,          /* a plan outside its researcher's scope */
+    TK_ERR_ROLE = -13,           /* a certificate used for a role it lacks */
+    TK_ERR_BAD_PLAN = -14,       /* a plan that is invalid for this token */
+    TK_ERR_NO_TABLE = -15,       /* the plan's table is not on this token */
+    TK_ERR_WRONG_QUERY = -16,    /* a ciphertext of another query */
+    TK_ERR_BINDING = -17,        /* a ciphertext of another phase/level/partition */
+    TK_ERR_DECRYPT = -18,        /* a ciphertext that fails authentication */
+    TK_ERR_DUPLICATE = -19,      /* a tuple or partial given twice */
+    TK_ERR_ORDER = -20,          /* inputs out of order or overlapping */
+    TK_ERR_REPLAY = -21,         /* a partition this token already aggregated */
+    TK_ERR_SESSION = -22,        /* no such aggregation session */
+    TK_ERR_INCOMPLETE = -23,     /* a partial with missing chunks */
+    TK_ERR_TOO_MANY_GROUPS = -24,/* more groups than the plan allows */
+    TK_ERR_TOO_FEW = -25,        /* fewer participants than the plan requires */
+    TK_ERR_UNSUPPORTED = -26,    /* a feature this token does not implement */
+    TK_ERR_OVERFLOW = -27,       /* an aggregate that overflows int64 */
+    TK_ERR_SCHEMA = -28,         /* rows that do not match their table */
+    TK_ERR_STORE = -29,          /* the host store failed or was tampered with */
+    TK_ERR_RANDOM = -30,         /* internal: randomness or crypto failure */
+};
+#define TK_ERR_LAST TK_ERR_RANDOM
+
+/* Sizes and limits. */
+#define TK_ARENA_DEFAULT (64u * 1024u)
+#define TK_ARENA_MIN (16u * 1024u)
+#define TK_REQUEST_MAX (1u << 20)   /* no request above 1 MiB is even parsed */
+#define TK_CERT_MAX 384u            /* serialized Certificate */
+#define TK_MAX_AUTHORITIES 8u
+#define TK_REPLAY_SLOTS 16u
+#define TK_PLAN_CACHE 2u
+#define TK_QUERY_ID_LEN 32u
+#define TK_QUERY_TAG_LEN 8u
+#define TK_SESSION_ID_LEN 16u
+#define TK_CONTRIB_KEY_LEN 16u
+#define TK_PK_LEN 32u
+
+/*
+ * The host store: an append/read interface over untrusted memory or flash.
+ * append() returns 0 or negative; read() returns 0 when all n bytes were
+ * read; size() is the number of bytes appended so far. The token writes
+ * only authenticated ciphertext here.
+ */
+struct tk_store {
+    void *ctx;
+    int (*append)(void *ctx, const uint8_t *data, size_t n);
+    int (*read)(void *ctx, uint64_t off, uint8_t *out, size_t n);
+    uint64_t (*size)(void *ctx);
+};
+
+struct tk_replay_slot {
+    uint8_t query[TK_QUERY_TAG_LEN];
+    uint32_t level;
+    uint32_t partition;
+};
+
+struct tk_plan_slot {
+    uint8_t query_id[TK_QUERY_ID_LEN];
+    int64_t expires_at;
+};
+
+/* The token's state at rest. Private: use only through the functions below. */
+struct tk_token {
+    uint32_t magic;
+    uint32_t flags;
+    uint8_t sign_sk[64]; /* Ed25519 secret key (holds the public key too) */
+    uint8_t sign_pk[TK_PK_LEN];
+    uint8_t box_sk[32];
+    uint8_t box_pk[32];
+    uint8_t group_secret[32];
+    uint8_t storage_key[32];
+    uint16_t cert_len;
+    uint8_t cert[TK_CERT_MAX];
+    uint8_t n_authorities;
+    uint8_t authorities[TK_MAX_AUTHORITIES][TK_PK_LEN];
+    struct tk_replay_slot replay[TK_REPLAY_SLOTS];
+    uint32_t replay_next;
+    struct tk_plan_slot plans[TK_PLAN_CACHE];
+    uint32_t plan_next;
+    uint8_t session[TK_SESSION_ID_LEN]; /* open aggregation session, or zeros */
+    uint32_t store_records;
+    struct tk_store store;
+};
+
+/* Initialise libsodium once per process. Returns 0 or TK_ERR_RANDOM. */
+int tk_library_init(void);
+
+/*
+ * Make a blank token (not provisioned) over the given store, which must be
+ * empty. The caller owns tk and the store; tk_token_wipe() erases the
+ * secrets before the memory is reused.
+ */
+int tk_token_init(struct tk_token *tk, const struct tk_store *store);
+void tk_token_wipe(struct tk_token *tk);
+
+/*
+ * The entry point. Decodes a TokenRequest of req_len bytes, does the work
+ * inside arena[0..arena_len), and writes a TokenResponse into resp (at most
+ * resp_cap bytes; *resp_len is set). Returns the response's status: 0 or a
+ * negative TK_ERR_*. On an error the token's state is unchanged and the
+ * response carries the status alone; if even that does not fit in resp,
+ * TK_ERR_RESPONSE_SPACE is returned and *resp_len is 0. *arena_peak, if not
+ * NULL, receives the bytes of the arena the call used.
+ */
+int tk_dispatch(struct tk_token *tk, uint8_t *arena, size_t arena_len, const uint8_t *req,
+                size_t req_len, uint8_t *resp, size_t resp_cap, size_t *resp_len,
+                size_t *arena_peak);
+
+/* A short constant description of a code, and its symbolic name. */
+const char *tk_strerror(int code);
+const char *tk_errname(int code);
+
+/*
+ * Host-side helpers that are pure functions of public data, shared so that
+ * certificate and result checks exist in one place only.
+ *
+ * tk_cert_verify checks that cert (a serialized Certificate) parses, is
+ * signed by issuer_pk (32 bytes), and is valid at `now`; on success it
+ * copies the subject's keys and role out. scratch is working memory (2 KiB
+ * is plenty).
+ */
+struct tk_cert_info {
+    int role;
+    uint8_t sign_pk[TK_PK_LEN];
+    uint8_t box_pk[32];
+    uint8_t issuer_pk[TK_PK_LEN];
+    int64_t not_before;
+    int64_t not_after;
+    char subject[64];
+};
+int tk_cert_verify(struct tk_cert_info *out, const uint8_t *cert, size_t cert_len,
+                   const uint8_t issuer_pk[TK_PK_LEN], int64_t now, uint8_t *scratch,
+                   size_t scratch_len);
+
+/* The query id of a plan: BLAKE2b-256 of the serialized Plan bytes. */
+void tk_query_id(uint8_t out[TK_QUERY_ID_LEN], const uint8_t *plan, size_t plan_len);
+
+/* Domain-separation prefixes of every signature Cohort makes. */
+#define TK_SIG_CERT "cohort-cert-v1"
+#define TK_SIG_PLAN "cohort-plan-v1"
+#define TK_SIG_CSR "cohort-csr-v1"
+#define TK_SIG_RESULT "cohort-result-v1"
+
+#endif
