@@ -12,3 +12,8 @@ int tk_cert_verify(struct tk_cert_info *out, const uint8_t *cert, size_t cert_le
         (void)scratch_len;
     return TK_ERR_UNSUPPORTED;
 }
+#include <sodium.h>
+void tk_query_id(uint8_t out[TK_QUERY_ID_LEN], const uint8_t *plan, size_t plan_len)
+{
+    crypto_generichash(out, TK_QUERY_ID_LEN, plan, plan_len, NULL, 0);
+}
