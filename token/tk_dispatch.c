@@ -1,19 +1,299 @@
-/* Placeholder: replaced by the dispatcher. */
-#include "token/token.h"
+/*
+ * The token's one entry point: a TokenRequest in, a TokenResponse out.
+ *
+ * The dispatcher bounds the request, checks its framing (a field that runs
+ * past the end is TK_ERR_TRUNCATED, anything else undecodable is
+ * TK_ERR_MALFORMED), decodes it into the arena and calls the handler for
+ * its body. Handlers write their part of the response straight into the
+ * caller's buffer; the dispatcher then adds the status and the arena's
+ * peak. On any error the response is rewritten to carry the status alone.
+ *
+ * Every handler does all of its checks before it changes the token's
+ * state, so a refused request leaves the token as it was. The one
+ * exception is deliberate: an error inside an aggregation session aborts
+ * that session (its partition will be retried from the start).
+ */
+#include "token/tk_int.h"
+
+bool tk_has_flag(const struct tk_token *tk, uint32_t f)
+{
+    return (tk->flags & f) == f;
+}
+
 int tk_library_init(void)
 {
+    return sodium_init() < 0 ? TK_ERR_RANDOM : TK_OK;
+}
+
+int tk_token_init(struct tk_token *tk, const struct tk_store *store)
+{
+    if (tk == NULL || store == NULL || store->append == NULL || store->read == NULL ||
+        store->size == NULL)
+        return TK_ERR_MALFORMED;
+    if (store->size(store->ctx) != 0)
+        return TK_ERR_STORE;
+    memset(tk, 0, sizeof *tk);
+    tk->magic = TK_MAGIC;
+    tk->store = *store;
     return TK_OK;
 }
-int tk_cert_verify(struct tk_cert_info *out, const uint8_t *cert, size_t cert_len,
-                   const uint8_t issuer_pk[TK_PK_LEN], int64_t now, uint8_t *scratch,
-                   size_t scratch_len)
+
+void tk_token_wipe(struct tk_token *tk)
 {
-    (void)out, (void)cert, (void)cert_len, (void)issuer_pk, (void)now, (void)scratch,
-        (void)scratch_len;
-    return TK_ERR_UNSUPPORTED;
+    if (tk != NULL)
+        sodium_memzero(tk, sizeof *tk);
 }
-#include <sodium.h>
-void tk_query_id(uint8_t out[TK_QUERY_ID_LEN], const uint8_t *plan, size_t plan_len)
+
+int tk_replay_seen(const struct tk_token *tk, const uint8_t *query, uint32_t level,
+                   uint32_t partition)
 {
-    crypto_generichash(out, TK_QUERY_ID_LEN, plan, plan_len, NULL, 0);
+    size_t i;
+    for (i = 0; i < TK_REPLAY_SLOTS; i++)
+        if (tk->replay[i].level == level && tk->replay[i].partition == partition &&
+            memcmp(tk->replay[i].query, query, TK_QUERY_TAG_LEN) == 0)
+            return 1;
+    return 0;
+}
+
+void tk_replay_note(struct tk_token *tk, const uint8_t *query, uint32_t level, uint32_t partition)
+{
+    struct tk_replay_slot *s = &tk->replay[tk->replay_next++ % TK_REPLAY_SLOTS];
+    memcpy(s->query, query, TK_QUERY_TAG_LEN);
+    s->level = level;
+    s->partition = partition;
+}
+
+size_t tk_ciphertext_len(const struct tk_binding *b, size_t plain_len)
+{
+    return tk_field_len(1, TK_QUERY_TAG_LEN) + 1 + tk_varint_len(b->phase) + 1 +
+           tk_varint_len(b->level) + 1 + tk_varint_len(b->partition) + 1 +
+           tk_varint_len(b->chunk) + 1 + tk_varint_len(b->nchunks) +
+           (b->key_len ? tk_field_len(7, b->key_len) : 0) + tk_field_len(8, TK_NONCE_LEN) +
+           tk_field_len(9, plain_len + TK_TAG_LEN);
+}
+
+void tk_write_ciphertext(struct tk_wbuf *w, uint32_t field, const struct tk_binding *b,
+                         const uint8_t *plain, size_t plain_len, const uint8_t key[32])
+{
+    uint8_t *nonce, *box;
+    tk_w_open(w, field, tk_ciphertext_len(b, plain_len));
+    tk_w_bytes(w, 1, b->query_id, TK_QUERY_TAG_LEN);
+    tk_w_uint(w, 2, b->phase);
+    tk_w_uint(w, 3, b->level);
+    tk_w_uint(w, 4, b->partition);
+    tk_w_uint(w, 5, b->chunk);
+    tk_w_uint(w, 6, b->nchunks);
+    if (b->key_len)
+        tk_w_bytes(w, 7, b->key, b->key_len);
+    tk_w_open(w, 8, TK_NONCE_LEN);
+    nonce = tk_w_reserve(w, TK_NONCE_LEN);
+    tk_w_open(w, 9, plain_len + TK_TAG_LEN);
+    box = tk_w_reserve(w, plain_len + TK_TAG_LEN);
+    if (nonce != NULL && box != NULL)
+        tk_ndet_seal(box, nonce, plain, plain_len, b, key);
+}
+
+int tk_do_info(struct tk_call *c, const Cohort__GetInfo *req)
+{
+    struct tk_token *tk = c->tk;
+    char buf[8][TK_NAME_MAX + 1], *names[8];
+    size_t n = 0, i, body;
+    int rc = TK_OK;
+
+    (void)req;
+    for (i = 0; i < 8; i++)
+        names[i] = buf[i];
+    if (tk_has_flag(tk, TK_FLAG_KEYS) && (rc = tk_table_names(tk, c->arena, names, 8, &n)) != TK_OK)
+        return rc;
+    body = 2 + (tk_has_flag(tk, TK_FLAG_KEYS) ? tk_field_len(2, TK_PK_LEN) : 0) +
+           (tk->cert_len ? tk_field_len(3, tk->cert_len) : 0) + 1 +
+           tk_varint_len(c->arena->cap);
+    for (i = 0; i < n; i++)
+        body += tk_field_len(5, strlen(names[i]));
+    tk_w_open(c->out, 3, body);
+    tk_w_uint(c->out, 1, tk_has_flag(tk, TK_FLAG_PROVISIONED));
+    if (tk_has_flag(tk, TK_FLAG_KEYS))
+        tk_w_bytes(c->out, 2, tk->sign_pk, TK_PK_LEN);
+    if (tk->cert_len)
+        tk_w_bytes(c->out, 3, tk->cert, tk->cert_len);
+    tk_w_uint(c->out, 4, c->arena->cap);
+    for (i = 0; i < n; i++)
+        tk_w_bytes(c->out, 5, (const uint8_t *)names[i], strlen(names[i]));
+    return TK_OK;
+}
+
+int tk_do_load_table(struct tk_call *c, const Cohort__LoadTable *req)
+{
+    if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
+        return TK_ERR_NOT_PROVISIONED;
+    return tk_table_load(c->tk, c->arena, req);
+}
+
+/* Which body field a request carries, and `now`; the framing is checked. */
+static int scan_request(const uint8_t *req, size_t len, uint32_t *body, const uint8_t **data,
+                        size_t *data_len, int64_t *now)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    int rc;
+    *body = 0;
+    *now = 0;
+    while ((rc = tk_wire_next(req, len, &pos, &f)) == 1) {
+        if (f.field == 1 && f.wire_type == 0) {
+            *now = (int64_t)f.varint;
+        } else if (f.field >= 2 && f.field <= 9 && f.wire_type == 2) {
+            if (*body != 0)
+                return TK_ERR_MALFORMED;
+            *body = f.field;
+            *data = f.data;
+            *data_len = f.len;
+        }
+    }
+    if (rc < 0)
+        return rc;
+    return *body == 0 ? TK_ERR_MALFORMED : TK_OK;
+}
+
+static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_len,
+               const uint8_t *data, size_t data_len)
+{
+    Cohort__TokenRequest *r;
+    int rc = TK_OK;
+
+    if (body == COHORT__TOKEN_REQUEST__BODY_AGG_FEED)
+        return tk_do_agg_feed(c, data, data_len);
+    r = (Cohort__TokenRequest *)tk_unpack(c->arena, &cohort__token_request__descriptor, req,
+                                           req_len, &rc);
+    if (r == NULL)
+        return rc;
+    switch (r->body_case) {
+    case COHORT__TOKEN_REQUEST__BODY_INFO:
+        return tk_do_info(c, r->info);
+    case COHORT__TOKEN_REQUEST__BODY_PROVISION_BEGIN:
+        return tk_do_provision_begin(c, r->provision_begin);
+    case COHORT__TOKEN_REQUEST__BODY_PROVISION_FINISH:
+        return tk_do_provision_finish(c, r->provision_finish);
+    case COHORT__TOKEN_REQUEST__BODY_LOAD_TABLE:
+        return tk_do_load_table(c, r->load_table);
+    case COHORT__TOKEN_REQUEST__BODY_COLLECT:
+        return tk_do_collect(c, r->collect);
+    case COHORT__TOKEN_REQUEST__BODY_AGG_BEGIN:
+        return tk_do_agg_begin(c, r->agg_begin);
+    case COHORT__TOKEN_REQUEST__BODY_AGG_END:
+        return tk_do_agg_end(c, r->agg_end);
+    default:
+        return TK_ERR_MALFORMED;
+    }
+}
+
+int tk_dispatch(struct tk_token *tk, uint8_t *arena, size_t arena_len, const uint8_t *req,
+                size_t req_len, uint8_t *resp, size_t resp_cap, size_t *resp_len,
+                size_t *arena_peak)
+{
+    struct tk_wbuf w = {resp, resp_cap, 0, false};
+    struct tk_arena a;
+    struct tk_call c;
+    const uint8_t *data = NULL;
+    size_t data_len = 0;
+    uint32_t body = 0;
+    int64_t now = 0;
+    bool in_session;
+    int rc;
+
+    *resp_len = 0;
+    if (arena_peak != NULL)
+        *arena_peak = 0;
+    tk_arena_init(&a, arena, arena_len, 0);
+    if (tk == NULL || tk->magic != TK_MAGIC)
+        rc = TK_ERR_NOT_PROVISIONED;
+    else if (arena == NULL || arena_len < TK_ARENA_MIN)
+        rc = TK_ERR_NO_MEMORY;
+    else if (req == NULL || req_len > TK_REQUEST_MAX)
+        rc = TK_ERR_TOO_LARGE;
+    else
+        rc = scan_request(req, req_len, &body, &data, &data_len, &now);
+    if (rc == TK_OK) {
+        in_session = body == COHORT__TOKEN_REQUEST__BODY_AGG_FEED ||
+                     body == COHORT__TOKEN_REQUEST__BODY_AGG_END;
+        if (!in_session)
+            tk_session_close(tk, arena, arena_len);
+        c = (struct tk_call){tk, &a, now, &w};
+        rc = run(&c, body, req, req_len, data, data_len);
+        if (w.overflow && rc == TK_OK)
+            rc = TK_ERR_RESPONSE_SPACE;
+        /* A session ends with AggEnd or with any error in it, except a
+         * response buffer too small for AggEnd's output: that is retried. */
+        if ((body == COHORT__TOKEN_REQUEST__BODY_AGG_END && rc != TK_ERR_RESPONSE_SPACE) ||
+            (body == COHORT__TOKEN_REQUEST__BODY_AGG_FEED && rc != TK_OK))
+            tk_session_close(tk, arena, arena_len);
+    }
+    if (rc != TK_OK)
+        w = (struct tk_wbuf){resp, resp_cap, 0, false};
+    if (rc != TK_OK)
+        tk_w_sint(&w, 1, rc);
+    if (arena_peak != NULL)
+        *arena_peak = a.peak;
+    tk_w_uint(&w, 2, a.peak);
+    if (w.overflow) {
+        *resp_len = 0;
+        return TK_ERR_RESPONSE_SPACE;
+    }
+    *resp_len = w.len;
+    return rc;
+}
+
+static const struct {
+    int code;
+    const char *name;
+    const char *text;
+} errors[] = {
+    {TK_OK, "TK_OK", "success"},
+    {TK_ERR_MALFORMED, "TK_ERR_MALFORMED", "message does not decode"},
+    {TK_ERR_TRUNCATED, "TK_ERR_TRUNCATED", "message is truncated"},
+    {TK_ERR_TOO_LARGE, "TK_ERR_TOO_LARGE", "message or field over its size limit"},
+    {TK_ERR_NO_MEMORY, "TK_ERR_NO_MEMORY", "token RAM too small for this work"},
+    {TK_ERR_RESPONSE_SPACE, "TK_ERR_RESPONSE_SPACE", "response buffer too small"},
+    {TK_ERR_NOT_PROVISIONED, "TK_ERR_NOT_PROVISIONED", "token is not provisioned"},
+    {TK_ERR_PROVISIONED, "TK_ERR_PROVISIONED", "token is already provisioned"},
+    {TK_ERR_BAD_SIGNATURE, "TK_ERR_BAD_SIGNATURE", "plan signature does not verify"},
+    {TK_ERR_BAD_CERT, "TK_ERR_BAD_CERT", "certificate does not verify"},
+    {TK_ERR_UNTRUSTED, "TK_ERR_UNTRUSTED", "certificate chain ends at an untrusted authority"},
+    {TK_ERR_EXPIRED, "TK_ERR_EXPIRED", "certificate or plan outside its validity period"},
+    {TK_ERR_SCOPE, "TK_ERR_SCOPE", "plan outside the researcher's certified scope"},
+    {TK_ERR_ROLE, "TK_ERR_ROLE", "certificate used for a role it does not have"},
+    {TK_ERR_BAD_PLAN, "TK_ERR_BAD_PLAN", "plan is invalid"},
+    {TK_ERR_NO_TABLE, "TK_ERR_NO_TABLE", "the plan's table is not on this token"},
+    {TK_ERR_WRONG_QUERY, "TK_ERR_WRONG_QUERY", "ciphertext belongs to another query"},
+    {TK_ERR_BINDING, "TK_ERR_BINDING", "ciphertext bound to another phase, level or partition"},
+    {TK_ERR_DECRYPT, "TK_ERR_DECRYPT", "ciphertext fails authentication"},
+    {TK_ERR_DUPLICATE, "TK_ERR_DUPLICATE", "tuple or partial given twice"},
+    {TK_ERR_ORDER, "TK_ERR_ORDER", "inputs out of order"},
+    {TK_ERR_REPLAY, "TK_ERR_REPLAY", "partition already aggregated by this token"},
+    {TK_ERR_SESSION, "TK_ERR_SESSION", "no such aggregation session"},
+    {TK_ERR_INCOMPLETE, "TK_ERR_INCOMPLETE", "partial with missing chunks"},
+    {TK_ERR_TOO_MANY_GROUPS, "TK_ERR_TOO_MANY_GROUPS", "more groups than the plan allows"},
+    {TK_ERR_TOO_FEW, "TK_ERR_TOO_FEW", "fewer participants than the plan requires"},
+    {TK_ERR_UNSUPPORTED, "TK_ERR_UNSUPPORTED", "feature not supported by this token"},
+    {TK_ERR_OVERFLOW, "TK_ERR_OVERFLOW", "aggregate overflows 64 bits"},
+    {TK_ERR_SCHEMA, "TK_ERR_SCHEMA", "rows do not match their table's schema"},
+    {TK_ERR_STORE, "TK_ERR_STORE", "token store failed or was tampered with"},
+    {TK_ERR_RANDOM, "TK_ERR_RANDOM", "internal cryptographic failure"},
+};
+
+const char *tk_strerror(int code)
+{
+    size_t i;
+    for (i = 0; i < sizeof errors / sizeof errors[0]; i++)
+        if (errors[i].code == code)
+            return errors[i].text;
+    return "unknown error";
+}
+
+const char *tk_errname(int code)
+{
+    size_t i;
+    for (i = 0; i < sizeof errors / sizeof errors[0]; i++)
+        if (errors[i].code == code)
+            return errors[i].name;
+    return "TK_ERR_UNKNOWN";
 }

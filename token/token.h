@@ -102,7 +102,7 @@ struct tk_replay_slot {
 };
 
 struct tk_plan_slot {
-    uint8_t query_id[TK_QUERY_ID_LEN];
+    uint8_t digest[32]; /* of the exact SignedPlan bytes verified */
     int64_t expires_at;
 };
 

@@ -1,0 +1,105 @@
+/*
+ * libcohort_participant: the participant agent's core.
+ *
+ * The agent runs on the owner's machine, which is not trusted: it only ever
+ * moves ciphertext and public data between the querier service and the
+ * owner's token. This core is a state machine without I/O. It is given the
+ * service's replies as bytes and answers with the next request to send, as
+ * bytes; the token is reached through a token link (struct pt_link), which
+ * may be the token core in the same process, a USB device or an emulator.
+ * The simulator drives one agent per simulated participant; the networked
+ * daemon drives the same code.
+ *
+ * Errors are 0 or a negative PT_ERR_*; pt_strerror() describes them.
+ * Buffers returned through uint8_t ** are malloc'd; the caller frees them.
+ */
+#ifndef COHORT_PARTICIPANT_H
+#define COHORT_PARTICIPANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "token/token.h"
+
+enum pt_error {
+    PT_OK = 0,
+    PT_ERR_NOMEM = -1,
+    PT_ERR_MALFORMED = -2,  /* a reply from the service that does not decode */
+    PT_ERR_SERVICE = -3,    /* the service answered with an error status */
+    PT_ERR_TOKEN = -4,      /* the token refused; see the token status */
+    PT_ERR_LINK = -5,       /* the token link failed */
+    PT_ERR_TOO_LARGE = -6,
+};
+
+const char *pt_strerror(int code);
+
+#define PT_REPLY_MAX (64u << 20)   /* the largest service reply accepted */
+#define PT_FEED_MAX (256u << 10)   /* bytes of ciphertext per AggFeed */
+
+/*
+ * A token link. transact sends one TokenRequest and returns the
+ * TokenResponse in a buffer the link owns, valid until the next call.
+ * It returns 0 or PT_ERR_LINK; the token's own status is in the response.
+ */
+struct pt_link {
+    void *ctx;
+    int (*transact)(void *ctx, const uint8_t *req, size_t req_len, const uint8_t **resp,
+                    size_t *resp_len);
+};
+
+/*
+ * The in-process link: the token core called directly, with a RAM arena
+ * and a response buffer that grows as needed (up to 64 MiB). The caller
+ * owns tk and arena; pt_inproc_free releases the response buffer.
+ */
+struct pt_inproc {
+    struct tk_token *tk;
+    uint8_t *arena;
+    size_t arena_len;
+    uint8_t *resp;
+    size_t resp_cap;
+    size_t peak;       /* the largest arena use seen on this link */
+    uint64_t calls;
+};
+void pt_inproc_init(struct pt_inproc *l, struct tk_token *tk, uint8_t *arena, size_t arena_len);
+void pt_inproc_free(struct pt_inproc *l);
+struct pt_link pt_inproc_link(struct pt_inproc *l);
+
+/* What the agent did last, for logs and the simulator. */
+enum pt_action {
+    PT_IDLE = 0,      /* nothing to do; retry after retry_after_ms */
+    PT_COLLECTED = 1, /* the token contributed: upload the next request */
+    PT_AGGREGATED = 2,/* a task is done (or failed): send the next request */
+    PT_REFUSED = 3,   /* the token refused to collect (policy, plan) */
+};
+
+struct pt_agent {
+    uint8_t token_id[32];
+    struct pt_link link;
+    uint32_t retry_after_ms;
+    int last_token_status;
+    uint64_t token_calls;
+};
+
+/* Set an agent up over a link; token_id is the token's public key. */
+void pt_agent_init(struct pt_agent *ag, const struct pt_link *link, const uint8_t token_id[32]);
+
+/* The ServiceRequest asking the service for work. */
+int pt_agent_work_request(struct pt_agent *ag, uint8_t **req, size_t *req_len);
+
+/*
+ * Handle a ServiceReply to a work request at time now (Unix seconds, given
+ * to the token). On PT_COLLECTED and PT_AGGREGATED, *next is the
+ * ServiceRequest to send (an Upload or a TaskResult); otherwise *next is
+ * NULL. A token refusal to collect is PT_REFUSED with the token's status
+ * in ag->last_token_status; a failed aggregation task still produces a
+ * TaskResult carrying the token's status, so the service can reassign it.
+ */
+int pt_agent_handle(struct pt_agent *ag, int64_t now, const uint8_t *reply, size_t reply_len,
+                    enum pt_action *action, uint8_t **next, size_t *next_len);
+
+/* One token call with a TokenRequest built from its parts (helper for shells). */
+int pt_token_call(const struct pt_link *link, const uint8_t *req, size_t req_len,
+                  const uint8_t **resp, size_t *resp_len, int *token_status);
+
+#endif

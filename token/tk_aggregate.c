@@ -1,0 +1,541 @@
+/*
+ * Aggregation and filtering: a token merges one partition.
+ *
+ * A partition is streamed through an aggregation session: AggBegin (the
+ * signed plan, the level and partition this task produces, final or not),
+ * any number of AggFeed messages with the input ciphertexts in order, then
+ * AggEnd. The session's state (the plan summary, the query keys, the group
+ * table and where the inputs have got to) lives at the low end of the arena
+ * and survives from call to call; each input ciphertext is decoded,
+ * authenticated, merged and forgotten, so a partition of any size passes
+ * through a fixed RAM.
+ *
+ * The service lays partitions out (see querier/qr_coord.c) and the token
+ * checks that layout, which is what stops a weakly malicious service from
+ * counting anyone twice:
+ * - Level 1 inputs are collection ciphertexts in strictly increasing order
+ *   of (pseudonym, chunk): an equal key is a duplicate, a smaller one is out
+ *   of order.
+ * - Level L+1 inputs are the partial results of consecutive level-L
+ *   partitions, each complete (chunks 0..n-1 in order) and in increasing
+ *   partition order. Every partial carries the range [lo, hi] of the keys
+ *   it covers; the ranges of successive inputs must be strictly increasing.
+ *   A contribution placed in two partitions therefore makes two ranges
+ *   overlap at the first token that sees both, which refuses it.
+ * - Every ciphertext is bound by its associated data to (query, phase,
+ *   level, partition, chunk, chunk count, key): the service cannot move one.
+ * - A token aggregates a given (query, level, partition) once; a replay is
+ *   refused (TK_ERR_REPLAY).
+ * An error in a feed aborts the session: the partition is retried, by this
+ * or another token, from the start.
+ *
+ * Outputs: a non-final session emits the plan's fixed number of partial
+ * chunks, each padded to the plan's fixed size, whatever the number of
+ * groups seen. A final session is the filtering phase: it enforces the
+ * minimum number of participants, drops groups below the minimum group
+ * size, applies HAVING, seals the table to the researcher's X25519 key and
+ * signs it with the device key.
+ */
+#include "token/tk_int.h"
+
+#define SESSION_MAGIC 0x53455331u /* "SES1" */
+
+struct tk_session {
+    uint32_t magic;
+    uint8_t id[TK_SESSION_ID_LEN];
+    uint32_t level, partition;
+    bool final;
+    bool started;
+    size_t arena_lo; /* the low end's extent after the last call */
+    struct tk_query_keys keys;
+    struct tk_plan plan;
+    struct tk_groups groups;
+    uint64_t contributors;
+    uint64_t inputs;
+    uint8_t lo[TK_KEY_LEN], hi[TK_KEY_LEN];
+    uint8_t last[TK_KEY_LEN]; /* level 1: the last input's key */
+    uint32_t src_partition, src_next, src_n;
+    uint8_t src_lo[TK_KEY_LEN], src_hi[TK_KEY_LEN];
+};
+
+void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len)
+{
+    if (arena != NULL && arena_len >= sizeof(struct tk_session) &&
+        ((uintptr_t)arena % 8) == 0) {
+        struct tk_session *s = (struct tk_session *)arena;
+        if (s->magic == SESSION_MAGIC)
+            sodium_memzero(s, sizeof *s);
+    }
+    sodium_memzero(tk->session, sizeof tk->session);
+}
+
+static bool session_open(const struct tk_token *tk)
+{
+    static const uint8_t zero[TK_SESSION_ID_LEN];
+    return sodium_memcmp(tk->session, zero, sizeof zero) != 0;
+}
+
+/* The open session, if the request names it and the arena still holds it. */
+static struct tk_session *find_session(struct tk_token *tk, struct tk_arena *a,
+                                       const uint8_t *id, size_t id_len)
+{
+    struct tk_session *s = (struct tk_session *)a->base;
+    if (!session_open(tk) || id_len != TK_SESSION_ID_LEN || a->cap < sizeof *s ||
+        ((uintptr_t)a->base % 8) != 0 || s->magic != SESSION_MAGIC ||
+        sodium_memcmp(s->id, tk->session, TK_SESSION_ID_LEN) != 0 ||
+        sodium_memcmp(id, tk->session, TK_SESSION_ID_LEN) != 0 || s->arena_lo > a->cap)
+        return NULL;
+    a->lo = s->arena_lo;
+    s->groups.arena = a;
+    return s;
+}
+
+int tk_do_agg_begin(struct tk_call *c, const Cohort__AggBegin *req)
+{
+    struct tk_token *tk = c->tk;
+    struct tk_arena *a = c->arena;
+    struct tk_session *s;
+    struct tk_plan plan;
+    int rc;
+
+    if (!tk_has_flag(tk, TK_FLAG_PROVISIONED))
+        return TK_ERR_NOT_PROVISIONED;
+    if (req->level == 0 || req->level > 64)
+        return TK_ERR_BINDING;
+    if ((rc = tk_plan_load(tk, a, &plan, req->plan, c->now, TK_PLAN_AGGREGATE)) != TK_OK)
+        return rc;
+    if (tk_replay_seen(tk, plan.query_id, req->level, req->partition))
+        return TK_ERR_REPLAY;
+
+    a->lo = 0;
+    s = tk_arena_keep(a, sizeof *s);
+    if (s == NULL)
+        return TK_ERR_NO_MEMORY;
+    memset(s, 0, sizeof *s);
+    s->plan = plan;
+    if ((rc = tk_plan_keep_having(a, &s->plan)) != TK_OK ||
+        (rc = tk_groups_init(&s->groups, a, s->plan.max_groups, s->plan.n_aggs, 0, true)) !=
+            TK_OK) {
+        sodium_memzero(s, sizeof *s);
+        return rc;
+    }
+    s->level = req->level;
+    s->partition = req->partition;
+    s->final = req->final;
+    tk_query_keys(&s->keys, tk->group_secret, plan.query_id);
+    randombytes_buf(s->id, sizeof s->id);
+    s->magic = SESSION_MAGIC;
+    s->arena_lo = a->lo;
+    memcpy(tk->session, s->id, sizeof s->id);
+
+    /* AggSession { session, max_feed_bytes } */
+    tk_w_open(c->out, 6, tk_field_len(1, TK_SESSION_ID_LEN) + 1 + tk_varint_len(TK_REQUEST_MAX - 64));
+    tk_w_bytes(c->out, 1, s->id, sizeof s->id);
+    tk_w_uint(c->out, 2, TK_REQUEST_MAX - 64);
+    return TK_OK;
+}
+
+static void key20(uint8_t out[TK_KEY_LEN], const uint8_t *key16, uint32_t chunk)
+{
+    memcpy(out, key16, 16);
+    out[16] = (uint8_t)(chunk >> 24);
+    out[17] = (uint8_t)(chunk >> 16);
+    out[18] = (uint8_t)(chunk >> 8);
+    out[19] = (uint8_t)chunk;
+}
+
+/* Level 1: one collection ciphertext. */
+static int take_tuple(struct tk_session *s, struct tk_arena *a, const Cohort__Ciphertext *ct)
+{
+    const struct tk_plan *p = &s->plan;
+    uint8_t k[TK_KEY_LEN];
+    struct tk_binding b;
+    const uint8_t *body;
+    size_t body_len;
+    uint8_t *plain;
+    Cohort__TuplePlain *t;
+    int rc = TK_OK;
+
+    if (ct->phase != COHORT__PHASE__PHASE_COLLECT || ct->level != 0 || ct->partition != 0 ||
+        ct->nchunks != p->tuples || ct->chunk >= p->tuples || ct->key.len != TK_CONTRIB_KEY_LEN)
+        return TK_ERR_BINDING;
+    key20(k, ct->key.data, ct->chunk);
+    if (s->started) {
+        int cmp = memcmp(k, s->last, TK_KEY_LEN);
+        if (cmp == 0)
+            return TK_ERR_DUPLICATE;
+        if (cmp < 0)
+            return TK_ERR_ORDER;
+    }
+    if (ct->box.len != p->tuple_plain_len + TK_TAG_LEN)
+        return TK_ERR_DECRYPT;
+    plain = tk_arena_scratch(a, p->tuple_plain_len);
+    if (plain == NULL)
+        return TK_ERR_NO_MEMORY;
+    b = (struct tk_binding){p->query_id, ct->phase, 0, 0, ct->chunk, ct->nchunks, ct->key.data,
+                            ct->key.len};
+    if ((rc = tk_ndet_open(plain, ct->box.data, ct->box.len, ct->nonce.data, &b, s->keys.ndet)) !=
+        TK_OK)
+        return rc;
+    if (tk_frame_body(&body, &body_len, plain, p->tuple_plain_len) != TK_OK)
+        return TK_ERR_MALFORMED;
+    t = (Cohort__TuplePlain *)tk_unpack(a, &cohort__tuple_plain__descriptor, body, body_len, &rc);
+    if (t == NULL)
+        return rc;
+    if (t->first != (ct->chunk == 0) || (!t->dummy && t->group == NULL))
+        return TK_ERR_MALFORMED;
+    if (!t->dummy && (rc = tk_groups_merge_pb(&s->groups, p, t->group)) != TK_OK)
+        return rc;
+    if (t->first)
+        s->contributors++;
+    if (!s->started)
+        memcpy(s->lo, k, TK_KEY_LEN);
+    memcpy(s->hi, k, TK_KEY_LEN);
+    memcpy(s->last, k, TK_KEY_LEN);
+    s->started = true;
+    sodium_memzero(plain, p->tuple_plain_len);
+    return TK_OK;
+}
+
+/* Level 2 and up: one chunk of a lower level's partial. */
+static int take_partial(struct tk_session *s, struct tk_arena *a, const Cohort__Ciphertext *ct)
+{
+    const struct tk_plan *p = &s->plan;
+    struct tk_binding b;
+    const uint8_t *body;
+    size_t body_len, i;
+    uint8_t *plain;
+    Cohort__PartialPlain *pp;
+    int rc = TK_OK;
+
+    if (ct->phase != COHORT__PHASE__PHASE_AGGREGATE || ct->level != s->level - 1 ||
+        ct->nchunks != p->nchunks || ct->chunk >= p->nchunks || ct->key.len != 0)
+        return TK_ERR_BINDING;
+    if (!s->started) {
+        if (ct->chunk != 0)
+            return TK_ERR_INCOMPLETE;
+    } else if (ct->partition == s->src_partition) {
+        if (ct->chunk < s->src_next)
+            return TK_ERR_DUPLICATE;
+        if (ct->chunk > s->src_next)
+            return TK_ERR_INCOMPLETE;
+    } else if (ct->partition > s->src_partition) {
+        if (s->src_next != s->src_n || ct->chunk != 0)
+            return TK_ERR_INCOMPLETE;
+    } else {
+        return TK_ERR_ORDER;
+    }
+    if (ct->box.len != p->chunk_plain_len + TK_TAG_LEN)
+        return TK_ERR_DECRYPT;
+    plain = tk_arena_scratch(a, p->chunk_plain_len);
+    if (plain == NULL)
+        return TK_ERR_NO_MEMORY;
+    b = (struct tk_binding){p->query_id, ct->phase, ct->level, ct->partition, ct->chunk,
+                            ct->nchunks, NULL, 0};
+    if ((rc = tk_ndet_open(plain, ct->box.data, ct->box.len, ct->nonce.data, &b, s->keys.ndet)) !=
+        TK_OK)
+        return rc;
+    if (tk_frame_body(&body, &body_len, plain, p->chunk_plain_len) != TK_OK)
+        return TK_ERR_MALFORMED;
+    pp = (Cohort__PartialPlain *)tk_unpack(a, &cohort__partial_plain__descriptor, body, body_len,
+                                            &rc);
+    if (pp == NULL)
+        return rc;
+    if (pp->lo.len != TK_KEY_LEN || pp->hi.len != TK_KEY_LEN || pp->n_groups > p->groups_per_chunk ||
+        memcmp(pp->lo.data, pp->hi.data, TK_KEY_LEN) > 0)
+        return TK_ERR_MALFORMED;
+    if (ct->chunk == 0) {
+        if (s->started && memcmp(pp->lo.data, s->hi, TK_KEY_LEN) <= 0)
+            return TK_ERR_DUPLICATE; /* overlapping ranges: something counted twice */
+    } else if (memcmp(pp->lo.data, s->src_lo, TK_KEY_LEN) != 0 ||
+               memcmp(pp->hi.data, s->src_hi, TK_KEY_LEN) != 0) {
+        return TK_ERR_BINDING;
+    }
+    for (i = 0; i < pp->n_groups; i++)
+        if ((rc = tk_groups_merge_pb(&s->groups, p, pp->groups[i])) != TK_OK)
+            return rc;
+    if (ct->chunk == 0) {
+        if (!s->started)
+            memcpy(s->lo, pp->lo.data, TK_KEY_LEN);
+        memcpy(s->hi, pp->hi.data, TK_KEY_LEN);
+        memcpy(s->src_lo, pp->lo.data, TK_KEY_LEN);
+        memcpy(s->src_hi, pp->hi.data, TK_KEY_LEN);
+        s->src_partition = ct->partition;
+        s->src_n = ct->nchunks;
+        s->src_next = 0;
+        s->contributors += pp->contributors;
+    }
+    s->src_next++;
+    s->started = true;
+    sodium_memzero(plain, p->chunk_plain_len);
+    return TK_OK;
+}
+
+int tk_do_agg_feed(struct tk_call *c, const uint8_t *body, size_t len)
+{
+    struct tk_arena *a = c->arena;
+    struct tk_session *s = NULL;
+    struct tk_wfield f;
+    size_t pos = 0;
+    int rc, more;
+
+    while ((more = tk_wire_next(body, len, &pos, &f)) == 1) {
+        if (f.field == 1 && f.wire_type == 2) {
+            if (s != NULL)
+                return TK_ERR_SESSION;
+            s = find_session(c->tk, a, f.data, f.len);
+            if (s == NULL)
+                return TK_ERR_SESSION;
+        } else if (f.field == 2 && f.wire_type == 2) {
+            size_t mark = tk_arena_mark(a);
+            Cohort__Ciphertext *ct;
+            if (s == NULL)
+                return TK_ERR_SESSION;
+            ct = (Cohort__Ciphertext *)tk_unpack(a, &cohort__ciphertext__descriptor, f.data,
+                                                  f.len, &rc);
+            if (ct == NULL)
+                return rc;
+            if (ct->query.len != TK_QUERY_TAG_LEN ||
+                memcmp(ct->query.data, s->plan.query_id, TK_QUERY_TAG_LEN) != 0)
+                return TK_ERR_WRONG_QUERY;
+            if (ct->nonce.len != TK_NONCE_LEN)
+                return TK_ERR_MALFORMED;
+            rc = s->level == 1 ? take_tuple(s, a, ct) : take_partial(s, a, ct);
+            if (rc != TK_OK)
+                return rc;
+            s->inputs++;
+            s->arena_lo = a->lo;
+            tk_arena_release(a, mark);
+        } else {
+            return TK_ERR_MALFORMED;
+        }
+    }
+    if (more < 0)
+        return more;
+    if (s == NULL)
+        return TK_ERR_SESSION;
+    return TK_OK;
+}
+
+/* Non-final output: the plan's fixed number of padded partial chunks. */
+static int emit_partials(struct tk_call *c, struct tk_session *s)
+{
+    const struct tk_plan *p = &s->plan;
+    struct tk_arena *a = c->arena;
+    struct tk_binding b = {p->query_id, COHORT__PHASE__PHASE_AGGREGATE, s->level, s->partition,
+                           0, p->nchunks, NULL, 0};
+    uint8_t *plain = tk_arena_scratch(a, p->chunk_plain_len);
+    size_t body = 0;
+    uint32_t j;
+    int rc = TK_OK;
+
+    if (plain == NULL)
+        return TK_ERR_NO_MEMORY;
+    for (j = 0; j < p->nchunks; j++) {
+        b.chunk = j;
+        body += tk_field_len(1, tk_ciphertext_len(&b, p->chunk_plain_len));
+    }
+    tk_w_open(c->out, 7, body);
+    for (j = 0; j < p->nchunks && rc == TK_OK; j++) {
+        size_t mark = tk_arena_mark(a);
+        uint32_t first = j * p->groups_per_chunk, n = 0, k;
+        Cohort__PartialPlain pp;
+        Cohort__GroupPartial *gps = NULL, **gpp = NULL;
+
+        if (first < s->groups.n)
+            n = s->groups.n - first < p->groups_per_chunk ? s->groups.n - first
+                                                          : p->groups_per_chunk;
+        if (n > 0) {
+            gps = tk_arena_scratch(a, n * sizeof *gps);
+            gpp = tk_arena_scratch(a, n * sizeof *gpp);
+            if (gps == NULL || gpp == NULL)
+                rc = TK_ERR_NO_MEMORY;
+        }
+        for (k = 0; k < n && rc == TK_OK; k++) {
+            rc = tk_group_to_pb(&gps[k], a, p, &s->groups, tk_groups_at(&s->groups, first + k));
+            gpp[k] = &gps[k];
+        }
+        cohort__partial_plain__init(&pp);
+        pp.lo.data = s->lo;
+        pp.lo.len = TK_KEY_LEN;
+        pp.hi.data = s->hi;
+        pp.hi.len = TK_KEY_LEN;
+        pp.contributors = s->contributors;
+        pp.n_groups = n;
+        pp.groups = gpp;
+        if (rc == TK_OK)
+            rc = tk_frame_pack(plain, p->chunk_plain_len, &pp.base);
+        b.chunk = j;
+        if (rc == TK_OK)
+            tk_write_ciphertext(c->out, 1, &b, plain, p->chunk_plain_len, s->keys.ndet);
+        tk_arena_release(a, mark);
+    }
+    sodium_memzero(plain, p->chunk_plain_len);
+    return rc;
+}
+
+static size_t put_str(char *out, size_t at, size_t cap, const char *s)
+{
+    while (*s && at + 1 < cap)
+        out[at++] = *s++;
+    out[at] = '\0';
+    return at;
+}
+
+static void agg_label(char *out, size_t cap, const struct tk_plan *p, uint32_t i)
+{
+    static const char *const names[] = {"COUNT(*)", "COUNT(", "SUM(", "AVG(", "MIN(", "MAX(",
+                                        "COUNT(DISTINCT participant)"};
+    const struct tk_agg *g = &p->aggs[i];
+    size_t n = put_str(out, 0, cap, names[g->func]);
+    if (g->col >= 0) {
+        n = put_str(out, n, cap, p->columns[g->col].name);
+        put_str(out, n, cap, ")");
+    }
+}
+
+/* The ResultTable's plaintext, built in scratch. */
+static int build_result(uint8_t **out, size_t *out_len, struct tk_session *s, struct tk_arena *a)
+{
+    const struct tk_plan *p = &s->plan;
+    size_t room = a->hi > a->lo + 1024 ? a->hi - a->lo - 1024 : 0;
+    struct tk_wbuf w;
+    uint64_t suppressed = 0;
+    uint32_t i, k;
+    size_t mark;
+    uint8_t *buf = tk_arena_scratch(a, room);
+    int rc = TK_OK;
+
+    if (buf == NULL || room == 0)
+        return TK_ERR_NO_MEMORY;
+    mark = tk_arena_mark(a);
+    w = (struct tk_wbuf){buf, room, 0, false};
+    tk_w_bytes(&w, 1, p->query_id, TK_QUERY_ID_LEN);
+    for (i = 0; i < (uint32_t)p->n_group + p->n_aggs; i++) {
+        Cohort__ResultColumn rc_;
+        char label[2 * TK_NAME_MAX + 32];
+        cohort__result_column__init(&rc_);
+        if (i < p->n_group) {
+            const struct tk_column *col = &p->columns[p->group_col[i]];
+            put_str(label, 0, sizeof label, col->name);
+            rc_.type = (Cohort__ValueType)col->type;
+            rc_.scale = col->scale;
+        } else {
+            struct tk_agg_state one = {1, 0};
+            struct tk_value v;
+            agg_label(label, sizeof label, p, i - p->n_group);
+            tk_agg_final(&v, p, i - p->n_group, &one);
+            rc_.type = (Cohort__ValueType)v.type;
+            rc_.scale = v.scale;
+        }
+        rc_.label = label;
+        tk_w_message(&w, 2, &rc_.base);
+    }
+    for (i = 0; i < s->groups.n && rc == TK_OK; i++) {
+        const struct tk_group *e = tk_groups_at(&s->groups, i);
+        const uint8_t *key = tk_groups_key(&s->groups, e);
+        struct tk_value gv[TK_MAX_GROUP_COLS], av[TK_MAX_AGGS];
+        struct tk_eval_ctx ev = {NULL, gv, av};
+        Cohort__Value vals[TK_MAX_GROUP_COLS + TK_MAX_AGGS];
+        Cohort__Value *vp[TK_MAX_GROUP_COLS + TK_MAX_AGGS];
+        Cohort__Row row;
+        size_t pos = 0;
+        int keep;
+
+        if (e->participants < p->min_group_size) {
+            suppressed++;
+            continue;
+        }
+        for (k = 0; k < p->n_group; k++)
+            if (tk_key_get(&gv[k], key, e->key_len, &pos) != TK_OK)
+                return TK_ERR_MALFORMED;
+        for (k = 0; k < p->n_aggs; k++)
+            tk_agg_final(&av[k], p, k, &e->aggs[k]);
+        if ((rc = tk_eval(&keep, p->having, p->n_having, &ev)) != TK_OK)
+            return rc;
+        if (!keep)
+            continue;
+        for (k = 0; k < p->n_group; k++)
+            tk_value_to_pb(&vals[k], &gv[k]);
+        for (k = 0; k < p->n_aggs; k++)
+            tk_value_to_pb(&vals[p->n_group + k], &av[k]);
+        for (k = 0; k < (uint32_t)p->n_group + p->n_aggs; k++)
+            vp[k] = &vals[k];
+        cohort__row__init(&row);
+        row.n_values = (size_t)p->n_group + p->n_aggs;
+        row.values = vp;
+        tk_w_message(&w, 3, &row.base);
+    }
+    tk_w_uint(&w, 4, s->contributors);
+    tk_w_uint(&w, 5, suppressed);
+    (void)mark;
+    if (w.overflow)
+        return TK_ERR_NO_MEMORY;
+    *out = buf;
+    *out_len = w.len;
+    return TK_OK;
+}
+
+/* Final output: the sealed, signed result. */
+static int emit_result(struct tk_call *c, struct tk_session *s)
+{
+    const struct tk_plan *p = &s->plan;
+    struct tk_token *tk = c->tk;
+    uint8_t *plain = NULL, *sealed, sig[64], h[32], parts_n[8];
+    size_t plain_len = 0, sealed_len, result_len, k;
+    int rc;
+
+    if (s->contributors < p->min_participants)
+        return TK_ERR_TOO_FEW;
+    if ((rc = build_result(&plain, &plain_len, s, c->arena)) != TK_OK)
+        return rc;
+    sealed_len = plain_len + crypto_box_SEALBYTES;
+    result_len = tk_field_len(1, TK_QUERY_ID_LEN) + tk_field_len(2, sealed_len) + 1 +
+                 tk_varint_len(s->contributors) + tk_field_len(4, tk->cert_len) +
+                 tk_field_len(5, sizeof sig);
+    /* AggOutput { result (2): SealedResult } as TokenResponse.output (7). */
+    tk_w_open(c->out, 7, tk_field_len(2, result_len));
+    tk_w_open(c->out, 2, result_len);
+    tk_w_bytes(c->out, 1, p->query_id, TK_QUERY_ID_LEN);
+    tk_w_open(c->out, 2, sealed_len);
+    sealed = tk_w_reserve(c->out, sealed_len);
+    if (sealed == NULL) {
+        sodium_memzero(plain, plain_len);
+        return TK_ERR_RESPONSE_SPACE;
+    }
+    rc = crypto_box_seal(sealed, plain, plain_len, p->researcher_box_pk) == 0 ? TK_OK
+                                                                             : TK_ERR_RANDOM;
+    sodium_memzero(plain, plain_len);
+    if (rc != TK_OK)
+        return rc;
+    tk_w_uint(c->out, 3, s->contributors);
+    tk_w_bytes(c->out, 4, tk->cert, tk->cert_len);
+    crypto_generichash(h, sizeof h, sealed, sealed_len, NULL, 0);
+    for (k = 0; k < 8; k++)
+        parts_n[k] = (uint8_t)(s->contributors >> (8 * k));
+    {
+        const uint8_t *parts[] = {p->query_id, h, parts_n};
+        const size_t lens[] = {TK_QUERY_ID_LEN, sizeof h, sizeof parts_n};
+        if ((rc = tk_sign_parts(sig, tk->sign_sk, TK_SIG_RESULT, parts, lens, 3)) != TK_OK)
+            return rc;
+    }
+    tk_w_bytes(c->out, 5, sig, sizeof sig);
+    return TK_OK;
+}
+
+int tk_do_agg_end(struct tk_call *c, const Cohort__AggEnd *req)
+{
+    struct tk_session *s = find_session(c->tk, c->arena, req->session.data, req->session.len);
+    int rc;
+
+    if (s == NULL)
+        return TK_ERR_SESSION;
+    if (s->inputs == 0 || (s->level > 1 && s->src_next != s->src_n))
+        return TK_ERR_INCOMPLETE;
+    rc = s->final ? emit_result(c, s) : emit_partials(c, s);
+    if (rc == TK_OK && c->out->overflow)
+        rc = TK_ERR_RESPONSE_SPACE; /* the session stays open: retry with more room */
+    if (rc == TK_OK)
+        tk_replay_note(c->tk, s->plan.query_id, s->level, s->partition);
+    return rc;
+}

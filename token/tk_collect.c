@@ -1,0 +1,224 @@
+/*
+ * Collection: a participant's token answers a plan with its contribution.
+ *
+ * After the plan is verified, the token scans its copy of the plan's table,
+ * keeps the rows for which WHERE is true, and pre-aggregates them per group
+ * in a table of tuples_per_participant entries. It then emits exactly that
+ * many ciphertexts: one per group it found, the rest dummies. Every
+ * plaintext is padded to the same size, so the service sees the same
+ * number of equally sized random-looking ciphertexts from every token,
+ * whether its owner matched the WHERE clause or not.
+ *
+ * Each ciphertext is bound to (query, collection phase, level 0, partition
+ * 0, chunk i of K, the contributor's pseudonym). The pseudonym is a keyed
+ * hash of the device key under the query's pseudonym key: stable within a
+ * query, so that duplicates are caught by aggregators, and unlinkable
+ * across queries. A token with more groups than the plan allows refuses
+ * (TK_ERR_TOO_MANY_GROUPS) rather than drop any.
+ */
+#include "token/tk_int.h"
+
+struct collect {
+    const struct tk_plan *plan;
+    struct tk_groups *groups;
+    bool mapped;
+    bool used[TK_MAX_COLUMNS];
+    int16_t map[TK_MAX_COLUMNS]; /* plan column -> table column */
+};
+
+static void mark_used(struct collect *c)
+{
+    const struct tk_plan *p = c->plan;
+    uint16_t i;
+    for (i = 0; i < p->n_group; i++)
+        c->used[p->group_col[i]] = true;
+    for (i = 0; i < p->n_aggs; i++)
+        if (p->aggs[i].col >= 0)
+            c->used[p->aggs[i].col] = true;
+    for (i = 0; i < p->n_where; i++)
+        if (p->where[i].op == COHORT__OP__OP_COLUMN)
+            c->used[p->where[i].index] = true;
+}
+
+/* Map the plan's columns to the token's table by name; types must agree. */
+static int map_columns(struct collect *c, const Cohort__TableSchema *s)
+{
+    const struct tk_plan *p = c->plan;
+    uint16_t i;
+    size_t j;
+    for (i = 0; i < p->n_columns; i++) {
+        c->map[i] = -1;
+        if (!c->used[i])
+            continue;
+        for (j = 0; j < s->n_columns; j++)
+            if (strcmp(s->columns[j]->name, p->columns[i].name) == 0)
+                break;
+        if (j == s->n_columns || (int)s->columns[j]->type != p->columns[i].type ||
+            s->columns[j]->scale != p->columns[i].scale)
+            return TK_ERR_BAD_PLAN;
+        c->map[i] = (int16_t)j;
+    }
+    c->mapped = true;
+    return TK_OK;
+}
+
+static int add_value(struct tk_agg_state *s, uint8_t func, const struct tk_value *v)
+{
+    switch (func) {
+    case COHORT__AGG_FUNC__AGG_COUNT_STAR:
+        s->count++;
+        return TK_OK;
+    case COHORT__AGG_FUNC__AGG_COUNT_PARTICIPANTS:
+        s->count = 1;
+        return TK_OK;
+    default:
+        break;
+    }
+    if (v->type == COHORT__VALUE_TYPE__VT_NULL)
+        return TK_OK;
+    switch (func) {
+    case COHORT__AGG_FUNC__AGG_SUM:
+    case COHORT__AGG_FUNC__AGG_AVG:
+        if (__builtin_add_overflow(s->value, v->i, &s->value))
+            return TK_ERR_OVERFLOW;
+        break;
+    case COHORT__AGG_FUNC__AGG_MIN:
+        if (s->count == 0 || v->i < s->value)
+            s->value = v->i;
+        break;
+    case COHORT__AGG_FUNC__AGG_MAX:
+        if (s->count == 0 || v->i > s->value)
+            s->value = v->i;
+        break;
+    default:
+        break;
+    }
+    s->count++;
+    return TK_OK;
+}
+
+static int on_row(void *ctx, const Cohort__TableSchema *schema, const Cohort__Row *row)
+{
+    struct collect *c = ctx;
+    const struct tk_plan *p = c->plan;
+    struct tk_value vals[TK_MAX_COLUMNS];
+    struct tk_eval_ctx ev = {vals, NULL, NULL};
+    uint8_t key[TK_GROUP_KEY_MAX];
+    size_t key_len = 0;
+    struct tk_group *g;
+    uint16_t i;
+    int keep, rc;
+
+    if (!c->mapped && (rc = map_columns(c, schema)) != TK_OK)
+        return rc;
+    if (row->n_values != schema->n_columns)
+        return TK_ERR_STORE;
+    for (i = 0; i < p->n_columns; i++) {
+        memset(&vals[i], 0, sizeof vals[i]);
+        if (c->map[i] >= 0 && tk_value_from_pb(&vals[i], row->values[c->map[i]]) != TK_OK)
+            return TK_ERR_STORE;
+    }
+    if ((rc = tk_eval(&keep, p->where, p->n_where, &ev)) != TK_OK)
+        return rc;
+    if (!keep)
+        return TK_OK;
+    for (i = 0; i < p->n_group; i++)
+        key_len += tk_key_put(key + key_len, &vals[p->group_col[i]]);
+    if ((rc = tk_groups_get(&g, c->groups, key, key_len)) != TK_OK)
+        return rc;
+    for (i = 0; i < p->n_aggs; i++) {
+        static const struct tk_value null_value;
+        const struct tk_value *v = p->aggs[i].col >= 0 ? &vals[p->aggs[i].col] : &null_value;
+        if ((rc = add_value(&g->aggs[i], p->aggs[i].func, v)) != TK_OK)
+            return rc;
+    }
+    g->rows++;
+    g->participants = 1;
+    return TK_OK;
+}
+
+static bool table_exists(struct tk_token *tk, struct tk_arena *a, const char *table)
+{
+    char buf[8][TK_NAME_MAX + 1], *names[8];
+    size_t n = 0, i;
+    for (i = 0; i < 8; i++)
+        names[i] = buf[i];
+    if (tk_table_names(tk, a, names, 8, &n) != TK_OK)
+        return false;
+    for (i = 0; i < n; i++)
+        if (strcmp(names[i], table) == 0)
+            return true;
+    return false;
+}
+
+int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
+{
+    struct tk_token *tk = c->tk;
+    struct tk_arena *a = c->arena;
+    struct tk_plan plan;
+    struct tk_groups groups;
+    struct collect col;
+    struct tk_query_keys keys;
+    uint8_t pseudonym[TK_CONTRIB_KEY_LEN];
+    uint8_t *plain;
+    size_t body_len, i;
+    int rc;
+
+    if (!tk_has_flag(tk, TK_FLAG_PROVISIONED))
+        return TK_ERR_NOT_PROVISIONED;
+    if ((rc = tk_plan_load(tk, a, &plan, req->plan, c->now, TK_PLAN_COLLECT)) != TK_OK)
+        return rc;
+    if (!table_exists(tk, a, plan.table))
+        return TK_ERR_NO_TABLE;
+    if ((rc = tk_groups_init(&groups, a, plan.tuples, plan.n_aggs,
+                             (size_t)plan.tuples * TK_GROUP_KEY_MAX, false)) != TK_OK)
+        return rc;
+    memset(&col, 0, sizeof col);
+    col.plan = &plan;
+    col.groups = &groups;
+    mark_used(&col);
+    if ((rc = tk_table_scan(tk, a, plan.table, on_row, &col)) != TK_OK)
+        return rc;
+
+    plain = tk_arena_scratch(a, plan.tuple_plain_len);
+    if (plain == NULL)
+        return TK_ERR_NO_MEMORY;
+    tk_query_keys(&keys, tk->group_secret, plan.query_id);
+    crypto_generichash(pseudonym, sizeof pseudonym, tk->sign_pk, TK_PK_LEN, keys.pseudonym,
+                       sizeof keys.pseudonym);
+
+    /* Contribution { query_id, key, tuples } as TokenResponse.contribution. */
+    {
+        struct tk_binding b = {plan.query_id, COHORT__PHASE__PHASE_COLLECT, 0, 0, 0,
+                               plan.tuples, pseudonym, sizeof pseudonym};
+        body_len = tk_field_len(1, TK_QUERY_ID_LEN) + tk_field_len(2, sizeof pseudonym);
+        for (i = 0; i < plan.tuples; i++) {
+            b.chunk = (uint32_t)i;
+            body_len += tk_field_len(3, tk_ciphertext_len(&b, plan.tuple_plain_len));
+        }
+        tk_w_open(c->out, 5, body_len);
+        tk_w_bytes(c->out, 1, plan.query_id, TK_QUERY_ID_LEN);
+        tk_w_bytes(c->out, 2, pseudonym, sizeof pseudonym);
+        for (i = 0; i < plan.tuples && rc == TK_OK; i++) {
+            size_t mark = tk_arena_mark(a);
+            Cohort__TuplePlain t;
+            Cohort__GroupPartial gp;
+            cohort__tuple_plain__init(&t);
+            t.first = i == 0;
+            t.dummy = i >= groups.n;
+            if (!t.dummy) {
+                rc = tk_group_to_pb(&gp, a, &plan, &groups, tk_groups_at(&groups, (uint32_t)i));
+                t.group = &gp;
+            }
+            if (rc == TK_OK)
+                rc = tk_frame_pack(plain, plan.tuple_plain_len, &t.base);
+            b.chunk = (uint32_t)i;
+            if (rc == TK_OK)
+                tk_write_ciphertext(c->out, 3, &b, plain, plan.tuple_plain_len, keys.ndet);
+            tk_arena_release(a, mark);
+        }
+    }
+    sodium_memzero(plain, plan.tuple_plain_len);
+    tk_query_keys_wipe(&keys);
+    return rc;
+}

@@ -1,0 +1,338 @@
+/*
+ * Private declarations of libcohort_token.
+ *
+ * Memory. All working memory comes from one arena (struct tk_arena) laid
+ * over the caller's RAM buffer. It has two ends: the low end holds what must
+ * survive from one call to the next of an aggregation session (the session
+ * header, the plan summary, the group table and its key heap); the high end
+ * is scratch for the current call (decoded messages, plaintexts) and is
+ * emptied when the call returns. When the two ends meet the work fails with
+ * TK_ERR_NO_MEMORY: nothing is ever allocated anywhere else.
+ *
+ * Trust. Everything that reaches these functions from the request is
+ * hostile until checked: sizes are bounded before anything is decoded,
+ * every ciphertext is authenticated before its plaintext is used, and every
+ * check happens before any state changes.
+ */
+#ifndef COHORT_TK_INT_H
+#define COHORT_TK_INT_H
+
+#include <stdbool.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "proto/cohort.pb-c.h"
+#include "token/token.h"
+
+#define TK_MAGIC 0x544b4331u /* "TKC1" */
+#define TK_FLAG_KEYS 1u
+#define TK_FLAG_PROVISIONED 2u
+
+/* Limits of what the token accepts. */
+#define TK_PLAN_MAX 16384u        /* serialized Plan */
+#define TK_SIGNED_PLAN_MAX 20480u /* serialized SignedPlan */
+#define TK_MAX_CHAIN 4u
+#define TK_NAME_MAX 32u /* table and column names */
+#define TK_TEXT_MAX 64u /* text values */
+#define TK_MAX_COLUMNS 32u
+#define TK_MAX_GROUP_COLS 8u
+#define TK_MAX_AGGS 16u
+#define TK_PROGRAM_MAX 256u
+#define TK_IN_LIST_MAX 64u
+#define TK_STACK_MAX 32u
+#define TK_MAX_TUPLES 64u         /* tuples_per_participant */
+#define TK_MAX_GROUPS 65536u      /* max_groups */
+#define TK_RECORD_MAX 8192u       /* plaintext of one store record */
+#define TK_CHUNK_PLAIN_MAX 4096u  /* plaintext of one partial chunk */
+#define TK_MAX_CHUNKS 4096u
+#define TK_KEY_LEN 20u            /* contribution key: pseudonym (16) || chunk (4, big-endian) */
+#define TK_GROUP_KEY_MAX (TK_MAX_GROUP_COLS * (2u + TK_TEXT_MAX))
+#define TK_NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define TK_TAG_LEN crypto_aead_xchacha20poly1305_ietf_ABYTES
+
+/* ------------------------------------------------------------- arena */
+
+struct tk_arena {
+    uint8_t *base;
+    size_t cap;
+    size_t lo;   /* bytes used from the bottom (session data) */
+    size_t hi;   /* first byte used from the top (scratch); cap when empty */
+    size_t peak; /* most bytes in use at once */
+    bool exhausted;
+};
+
+void tk_arena_init(struct tk_arena *a, uint8_t *base, size_t cap, size_t lo);
+void *tk_arena_scratch(struct tk_arena *a, size_t n);  /* from the top, 8-aligned */
+void *tk_arena_keep(struct tk_arena *a, size_t n);     /* from the bottom, 8-aligned */
+size_t tk_arena_mark(const struct tk_arena *a);
+void tk_arena_release(struct tk_arena *a, size_t mark);
+ProtobufCAllocator tk_arena_allocator(struct tk_arena *a);
+/* Unpack a message into scratch; NULL if it does not decode or fit. */
+ProtobufCMessage *tk_unpack(struct tk_arena *a, const ProtobufCMessageDescriptor *d,
+                            const uint8_t *data, size_t len, int *err);
+
+/* ------------------------------------------------- protobuf wire writer */
+
+struct tk_wbuf {
+    uint8_t *p;
+    size_t cap;
+    size_t len;
+    bool overflow;
+};
+
+void tk_w_varint(struct tk_wbuf *w, uint64_t v);
+void tk_w_tag(struct tk_wbuf *w, uint32_t field, uint32_t wire_type);
+void tk_w_uint(struct tk_wbuf *w, uint32_t field, uint64_t v);
+void tk_w_sint(struct tk_wbuf *w, uint32_t field, int64_t v);
+void tk_w_bytes(struct tk_wbuf *w, uint32_t field, const uint8_t *p, size_t n);
+/* A length-delimited field whose n payload bytes the caller writes next. */
+void tk_w_open(struct tk_wbuf *w, uint32_t field, size_t n);
+/* Reserve n bytes to be filled later; NULL on overflow. */
+uint8_t *tk_w_reserve(struct tk_wbuf *w, size_t n);
+void tk_w_message(struct tk_wbuf *w, uint32_t field, const ProtobufCMessage *m);
+size_t tk_varint_len(uint64_t v);
+size_t tk_field_len(uint32_t field, size_t payload); /* tag + length + payload */
+
+/* A reader over one level of protobuf fields (for streamed requests). */
+struct tk_wfield {
+    uint32_t field;
+    uint32_t wire_type;
+    uint64_t varint;
+    const uint8_t *data;
+    size_t len;
+};
+/* Next field of buf at *pos: 1 if one was read, 0 at the end, <0 on error. */
+int tk_wire_next(const uint8_t *buf, size_t len, size_t *pos, struct tk_wfield *f);
+/* Walk the top level of a message checking that no field runs past the end. */
+int tk_wire_check(const uint8_t *buf, size_t len);
+
+/* ------------------------------------------------------------ values */
+
+struct tk_value {
+    uint8_t type;  /* COHORT__VALUE_TYPE__* */
+    uint8_t scale; /* DECIMAL */
+    uint16_t len;  /* TEXT */
+    int64_t i;
+    double d;
+    const uint8_t *s;
+};
+
+int tk_value_from_pb(struct tk_value *v, const Cohort__Value *pb);
+void tk_value_to_pb(Cohort__Value *pb, const struct tk_value *v);
+/* Three-way compare of two non-NULL values of comparable types; 2 if not comparable. */
+int tk_value_cmp(const struct tk_value *a, const struct tk_value *b);
+/* Canonical group-key encoding: type byte, then 8 bytes LE or length + text. */
+size_t tk_key_put(uint8_t *out, const struct tk_value *v);
+/* Decode one value at key[*pos]; returns 0 or TK_ERR_MALFORMED. */
+int tk_key_get(struct tk_value *v, const uint8_t *key, size_t key_len, size_t *pos);
+
+/* ------------------------------------------------------------- plans */
+
+struct tk_instr {
+    uint8_t op;
+    uint16_t index; /* column: plan schema index; HAVING column: group index; aggregate */
+    struct tk_value value;
+    const struct tk_value *list;
+    uint16_t n_list;
+};
+
+struct tk_column {
+    char name[TK_NAME_MAX + 1];
+    uint8_t type;
+    uint8_t scale;
+};
+
+struct tk_agg {
+    uint8_t func;
+    int16_t col; /* plan schema index, -1 for COUNT(*) and COUNT(DISTINCT participant) */
+};
+
+/* A verified plan in the token's own terms (all pointers into the arena). */
+struct tk_plan {
+    uint8_t query_id[TK_QUERY_ID_LEN];
+    char table[TK_NAME_MAX + 1];
+    int64_t issued_at, deadline, expires_at;
+    uint32_t tuples;     /* per participant */
+    uint32_t max_groups;
+    uint32_t min_participants, min_group_size;
+    uint16_t n_columns;
+    struct tk_column columns[TK_MAX_COLUMNS];
+    uint16_t n_group;
+    uint16_t group_col[TK_MAX_GROUP_COLS];
+    uint16_t n_aggs;
+    struct tk_agg aggs[TK_MAX_AGGS];
+    uint16_t n_where, n_having;
+    const struct tk_instr *where;
+    const struct tk_instr *having;
+    uint8_t researcher_box_pk[32];
+    /* The fixed sizes every token derives alike from the plan. */
+    size_t group_bound;      /* encoded GroupPartial, at most */
+    size_t tuple_plain_len;  /* framed TuplePlain */
+    size_t chunk_plain_len;  /* framed PartialPlain */
+    uint32_t groups_per_chunk;
+    uint32_t nchunks;
+};
+
+enum tk_plan_use { TK_PLAN_COLLECT, TK_PLAN_AGGREGATE };
+
+/*
+ * Verify a SignedPlan (signature, chain to a trusted authority, validity,
+ * scope) and decode it into *plan (arena scratch). Caches the verdict.
+ */
+int tk_plan_load(struct tk_token *tk, struct tk_arena *a, struct tk_plan *plan,
+                 const Cohort__SignedPlan *sp, int64_t now, enum tk_plan_use use);
+/* Copy the HAVING program (and its constants) to the arena's low end. */
+int tk_plan_keep_having(struct tk_arena *a, struct tk_plan *plan);
+
+/* ------------------------------------------------------------ crypto */
+
+struct tk_query_keys {
+    uint8_t ndet[32];
+    uint8_t pseudonym[32];
+};
+
+void tk_query_keys(struct tk_query_keys *k, const uint8_t group_secret[32],
+                   const uint8_t query_id[TK_QUERY_ID_LEN]);
+void tk_query_keys_wipe(struct tk_query_keys *k);
+
+/* The fields a ciphertext is bound to. */
+struct tk_binding {
+    const uint8_t *query_id;
+    uint32_t phase, level, partition, chunk, nchunks;
+    const uint8_t *key;
+    size_t key_len;
+};
+
+/* nDet encryption into out (plain_len + TK_TAG_LEN bytes); nonce is generated. */
+void tk_ndet_seal(uint8_t *out, uint8_t nonce[TK_NONCE_LEN], const uint8_t *plain,
+                  size_t plain_len, const struct tk_binding *b, const uint8_t key[32]);
+int tk_ndet_open(uint8_t *plain, const uint8_t *box, size_t box_len,
+                 const uint8_t nonce[TK_NONCE_LEN], const struct tk_binding *b,
+                 const uint8_t key[32]);
+
+/* Certificates: decode, check the signature by issuer_pk (skipped when
+ * issuer_pk is NULL: shape and validity only) and the validity period. */
+int tk_cert_check(Cohort__CertBody **body, struct tk_arena *a, const Cohort__Certificate *c,
+                  const uint8_t *issuer_pk, int64_t now);
+/* Sign "prefix || parts..." with the device key. */
+int tk_sign_parts(uint8_t sig[64], const uint8_t sk[64], const char *prefix,
+                  const uint8_t *const *parts, const size_t *lens, size_t n);
+int tk_verify_parts(const uint8_t sig[64], const uint8_t pk[32], const char *prefix,
+                    const uint8_t *const *parts, const size_t *lens, size_t n);
+/* Verify sig over prefix || msg (msg of any size; copied into scratch). */
+int tk_verify_signed(struct tk_arena *a, const uint8_t sig[64], const uint8_t pk[32],
+                     const char *prefix, const uint8_t *msg, size_t len);
+
+/* ------------------------------------------------------- expressions */
+
+/* Evaluate a program over a row (WHERE) or a group (HAVING). *out is
+ * 1 for true, 0 for false or unknown. */
+struct tk_eval_ctx {
+    const struct tk_value *columns; /* WHERE: row values by plan schema index */
+    const struct tk_value *groups;  /* HAVING: group values */
+    const struct tk_value *aggs;    /* HAVING: aggregate values */
+};
+int tk_eval(int *out, const struct tk_instr *prog, size_t n, const struct tk_eval_ctx *ctx);
+/* Static check: types, stack depth, one boolean left. */
+int tk_program_check(const struct tk_instr *prog, size_t n, const struct tk_plan *plan,
+                     bool having);
+
+/* ------------------------------------------------------ group tables */
+
+struct tk_agg_state {
+    int64_t count;
+    int64_t value;
+};
+
+struct tk_group {
+    uint32_t hash;
+    uint16_t key_len;
+    uint16_t pad;
+    uint32_t key_off; /* into the key heap */
+    uint32_t unused;
+    uint64_t participants;
+    uint64_t rows;
+    struct tk_agg_state aggs[];
+};
+
+struct tk_groups {
+    uint32_t cap;    /* most groups */
+    uint32_t n;
+    uint32_t n_aggs;
+    uint32_t slots;  /* index size: a power of two >= 2 * cap */
+    uint32_t *index; /* slot -> group number + 1, 0 empty */
+    uint8_t *entries;
+    size_t stride;
+    uint8_t *keys;   /* key heap; NULL: keys grow at the arena's low end */
+    size_t keys_len, keys_cap;
+    struct tk_arena *arena; /* for a growing key heap: set at every call */
+};
+
+/* keep: entries at the arena's low end and keys growing there (key_heap
+ * ignored); else everything in scratch with a fixed key heap. */
+int tk_groups_init(struct tk_groups *g, struct tk_arena *a, uint32_t cap, uint32_t n_aggs,
+                   size_t key_heap, bool keep);
+struct tk_group *tk_groups_at(const struct tk_groups *g, uint32_t i);
+const uint8_t *tk_groups_key(const struct tk_groups *g, const struct tk_group *e);
+/* Find or insert a group by canonical key. */
+int tk_groups_get(struct tk_group **out, struct tk_groups *g, const uint8_t *key, size_t key_len);
+/* Merge a GroupPartial (decoded) into the table. */
+int tk_groups_merge_pb(struct tk_groups *g, const struct tk_plan *plan, const Cohort__GroupPartial *p);
+/* The canonical key of a GroupPartial's values. */
+int tk_group_key_from_pb(uint8_t *key, size_t *key_len, const struct tk_plan *plan,
+                         const Cohort__GroupPartial *p);
+/* Fill a GroupPartial (scratch) from a table entry. */
+int tk_group_to_pb(Cohort__GroupPartial *out, struct tk_arena *a, const struct tk_plan *plan,
+                   const struct tk_groups *g, const struct tk_group *e);
+/* An aggregate's final value (NULL when it saw no rows). */
+void tk_agg_final(struct tk_value *out, const struct tk_plan *plan, uint32_t i,
+                  const struct tk_agg_state *s);
+int tk_agg_merge(struct tk_agg_state *into, const struct tk_agg_state *from, uint8_t func);
+
+/* Fixed-size plaintext frames: 2-byte length, message, zeros. */
+int tk_frame_pack(uint8_t *out, size_t frame_len, const ProtobufCMessage *m);
+int tk_frame_body(const uint8_t **body, size_t *body_len, const uint8_t *frame, size_t frame_len);
+
+/* ------------------------------------------------------------ tables */
+
+int tk_table_load(struct tk_token *tk, struct tk_arena *a, const Cohort__LoadTable *req);
+/* Call fn for every row of `table`; stops at the first non-zero return. */
+typedef int (*tk_row_fn)(void *ctx, const Cohort__TableSchema *schema, const Cohort__Row *row);
+int tk_table_scan(struct tk_token *tk, struct tk_arena *a, const char *table, tk_row_fn fn,
+                  void *ctx);
+/* Names of the tables on the token (up to max). */
+int tk_table_names(struct tk_token *tk, struct tk_arena *a, char **names, size_t max,
+                   size_t *n);
+
+/* ----------------------------------------------------------- handlers */
+
+struct tk_call {
+    struct tk_token *tk;
+    struct tk_arena *arena;
+    int64_t now;
+    struct tk_wbuf *out; /* the TokenResponse being written (status already in) */
+};
+
+int tk_do_info(struct tk_call *c, const Cohort__GetInfo *req);
+int tk_do_provision_begin(struct tk_call *c, const Cohort__ProvisionBegin *req);
+int tk_do_provision_finish(struct tk_call *c, const Cohort__ProvisionFinish *req);
+int tk_do_load_table(struct tk_call *c, const Cohort__LoadTable *req);
+int tk_do_collect(struct tk_call *c, const Cohort__Collect *req);
+int tk_do_agg_begin(struct tk_call *c, const Cohort__AggBegin *req);
+/* AggFeed is streamed: body is the AggFeed message's bytes. */
+int tk_do_agg_feed(struct tk_call *c, const uint8_t *body, size_t len);
+int tk_do_agg_end(struct tk_call *c, const Cohort__AggEnd *req);
+
+/* Helpers shared by the handlers. */
+bool tk_has_flag(const struct tk_token *tk, uint32_t f);
+void tk_write_ciphertext(struct tk_wbuf *w, uint32_t field, const struct tk_binding *b,
+                         const uint8_t *plain, size_t plain_len, const uint8_t key[32]);
+size_t tk_ciphertext_len(const struct tk_binding *b, size_t plain_len);
+int tk_replay_seen(const struct tk_token *tk, const uint8_t *query, uint32_t level,
+                   uint32_t partition);
+void tk_replay_note(struct tk_token *tk, const uint8_t *query, uint32_t level,
+                    uint32_t partition);
+void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len);
+
+#endif

@@ -1,0 +1,472 @@
+/*
+ * Accepting a plan: who signed it, under whose authority, within what scope,
+ * and what exactly it asks.
+ *
+ * A SignedPlan carries the plan bytes, the researcher's signature over them
+ * and a certificate chain: researcher first, then authorities, the last one
+ * issued by a key the token was provisioned to trust. Checks run cheapest
+ * and most telling first, each with its own error code: sizes, trust of the
+ * root (TK_ERR_UNTRUSTED), each certificate's signature (TK_ERR_BAD_CERT),
+ * validity (TK_ERR_EXPIRED), roles (TK_ERR_ROLE), the plan signature
+ * (TK_ERR_BAD_SIGNATURE), then the plan itself (TK_ERR_BAD_PLAN,
+ * TK_ERR_UNSUPPORTED), its times, and the researcher's scope (TK_ERR_SCOPE).
+ *
+ * A verdict is cached by query id until the plan expires, so a token that
+ * aggregates several partitions of one query verifies its signatures once.
+ * The decoded plan (struct tk_plan) lives in arena scratch; every name is
+ * resolved to an index, and every program is statically checked, so later
+ * phases index arrays without further checks.
+ */
+#include "token/tk_int.h"
+
+#define CLOCK_SKEW 300 /* seconds a plan may appear to come from the future */
+
+static int copy_name(char out[TK_NAME_MAX + 1], const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > TK_NAME_MAX)
+        return TK_ERR_BAD_PLAN;
+    memcpy(out, s, n + 1);
+    return TK_OK;
+}
+
+static int find_column(const struct tk_plan *p, const char *name)
+{
+    uint16_t i;
+    if (name == NULL)
+        return -1;
+    for (i = 0; i < p->n_columns; i++)
+        if (strcmp(p->columns[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static bool valid_column_type(int t)
+{
+    return t == COHORT__VALUE_TYPE__VT_INT || t == COHORT__VALUE_TYPE__VT_DECIMAL ||
+           t == COHORT__VALUE_TYPE__VT_TEXT || t == COHORT__VALUE_TYPE__VT_DATE ||
+           t == COHORT__VALUE_TYPE__VT_BOOL || t == COHORT__VALUE_TYPE__VT_TIMESTAMP;
+}
+
+static int load_schema(struct tk_plan *p, const Cohort__Plan *pb)
+{
+    size_t i, j;
+    const Cohort__TableSchema *s = pb->schema;
+    if (s == NULL || s->n_columns == 0 || s->name == NULL || strcmp(s->name, pb->table) != 0)
+        return TK_ERR_BAD_PLAN;
+    if (s->n_columns > TK_MAX_COLUMNS)
+        return TK_ERR_TOO_LARGE;
+    p->n_columns = (uint16_t)s->n_columns;
+    for (i = 0; i < s->n_columns; i++) {
+        const Cohort__Column *c = s->columns[i];
+        if (copy_name(p->columns[i].name, c->name) != TK_OK || !valid_column_type(c->type) ||
+            c->scale > 18 || (c->scale != 0 && c->type != COHORT__VALUE_TYPE__VT_DECIMAL))
+            return TK_ERR_BAD_PLAN;
+        for (j = 0; j < i; j++)
+            if (strcmp(p->columns[j].name, p->columns[i].name) == 0)
+                return TK_ERR_BAD_PLAN;
+        p->columns[i].type = (uint8_t)c->type;
+        p->columns[i].scale = (uint8_t)c->scale;
+    }
+    return TK_OK;
+}
+
+static int load_aggs(struct tk_plan *p, const Cohort__Plan *pb)
+{
+    size_t i;
+    if (pb->n_aggregates == 0)
+        return TK_ERR_BAD_PLAN;
+    if (pb->n_aggregates > TK_MAX_AGGS)
+        return TK_ERR_TOO_LARGE;
+    p->n_aggs = (uint16_t)pb->n_aggregates;
+    for (i = 0; i < pb->n_aggregates; i++) {
+        const Cohort__Aggregate *g = pb->aggregates[i];
+        int col = -1, t;
+        switch (g->func) {
+        case COHORT__AGG_FUNC__AGG_COUNT_STAR:
+        case COHORT__AGG_FUNC__AGG_COUNT_PARTICIPANTS:
+            break;
+        case COHORT__AGG_FUNC__AGG_COUNT:
+        case COHORT__AGG_FUNC__AGG_SUM:
+        case COHORT__AGG_FUNC__AGG_AVG:
+        case COHORT__AGG_FUNC__AGG_MIN:
+        case COHORT__AGG_FUNC__AGG_MAX:
+            col = find_column(p, g->column);
+            if (col < 0)
+                return TK_ERR_BAD_PLAN;
+            t = p->columns[col].type;
+            if ((g->func == COHORT__AGG_FUNC__AGG_SUM || g->func == COHORT__AGG_FUNC__AGG_AVG) &&
+                t != COHORT__VALUE_TYPE__VT_INT && t != COHORT__VALUE_TYPE__VT_DECIMAL)
+                return TK_ERR_BAD_PLAN;
+            if ((g->func == COHORT__AGG_FUNC__AGG_MIN || g->func == COHORT__AGG_FUNC__AGG_MAX) &&
+                t == COHORT__VALUE_TYPE__VT_TEXT)
+                return TK_ERR_BAD_PLAN;
+            break;
+        default:
+            return TK_ERR_BAD_PLAN;
+        }
+        p->aggs[i].func = (uint8_t)g->func;
+        p->aggs[i].col = (int16_t)col;
+    }
+    return TK_OK;
+}
+
+static int load_value(struct tk_value *v, const Cohort__Value *pb)
+{
+    int rc = tk_value_from_pb(v, pb);
+    if (rc != TK_OK)
+        return rc == TK_ERR_TOO_LARGE ? rc : TK_ERR_BAD_PLAN;
+    return TK_OK;
+}
+
+static int load_program(const struct tk_instr **out, uint16_t *n_out, struct tk_arena *a,
+                        const struct tk_plan *p, Cohort__Instr *const *in, size_t n, bool having)
+{
+    struct tk_instr *prog;
+    size_t i, k;
+    int rc;
+
+    *out = NULL;
+    *n_out = 0;
+    if (n == 0)
+        return TK_OK;
+    if (n > TK_PROGRAM_MAX)
+        return TK_ERR_TOO_LARGE;
+    prog = tk_arena_scratch(a, n * sizeof *prog);
+    if (prog == NULL)
+        return TK_ERR_NO_MEMORY;
+    memset(prog, 0, n * sizeof *prog);
+    for (i = 0; i < n; i++) {
+        const Cohort__Instr *x = in[i];
+        prog[i].op = (uint8_t)x->op;
+        if (x->op == COHORT__OP__OP_COLUMN) {
+            int col = find_column(p, x->column);
+            if (col < 0)
+                return TK_ERR_BAD_PLAN;
+            if (having) {
+                uint16_t g;
+                for (g = 0; g < p->n_group && p->group_col[g] != col; g++)
+                    ;
+                if (g == p->n_group)
+                    return TK_ERR_BAD_PLAN;
+                prog[i].index = g;
+            } else {
+                prog[i].index = (uint16_t)col;
+            }
+        } else if (x->op == COHORT__OP__OP_AGGREGATE) {
+            if (x->index >= TK_MAX_AGGS)
+                return TK_ERR_BAD_PLAN;
+            prog[i].index = (uint16_t)x->index;
+        }
+        if (x->op == COHORT__OP__OP_CONST || x->op == COHORT__OP__OP_LIKE_PREFIX) {
+            if ((rc = load_value(&prog[i].value, x->value)) != TK_OK)
+                return rc;
+        }
+        if (x->op == COHORT__OP__OP_IN) {
+            struct tk_value *list;
+            if (x->n_list == 0 || x->n_list > TK_IN_LIST_MAX)
+                return x->n_list ? TK_ERR_TOO_LARGE : TK_ERR_BAD_PLAN;
+            list = tk_arena_scratch(a, x->n_list * sizeof *list);
+            if (list == NULL)
+                return TK_ERR_NO_MEMORY;
+            for (k = 0; k < x->n_list; k++)
+                if ((rc = load_value(&list[k], x->list[k])) != TK_OK)
+                    return rc;
+            prog[i].list = list;
+            prog[i].n_list = (uint16_t)x->n_list;
+        }
+    }
+    if ((rc = tk_program_check(prog, n, p, having)) != TK_OK)
+        return rc;
+    *out = prog;
+    *n_out = (uint16_t)n;
+    return TK_OK;
+}
+
+/* Every token derives the same fixed sizes from the plan. */
+static int layout(struct tk_plan *p)
+{
+    size_t gb = 22 + 24 * (size_t)p->n_aggs, hdr = 2 + 55, per, gpc;
+    uint16_t i;
+    for (i = 0; i < p->n_group; i++)
+        gb += p->columns[p->group_col[i]].type == COHORT__VALUE_TYPE__VT_TEXT ? 2 + 2 + 2 + TK_TEXT_MAX
+                                                                         : 2 + 2 + 11 + 2;
+    p->group_bound = gb;
+    p->tuple_plain_len = 2 + 4 + 1 + tk_varint_len(gb) + gb;
+    per = 1 + tk_varint_len(gb) + gb;
+    if (hdr + per > TK_CHUNK_PLAIN_MAX)
+        return TK_ERR_BAD_PLAN;
+    gpc = (TK_CHUNK_PLAIN_MAX - hdr) / per;
+    if (gpc > p->max_groups)
+        gpc = p->max_groups;
+    p->groups_per_chunk = (uint32_t)gpc;
+    p->nchunks = (uint32_t)((p->max_groups + gpc - 1) / gpc);
+    p->chunk_plain_len = hdr + gpc * per;
+    if (p->nchunks > TK_MAX_CHUNKS)
+        return TK_ERR_BAD_PLAN;
+    return TK_OK;
+}
+
+static bool listed(char *const *list, size_t n, const char *s)
+{
+    size_t i;
+    if (n == 0)
+        return true;
+    for (i = 0; i < n; i++)
+        if (list[i] != NULL && strcmp(list[i], s) == 0)
+            return true;
+    return false;
+}
+
+static bool column_in_scope(const Cohort__Scope *s, const char *table, const char *col)
+{
+    char full[2 * TK_NAME_MAX + 2];
+    size_t tl = strlen(table), cl = strlen(col);
+    if (s->n_columns == 0)
+        return true;
+    memcpy(full, table, tl);
+    full[tl] = '.';
+    memcpy(full + tl + 1, col, cl + 1);
+    return listed(s->columns, s->n_columns, full);
+}
+
+static int check_scope(const Cohort__CertBody *researcher, const Cohort__Plan *pb,
+                       const struct tk_plan *p)
+{
+    const Cohort__Scope *s = researcher->scope;
+    size_t i;
+    if (s == NULL)
+        return TK_OK;
+    if (!listed(s->tables, s->n_tables, p->table))
+        return TK_ERR_SCOPE;
+    if (!listed(s->studies, s->n_studies, pb->study ? pb->study : ""))
+        return TK_ERR_SCOPE;
+    if (pb->privacy != NULL && pb->privacy->epsilon > s->max_epsilon)
+        return TK_ERR_SCOPE;
+    for (i = 0; i < p->n_group; i++)
+        if (!column_in_scope(s, p->table, p->columns[p->group_col[i]].name))
+            return TK_ERR_SCOPE;
+    for (i = 0; i < p->n_aggs; i++)
+        if (p->aggs[i].col >= 0 &&
+            !column_in_scope(s, p->table, p->columns[p->aggs[i].col].name))
+            return TK_ERR_SCOPE;
+    for (i = 0; i < p->n_where; i++)
+        if (p->where[i].op == COHORT__OP__OP_COLUMN &&
+            !column_in_scope(s, p->table, p->columns[p->where[i].index].name))
+            return TK_ERR_SCOPE;
+    return TK_OK;
+}
+
+/* The chain: trust of the root first, then signatures from the root down. */
+static void digest_signed(uint8_t out[32], const Cohort__SignedPlan *sp)
+{
+    crypto_generichash_state st;
+    size_t i;
+    uint8_t n[8] = {0};
+    crypto_generichash_init(&st, NULL, 0, 32);
+    crypto_generichash_update(&st, sp->plan.data, sp->plan.len);
+    crypto_generichash_update(&st, sp->signature.data, sp->signature.len);
+    for (i = 0; i < sp->n_chain; i++) {
+        n[0] = (uint8_t)sp->chain[i]->body.len;
+        n[1] = (uint8_t)(sp->chain[i]->body.len >> 8);
+        crypto_generichash_update(&st, n, sizeof n);
+        crypto_generichash_update(&st, sp->chain[i]->body.data, sp->chain[i]->body.len);
+        crypto_generichash_update(&st, sp->chain[i]->signature.data, sp->chain[i]->signature.len);
+    }
+    crypto_generichash_final(&st, out, 32);
+}
+
+static int check_chain(const Cohort__CertBody **researcher, int64_t *expiry, struct tk_token *tk,
+                       struct tk_arena *a, const Cohort__SignedPlan *sp, int64_t now)
+{
+    Cohort__CertBody *bodies[TK_MAX_CHAIN];
+    Cohort__CertBody *last;
+    const uint8_t *issuer = NULL;
+    size_t n = sp->n_chain, i;
+    int rc = TK_OK;
+
+    if (n == 0)
+        return TK_ERR_BAD_CERT;
+    if (n > TK_MAX_CHAIN)
+        return TK_ERR_TOO_LARGE;
+    if (sp->chain[n - 1]->body.len > TK_CERT_MAX)
+        return TK_ERR_BAD_CERT;
+    last = (Cohort__CertBody *)tk_unpack(a, &cohort__cert_body__descriptor,
+                                          sp->chain[n - 1]->body.data,
+                                          sp->chain[n - 1]->body.len, &rc);
+    if (last == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_BAD_CERT;
+    if (last->issuer_pk.len != TK_PK_LEN)
+        return TK_ERR_BAD_CERT;
+    for (i = 0; i < tk->n_authorities && issuer == NULL; i++)
+        if (sodium_memcmp(tk->authorities[i], last->issuer_pk.data, TK_PK_LEN) == 0)
+            issuer = tk->authorities[i];
+    if (issuer == NULL)
+        return TK_ERR_UNTRUSTED;
+    for (i = n; i-- > 0;) {
+        if ((rc = tk_cert_check(&bodies[i], a, sp->chain[i], issuer, now)) != TK_OK)
+            return rc;
+        if (bodies[i]->role != (i == 0 ? COHORT__ROLE__ROLE_RESEARCHER : COHORT__ROLE__ROLE_AUTHORITY))
+            return TK_ERR_ROLE;
+        issuer = bodies[i]->sign_pk.data;
+        if (bodies[i]->not_after < *expiry)
+            *expiry = bodies[i]->not_after;
+    }
+    if (bodies[0]->box_pk.len != 32)
+        return TK_ERR_BAD_CERT;
+    *researcher = bodies[0];
+    return TK_OK;
+}
+
+int tk_plan_load(struct tk_token *tk, struct tk_arena *a, struct tk_plan *p,
+                 const Cohort__SignedPlan *sp, int64_t now, enum tk_plan_use use)
+{
+    const Cohort__CertBody *researcher = NULL;
+    uint8_t digest[32];
+    int64_t chain_expiry = INT64_MAX;
+    Cohort__Plan *pb;
+    size_t i;
+    int slot = -1;
+    int rc = TK_OK;
+
+    memset(p, 0, sizeof *p);
+    if (sp == NULL || sp->plan.len == 0)
+        return TK_ERR_MALFORMED;
+    if (sp->plan.len > TK_PLAN_MAX)
+        return TK_ERR_TOO_LARGE;
+    if (sp->signature.len != 64)
+        return TK_ERR_BAD_SIGNATURE;
+    if (sp->n_chain == 0)
+        return TK_ERR_BAD_CERT;
+    if (sp->n_chain > TK_MAX_CHAIN)
+        return TK_ERR_TOO_LARGE;
+    tk_query_id(p->query_id, sp->plan.data, sp->plan.len);
+
+    /*
+     * A verdict is cached under the digest of the exact signed bytes (plan,
+     * signature, chain), so it can only ever vouch for what was verified.
+     * On a hit, the researcher's certificate is decoded again for its box
+     * key and scope, without the signature work.
+     */
+    digest_signed(digest, sp);
+    for (i = 0; i < TK_PLAN_CACHE && slot < 0; i++)
+        if (sodium_memcmp(tk->plans[i].digest, digest, sizeof digest) == 0 &&
+            tk->plans[i].expires_at >= now)
+            slot = (int)i;
+    if (slot >= 0) {
+        researcher = (Cohort__CertBody *)tk_unpack(a, &cohort__cert_body__descriptor,
+                                                    sp->chain[0]->body.data,
+                                                    sp->chain[0]->body.len, &rc);
+        if (researcher == NULL)
+            return rc;
+    } else {
+        if ((rc = check_chain(&researcher, &chain_expiry, tk, a, sp, now)) != TK_OK)
+            return rc;
+        if ((rc = tk_verify_signed(a, sp->signature.data, researcher->sign_pk.data, TK_SIG_PLAN,
+                                   sp->plan.data, sp->plan.len)) != TK_OK)
+            return rc;
+    }
+    memcpy(p->researcher_box_pk, researcher->box_pk.data, 32);
+
+    pb = (Cohort__Plan *)tk_unpack(a, &cohort__plan__descriptor, sp->plan.data, sp->plan.len,
+                                    &rc);
+    if (pb == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_BAD_PLAN;
+    if (pb->version != 1 || copy_name(p->table, pb->table) != TK_OK)
+        return TK_ERR_BAD_PLAN;
+    if (pb->protocol == NULL || strcmp(pb->protocol, "s_agg") != 0)
+        return TK_ERR_UNSUPPORTED;
+    if (pb->privacy != NULL && pb->privacy->epsilon != 0.0)
+        return TK_ERR_UNSUPPORTED;
+    if ((rc = load_schema(p, pb)) != TK_OK)
+        return rc;
+    if (pb->n_group_by > TK_MAX_GROUP_COLS)
+        return TK_ERR_TOO_LARGE;
+    p->n_group = (uint16_t)pb->n_group_by;
+    for (i = 0; i < pb->n_group_by; i++) {
+        int col = find_column(p, pb->group_by[i]);
+        size_t j;
+        if (col < 0)
+            return TK_ERR_BAD_PLAN;
+        for (j = 0; j < i; j++)
+            if (p->group_col[j] == col)
+                return TK_ERR_BAD_PLAN;
+        p->group_col[i] = (uint16_t)col;
+    }
+    if ((rc = load_aggs(p, pb)) != TK_OK)
+        return rc;
+    if (pb->tuples_per_participant == 0 || pb->tuples_per_participant > TK_MAX_TUPLES ||
+        pb->max_groups == 0 || pb->max_groups > TK_MAX_GROUPS)
+        return TK_ERR_BAD_PLAN;
+    p->tuples = pb->tuples_per_participant;
+    p->max_groups = p->n_group == 0 ? 1 : pb->max_groups;
+    if (pb->privacy != NULL) {
+        p->min_participants = pb->privacy->min_participants;
+        p->min_group_size = pb->privacy->min_group_size;
+    }
+    p->issued_at = pb->issued_at;
+    p->deadline = pb->deadline;
+    p->expires_at = pb->expires_at;
+    if (p->issued_at > p->deadline || p->deadline > p->expires_at)
+        return TK_ERR_BAD_PLAN;
+    if (now + CLOCK_SKEW < p->issued_at || now > p->expires_at ||
+        (use == TK_PLAN_COLLECT && now > p->deadline))
+        return TK_ERR_EXPIRED;
+    if ((rc = load_program(&p->where, &p->n_where, a, p, pb->where, pb->n_where, false)) != TK_OK)
+        return rc;
+    if ((rc = load_program(&p->having, &p->n_having, a, p, pb->having, pb->n_having, true)) !=
+        TK_OK)
+        return rc;
+    if ((rc = layout(p)) != TK_OK)
+        return rc;
+    if ((rc = check_scope(researcher, pb, p)) != TK_OK)
+        return rc;
+
+    /* Accepted: remember the verdict. */
+    if (slot < 0) {
+        i = tk->plan_next++ % TK_PLAN_CACHE;
+        memcpy(tk->plans[i].digest, digest, sizeof digest);
+        tk->plans[i].expires_at = p->expires_at < chain_expiry ? p->expires_at : chain_expiry;
+    }
+    return TK_OK;
+}
+
+int tk_plan_keep_having(struct tk_arena *a, struct tk_plan *p)
+{
+    struct tk_instr *prog;
+    uint16_t i, k;
+
+    p->where = NULL;
+    p->n_where = 0;
+    if (p->n_having == 0)
+        return TK_OK;
+    prog = tk_arena_keep(a, p->n_having * sizeof *prog);
+    if (prog == NULL)
+        return TK_ERR_NO_MEMORY;
+    memcpy(prog, p->having, p->n_having * sizeof *prog);
+    for (i = 0; i < p->n_having; i++) {
+        struct tk_value *vals[1 + TK_IN_LIST_MAX];
+        uint16_t nv = 0;
+        if (prog[i].n_list > 0) {
+            struct tk_value *list = tk_arena_keep(a, prog[i].n_list * sizeof *list);
+            if (list == NULL)
+                return TK_ERR_NO_MEMORY;
+            memcpy(list, prog[i].list, prog[i].n_list * sizeof *list);
+            prog[i].list = list;
+            for (k = 0; k < prog[i].n_list; k++)
+                vals[nv++] = &list[k];
+        }
+        vals[nv++] = &prog[i].value;
+        for (k = 0; k < nv; k++) {
+            if (vals[k]->type == COHORT__VALUE_TYPE__VT_TEXT && vals[k]->len > 0) {
+                uint8_t *s = tk_arena_keep(a, vals[k]->len);
+                if (s == NULL)
+                    return TK_ERR_NO_MEMORY;
+                memcpy(s, vals[k]->s, vals[k]->len);
+                vals[k]->s = s;
+            }
+        }
+    }
+    p->having = prog;
+    return TK_OK;
+}

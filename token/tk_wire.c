@@ -1,0 +1,182 @@
+/*
+ * Protobuf wire format, by hand, for the two places where protobuf-c's
+ * whole-message model does not fit a device with a few KiB of RAM:
+ *
+ * - Responses are written field by field straight into the caller's
+ *   response buffer, so that large outputs (partials, sealed results) are
+ *   encrypted into place and never need a second copy in the arena. Only
+ *   ciphertext and public data are ever written there.
+ * - AggFeed requests are walked field by field, so that a feed is decoded
+ *   one ciphertext at a time.
+ *
+ * The writer never writes past cap: it sets `overflow` and the dispatcher
+ * turns that into TK_ERR_RESPONSE_SPACE. The reader rejects any field that
+ * runs past the end of its buffer.
+ */
+#include "token/tk_int.h"
+
+size_t tk_varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+size_t tk_field_len(uint32_t field, size_t payload)
+{
+    return tk_varint_len((uint64_t)field << 3) + tk_varint_len(payload) + payload;
+}
+
+static void put(struct tk_wbuf *w, const uint8_t *p, size_t n)
+{
+    if (w->overflow || n > w->cap - w->len) {
+        w->overflow = true;
+        return;
+    }
+    if (n > 0)
+        memcpy(w->p + w->len, p, n);
+    w->len += n;
+}
+
+void tk_w_varint(struct tk_wbuf *w, uint64_t v)
+{
+    uint8_t b[10];
+    size_t n = 0;
+    while (v >= 0x80) {
+        b[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    b[n++] = (uint8_t)v;
+    put(w, b, n);
+}
+
+void tk_w_tag(struct tk_wbuf *w, uint32_t field, uint32_t wire_type)
+{
+    tk_w_varint(w, ((uint64_t)field << 3) | wire_type);
+}
+
+void tk_w_uint(struct tk_wbuf *w, uint32_t field, uint64_t v)
+{
+    tk_w_tag(w, field, 0);
+    tk_w_varint(w, v);
+}
+
+void tk_w_sint(struct tk_wbuf *w, uint32_t field, int64_t v)
+{
+    tk_w_tag(w, field, 0);
+    tk_w_varint(w, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+}
+
+void tk_w_bytes(struct tk_wbuf *w, uint32_t field, const uint8_t *p, size_t n)
+{
+    tk_w_open(w, field, n);
+    put(w, p, n);
+}
+
+void tk_w_open(struct tk_wbuf *w, uint32_t field, size_t n)
+{
+    tk_w_tag(w, field, 2);
+    tk_w_varint(w, n);
+}
+
+uint8_t *tk_w_reserve(struct tk_wbuf *w, size_t n)
+{
+    uint8_t *p;
+    if (w->overflow || n > w->cap - w->len) {
+        w->overflow = true;
+        return NULL;
+    }
+    p = w->p + w->len;
+    w->len += n;
+    return p;
+}
+
+void tk_w_message(struct tk_wbuf *w, uint32_t field, const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *p;
+    tk_w_open(w, field, n);
+    p = tk_w_reserve(w, n);
+    if (p != NULL)
+        protobuf_c_message_pack(m, p);
+}
+
+static int get_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *v)
+{
+    uint64_t r = 0;
+    unsigned shift = 0;
+    while (*pos < len) {
+        uint8_t b = buf[(*pos)++];
+        if (shift == 63 && b > 1)
+            return TK_ERR_MALFORMED;
+        r |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            *v = r;
+            return 0;
+        }
+        shift += 7;
+        if (shift > 63)
+            return TK_ERR_MALFORMED;
+    }
+    return TK_ERR_TRUNCATED;
+}
+
+int tk_wire_next(const uint8_t *buf, size_t len, size_t *pos, struct tk_wfield *f)
+{
+    uint64_t key, n;
+    int rc;
+
+    if (*pos >= len)
+        return 0;
+    if ((rc = get_varint(buf, len, pos, &key)) != 0)
+        return rc;
+    if ((key >> 3) == 0 || (key >> 3) > 0x1fffffff)
+        return TK_ERR_MALFORMED;
+    f->field = (uint32_t)(key >> 3);
+    f->wire_type = (uint32_t)(key & 7);
+    f->data = NULL;
+    f->len = 0;
+    f->varint = 0;
+    switch (f->wire_type) {
+    case 0:
+        return get_varint(buf, len, pos, &f->varint) == 0 ? 1 : TK_ERR_TRUNCATED;
+    case 1:
+        if (len - *pos < 8)
+            return TK_ERR_TRUNCATED;
+        f->data = buf + *pos;
+        f->len = 8;
+        *pos += 8;
+        return 1;
+    case 5:
+        if (len - *pos < 4)
+            return TK_ERR_TRUNCATED;
+        f->data = buf + *pos;
+        f->len = 4;
+        *pos += 4;
+        return 1;
+    case 2:
+        if ((rc = get_varint(buf, len, pos, &n)) != 0)
+            return rc;
+        if (n > len - *pos)
+            return TK_ERR_TRUNCATED;
+        f->data = buf + *pos;
+        f->len = (size_t)n;
+        *pos += (size_t)n;
+        return 1;
+    default:
+        return TK_ERR_MALFORMED;
+    }
+}
+
+int tk_wire_check(const uint8_t *buf, size_t len)
+{
+    size_t pos = 0;
+    struct tk_wfield f;
+    int rc;
+    while ((rc = tk_wire_next(buf, len, &pos, &f)) == 1)
+        ;
+    return rc;
+}
