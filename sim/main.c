@@ -1,4 +1,324 @@
-int main(void)
+/*
+ * cohort-sim: run a whole study in one process and check it.
+ *
+ *   cohort-sim --tokens N --seed S --sql "SQL" [--protocol s_agg]
+ *              [--token-ram BYTES] [--dropout RATE] [--threads N]
+ *              [--latency-ms MS] [--json] [--no-progress]
+ *
+ * Prints the researcher's result, then what it cost and what the querier
+ * service saw. Exits 0 only if the result equals the ground truth computed
+ * in the clear (AVG to 1e-9 relative), 1 with a diff if it does not, 2 for
+ * bad usage or bad SQL, 3 if the study could not run.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sim/sim.h"
+
+static void usage(FILE *f)
 {
+    fputs("usage: cohort-sim --tokens N --seed S --sql \"SQL\" [--protocol s_agg]\n"
+          "                  [--token-ram BYTES] [--dropout RATE] [--threads N]\n"
+          "                  [--latency-ms MS] [--json] [--no-progress]\n"
+          "\n"
+          "Runs N simulated tokens, their agents and one coordinator with the real\n"
+          "protocol code, and checks the decrypted result against the ground truth.\n"
+          "The table is `health` (cohort-querier catalog lists its columns).\n"
+          "Exit status: 0 result matches, 1 mismatch, 2 usage or SQL error, 3 study failed.\n",
+          f);
+}
+
+static int parse_u64(const char *s, uint64_t *out, uint64_t min, uint64_t max)
+{
+    char *end;
+    unsigned long long v;
+    if (s == NULL || *s == '\0' || *s == '-')
+        return -1;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
     return 0;
+}
+
+static void json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+static void json_value(const struct qr_value *v)
+{
+    char buf[96];
+    switch (v->type) {
+    case QR_NULL:
+        fputs("null", stdout);
+        break;
+    case QR_INT:
+        printf("%lld", (long long)v->i);
+        break;
+    case QR_DOUBLE:
+        printf("%.17g", v->d);
+        break;
+    case QR_BOOL:
+        fputs(v->i ? "true" : "false", stdout);
+        break;
+    case QR_DECIMAL:
+        qr_value_format(buf, sizeof buf, v);
+        fputs(buf, stdout);
+        break;
+    default:
+        qr_value_format(buf, sizeof buf, v);
+        json_string(buf);
+        break;
+    }
+}
+
+static void print_table(const struct qr_result *r)
+{
+    size_t w[64] = {0}, c, k, n = r->n_columns < 64 ? r->n_columns : 64;
+    char buf[96];
+    for (c = 0; c < n; c++) {
+        w[c] = strlen(r->labels[c]);
+        for (k = 0; k < r->n_rows; k++) {
+            qr_value_format(buf, sizeof buf, &r->cells[k * r->n_columns + c]);
+            if (strlen(buf) > w[c])
+                w[c] = strlen(buf);
+        }
+    }
+    for (c = 0; c < n; c++)
+        printf("%s%-*s", c ? "  " : "", (int)w[c], r->labels[c]);
+    putchar('\n');
+    for (c = 0; c < n; c++) {
+        printf("%s", c ? "  " : "");
+        for (k = 0; k < w[c]; k++)
+            putchar('-');
+    }
+    putchar('\n');
+    for (k = 0; k < r->n_rows; k++) {
+        for (c = 0; c < n; c++) {
+            const struct qr_value *v = &r->cells[k * r->n_columns + c];
+            int right = v->type == QR_INT || v->type == QR_DECIMAL || v->type == QR_DOUBLE;
+            qr_value_format(buf, sizeof buf, v);
+            printf("%s%*s", c ? "  " : "", right ? (int)w[c] : -(int)w[c], buf);
+        }
+        putchar('\n');
+    }
+    printf("(%zu row%s)\n", r->n_rows, r->n_rows == 1 ? "" : "s");
+}
+
+static void print_json(const struct sim_config *cfg, const struct sim_report *rep)
+{
+    const struct qr_coord_stats *s = &rep->coord;
+    size_t k, c;
+    printf("{\"ok\":%s,\"failed\":%s,", rep->ok ? "true" : "false", rep->failed ? "true" : "false");
+    printf("\"error\":");
+    json_string(rep->error);
+    printf(",\"diff\":");
+    if (rep->diff)
+        json_string(rep->diff);
+    else
+        fputs("null", stdout);
+    printf(",\"tokens\":%llu,\"seed\":%llu,\"protocol\":\"s_agg\",\"sql\":",
+           (unsigned long long)cfg->tokens, (unsigned long long)cfg->seed);
+    json_string(cfg->sql);
+    printf(",\"columns\":[");
+    for (c = 0; c < rep->result.n_columns; c++) {
+        printf("%s", c ? "," : "");
+        json_string(rep->result.labels[c]);
+    }
+    printf("],\"rows\":[");
+    for (k = 0; k < rep->result.n_rows; k++) {
+        printf("%s[", k ? "," : "");
+        for (c = 0; c < rep->result.n_columns; c++) {
+            printf("%s", c ? "," : "");
+            json_value(&rep->result.cells[k * rep->result.n_columns + c]);
+        }
+        putchar(']');
+    }
+    printf("],\"participants\":{\"total\":%llu,\"dropped\":%llu,\"contributed\":%llu,"
+           "\"refused\":%llu,\"in_result\":%llu},",
+           (unsigned long long)rep->tokens, (unsigned long long)rep->dropped,
+           (unsigned long long)rep->contributed, (unsigned long long)rep->refused,
+           (unsigned long long)rep->result.participants);
+    printf("\"groups_suppressed\":%llu,", (unsigned long long)rep->result.groups_suppressed);
+    printf("\"time\":{\"setup_wall_s\":%.3f,\"setup_cpu_s\":%.3f,\"study_wall_s\":%.3f,"
+           "\"study_cpu_s\":%.3f,\"virtual_s\":%.3f,\"threads\":%u},",
+           rep->setup_wall_s, rep->setup_cpu_s, rep->study_wall_s, rep->study_cpu_s,
+           rep->virtual_s, rep->threads);
+    printf("\"service\":{\"messages_in\":%llu,\"messages_out\":%llu,\"bytes_in\":%llu,"
+           "\"bytes_out\":%llu,\"contributions\":%llu,\"ciphertexts\":%llu,"
+           "\"ciphertext_bytes\":%zu,\"ciphertext_sizes_distinct\":%zu,\"levels\":%u,"
+           "\"partitions\":%llu,\"tasks_issued\":%llu,\"tasks_reassigned\":%llu,"
+           "\"aggregator_tokens\":%llu,\"vanished_aggregators\":%llu},",
+           (unsigned long long)s->messages_in, (unsigned long long)s->messages_out,
+           (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
+           (unsigned long long)s->contributions, (unsigned long long)s->ciphertexts_collected,
+           rep->ciphertext_bytes, s->ciphertext_sizes_distinct, s->levels,
+           (unsigned long long)s->partitions, (unsigned long long)s->tasks_issued,
+           (unsigned long long)s->tasks_reassigned, (unsigned long long)s->aggregator_tokens,
+           (unsigned long long)rep->vanished);
+    printf("\"memory\":{\"token_ram\":%zu,\"peak_arena\":%zu,\"token_state_bytes\":%zu,"
+           "\"rest_bytes_per_token\":%.0f}}\n",
+           rep->token_ram, rep->peak_arena, rep->token_state_bytes, rep->rest_bytes_per_token);
+}
+
+static void print_text(const struct sim_config *cfg, const struct sim_report *rep)
+{
+    const struct qr_coord_stats *s = &rep->coord;
+    if (!rep->failed)
+        print_table(&rep->result);
+    else
+        printf("no result: %s\n", rep->error);
+    printf("\nparticipants  %llu tokens, %llu dropped out, %llu contributed, %llu refused, "
+           "%llu in the result\n",
+           (unsigned long long)rep->tokens, (unsigned long long)rep->dropped,
+           (unsigned long long)rep->contributed, (unsigned long long)rep->refused,
+           (unsigned long long)rep->result.participants);
+    if (rep->result.groups_suppressed)
+        printf("suppressed    %llu group(s) below the minimum group size\n",
+               (unsigned long long)rep->result.groups_suppressed);
+    printf("time          setup %.2f s wall (%.2f s CPU); study %.2f s wall (%.2f s CPU) on "
+           "%u thread(s); %.1f s virtual\n",
+           rep->setup_wall_s, rep->setup_cpu_s, rep->study_wall_s, rep->study_cpu_s,
+           rep->threads, rep->virtual_s);
+    printf("service saw   %llu messages in (%llu bytes), %llu out (%llu bytes)\n",
+           (unsigned long long)s->messages_in, (unsigned long long)s->bytes_in,
+           (unsigned long long)s->messages_out, (unsigned long long)s->bytes_out);
+    printf("              %llu contributions of %llu ciphertexts, %zu distinct size(s) "
+           "(%zu bytes each): no way to tell who matched\n",
+           (unsigned long long)s->contributions, (unsigned long long)s->ciphertexts_collected,
+           s->ciphertext_sizes_distinct, rep->ciphertext_bytes);
+    printf("aggregation   %u level(s), %llu partitions, %llu tasks issued, %llu reassigned, "
+           "%llu aggregator vanished, %llu tokens did aggregation work\n",
+           s->levels, (unsigned long long)s->partitions, (unsigned long long)s->tasks_issued,
+           (unsigned long long)s->tasks_reassigned, (unsigned long long)rep->vanished,
+           (unsigned long long)s->aggregator_tokens);
+    printf("memory        token RAM %zu bytes, peak arena use %zu bytes; %.0f bytes per token "
+           "at rest (state %zu)\n",
+           rep->token_ram, rep->peak_arena, rep->rest_bytes_per_token, rep->token_state_bytes);
+    (void)cfg;
+}
+
+int main(int argc, char **argv)
+{
+    struct sim_config cfg;
+    struct sim_report rep;
+    int json = 0, i, rc;
+    uint64_t v;
+
+    sim_config_default(&cfg);
+    cfg.progress = isatty(2);
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--json") == 0) {
+            json = 1;
+        } else if (strcmp(a, "--no-progress") == 0) {
+            cfg.progress = 0;
+        } else if (next == NULL) {
+            fprintf(stderr, "cohort-sim: %s needs a value\n", a);
+            usage(stderr);
+            return 2;
+        } else if (strcmp(a, "--tokens") == 0) {
+            if (parse_u64(next, &cfg.tokens, 1, SIM_TOKENS_MAX) != 0) {
+                fprintf(stderr, "cohort-sim: --tokens must be 1..%u\n", SIM_TOKENS_MAX);
+                return 2;
+            }
+            i++;
+        } else if (strcmp(a, "--seed") == 0) {
+            if (parse_u64(next, &cfg.seed, 0, UINT64_MAX) != 0) {
+                fprintf(stderr, "cohort-sim: --seed must be a non-negative integer\n");
+                return 2;
+            }
+            i++;
+        } else if (strcmp(a, "--sql") == 0) {
+            cfg.sql = next;
+            i++;
+        } else if (strcmp(a, "--protocol") == 0) {
+            cfg.protocol = next;
+            i++;
+        } else if (strcmp(a, "--token-ram") == 0) {
+            if (parse_u64(next, &v, TK_ARENA_MIN, 64u << 20) != 0) {
+                fprintf(stderr, "cohort-sim: --token-ram must be %u..%u bytes\n", TK_ARENA_MIN,
+                        64u << 20);
+                return 2;
+            }
+            cfg.token_ram = (size_t)v;
+            i++;
+        } else if (strcmp(a, "--threads") == 0) {
+            if (parse_u64(next, &v, 1, 64) != 0) {
+                fprintf(stderr, "cohort-sim: --threads must be 1..64\n");
+                return 2;
+            }
+            cfg.threads = (unsigned)v;
+            i++;
+        } else if (strcmp(a, "--latency-ms") == 0) {
+            if (parse_u64(next, &v, 0, 60000) != 0) {
+                fprintf(stderr, "cohort-sim: --latency-ms must be 0..60000\n");
+                return 2;
+            }
+            cfg.latency_ms = (uint32_t)v;
+            i++;
+        } else if (strcmp(a, "--dropout") == 0) {
+            char *end;
+            errno = 0;
+            cfg.dropout = strtod(next, &end);
+            if (errno != 0 || *end != '\0' || !(cfg.dropout >= 0 && cfg.dropout < 0.9)) {
+                fprintf(stderr, "cohort-sim: --dropout must be a rate in [0, 0.9)\n");
+                return 2;
+            }
+            i++;
+        } else {
+            fprintf(stderr, "cohort-sim: unknown option %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (cfg.sql == NULL) {
+        fprintf(stderr, "cohort-sim: --sql is required\n");
+        usage(stderr);
+        return 2;
+    }
+    rc = sim_run(&rep, &cfg);
+    if (rc != 0) {
+        fprintf(stderr, "cohort-sim: %s\n", rep.error);
+        rc = strncmp(rep.error, "SQL error", 9) == 0 || strncmp(rep.error, "protocol", 8) == 0 ? 2 : 3;
+        sim_report_free(&rep);
+        return rc;
+    }
+    if (json)
+        print_json(&cfg, &rep);
+    else
+        print_text(&cfg, &rep);
+    if (!rep.ok) {
+        if (rep.diff)
+            fprintf(stderr, "cohort-sim: MISMATCH with the ground truth:\n%s", rep.diff);
+        else if (rep.failed && !rep.truth_too_few)
+            fprintf(stderr, "cohort-sim: the study failed: %s\n", rep.error);
+        else if (rep.truth_too_few)
+            fprintf(stderr, "cohort-sim: MISMATCH: the ground truth has too few participants "
+                            "but the study returned a result\n");
+        rc = rep.failed && !rep.diff && !rep.truth_too_few ? 3 : 1;
+    } else if (!json) {
+        printf("verdict       %s\n", rep.failed ? "no result, as the ground truth requires"
+                                                : "result equals the ground truth");
+    }
+    sim_report_free(&rep);
+    return rc;
 }

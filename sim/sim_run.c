@@ -1,2 +1,989 @@
-/* placeholder */
-typedef int sim_placeholder;
+/*
+ * The simulation driver.
+ *
+ * Setup (timed apart from the study, as a fleet is provisioned once):
+ * a manufacturer authority certifies N tokens from their own certificate
+ * requests and seals the deployment's group secret to each; a study
+ * authority certifies a researcher; each token is loaded with its owner's
+ * synthetic rows. Tokens at rest are just their struct tk_token and an
+ * in-memory store of ciphertext.
+ *
+ * The study, on a virtual clock (milliseconds; the plan's issue time is
+ * the origin):
+ * 1. Collection. Each participant that does not drop out connects once at
+ *    a random time in the first minute, asks for work, hands the plan to
+ *    its token and uploads the contribution; replies and uploads take the
+ *    modelled one-way latency. Token work for a batch of arrivals runs on
+ *    the worker threads; every message to the coordinator goes through the
+ *    main thread in virtual-time order, so a run is a function of the seed.
+ * 2. Aggregation. In rounds, connected participants ask for work; those
+ *    handed a task either vanish with it (the dropout rate) or run it on
+ *    their token and return the result. When nobody gets a task, the clock
+ *    moves on by the task timeout and the coordinator reassigns what is
+ *    late. This goes on until the coordinator has the sealed result or
+ *    gives up.
+ * 3. The researcher opens the result; the ground truth is computed over
+ *    the participants whose contribution the service accepted; the two are
+ *    compared.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "participant/participant.h"
+#include "proto/cohort.pb-c.h"
+#include "sim/sim.h"
+#include "token/token.h"
+
+#define BATCH 4096u
+#define ROUND_MAX 2048u
+#define COLLECT_WINDOW_MS 60000
+#define TASK_TIMEOUT_MS 30000
+#define TASK_WORK_MS 50
+
+void sim_config_default(struct sim_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->tokens = 1000;
+    cfg->seed = 1;
+    cfg->protocol = "s_agg";
+    cfg->token_ram = TK_ARENA_DEFAULT;
+    cfg->latency_ms = 20;
+}
+
+/* ------------------------------------------------------ in-memory stores */
+
+struct store {
+    uint8_t *p;
+    uint32_t len, cap;
+};
+
+static int store_append(void *ctx, const uint8_t *data, size_t n)
+{
+    struct store *s = ctx;
+    if (n > UINT32_MAX - s->len)
+        return -1;
+    if (s->len + n > s->cap) {
+        uint32_t cap = s->cap ? s->cap : 256;
+        uint8_t *p;
+        while (cap < s->len + n)
+            cap *= 2;
+        p = realloc(s->p, cap);
+        if (p == NULL)
+            return -1;
+        s->p = p;
+        s->cap = cap;
+    }
+    memcpy(s->p + s->len, data, n);
+    s->len += (uint32_t)n;
+    return 0;
+}
+
+static int store_read(void *ctx, uint64_t off, uint8_t *out, size_t n)
+{
+    struct store *s = ctx;
+    if (off > s->len || n > s->len - off)
+        return -1;
+    memcpy(out, s->p + off, n);
+    return 0;
+}
+
+static uint64_t store_size(void *ctx)
+{
+    return ((struct store *)ctx)->len;
+}
+
+/* Give the unused tail back, so that a token at rest costs what it holds. */
+static void store_trim(struct store *s)
+{
+    uint8_t *p = s->len ? realloc(s->p, s->len) : NULL;
+    if (p != NULL) {
+        s->p = p;
+        s->cap = s->len;
+    }
+}
+
+/* --------------------------------------------------------------- workers */
+
+struct worker {
+    uint8_t *arena;
+    struct pt_inproc link;
+};
+
+struct sim {
+    const struct sim_config *cfg;
+    struct sim_report *rep;
+    unsigned threads;
+    struct worker *workers;
+    int64_t t0;              /* Unix seconds: the plan's issue time */
+    struct qr_identity manufacturer, authority, researcher;
+    uint8_t *researcher_cert;
+    size_t researcher_cert_len;
+    uint8_t group_secret[32];
+    uint8_t *plan;
+    size_t plan_len;
+    uint8_t *signed_plan;
+    size_t signed_plan_len;
+    struct tk_token *tokens;
+    struct store *stores;
+    uint8_t (*ids)[32];      /* each token's public key, as it reported it */
+    int64_t deadline;        /* the plan's end of collection, Unix seconds */
+    int64_t expires;
+    int setup_error;
+    char setup_msg[160];
+    pthread_mutex_t lock;
+};
+
+typedef void (*job_fn)(struct sim *s, struct worker *w, size_t item, void *ctx);
+
+struct job {
+    struct sim *s;
+    struct worker *w;
+    job_fn fn;
+    void *ctx;
+    size_t from, to, step;
+};
+
+static void *job_main(void *arg)
+{
+    struct job *j = arg;
+    size_t i;
+    for (i = j->from; i < j->to; i += j->step)
+        j->fn(j->s, j->w, i, j->ctx);
+    return NULL;
+}
+
+/* Run fn(item) for items [0, n) on the workers, interleaved. */
+static void parallel(struct sim *s, size_t n, job_fn fn, void *ctx)
+{
+    pthread_t th[64];
+    struct job jobs[64];
+    int started[64];
+    unsigned t, k = s->threads;
+    if (k > n)
+        k = n ? (unsigned)n : 1;
+    if (k == 0 || k > 64)
+        k = 1;
+    for (t = 0; t < k; t++)
+        jobs[t] = (struct job){s, &s->workers[t], fn, ctx, t, n, k};
+    if (k == 1) {
+        job_main(&jobs[0]);
+        return;
+    }
+    /* Worker 0 runs here; the others on threads (or here, if none starts). */
+    for (t = 1; t < k; t++)
+        started[t] = pthread_create(&th[t], NULL, job_main, &jobs[t]) == 0;
+    job_main(&jobs[0]);
+    for (t = 1; t < k; t++) {
+        if (started[t])
+            pthread_join(th[t], NULL);
+        else
+            job_main(&jobs[t]);
+    }
+}
+
+static double wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
+static size_t resident_bytes(void)
+{
+    long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+        rss = 0;
+    fclose(f);
+    return (size_t)rss * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static void progress(const struct sim *s, const char *phase, uint64_t done, uint64_t total)
+{
+    static char last[160];
+    char line[160];
+    int width = 30, fill;
+    if (!s->cfg->progress)
+        return;
+    if (total == 0)
+        total = 1;
+    fill = (int)((double)width * (double)done / (double)total);
+    if (fill > width)
+        fill = width;
+    snprintf(line, sizeof line, "\r%-12s [%.*s%*s] %llu/%llu", phase, fill,
+             "##############################", width - fill, "", (unsigned long long)done,
+             (unsigned long long)total);
+    if (strcmp(line, last) == 0)
+        return;
+    snprintf(last, sizeof last, "%s", line);
+    fputs(line, stderr);
+    if (done >= total)
+        fputs("\n", stderr);
+}
+
+static void fail(struct sim *s, const char *msg)
+{
+    pthread_mutex_lock(&s->lock);
+    if (!s->setup_error) {
+        s->setup_error = 1;
+        snprintf(s->setup_msg, sizeof s->setup_msg, "%s", msg);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* One call to a token through its link; the decoded response or NULL. */
+static Cohort__TokenResponse *token_call(struct worker *w, struct tk_token *tk,
+                                         Cohort__TokenRequest *req)
+{
+    struct pt_link link;
+    size_t len = cohort__token_request__get_packed_size(req), resp_len;
+    uint8_t *buf = malloc(len ? len : 1);
+    const uint8_t *resp;
+    Cohort__TokenResponse *r = NULL;
+    if (buf == NULL)
+        return NULL;
+    cohort__token_request__pack(req, buf);
+    w->link.tk = tk;
+    link = pt_inproc_link(&w->link);
+    if (link.transact(link.ctx, buf, len, &resp, &resp_len) == 0)
+        r = cohort__token_response__unpack(NULL, resp_len, resp);
+    free(buf);
+    return r;
+}
+
+/* ------------------------------------------------------------------ setup */
+
+static Cohort__TableSchema *health_schema(void)
+{
+    static Cohort__Column cols[16];
+    static Cohort__Column *colp[16];
+    static Cohort__TableSchema schema;
+    const struct qr_table *t = qr_catalog_find("health");
+    size_t i;
+    if (t == NULL || t->n_columns > 16)
+        return NULL;
+    cohort__table_schema__init(&schema);
+    for (i = 0; i < t->n_columns; i++) {
+        cohort__column__init(&cols[i]);
+        cols[i].name = (char *)t->columns[i].name;
+        cols[i].type = (Cohort__ValueType)t->columns[i].type;
+        cols[i].scale = t->columns[i].scale;
+        colp[i] = &cols[i];
+    }
+    schema.name = (char *)t->name;
+    schema.n_columns = t->n_columns;
+    schema.columns = colp;
+    return &schema;
+}
+
+static void set_value(Cohort__Value *v, const struct sim_row *r, const char *col)
+{
+    cohort__value__init(v);
+    if (strcmp(col, "participant") == 0) {
+        v->type = COHORT__VALUE_TYPE__VT_INT;
+        v->i = r->participant;
+    } else if (strcmp(col, "age") == 0) {
+        v->type = COHORT__VALUE_TYPE__VT_INT;
+        v->i = r->age;
+    } else if (strcmp(col, "sex") == 0) {
+        v->type = COHORT__VALUE_TYPE__VT_TEXT;
+        v->s.data = (uint8_t *)(r->sex == 'F' ? "F" : "M");
+        v->s.len = 1;
+    } else if (strcmp(col, "region") == 0) {
+        const char *name = sim_region_name(r->region);
+        v->type = COHORT__VALUE_TYPE__VT_TEXT;
+        v->s.data = (uint8_t *)(uintptr_t)name;
+        v->s.len = strlen(name);
+    } else if (strcmp(col, "date") == 0) {
+        v->type = COHORT__VALUE_TYPE__VT_DATE;
+        v->i = r->date;
+    } else if (strcmp(col, "steps") == 0 && !r->null_steps) {
+        v->type = COHORT__VALUE_TYPE__VT_INT;
+        v->i = r->steps;
+    } else if (strcmp(col, "heart_rate") == 0 && !r->null_heart_rate) {
+        v->type = COHORT__VALUE_TYPE__VT_INT;
+        v->i = r->heart_rate;
+    } else if (strcmp(col, "weight") == 0 && !r->null_weight) {
+        v->type = COHORT__VALUE_TYPE__VT_DECIMAL;
+        v->i = r->weight;
+        v->scale = 1;
+    }
+}
+
+struct slice_ctx {
+    Cohort__TableSchema *schema;
+    uint64_t base;
+};
+
+static void setup_token(struct sim *s, struct worker *w, size_t item, void *ctx)
+{
+    const struct slice_ctx *sc = ctx;
+    Cohort__TableSchema *schema = sc->schema;
+    size_t i = (size_t)(sc->base + item);
+    struct tk_store st = {&s->stores[i], store_append, store_read, store_size};
+    struct tk_token *tk = &s->tokens[i];
+    Cohort__TokenRequest req;
+    Cohort__TokenResponse *r;
+    Cohort__ProvisionBegin pb;
+    Cohort__ProvisionFinish pf;
+    Cohort__LoadTable lt;
+    Cohort__Certificate *cert = NULL;
+    Cohort__CertRequest *csr;
+    uint8_t *cert_bytes = NULL, *csr_bytes = NULL, sealed[32 + crypto_box_SEALBYTES];
+    ProtobufCBinaryData auth;
+    size_t cert_len, csr_len, n, k, c;
+    char subject[32];
+    struct sim_row rows[SIM_ROWS_MAX];
+    Cohort__Row prow[SIM_ROWS_MAX], *prowp[SIM_ROWS_MAX];
+    Cohort__Value vals[SIM_ROWS_MAX][16], *valp[SIM_ROWS_MAX][16];
+
+    if (s->setup_error)
+        return;
+    if (tk_token_init(tk, &st) != TK_OK)
+        {
+        fail(s, "cannot initialise a token");
+        return;
+    }
+    snprintf(subject, sizeof subject, "token-%zu", i + 1);
+    cohort__token_request__init(&req);
+    cohort__provision_begin__init(&pb);
+    pb.subject = subject;
+    req.now = s->t0;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_PROVISION_BEGIN;
+    req.provision_begin = &pb;
+    r = token_call(w, tk, &req);
+    if (r == NULL || r->status != 0 || r->body_case != COHORT__TOKEN_RESPONSE__BODY_CERT_REQUEST) {
+        if (r)
+            cohort__token_response__free_unpacked(r, NULL);
+        {
+        fail(s, "a token refused to start provisioning");
+        return;
+    }
+    }
+    csr = r->cert_request;
+    if (csr->sign_pk.len == 32)
+        memcpy(s->ids[i], csr->sign_pk.data, 32);
+    csr_len = cohort__cert_request__get_packed_size(csr);
+    csr_bytes = malloc(csr_len);
+    if (csr_bytes == NULL || csr->box_pk.len != 32) {
+        free(csr_bytes);
+        cohort__token_response__free_unpacked(r, NULL);
+        {
+        fail(s, "bad certificate request");
+        return;
+    }
+    }
+    cohort__cert_request__pack(csr, csr_bytes);
+    if (qr_cert_issue_for_request(&cert_bytes, &cert_len, &s->manufacturer, csr_bytes, csr_len,
+                                  s->t0 - 86400, s->t0 + 5 * 365 * 86400) != 0 ||
+        crypto_box_seal(sealed, s->group_secret, 32, csr->box_pk.data) != 0) {
+        free(csr_bytes);
+        cohort__token_response__free_unpacked(r, NULL);
+        {
+        fail(s, "the manufacturer could not certify a token");
+        return;
+    }
+    }
+    free(csr_bytes);
+    cohort__token_response__free_unpacked(r, NULL);
+    cert = cohort__certificate__unpack(NULL, cert_len, cert_bytes);
+    free(cert_bytes);
+    if (cert == NULL)
+        {
+        fail(s, "bad device certificate");
+        return;
+    }
+    cohort__provision_finish__init(&pf);
+    pf.device_cert = cert;
+    pf.sealed_group_secret.data = sealed;
+    pf.sealed_group_secret.len = sizeof sealed;
+    auth.data = s->authority.sign_pk;
+    auth.len = 32;
+    pf.n_trusted_authorities = 1;
+    pf.trusted_authorities = &auth;
+    cohort__token_request__init(&req);
+    req.now = s->t0;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_PROVISION_FINISH;
+    req.provision_finish = &pf;
+    r = token_call(w, tk, &req);
+    cohort__certificate__free_unpacked(cert, NULL);
+    if (r == NULL || r->status != 0) {
+        if (r)
+            cohort__token_response__free_unpacked(r, NULL);
+        {
+        fail(s, "a token refused its provisioning bundle");
+        return;
+    }
+    }
+    cohort__token_response__free_unpacked(r, NULL);
+
+    /* The owner's data. */
+    n = sim_data_rows(rows, s->cfg->seed, i);
+    for (k = 0; k < n; k++) {
+        cohort__row__init(&prow[k]);
+        for (c = 0; c < schema->n_columns; c++) {
+            set_value(&vals[k][c], &rows[k], schema->columns[c]->name);
+            valp[k][c] = &vals[k][c];
+        }
+        prow[k].n_values = schema->n_columns;
+        prow[k].values = valp[k];
+        prowp[k] = &prow[k];
+    }
+    cohort__load_table__init(&lt);
+    lt.schema = schema;
+    lt.n_rows = n;
+    lt.rows = prowp;
+    cohort__token_request__init(&req);
+    req.now = s->t0;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_LOAD_TABLE;
+    req.load_table = &lt;
+    r = token_call(w, tk, &req);
+    if (r == NULL || r->status != 0) {
+        if (r)
+            cohort__token_response__free_unpacked(r, NULL);
+        {
+        fail(s, "a token refused its owner's rows");
+        return;
+    }
+    }
+    cohort__token_response__free_unpacked(r, NULL);
+    store_trim(&s->stores[i]);
+}
+
+static int setup(struct sim *s)
+{
+    struct sim_report *rep = s->rep;
+    const struct sim_config *cfg = s->cfg;
+    const char *tables[] = {"health"};
+    struct qr_scope scope = {tables, 1, NULL, 0, NULL, 0, 10.0};
+    struct qr_compile_opts opts = {"simulated study", s->t0, 600, 86400};
+    struct qr_sql_error err;
+    Cohort__TableSchema *schema = health_schema();
+    const uint8_t *chain[1];
+    size_t chain_len[1];
+    size_t rss0;
+    double w0 = wall(), c0 = cpu();
+    int rc;
+
+    if (schema == NULL) {
+        snprintf(rep->error, sizeof rep->error, "the catalog has no health table");
+        return -1;
+    }
+    memset(&err, 0, sizeof err);
+    rc = qr_sql_compile(&s->plan, &s->plan_len, cfg->sql, &opts, &err);
+    if (rc != 0) {
+        snprintf(rep->error, sizeof rep->error, "SQL error at line %u, column %u: %s", err.line,
+                 err.col, err.msg);
+        return rc;
+    }
+    rep->explain = qr_plan_explain(s->plan, s->plan_len);
+    {
+        Cohort__Plan *p = cohort__plan__unpack(NULL, s->plan_len, s->plan);
+        if (p == NULL) {
+            snprintf(rep->error, sizeof rep->error, "the compiled plan does not decode");
+            return -1;
+        }
+        s->deadline = p->deadline;
+        s->expires = p->expires_at;
+        cohort__plan__free_unpacked(p, NULL);
+    }
+    if (qr_identity_generate(&s->manufacturer) != 0 || qr_identity_generate(&s->authority) != 0 ||
+        qr_identity_generate(&s->researcher) != 0 ||
+        qr_cert_issue(&s->researcher_cert, &s->researcher_cert_len, &s->authority,
+                      COHORT__ROLE__ROLE_RESEARCHER, "researcher", s->researcher.sign_pk,
+                      s->researcher.box_pk, s->t0 - 86400, s->t0 + 365 * 86400, &scope) != 0) {
+        snprintf(rep->error, sizeof rep->error, "cannot make the study's keys");
+        return -1;
+    }
+    chain[0] = s->researcher_cert;
+    chain_len[0] = s->researcher_cert_len;
+    if (qr_plan_sign(&s->signed_plan, &s->signed_plan_len, s->plan, s->plan_len, &s->researcher,
+                     chain, chain_len, 1) != 0) {
+        snprintf(rep->error, sizeof rep->error, "cannot sign the plan");
+        return -1;
+    }
+    randombytes_buf(s->group_secret, sizeof s->group_secret);
+
+    rss0 = resident_bytes();
+    s->tokens = calloc(cfg->tokens, sizeof *s->tokens);
+    s->stores = calloc(cfg->tokens, sizeof *s->stores);
+    s->ids = calloc(cfg->tokens, sizeof *s->ids);
+    if (s->tokens == NULL || s->stores == NULL || s->ids == NULL) {
+        snprintf(rep->error, sizeof rep->error, "out of memory for %llu tokens",
+                 (unsigned long long)cfg->tokens);
+        return -1;
+    }
+    {
+        uint64_t done = 0;
+        while (done < cfg->tokens && !s->setup_error) {
+            uint64_t n = cfg->tokens - done < 8192 ? cfg->tokens - done : 8192;
+            struct slice_ctx sc = {schema, done};
+            parallel(s, (size_t)n, setup_token, &sc);
+            done += n;
+            progress(s, "provisioning", done, cfg->tokens);
+        }
+    }
+    if (s->setup_error) {
+        snprintf(rep->error, sizeof rep->error, "setup failed: %s", s->setup_msg);
+        return -1;
+    }
+    rep->rest_bytes_per_token = (double)(resident_bytes() - rss0) / (double)cfg->tokens;
+    rep->setup_wall_s = wall() - w0;
+    rep->setup_cpu_s = cpu() - c0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ study */
+
+struct exch {
+    uint64_t who;
+    int64_t t_ms;
+    uint8_t *reply;
+    size_t reply_len;
+    uint8_t *next;
+    size_t next_len;
+    enum pt_action action;
+    int status;
+    int skip;
+};
+
+static void agent_job(struct sim *s, struct worker *w, size_t item, void *ctx)
+{
+    struct exch *e = &((struct exch *)ctx)[item];
+    struct pt_agent ag;
+    struct pt_link link;
+    int rc;
+    if (e->skip || e->reply == NULL)
+        return;
+    w->link.tk = &s->tokens[e->who];
+    link = pt_inproc_link(&w->link);
+    pt_agent_init(&ag, &link, s->ids[e->who]);
+    rc = pt_agent_handle(&ag, e->t_ms / 1000, e->reply, e->reply_len, &e->action, &e->next,
+                         &e->next_len);
+    e->status = rc != 0 ? rc : ag.last_token_status;
+}
+
+/* Send one request to the coordinator; the reply (malloc'd) or NULL. */
+static int send(qr_coord *c, int64_t now_ms, const uint8_t *req, size_t len, uint8_t **reply,
+                size_t *reply_len)
+{
+    uint8_t *r = NULL;
+    size_t rl = 0;
+    int rc = qr_coord_handle(c, now_ms, req, len, &r, &rl);
+    if (reply != NULL) {
+        *reply = r;
+        *reply_len = rl;
+    } else {
+        free(r);
+    }
+    return rc;
+}
+
+static int work_request(qr_coord *c, struct sim *s, uint64_t who, int64_t now_ms, uint8_t **reply,
+                        size_t *reply_len)
+{
+    struct pt_agent ag;
+    struct pt_link none = {NULL, NULL};
+    uint8_t *req;
+    size_t len;
+    int rc;
+    pt_agent_init(&ag, &none, s->ids[who]);
+    if (pt_agent_work_request(&ag, &req, &len) != 0)
+        return -1;
+    rc = send(c, now_ms, req, len, reply, reply_len);
+    free(req);
+    return rc;
+}
+
+static void free_exch(struct exch *e, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        free(e[i].reply);
+        free(e[i].next);
+        e[i].reply = e[i].next = NULL;
+    }
+}
+
+static size_t tuple_size(const uint8_t *upload, size_t len)
+{
+    Cohort__ServiceRequest *r = cohort__service_request__unpack(NULL, len, upload);
+    size_t n = 0;
+    if (r != NULL && r->body_case == COHORT__SERVICE_REQUEST__BODY_UPLOAD &&
+        r->upload->contribution && r->upload->contribution->n_tuples > 0)
+        n = cohort__ciphertext__get_packed_size(r->upload->contribution->tuples[0]);
+    if (r)
+        cohort__service_request__free_unpacked(r, NULL);
+    return n;
+}
+
+static int cmp_arrival(const void *a, const void *b)
+{
+    const struct exch *x = a, *y = b;
+    if (x->t_ms != y->t_ms)
+        return x->t_ms < y->t_ms ? -1 : 1;
+    return x->who < y->who ? -1 : x->who > y->who;
+}
+
+static int collect(struct sim *s, qr_coord *c, const uint8_t *dropped, int64_t *vnow)
+{
+    const struct sim_config *cfg = s->cfg;
+    struct sim_report *rep = s->rep;
+    uint64_t n = 0, i, done = 0;
+    uint64_t rng = sim_mix(cfg->seed ^ 0xa11c0ffeeull);
+    struct exch *all = malloc((cfg->tokens ? cfg->tokens : 1) * sizeof *all);
+    struct qr_coord_stats st;
+    int64_t t0_ms = s->t0 * 1000;
+
+    if (all == NULL)
+        return -1;
+    for (i = 0; i < cfg->tokens; i++) {
+        int64_t t = t0_ms + (int64_t)(sim_uniform(&rng) * COLLECT_WINDOW_MS);
+        if (dropped[i])
+            continue;
+        memset(&all[n], 0, sizeof all[n]);
+        all[n].who = i;
+        all[n].t_ms = t;
+        n++;
+    }
+    qsort(all, n, sizeof *all, cmp_arrival);
+    for (i = 0; i < n; i += BATCH) {
+        size_t k, m = n - i < BATCH ? (size_t)(n - i) : BATCH;
+        struct exch *b = all + i;
+        qr_coord_stats(c, &st);
+        if (st.state != QR_COLLECTING)
+            break;
+        for (k = 0; k < m; k++)
+            work_request(c, s, b[k].who, b[k].t_ms, &b[k].reply, &b[k].reply_len);
+        parallel(s, m, agent_job, b);
+        for (k = 0; k < m; k++) {
+            int64_t t = b[k].t_ms + 2 * (int64_t)cfg->latency_ms;
+            if (b[k].action == PT_COLLECTED) {
+                if (rep->ciphertext_bytes == 0)
+                    rep->ciphertext_bytes = tuple_size(b[k].next, b[k].next_len);
+                send(c, t, b[k].next, b[k].next_len, NULL, NULL);
+            } else if (b[k].action == PT_REFUSED) {
+                rep->refused++;
+            }
+            if (t > *vnow)
+                *vnow = t;
+            qr_coord_tick(c, t);
+        }
+        free_exch(b, m);
+        done += m;
+        progress(s, "collection", done, n);
+    }
+    progress(s, "collection", n, n);
+    free(all);
+    qr_coord_stats(c, &st);
+    if (st.state == QR_COLLECTING) {
+        int64_t end = s->deadline * 1000 + 1;
+        if (end > *vnow)
+            *vnow = end;
+        qr_coord_tick(c, *vnow);
+    }
+    return 0;
+}
+
+static int has_task(const uint8_t *reply, size_t len)
+{
+    Cohort__ServiceReply *r = cohort__service_reply__unpack(NULL, len, reply);
+    int yes = r != NULL && r->status == 0 && r->work != NULL &&
+              r->work->work_case == COHORT__WORK_REPLY__WORK_TASK;
+    if (r)
+        cohort__service_reply__free_unpacked(r, NULL);
+    return yes;
+}
+
+static int aggregate(struct sim *s, qr_coord *c, const uint8_t *dropped, int64_t *vnow)
+{
+    const struct sim_config *cfg = s->cfg;
+    struct sim_report *rep = s->rep;
+    uint64_t rng = sim_mix(cfg->seed ^ 0xa9915a7eull);
+    uint64_t *pool, n = 0, i, cursor = 0, rounds = 0;
+    uint8_t *vanished = calloc(cfg->tokens ? cfg->tokens : 1, 1);
+    struct exch *b = calloc(ROUND_MAX, sizeof *b);
+    struct qr_coord_stats st;
+
+    pool = malloc((cfg->tokens ? cfg->tokens : 1) * sizeof *pool);
+    if (pool == NULL || vanished == NULL || b == NULL) {
+        free(pool);
+        free(vanished);
+        free(b);
+        return -1;
+    }
+    for (i = 0; i < cfg->tokens; i++)
+        if (!dropped[i])
+            pool[n++] = i;
+    for (i = n; i > 1; i--) { /* seeded Fisher-Yates */
+        uint64_t j = (uint64_t)(sim_uniform(&rng) * (double)i), t = pool[i - 1];
+        pool[i - 1] = pool[j];
+        pool[j] = t;
+    }
+    for (qr_coord_stats(c, &st); st.state == QR_AGGREGATING && n > 0; qr_coord_stats(c, &st)) {
+        size_t m = 0, k;
+        uint64_t tried = 0;
+        if (++rounds > 1000000 || *vnow / 1000 > s->expires)
+            break;
+        while (m < ROUND_MAX && tried < n) {
+            uint64_t who = pool[cursor++ % n];
+            tried++;
+            if (vanished[who])
+                continue;
+            memset(&b[m], 0, sizeof b[m]);
+            b[m].who = who;
+            b[m].t_ms = *vnow;
+            if (work_request(c, s, who, *vnow, &b[m].reply, &b[m].reply_len) != 0 ||
+                !has_task(b[m].reply, b[m].reply_len)) {
+                free(b[m].reply);
+                b[m].reply = NULL;
+                break;
+            }
+            if (sim_uniform(&rng) < cfg->dropout) {
+                vanished[who] = 1;
+                b[m].skip = 1;
+                rep->vanished++;
+            }
+            m++;
+        }
+        if (m == 0) {
+            *vnow += TASK_TIMEOUT_MS;
+            qr_coord_tick(c, *vnow);
+            continue;
+        }
+        parallel(s, m, agent_job, b);
+        *vnow += 2 * (int64_t)cfg->latency_ms + TASK_WORK_MS;
+        for (k = 0; k < m; k++)
+            if (!b[k].skip && b[k].action == PT_AGGREGATED)
+                send(c, *vnow, b[k].next, b[k].next_len, NULL, NULL);
+        free_exch(b, m);
+        qr_coord_tick(c, *vnow);
+        qr_coord_stats(c, &st);
+        progress(s, "aggregation", st.tasks_done, st.partitions ? st.partitions : 1);
+    }
+    free(pool);
+    free(vanished);
+    free(b);
+    return 0;
+}
+
+/* Which participants the service counted, by token id. */
+static uint8_t *included_set(struct sim *s, qr_coord *c)
+{
+    const uint8_t(*ids)[32];
+    size_t n = qr_coord_contributors(c, &ids), slots = 16, i, j;
+    uint64_t *table;
+    uint8_t *inc = calloc(s->cfg->tokens ? s->cfg->tokens : 1, 1);
+    while (slots < 2 * s->cfg->tokens)
+        slots *= 2;
+    table = calloc(slots, sizeof *table);
+    if (inc == NULL || table == NULL) {
+        free(inc);
+        free(table);
+        return NULL;
+    }
+    for (i = 0; i < s->cfg->tokens; i++) {
+        uint64_t h;
+        memcpy(&h, s->ids[i], 8);
+        for (j = h & (slots - 1); table[j]; j = (j + 1) & (slots - 1))
+            ;
+        table[j] = i + 1;
+    }
+    for (i = 0; i < n; i++) {
+        uint64_t h;
+        memcpy(&h, ids[i], 8);
+        for (j = h & (slots - 1); table[j]; j = (j + 1) & (slots - 1))
+            if (memcmp(s->ids[table[j] - 1], ids[i], 32) == 0) {
+                inc[table[j] - 1] = 1;
+                break;
+            }
+    }
+    free(table);
+    return inc;
+}
+
+static unsigned cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
+}
+
+int sim_run(struct sim_report *rep, const struct sim_config *cfg)
+{
+    struct sim s;
+    struct qr_coord_config cc;
+    qr_coord *c = NULL;
+    uint8_t *dropped = NULL, *inc = NULL;
+    uint64_t rng = sim_mix(cfg->seed ^ 0xd50ull), i;
+    int64_t vnow;
+    double w0, c0;
+    unsigned t;
+    int rc = -1;
+
+    memset(rep, 0, sizeof *rep);
+    memset(&s, 0, sizeof s);
+    s.cfg = cfg;
+    s.rep = rep;
+    rep->tokens = cfg->tokens;
+    rep->token_ram = cfg->token_ram;
+    rep->token_state_bytes = sizeof(struct tk_token);
+    if (cfg->tokens == 0 || cfg->tokens > SIM_TOKENS_MAX || cfg->sql == NULL ||
+        cfg->dropout < 0 || cfg->dropout >= 1 || cfg->token_ram < TK_ARENA_MIN ||
+        cfg->token_ram > (64u << 20)) {
+        snprintf(rep->error, sizeof rep->error, "invalid simulation settings");
+        return -1;
+    }
+    if (cfg->protocol != NULL && strcmp(cfg->protocol, "s_agg") != 0) {
+        snprintf(rep->error, sizeof rep->error, "protocol '%s' is not available; use s_agg",
+                 cfg->protocol);
+        return -1;
+    }
+    if (tk_library_init() != TK_OK) {
+        snprintf(rep->error, sizeof rep->error, "libsodium failed to initialise");
+        return -1;
+    }
+    pthread_mutex_init(&s.lock, NULL);
+    s.threads = cfg->threads ? cfg->threads : cpus();
+    if (s.threads > 64)
+        s.threads = 64;
+    rep->threads = s.threads;
+    s.workers = calloc(s.threads, sizeof *s.workers);
+    if (s.workers == NULL)
+        goto out;
+    for (t = 0; t < s.threads; t++) {
+        s.workers[t].arena = aligned_alloc(64, (cfg->token_ram + 63) & ~(size_t)63);
+        if (s.workers[t].arena == NULL)
+            goto out;
+        pt_inproc_init(&s.workers[t].link, NULL, s.workers[t].arena, cfg->token_ram);
+    }
+    s.t0 = (int64_t)time(NULL);
+    if ((rc = setup(&s)) != 0)
+        goto out;
+
+    /* The study. */
+    w0 = wall();
+    c0 = cpu();
+    dropped = calloc(cfg->tokens, 1);
+    if (dropped == NULL)
+        goto out;
+    for (i = 0; i < cfg->tokens; i++)
+        if (cfg->dropout > 0 && sim_uniform(&rng) < cfg->dropout) {
+            dropped[i] = 1;
+            rep->dropped++;
+        }
+    qr_coord_config_default(&cc);
+    cc.token_ram = cfg->token_ram;
+    cc.task_timeout_ms = TASK_TIMEOUT_MS;
+    vnow = s.t0 * 1000;
+    if ((rc = qr_coord_new(&c, s.signed_plan, s.signed_plan_len, &cc, vnow)) != 0) {
+        snprintf(rep->error, sizeof rep->error, "the coordinator refused the plan: %s",
+                 qr_strerror(rc));
+        goto out;
+    }
+    if ((rc = collect(&s, c, dropped, &vnow)) != 0 || (rc = aggregate(&s, c, dropped, &vnow)) != 0) {
+        snprintf(rep->error, sizeof rep->error, "out of memory");
+        goto out;
+    }
+    qr_coord_stats(c, &rep->coord);
+    rep->contributed = rep->coord.contributions;
+    if (rep->coord.state == QR_DONE) {
+        const uint8_t *sealed;
+        size_t sealed_len;
+        const uint8_t(*mfr)[32] = (const uint8_t(*)[32])s.manufacturer.sign_pk;
+        qr_coord_result(c, &sealed, &sealed_len);
+        rc = qr_result_open(&rep->result, sealed, sealed_len, s.signed_plan, s.signed_plan_len,
+                            &s.researcher, mfr, 1, vnow / 1000);
+        if (rc != 0) {
+            rep->failed = 1;
+            snprintf(rep->error, sizeof rep->error, "the researcher could not open the result: %s",
+                     qr_strerror(rc));
+        }
+    } else {
+        rep->failed = 1;
+        snprintf(rep->error, sizeof rep->error, "the study failed: %s",
+                 rep->coord.failure_msg[0] ? rep->coord.failure_msg
+                 : rep->coord.state == QR_AGGREGATING ? "aggregation did not finish in time"
+                                                      : "collection did not finish");
+    }
+    rep->virtual_s = (double)(vnow - s.t0 * 1000) / 1000.0;
+    rep->study_wall_s = wall() - w0;
+    rep->study_cpu_s = cpu() - c0;
+    for (t = 0; t < s.threads; t++)
+        if (s.workers[t].link.peak > rep->peak_arena)
+            rep->peak_arena = s.workers[t].link.peak;
+
+    /* The ground truth over the same participants. */
+    inc = included_set(&s, c);
+    if (inc == NULL) {
+        rc = -1;
+        goto out;
+    }
+    rc = sim_truth(&rep->truth, s.plan, s.plan_len, cfg->seed, inc, cfg->tokens);
+    if (rc < 0) {
+        snprintf(rep->error, sizeof rep->error, "the ground truth could not be computed");
+        goto out;
+    }
+    rep->truth_too_few = rc == 1;
+    if (rep->truth_too_few)
+        rep->ok = rep->failed;
+    else if (!rep->failed) {
+        rep->diff = sim_compare(&rep->result, &rep->truth);
+        rep->ok = rep->diff == NULL;
+    }
+    rc = 0;
+out:
+    qr_coord_free(c);
+    free(dropped);
+    free(inc);
+    if (s.tokens != NULL)
+        for (i = 0; i < cfg->tokens; i++)
+            tk_token_wipe(&s.tokens[i]);
+    if (s.stores != NULL)
+        for (i = 0; i < cfg->tokens; i++)
+            free(s.stores[i].p);
+    free(s.tokens);
+    free(s.stores);
+    free(s.ids);
+    if (s.workers != NULL)
+        for (t = 0; t < s.threads; t++) {
+            pt_inproc_free(&s.workers[t].link);
+            free(s.workers[t].arena);
+        }
+    free(s.workers);
+    free(s.plan);
+    free(s.signed_plan);
+    free(s.researcher_cert);
+    qr_identity_wipe(&s.manufacturer);
+    qr_identity_wipe(&s.authority);
+    qr_identity_wipe(&s.researcher);
+    sodium_memzero(s.group_secret, sizeof s.group_secret);
+    pthread_mutex_destroy(&s.lock);
+    return rc;
+}
+
+void sim_report_free(struct sim_report *rep)
+{
+    qr_result_free(&rep->result);
+    qr_result_free(&rep->truth);
+    free(rep->diff);
+    free(rep->explain);
+    memset(rep, 0, sizeof *rep);
+}

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs the Debian 12 packages Cohort needs to build and test, if any is
+# missing. Run as root (or with sudo). Does nothing when all are present.
+set -eu
+PKGS="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev libsodium-dev
+libcmocka-dev libnng-dev libusb-1.0-0-dev"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "cohort: installing missing Debian packages:$missing"
+if [ "$(id -u)" != 0 ]; then
+    echo "cohort: run this as root, or run: sudo apt-get install -y$missing" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq $missing >/dev/null

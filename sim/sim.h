@@ -1,0 +1,111 @@
+/*
+ * libcohort_sim: many tokens, their agents and one coordinator in one
+ * process, running the real cores.
+ *
+ * The simulator owns no protocol logic. It provisions N software tokens
+ * (struct tk_token over in-memory stores) the way an authority would,
+ * loads each with a synthetic `health` table generated from the seed,
+ * compiles and signs the study's SQL, and then moves bytes: service
+ * requests from participant agents (participant/) to the coordinator
+ * (querier/), and token requests from agents to their tokens (token/),
+ * on a virtual clock with modelled latency, seeded dropouts and vanishing
+ * aggregators. Independently, it computes the same query in the clear
+ * over the same rows (the ground truth) and compares.
+ */
+#ifndef COHORT_SIM_H
+#define COHORT_SIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "querier/querier.h"
+
+#define SIM_ROWS_MAX 16u
+#define SIM_REGIONS 128u
+#define SIM_TOKENS_MAX 2000000u
+
+struct sim_config {
+    uint64_t tokens;
+    uint64_t seed;
+    const char *sql;
+    const char *protocol; /* "s_agg" (the only protocol so far) */
+    size_t token_ram;     /* bytes of each token's RAM arena */
+    double dropout;       /* fraction of participants / aggregators that vanish */
+    unsigned threads;     /* worker threads; 0: one per CPU */
+    uint32_t latency_ms;  /* one-way network latency, virtual */
+    int progress;         /* draw a progress bar on stderr */
+};
+
+void sim_config_default(struct sim_config *cfg);
+
+struct sim_report {
+    int ok;                      /* 1: the result equals the ground truth */
+    int failed;                  /* 1: the study failed (see error) */
+    char error[320];
+    char *diff;                  /* malloc'd account of a mismatch, or NULL */
+    struct qr_result result;     /* what the researcher got */
+    struct qr_result truth;      /* the ground truth, laid out the same way */
+    int truth_too_few;           /* the truth is "fewer participants than required" */
+    char *explain;               /* the plan, explained (malloc'd) */
+
+    uint64_t tokens;
+    uint64_t dropped;            /* participants that never contributed */
+    uint64_t contributed;        /* contributions the service accepted */
+    uint64_t refused;            /* tokens that refused the plan */
+    uint64_t vanished;           /* aggregators that never returned their task */
+    struct qr_coord_stats coord; /* what the service saw and did */
+    size_t ciphertext_bytes;     /* size of one collection ciphertext on the wire */
+
+    double setup_wall_s, setup_cpu_s;
+    double study_wall_s, study_cpu_s;
+    double virtual_s;            /* virtual time from first request to the result */
+    size_t peak_arena;           /* the most arena any token call used */
+    size_t token_ram;
+    double rest_bytes_per_token; /* resident memory per token at rest */
+    size_t token_state_bytes;    /* sizeof(struct tk_token) */
+    unsigned threads;
+};
+
+/* Run a whole simulated study. Returns 0 when it ran (whatever the verdict;
+ * see rep->ok), or a negative error with rep->error set. */
+int sim_run(struct sim_report *rep, const struct sim_config *cfg);
+void sim_report_free(struct sim_report *rep);
+
+/* --------------------------------------------- synthetic data (sim_data.c) */
+
+struct sim_row {
+    int64_t participant;
+    int64_t age;
+    char sex;                    /* 'F' or 'M' */
+    uint8_t region;              /* index into sim_region_name */
+    int32_t date;                /* days since 1970-01-01 */
+    int64_t steps;
+    int64_t heart_rate;
+    int64_t weight;              /* tenths of a kilogram */
+    uint8_t null_steps, null_heart_rate, null_weight;
+};
+
+/* The rows of participant i (0-based), a pure function of (seed, i). */
+size_t sim_data_rows(struct sim_row rows[SIM_ROWS_MAX], uint64_t seed, uint64_t i);
+const char *sim_region_name(unsigned region);
+
+/* Stateless seeded randomness. */
+uint64_t sim_mix(uint64_t x);
+double sim_uniform(uint64_t *state); /* [0, 1) */
+
+/* ------------------------------------------------ ground truth (sim_truth.c) */
+
+/*
+ * Compute the plan's result in the clear over the rows of the participants
+ * marked in `included` (N entries), and lay it out like a researcher's
+ * result. Returns 0, 1 if the plan's minimum number of participants is not
+ * met, or a negative error.
+ */
+int sim_truth(struct qr_result *out, const uint8_t *plan, size_t plan_len, uint64_t seed,
+              const uint8_t *included, uint64_t n);
+
+/* Compare two results cell by cell (AVG to 1e-9 relative); NULL if equal,
+ * else a malloc'd description of the first differences. */
+char *sim_compare(const struct qr_result *got, const struct qr_result *want);
+
+#endif
