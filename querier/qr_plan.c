@@ -92,6 +92,9 @@ struct build {
 
     uint8_t nonce[QR_NONCE_LEN];
     Cohort__Privacy privacy;
+    Cohort__TableSchema schema;
+    Cohort__Column columns[QR_SCHEMA_COLUMNS_MAX];
+    Cohort__Column *column_ptrs[QR_SCHEMA_COLUMNS_MAX];
     Cohort__Plan plan;
 };
 
@@ -421,7 +424,7 @@ static int scaled(struct build *b, const struct qr_node *n, const struct operand
 static int coerce(struct build *b, const struct qr_node *n, const struct operand *lit,
                   const struct operand *other, Cohort__Value **out)
 {
-    Cohort__Value *v;
+    Cohort__Value *v = NULL;
     int num = n->lit == QR_LIT_INT || n->lit == QR_LIT_DECIMAL;
 
     TRY(new_value(b, n, &v));
@@ -612,7 +615,7 @@ static int lower_like(struct build *b, struct prog *pg, const struct qr_node *n)
 {
     struct operand ox;
     Cohort__Instr *in;
-    Cohort__Value *v;
+    Cohort__Value *v = NULL;
 
     TRY(operand_of(b, n->a, &ox));
     if (ox.is_const || ox.type != QR_TEXT)
@@ -839,7 +842,7 @@ static int build_order_by(struct build *b)
 {
     for (size_t k = 0; k < b->q->n_order; k++) {
         Cohort__OrderKey *o = &b->order[k];
-        size_t target;
+        size_t target = 0;
 
         TRY(order_target(b, b->q->order[k].expr, &target));
         cohort__order_key__init(o);
@@ -904,6 +907,28 @@ static void build_privacy(struct build *b)
     b->plan.privacy = &b->privacy;
 }
 
+/* The catalog schema the plan is compiled against travels in the plan:
+ * tokens that aggregate need the types, whatever tables they hold. */
+static int build_schema(struct build *b)
+{
+    const struct qr_table *t = b->t;
+    if (t->n_columns > QR_SCHEMA_COLUMNS_MAX)
+        return fail(b, 0, "table %s has more than %u columns", t->name, QR_SCHEMA_COLUMNS_MAX);
+    cohort__table_schema__init(&b->schema);
+    b->schema.name = (char *)t->name;
+    for (size_t i = 0; i < t->n_columns; i++) {
+        cohort__column__init(&b->columns[i]);
+        b->columns[i].name = (char *)t->columns[i].name;
+        b->columns[i].type = (Cohort__ValueType)t->columns[i].type;
+        b->columns[i].scale = t->columns[i].scale;
+        b->column_ptrs[i] = &b->columns[i];
+    }
+    b->schema.n_columns = t->n_columns;
+    b->schema.columns = b->column_ptrs;
+    b->plan.schema = &b->schema;
+    return 0;
+}
+
 static int build(struct build *b, const struct qr_compile_opts *opts)
 {
     const struct qr_query *q = b->q;
@@ -932,6 +957,7 @@ static int build(struct build *b, const struct qr_compile_opts *opts)
     p->study = (char *)(opts && opts->study ? opts->study : "default");
     p->protocol = "s_agg";
     p->table = (char *)b->t->name;
+    TRY(build_schema(b));
     p->n_group_by = q->n_group;
     p->group_by = b->group_names;
     p->n_aggregates = b->n_aggs;

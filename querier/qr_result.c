@@ -15,7 +15,10 @@
  * (QR_RESULT_TABLE_MAX, QR_PLAN_MAX) and rows by the plan's group bound.
  *
  * Sorting is a stable merge sort over row indices; NULL sorts before every
- * other value in ascending order (so after them in descending order).
+ * other value in ascending order (so after them in descending order). Ties
+ * under ORDER BY are broken by the grouping columns, ascending, so that the
+ * order (and what LIMIT keeps) never depends on the order in which a token
+ * happened to emit its groups.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -196,8 +199,8 @@ int qr_result_from_table(struct qr_result *out, const uint8_t *table, size_t tab
     struct qr_value *raw = NULL, *cells = NULL;
     char(*labels)[QR_NAME_MAX + 1] = NULL;
     size_t *idx = NULL, *tmp = NULL;
-    size_t key_col[QR_ORDER_MAX];
-    int key_desc[QR_ORDER_MAX];
+    size_t key_col[QR_ORDER_MAX + QR_GROUP_COLUMNS_MAX];
+    int key_desc[QR_ORDER_MAX + QR_GROUP_COLUMNS_MAX];
     size_t ncols, nrows, nout, max_rows;
     int rc = QR_ERR_MALFORMED;
 
@@ -266,7 +269,11 @@ int qr_result_from_table(struct qr_result *out, const uint8_t *table, size_t tab
         idx[r] = r;
     }
 
-    struct sort_ctx sc = {raw, ncols, key_col, key_desc, p->n_order_by};
+    for (size_t g = 0; g < p->n_group_by; g++) {
+        key_col[p->n_order_by + g] = g;
+        key_desc[p->n_order_by + g] = 0;
+    }
+    struct sort_ctx sc = {raw, ncols, key_col, key_desc, p->n_order_by + p->n_group_by};
     merge_sort(&sc, idx, tmp, nrows);
     if (p->limit != 0 && p->limit < nrows)
         nrows = (size_t)p->limit;

@@ -28,7 +28,8 @@
 #define QR_OUTPUT_MAX 32u               /* items in the SELECT list */
 #define QR_ORDER_MAX 32u                /* keys in ORDER BY */
 #define QR_DECIMAL_SCALE_MAX 18u        /* fractional digits of a DECIMAL */
-#define QR_PLAN_MAX (1u << 20)          /* a serialized Plan */
+#define QR_PLAN_MAX 16384u              /* a serialized Plan: what a token accepts */
+#define QR_SCHEMA_COLUMNS_MAX 32u       /* columns of a table schema in a plan */
 #define QR_RESULT_TABLE_MAX (64u << 20) /* a serialized ResultTable */
 #define QR_LIMIT_MAX 4294967296ull      /* LIMIT n: 0 <= n <= 2^32 */
 #define QR_SIZE_MAX 1000000000ull       /* SIZE n: 1 <= n <= 10^9 */

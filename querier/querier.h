@@ -46,7 +46,7 @@ const char *qr_strerror(int code);
 
 /* ------------------------------------------------------------- limits */
 
-#define QR_SQL_MAX 65536u           /* bytes of SQL text */
+#define QR_SQL_MAX 8192u            /* bytes of SQL text (it travels in the plan) */
 #define QR_NAME_MAX 63u             /* identifiers */
 #define QR_TEXT_MAX 64u             /* text literals and text group values */
 #define QR_GROUP_COLUMNS_MAX 8u

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "sim/sim.h"
+#include "token/token.h"
 
 static void usage(FILE *f)
 {

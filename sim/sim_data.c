@@ -17,6 +17,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "sim/sim.h"
 
@@ -98,6 +99,7 @@ size_t sim_data_rows(struct sim_row rows[SIM_ROWS_MAX], uint64_t seed, uint64_t 
         w = 40;
     if (n > SIM_ROWS_MAX)
         n = SIM_ROWS_MAX;
+    memset(rows, 0, n * sizeof *rows);
     for (k = 0; k < n; k++) {
         struct sim_row *r = &rows[k];
         int32_t date;
