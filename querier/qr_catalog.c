@@ -31,6 +31,7 @@ static const struct qr_column health_columns[] = {
     {"steps", QR_INT, 0, 30000, 0, "steps walked that day"},
     {"heart_rate", QR_INT, 0, 150, 0, "mean heart rate that day, beats per minute"},
     {"weight", QR_DECIMAL, 1, 1500, 0, "body weight that day, kilograms with one decimal"},
+    {"age_band", QR_TEXT, 0, 8, 1, "age group: '18-29', '30-39', ..., '70-79', '80+'"},
 };
 
 static const struct qr_table tables[] = {

@@ -322,16 +322,6 @@ static void msg_put_u64(char *buf, size_t cap, size_t *at, uint64_t v)
     msg_put(buf, cap, at, digits + n);
 }
 
-static void msg_put_i64(char *buf, size_t cap, size_t *at, int64_t v)
-{
-    if (v < 0) {
-        msg_put(buf, cap, at, "-");
-        msg_put_u64(buf, cap, at, (uint64_t)(-(v + 1)) + 1);
-    } else {
-        msg_put_u64(buf, cap, at, (uint64_t)v);
-    }
-}
-
 /* The inputs and outputs of aggregation; kept after DONE or FAILED: none. */
 static void release_data(qr_coord *c)
 {
@@ -751,8 +741,11 @@ static int on_task_failure(qr_coord *c, struct qr_task *t, const struct qr_reque
     msg_put_u64(m, cap, &at, t->partition);
     msg_put(m, cap, &at, " failed ");
     msg_put_u64(m, cap, &at, t->failures);
-    msg_put(m, cap, &at, " times; last token status ");
-    msg_put_i64(m, cap, &at, r->status);
+    msg_put(m, cap, &at, " times: ");
+    msg_put(m, cap, &at, tk_strerror(r->status));
+    msg_put(m, cap, &at, " (");
+    msg_put(m, cap, &at, tk_errname(r->status));
+    msg_put(m, cap, &at, ")");
     fail(c, r->status);
     return 0;
 }

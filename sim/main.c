@@ -184,11 +184,12 @@ static void print_text(const struct sim_config *cfg, const struct sim_report *re
         print_table(&rep->result);
     else
         printf("no result: %s\n", rep->error);
-    printf("\nparticipants  %llu tokens, %llu dropped out, %llu contributed, %llu refused, "
+    printf("\nparticipants  %llu tokens, %llu dropped out, %llu contributed, %llu refused%s%s%s, "
            "%llu in the result\n",
            (unsigned long long)rep->tokens, (unsigned long long)rep->dropped,
            (unsigned long long)rep->contributed, (unsigned long long)rep->refused,
-           (unsigned long long)rep->result.participants);
+           rep->refused ? " (" : "", rep->refused ? tk_errname(rep->refusal) : "",
+           rep->refused ? ")" : "", (unsigned long long)rep->result.participants);
     if (rep->result.groups_suppressed)
         printf("suppressed    %llu group(s) below the minimum group size\n",
                (unsigned long long)rep->result.groups_suppressed);
@@ -307,18 +308,21 @@ int main(int argc, char **argv)
         print_json(&cfg, &rep);
     else
         print_text(&cfg, &rep);
-    if (!rep.ok) {
-        if (rep.diff)
-            fprintf(stderr, "cohort-sim: MISMATCH with the ground truth:\n%s", rep.diff);
-        else if (rep.failed && !rep.truth_too_few)
-            fprintf(stderr, "cohort-sim: the study failed: %s\n", rep.error);
-        else if (rep.truth_too_few)
-            fprintf(stderr, "cohort-sim: MISMATCH: the ground truth has too few participants "
-                            "but the study returned a result\n");
-        rc = rep.failed && !rep.diff && !rep.truth_too_few ? 3 : 1;
-    } else if (!json) {
-        printf("verdict       %s\n", rep.failed ? "no result, as the ground truth requires"
-                                                : "result equals the ground truth");
+    if (rep.ok) {
+        if (!json)
+            printf("verdict       %s\n", rep.failed ? "no result, as the ground truth requires"
+                                                    : "result equals the ground truth");
+        rc = 0;
+    } else if (rep.diff != NULL) {
+        fprintf(stderr, "cohort-sim: MISMATCH with the ground truth:\n%s", rep.diff);
+        rc = 1;
+    } else if (!rep.failed && rep.truth_too_few) {
+        fprintf(stderr, "cohort-sim: MISMATCH: the ground truth has too few participants "
+                        "but the study returned a result\n");
+        rc = 1;
+    } else {
+        fprintf(stderr, "cohort-sim: %s\n", rep.error);
+        rc = 3;
     }
     sim_report_free(&rep);
     return rc;

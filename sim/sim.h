@@ -52,6 +52,7 @@ struct sim_report {
     uint64_t dropped;            /* participants that never contributed */
     uint64_t contributed;        /* contributions the service accepted */
     uint64_t refused;            /* tokens that refused the plan */
+    int refusal;                 /* the most frequent refusal status (TK_ERR_*) */
     uint64_t vanished;           /* aggregators that never returned their task */
     struct qr_coord_stats coord; /* what the service saw and did */
     size_t ciphertext_bytes;     /* size of one collection ciphertext on the wire */
@@ -88,6 +89,8 @@ struct sim_row {
 /* The rows of participant i (0-based), a pure function of (seed, i). */
 size_t sim_data_rows(struct sim_row rows[SIM_ROWS_MAX], uint64_t seed, uint64_t i);
 const char *sim_region_name(unsigned region);
+/* The age_band column: "18-29", "30-39", ..., "70-79", "80+". */
+const char *sim_age_band(int64_t age);
 
 /* Stateless seeded randomness. */
 uint64_t sim_mix(uint64_t x);

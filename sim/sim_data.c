@@ -5,7 +5,7 @@
  * would dwarf the tokens themselves).
  *
  * Distributions, chosen to look like a wearable's daily summaries:
- * - age: normal around 45 (sd 16), clamped to 18..95;
+ * - age: normal around 45 (sd 16), clamped to 18..95, and its age_band;
  * - sex: 'F' 51 %, 'M' 49 %;
  * - region: one of 128, Zipf-like (a few large regions, a long tail);
  * - 3 to 12 days of 2026 per participant (distinct dates);
@@ -65,6 +65,17 @@ const char *sim_region_name(unsigned region)
 {
     pthread_once(&tables_once, make_tables);
     return region < SIM_REGIONS ? region_names[region] : "?";
+}
+
+const char *sim_age_band(int64_t age)
+{
+    static const char *const bands[] = {"18-29", "30-39", "40-49", "50-59",
+                                        "60-69", "70-79", "80+"};
+    if (age < 30)
+        return bands[0];
+    if (age >= 80)
+        return bands[6];
+    return bands[(age - 20) / 10];
 }
 
 /* Inverse transform on the regions' cumulative distribution. */

@@ -303,6 +303,11 @@ static void set_value(Cohort__Value *v, const struct sim_row *r, const char *col
     } else if (strcmp(col, "age") == 0) {
         v->type = COHORT__VALUE_TYPE__VT_INT;
         v->i = r->age;
+    } else if (strcmp(col, "age_band") == 0) {
+        const char *band = sim_age_band(r->age);
+        v->type = COHORT__VALUE_TYPE__VT_TEXT;
+        v->s.data = (uint8_t *)(uintptr_t)band;
+        v->s.len = strlen(band);
     } else if (strcmp(col, "sex") == 0) {
         v->type = COHORT__VALUE_TYPE__VT_TEXT;
         v->s.data = (uint8_t *)(r->sex == 'F' ? "F" : "M");
@@ -652,6 +657,7 @@ static int collect(struct sim *s, qr_coord *c, const uint8_t *dropped, int64_t *
     struct exch *all = malloc((cfg->tokens ? cfg->tokens : 1) * sizeof *all);
     struct qr_coord_stats st;
     int64_t t0_ms = s->t0 * 1000;
+    uint64_t refusals[64] = {0};
 
     if (all == NULL)
         return -1;
@@ -682,6 +688,8 @@ static int collect(struct sim *s, qr_coord *c, const uint8_t *dropped, int64_t *
                 send(c, t, b[k].next, b[k].next_len, NULL, NULL);
             } else if (b[k].action == PT_REFUSED) {
                 rep->refused++;
+                if (b[k].status < 0 && -b[k].status < 64)
+                    refusals[-b[k].status]++;
             }
             if (t > *vnow)
                 *vnow = t;
@@ -693,6 +701,9 @@ static int collect(struct sim *s, qr_coord *c, const uint8_t *dropped, int64_t *
     }
     progress(s, "collection", n, n);
     free(all);
+    for (i = 1; i < 64; i++)
+        if (refusals[i] > 0 && (rep->refusal == 0 || refusals[i] > refusals[-rep->refusal]))
+            rep->refusal = -(int)i;
     qr_coord_stats(c, &st);
     if (st.state == QR_COLLECTING) {
         int64_t end = s->deadline * 1000 + 1;
@@ -916,6 +927,14 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
             snprintf(rep->error, sizeof rep->error, "the researcher could not open the result: %s",
                      qr_strerror(rc));
         }
+    } else if (rep->contributed == 0 && rep->refused > 0) {
+        rep->failed = 1;
+        snprintf(rep->error, sizeof rep->error, "every token refused the plan: %s (%s)%s",
+                 tk_strerror(rep->refusal), tk_errname(rep->refusal),
+                 rep->refusal == TK_ERR_NO_MEMORY
+                     ? ". S_Agg keeps every group in one token's RAM: lower the plan's "
+                       "max_groups (WITH (max_groups = N)) or give tokens more RAM"
+                     : "");
     } else {
         rep->failed = 1;
         snprintf(rep->error, sizeof rep->error, "the study failed: %s",
@@ -942,7 +961,9 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
         goto out;
     }
     rep->truth_too_few = rc == 1;
-    if (rep->truth_too_few)
+    if (rep->contributed == 0 && rep->refused > 0)
+        rep->ok = 0; /* nobody took part: nothing was checked */
+    else if (rep->truth_too_few)
         rep->ok = rep->failed;
     else if (!rep->failed) {
         rep->diff = sim_compare(&rep->result, &rep->truth);

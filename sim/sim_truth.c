@@ -202,6 +202,10 @@ static struct tv row_value(const struct sim_row *r, const char *name)
     } else if (strcmp(name, "age") == 0) {
         t.type = T_INT;
         t.i = r->age;
+    } else if (strcmp(name, "age_band") == 0) {
+        t.type = T_TEXT;
+        t.s = sim_age_band(r->age);
+        t.len = strlen(t.s);
     } else if (strcmp(name, "sex") == 0) {
         t.type = T_TEXT;
         t.s = r->sex == 'F' ? "F" : "M";

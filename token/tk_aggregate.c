@@ -58,6 +58,11 @@ struct tk_session {
     uint8_t src_lo[TK_KEY_LEN], src_hi[TK_KEY_LEN];
 };
 
+size_t tk_session_size(void)
+{
+    return sizeof(struct tk_session);
+}
+
 void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len)
 {
     if (arena != NULL && arena_len >= sizeof(struct tk_session) &&
@@ -104,6 +109,8 @@ int tk_do_agg_begin(struct tk_call *c, const Cohort__AggBegin *req)
         return TK_ERR_BINDING;
     if ((rc = tk_plan_load(tk, a, &plan, req->plan, c->now, TK_PLAN_AGGREGATE)) != TK_OK)
         return rc;
+    if (plan.aggregate_ram > a->cap)
+        return TK_ERR_NO_MEMORY;
     if (tk_replay_seen(tk, plan.query_id, req->level, req->partition))
         return TK_ERR_REPLAY;
 
@@ -398,15 +405,20 @@ static void agg_label(char *out, size_t cap, const struct tk_plan *p, uint32_t i
 static int build_result(uint8_t **out, size_t *out_len, struct tk_session *s, struct tk_arena *a)
 {
     const struct tk_plan *p = &s->plan;
-    size_t room = a->hi > a->lo + 1024 ? a->hi - a->lo - 1024 : 0;
+    size_t width = (size_t)p->n_group + p->n_aggs;
+    size_t room = 64 + width * (2 * TK_NAME_MAX + 48) + s->groups.n * (size_t)16, g;
     struct tk_wbuf w;
     uint64_t suppressed = 0;
     uint32_t i, k;
     size_t mark;
-    uint8_t *buf = tk_arena_scratch(a, room);
+    uint8_t *buf;
     int rc = TK_OK;
 
-    if (buf == NULL || room == 0)
+    /* A row is at most its key's bytes plus, per value, the Value framing. */
+    for (g = 0; g < s->groups.n; g++)
+        room += tk_groups_at(&s->groups, (uint32_t)g)->key_len + width * 24;
+    buf = tk_arena_scratch(a, room);
+    if (buf == NULL)
         return TK_ERR_NO_MEMORY;
     mark = tk_arena_mark(a);
     w = (struct tk_wbuf){buf, room, 0, false};

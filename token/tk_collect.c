@@ -168,6 +168,10 @@ int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
         return TK_ERR_NOT_PROVISIONED;
     if ((rc = tk_plan_load(tk, a, &plan, req->plan, c->now, TK_PLAN_COLLECT)) != TK_OK)
         return rc;
+    /* A token does not contribute to a study that tokens like it could not
+     * aggregate: its owner's data would be spent for nothing. */
+    if (plan.aggregate_ram > a->cap)
+        return TK_ERR_NO_MEMORY;
     if (!table_exists(tk, a, plan.table))
         return TK_ERR_NO_TABLE;
     if ((rc = tk_groups_init(&groups, a, plan.tuples, plan.n_aggs,

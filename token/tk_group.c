@@ -25,6 +25,15 @@ static uint32_t hash_key(const uint8_t *key, size_t len)
     return h;
 }
 
+size_t tk_groups_size(uint32_t cap, uint32_t n_aggs)
+{
+    uint32_t slots = 4;
+    while (slots < 2 * cap)
+        slots <<= 1;
+    return slots * sizeof(uint32_t) +
+           (size_t)cap * (sizeof(struct tk_group) + n_aggs * sizeof(struct tk_agg_state));
+}
+
 int tk_groups_init(struct tk_groups *g, struct tk_arena *a, uint32_t cap, uint32_t n_aggs,
                    size_t key_heap, bool keep)
 {

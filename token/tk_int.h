@@ -172,6 +172,7 @@ struct tk_plan {
     size_t chunk_plain_len;  /* framed PartialPlain */
     uint32_t groups_per_chunk;
     uint32_t nchunks;
+    size_t aggregate_ram;     /* arena an aggregation session needs, estimated */
 };
 
 enum tk_plan_use { TK_PLAN_COLLECT, TK_PLAN_AGGREGATE };
@@ -334,5 +335,7 @@ int tk_replay_seen(const struct tk_token *tk, const uint8_t *query, uint32_t lev
 void tk_replay_note(struct tk_token *tk, const uint8_t *query, uint32_t level,
                     uint32_t partition);
 void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len);
+size_t tk_session_size(void);
+size_t tk_groups_size(uint32_t cap, uint32_t n_aggs);
 
 #endif

@@ -204,6 +204,15 @@ static int layout(struct tk_plan *p)
     p->chunk_plain_len = hdr + gpc * per;
     if (p->nchunks > TK_MAX_CHUNKS)
         return TK_ERR_BAD_PLAN;
+    /*
+     * What an aggregation session needs at most, bar unusually long group
+     * keys (counted at 24 bytes each): its state, the group table, one
+     * chunk's plaintext and decoded form, and the final result's rows.
+     */
+    p->aggregate_ram = tk_session_size() + (size_t)p->n_having * sizeof(struct tk_instr) +
+                       tk_groups_size(p->max_groups, p->n_aggs) + (size_t)p->max_groups * 24 +
+                       3 * p->chunk_plain_len + 4096 +
+                       (size_t)p->max_groups * (24 + 24 * ((size_t)p->n_group + p->n_aggs));
     return TK_OK;
 }
 
