@@ -416,7 +416,7 @@ static int build_result(uint8_t **out, size_t *out_len, struct tk_session *s, st
 
     /* A row is at most its key's bytes plus, per value, the Value framing. */
     for (g = 0; g < s->groups.n; g++)
-        room += tk_groups_at(&s->groups, (uint32_t)g)->key_len + width * 24;
+        room += 8 + tk_groups_at(&s->groups, (uint32_t)g)->key_len + width * 18;
     buf = tk_arena_scratch(a, room);
     if (buf == NULL)
         return TK_ERR_NO_MEMORY;
