@@ -75,6 +75,22 @@ static bool session_open(const struct tk_token *tk)
     return sodium_memcmp(tk->session, zero, sizeof zero) != 0;
 }
 
+/*
+ * The bytes at the low end of the arena that the open session keeps, or 0
+ * when no session is open in this arena. The dispatcher reserves them
+ * before it decodes an AggFeed or AggEnd, so that nothing the host sends
+ * is ever copied over the session.
+ */
+size_t tk_session_extent(const struct tk_token *tk, const uint8_t *arena, size_t arena_len)
+{
+    const struct tk_session *s = (const struct tk_session *)arena;
+    if (!session_open(tk) || arena == NULL || arena_len < sizeof *s ||
+        ((uintptr_t)arena % 8) != 0 || s->magic != SESSION_MAGIC ||
+        sodium_memcmp(s->id, tk->session, TK_SESSION_ID_LEN) != 0 || s->arena_lo > arena_len)
+        return 0;
+    return s->arena_lo;
+}
+
 /* The open session, if the request names it and the arena still holds it. */
 static struct tk_session *find_session(struct tk_token *tk, struct tk_arena *a,
                                        const uint8_t *id, size_t id_len)

@@ -225,6 +225,8 @@ int tk_dispatch(struct tk_token *tk, uint8_t *arena, size_t arena_len, const uin
                      body == COHORT__TOKEN_REQUEST__BODY_AGG_END;
         if (!in_session)
             tk_session_close(tk, arena, arena_len);
+        else
+            a.lo = tk_session_extent(tk, arena, a.cap); /* decode above the session */
         memcpy(&saved, tk, sizeof saved);
         c = (struct tk_call){tk, &a, now, &w};
         rc = run(&c, body, req, req_len, data, data_len);

@@ -334,5 +334,6 @@ int tk_replay_seen(const struct tk_token *tk, const uint8_t *query, uint32_t lev
 void tk_replay_note(struct tk_token *tk, const uint8_t *query, uint32_t level,
                     uint32_t partition);
 void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len);
+size_t tk_session_extent(const struct tk_token *tk, const uint8_t *arena, size_t arena_len);
 
 #endif
