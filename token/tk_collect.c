@@ -137,20 +137,6 @@ static int on_row(void *ctx, const Cohort__TableSchema *schema, const Cohort__Ro
     return TK_OK;
 }
 
-static bool table_exists(struct tk_token *tk, struct tk_arena *a, const char *table)
-{
-    char buf[8][TK_NAME_MAX + 1], *names[8];
-    size_t n = 0, i;
-    for (i = 0; i < 8; i++)
-        names[i] = buf[i];
-    if (tk_table_names(tk, a, names, 8, &n) != TK_OK)
-        return false;
-    for (i = 0; i < n; i++)
-        if (strcmp(names[i], table) == 0)
-            return true;
-    return false;
-}
-
 int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
 {
     struct tk_token *tk = c->tk;
@@ -162,13 +148,16 @@ int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
     uint8_t pseudonym[TK_CONTRIB_KEY_LEN];
     uint8_t *plain;
     size_t body_len, i;
+    bool found;
     int rc;
 
     if (!tk_has_flag(tk, TK_FLAG_PROVISIONED))
         return TK_ERR_NOT_PROVISIONED;
     if ((rc = tk_plan_load(tk, a, &plan, req->plan, c->now, TK_PLAN_COLLECT)) != TK_OK)
         return rc;
-    if (!table_exists(tk, a, plan.table))
+    if ((rc = tk_table_exists(tk, a, plan.table, &found)) != TK_OK)
+        return rc;
+    if (!found)
         return TK_ERR_NO_TABLE;
     if ((rc = tk_groups_init(&groups, a, plan.tuples, plan.n_aggs,
                              (size_t)plan.tuples * TK_GROUP_KEY_MAX, false)) != TK_OK)

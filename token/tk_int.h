@@ -301,6 +301,8 @@ int tk_table_load(struct tk_token *tk, struct tk_arena *a, const Cohort__LoadTab
 typedef int (*tk_row_fn)(void *ctx, const Cohort__TableSchema *schema, const Cohort__Row *row);
 int tk_table_scan(struct tk_token *tk, struct tk_arena *a, const char *table, tk_row_fn fn,
                   void *ctx);
+/* Whether the token holds a table of that name (even without rows). */
+int tk_table_exists(struct tk_token *tk, struct tk_arena *a, const char *table, bool *found);
 /* Names of the tables on the token (up to max). */
 int tk_table_names(struct tk_token *tk, struct tk_arena *a, char **names, size_t max,
                    size_t *n);

@@ -248,6 +248,27 @@ int tk_table_scan(struct tk_token *tk, struct tk_arena *a, const char *table, tk
     return each_record(tk, a, scan_one, &s);
 }
 
+struct exists_ctx {
+    const char *table;
+    bool found;
+};
+
+static int find_table(void *ctx, const Cohort__LoadTable *rec)
+{
+    struct exists_ctx *e = ctx;
+    if (strcmp(rec->schema->name, e->table) == 0)
+        e->found = true;
+    return TK_OK;
+}
+
+int tk_table_exists(struct tk_token *tk, struct tk_arena *a, const char *table, bool *found)
+{
+    struct exists_ctx e = {table, false};
+    int rc = each_record(tk, a, find_table, &e);
+    *found = e.found;
+    return rc;
+}
+
 struct names_ctx {
     char **names;
     size_t max, n;
