@@ -27,7 +27,8 @@
  * - A token aggregates a given (query, level, partition) once; a replay is
  *   refused (TK_ERR_REPLAY).
  * An error in a feed aborts the session: the partition is retried, by this
- * or another token, from the start.
+ * or another token, from the start. So does a feed or an end after the
+ * plan's expires_at: no work is done for an expired plan.
  *
  * Outputs: a non-final session emits the plan's fixed number of partial
  * chunks, each padded to the plan's fixed size, whatever the number of
@@ -354,6 +355,8 @@ int tk_do_agg_feed(struct tk_call *c, const uint8_t *body, size_t len)
             s = find_session(c->tk, a, f.data, f.len);
             if (s == NULL)
                 return TK_ERR_SESSION;
+            if (c->now > s->plan.expires_at)
+                return TK_ERR_EXPIRED;
         } else if (f.field == 2 && f.wire_type == 2) {
             size_t mark = tk_arena_mark(a);
             Cohort__Ciphertext *ct;
@@ -597,6 +600,8 @@ int tk_do_agg_end(struct tk_call *c, const Cohort__AggEnd *req)
 
     if (s == NULL)
         return TK_ERR_SESSION;
+    if (c->now > s->plan.expires_at)
+        return TK_ERR_EXPIRED;
     if (s->inputs == 0 || (s->level > 1 && s->src_next != s->src_n))
         return TK_ERR_INCOMPLETE;
     rc = s->final ? emit_result(c, s) : emit_partials(c, s);
