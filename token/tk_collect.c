@@ -137,6 +137,16 @@ static int on_row(void *ctx, const Cohort__TableSchema *schema, const Cohort__Ro
     return TK_OK;
 }
 
+/* The longest canonical group key of the plan's GROUP BY (see tk_key_put). */
+static size_t group_key_max(const struct tk_plan *p)
+{
+    size_t n = 1;
+    uint16_t i;
+    for (i = 0; i < p->n_group; i++)
+        n += p->columns[p->group_col[i]].type == COHORT__VALUE_TYPE__VT_TEXT ? 2 + TK_TEXT_MAX : 10;
+    return n;
+}
+
 int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
 {
     struct tk_token *tk = c->tk;
@@ -160,7 +170,7 @@ int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
     if (!found)
         return TK_ERR_NO_TABLE;
     if ((rc = tk_groups_init(&groups, a, plan.tuples, plan.n_aggs,
-                             (size_t)plan.tuples * TK_GROUP_KEY_MAX, false)) != TK_OK)
+                             (size_t)plan.tuples * group_key_max(&plan), false)) != TK_OK)
         return rc;
     memset(&col, 0, sizeof col);
     col.plan = &plan;
