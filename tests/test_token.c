@@ -1795,6 +1795,28 @@ static void collection_and_aggregation_stay_within_the_arena(void **state)
     }
 }
 
+/* The most tuples a plan may ask, grouped by a TEXT column, in the least RAM. */
+static void a_token_with_the_minimum_arena_collects_the_most_tuples_a_plan_may_ask(void **state)
+{
+    struct fx_token v;
+    struct fx_plan_spec s = H->spec_a;
+    struct fx_signed p;
+    Cohort__TokenResponse *r;
+    (void)state;
+
+    fx_token_init(&v, TK_ARENA_MIN);
+    fx_provision(&v, &H->w, "small-collector");
+    assert_int_equal(fx_load_health(&v, victim_rows, 3), TK_OK);
+    s.tuples = FX_MAX_TUPLES;
+    fx_plan_sign(&p, &s, &H->w.researcher);
+    assert_int_equal(fx_collect(&v, FX_NOW, p.sp, &r), TK_OK);
+    assert_int_equal(r->contribution->n_tuples, FX_MAX_TUPLES);
+    assert_true(v.last_peak <= TK_ARENA_MIN);
+    cohort__token_response__free_unpacked(r, NULL);
+    fx_signed_free(&p);
+    fx_token_free(&v);
+}
+
 static void an_arena_below_the_minimum_is_refused(void **state)
 {
     struct fx_token v;
@@ -1894,6 +1916,7 @@ int main(void)
         cmocka_unit_test(a_contribution_key_is_stable_within_a_query_and_unlinkable_across_queries),
         cmocka_unit_test(a_token_needs_an_empty_store_and_a_valid_state),
         cmocka_unit_test(collection_and_aggregation_stay_within_the_arena),
+        cmocka_unit_test(a_token_with_the_minimum_arena_collects_the_most_tuples_a_plan_may_ask),
         cmocka_unit_test(an_arena_below_the_minimum_is_refused),
     };
     int failed = cmocka_run_group_tests_name("token", alone, NULL, NULL);
