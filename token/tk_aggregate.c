@@ -27,7 +27,8 @@
  * - A token aggregates a given (query, level, partition) once; a replay is
  *   refused (TK_ERR_REPLAY).
  * An error in a feed aborts the session: the partition is retried, by this
- * or another token, from the start.
+ * or another token, from the start. So does a feed or an end after the
+ * plan's expires_at: no work is done for an expired plan.
  *
  * Outputs: a non-final session emits the plan's fixed number of partial
  * chunks, each padded to the plan's fixed size, whatever the number of
@@ -80,6 +81,22 @@ static bool session_open(const struct tk_token *tk)
     return sodium_memcmp(tk->session, zero, sizeof zero) != 0;
 }
 
+/*
+ * The bytes at the low end of the arena that the open session keeps, or 0
+ * when no session is open in this arena. The dispatcher reserves them
+ * before it decodes an AggFeed or AggEnd, so that nothing the host sends
+ * is ever copied over the session.
+ */
+size_t tk_session_extent(const struct tk_token *tk, const uint8_t *arena, size_t arena_len)
+{
+    const struct tk_session *s = (const struct tk_session *)arena;
+    if (!session_open(tk) || arena == NULL || arena_len < sizeof *s ||
+        ((uintptr_t)arena % 8) != 0 || s->magic != SESSION_MAGIC ||
+        sodium_memcmp(s->id, tk->session, TK_SESSION_ID_LEN) != 0 || s->arena_lo > arena_len)
+        return 0;
+    return s->arena_lo;
+}
+
 /* The open session, if the request names it and the arena still holds it. */
 static struct tk_session *find_session(struct tk_token *tk, struct tk_arena *a,
                                        const uint8_t *id, size_t id_len)
@@ -101,6 +118,7 @@ int tk_do_agg_begin(struct tk_call *c, const Cohort__AggBegin *req)
     struct tk_arena *a = c->arena;
     struct tk_session *s;
     struct tk_plan plan;
+    size_t mark = tk_arena_mark(a);
     int rc;
 
     if (!tk_has_flag(tk, TK_FLAG_PROVISIONED))
@@ -120,9 +138,15 @@ int tk_do_agg_begin(struct tk_call *c, const Cohort__AggBegin *req)
         return TK_ERR_NO_MEMORY;
     memset(s, 0, sizeof *s);
     s->plan = plan;
-    if ((rc = tk_plan_keep_having(a, &s->plan)) != TK_OK ||
-        (rc = tk_groups_init(&s->groups, a, s->plan.max_groups, s->plan.n_aggs, 0, true)) !=
-            TK_OK) {
+    if ((rc = tk_plan_keep_having(a, &s->plan)) != TK_OK) {
+        sodium_memzero(s, sizeof *s);
+        return rc;
+    }
+    /* The session's plan no longer points into scratch: give the decoded
+     * plan's RAM to the group table. */
+    tk_arena_release(a, mark);
+    if ((rc = tk_groups_init(&s->groups, a, s->plan.max_groups, s->plan.n_aggs, 0, true)) !=
+        TK_OK) {
         sodium_memzero(s, sizeof *s);
         return rc;
     }
@@ -204,16 +228,52 @@ static int take_tuple(struct tk_session *s, struct tk_arena *a, const Cohort__Ci
     return TK_OK;
 }
 
-/* Level 2 and up: one chunk of a lower level's partial. */
+/* The header of a decrypted PartialPlain: everything but its groups. */
+struct partial_header {
+    const uint8_t *lo, *hi;
+    uint64_t contributors;
+    uint32_t n_groups;
+};
+
+static int partial_header(struct partial_header *h, const uint8_t *body, size_t len)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    int more;
+
+    memset(h, 0, sizeof *h);
+    while ((more = tk_wire_next(body, len, &pos, &f)) == 1) {
+        if ((f.field == 1 || f.field == 2) && f.wire_type == 2 && f.len == TK_KEY_LEN)
+            *(f.field == 1 ? &h->lo : &h->hi) = f.data;
+        else if (f.field == 3 && f.wire_type == 0)
+            h->contributors = f.varint;
+        else if (f.field == 4 && f.wire_type == 2)
+            h->n_groups++;
+        else
+            return TK_ERR_MALFORMED;
+    }
+    if (more < 0 || h->lo == NULL || h->hi == NULL)
+        return TK_ERR_MALFORMED;
+    return TK_OK;
+}
+
+/*
+ * Level 2 and up: one chunk of a lower level's partial. The chunk is
+ * decrypted in place (the box is this call's own decoded copy, in scratch)
+ * and its groups are decoded and merged one at a time, so that a chunk
+ * never needs more RAM than its ciphertext and one group: a token with the
+ * minimum arena can merge the largest chunks a plan allows.
+ */
 static int take_partial(struct tk_session *s, struct tk_arena *a, const Cohort__Ciphertext *ct)
 {
     const struct tk_plan *p = &s->plan;
+    struct partial_header h;
     struct tk_binding b;
+    struct tk_wfield f;
     const uint8_t *body;
-    size_t body_len, i;
+    size_t body_len, pos = 0;
     uint8_t *plain;
-    Cohort__PartialPlain *pp;
-    int rc = TK_OK;
+    int rc = TK_OK, more;
 
     if (ct->phase != COHORT__PHASE__PHASE_AGGREGATE || ct->level != s->level - 1 ||
         ct->nchunks != p->nchunks || ct->chunk >= p->nchunks || ct->key.len != 0)
@@ -234,48 +294,57 @@ static int take_partial(struct tk_session *s, struct tk_arena *a, const Cohort__
     }
     if (ct->box.len != p->chunk_plain_len + TK_TAG_LEN)
         return TK_ERR_DECRYPT;
-    plain = tk_arena_scratch(a, p->chunk_plain_len);
-    if (plain == NULL)
-        return TK_ERR_NO_MEMORY;
+    plain = ct->box.data;
     b = (struct tk_binding){p->query_id, ct->phase, ct->level, ct->partition, ct->chunk,
                             ct->nchunks, NULL, 0};
     if ((rc = tk_ndet_open(plain, ct->box.data, ct->box.len, ct->nonce.data, &b, s->keys.ndet)) !=
         TK_OK)
         return rc;
-    if (tk_frame_body(&body, &body_len, plain, p->chunk_plain_len) != TK_OK)
-        return TK_ERR_MALFORMED;
-    pp = (Cohort__PartialPlain *)tk_unpack(a, &cohort__partial_plain__descriptor, body, body_len,
-                                            &rc);
-    if (pp == NULL)
-        return rc;
-    if (pp->lo.len != TK_KEY_LEN || pp->hi.len != TK_KEY_LEN || pp->n_groups > p->groups_per_chunk ||
-        memcmp(pp->lo.data, pp->hi.data, TK_KEY_LEN) > 0)
-        return TK_ERR_MALFORMED;
-    if (ct->chunk == 0) {
-        if (s->started && memcmp(pp->lo.data, s->hi, TK_KEY_LEN) <= 0)
-            return TK_ERR_DUPLICATE; /* overlapping ranges: something counted twice */
-    } else if (memcmp(pp->lo.data, s->src_lo, TK_KEY_LEN) != 0 ||
-               memcmp(pp->hi.data, s->src_hi, TK_KEY_LEN) != 0) {
-        return TK_ERR_BINDING;
+    if (tk_frame_body(&body, &body_len, plain, p->chunk_plain_len) != TK_OK ||
+        partial_header(&h, body, body_len) != TK_OK || h.n_groups > p->groups_per_chunk ||
+        memcmp(h.lo, h.hi, TK_KEY_LEN) > 0) {
+        rc = TK_ERR_MALFORMED;
+        goto out;
     }
-    for (i = 0; i < pp->n_groups; i++)
-        if ((rc = tk_groups_merge_pb(&s->groups, p, pp->groups[i])) != TK_OK)
-            return rc;
+    if (ct->chunk == 0) {
+        if (s->started && memcmp(h.lo, s->hi, TK_KEY_LEN) <= 0) {
+            rc = TK_ERR_DUPLICATE; /* overlapping ranges: something counted twice */
+            goto out;
+        }
+    } else if (memcmp(h.lo, s->src_lo, TK_KEY_LEN) != 0 ||
+               memcmp(h.hi, s->src_hi, TK_KEY_LEN) != 0) {
+        rc = TK_ERR_BINDING;
+        goto out;
+    }
+    while (rc == TK_OK && (more = tk_wire_next(body, body_len, &pos, &f)) == 1) {
+        size_t mark = tk_arena_mark(a);
+        Cohort__GroupPartial *g;
+        if (f.field != 4)
+            continue;
+        g = (Cohort__GroupPartial *)tk_unpack(a, &cohort__group_partial__descriptor, f.data, f.len,
+                                              &rc);
+        if (g != NULL)
+            rc = tk_groups_merge_pb(&s->groups, p, g);
+        tk_arena_release(a, mark);
+    }
+    if (rc != TK_OK)
+        goto out;
     if (ct->chunk == 0) {
         if (!s->started)
-            memcpy(s->lo, pp->lo.data, TK_KEY_LEN);
-        memcpy(s->hi, pp->hi.data, TK_KEY_LEN);
-        memcpy(s->src_lo, pp->lo.data, TK_KEY_LEN);
-        memcpy(s->src_hi, pp->hi.data, TK_KEY_LEN);
+            memcpy(s->lo, h.lo, TK_KEY_LEN);
+        memcpy(s->hi, h.hi, TK_KEY_LEN);
+        memcpy(s->src_lo, h.lo, TK_KEY_LEN);
+        memcpy(s->src_hi, h.hi, TK_KEY_LEN);
         s->src_partition = ct->partition;
         s->src_n = ct->nchunks;
         s->src_next = 0;
-        s->contributors += pp->contributors;
+        s->contributors += h.contributors;
     }
     s->src_next++;
     s->started = true;
+out:
     sodium_memzero(plain, p->chunk_plain_len);
-    return TK_OK;
+    return rc;
 }
 
 int tk_do_agg_feed(struct tk_call *c, const uint8_t *body, size_t len)
@@ -293,6 +362,8 @@ int tk_do_agg_feed(struct tk_call *c, const uint8_t *body, size_t len)
             s = find_session(c->tk, a, f.data, f.len);
             if (s == NULL)
                 return TK_ERR_SESSION;
+            if (c->now > s->plan.expires_at)
+                return TK_ERR_EXPIRED;
         } else if (f.field == 2 && f.wire_type == 2) {
             size_t mark = tk_arena_mark(a);
             Cohort__Ciphertext *ct;
@@ -324,7 +395,12 @@ int tk_do_agg_feed(struct tk_call *c, const uint8_t *body, size_t len)
     return TK_OK;
 }
 
-/* Non-final output: the plan's fixed number of padded partial chunks. */
+/*
+ * Non-final output: the plan's fixed number of padded partial chunks. Each
+ * PartialPlain is written field by field into its frame, one group at a
+ * time, so that a chunk needs no more RAM than its plaintext and one
+ * decoded group.
+ */
 static int emit_partials(struct tk_call *c, struct tk_session *s)
 {
     const struct tk_plan *p = &s->plan;
@@ -344,38 +420,32 @@ static int emit_partials(struct tk_call *c, struct tk_session *s)
     }
     tk_w_open(c->out, 7, body);
     for (j = 0; j < p->nchunks && rc == TK_OK; j++) {
-        size_t mark = tk_arena_mark(a);
+        struct tk_wbuf w = {plain + 2, p->chunk_plain_len - 2, 0, false};
         uint32_t first = j * p->groups_per_chunk, n = 0, k;
-        Cohort__PartialPlain pp;
-        Cohort__GroupPartial *gps = NULL, **gpp = NULL;
 
         if (first < s->groups.n)
             n = s->groups.n - first < p->groups_per_chunk ? s->groups.n - first
                                                           : p->groups_per_chunk;
-        if (n > 0) {
-            gps = tk_arena_scratch(a, n * sizeof *gps);
-            gpp = tk_arena_scratch(a, n * sizeof *gpp);
-            if (gps == NULL || gpp == NULL)
-                rc = TK_ERR_NO_MEMORY;
-        }
+        tk_w_bytes(&w, 1, s->lo, TK_KEY_LEN);
+        tk_w_bytes(&w, 2, s->hi, TK_KEY_LEN);
+        tk_w_uint(&w, 3, s->contributors);
         for (k = 0; k < n && rc == TK_OK; k++) {
-            rc = tk_group_to_pb(&gps[k], a, p, &s->groups, tk_groups_at(&s->groups, first + k));
-            gpp[k] = &gps[k];
+            size_t mark = tk_arena_mark(a);
+            Cohort__GroupPartial gp;
+            rc = tk_group_to_pb(&gp, a, p, &s->groups, tk_groups_at(&s->groups, first + k));
+            if (rc == TK_OK)
+                tk_w_message(&w, 4, &gp.base);
+            tk_arena_release(a, mark);
         }
-        cohort__partial_plain__init(&pp);
-        pp.lo.data = s->lo;
-        pp.lo.len = TK_KEY_LEN;
-        pp.hi.data = s->hi;
-        pp.hi.len = TK_KEY_LEN;
-        pp.contributors = s->contributors;
-        pp.n_groups = n;
-        pp.groups = gpp;
-        if (rc == TK_OK)
-            rc = tk_frame_pack(plain, p->chunk_plain_len, &pp.base);
+        if (rc == TK_OK && (w.overflow || w.len > 0xffff))
+            rc = TK_ERR_TOO_LARGE;
+        if (rc != TK_OK)
+            break;
+        plain[0] = (uint8_t)w.len;
+        plain[1] = (uint8_t)(w.len >> 8);
+        memset(plain + 2 + w.len, 0, p->chunk_plain_len - 2 - w.len);
         b.chunk = j;
-        if (rc == TK_OK)
-            tk_write_ciphertext(c->out, 1, &b, plain, p->chunk_plain_len, s->keys.ndet);
-        tk_arena_release(a, mark);
+        tk_write_ciphertext(c->out, 1, &b, plain, p->chunk_plain_len, s->keys.ndet);
     }
     sodium_memzero(plain, p->chunk_plain_len);
     return rc;
@@ -542,6 +612,8 @@ int tk_do_agg_end(struct tk_call *c, const Cohort__AggEnd *req)
 
     if (s == NULL)
         return TK_ERR_SESSION;
+    if (c->now > s->plan.expires_at)
+        return TK_ERR_EXPIRED;
     if (s->inputs == 0 || (s->level > 1 && s->src_next != s->src_n))
         return TK_ERR_INCOMPLETE;
     rc = s->final ? emit_result(c, s) : emit_partials(c, s);

@@ -137,18 +137,14 @@ static int on_row(void *ctx, const Cohort__TableSchema *schema, const Cohort__Ro
     return TK_OK;
 }
 
-static bool table_exists(struct tk_token *tk, struct tk_arena *a, const char *table)
+/* The longest canonical group key of the plan's GROUP BY (see tk_key_put). */
+static size_t group_key_max(const struct tk_plan *p)
 {
-    char buf[8][TK_NAME_MAX + 1], *names[8];
-    size_t n = 0, i;
-    for (i = 0; i < 8; i++)
-        names[i] = buf[i];
-    if (tk_table_names(tk, a, names, 8, &n) != TK_OK)
-        return false;
-    for (i = 0; i < n; i++)
-        if (strcmp(names[i], table) == 0)
-            return true;
-    return false;
+    size_t n = 1;
+    uint16_t i;
+    for (i = 0; i < p->n_group; i++)
+        n += p->columns[p->group_col[i]].type == COHORT__VALUE_TYPE__VT_TEXT ? 2 + TK_TEXT_MAX : 10;
+    return n;
 }
 
 int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
@@ -162,6 +158,7 @@ int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
     uint8_t pseudonym[TK_CONTRIB_KEY_LEN];
     uint8_t *plain;
     size_t body_len, i;
+    bool found;
     int rc;
 
     if (!tk_has_flag(tk, TK_FLAG_PROVISIONED))
@@ -172,10 +169,12 @@ int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
      * aggregate: its owner's data would be spent for nothing. */
     if (plan.aggregate_ram > a->cap)
         return TK_ERR_NO_MEMORY;
-    if (!table_exists(tk, a, plan.table))
+    if ((rc = tk_table_exists(tk, a, plan.table, &found)) != TK_OK)
+        return rc;
+    if (!found)
         return TK_ERR_NO_TABLE;
     if ((rc = tk_groups_init(&groups, a, plan.tuples, plan.n_aggs,
-                             (size_t)plan.tuples * TK_GROUP_KEY_MAX, false)) != TK_OK)
+                             (size_t)plan.tuples * group_key_max(&plan), false)) != TK_OK)
         return rc;
     memset(&col, 0, sizeof col);
     col.plan = &plan;

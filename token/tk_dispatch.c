@@ -9,9 +9,16 @@
  * peak. On any error the response is rewritten to carry the status alone.
  *
  * Every handler does all of its checks before it changes the token's
- * state, so a refused request leaves the token as it was. The one
- * exception is deliberate: an error inside an aggregation session aborts
- * that session (its partition will be retried from the start).
+ * state, so a refused request leaves the token as it was. Some failures
+ * can only come after a change, though: a plan verdict is cached before a
+ * collection finds it lacks the table, keys are made before the CSR is
+ * found not to fit the response. The dispatcher therefore keeps a copy of
+ * the token's state and restores it on any error, so that no handler can
+ * leave half a change behind. Two things are not restored: the count of
+ * records in the host store, which must match what was appended (a store
+ * cannot be unwritten), and the open session, deliberately: an error
+ * inside an aggregation session aborts that session (its partition will
+ * be retried from the start).
  */
 #include "token/tk_int.h"
 
@@ -191,6 +198,7 @@ int tk_dispatch(struct tk_token *tk, uint8_t *arena, size_t arena_len, const uin
                 size_t *arena_peak)
 {
     struct tk_wbuf w = {resp, resp_cap, 0, false};
+    struct tk_token saved;
     struct tk_arena a;
     struct tk_call c;
     const uint8_t *data = NULL;
@@ -217,14 +225,23 @@ int tk_dispatch(struct tk_token *tk, uint8_t *arena, size_t arena_len, const uin
                      body == COHORT__TOKEN_REQUEST__BODY_AGG_END;
         if (!in_session)
             tk_session_close(tk, arena, arena_len);
+        else
+            a.lo = tk_session_extent(tk, arena, a.cap); /* decode above the session */
+        memcpy(&saved, tk, sizeof saved);
         c = (struct tk_call){tk, &a, now, &w};
         rc = run(&c, body, req, req_len, data, data_len);
         if (w.overflow && rc == TK_OK)
             rc = TK_ERR_RESPONSE_SPACE;
-        /* A session ends with AggEnd or with any error in it, except a
-         * response buffer too small for AggEnd's output: that is retried. */
-        if ((body == COHORT__TOKEN_REQUEST__BODY_AGG_END && rc != TK_ERR_RESPONSE_SPACE) ||
-            (body == COHORT__TOKEN_REQUEST__BODY_AGG_FEED && rc != TK_OK))
+        if (rc != TK_OK) {
+            saved.store_records = tk->store_records;
+            memcpy(tk, &saved, sizeof saved);
+        }
+        sodium_memzero(&saved, sizeof saved);
+        /* A session ends with AggEnd or with any error, except a response
+         * buffer too small for AggEnd's output: that is retried. Closing
+         * after a failed AggBegin wipes what it left in the arena. */
+        if ((body == COHORT__TOKEN_REQUEST__BODY_AGG_END || rc != TK_OK) &&
+            !(body == COHORT__TOKEN_REQUEST__BODY_AGG_END && rc == TK_ERR_RESPONSE_SPACE))
             tk_session_close(tk, arena, arena_len);
     }
     if (rc != TK_OK)

@@ -302,6 +302,8 @@ int tk_table_load(struct tk_token *tk, struct tk_arena *a, const Cohort__LoadTab
 typedef int (*tk_row_fn)(void *ctx, const Cohort__TableSchema *schema, const Cohort__Row *row);
 int tk_table_scan(struct tk_token *tk, struct tk_arena *a, const char *table, tk_row_fn fn,
                   void *ctx);
+/* Whether the token holds a table of that name (even without rows). */
+int tk_table_exists(struct tk_token *tk, struct tk_arena *a, const char *table, bool *found);
 /* Names of the tables on the token (up to max). */
 int tk_table_names(struct tk_token *tk, struct tk_arena *a, char **names, size_t max,
                    size_t *n);
@@ -337,5 +339,6 @@ void tk_replay_note(struct tk_token *tk, const uint8_t *query, uint32_t level,
 void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len);
 size_t tk_session_size(void);
 size_t tk_groups_size(uint32_t cap, uint32_t n_aggs);
+size_t tk_session_extent(const struct tk_token *tk, const uint8_t *arena, size_t arena_len);
 
 #endif

@@ -11,7 +11,10 @@
  *
  * A table's schema is fixed by its first record; later loads must repeat it
  * exactly. Every row is checked against it before anything is written.
- * Scans decrypt one record at a time into scratch, whatever the table size.
+ * Scans decrypt one record at a time, in place, into scratch, whatever the
+ * table size, and decode its rows one at a time: decoded rows take many
+ * times their bytes, so a record decoded whole could need more RAM than
+ * the load that wrote it.
  */
 #include "token/tk_int.h"
 
@@ -90,10 +93,64 @@ static int check_row(const Cohort__TableSchema *s, const Cohort__Row *r)
     return TK_OK;
 }
 
-typedef int (*rec_fn)(void *ctx, const Cohort__LoadTable *rec);
+/*
+ * What each_record does with a record: schema() sees the record's schema
+ * and says whether row() should see its rows, which it then does one at a
+ * time.
+ */
+struct rec_visit {
+    int (*schema)(void *ctx, const Cohort__TableSchema *schema, bool *rows);
+    int (*row)(void *ctx, const Cohort__TableSchema *schema, const Cohort__Row *row);
+    void *ctx;
+};
 
-/* Decrypt and decode each record in turn. */
-static int each_record(struct tk_token *tk, struct tk_arena *a, rec_fn fn, void *ctx)
+/*
+ * Walk one record's plaintext (a LoadTable message): decode its schema,
+ * then, if asked, each row in turn, releasing each before the next. A
+ * record's decoded rows take many times its bytes, so they are never all
+ * in RAM at once: what the token could load, it can always scan again.
+ */
+static int visit_record(struct tk_arena *a, const uint8_t *plain, size_t len,
+                        const struct rec_visit *v)
+{
+    Cohort__TableSchema *schema = NULL;
+    struct tk_wfield f;
+    size_t pos = 0;
+    bool rows = false;
+    int rc = TK_OK, more;
+
+    while ((more = tk_wire_next(plain, len, &pos, &f)) == 1) {
+        if (f.field == 1 && f.wire_type == 2 && schema == NULL) {
+            schema = (Cohort__TableSchema *)tk_unpack(a, &cohort__table_schema__descriptor, f.data,
+                                                      f.len, &rc);
+            if (schema == NULL)
+                return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_STORE;
+        } else if (f.field != 2 || f.wire_type != 2) {
+            return TK_ERR_STORE;
+        }
+    }
+    if (more < 0 || schema == NULL || schema->name == NULL)
+        return TK_ERR_STORE;
+    if ((rc = v->schema(v->ctx, schema, &rows)) != TK_OK || !rows)
+        return rc;
+    pos = 0;
+    while (rc == TK_OK && tk_wire_next(plain, len, &pos, &f) == 1) {
+        size_t mark = tk_arena_mark(a);
+        Cohort__Row *row;
+        if (f.field != 2)
+            continue;
+        row = (Cohort__Row *)tk_unpack(a, &cohort__row__descriptor, f.data, f.len, &rc);
+        if (row == NULL)
+            rc = rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_STORE;
+        else
+            rc = v->row(v->ctx, schema, row);
+        tk_arena_release(a, mark);
+    }
+    return rc;
+}
+
+/* Decrypt each record in turn, in place, and visit it. */
+static int each_record(struct tk_token *tk, struct tk_arena *a, const struct rec_visit *v)
 {
     const struct tk_store *st = &tk->store;
     uint64_t off = 0, end = st->size(st->ctx);
@@ -103,8 +160,7 @@ static int each_record(struct tk_token *tk, struct tk_arena *a, rec_fn fn, void 
     for (index = 0; index < tk->store_records; index++) {
         uint8_t hdr[REC_HDR], ad[sizeof(REC_AD) - 1 + 4];
         size_t mark = tk_arena_mark(a), len;
-        uint8_t *box, *plain;
-        Cohort__LoadTable *rec;
+        uint8_t *box;
 
         if (end - off < REC_HDR || st->read(st->ctx, off, hdr, REC_HDR) != 0)
             return TK_ERR_STORE;
@@ -112,21 +168,16 @@ static int each_record(struct tk_token *tk, struct tk_arena *a, rec_fn fn, void 
         if (len < TK_TAG_LEN || len > TK_RECORD_MAX + TK_TAG_LEN || end - off - REC_HDR < len)
             return TK_ERR_STORE;
         box = tk_arena_scratch(a, len);
-        plain = tk_arena_scratch(a, len);
-        if (box == NULL || plain == NULL)
+        if (box == NULL)
             return TK_ERR_NO_MEMORY;
         if (st->read(st->ctx, off + REC_HDR, box, len) != 0)
             return TK_ERR_STORE;
         rec_ad(ad, index);
-        if (crypto_aead_xchacha20poly1305_ietf_decrypt(plain, NULL, NULL, box, len, ad, sizeof ad,
+        if (crypto_aead_xchacha20poly1305_ietf_decrypt(box, NULL, NULL, box, len, ad, sizeof ad,
                                                        hdr + 4, tk->storage_key) != 0)
             return TK_ERR_STORE;
-        rec = (Cohort__LoadTable *)tk_unpack(a, &cohort__load_table__descriptor, plain,
-                                              len - TK_TAG_LEN, &rc);
-        if (rec == NULL || rec->schema == NULL)
-            return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_STORE;
-        rc = fn(ctx, rec);
-        sodium_memzero(plain, len - TK_TAG_LEN);
+        rc = visit_record(a, box, len - TK_TAG_LEN, v);
+        sodium_memzero(box, len - TK_TAG_LEN);
         tk_arena_release(a, mark);
         if (rc != TK_OK)
             return rc;
@@ -140,11 +191,12 @@ struct find_ctx {
     int found; /* 0 none, 1 same schema, -1 different */
 };
 
-static int find_schema(void *ctx, const Cohort__LoadTable *rec)
+static int find_schema(void *ctx, const Cohort__TableSchema *schema, bool *rows)
 {
     struct find_ctx *f = ctx;
-    if (strcmp(rec->schema->name, f->want->name) == 0 && f->found == 0)
-        f->found = same_schema(rec->schema, f->want) ? 1 : -1;
+    (void)rows;
+    if (strcmp(schema->name, f->want->name) == 0 && f->found == 0)
+        f->found = same_schema(schema, f->want) ? 1 : -1;
     return TK_OK;
 }
 
@@ -179,6 +231,7 @@ static int append_record(struct tk_token *tk, struct tk_arena *a, const Cohort__
 int tk_table_load(struct tk_token *tk, struct tk_arena *a, const Cohort__LoadTable *req)
 {
     struct find_ctx f = {req->schema, 0};
+    const struct rec_visit v = {find_schema, NULL, &f};
     Cohort__LoadTable part;
     size_t i, start, base;
     int rc;
@@ -188,7 +241,7 @@ int tk_table_load(struct tk_token *tk, struct tk_arena *a, const Cohort__LoadTab
     for (i = 0; i < req->n_rows; i++)
         if ((rc = check_row(req->schema, req->rows[i])) != TK_OK)
             return rc;
-    if ((rc = each_record(tk, a, find_schema, &f)) != TK_OK)
+    if ((rc = each_record(tk, a, &v)) != TK_OK)
         return rc;
     if (f.found < 0)
         return TK_ERR_SCHEMA;
@@ -228,24 +281,48 @@ struct scan_ctx {
     void *ctx;
 };
 
-static int scan_one(void *ctx, const Cohort__LoadTable *rec)
+static int scan_schema(void *ctx, const Cohort__TableSchema *schema, bool *rows)
 {
     struct scan_ctx *s = ctx;
-    size_t i;
-    int rc;
-    if (strcmp(rec->schema->name, s->table) != 0)
-        return TK_OK;
-    for (i = 0; i < rec->n_rows; i++)
-        if ((rc = s->fn(s->ctx, rec->schema, rec->rows[i])) != TK_OK)
-            return rc;
+    *rows = strcmp(schema->name, s->table) == 0;
     return TK_OK;
+}
+
+static int scan_row(void *ctx, const Cohort__TableSchema *schema, const Cohort__Row *row)
+{
+    struct scan_ctx *s = ctx;
+    return s->fn(s->ctx, schema, row);
 }
 
 int tk_table_scan(struct tk_token *tk, struct tk_arena *a, const char *table, tk_row_fn fn,
                   void *ctx)
 {
     struct scan_ctx s = {table, fn, ctx};
-    return each_record(tk, a, scan_one, &s);
+    const struct rec_visit v = {scan_schema, scan_row, &s};
+    return each_record(tk, a, &v);
+}
+
+struct exists_ctx {
+    const char *table;
+    bool found;
+};
+
+static int find_table(void *ctx, const Cohort__TableSchema *schema, bool *rows)
+{
+    struct exists_ctx *e = ctx;
+    (void)rows;
+    if (strcmp(schema->name, e->table) == 0)
+        e->found = true;
+    return TK_OK;
+}
+
+int tk_table_exists(struct tk_token *tk, struct tk_arena *a, const char *table, bool *found)
+{
+    struct exists_ctx e = {table, false};
+    const struct rec_visit v = {find_table, NULL, &e};
+    int rc = each_record(tk, a, &v);
+    *found = e.found;
+    return rc;
 }
 
 struct names_ctx {
@@ -253,16 +330,17 @@ struct names_ctx {
     size_t max, n;
 };
 
-static int add_name(void *ctx, const Cohort__LoadTable *rec)
+static int add_name(void *ctx, const Cohort__TableSchema *schema, bool *rows)
 {
     struct names_ctx *c = ctx;
     size_t i;
+    (void)rows;
     for (i = 0; i < c->n; i++)
-        if (strcmp(c->names[i], rec->schema->name) == 0)
+        if (strcmp(c->names[i], schema->name) == 0)
             return TK_OK;
     if (c->n < c->max) {
-        size_t len = strlen(rec->schema->name);
-        memcpy(c->names[c->n], rec->schema->name, len + 1);
+        size_t len = strlen(schema->name);
+        memcpy(c->names[c->n], schema->name, len + 1);
         c->n++;
     }
     return TK_OK;
@@ -271,7 +349,8 @@ static int add_name(void *ctx, const Cohort__LoadTable *rec)
 int tk_table_names(struct tk_token *tk, struct tk_arena *a, char **names, size_t max, size_t *n)
 {
     struct names_ctx c = {names, max, 0};
-    int rc = each_record(tk, a, add_name, &c);
+    const struct rec_visit v = {add_name, NULL, &c};
+    int rc = each_record(tk, a, &v);
     *n = c.n;
     return rc;
 }
