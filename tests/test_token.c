@@ -458,11 +458,12 @@ static void prep_tampered_box(struct fx_token *v, struct attempt *at)
 
 static void prep_relabelled_chunk(struct fx_token *v, struct attempt *at)
 {
-    /* Tuple 0 of a contributor presented as its tuple 7 fails the AEAD. */
-    Cohort__Ciphertext *ct = fx_ct_copy(H->cts_a.v[8]);
+    /* A contributor's tuple 4 presented as its tuple 3 (the one the token
+     * expects next) fails the AEAD. */
+    Cohort__Ciphertext *ct = fx_ct_copy(H->cts_a.v[4]);
     open_session(v, at, 1, 0, H->cts_a.v, 3);
-    assert_int_equal(ct->chunk, 0);
-    ct->chunk = 7;
+    assert_int_equal(ct->chunk, 4);
+    ct->chunk = 3;
     feed(at, &ct, 1);
     cohort__ciphertext__free_unpacked(ct, NULL);
 }
@@ -485,9 +486,16 @@ static void prep_duplicate_tuple(struct fx_token *v, struct attempt *at)
 
 static void prep_tuples_out_of_order(struct fx_token *v, struct attempt *at)
 {
-    Cohort__Ciphertext *in[2] = {H->cts_a.v[5], H->cts_a.v[4]};
+    Cohort__Ciphertext *in[2] = {H->cts_a.v[3], H->cts_a.v[1]};
     open_session(v, at, 1, 0, H->cts_a.v, 3);
     feed(at, in, 2);
+}
+
+static void prep_tuple_dropped(struct fx_token *v, struct attempt *at)
+{
+    /* The service drops a contributor's tuple 3 and passes on tuple 4. */
+    open_session(v, at, 1, 0, H->cts_a.v, 3);
+    feed(at, &H->cts_a.v[4], 1);
 }
 
 static void prep_level2_overlapping_partials(struct fx_token *v, struct attempt *at)
@@ -530,6 +538,16 @@ static void prep_partial_missing_its_first_chunk(struct fx_token *v, struct atte
 static void prep_end_with_a_partial_missing_a_chunk(struct fx_token *v, struct attempt *at)
 {
     open_session(v, at, 2, 0, H->p0.v, 2);
+    at->req = fx_agg_end_request(&at->len, FX_NOW, at->session, TK_SESSION_ID_LEN);
+}
+
+static void prep_final_missing_a_first_chunk(struct fx_token *v, struct attempt *at)
+{
+    /* A final partition must cover whole contributors: this one lacks the
+     * first contributor's chunk 0. */
+    assert_int_equal(fx_agg_begin(v, FX_NOW, H->a.sp, 1, 0, true, at->session), TK_OK);
+    assert_int_equal(fx_agg_feed(v, FX_NOW, at->session, H->cts_a.v + 1, 7), TK_OK);
+    at->in_session = true;
     at->req = fx_agg_end_request(&at->len, FX_NOW, at->session, TK_SESSION_ID_LEN);
 }
 
@@ -1261,6 +1279,8 @@ static const struct hcase hostile_cases[] = {
     {"a ciphertext with a short nonce", TK_ERR_MALFORMED, false, prep_truncated_nonce},
     {"a tuple given twice", TK_ERR_DUPLICATE, false, prep_duplicate_tuple},
     {"tuples out of order", TK_ERR_ORDER, false, prep_tuples_out_of_order},
+    {"a contributor's tuple dropped from the middle", TK_ERR_INCOMPLETE, false,
+     prep_tuple_dropped},
     {"level-2 inputs from one partition aggregated twice", TK_ERR_DUPLICATE, false,
      prep_level2_overlapping_partials},
     {"a level-1 partial given twice", TK_ERR_DUPLICATE, false, prep_level2_partial_given_twice},
@@ -1273,6 +1293,8 @@ static const struct hcase hostile_cases[] = {
     {"AggEnd with a partial missing a chunk", TK_ERR_INCOMPLETE, false,
      prep_end_with_a_partial_missing_a_chunk},
     {"AggEnd without any input", TK_ERR_INCOMPLETE, false, prep_end_without_inputs},
+    {"a final partition that lacks a contributor's first chunk", TK_ERR_INCOMPLETE, false,
+     prep_final_missing_a_first_chunk},
     {"an AggFeed naming another session", TK_ERR_SESSION, false, prep_feed_of_another_session},
     {"an AggFeed with an unknown session", TK_ERR_SESSION, false, prep_feed_without_session},
     {"an AggEnd with an unknown session", TK_ERR_SESSION, false, prep_end_without_session},
@@ -1795,6 +1817,33 @@ static void collection_and_aggregation_stay_within_the_arena(void **state)
     }
 }
 
+/* A plan whose groups could not fit in a token's RAM is refused at once:
+ * no owner's data goes into a study that no token could aggregate. */
+static void a_token_refuses_to_collect_for_a_plan_it_could_not_aggregate(void **state)
+{
+    struct fx_token v;
+    struct fx_plan_spec s = H->spec_a;
+    struct fx_signed p;
+    Cohort__TokenResponse *r = NULL;
+    (void)state;
+
+    fx_token_init(&v, TK_ARENA_DEFAULT);
+    fx_provision(&v, &H->w, "ram-check");
+    assert_int_equal(fx_load_health(&v, victim_rows, 3), TK_OK);
+    s.max_groups = 65536;
+    fx_plan_sign(&p, &s, &H->w.researcher);
+    assert_int_equal(fx_collect(&v, FX_NOW, p.sp, &r), TK_ERR_NO_MEMORY);
+    if (r)
+        cohort__token_response__free_unpacked(r, NULL);
+    fx_signed_free(&p);
+    s.max_groups = 16;
+    fx_plan_sign(&p, &s, &H->w.researcher);
+    assert_int_equal(fx_collect(&v, FX_NOW, p.sp, &r), TK_OK);
+    cohort__token_response__free_unpacked(r, NULL);
+    fx_signed_free(&p);
+    fx_token_free(&v);
+}
+
 /* The most tuples a plan may ask, grouped by a TEXT column, in the least RAM. */
 static void a_token_with_the_minimum_arena_collects_the_most_tuples_a_plan_may_ask(void **state)
 {
@@ -1917,6 +1966,7 @@ int main(void)
         cmocka_unit_test(a_token_needs_an_empty_store_and_a_valid_state),
         cmocka_unit_test(collection_and_aggregation_stay_within_the_arena),
         cmocka_unit_test(a_token_with_the_minimum_arena_collects_the_most_tuples_a_plan_may_ask),
+        cmocka_unit_test(a_token_refuses_to_collect_for_a_plan_it_could_not_aggregate),
         cmocka_unit_test(an_arena_below_the_minimum_is_refused),
     };
     int failed = cmocka_run_group_tests_name("token", alone, NULL, NULL);

@@ -175,6 +175,26 @@ static void key20(uint8_t out[TK_KEY_LEN], const uint8_t *key16, uint32_t chunk)
     out[19] = (uint8_t)chunk;
 }
 
+/*
+ * Continuity: every contributor's K ciphertexts must all be there, so that
+ * the service cannot drop some of them (the real groups, were it able to
+ * guess which they are) and keep the rest. Keys are pseudonym (16 bytes)
+ * then chunk (4 bytes, big-endian); `next` must directly follow `prev`:
+ * the same pseudonym's next chunk, or chunk 0 of another pseudonym after
+ * chunk K-1 of the previous one.
+ */
+static uint32_t key_chunk(const uint8_t k[TK_KEY_LEN])
+{
+    return (uint32_t)k[16] << 24 | (uint32_t)k[17] << 16 | (uint32_t)k[18] << 8 | k[19];
+}
+
+static bool follows(const uint8_t prev[TK_KEY_LEN], const uint8_t next[TK_KEY_LEN], uint32_t k)
+{
+    if (memcmp(prev, next, 16) == 0)
+        return key_chunk(next) == key_chunk(prev) + 1;
+    return key_chunk(prev) == k - 1 && key_chunk(next) == 0;
+}
+
 /* Level 1: one collection ciphertext. */
 static int take_tuple(struct tk_session *s, struct tk_arena *a, const Cohort__Ciphertext *ct)
 {
@@ -197,6 +217,8 @@ static int take_tuple(struct tk_session *s, struct tk_arena *a, const Cohort__Ci
             return TK_ERR_DUPLICATE;
         if (cmp < 0)
             return TK_ERR_ORDER;
+        if (!follows(s->last, k, p->tuples))
+            return TK_ERR_INCOMPLETE;
     }
     if (ct->box.len != p->tuple_plain_len + TK_TAG_LEN)
         return TK_ERR_DECRYPT;
@@ -309,6 +331,10 @@ static int take_partial(struct tk_session *s, struct tk_arena *a, const Cohort__
     if (ct->chunk == 0) {
         if (s->started && memcmp(h.lo, s->hi, TK_KEY_LEN) <= 0) {
             rc = TK_ERR_DUPLICATE; /* overlapping ranges: something counted twice */
+            goto out;
+        }
+        if (s->started && !follows(s->hi, h.lo, p->tuples)) {
+            rc = TK_ERR_INCOMPLETE; /* a gap between two partitions */
             goto out;
         }
     } else if (memcmp(h.lo, s->src_lo, TK_KEY_LEN) != 0 ||
@@ -615,6 +641,10 @@ int tk_do_agg_end(struct tk_call *c, const Cohort__AggEnd *req)
     if (c->now > s->plan.expires_at)
         return TK_ERR_EXPIRED;
     if (s->inputs == 0 || (s->level > 1 && s->src_next != s->src_n))
+        return TK_ERR_INCOMPLETE;
+    /* The final partition covers whole contributors, from chunk 0 of the
+     * first to chunk K-1 of the last. */
+    if (s->final && (key_chunk(s->lo) != 0 || key_chunk(s->hi) != s->plan.tuples - 1))
         return TK_ERR_INCOMPLETE;
     rc = s->final ? emit_result(c, s) : emit_partials(c, s);
     if (rc == TK_OK && c->out->overflow)

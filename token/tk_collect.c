@@ -4,7 +4,9 @@
  * After the plan is verified, the token scans its copy of the plan's table,
  * keeps the rows for which WHERE is true, and pre-aggregates them per group
  * in a table of tuples_per_participant entries. It then emits exactly that
- * many ciphertexts: one per group it found, the rest dummies. Every
+ * many ciphertexts: one per group it found, the rest dummies, in a random
+ * arrangement (aggregators insist on all of a contributor's chunks, so the
+ * service can only drop whole contributions, never pick the real ones). Every
  * plaintext is padded to the same size, so the service sees the same
  * number of equally sized random-looking ciphertexts from every token,
  * whether its owner matched the WHERE clause or not.
@@ -156,6 +158,7 @@ int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
     struct collect col;
     struct tk_query_keys keys;
     uint8_t pseudonym[TK_CONTRIB_KEY_LEN];
+    uint8_t slot[TK_MAX_TUPLES];
     uint8_t *plain;
     size_t body_len, i;
     bool found;
@@ -190,6 +193,20 @@ int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
     crypto_generichash(pseudonym, sizeof pseudonym, tk->sign_pk, TK_PK_LEN, keys.pseudonym,
                        sizeof keys.pseudonym);
 
+    /*
+     * Which chunk carries which group: a uniformly random arrangement, so
+     * that the chunk numbers the service sees say nothing of which
+     * ciphertexts are real (slot[i] is a group index, or >= n for a dummy).
+     */
+    for (i = 0; i < plan.tuples; i++)
+        slot[i] = (uint8_t)i;
+    for (i = plan.tuples; i > 1; i--) {
+        uint32_t j = randombytes_uniform((uint32_t)i);
+        uint8_t t = slot[i - 1];
+        slot[i - 1] = slot[j];
+        slot[j] = t;
+    }
+
     /* Contribution { query_id, key, tuples } as TokenResponse.contribution. */
     {
         struct tk_binding b = {plan.query_id, COHORT__PHASE__PHASE_COLLECT, 0, 0, 0,
@@ -208,9 +225,9 @@ int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
             Cohort__GroupPartial gp;
             cohort__tuple_plain__init(&t);
             t.first = i == 0;
-            t.dummy = i >= groups.n;
+            t.dummy = slot[i] >= groups.n;
             if (!t.dummy) {
-                rc = tk_group_to_pb(&gp, a, &plan, &groups, tk_groups_at(&groups, (uint32_t)i));
+                rc = tk_group_to_pb(&gp, a, &plan, &groups, tk_groups_at(&groups, slot[i]));
                 t.group = &gp;
             }
             if (rc == TK_OK)

@@ -275,20 +275,31 @@ static int check_scope(const Cohort__CertBody *researcher, const Cohort__Plan *p
 }
 
 /* The chain: trust of the root first, then signatures from the root down. */
+/* The digest of the exact signed bytes, every field length-prefixed. */
+static void digest_part(crypto_generichash_state *st, const uint8_t *p, size_t len)
+{
+    uint8_t n[8];
+    size_t k;
+    for (k = 0; k < 8; k++)
+        n[k] = (uint8_t)((uint64_t)len >> (8 * k));
+    crypto_generichash_update(st, n, sizeof n);
+    crypto_generichash_update(st, p, len);
+}
+
 static void digest_signed(uint8_t out[32], const Cohort__SignedPlan *sp)
 {
     crypto_generichash_state st;
     size_t i;
-    uint8_t n[8] = {0};
     crypto_generichash_init(&st, NULL, 0, 32);
-    crypto_generichash_update(&st, sp->plan.data, sp->plan.len);
-    crypto_generichash_update(&st, sp->signature.data, sp->signature.len);
+    digest_part(&st, sp->plan.data, sp->plan.len);
+    digest_part(&st, sp->signature.data, sp->signature.len);
+    {
+        uint8_t n = (uint8_t)sp->n_chain; /* at most TK_MAX_CHAIN, checked before */
+        crypto_generichash_update(&st, &n, 1);
+    }
     for (i = 0; i < sp->n_chain; i++) {
-        n[0] = (uint8_t)sp->chain[i]->body.len;
-        n[1] = (uint8_t)(sp->chain[i]->body.len >> 8);
-        crypto_generichash_update(&st, n, sizeof n);
-        crypto_generichash_update(&st, sp->chain[i]->body.data, sp->chain[i]->body.len);
-        crypto_generichash_update(&st, sp->chain[i]->signature.data, sp->chain[i]->signature.len);
+        digest_part(&st, sp->chain[i]->body.data, sp->chain[i]->body.len);
+        digest_part(&st, sp->chain[i]->signature.data, sp->chain[i]->signature.len);
     }
     crypto_generichash_final(&st, out, 32);
 }
