@@ -24,17 +24,17 @@
 enum pt_error {
     PT_OK = 0,
     PT_ERR_NOMEM = -1,
-    PT_ERR_MALFORMED = -2,  /* a reply from the service that does not decode */
-    PT_ERR_SERVICE = -3,    /* the service answered with an error status */
-    PT_ERR_TOKEN = -4,      /* the token refused; see the token status */
-    PT_ERR_LINK = -5,       /* the token link failed */
+    PT_ERR_MALFORMED = -2, /* a reply from the service that does not decode */
+    PT_ERR_SERVICE = -3,   /* the service answered with an error status */
+    PT_ERR_TOKEN = -4,     /* the token refused; see the token status */
+    PT_ERR_LINK = -5,      /* the token link failed */
     PT_ERR_TOO_LARGE = -6,
 };
 
 const char *pt_strerror(int code);
 
-#define PT_REPLY_MAX (64u << 20)   /* the largest service reply accepted */
-#define PT_FEED_MAX (256u << 10)   /* bytes of ciphertext per AggFeed */
+#define PT_REPLY_MAX (64u << 20) /* the largest service reply accepted */
+#define PT_FEED_MAX (256u << 10) /* bytes of ciphertext per AggFeed */
 
 /*
  * A token link. transact sends one TokenRequest and returns the
@@ -58,7 +58,7 @@ struct pt_inproc {
     size_t arena_len;
     uint8_t *resp;
     size_t resp_cap;
-    size_t peak;       /* the largest arena use seen on this link */
+    size_t peak; /* the largest arena use seen on this link */
     uint64_t calls;
 };
 void pt_inproc_init(struct pt_inproc *l, struct tk_token *tk, uint8_t *arena, size_t arena_len);
@@ -67,10 +67,10 @@ struct pt_link pt_inproc_link(struct pt_inproc *l);
 
 /* What the agent did last, for logs and the simulator. */
 enum pt_action {
-    PT_IDLE = 0,      /* nothing to do; retry after retry_after_ms */
-    PT_COLLECTED = 1, /* the token contributed: upload the next request */
-    PT_AGGREGATED = 2,/* a task is done (or failed): send the next request */
-    PT_REFUSED = 3,   /* the token refused to collect (policy, plan) */
+    PT_IDLE = 0,       /* nothing to do; retry after retry_after_ms */
+    PT_COLLECTED = 1,  /* the token contributed: upload the next request */
+    PT_AGGREGATED = 2, /* a task is done (or failed): send the next request */
+    PT_REFUSED = 3,    /* the token refused to collect (policy, plan) */
 };
 
 struct pt_agent {

@@ -23,14 +23,22 @@
 const char *pt_strerror(int code)
 {
     switch (code) {
-    case PT_OK: return "success";
-    case PT_ERR_NOMEM: return "out of memory";
-    case PT_ERR_MALFORMED: return "malformed reply from the service";
-    case PT_ERR_SERVICE: return "the service answered with an error";
-    case PT_ERR_TOKEN: return "the token refused the request";
-    case PT_ERR_LINK: return "the token link failed";
-    case PT_ERR_TOO_LARGE: return "message over its size limit";
-    default: return "unknown error";
+    case PT_OK:
+        return "success";
+    case PT_ERR_NOMEM:
+        return "out of memory";
+    case PT_ERR_MALFORMED:
+        return "malformed reply from the service";
+    case PT_ERR_SERVICE:
+        return "the service answered with an error";
+    case PT_ERR_TOKEN:
+        return "the token refused the request";
+    case PT_ERR_LINK:
+        return "the token link failed";
+    case PT_ERR_TOO_LARGE:
+        return "message over its size limit";
+    default:
+        return "unknown error";
     }
 }
 

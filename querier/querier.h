@@ -24,21 +24,21 @@
 
 enum qr_error_code {
     QR_OK = 0,
-    QR_ERR_SQL = -1,       /* the SQL does not parse or does not type-check */
+    QR_ERR_SQL = -1, /* the SQL does not parse or does not type-check */
     QR_ERR_NOMEM = -2,
     QR_ERR_MALFORMED = -3, /* a message that does not decode */
     QR_ERR_TOO_LARGE = -4, /* a message over its bound */
     QR_ERR_WRONG_QUERY = -5,
-    QR_ERR_CLOSED = -6,    /* collection is over */
-    QR_ERR_DUPLICATE = -7, /* this token already contributed */
-    QR_ERR_BAD_UPLOAD = -8,/* an upload of the wrong shape */
+    QR_ERR_CLOSED = -6,     /* collection is over */
+    QR_ERR_DUPLICATE = -7,  /* this token already contributed */
+    QR_ERR_BAD_UPLOAD = -8, /* an upload of the wrong shape */
     QR_ERR_UNKNOWN_TASK = -9,
     QR_ERR_BAD_RESULT = -10, /* a task result of the wrong shape */
-    QR_ERR_FAILED = -11,   /* the query failed; see qr_coord_stats().failure */
+    QR_ERR_FAILED = -11,     /* the query failed; see qr_coord_stats().failure */
     QR_ERR_NOT_DONE = -12,
-    QR_ERR_SIGNATURE = -13,/* a result or plan whose signature does not verify */
+    QR_ERR_SIGNATURE = -13, /* a result or plan whose signature does not verify */
     QR_ERR_DECRYPT = -14,
-    QR_ERR_ARG = -15,      /* a bad argument from the caller */
+    QR_ERR_ARG = -15, /* a bad argument from the caller */
     QR_ERR_CRYPTO = -16,
 };
 
@@ -46,15 +46,15 @@ const char *qr_strerror(int code);
 
 /* ------------------------------------------------------------- limits */
 
-#define QR_SQL_MAX 8192u            /* bytes of SQL text (it travels in the plan) */
-#define QR_NAME_MAX 63u             /* identifiers */
-#define QR_TEXT_MAX 64u             /* text literals and text group values */
+#define QR_SQL_MAX 8192u /* bytes of SQL text (it travels in the plan) */
+#define QR_NAME_MAX 63u  /* identifiers */
+#define QR_TEXT_MAX 64u  /* text literals and text group values */
 #define QR_GROUP_COLUMNS_MAX 8u
 #define QR_AGGREGATES_MAX 16u
-#define QR_PROGRAM_MAX 256u         /* instructions in WHERE or HAVING */
+#define QR_PROGRAM_MAX 256u /* instructions in WHERE or HAVING */
 #define QR_IN_LIST_MAX 64u
 #define QR_MAX_GROUPS_LIMIT 65536u
-#define QR_REQUEST_MAX (16u << 20)  /* one ServiceRequest */
+#define QR_REQUEST_MAX (16u << 20) /* one ServiceRequest */
 
 /* ------------------------------------------------------------ catalog */
 
@@ -73,9 +73,9 @@ enum qr_type {
 struct qr_column {
     const char *name;
     enum qr_type type;
-    unsigned scale;         /* DECIMAL digits after the point */
-    uint32_t distinct;      /* estimated distinct values in a population */
-    int per_participant;    /* 1 if constant across one participant's rows */
+    unsigned scale;      /* DECIMAL digits after the point */
+    uint32_t distinct;   /* estimated distinct values in a population */
+    int per_participant; /* 1 if constant across one participant's rows */
     const char *doc;
 };
 
@@ -87,22 +87,22 @@ struct qr_table {
 };
 
 const struct qr_table *qr_catalog_find(const char *name);
-const struct qr_table *qr_catalog_table(size_t i); /* NULL past the end */
+const struct qr_table *qr_catalog_table(size_t i);                 /* NULL past the end */
 int qr_catalog_column(const struct qr_table *t, const char *name); /* index or -1 */
 
 /* ---------------------------------------------------------------- SQL */
 
 struct qr_compile_opts {
-    const char *study;          /* NULL: "default" */
-    int64_t now;                /* Unix seconds: issued_at */
-    int64_t collect_seconds;    /* deadline = now + this unless DEADLINE is given; 0: 3600 */
-    int64_t valid_seconds;      /* expires_at = deadline + this; 0: 86400 */
+    const char *study;       /* NULL: "default" */
+    int64_t now;             /* Unix seconds: issued_at */
+    int64_t collect_seconds; /* deadline = now + this unless DEADLINE is given; 0: 3600 */
+    int64_t valid_seconds;   /* expires_at = deadline + this; 0: 86400 */
 };
 
 struct qr_sql_error {
-    size_t pos;                 /* byte offset of the problem in the SQL */
-    unsigned line, col;         /* 1-based */
-    char msg[256];              /* "expected X, found Y" */
+    size_t pos;         /* byte offset of the problem in the SQL */
+    unsigned line, col; /* 1-based */
+    char msg[256];      /* "expected X, found Y" */
 };
 
 /*
@@ -126,9 +126,12 @@ struct qr_identity {
 };
 
 struct qr_scope {
-    const char *const *tables;  size_t n_tables;
-    const char *const *columns; size_t n_columns;   /* "table.column" */
-    const char *const *studies; size_t n_studies;
+    const char *const *tables;
+    size_t n_tables;
+    const char *const *columns;
+    size_t n_columns; /* "table.column" */
+    const char *const *studies;
+    size_t n_studies;
     double max_epsilon;
 };
 
@@ -176,20 +179,20 @@ enum qr_state {
 
 struct qr_coord_stats {
     enum qr_state state;
-    uint64_t contributions;     /* uploads accepted */
+    uint64_t contributions; /* uploads accepted */
     uint64_t uploads_rejected;
     uint64_t ciphertexts_collected;
-    uint32_t level;             /* current aggregation level (1-based), 0 while collecting */
-    uint32_t levels;            /* levels completed */
-    uint64_t partitions;        /* partitions created, all levels */
-    uint64_t tasks_issued;      /* including re-issues */
+    uint32_t level;        /* current aggregation level (1-based), 0 while collecting */
+    uint32_t levels;       /* levels completed */
+    uint64_t partitions;   /* partitions created, all levels */
+    uint64_t tasks_issued; /* including re-issues */
     uint64_t tasks_reassigned;
     uint64_t tasks_done;
     uint64_t aggregator_tokens; /* distinct tokens that returned a task */
     uint64_t messages_in, messages_out;
     uint64_t bytes_in, bytes_out;
     size_t ciphertext_sizes_distinct; /* distinct collection ciphertext sizes seen */
-    int failure;                /* the token or coordinator error that failed the query */
+    int failure;                      /* the token or coordinator error that failed the query */
     char failure_msg[160];
 };
 
@@ -223,9 +226,9 @@ size_t qr_coord_contributors(const qr_coord *c, const uint8_t (**ids)[32]);
 
 struct qr_value {
     enum qr_type type;
-    int64_t i;          /* INT, DECIMAL (scaled), DATE, BOOL, TIMESTAMP */
-    double d;           /* DOUBLE */
-    unsigned scale;     /* DECIMAL */
+    int64_t i;      /* INT, DECIMAL (scaled), DATE, BOOL, TIMESTAMP */
+    double d;       /* DOUBLE */
+    unsigned scale; /* DECIMAL */
     char s[QR_TEXT_MAX + 1];
 };
 
@@ -233,7 +236,7 @@ struct qr_result {
     size_t n_columns;
     char (*labels)[QR_NAME_MAX + 1];
     size_t n_rows;
-    struct qr_value *cells;     /* n_rows * n_columns, row-major, SELECT order */
+    struct qr_value *cells; /* n_rows * n_columns, row-major, SELECT order */
     uint64_t participants;
     uint64_t groups_suppressed;
 };

@@ -158,8 +158,8 @@ static void print_json(const struct sim_config *cfg, const struct sim_report *re
     printf("\"groups_suppressed\":%llu,", (unsigned long long)rep->result.groups_suppressed);
     printf("\"time\":{\"setup_wall_s\":%.3f,\"setup_cpu_s\":%.3f,\"study_wall_s\":%.3f,"
            "\"study_cpu_s\":%.3f,\"virtual_s\":%.3f,\"threads\":%u},",
-           rep->setup_wall_s, rep->setup_cpu_s, rep->study_wall_s, rep->study_cpu_s,
-           rep->virtual_s, rep->threads);
+           rep->setup_wall_s, rep->setup_cpu_s, rep->study_wall_s, rep->study_cpu_s, rep->virtual_s,
+           rep->threads);
     printf("\"service\":{\"messages_in\":%llu,\"messages_out\":%llu,\"bytes_in\":%llu,"
            "\"bytes_out\":%llu,\"contributions\":%llu,\"ciphertexts\":%llu,"
            "\"ciphertext_bytes\":%zu,\"ciphertext_sizes_distinct\":%zu,\"levels\":%u,"
@@ -195,8 +195,8 @@ static void print_text(const struct sim_config *cfg, const struct sim_report *re
                (unsigned long long)rep->result.groups_suppressed);
     printf("time          setup %.2f s wall (%.2f s CPU); study %.2f s wall (%.2f s CPU) on "
            "%u thread(s); %.1f s virtual\n",
-           rep->setup_wall_s, rep->setup_cpu_s, rep->study_wall_s, rep->study_cpu_s,
-           rep->threads, rep->virtual_s);
+           rep->setup_wall_s, rep->setup_cpu_s, rep->study_wall_s, rep->study_cpu_s, rep->threads,
+           rep->virtual_s);
     printf("service saw   %llu messages in (%llu bytes), %llu out (%llu bytes)\n",
            (unsigned long long)s->messages_in, (unsigned long long)s->bytes_in,
            (unsigned long long)s->messages_out, (unsigned long long)s->bytes_out);
@@ -300,7 +300,8 @@ int main(int argc, char **argv)
     rc = sim_run(&rep, &cfg);
     if (rc != 0) {
         fprintf(stderr, "cohort-sim: %s\n", rep.error);
-        rc = strncmp(rep.error, "SQL error", 9) == 0 || strncmp(rep.error, "protocol", 8) == 0 ? 2 : 3;
+        rc = strncmp(rep.error, "SQL error", 9) == 0 || strncmp(rep.error, "protocol", 8) == 0 ? 2
+                                                                                               : 3;
         sim_report_free(&rep);
         return rc;
     }

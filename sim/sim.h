@@ -39,14 +39,14 @@ struct sim_config {
 void sim_config_default(struct sim_config *cfg);
 
 struct sim_report {
-    int ok;                      /* 1: the result equals the ground truth */
-    int failed;                  /* 1: the study failed (see error) */
+    int ok;     /* 1: the result equals the ground truth */
+    int failed; /* 1: the study failed (see error) */
     char error[320];
-    char *diff;                  /* malloc'd account of a mismatch, or NULL */
-    struct qr_result result;     /* what the researcher got */
-    struct qr_result truth;      /* the ground truth, laid out the same way */
-    int truth_too_few;           /* the truth is "fewer participants than required" */
-    char *explain;               /* the plan, explained (malloc'd) */
+    char *diff;              /* malloc'd account of a mismatch, or NULL */
+    struct qr_result result; /* what the researcher got */
+    struct qr_result truth;  /* the ground truth, laid out the same way */
+    int truth_too_few;       /* the truth is "fewer participants than required" */
+    char *explain;           /* the plan, explained (malloc'd) */
 
     uint64_t tokens;
     uint64_t dropped;            /* participants that never contributed */
@@ -59,8 +59,8 @@ struct sim_report {
 
     double setup_wall_s, setup_cpu_s;
     double study_wall_s, study_cpu_s;
-    double virtual_s;            /* virtual time from first request to the result */
-    size_t peak_arena;           /* the most arena any token call used */
+    double virtual_s;  /* virtual time from first request to the result */
+    size_t peak_arena; /* the most arena any token call used */
     size_t token_ram;
     double rest_bytes_per_token; /* resident memory per token at rest */
     size_t token_state_bytes;    /* sizeof(struct tk_token) */
@@ -77,12 +77,12 @@ void sim_report_free(struct sim_report *rep);
 struct sim_row {
     int64_t participant;
     int64_t age;
-    char sex;                    /* 'F' or 'M' */
-    uint8_t region;              /* index into sim_region_name */
-    int32_t date;                /* days since 1970-01-01 */
+    char sex;       /* 'F' or 'M' */
+    uint8_t region; /* index into sim_region_name */
+    int32_t date;   /* days since 1970-01-01 */
     int64_t steps;
     int64_t heart_rate;
-    int64_t weight;              /* tenths of a kilogram */
+    int64_t weight; /* tenths of a kilogram */
     uint8_t null_steps, null_heart_rate, null_weight;
 };
 

@@ -126,7 +126,8 @@ size_t sim_data_rows(struct sim_row rows[SIM_ROWS_MAX], uint64_t seed, uint64_t 
         r->sex = sex;
         r->region = (uint8_t)region;
         r->date = date;
-        r->steps = (int64_t)llround(exp(log(6500.0 - 25.0 * (double)(age - 45)) + 0.45 * normal(&st)));
+        r->steps =
+            (int64_t)llround(exp(log(6500.0 - 25.0 * (double)(age - 45)) + 0.45 * normal(&st)));
         r->heart_rate = (int64_t)llround(72 + 0.08 * (double)(age - 45) + 8 * normal(&st));
         if (r->heart_rate < 40)
             r->heart_rate = 40;

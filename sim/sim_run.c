@@ -122,7 +122,7 @@ struct sim {
     struct sim_report *rep;
     unsigned threads;
     struct worker *workers;
-    int64_t t0;              /* Unix seconds: the plan's issue time */
+    int64_t t0; /* Unix seconds: the plan's issue time */
     struct qr_identity manufacturer, authority, researcher;
     uint8_t *researcher_cert;
     size_t researcher_cert_len;
@@ -133,8 +133,8 @@ struct sim {
     size_t signed_plan_len;
     struct tk_token *tokens;
     struct store *stores;
-    uint8_t (*ids)[32];      /* each token's public key, as it reported it */
-    int64_t deadline;        /* the plan's end of collection, Unix seconds */
+    uint8_t (*ids)[32]; /* each token's public key, as it reported it */
+    int64_t deadline;   /* the plan's end of collection, Unix seconds */
     int64_t expires;
     int setup_error;
     char setup_msg[160];
@@ -362,8 +362,7 @@ static void setup_token(struct sim *s, struct worker *w, size_t item, void *ctx)
 
     if (s->setup_error)
         return;
-    if (tk_token_init(tk, &st) != TK_OK)
-        {
+    if (tk_token_init(tk, &st) != TK_OK) {
         fail(s, "cannot initialise a token");
         return;
     }
@@ -379,9 +378,9 @@ static void setup_token(struct sim *s, struct worker *w, size_t item, void *ctx)
         if (r)
             cohort__token_response__free_unpacked(r, NULL);
         {
-        fail(s, "a token refused to start provisioning");
-        return;
-    }
+            fail(s, "a token refused to start provisioning");
+            return;
+        }
     }
     csr = r->cert_request;
     if (csr->sign_pk.len == 32)
@@ -392,9 +391,9 @@ static void setup_token(struct sim *s, struct worker *w, size_t item, void *ctx)
         free(csr_bytes);
         cohort__token_response__free_unpacked(r, NULL);
         {
-        fail(s, "bad certificate request");
-        return;
-    }
+            fail(s, "bad certificate request");
+            return;
+        }
     }
     cohort__cert_request__pack(csr, csr_bytes);
     if (qr_cert_issue_for_request(&cert_bytes, &cert_len, &s->manufacturer, csr_bytes, csr_len,
@@ -403,16 +402,15 @@ static void setup_token(struct sim *s, struct worker *w, size_t item, void *ctx)
         free(csr_bytes);
         cohort__token_response__free_unpacked(r, NULL);
         {
-        fail(s, "the manufacturer could not certify a token");
-        return;
-    }
+            fail(s, "the manufacturer could not certify a token");
+            return;
+        }
     }
     free(csr_bytes);
     cohort__token_response__free_unpacked(r, NULL);
     cert = cohort__certificate__unpack(NULL, cert_len, cert_bytes);
     free(cert_bytes);
-    if (cert == NULL)
-        {
+    if (cert == NULL) {
         fail(s, "bad device certificate");
         return;
     }
@@ -434,9 +432,9 @@ static void setup_token(struct sim *s, struct worker *w, size_t item, void *ctx)
         if (r)
             cohort__token_response__free_unpacked(r, NULL);
         {
-        fail(s, "a token refused its provisioning bundle");
-        return;
-    }
+            fail(s, "a token refused its provisioning bundle");
+            return;
+        }
     }
     cohort__token_response__free_unpacked(r, NULL);
 
@@ -465,9 +463,9 @@ static void setup_token(struct sim *s, struct worker *w, size_t item, void *ctx)
         if (r)
             cohort__token_response__free_unpacked(r, NULL);
         {
-        fail(s, "a token refused its owner's rows");
-        return;
-    }
+            fail(s, "a token refused its owner's rows");
+            return;
+        }
     }
     cohort__token_response__free_unpacked(r, NULL);
     store_trim(&s->stores[i]);
@@ -856,9 +854,8 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
     rep->tokens = cfg->tokens;
     rep->token_ram = cfg->token_ram;
     rep->token_state_bytes = sizeof(struct tk_token);
-    if (cfg->tokens == 0 || cfg->tokens > SIM_TOKENS_MAX || cfg->sql == NULL ||
-        cfg->dropout < 0 || cfg->dropout >= 1 || cfg->token_ram < TK_ARENA_MIN ||
-        cfg->token_ram > (64u << 20)) {
+    if (cfg->tokens == 0 || cfg->tokens > SIM_TOKENS_MAX || cfg->sql == NULL || cfg->dropout < 0 ||
+        cfg->dropout >= 1 || cfg->token_ram < TK_ARENA_MIN || cfg->token_ram > (64u << 20)) {
         snprintf(rep->error, sizeof rep->error, "invalid simulation settings");
         return -1;
     }
@@ -909,7 +906,8 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
                  qr_strerror(rc));
         goto out;
     }
-    if ((rc = collect(&s, c, dropped, &vnow)) != 0 || (rc = aggregate(&s, c, dropped, &vnow)) != 0) {
+    if ((rc = collect(&s, c, dropped, &vnow)) != 0 ||
+        (rc = aggregate(&s, c, dropped, &vnow)) != 0) {
         snprintf(rep->error, sizeof rep->error, "out of memory");
         goto out;
     }
@@ -938,7 +936,7 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
     } else {
         rep->failed = 1;
         snprintf(rep->error, sizeof rep->error, "the study failed: %s",
-                 rep->coord.failure_msg[0] ? rep->coord.failure_msg
+                 rep->coord.failure_msg[0]            ? rep->coord.failure_msg
                  : rep->coord.state == QR_AGGREGATING ? "aggregation did not finish in time"
                                                       : "collection did not finish");
     }

@@ -132,11 +132,21 @@ static int run(Cohort__Instr *const *prog, size_t n, lookup_fn col, lookup_fn ag
         if (sp >= 64)
             return -9;
         switch (in->op) {
-        case COHORT__OP__OP_COLUMN: st[sp++] = col(ctx, in); break;
-        case COHORT__OP__OP_AGGREGATE: st[sp++] = agg(ctx, in); break;
-        case COHORT__OP__OP_CONST: st[sp++] = from_pb(in->value); break;
-        case COHORT__OP__OP_EQ: case COHORT__OP__OP_NE: case COHORT__OP__OP_LT:
-        case COHORT__OP__OP_LE: case COHORT__OP__OP_GT: case COHORT__OP__OP_GE:
+        case COHORT__OP__OP_COLUMN:
+            st[sp++] = col(ctx, in);
+            break;
+        case COHORT__OP__OP_AGGREGATE:
+            st[sp++] = agg(ctx, in);
+            break;
+        case COHORT__OP__OP_CONST:
+            st[sp++] = from_pb(in->value);
+            break;
+        case COHORT__OP__OP_EQ:
+        case COHORT__OP__OP_NE:
+        case COHORT__OP__OP_LT:
+        case COHORT__OP__OP_LE:
+        case COHORT__OP__OP_GT:
+        case COHORT__OP__OP_GE:
             b = st[--sp];
             a = st[--sp];
             if (a.type == T_NULL || b.type == T_NULL) {
@@ -168,8 +178,12 @@ static int run(Cohort__Instr *const *prog, size_t n, lookup_fn col, lookup_fn ag
             x = truth(&st[sp - 1]);
             st[sp - 1] = tbool(x < 0 ? -1 : !x);
             break;
-        case COHORT__OP__OP_IS_NULL: st[sp - 1] = tbool(st[sp - 1].type == T_NULL); break;
-        case COHORT__OP__OP_IS_NOT_NULL: st[sp - 1] = tbool(st[sp - 1].type != T_NULL); break;
+        case COHORT__OP__OP_IS_NULL:
+            st[sp - 1] = tbool(st[sp - 1].type == T_NULL);
+            break;
+        case COHORT__OP__OP_IS_NOT_NULL:
+            st[sp - 1] = tbool(st[sp - 1].type != T_NULL);
+            break;
         case COHORT__OP__OP_LIKE_PREFIX:
             if (st[sp - 1].type != T_NULL)
                 st[sp - 1] = tbool(st[sp - 1].len >= in->value->s.len &&
@@ -452,18 +466,26 @@ int sim_truth(struct qr_result *out, const uint8_t *plan_bytes, size_t plan_len,
             grp->rows++;
             for (a = 0; a < plan->n_aggregates; a++) {
                 const Cohort__Aggregate *ag = plan->aggregates[a];
-                struct tv v = ag->column && *ag->column ? row_value(&r[k], ag->column) : (struct tv){0};
+                struct tv v =
+                    ag->column && *ag->column ? row_value(&r[k], ag->column) : (struct tv){0};
                 switch (ag->func) {
-                case COHORT__AGG_FUNC__AGG_COUNT_STAR: grp->count[a]++; break;
-                case COHORT__AGG_FUNC__AGG_COUNT_PARTICIPANTS: grp->count[a] = (int64_t)grp->participants; break;
+                case COHORT__AGG_FUNC__AGG_COUNT_STAR:
+                    grp->count[a]++;
+                    break;
+                case COHORT__AGG_FUNC__AGG_COUNT_PARTICIPANTS:
+                    grp->count[a] = (int64_t)grp->participants;
+                    break;
                 default:
                     if (v.type == T_NULL)
                         break;
-                    if (ag->func == COHORT__AGG_FUNC__AGG_SUM || ag->func == COHORT__AGG_FUNC__AGG_AVG)
+                    if (ag->func == COHORT__AGG_FUNC__AGG_SUM ||
+                        ag->func == COHORT__AGG_FUNC__AGG_AVG)
                         grp->value[a] += v.i;
-                    else if (ag->func == COHORT__AGG_FUNC__AGG_MIN && (grp->count[a] == 0 || v.i < grp->value[a]))
+                    else if (ag->func == COHORT__AGG_FUNC__AGG_MIN &&
+                             (grp->count[a] == 0 || v.i < grp->value[a]))
                         grp->value[a] = v.i;
-                    else if (ag->func == COHORT__AGG_FUNC__AGG_MAX && (grp->count[a] == 0 || v.i > grp->value[a]))
+                    else if (ag->func == COHORT__AGG_FUNC__AGG_MAX &&
+                             (grp->count[a] == 0 || v.i > grp->value[a]))
                         grp->value[a] = v.i;
                     grp->count[a]++;
                 }

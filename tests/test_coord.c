@@ -940,8 +940,9 @@ static void a_failing_status_reoffers_the_task_and_fails_the_query_after_max_att
     assert_int_equal(send(&f, now, req, len, NULL), 0);
     assert_int_equal(stats(&f).state, QR_FAILED);
     assert_int_equal(stats(&f).failure, TK_ERR_DECRYPT);
-    assert_string_equal(stats(&f).failure_msg,
-                        "level 1 partition 0 failed 3 times: ciphertext fails authentication (TK_ERR_DECRYPT)");
+    assert_string_equal(
+        stats(&f).failure_msg,
+        "level 1 partition 0 failed 3 times: ciphertext fails authentication (TK_ERR_DECRYPT)");
     assert_int_equal(qr_coord_result(f.c, &(const uint8_t *){NULL}, &(size_t){0}), QR_ERR_FAILED);
     expect_idle(&f, now, 203);
     fx_done(&f);

@@ -548,14 +548,14 @@ static void test_order_by_resolves_aliases_positions_and_expressions(void **stat
 /* DESIGN.md section 4's example, with its placeholders filled in. */
 static void test_the_design_example_compiles(void **state)
 {
-    Cohort__Plan *p = compile_ok(
-        "SELECT region, age_band, COUNT(*), SUM(steps), AVG(heart_rate), MIN(weight), "
-        "MAX(weight)\n"
-        "FROM health\n"
-        "WHERE age >= 40 AND sex = 'F' AND date BETWEEN '2026-01-01' AND '2026-06-30'\n"
-        "GROUP BY region, age_band\n"
-        "HAVING COUNT(*) >= 20\n"
-        "ORDER BY region LIMIT 100;");
+    Cohort__Plan *p =
+        compile_ok("SELECT region, age_band, COUNT(*), SUM(steps), AVG(heart_rate), MIN(weight), "
+                   "MAX(weight)\n"
+                   "FROM health\n"
+                   "WHERE age >= 40 AND sex = 'F' AND date BETWEEN '2026-01-01' AND '2026-06-30'\n"
+                   "GROUP BY region, age_band\n"
+                   "HAVING COUNT(*) >= 20\n"
+                   "ORDER BY region LIMIT 100;");
 
     (void)state;
     assert_int_equal(p->n_group_by, 2);

@@ -66,8 +66,7 @@ size_t tk_session_size(void)
 
 void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len)
 {
-    if (arena != NULL && arena_len >= sizeof(struct tk_session) &&
-        ((uintptr_t)arena % 8) == 0) {
+    if (arena != NULL && arena_len >= sizeof(struct tk_session) && ((uintptr_t)arena % 8) == 0) {
         struct tk_session *s = (struct tk_session *)arena;
         if (s->magic == SESSION_MAGIC)
             sodium_memzero(s, sizeof *s);
@@ -98,8 +97,8 @@ size_t tk_session_extent(const struct tk_token *tk, const uint8_t *arena, size_t
 }
 
 /* The open session, if the request names it and the arena still holds it. */
-static struct tk_session *find_session(struct tk_token *tk, struct tk_arena *a,
-                                       const uint8_t *id, size_t id_len)
+static struct tk_session *find_session(struct tk_token *tk, struct tk_arena *a, const uint8_t *id,
+                                       size_t id_len)
 {
     struct tk_session *s = (struct tk_session *)a->base;
     if (!session_open(tk) || id_len != TK_SESSION_ID_LEN || a->cap < sizeof *s ||
@@ -160,7 +159,8 @@ int tk_do_agg_begin(struct tk_call *c, const Cohort__AggBegin *req)
     memcpy(tk->session, s->id, sizeof s->id);
 
     /* AggSession { session, max_feed_bytes } */
-    tk_w_open(c->out, 6, tk_field_len(1, TK_SESSION_ID_LEN) + 1 + tk_varint_len(TK_REQUEST_MAX - 64));
+    tk_w_open(c->out, 6,
+              tk_field_len(1, TK_SESSION_ID_LEN) + 1 + tk_varint_len(TK_REQUEST_MAX - 64));
     tk_w_bytes(c->out, 1, s->id, sizeof s->id);
     tk_w_uint(c->out, 2, TK_REQUEST_MAX - 64);
     return TK_OK;
@@ -225,8 +225,8 @@ static int take_tuple(struct tk_session *s, struct tk_arena *a, const Cohort__Ci
     plain = tk_arena_scratch(a, p->tuple_plain_len);
     if (plain == NULL)
         return TK_ERR_NO_MEMORY;
-    b = (struct tk_binding){p->query_id, ct->phase, 0, 0, ct->chunk, ct->nchunks, ct->key.data,
-                            ct->key.len};
+    b = (struct tk_binding){p->query_id, ct->phase,    0,          0, ct->chunk,
+                            ct->nchunks, ct->key.data, ct->key.len};
     if ((rc = tk_ndet_open(plain, ct->box.data, ct->box.len, ct->nonce.data, &b, s->keys.ndet)) !=
         TK_OK)
         return rc;
@@ -317,8 +317,8 @@ static int take_partial(struct tk_session *s, struct tk_arena *a, const Cohort__
     if (ct->box.len != p->chunk_plain_len + TK_TAG_LEN)
         return TK_ERR_DECRYPT;
     plain = ct->box.data;
-    b = (struct tk_binding){p->query_id, ct->phase, ct->level, ct->partition, ct->chunk,
-                            ct->nchunks, NULL, 0};
+    b = (struct tk_binding){p->query_id, ct->phase,   ct->level, ct->partition,
+                            ct->chunk,   ct->nchunks, NULL,      0};
     if ((rc = tk_ndet_open(plain, ct->box.data, ct->box.len, ct->nonce.data, &b, s->keys.ndet)) !=
         TK_OK)
         return rc;
@@ -395,8 +395,8 @@ int tk_do_agg_feed(struct tk_call *c, const uint8_t *body, size_t len)
             Cohort__Ciphertext *ct;
             if (s == NULL)
                 return TK_ERR_SESSION;
-            ct = (Cohort__Ciphertext *)tk_unpack(a, &cohort__ciphertext__descriptor, f.data,
-                                                  f.len, &rc);
+            ct = (Cohort__Ciphertext *)tk_unpack(a, &cohort__ciphertext__descriptor, f.data, f.len,
+                                                 &rc);
             if (ct == NULL)
                 return rc;
             if (ct->query.len != TK_QUERY_TAG_LEN ||
@@ -431,8 +431,10 @@ static int emit_partials(struct tk_call *c, struct tk_session *s)
 {
     const struct tk_plan *p = &s->plan;
     struct tk_arena *a = c->arena;
-    struct tk_binding b = {p->query_id, COHORT__PHASE__PHASE_AGGREGATE, s->level, s->partition,
-                           0, p->nchunks, NULL, 0};
+    struct tk_binding b = {p->query_id, COHORT__PHASE__PHASE_AGGREGATE,
+                           s->level,    s->partition,
+                           0,           p->nchunks,
+                           NULL,        0};
     uint8_t *plain = tk_arena_scratch(a, p->chunk_plain_len);
     size_t body = 0;
     uint32_t j;
@@ -487,8 +489,8 @@ static size_t put_str(char *out, size_t at, size_t cap, const char *s)
 
 static void agg_label(char *out, size_t cap, const struct tk_plan *p, uint32_t i)
 {
-    static const char *const names[] = {"COUNT(*)", "COUNT(", "SUM(", "AVG(", "MIN(", "MAX(",
-                                        "COUNT(DISTINCT participant)"};
+    static const char *const names[] = {
+        "COUNT(*)", "COUNT(", "SUM(", "AVG(", "MIN(", "MAX(", "COUNT(DISTINCT participant)"};
     const struct tk_agg *g = &p->aggs[i];
     size_t n = put_str(out, 0, cap, names[g->func]);
     if (g->col >= 0) {
@@ -612,7 +614,7 @@ static int emit_result(struct tk_call *c, struct tk_session *s)
         return TK_ERR_RESPONSE_SPACE;
     }
     rc = crypto_box_seal(sealed, plain, plain_len, p->researcher_box_pk) == 0 ? TK_OK
-                                                                             : TK_ERR_RANDOM;
+                                                                              : TK_ERR_RANDOM;
     sodium_memzero(plain, plain_len);
     if (rc != TK_OK)
         return rc;

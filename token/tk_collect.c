@@ -209,8 +209,9 @@ int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
 
     /* Contribution { query_id, key, tuples } as TokenResponse.contribution. */
     {
-        struct tk_binding b = {plan.query_id, COHORT__PHASE__PHASE_COLLECT, 0, 0, 0,
-                               plan.tuples, pseudonym, sizeof pseudonym};
+        struct tk_binding b = {
+            plan.query_id,   COHORT__PHASE__PHASE_COLLECT, 0, 0, 0, plan.tuples, pseudonym,
+            sizeof pseudonym};
         body_len = tk_field_len(1, TK_QUERY_ID_LEN) + tk_field_len(2, sizeof pseudonym);
         for (i = 0; i < plan.tuples; i++) {
             b.chunk = (uint32_t)i;

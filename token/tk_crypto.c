@@ -70,14 +70,14 @@ static size_t make_ad(uint8_t ad[AD_MAX], const struct tk_binding *b)
     return n + b->key_len;
 }
 
-void tk_ndet_seal(uint8_t *out, uint8_t nonce[TK_NONCE_LEN], const uint8_t *plain,
-                  size_t plain_len, const struct tk_binding *b, const uint8_t key[32])
+void tk_ndet_seal(uint8_t *out, uint8_t nonce[TK_NONCE_LEN], const uint8_t *plain, size_t plain_len,
+                  const struct tk_binding *b, const uint8_t key[32])
 {
     uint8_t ad[AD_MAX];
     size_t ad_len = make_ad(ad, b);
     randombytes_buf(nonce, TK_NONCE_LEN);
-    crypto_aead_xchacha20poly1305_ietf_encrypt(out, NULL, plain, plain_len, ad, ad_len, NULL,
-                                               nonce, key);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(out, NULL, plain, plain_len, ad, ad_len, NULL, nonce,
+                                               key);
 }
 
 int tk_ndet_open(uint8_t *plain, const uint8_t *box, size_t box_len,
@@ -181,8 +181,8 @@ static int cert_decode(Cohort__CertBody **body, struct tk_arena *a, const Cohort
 
     if (c == NULL || c->body.len == 0 || c->body.len > TK_CERT_MAX || c->signature.len != 64)
         return TK_ERR_BAD_CERT;
-    b = (Cohort__CertBody *)tk_unpack(a, &cohort__cert_body__descriptor, c->body.data,
-                                       c->body.len, &rc);
+    b = (Cohort__CertBody *)tk_unpack(a, &cohort__cert_body__descriptor, c->body.data, c->body.len,
+                                      &rc);
     if (b == NULL)
         return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_BAD_CERT;
     if (b->sign_pk.len != TK_PK_LEN || b->issuer_pk.len != TK_PK_LEN ||
@@ -231,8 +231,7 @@ int tk_cert_verify(struct tk_cert_info *out, const uint8_t *cert, size_t cert_le
     if (cert_len > TK_CERT_MAX + 128)
         return TK_ERR_TOO_LARGE;
     tk_arena_init(&a, scratch, scratch_len, 0);
-    c = (Cohort__Certificate *)tk_unpack(&a, &cohort__certificate__descriptor, cert, cert_len,
-                                          &rc);
+    c = (Cohort__Certificate *)tk_unpack(&a, &cohort__certificate__descriptor, cert, cert_len, &rc);
     if (c == NULL)
         return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_BAD_CERT;
     rc = tk_cert_check(&b, &a, c, issuer_pk, now);

@@ -73,10 +73,9 @@ void tk_replay_note(struct tk_token *tk, const uint8_t *query, uint32_t level, u
 size_t tk_ciphertext_len(const struct tk_binding *b, size_t plain_len)
 {
     return tk_field_len(1, TK_QUERY_TAG_LEN) + 1 + tk_varint_len(b->phase) + 1 +
-           tk_varint_len(b->level) + 1 + tk_varint_len(b->partition) + 1 +
-           tk_varint_len(b->chunk) + 1 + tk_varint_len(b->nchunks) +
-           (b->key_len ? tk_field_len(7, b->key_len) : 0) + tk_field_len(8, TK_NONCE_LEN) +
-           tk_field_len(9, plain_len + TK_TAG_LEN);
+           tk_varint_len(b->level) + 1 + tk_varint_len(b->partition) + 1 + tk_varint_len(b->chunk) +
+           1 + tk_varint_len(b->nchunks) + (b->key_len ? tk_field_len(7, b->key_len) : 0) +
+           tk_field_len(8, TK_NONCE_LEN) + tk_field_len(9, plain_len + TK_TAG_LEN);
 }
 
 void tk_write_ciphertext(struct tk_wbuf *w, uint32_t field, const struct tk_binding *b,
@@ -113,8 +112,7 @@ int tk_do_info(struct tk_call *c, const Cohort__GetInfo *req)
     if (tk_has_flag(tk, TK_FLAG_KEYS) && (rc = tk_table_names(tk, c->arena, names, 8, &n)) != TK_OK)
         return rc;
     body = 2 + (tk_has_flag(tk, TK_FLAG_KEYS) ? tk_field_len(2, TK_PK_LEN) : 0) +
-           (tk->cert_len ? tk_field_len(3, tk->cert_len) : 0) + 1 +
-           tk_varint_len(c->arena->cap);
+           (tk->cert_len ? tk_field_len(3, tk->cert_len) : 0) + 1 + tk_varint_len(c->arena->cap);
     for (i = 0; i < n; i++)
         body += tk_field_len(5, strlen(names[i]));
     tk_w_open(c->out, 3, body);
@@ -170,7 +168,7 @@ static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_
     if (body == COHORT__TOKEN_REQUEST__BODY_AGG_FEED)
         return tk_do_agg_feed(c, data, data_len);
     r = (Cohort__TokenRequest *)tk_unpack(c->arena, &cohort__token_request__descriptor, req,
-                                           req_len, &rc);
+                                          req_len, &rc);
     if (r == NULL)
         return rc;
     switch (r->body_case) {

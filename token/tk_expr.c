@@ -53,8 +53,7 @@ static bool compatible(int a, int b)
     return a == K_NULL || b == K_NULL || a == b;
 }
 
-int tk_program_check(const struct tk_instr *prog, size_t n, const struct tk_plan *plan,
-                     bool having)
+int tk_program_check(const struct tk_instr *prog, size_t n, const struct tk_plan *plan, bool having)
 {
     int st[TK_STACK_MAX];
     size_t sp = 0, i, k;
@@ -205,12 +204,24 @@ int tk_eval(int *out, const struct tk_instr *prog, size_t n, const struct tk_eva
             if (c == 2)
                 return TK_ERR_BAD_PLAN;
             switch (in->op) {
-            case COHORT__OP__OP_EQ: x = c == 0; break;
-            case COHORT__OP__OP_NE: x = c != 0; break;
-            case COHORT__OP__OP_LT: x = c < 0; break;
-            case COHORT__OP__OP_LE: x = c <= 0; break;
-            case COHORT__OP__OP_GT: x = c > 0; break;
-            default: x = c >= 0; break;
+            case COHORT__OP__OP_EQ:
+                x = c == 0;
+                break;
+            case COHORT__OP__OP_NE:
+                x = c != 0;
+                break;
+            case COHORT__OP__OP_LT:
+                x = c < 0;
+                break;
+            case COHORT__OP__OP_LE:
+                x = c <= 0;
+                break;
+            case COHORT__OP__OP_GT:
+                x = c > 0;
+                break;
+            default:
+                x = c >= 0;
+                break;
             }
             push_bool(a, x);
             break;

@@ -155,7 +155,8 @@ int tk_group_key_from_pb(uint8_t *key, size_t *key_len, const struct tk_plan *pl
         if (tk_value_from_pb(&v, p->key[i]) != TK_OK)
             return TK_ERR_MALFORMED;
         if (v.type != COHORT__VALUE_TYPE__VT_NULL &&
-            (v.type != c->type || (v.type == COHORT__VALUE_TYPE__VT_DECIMAL && v.scale != c->scale)))
+            (v.type != c->type ||
+             (v.type == COHORT__VALUE_TYPE__VT_DECIMAL && v.scale != c->scale)))
             return TK_ERR_MALFORMED;
         n += tk_key_put(key + n, &v);
     }
@@ -163,7 +164,8 @@ int tk_group_key_from_pb(uint8_t *key, size_t *key_len, const struct tk_plan *pl
     return TK_OK;
 }
 
-int tk_groups_merge_pb(struct tk_groups *g, const struct tk_plan *plan, const Cohort__GroupPartial *p)
+int tk_groups_merge_pb(struct tk_groups *g, const struct tk_plan *plan,
+                       const Cohort__GroupPartial *p)
 {
     uint8_t key[TK_GROUP_KEY_MAX];
     size_t key_len, i;

@@ -41,12 +41,12 @@
 #define TK_PROGRAM_MAX 256u
 #define TK_IN_LIST_MAX 64u
 #define TK_STACK_MAX 32u
-#define TK_MAX_TUPLES 64u         /* tuples_per_participant */
-#define TK_MAX_GROUPS 65536u      /* max_groups */
-#define TK_RECORD_MAX 8192u       /* plaintext of one store record */
-#define TK_CHUNK_PLAIN_MAX 4096u  /* plaintext of one partial chunk */
+#define TK_MAX_TUPLES 64u        /* tuples_per_participant */
+#define TK_MAX_GROUPS 65536u     /* max_groups */
+#define TK_RECORD_MAX 8192u      /* plaintext of one store record */
+#define TK_CHUNK_PLAIN_MAX 4096u /* plaintext of one partial chunk */
 #define TK_MAX_CHUNKS 4096u
-#define TK_KEY_LEN 20u            /* contribution key: pseudonym (16) || chunk (4, big-endian) */
+#define TK_KEY_LEN 20u /* contribution key: pseudonym (16) || chunk (4, big-endian) */
 #define TK_GROUP_KEY_MAX (TK_MAX_GROUP_COLS * (2u + TK_TEXT_MAX))
 #define TK_NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 #define TK_TAG_LEN crypto_aead_xchacha20poly1305_ietf_ABYTES
@@ -63,8 +63,8 @@ struct tk_arena {
 };
 
 void tk_arena_init(struct tk_arena *a, uint8_t *base, size_t cap, size_t lo);
-void *tk_arena_scratch(struct tk_arena *a, size_t n);  /* from the top, 8-aligned */
-void *tk_arena_keep(struct tk_arena *a, size_t n);     /* from the bottom, 8-aligned */
+void *tk_arena_scratch(struct tk_arena *a, size_t n); /* from the top, 8-aligned */
+void *tk_arena_keep(struct tk_arena *a, size_t n);    /* from the bottom, 8-aligned */
 size_t tk_arena_mark(const struct tk_arena *a);
 void tk_arena_release(struct tk_arena *a, size_t mark);
 ProtobufCAllocator tk_arena_allocator(struct tk_arena *a);
@@ -153,7 +153,7 @@ struct tk_plan {
     uint8_t query_id[TK_QUERY_ID_LEN];
     char table[TK_NAME_MAX + 1];
     int64_t issued_at, deadline, expires_at;
-    uint32_t tuples;     /* per participant */
+    uint32_t tuples; /* per participant */
     uint32_t max_groups;
     uint32_t min_participants, min_group_size;
     uint16_t n_columns;
@@ -167,12 +167,12 @@ struct tk_plan {
     const struct tk_instr *having;
     uint8_t researcher_box_pk[32];
     /* The fixed sizes every token derives alike from the plan. */
-    size_t group_bound;      /* encoded GroupPartial, at most */
-    size_t tuple_plain_len;  /* framed TuplePlain */
-    size_t chunk_plain_len;  /* framed PartialPlain */
+    size_t group_bound;     /* encoded GroupPartial, at most */
+    size_t tuple_plain_len; /* framed TuplePlain */
+    size_t chunk_plain_len; /* framed PartialPlain */
     uint32_t groups_per_chunk;
     uint32_t nchunks;
-    size_t aggregate_ram;     /* arena an aggregation session needs, estimated */
+    size_t aggregate_ram; /* arena an aggregation session needs, estimated */
 };
 
 enum tk_plan_use { TK_PLAN_COLLECT, TK_PLAN_AGGREGATE };
@@ -206,8 +206,8 @@ struct tk_binding {
 };
 
 /* nDet encryption into out (plain_len + TK_TAG_LEN bytes); nonce is generated. */
-void tk_ndet_seal(uint8_t *out, uint8_t nonce[TK_NONCE_LEN], const uint8_t *plain,
-                  size_t plain_len, const struct tk_binding *b, const uint8_t key[32]);
+void tk_ndet_seal(uint8_t *out, uint8_t nonce[TK_NONCE_LEN], const uint8_t *plain, size_t plain_len,
+                  const struct tk_binding *b, const uint8_t key[32]);
 int tk_ndet_open(uint8_t *plain, const uint8_t *box, size_t box_len,
                  const uint8_t nonce[TK_NONCE_LEN], const struct tk_binding *b,
                  const uint8_t key[32]);
@@ -258,14 +258,14 @@ struct tk_group {
 };
 
 struct tk_groups {
-    uint32_t cap;    /* most groups */
+    uint32_t cap; /* most groups */
     uint32_t n;
     uint32_t n_aggs;
     uint32_t slots;  /* index size: a power of two >= 2 * cap */
     uint32_t *index; /* slot -> group number + 1, 0 empty */
     uint8_t *entries;
     size_t stride;
-    uint8_t *keys;   /* key heap; NULL: keys grow at the arena's low end */
+    uint8_t *keys; /* key heap; NULL: keys grow at the arena's low end */
     size_t keys_len, keys_cap;
     struct tk_arena *arena; /* for a growing key heap: set at every call */
 };
@@ -279,7 +279,8 @@ const uint8_t *tk_groups_key(const struct tk_groups *g, const struct tk_group *e
 /* Find or insert a group by canonical key. */
 int tk_groups_get(struct tk_group **out, struct tk_groups *g, const uint8_t *key, size_t key_len);
 /* Merge a GroupPartial (decoded) into the table. */
-int tk_groups_merge_pb(struct tk_groups *g, const struct tk_plan *plan, const Cohort__GroupPartial *p);
+int tk_groups_merge_pb(struct tk_groups *g, const struct tk_plan *plan,
+                       const Cohort__GroupPartial *p);
 /* The canonical key of a GroupPartial's values. */
 int tk_group_key_from_pb(uint8_t *key, size_t *key_len, const struct tk_plan *plan,
                          const Cohort__GroupPartial *p);
@@ -305,8 +306,7 @@ int tk_table_scan(struct tk_token *tk, struct tk_arena *a, const char *table, tk
 /* Whether the token holds a table of that name (even without rows). */
 int tk_table_exists(struct tk_token *tk, struct tk_arena *a, const char *table, bool *found);
 /* Names of the tables on the token (up to max). */
-int tk_table_names(struct tk_token *tk, struct tk_arena *a, char **names, size_t max,
-                   size_t *n);
+int tk_table_names(struct tk_token *tk, struct tk_arena *a, char **names, size_t max, size_t *n);
 
 /* ----------------------------------------------------------- handlers */
 
@@ -334,8 +334,7 @@ void tk_write_ciphertext(struct tk_wbuf *w, uint32_t field, const struct tk_bind
 size_t tk_ciphertext_len(const struct tk_binding *b, size_t plain_len);
 int tk_replay_seen(const struct tk_token *tk, const uint8_t *query, uint32_t level,
                    uint32_t partition);
-void tk_replay_note(struct tk_token *tk, const uint8_t *query, uint32_t level,
-                    uint32_t partition);
+void tk_replay_note(struct tk_token *tk, const uint8_t *query, uint32_t level, uint32_t partition);
 void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len);
 size_t tk_session_size(void);
 size_t tk_groups_size(uint32_t cap, uint32_t n_aggs);

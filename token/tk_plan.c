@@ -189,8 +189,9 @@ static int layout(struct tk_plan *p)
     size_t gb = 22 + 24 * (size_t)p->n_aggs, hdr = 2 + 55, per, gpc;
     uint16_t i;
     for (i = 0; i < p->n_group; i++)
-        gb += p->columns[p->group_col[i]].type == COHORT__VALUE_TYPE__VT_TEXT ? 2 + 2 + 2 + TK_TEXT_MAX
-                                                                         : 2 + 2 + 11 + 2;
+        gb += p->columns[p->group_col[i]].type == COHORT__VALUE_TYPE__VT_TEXT
+                  ? 2 + 2 + 2 + TK_TEXT_MAX
+                  : 2 + 2 + 11 + 2;
     p->group_bound = gb;
     p->tuple_plain_len = 2 + 4 + 1 + tk_varint_len(gb) + gb;
     per = 1 + tk_varint_len(gb) + gb;
@@ -215,11 +216,11 @@ static int layout(struct tk_plan *p)
     {
         size_t width = (size_t)p->n_group + p->n_aggs;
         size_t feed = p->chunk_plain_len + 4096;
-        size_t result = 64 + width * (2 * TK_NAME_MAX + 48) +
-                        (size_t)p->max_groups * (8 + 24 + width * 18);
+        size_t result =
+            64 + width * (2 * TK_NAME_MAX + 48) + (size_t)p->max_groups * (8 + 24 + width * 18);
         p->aggregate_ram = tk_session_size() + (size_t)p->n_having * sizeof(struct tk_instr) +
-                           tk_groups_size(p->max_groups, p->n_aggs) +
-                           (size_t)p->max_groups * 24 + (feed > result ? feed : result);
+                           tk_groups_size(p->max_groups, p->n_aggs) + (size_t)p->max_groups * 24 +
+                           (feed > result ? feed : result);
     }
     return TK_OK;
 }
@@ -264,8 +265,7 @@ static int check_scope(const Cohort__CertBody *researcher, const Cohort__Plan *p
         if (!column_in_scope(s, p->table, p->columns[p->group_col[i]].name))
             return TK_ERR_SCOPE;
     for (i = 0; i < p->n_aggs; i++)
-        if (p->aggs[i].col >= 0 &&
-            !column_in_scope(s, p->table, p->columns[p->aggs[i].col].name))
+        if (p->aggs[i].col >= 0 && !column_in_scope(s, p->table, p->columns[p->aggs[i].col].name))
             return TK_ERR_SCOPE;
     for (i = 0; i < p->n_where; i++)
         if (p->where[i].op == COHORT__OP__OP_COLUMN &&
@@ -319,9 +319,9 @@ static int check_chain(const Cohort__CertBody **researcher, int64_t *expiry, str
         return TK_ERR_TOO_LARGE;
     if (sp->chain[n - 1]->body.len > TK_CERT_MAX)
         return TK_ERR_BAD_CERT;
-    last = (Cohort__CertBody *)tk_unpack(a, &cohort__cert_body__descriptor,
-                                          sp->chain[n - 1]->body.data,
-                                          sp->chain[n - 1]->body.len, &rc);
+    last =
+        (Cohort__CertBody *)tk_unpack(a, &cohort__cert_body__descriptor,
+                                      sp->chain[n - 1]->body.data, sp->chain[n - 1]->body.len, &rc);
     if (last == NULL)
         return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_BAD_CERT;
     if (last->issuer_pk.len != TK_PK_LEN)
@@ -334,7 +334,8 @@ static int check_chain(const Cohort__CertBody **researcher, int64_t *expiry, str
     for (i = n; i-- > 0;) {
         if ((rc = tk_cert_check(&bodies[i], a, sp->chain[i], issuer, now)) != TK_OK)
             return rc;
-        if (bodies[i]->role != (i == 0 ? COHORT__ROLE__ROLE_RESEARCHER : COHORT__ROLE__ROLE_AUTHORITY))
+        if (bodies[i]->role !=
+            (i == 0 ? COHORT__ROLE__ROLE_RESEARCHER : COHORT__ROLE__ROLE_AUTHORITY))
             return TK_ERR_ROLE;
         issuer = bodies[i]->sign_pk.data;
         if (bodies[i]->not_after < *expiry)
@@ -382,9 +383,9 @@ int tk_plan_load(struct tk_token *tk, struct tk_arena *a, struct tk_plan *p,
             tk->plans[i].expires_at >= now)
             slot = (int)i;
     if (slot >= 0) {
-        researcher = (Cohort__CertBody *)tk_unpack(a, &cohort__cert_body__descriptor,
-                                                    sp->chain[0]->body.data,
-                                                    sp->chain[0]->body.len, &rc);
+        researcher =
+            (Cohort__CertBody *)tk_unpack(a, &cohort__cert_body__descriptor,
+                                          sp->chain[0]->body.data, sp->chain[0]->body.len, &rc);
         if (researcher == NULL)
             return rc;
     } else {
@@ -396,8 +397,7 @@ int tk_plan_load(struct tk_token *tk, struct tk_arena *a, struct tk_plan *p,
     }
     memcpy(p->researcher_box_pk, researcher->box_pk.data, 32);
 
-    pb = (Cohort__Plan *)tk_unpack(a, &cohort__plan__descriptor, sp->plan.data, sp->plan.len,
-                                    &rc);
+    pb = (Cohort__Plan *)tk_unpack(a, &cohort__plan__descriptor, sp->plan.data, sp->plan.len, &rc);
     if (pb == NULL)
         return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_BAD_PLAN;
     if (pb->version != 1 || copy_name(p->table, pb->table) != TK_OK)

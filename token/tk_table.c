@@ -218,8 +218,8 @@ static int append_record(struct tk_token *tk, struct tk_arena *a, const Cohort__
     randombytes_buf(buf + 4, TK_NONCE_LEN);
     cohort__load_table__pack(rec, buf + REC_HDR);
     rec_ad(ad, tk->store_records);
-    crypto_aead_xchacha20poly1305_ietf_encrypt(buf + REC_HDR, NULL, buf + REC_HDR, n, ad,
-                                               sizeof ad, NULL, buf + 4, tk->storage_key);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(buf + REC_HDR, NULL, buf + REC_HDR, n, ad, sizeof ad,
+                                               NULL, buf + 4, tk->storage_key);
     if (tk->store.append(tk->store.ctx, buf, REC_HDR + n + TK_TAG_LEN) != 0)
         rc = TK_ERR_STORE;
     else

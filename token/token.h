@@ -35,44 +35,44 @@
 /* Error codes: 0 or one of these, never anything else. */
 enum tk_error {
     TK_OK = 0,
-    TK_ERR_MALFORMED = -1,       /* a message that does not decode */
-    TK_ERR_TRUNCATED = -2,       /* a message cut short */
-    TK_ERR_TOO_LARGE = -3,       /* a message or field over its limit */
-    TK_ERR_NO_MEMORY = -4,       /* the arena is too small for this work */
-    TK_ERR_RESPONSE_SPACE = -5,  /* the caller's response buffer is too small */
-    TK_ERR_NOT_PROVISIONED = -6, /* keys or group secret missing */
-    TK_ERR_PROVISIONED = -7,     /* provisioning happens once */
-    TK_ERR_BAD_SIGNATURE = -8,   /* a plan signature that does not verify */
-    TK_ERR_BAD_CERT = -9,        /* a certificate that does not verify or parse */
-    TK_ERR_UNTRUSTED = -10,      /* a chain that ends at an unknown authority */
-    TK_ERR_EXPIRED = -11,        /* a certificate or plan outside its validity */
-    TK_ERR_SCOPE = -12,          /* a plan outside its researcher's scope */
-    TK_ERR_ROLE = -13,           /* a certificate used for a role it lacks */
-    TK_ERR_BAD_PLAN = -14,       /* a plan that is invalid for this token */
-    TK_ERR_NO_TABLE = -15,       /* the plan's table is not on this token */
-    TK_ERR_WRONG_QUERY = -16,    /* a ciphertext of another query */
-    TK_ERR_BINDING = -17,        /* a ciphertext of another phase/level/partition */
-    TK_ERR_DECRYPT = -18,        /* a ciphertext that fails authentication */
-    TK_ERR_DUPLICATE = -19,      /* a tuple or partial given twice */
-    TK_ERR_ORDER = -20,          /* inputs out of order or overlapping */
-    TK_ERR_REPLAY = -21,         /* a partition this token already aggregated */
-    TK_ERR_SESSION = -22,        /* no such aggregation session */
-    TK_ERR_INCOMPLETE = -23,     /* a partial with missing chunks */
-    TK_ERR_TOO_MANY_GROUPS = -24,/* more groups than the plan allows */
-    TK_ERR_TOO_FEW = -25,        /* fewer participants than the plan requires */
-    TK_ERR_UNSUPPORTED = -26,    /* a feature this token does not implement */
-    TK_ERR_OVERFLOW = -27,       /* an aggregate that overflows int64 */
-    TK_ERR_SCHEMA = -28,         /* rows that do not match their table */
-    TK_ERR_STORE = -29,          /* the host store failed or was tampered with */
-    TK_ERR_RANDOM = -30,         /* internal: randomness or crypto failure */
+    TK_ERR_MALFORMED = -1,        /* a message that does not decode */
+    TK_ERR_TRUNCATED = -2,        /* a message cut short */
+    TK_ERR_TOO_LARGE = -3,        /* a message or field over its limit */
+    TK_ERR_NO_MEMORY = -4,        /* the arena is too small for this work */
+    TK_ERR_RESPONSE_SPACE = -5,   /* the caller's response buffer is too small */
+    TK_ERR_NOT_PROVISIONED = -6,  /* keys or group secret missing */
+    TK_ERR_PROVISIONED = -7,      /* provisioning happens once */
+    TK_ERR_BAD_SIGNATURE = -8,    /* a plan signature that does not verify */
+    TK_ERR_BAD_CERT = -9,         /* a certificate that does not verify or parse */
+    TK_ERR_UNTRUSTED = -10,       /* a chain that ends at an unknown authority */
+    TK_ERR_EXPIRED = -11,         /* a certificate or plan outside its validity */
+    TK_ERR_SCOPE = -12,           /* a plan outside its researcher's scope */
+    TK_ERR_ROLE = -13,            /* a certificate used for a role it lacks */
+    TK_ERR_BAD_PLAN = -14,        /* a plan that is invalid for this token */
+    TK_ERR_NO_TABLE = -15,        /* the plan's table is not on this token */
+    TK_ERR_WRONG_QUERY = -16,     /* a ciphertext of another query */
+    TK_ERR_BINDING = -17,         /* a ciphertext of another phase/level/partition */
+    TK_ERR_DECRYPT = -18,         /* a ciphertext that fails authentication */
+    TK_ERR_DUPLICATE = -19,       /* a tuple or partial given twice */
+    TK_ERR_ORDER = -20,           /* inputs out of order or overlapping */
+    TK_ERR_REPLAY = -21,          /* a partition this token already aggregated */
+    TK_ERR_SESSION = -22,         /* no such aggregation session */
+    TK_ERR_INCOMPLETE = -23,      /* a partial with missing chunks */
+    TK_ERR_TOO_MANY_GROUPS = -24, /* more groups than the plan allows */
+    TK_ERR_TOO_FEW = -25,         /* fewer participants than the plan requires */
+    TK_ERR_UNSUPPORTED = -26,     /* a feature this token does not implement */
+    TK_ERR_OVERFLOW = -27,        /* an aggregate that overflows int64 */
+    TK_ERR_SCHEMA = -28,          /* rows that do not match their table */
+    TK_ERR_STORE = -29,           /* the host store failed or was tampered with */
+    TK_ERR_RANDOM = -30,          /* internal: randomness or crypto failure */
 };
 #define TK_ERR_LAST TK_ERR_RANDOM
 
 /* Sizes and limits. */
 #define TK_ARENA_DEFAULT (64u * 1024u)
 #define TK_ARENA_MIN (16u * 1024u)
-#define TK_REQUEST_MAX (1u << 20)   /* no request above 1 MiB is even parsed */
-#define TK_CERT_MAX 384u            /* serialized Certificate */
+#define TK_REQUEST_MAX (1u << 20) /* no request above 1 MiB is even parsed */
+#define TK_CERT_MAX 384u          /* serialized Certificate */
 #define TK_MAX_AUTHORITIES 8u
 #define TK_REPLAY_SLOTS 16u
 #define TK_PLAN_CACHE 2u
