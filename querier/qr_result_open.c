@@ -30,6 +30,7 @@
 #define QR_CERT_SCRATCH 2048u
 #define QR_PARTICIPANTS_LEN 8u
 #define QR_SEALED_HASH_LEN 32u
+#define QR_SEALED_PARTS_MAX 65536u
 
 /* Does the SealedResult's signature cover what it claims, by info's key? */
 static int result_signature_ok(const Cohort__SealedResult *sr, const struct tk_cert_info *info)
@@ -45,7 +46,17 @@ static int result_signature_ok(const Cohort__SealedResult *sr, const struct tk_c
     p += p_len;
     memcpy(p, sr->query_id.data, QR_QUERY_ID_LEN);
     p += QR_QUERY_ID_LEN;
-    crypto_generichash(p, QR_SEALED_HASH_LEN, sr->sealed.data, sr->sealed.len, NULL, 0);
+    {
+        const uint8_t *parts[QR_SEALED_PARTS_MAX];
+        size_t lens[QR_SEALED_PARTS_MAX];
+        if (sr->n_sealed == 0 || sr->n_sealed > QR_SEALED_PARTS_MAX)
+            return 0;
+        for (size_t i = 0; i < sr->n_sealed; i++) {
+            parts[i] = sr->sealed[i].data;
+            lens[i] = sr->sealed[i].len;
+        }
+        tk_result_digest(p, parts, lens, sr->n_sealed);
+    }
     p += QR_SEALED_HASH_LEN;
     for (size_t i = 0; i < QR_PARTICIPANTS_LEN; i++)
         *p++ = (uint8_t)(sr->participants >> (8 * i));
@@ -110,20 +121,29 @@ int qr_result_open(struct qr_result *out, const uint8_t *sealed, size_t sealed_l
         goto cleanup;
     }
 
-    if (sr->sealed.len < crypto_box_SEALBYTES) {
-        rc = QR_ERR_DECRYPT;
-        goto cleanup;
+    /* Open every part; their plaintexts, in order, make one ResultTable. */
+    for (i = 0; i < sr->n_sealed; i++) {
+        if (sr->sealed[i].len < crypto_box_SEALBYTES) {
+            rc = QR_ERR_DECRYPT;
+            goto cleanup;
+        }
+        table_len += sr->sealed[i].len - crypto_box_SEALBYTES;
     }
-    table_len = sr->sealed.len - crypto_box_SEALBYTES;
     table = malloc(table_len ? table_len : 1);
     if (table == NULL) {
         rc = QR_ERR_NOMEM;
         goto cleanup;
     }
-    if (crypto_box_seal_open(table, sr->sealed.data, sr->sealed.len, researcher->box_pk,
-                             researcher->box_sk) != 0) {
-        rc = QR_ERR_DECRYPT;
-        goto cleanup;
+    {
+        size_t at = 0;
+        for (i = 0; i < sr->n_sealed; i++) {
+            if (crypto_box_seal_open(table + at, sr->sealed[i].data, sr->sealed[i].len,
+                                     researcher->box_pk, researcher->box_sk) != 0) {
+                rc = QR_ERR_DECRYPT;
+                goto cleanup;
+            }
+            at += sr->sealed[i].len - crypto_box_SEALBYTES;
+        }
     }
     rc = qr_result_from_table(out, table, table_len, sp->plan.data, sp->plan.len);
     if (rc == 0 && out->participants != sr->participants) {

@@ -282,6 +282,7 @@ struct result_msg {
     uint8_t tag[8];
     uint8_t query_id[32];
     uint8_t sealed[80];
+    ProtobufCBinaryData sealed_part;
     uint8_t sig[64];
     uint8_t nonces[PARTS_CAP][24];
     uint8_t boxes[PARTS_CAP][PARTIAL_BOX_CAP];
@@ -332,8 +333,10 @@ static struct result_msg *result_build(const struct fx *f, uint64_t task_id, uin
         r->signer.signature.len = 64;
         r->sr.query_id.data = r->query_id;
         r->sr.query_id.len = 32;
-        r->sr.sealed.data = r->sealed;
-        r->sr.sealed.len = sizeof r->sealed;
+        r->sealed_part.data = r->sealed;
+        r->sealed_part.len = sizeof r->sealed;
+        r->sr.n_sealed = 1;
+        r->sr.sealed = &r->sealed_part;
         r->sr.participants = 5;
         r->sr.signer = &r->signer;
         r->sr.signature.data = r->sig;

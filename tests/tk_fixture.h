@@ -1176,8 +1176,10 @@ static inline int fx_aggregate(struct fx_token *t, int64_t now, const Cohort__Si
 /*
  * Open a sealed result as the researcher: check the signer's certificate
  * (a token certified by the manufacturer) and the signature over
- * "cohort-result-v1" || query_id || BLAKE2b-256(sealed) || participants
- * (8 bytes LE), then unseal. Fails the test if anything does not hold.
+ * "cohort-result-v1" || query_id || digest || participants (8 bytes LE),
+ * where digest is BLAKE2b-256 of each sealed part preceded by its length
+ * (8 bytes LE), then unseal every part and decode their concatenation.
+ * Fails the test if anything does not hold.
  */
 static inline Cohort__ResultTable *fx_open_result(const Cohort__SealedResult *sr,
                                                   const struct fx_world *w,
@@ -1185,7 +1187,8 @@ static inline Cohort__ResultTable *fx_open_result(const Cohort__SealedResult *sr
 {
     struct tk_cert_info info;
     uint8_t scratch[2048], h[32], msg[TK_QUERY_ID_LEN + 32 + 8], *plain, *cert;
-    size_t cert_len, k;
+    size_t cert_len, k, i, plain_len = 0, at = 0;
+    crypto_generichash_state st;
     Cohort__ResultTable *rt;
 
     assert_non_null(sr->signer);
@@ -1199,19 +1202,33 @@ static inline Cohort__ResultTable *fx_open_result(const Cohort__SealedResult *sr
     assert_int_equal(sr->query_id.len, TK_QUERY_ID_LEN);
     assert_memory_equal(sr->query_id.data, query_id, TK_QUERY_ID_LEN);
     assert_int_equal(sr->signature.len, 64);
-    crypto_generichash(h, sizeof h, sr->sealed.data, sr->sealed.len, NULL, 0);
+    assert_true(sr->n_sealed > 0);
+    crypto_generichash_init(&st, NULL, 0, sizeof h);
+    for (i = 0; i < sr->n_sealed; i++) {
+        uint8_t len_le[8];
+        for (k = 0; k < 8; k++)
+            len_le[k] = (uint8_t)((uint64_t)sr->sealed[i].len >> (8 * k));
+        crypto_generichash_update(&st, len_le, sizeof len_le);
+        crypto_generichash_update(&st, sr->sealed[i].data, sr->sealed[i].len);
+        assert_true(sr->sealed[i].len > crypto_box_SEALBYTES);
+        assert_true(sr->sealed[i].len <= 4096 + crypto_box_SEALBYTES);
+        plain_len += sr->sealed[i].len - crypto_box_SEALBYTES;
+    }
+    crypto_generichash_final(&st, h, sizeof h);
     memcpy(msg, query_id, TK_QUERY_ID_LEN);
     memcpy(msg + TK_QUERY_ID_LEN, h, 32);
     for (k = 0; k < 8; k++)
         msg[TK_QUERY_ID_LEN + 32 + k] = (uint8_t)(sr->participants >> (8 * k));
     assert_int_equal(fx_verify(sr->signature.data, TK_SIG_RESULT, msg, sizeof msg, info.sign_pk),
                      0);
-    assert_true(sr->sealed.len > crypto_box_SEALBYTES);
-    plain = fx_alloc(sr->sealed.len - crypto_box_SEALBYTES);
-    assert_int_equal(crypto_box_seal_open(plain, sr->sealed.data, sr->sealed.len,
-                                          w->researcher.box_pk, w->researcher.box_sk),
-                     0);
-    rt = cohort__result_table__unpack(NULL, sr->sealed.len - crypto_box_SEALBYTES, plain);
+    plain = fx_alloc(plain_len);
+    for (i = 0; i < sr->n_sealed; i++) {
+        assert_int_equal(crypto_box_seal_open(plain + at, sr->sealed[i].data, sr->sealed[i].len,
+                                              w->researcher.box_pk, w->researcher.box_sk),
+                         0);
+        at += sr->sealed[i].len - crypto_box_SEALBYTES;
+    }
+    rt = cohort__result_table__unpack(NULL, plain_len, plain);
     assert_non_null(rt);
     free(plain);
     assert_int_equal(rt->query_id.len, TK_QUERY_ID_LEN);

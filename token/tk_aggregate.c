@@ -499,49 +499,105 @@ static void agg_label(char *out, size_t cap, const struct tk_plan *p, uint32_t i
     }
 }
 
-/* The ResultTable's plaintext, built in scratch. */
-static int build_result(uint8_t **out, size_t *out_len, struct tk_session *s, struct tk_arena *a)
+/*
+ * The final result. Its plaintext is a ResultTable cut into parts of at most
+ * TK_RESULT_PART bytes, each sealed on its own to the researcher's key and
+ * written straight into the response: a token never holds more than one
+ * part of plaintext, whatever the number of groups. The parts' plaintexts,
+ * concatenated in order, are the ResultTable's encoding (the header fields
+ * lead the first part, the counts close the last). The signature covers
+ * the digest of every sealed part, so none can be dropped or reordered.
+ *
+ * It is written in two passes over the groups, which decide identically
+ * where each part ends: the first only measures (the response's framing
+ * needs the total length up front), the second seals and writes.
+ */
+struct result_writer {
+    struct tk_session *s;
+    uint8_t *buf;           /* one part's plaintext */
+    struct tk_wbuf part;
+    struct tk_wbuf *out;    /* NULL while measuring */
+    size_t total;           /* bytes of the sealed parts' fields */
+    crypto_generichash_state digest;
+    int rc;
+};
+
+static void flush_part(struct result_writer *r)
 {
+    size_t sealed_len = r->part.len + crypto_box_SEALBYTES;
+    uint8_t len_le[8], *dst;
+    size_t k;
+
+    if (r->part.len == 0)
+        return;
+    if (r->out == NULL) {
+        r->total += tk_field_len(2, sealed_len);
+    } else {
+        tk_w_open(r->out, 2, sealed_len);
+        dst = tk_w_reserve(r->out, sealed_len);
+        if (dst != NULL) {
+            if (crypto_box_seal(dst, r->buf, r->part.len, r->s->plan.researcher_box_pk) != 0)
+                r->rc = TK_ERR_RANDOM;
+            for (k = 0; k < 8; k++)
+                len_le[k] = (uint8_t)((uint64_t)sealed_len >> (8 * k));
+            crypto_generichash_update(&r->digest, len_le, sizeof len_le);
+            crypto_generichash_update(&r->digest, dst, sealed_len);
+        }
+        sodium_memzero(r->buf, r->part.len);
+    }
+    r->part.len = 0;
+}
+
+/* Append one encoded field (a column, a row) to the current part. */
+static void put_message(struct result_writer *r, uint32_t field, const ProtobufCMessage *m)
+{
+    size_t n = tk_field_len(field, protobuf_c_message_get_packed_size(m));
+    if (n > TK_RESULT_PART) {
+        r->rc = TK_ERR_TOO_LARGE;
+        return;
+    }
+    if (r->part.len + n > TK_RESULT_PART)
+        flush_part(r);
+    tk_w_message(&r->part, field, m);
+}
+
+static void put_uint(struct result_writer *r, uint32_t field, uint64_t v)
+{
+    if (r->part.len + 11 > TK_RESULT_PART)
+        flush_part(r);
+    tk_w_uint(&r->part, field, v);
+}
+
+static void write_result(struct result_writer *r)
+{
+    struct tk_session *s = r->s;
     const struct tk_plan *p = &s->plan;
-    size_t width = (size_t)p->n_group + p->n_aggs;
-    size_t room = 64 + width * (2 * TK_NAME_MAX + 48) + s->groups.n * (size_t)16, g;
-    struct tk_wbuf w;
     uint64_t suppressed = 0;
     uint32_t i, k;
-    size_t mark;
-    uint8_t *buf;
-    int rc = TK_OK;
 
-    /* A row is at most its key's bytes plus, per value, the Value framing. */
-    for (g = 0; g < s->groups.n; g++)
-        room += 8 + tk_groups_at(&s->groups, (uint32_t)g)->key_len + width * 18;
-    buf = tk_arena_scratch(a, room);
-    if (buf == NULL)
-        return TK_ERR_NO_MEMORY;
-    mark = tk_arena_mark(a);
-    w = (struct tk_wbuf){buf, room, 0, false};
-    tk_w_bytes(&w, 1, p->query_id, TK_QUERY_ID_LEN);
-    for (i = 0; i < (uint32_t)p->n_group + p->n_aggs; i++) {
-        Cohort__ResultColumn rc_;
+    r->part = (struct tk_wbuf){r->buf, TK_RESULT_PART, 0, false};
+    tk_w_bytes(&r->part, 1, p->query_id, TK_QUERY_ID_LEN);
+    for (i = 0; i < (uint32_t)p->n_group + p->n_aggs && r->rc == TK_OK; i++) {
+        Cohort__ResultColumn col;
         char label[2 * TK_NAME_MAX + 32];
-        cohort__result_column__init(&rc_);
+        cohort__result_column__init(&col);
         if (i < p->n_group) {
-            const struct tk_column *col = &p->columns[p->group_col[i]];
-            put_str(label, 0, sizeof label, col->name);
-            rc_.type = (Cohort__ValueType)col->type;
-            rc_.scale = col->scale;
+            const struct tk_column *c = &p->columns[p->group_col[i]];
+            put_str(label, 0, sizeof label, c->name);
+            col.type = (Cohort__ValueType)c->type;
+            col.scale = c->scale;
         } else {
             struct tk_agg_state one = {1, 0};
             struct tk_value v;
             agg_label(label, sizeof label, p, i - p->n_group);
             tk_agg_final(&v, p, i - p->n_group, &one);
-            rc_.type = (Cohort__ValueType)v.type;
-            rc_.scale = v.scale;
+            col.type = (Cohort__ValueType)v.type;
+            col.scale = v.scale;
         }
-        rc_.label = label;
-        tk_w_message(&w, 2, &rc_.base);
+        col.label = label;
+        put_message(r, 2, &col.base);
     }
-    for (i = 0; i < s->groups.n && rc == TK_OK; i++) {
+    for (i = 0; i < s->groups.n && r->rc == TK_OK; i++) {
         const struct tk_group *e = tk_groups_at(&s->groups, i);
         const uint8_t *key = tk_groups_key(&s->groups, e);
         struct tk_value gv[TK_MAX_GROUP_COLS], av[TK_MAX_AGGS];
@@ -556,13 +612,13 @@ static int build_result(uint8_t **out, size_t *out_len, struct tk_session *s, st
             suppressed++;
             continue;
         }
-        for (k = 0; k < p->n_group; k++)
+        for (k = 0; k < p->n_group && r->rc == TK_OK; k++)
             if (tk_key_get(&gv[k], key, e->key_len, &pos) != TK_OK)
-                return TK_ERR_MALFORMED;
+                r->rc = TK_ERR_MALFORMED;
         for (k = 0; k < p->n_aggs; k++)
             tk_agg_final(&av[k], p, k, &e->aggs[k]);
-        if ((rc = tk_eval(&keep, p->having, p->n_having, &ev)) != TK_OK)
-            return rc;
+        if (r->rc != TK_OK || (r->rc = tk_eval(&keep, p->having, p->n_having, &ev)) != TK_OK)
+            break;
         if (!keep)
             continue;
         for (k = 0; k < p->n_group; k++)
@@ -574,16 +630,11 @@ static int build_result(uint8_t **out, size_t *out_len, struct tk_session *s, st
         cohort__row__init(&row);
         row.n_values = (size_t)p->n_group + p->n_aggs;
         row.values = vp;
-        tk_w_message(&w, 3, &row.base);
+        put_message(r, 3, &row.base);
     }
-    tk_w_uint(&w, 4, s->contributors);
-    tk_w_uint(&w, 5, suppressed);
-    (void)mark;
-    if (w.overflow)
-        return TK_ERR_NO_MEMORY;
-    *out = buf;
-    *out_len = w.len;
-    return TK_OK;
+    put_uint(r, 4, s->contributors);
+    put_uint(r, 5, suppressed);
+    flush_part(r);
 }
 
 /* Final output: the sealed, signed result. */
@@ -591,36 +642,37 @@ static int emit_result(struct tk_call *c, struct tk_session *s)
 {
     const struct tk_plan *p = &s->plan;
     struct tk_token *tk = c->tk;
-    uint8_t *plain = NULL, *sealed, sig[64], h[32], parts_n[8];
-    size_t plain_len = 0, sealed_len, result_len, k;
+    struct result_writer r;
+    uint8_t sig[64], h[32], parts_n[8];
+    size_t result_len, k;
     int rc;
 
     if (s->contributors < p->min_participants)
         return TK_ERR_TOO_FEW;
-    if ((rc = build_result(&plain, &plain_len, s, c->arena)) != TK_OK)
-        return rc;
-    sealed_len = plain_len + crypto_box_SEALBYTES;
-    result_len = tk_field_len(1, TK_QUERY_ID_LEN) + tk_field_len(2, sealed_len) + 1 +
-                 tk_varint_len(s->contributors) + tk_field_len(4, tk->cert_len) +
-                 tk_field_len(5, sizeof sig);
+    memset(&r, 0, sizeof r);
+    r.s = s;
+    r.buf = tk_arena_scratch(c->arena, TK_RESULT_PART);
+    if (r.buf == NULL)
+        return TK_ERR_NO_MEMORY;
+    write_result(&r); /* measure */
+    if (r.rc != TK_OK)
+        return r.rc;
+    result_len = tk_field_len(1, TK_QUERY_ID_LEN) + r.total + 1 + tk_varint_len(s->contributors) +
+                 tk_field_len(4, tk->cert_len) + tk_field_len(5, sizeof sig);
     /* AggOutput { result (2): SealedResult } as TokenResponse.output (7). */
     tk_w_open(c->out, 7, tk_field_len(2, result_len));
     tk_w_open(c->out, 2, result_len);
     tk_w_bytes(c->out, 1, p->query_id, TK_QUERY_ID_LEN);
-    tk_w_open(c->out, 2, sealed_len);
-    sealed = tk_w_reserve(c->out, sealed_len);
-    if (sealed == NULL) {
-        sodium_memzero(plain, plain_len);
+    r.out = c->out;
+    crypto_generichash_init(&r.digest, NULL, 0, sizeof h);
+    write_result(&r); /* seal and write */
+    if (r.rc != TK_OK)
+        return r.rc;
+    if (c->out->overflow)
         return TK_ERR_RESPONSE_SPACE;
-    }
-    rc = crypto_box_seal(sealed, plain, plain_len, p->researcher_box_pk) == 0 ? TK_OK
-                                                                              : TK_ERR_RANDOM;
-    sodium_memzero(plain, plain_len);
-    if (rc != TK_OK)
-        return rc;
+    crypto_generichash_final(&r.digest, h, sizeof h);
     tk_w_uint(c->out, 3, s->contributors);
     tk_w_bytes(c->out, 4, tk->cert, tk->cert_len);
-    crypto_generichash(h, sizeof h, sealed, sealed_len, NULL, 0);
     for (k = 0; k < 8; k++)
         parts_n[k] = (uint8_t)(s->contributors >> (8 * k));
     {

@@ -22,6 +22,21 @@ void tk_query_id(uint8_t out[TK_QUERY_ID_LEN], const uint8_t *plan, size_t plan_
     crypto_generichash(out, TK_QUERY_ID_LEN, plan, plan_len, NULL, 0);
 }
 
+void tk_result_digest(uint8_t out[32], const uint8_t *const *parts, const size_t *lens, size_t n)
+{
+    crypto_generichash_state st;
+    uint8_t len_le[8];
+    size_t i, k;
+    crypto_generichash_init(&st, NULL, 0, 32);
+    for (i = 0; i < n; i++) {
+        for (k = 0; k < 8; k++)
+            len_le[k] = (uint8_t)((uint64_t)lens[i] >> (8 * k));
+        crypto_generichash_update(&st, len_le, sizeof len_le);
+        crypto_generichash_update(&st, parts[i], lens[i]);
+    }
+    crypto_generichash_final(&st, out, 32);
+}
+
 void tk_query_keys(struct tk_query_keys *k, const uint8_t group_secret[32],
                    const uint8_t query_id[TK_QUERY_ID_LEN])
 {

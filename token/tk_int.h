@@ -45,6 +45,7 @@
 #define TK_MAX_GROUPS 65536u     /* max_groups */
 #define TK_RECORD_MAX 8192u      /* plaintext of one store record */
 #define TK_CHUNK_PLAIN_MAX 4096u /* plaintext of one partial chunk */
+#define TK_RESULT_PART 4096u     /* plaintext of one sealed part of a result */
 #define TK_MAX_CHUNKS 4096u
 #define TK_KEY_LEN 20u /* contribution key: pseudonym (16) || chunk (4, big-endian) */
 #define TK_GROUP_KEY_MAX (TK_MAX_GROUP_COLS * (2u + TK_TEXT_MAX))

@@ -210,14 +210,11 @@ static int layout(struct tk_plan *p)
      * keys (counted at 24 bytes each): its state and HAVING program, the
      * group table and its keys, and then the larger of what a feed needs
      * (a chunk, decrypted in place, and one decoded group at a time) and
-     * what the final result needs (each row: its key and at most 18 bytes
-     * per value).
+     * what the final result needs (one part of it at a time).
      */
     {
-        size_t width = (size_t)p->n_group + p->n_aggs;
         size_t feed = p->chunk_plain_len + 4096;
-        size_t result =
-            64 + width * (2 * TK_NAME_MAX + 48) + (size_t)p->max_groups * (8 + 24 + width * 18);
+        size_t result = TK_RESULT_PART + 4096;
         p->aggregate_ram = tk_session_size() + (size_t)p->n_having * sizeof(struct tk_instr) +
                            tk_groups_size(p->max_groups, p->n_aggs) + (size_t)p->max_groups * 24 +
                            (feed > result ? feed : result);

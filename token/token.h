@@ -179,6 +179,10 @@ int tk_cert_verify(struct tk_cert_info *out, const uint8_t *cert, size_t cert_le
                    const uint8_t issuer_pk[TK_PK_LEN], int64_t now, uint8_t *scratch,
                    size_t scratch_len);
 
+/* The digest a result signature covers: BLAKE2b-256 of the sealed parts in
+ * order, each preceded by its length as 8 bytes little-endian. */
+void tk_result_digest(uint8_t out[32], const uint8_t *const *parts, const size_t *lens, size_t n);
+
 /* The query id of a plan: BLAKE2b-256 of the serialized Plan bytes. */
 void tk_query_id(uint8_t out[TK_QUERY_ID_LEN], const uint8_t *plan, size_t plan_len);
 
