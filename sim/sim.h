@@ -34,6 +34,7 @@ struct sim_config {
     unsigned threads;     /* worker threads; 0: one per CPU */
     uint32_t latency_ms;  /* one-way network latency, virtual */
     int progress;         /* draw a progress bar on stderr */
+    int keep_artifacts;   /* keep the sealed result and the researcher's keys (tests) */
 };
 
 void sim_config_default(struct sim_config *cfg);
@@ -65,6 +66,15 @@ struct sim_report {
     double rest_bytes_per_token; /* resident memory per token at rest */
     size_t token_state_bytes;    /* sizeof(struct tk_token) */
     unsigned threads;
+
+    /* With keep_artifacts: what the researcher holds (malloc'd; wiped by
+     * sim_report_free). */
+    uint8_t *sealed_result;
+    size_t sealed_result_len;
+    uint8_t *signed_plan;
+    size_t signed_plan_len;
+    struct qr_identity researcher;
+    uint8_t manufacturer_pk[32];
 };
 
 /* Run a whole simulated study. Returns 0 when it ran (whatever the verdict;

@@ -918,6 +918,18 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
         size_t sealed_len;
         const uint8_t(*mfr)[32] = (const uint8_t(*)[32])s.manufacturer.sign_pk;
         qr_coord_result(c, &sealed, &sealed_len);
+        if (cfg->keep_artifacts) {
+            rep->sealed_result = malloc(sealed_len ? sealed_len : 1);
+            rep->signed_plan = malloc(s.signed_plan_len);
+            if (rep->sealed_result != NULL && rep->signed_plan != NULL) {
+                memcpy(rep->sealed_result, sealed, sealed_len);
+                rep->sealed_result_len = sealed_len;
+                memcpy(rep->signed_plan, s.signed_plan, s.signed_plan_len);
+                rep->signed_plan_len = s.signed_plan_len;
+                rep->researcher = s.researcher;
+                memcpy(rep->manufacturer_pk, s.manufacturer.sign_pk, 32);
+            }
+        }
         rc = qr_result_open(&rep->result, sealed, sealed_len, s.signed_plan, s.signed_plan_len,
                             &s.researcher, mfr, 1, vnow / 1000);
         if (rc != 0) {
@@ -1000,6 +1012,9 @@ out:
 
 void sim_report_free(struct sim_report *rep)
 {
+    free(rep->sealed_result);
+    free(rep->signed_plan);
+    qr_identity_wipe(&rep->researcher);
     qr_result_free(&rep->result);
     qr_result_free(&rep->truth);
     free(rep->diff);

@@ -514,10 +514,10 @@ static void agg_label(char *out, size_t cap, const struct tk_plan *p, uint32_t i
  */
 struct result_writer {
     struct tk_session *s;
-    uint8_t *buf;           /* one part's plaintext */
+    uint8_t *buf; /* one part's plaintext */
     struct tk_wbuf part;
-    struct tk_wbuf *out;    /* NULL while measuring */
-    size_t total;           /* bytes of the sealed parts' fields */
+    struct tk_wbuf *out; /* NULL while measuring */
+    size_t total;        /* bytes of the sealed parts' fields */
     crypto_generichash_state digest;
     int rc;
 };
