@@ -55,12 +55,15 @@ static uint8_t *altered(size_t *len, void (*change)(Cohort__SealedResult *))
     Cohort__SealedResult *sr =
         cohort__sealed_result__unpack(NULL, rep.sealed_result_len, rep.sealed_result);
     uint8_t *out;
+    size_t parts;
     assert_non_null(sr);
+    parts = sr->n_sealed;
     change(sr);
     *len = cohort__sealed_result__get_packed_size(sr);
     out = malloc(*len + 1);
     assert_non_null(out);
     cohort__sealed_result__pack(sr, out);
+    sr->n_sealed = parts; /* so that every part is freed */
     cohort__sealed_result__free_unpacked(sr, NULL);
     return out;
 }
