@@ -93,6 +93,7 @@ int qr_codec_plan_info(struct qr_plan_info *out, const uint8_t *signed_plan, siz
     tk_query_id(out->query_id, sp->plan.data, sp->plan.len);
     out->size = plan->size;
     out->deadline = plan->deadline;
+    out->expires_at = plan->expires_at;
     out->tuples_per_participant = plan->tuples_per_participant;
     out->min_participants = plan->privacy ? plan->privacy->min_participants : 0;
 

@@ -954,6 +954,12 @@ void qr_coord_tick(qr_coord *c, int64_t now_ms)
         return;
     if (c->st.state == QR_COLLECTING && now_ms / 1000 >= c->plan.deadline)
         close_collection(c);
+    /* Past the plan's expiry no token will do its work: say so, and stop. */
+    if ((c->st.state == QR_COLLECTING || c->st.state == QR_AGGREGATING) &&
+        now_ms / 1000 > c->plan.expires_at) {
+        fail_msg(c, QR_ERR_FAILED, "the plan expired before the study finished");
+        return;
+    }
     if (c->st.state == QR_AGGREGATING)
         expire_tasks(c, now_ms);
 }

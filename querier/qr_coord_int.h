@@ -52,8 +52,9 @@
 /* What the coordinator needs of a SignedPlan. */
 struct qr_plan_info {
     uint8_t query_id[QR_QUERY_ID_LEN];
-    uint64_t size;    /* 0: deadline only */
-    int64_t deadline; /* Unix seconds */
+    uint64_t size;      /* 0: deadline only */
+    int64_t deadline;   /* Unix seconds */
+    int64_t expires_at; /* Unix seconds: tokens refuse the plan's work after it */
     uint32_t tuples_per_participant;
     uint32_t min_participants;
 };

@@ -613,6 +613,27 @@ static void collection_closes_at_the_deadline_on_tick(void **state)
     fx_done(&f);
 }
 
+static void a_study_still_running_when_its_plan_expires_fails_with_a_message(void **state)
+{
+    struct fx f;
+    const uint8_t *res;
+    size_t res_len;
+
+    (void)state;
+    fx_init(&f, 0, 1, 0, NULL);
+    upload_ok(&f, NOW_MS, 1, 1, 0);
+    qr_coord_tick(f.c, (int64_t)DEADLINE_S * 1000);
+    assert_int_equal(stats(&f).state, QR_AGGREGATING);
+    qr_coord_tick(f.c, (int64_t)(DEADLINE_S + 86400) * 1000 + 999);
+    assert_int_equal(stats(&f).state, QR_AGGREGATING);
+    qr_coord_tick(f.c, (int64_t)(DEADLINE_S + 86401) * 1000);
+    assert_int_equal(stats(&f).state, QR_FAILED);
+    assert_int_equal(stats(&f).failure, QR_ERR_FAILED);
+    assert_string_equal(stats(&f).failure_msg, "the plan expired before the study finished");
+    assert_int_equal(qr_coord_result(f.c, &res, &res_len), QR_ERR_FAILED);
+    fx_done(&f);
+}
+
 static void an_upload_after_the_deadline_is_refused_even_without_a_tick(void **state)
 {
     struct fx f;
@@ -1391,6 +1412,7 @@ int main(void)
         cmocka_unit_test(collection_closes_when_size_contributions_are_in),
         cmocka_unit_test(collection_closes_at_the_deadline_on_tick),
         cmocka_unit_test(an_upload_after_the_deadline_is_refused_even_without_a_tick),
+        cmocka_unit_test(a_study_still_running_when_its_plan_expires_fails_with_a_message),
         cmocka_unit_test(too_few_contributions_fail_the_query_with_a_message),
         cmocka_unit_test(partitions_follow_the_reference_layout_level_by_level_to_a_final_result),
         cmocka_unit_test(a_late_task_goes_to_another_token_and_the_late_result_still_counts_once),
