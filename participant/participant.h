@@ -26,7 +26,6 @@ enum pt_error {
     PT_ERR_NOMEM = -1,
     PT_ERR_MALFORMED = -2, /* a reply from the service that does not decode */
     PT_ERR_SERVICE = -3,   /* the service answered with an error status */
-    PT_ERR_TOKEN = -4,     /* the token refused; see the token status */
     PT_ERR_LINK = -5,      /* the token link failed */
     PT_ERR_TOO_LARGE = -6,
 };
@@ -97,9 +96,5 @@ int pt_agent_work_request(struct pt_agent *ag, uint8_t **req, size_t *req_len);
  */
 int pt_agent_handle(struct pt_agent *ag, int64_t now, const uint8_t *reply, size_t reply_len,
                     enum pt_action *action, uint8_t **next, size_t *next_len);
-
-/* One token call with a TokenRequest built from its parts (helper for shells). */
-int pt_token_call(const struct pt_link *link, const uint8_t *req, size_t req_len,
-                  const uint8_t **resp, size_t *resp_len, int *token_status);
 
 #endif

@@ -31,8 +31,6 @@ const char *pt_strerror(int code)
         return "malformed reply from the service";
     case PT_ERR_SERVICE:
         return "the service answered with an error";
-    case PT_ERR_TOKEN:
-        return "the token refused the request";
     case PT_ERR_LINK:
         return "the token link failed";
     case PT_ERR_TOO_LARGE:
@@ -59,20 +57,6 @@ static int pack(const ProtobufCMessage *m, uint8_t **out, size_t *len)
     protobuf_c_message_pack(m, p);
     *out = p;
     *len = n;
-    return PT_OK;
-}
-
-int pt_token_call(const struct pt_link *link, const uint8_t *req, size_t req_len,
-                  const uint8_t **resp, size_t *resp_len, int *token_status)
-{
-    Cohort__TokenResponse *r;
-    if (link->transact(link->ctx, req, req_len, resp, resp_len) != 0)
-        return PT_ERR_LINK;
-    r = cohort__token_response__unpack(NULL, *resp_len, *resp);
-    if (r == NULL)
-        return PT_ERR_LINK;
-    *token_status = r->status;
-    cohort__token_response__free_unpacked(r, NULL);
     return PT_OK;
 }
 

@@ -57,6 +57,22 @@ void qr_identity_wipe(struct qr_identity *id)
  * sig = Ed25519(sk, prefix || body). The two are copied into one message:
  * Ed25519 (not Ed25519ph) signs the whole message at once.
  */
+/* Pack m into a fresh malloc'd buffer of at most max bytes. */
+static int pack_bounded(uint8_t **out, size_t *out_len, const ProtobufCMessage *m, size_t max)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf;
+    if (n > max)
+        return QR_ERR_TOO_LARGE;
+    buf = malloc(n ? n : 1);
+    if (buf == NULL)
+        return QR_ERR_NOMEM;
+    protobuf_c_message_pack(m, buf);
+    *out = buf;
+    *out_len = n;
+    return 0;
+}
+
 static int sign_prefixed(uint8_t sig[QR_SIG_LEN], const uint8_t sk[crypto_sign_SECRETKEYBYTES],
                          const char *prefix, const uint8_t *body, size_t body_len)
 {
@@ -95,8 +111,8 @@ int qr_cert_issue(uint8_t **cert, size_t *cert_len, const struct qr_identity *is
     Cohort__Scope sc = COHORT__SCOPE__INIT;
     Cohort__Certificate c = COHORT__CERTIFICATE__INIT;
     uint8_t sig[QR_SIG_LEN];
-    uint8_t *body_buf = NULL, *out = NULL;
-    size_t body_len, out_len, subject_len;
+    uint8_t *body_buf = NULL;
+    size_t body_len, subject_len;
     int rc;
 
     if (cert == NULL || cert_len == NULL)
@@ -158,20 +174,8 @@ int qr_cert_issue(uint8_t **cert, size_t *cert_len, const struct qr_identity *is
     c.body.len = body_len;
     c.signature.data = sig;
     c.signature.len = sizeof sig;
-    out_len = cohort__certificate__get_packed_size(&c);
     /* A token keeps its device certificate in TK_CERT_MAX bytes. */
-    if (out_len > (role == QR_ROLE_TOKEN ? TK_CERT_MAX : QR_CERT_MAX)) {
-        rc = QR_ERR_TOO_LARGE;
-        goto cleanup;
-    }
-    out = malloc(out_len);
-    if (out == NULL) {
-        rc = QR_ERR_NOMEM;
-        goto cleanup;
-    }
-    cohort__certificate__pack(&c, out);
-    *cert = out;
-    *cert_len = out_len;
+    rc = pack_bounded(cert, cert_len, &c.base, role == QR_ROLE_TOKEN ? TK_CERT_MAX : QR_CERT_MAX);
 
 cleanup:
     free(body_buf);
@@ -241,8 +245,7 @@ int qr_plan_sign(uint8_t **signed_plan, size_t *len, const uint8_t *plan, size_t
     Cohort__Certificate **certs = NULL;
     Cohort__CertBody *first = NULL;
     uint8_t sig[QR_SIG_LEN];
-    uint8_t *out = NULL;
-    size_t out_len, i, n_certs = 0;
+    size_t i, n_certs = 0;
     int rc = 0;
 
     if (signed_plan == NULL || len == NULL)
@@ -304,19 +307,7 @@ int qr_plan_sign(uint8_t **signed_plan, size_t *len, const uint8_t *plan, size_t
     sp.signature.len = sizeof sig;
     sp.n_chain = n_chain;
     sp.chain = certs;
-    out_len = cohort__signed_plan__get_packed_size(&sp);
-    if (out_len > QR_SIGNED_PLAN_MAX) {
-        rc = QR_ERR_TOO_LARGE;
-        goto cleanup;
-    }
-    out = malloc(out_len);
-    if (out == NULL) {
-        rc = QR_ERR_NOMEM;
-        goto cleanup;
-    }
-    cohort__signed_plan__pack(&sp, out);
-    *signed_plan = out;
-    *len = out_len;
+    rc = pack_bounded(signed_plan, len, &sp.base, QR_SIGNED_PLAN_MAX);
 
 cleanup:
     cohort__cert_body__free_unpacked(first, NULL);

@@ -102,6 +102,18 @@ const char *sim_region_name(unsigned region);
 /* The age_band column: "18-29", "30-39", ..., "70-79", "80+". */
 const char *sim_age_band(int64_t age);
 
+/* One cell of a row: the value of a `health` column, as the owner's token
+ * holds it (type is a qr_type; QR_NULL for a missing measurement or an
+ * unknown column). Text points into static storage. */
+struct sim_cell {
+    enum qr_type type;
+    int64_t i;
+    unsigned scale;
+    const char *s;
+    size_t len;
+};
+void sim_row_cell(struct sim_cell *out, const struct sim_row *r, const char *column);
+
 /* Stateless seeded randomness. */
 uint64_t sim_mix(uint64_t x);
 double sim_uniform(uint64_t *state); /* [0, 1) */

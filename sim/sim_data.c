@@ -138,3 +138,39 @@ size_t sim_data_rows(struct sim_row rows[SIM_ROWS_MAX], uint64_t seed, uint64_t 
     }
     return n;
 }
+
+void sim_row_cell(struct sim_cell *c, const struct sim_row *r, const char *col)
+{
+    memset(c, 0, sizeof *c);
+    if (strcmp(col, "participant") == 0) {
+        c->type = QR_INT;
+        c->i = r->participant;
+    } else if (strcmp(col, "age") == 0) {
+        c->type = QR_INT;
+        c->i = r->age;
+    } else if (strcmp(col, "age_band") == 0) {
+        c->type = QR_TEXT;
+        c->s = sim_age_band(r->age);
+    } else if (strcmp(col, "sex") == 0) {
+        c->type = QR_TEXT;
+        c->s = r->sex == 'F' ? "F" : "M";
+    } else if (strcmp(col, "region") == 0) {
+        c->type = QR_TEXT;
+        c->s = sim_region_name(r->region);
+    } else if (strcmp(col, "date") == 0) {
+        c->type = QR_DATE;
+        c->i = r->date;
+    } else if (strcmp(col, "steps") == 0 && !r->null_steps) {
+        c->type = QR_INT;
+        c->i = r->steps;
+    } else if (strcmp(col, "heart_rate") == 0 && !r->null_heart_rate) {
+        c->type = QR_INT;
+        c->i = r->heart_rate;
+    } else if (strcmp(col, "weight") == 0 && !r->null_weight) {
+        c->type = QR_DECIMAL;
+        c->i = r->weight;
+        c->scale = 1;
+    }
+    if (c->s != NULL)
+        c->len = strlen(c->s);
+}

@@ -294,43 +294,17 @@ static Cohort__TableSchema *health_schema(void)
     return &schema;
 }
 
+/* A row's cell as the wire's Value (pointing into the cell's static text). */
 static void set_value(Cohort__Value *v, const struct sim_row *r, const char *col)
 {
+    struct sim_cell c;
+    sim_row_cell(&c, r, col);
     cohort__value__init(v);
-    if (strcmp(col, "participant") == 0) {
-        v->type = COHORT__VALUE_TYPE__VT_INT;
-        v->i = r->participant;
-    } else if (strcmp(col, "age") == 0) {
-        v->type = COHORT__VALUE_TYPE__VT_INT;
-        v->i = r->age;
-    } else if (strcmp(col, "age_band") == 0) {
-        const char *band = sim_age_band(r->age);
-        v->type = COHORT__VALUE_TYPE__VT_TEXT;
-        v->s.data = (uint8_t *)(uintptr_t)band;
-        v->s.len = strlen(band);
-    } else if (strcmp(col, "sex") == 0) {
-        v->type = COHORT__VALUE_TYPE__VT_TEXT;
-        v->s.data = (uint8_t *)(r->sex == 'F' ? "F" : "M");
-        v->s.len = 1;
-    } else if (strcmp(col, "region") == 0) {
-        const char *name = sim_region_name(r->region);
-        v->type = COHORT__VALUE_TYPE__VT_TEXT;
-        v->s.data = (uint8_t *)(uintptr_t)name;
-        v->s.len = strlen(name);
-    } else if (strcmp(col, "date") == 0) {
-        v->type = COHORT__VALUE_TYPE__VT_DATE;
-        v->i = r->date;
-    } else if (strcmp(col, "steps") == 0 && !r->null_steps) {
-        v->type = COHORT__VALUE_TYPE__VT_INT;
-        v->i = r->steps;
-    } else if (strcmp(col, "heart_rate") == 0 && !r->null_heart_rate) {
-        v->type = COHORT__VALUE_TYPE__VT_INT;
-        v->i = r->heart_rate;
-    } else if (strcmp(col, "weight") == 0 && !r->null_weight) {
-        v->type = COHORT__VALUE_TYPE__VT_DECIMAL;
-        v->i = r->weight;
-        v->scale = 1;
-    }
+    v->type = (Cohort__ValueType)c.type;
+    v->i = c.i;
+    v->scale = c.scale;
+    v->s.data = (uint8_t *)(uintptr_t)c.s;
+    v->s.len = c.len;
 }
 
 struct slice_ctx {

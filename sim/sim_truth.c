@@ -209,39 +209,14 @@ static int run(Cohort__Instr *const *prog, size_t n, lookup_fn col, lookup_fn ag
 /* A row's value for a health column, by name. */
 static struct tv row_value(const struct sim_row *r, const char *name)
 {
+    struct sim_cell c;
     struct tv t = {0};
-    if (strcmp(name, "participant") == 0) {
-        t.type = T_INT;
-        t.i = r->participant;
-    } else if (strcmp(name, "age") == 0) {
-        t.type = T_INT;
-        t.i = r->age;
-    } else if (strcmp(name, "age_band") == 0) {
-        t.type = T_TEXT;
-        t.s = sim_age_band(r->age);
-        t.len = strlen(t.s);
-    } else if (strcmp(name, "sex") == 0) {
-        t.type = T_TEXT;
-        t.s = r->sex == 'F' ? "F" : "M";
-        t.len = 1;
-    } else if (strcmp(name, "region") == 0) {
-        t.type = T_TEXT;
-        t.s = sim_region_name(r->region);
-        t.len = strlen(t.s);
-    } else if (strcmp(name, "date") == 0) {
-        t.type = T_DATE;
-        t.i = r->date;
-    } else if (strcmp(name, "steps") == 0 && !r->null_steps) {
-        t.type = T_INT;
-        t.i = r->steps;
-    } else if (strcmp(name, "heart_rate") == 0 && !r->null_heart_rate) {
-        t.type = T_INT;
-        t.i = r->heart_rate;
-    } else if (strcmp(name, "weight") == 0 && !r->null_weight) {
-        t.type = T_DEC;
-        t.i = r->weight;
-        t.scale = 1;
-    }
+    sim_row_cell(&c, r, name);
+    t.type = (int)c.type;
+    t.i = c.i;
+    t.scale = c.scale;
+    t.s = c.s;
+    t.len = c.len;
     return t;
 }
 

@@ -146,16 +146,6 @@ int tk_sign_parts(uint8_t sig[64], const uint8_t sk[64], const char *prefix,
     return TK_OK;
 }
 
-int tk_verify_parts(const uint8_t sig[64], const uint8_t pk[32], const char *prefix,
-                    const uint8_t *const *parts, const size_t *lens, size_t n)
-{
-    uint8_t buf[TK_SIGN_BUF];
-    size_t len = join(buf, prefix, parts, lens, n);
-    if (len == 0)
-        return TK_ERR_TOO_LARGE;
-    return crypto_sign_verify_detached(sig, buf, len, pk) == 0 ? TK_OK : TK_ERR_BAD_SIGNATURE;
-}
-
 static size_t direct_message(uint8_t *buf, size_t cap, const char *prefix, const uint8_t *part,
                              size_t len)
 {

@@ -105,8 +105,6 @@ struct tk_wfield {
 };
 /* Next field of buf at *pos: 1 if one was read, 0 at the end, <0 on error. */
 int tk_wire_next(const uint8_t *buf, size_t len, size_t *pos, struct tk_wfield *f);
-/* Walk the top level of a message checking that no field runs past the end. */
-int tk_wire_check(const uint8_t *buf, size_t len);
 
 /* ------------------------------------------------------------ values */
 
@@ -220,8 +218,6 @@ int tk_cert_check(Cohort__CertBody **body, struct tk_arena *a, const Cohort__Cer
 /* Sign "prefix || parts..." with the device key. */
 int tk_sign_parts(uint8_t sig[64], const uint8_t sk[64], const char *prefix,
                   const uint8_t *const *parts, const size_t *lens, size_t n);
-int tk_verify_parts(const uint8_t sig[64], const uint8_t pk[32], const char *prefix,
-                    const uint8_t *const *parts, const size_t *lens, size_t n);
 /* Verify sig over prefix || msg (msg of any size; copied into scratch). */
 int tk_verify_signed(struct tk_arena *a, const uint8_t sig[64], const uint8_t pk[32],
                      const char *prefix, const uint8_t *msg, size_t len);

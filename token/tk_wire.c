@@ -170,13 +170,3 @@ int tk_wire_next(const uint8_t *buf, size_t len, size_t *pos, struct tk_wfield *
         return TK_ERR_MALFORMED;
     }
 }
-
-int tk_wire_check(const uint8_t *buf, size_t len)
-{
-    size_t pos = 0;
-    struct tk_wfield f;
-    int rc;
-    while ((rc = tk_wire_next(buf, len, &pos, &f)) == 1)
-        ;
-    return rc;
-}
