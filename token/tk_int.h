@@ -293,6 +293,47 @@ int tk_agg_merge(struct tk_agg_state *into, const struct tk_agg_state *from, uin
 int tk_frame_pack(uint8_t *out, size_t frame_len, const ProtobufCMessage *m);
 int tk_frame_body(const uint8_t **body, size_t *body_len, const uint8_t *frame, size_t frame_len);
 
+/* --------------------------------------------------------- log store */
+
+/*
+ * The log (tk_log.c): authenticated, encrypted, hash-chained records on the
+ * host's flash. Appends go to tk->work; tk_log_commit makes them durable
+ * and moves tk->log up to tk->work (sync the flash, save the image with the
+ * next counter value, advance the monotonic counter); tk_log_abort forgets
+ * whatever was appended since the last commit (the bytes are cut off before
+ * the next append). Nothing appended is visible to the owner or a study
+ * before its commit returns 0.
+ */
+#define TK_RECORD_MAX_PLAIN TK_RECORD_MAX
+int tk_log_append(struct tk_token *tk, struct tk_arena *a, const Cohort__StoreRecord *rec);
+int tk_log_commit(struct tk_token *tk, struct tk_arena *a);
+void tk_log_abort(struct tk_token *tk);
+
+/*
+ * Stream every committed record (plus, when include_work, those appended
+ * since) through fn, one at a time: each record's plaintext is decrypted
+ * into arena scratch, checked against its place in the hash chain, and
+ * released before the next. At the end the chain head must match the
+ * image's: a scan that returns 0 has seen exactly the committed log. A
+ * failed check is TK_ERR_TAMPERED (and sets tk->tampered); fn's non-zero
+ * return stops the scan and is returned.
+ */
+typedef int (*tk_record_fn)(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
+                            uint64_t index);
+int tk_log_scan(struct tk_token *tk, struct tk_arena *a, bool include_work, tk_record_fn fn,
+                void *ctx);
+
+/*
+ * Compaction: write a new segment with the records keep() keeps (each
+ * record's plaintext; keep sets *drop, or writes a replacement record into
+ * *repl, which it builds in scratch), commit it, then remove the old
+ * segment. The old segment is the only copy until the commit: a crash at
+ * any point leaves either the old log or the new one.
+ */
+typedef int (*tk_keep_fn)(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
+                          bool *drop, Cohort__StoreRecord **repl);
+int tk_log_rewrite(struct tk_token *tk, struct tk_arena *a, tk_keep_fn keep, void *ctx);
+
 /* ------------------------------------------------------------ tables */
 
 int tk_table_load(struct tk_token *tk, struct tk_arena *a, const Cohort__LoadTable *req);

@@ -29,6 +29,7 @@
 #ifndef COHORT_TOKEN_H
 #define COHORT_TOKEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -63,10 +64,15 @@ enum tk_error {
     TK_ERR_UNSUPPORTED = -26,     /* a feature this token does not implement */
     TK_ERR_OVERFLOW = -27,        /* an aggregate that overflows int64 */
     TK_ERR_SCHEMA = -28,          /* rows that do not match their table */
-    TK_ERR_STORE = -29,           /* the host store failed or was tampered with */
+    TK_ERR_STORE = -29,           /* the host flash failed (I/O) */
     TK_ERR_RANDOM = -30,          /* internal: randomness or crypto failure */
+    TK_ERR_TAMPERED = -31,        /* the flash or secure image failed its integrity check */
+    TK_ERR_ROLLBACK = -32,        /* the secure image is older than the monotonic counter */
+    TK_ERR_POLICY = -33,          /* the owner's consent policy refuses the plan */
+    TK_ERR_BUDGET = -34,          /* the owner's privacy budget would be exceeded */
+    TK_ERR_NOT_FOUND = -35,       /* no such table or row */
 };
-#define TK_ERR_LAST TK_ERR_RANDOM
+#define TK_ERR_LAST TK_ERR_NOT_FOUND
 
 /* Sizes and limits. */
 #define TK_ARENA_DEFAULT (64u * 1024u)
@@ -83,16 +89,38 @@ enum tk_error {
 #define TK_PK_LEN 32u
 
 /*
- * The host store: an append/read interface over untrusted memory or flash.
- * append() returns 0 or negative; read() returns 0 when all n bytes were
- * read; size() is the number of bytes appended so far. The token writes
- * only authenticated ciphertext here.
+ * The flash: untrusted storage the host provides, as numbered append-only
+ * segments of bytes (a file each for a software token, memory in the
+ * simulator). The token writes only authenticated ciphertext there and
+ * trusts nothing it reads back. Every function returns 0 or a negative
+ * value (any failure). size() of a missing segment is 0; remove() of a
+ * missing segment succeeds; sync() makes what was appended durable (NULL
+ * when the flash is memory).
  */
-struct tk_store {
+struct tk_flash {
     void *ctx;
-    int (*append)(void *ctx, const uint8_t *data, size_t n);
-    int (*read)(void *ctx, uint64_t off, uint8_t *out, size_t n);
-    uint64_t (*size)(void *ctx);
+    int (*append)(void *ctx, uint32_t seg, const uint8_t *data, size_t n);
+    int (*read)(void *ctx, uint32_t seg, uint64_t off, uint8_t *out, size_t n);
+    int (*size)(void *ctx, uint32_t seg, uint64_t *size);
+    int (*truncate)(void *ctx, uint32_t seg, uint64_t size);
+    int (*sync)(void *ctx, uint32_t seg);
+    int (*remove)(void *ctx, uint32_t seg);
+};
+
+/*
+ * The chip's own memory, as the host provides it. A real token keeps its
+ * state image and a monotonic counter inside the chip; a software token
+ * stands them in with two small files, the simulator with memory.
+ * save() replaces the saved image atomically and durably (NULL: the image
+ * is not kept anywhere but in struct tk_token, as in the simulator).
+ * counter_get/counter_set read and advance the monotonic counter (NULL:
+ * no counter, as in the simulator); counter_set never lowers it.
+ */
+struct tk_secure {
+    void *ctx;
+    int (*save)(void *ctx, const uint8_t *image, size_t n);
+    int (*counter_get)(void *ctx, uint64_t *value);
+    int (*counter_set)(void *ctx, uint64_t value);
 };
 
 struct tk_replay_slot {
@@ -104,6 +132,14 @@ struct tk_replay_slot {
 struct tk_plan_slot {
     uint8_t digest[32]; /* of the exact SignedPlan bytes verified */
     int64_t expires_at;
+};
+
+/* Where the log stands: segment, bytes and records, and hash-chain head. */
+struct tk_log_state {
+    uint32_t segment;
+    uint64_t length;
+    uint64_t records;
+    uint8_t head[32];
 };
 
 /* The token's state at rest. Private: use only through the functions below. */
@@ -125,19 +161,52 @@ struct tk_token {
     struct tk_plan_slot plans[TK_PLAN_CACHE];
     uint32_t plan_next;
     uint8_t session[TK_SESSION_ID_LEN]; /* open aggregation session, or zeros */
-    uint32_t store_records;
-    struct tk_store store;
+    struct tk_log_state log;            /* what is committed */
+    struct tk_log_state work;           /* what is appended, committed or not */
+    uint64_t counter;                   /* of the last committed image */
+    uint64_t next_row_id;
+    uint64_t audit_seq;
+    double epsilon_spent;
+    bool tampered; /* the flash failed a check: refuse to answer from it */
+    bool batch_open; /* a LoadTable batch with `more` is pending */
+    struct tk_flash flash;
+    struct tk_secure secure;
 };
 
 /* Initialise libsodium once per process. Returns 0 or TK_ERR_RANDOM. */
 int tk_library_init(void);
 
 /*
- * Make a blank token (not provisioned) over the given store, which must be
- * empty. The caller owns tk and the store; tk_token_wipe() erases the
- * secrets before the memory is reused.
+ * Make a new token over an empty flash: its storage keys are generated
+ * inside, an empty log is started in segment 0 and the first image is
+ * committed (saved, counter set to 1). The caller owns tk, the flash and
+ * the secure memory; tk_token_wipe() erases the secrets before the memory
+ * is reused. Returns 0, TK_ERR_STORE (the flash is not empty or failed) or
+ * TK_ERR_MALFORMED (a missing interface).
  */
-int tk_token_init(struct tk_token *tk, const struct tk_store *store);
+int tk_token_init(struct tk_token *tk, const struct tk_flash *flash, const struct tk_secure *secure,
+                  uint8_t *arena, size_t arena_len);
+
+/*
+ * Reopen a token from its saved image. Checks the image's digest
+ * (TK_ERR_TAMPERED), its counter against the monotonic counter
+ * (TK_ERR_ROLLBACK when the image is older; an image exactly one ahead
+ * finishes a commit that was interrupted), then reads the whole log
+ * through the arena and checks every record and the hash chain against
+ * the image (TK_ERR_TAMPERED: truncated, reordered, substituted,
+ * duplicated or rolled-back flash). Bytes past the committed end are an
+ * interrupted write: they are cut off. Segments other than the live one
+ * are removed (an interrupted compaction).
+ */
+int tk_token_open(struct tk_token *tk, const uint8_t *image, size_t image_len,
+                  const struct tk_flash *flash, const struct tk_secure *secure, uint8_t *arena,
+                  size_t arena_len);
+
+/* The current image, as save() last received it (for tests and hosts
+ * without save()). Returns 0 or TK_ERR_RESPONSE_SPACE. */
+int tk_token_image(const struct tk_token *tk, uint8_t *out, size_t cap, size_t *len);
+#define TK_IMAGE_MAX 2048u
+
 void tk_token_wipe(struct tk_token *tk);
 
 /*
