@@ -149,11 +149,35 @@ static size_t group_key_max(const struct tk_plan *p)
     return n;
 }
 
+/*
+ * A verified plan the token will not contribute to: log why (once per query
+ * and reason), then fail with that status. A failing flash cannot log, and
+ * is reported as itself.
+ */
+static int refuse(struct tk_call *c, const struct tk_plan *plan, const struct tk_admission *adm,
+                  int status)
+{
+    int rc;
+    if (status == TK_ERR_TAMPERED || status == TK_ERR_STORE)
+        return status;
+    if (c->reason[0] == '\0') {
+        const char *why = tk_strerror(status);
+        size_t n = strlen(why);
+        if (n >= sizeof c->reason)
+            n = sizeof c->reason - 1;
+        memcpy(c->reason, why, n);
+        c->reason[n] = '\0';
+    }
+    rc = tk_policy_record(c, plan, adm, status);
+    return rc != TK_OK ? rc : status;
+}
+
 int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
 {
     struct tk_token *tk = c->tk;
     struct tk_arena *a = c->arena;
     struct tk_plan plan;
+    struct tk_admission adm;
     struct tk_groups groups;
     struct collect col;
     struct tk_query_keys keys;
@@ -168,22 +192,28 @@ int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
         return TK_ERR_NOT_PROVISIONED;
     if ((rc = tk_plan_load(tk, a, &plan, req->plan, c->now, TK_PLAN_COLLECT)) != TK_OK)
         return rc;
+    /* The owner's consent and budget, before any of the owner's rows is read. */
+    if ((rc = tk_policy_check(c, &plan, &adm)) != TK_OK)
+        return refuse(c, &plan, &adm, rc);
     /* A token does not contribute to a study that tokens like it could not
      * aggregate: its owner's data would be spent for nothing. */
     if (plan.aggregate_ram > a->cap)
-        return TK_ERR_NO_MEMORY;
+        return refuse(c, &plan, &adm, TK_ERR_NO_MEMORY);
     if ((rc = tk_table_exists(tk, a, plan.table, &found)) != TK_OK)
-        return rc;
+        return refuse(c, &plan, &adm, rc);
     if (!found)
-        return TK_ERR_NO_TABLE;
+        return refuse(c, &plan, &adm, TK_ERR_NO_TABLE);
     if ((rc = tk_groups_init(&groups, a, plan.tuples, plan.n_aggs,
                              (size_t)plan.tuples * group_key_max(&plan), false)) != TK_OK)
-        return rc;
+        return refuse(c, &plan, &adm, rc);
     memset(&col, 0, sizeof col);
     col.plan = &plan;
     col.groups = &groups;
     mark_used(&col);
     if ((rc = tk_table_scan(tk, a, plan.table, on_row, &col)) != TK_OK)
+        return refuse(c, &plan, &adm, rc);
+    /* Accepted: the entry and its debit are durable before anything leaves. */
+    if ((rc = tk_policy_record(c, &plan, &adm, TK_OK)) != TK_OK)
         return rc;
 
     plain = tk_arena_scratch(a, plan.tuple_plain_len);

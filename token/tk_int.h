@@ -34,6 +34,8 @@
 #define TK_SIGNED_PLAN_MAX 20480u /* serialized SignedPlan */
 #define TK_MAX_CHAIN 4u
 #define TK_NAME_MAX 32u /* table and column names */
+#define TK_STUDY_MAX 63u /* study names */
+#define TK_REASON_MAX 159u /* a refusal's reason for the owner */
 #define TK_TEXT_MAX 64u /* text values */
 #define TK_MAX_COLUMNS 32u
 #define TK_MAX_GROUP_COLS 8u
@@ -165,6 +167,14 @@ struct tk_plan {
     const struct tk_instr *where;
     const struct tk_instr *having;
     uint8_t researcher_box_pk[32];
+    /* Who asks, for the owner's policy and audit log. */
+    uint8_t researcher_pk[TK_PK_LEN];
+    uint8_t root_pk[TK_PK_LEN]; /* the trusted authority the chain ends at */
+    char researcher[64];        /* the researcher certificate's subject */
+    char study[TK_STUDY_MAX + 1];
+    double epsilon;
+    const char *sql; /* the plan's SQL text (scratch), sql_len bytes */
+    size_t sql_len;
     /* The fixed sizes every token derives alike from the plan. */
     size_t group_bound;     /* encoded GroupPartial, at most */
     size_t tuple_plain_len; /* framed TuplePlain */
@@ -346,6 +356,28 @@ int tk_table_exists(struct tk_token *tk, struct tk_arena *a, const char *table, 
 /* Names of the tables on the token (up to max). */
 int tk_table_names(struct tk_token *tk, struct tk_arena *a, char **names, size_t max, size_t *n);
 
+/* ----------------------------------------------------- owner's policy */
+
+/*
+ * What the owner's consent policy says of a verified plan (tk_policy.c).
+ * tk_policy_check reads the policy and the audit log and decides, without
+ * changing anything: TK_OK, or TK_ERR_POLICY / TK_ERR_BUDGET with the
+ * reason in c->reason. tk_policy_record appends the plan's audit entry
+ * (accepted with status 0, which debits adm->epsilon from the budgets,
+ * or refused with its status) and commits it: the contribution may only
+ * leave the token after this returned 0.
+ */
+struct tk_admission {
+    double epsilon;     /* what this plan will debit (0 when a repeat) */
+    double spent_study; /* spent on the plan's study before it */
+    double spent_total;
+    bool repeat;        /* the query was accepted before: no new debit */
+    int last_status;    /* the last audit status logged for this query, 1 if none */
+};
+int tk_policy_check(struct tk_call *c, const struct tk_plan *plan, struct tk_admission *adm);
+int tk_policy_record(struct tk_call *c, const struct tk_plan *plan,
+                     const struct tk_admission *adm, int status);
+
 /* ----------------------------------------------------------- handlers */
 
 struct tk_call {
@@ -353,6 +385,7 @@ struct tk_call {
     struct tk_arena *arena;
     int64_t now;
     struct tk_wbuf *out; /* the TokenResponse being written (status already in) */
+    char reason[TK_REASON_MAX + 1]; /* why a request was refused, for the owner; "" if none */
 };
 
 int tk_do_info(struct tk_call *c, const Cohort__GetInfo *req);

@@ -271,6 +271,45 @@ static int check_scope(const Cohort__CertBody *researcher, const Cohort__Plan *p
     return TK_OK;
 }
 
+/*
+ * Who asks and for what, as the owner's policy and audit log name them:
+ * the researcher's key and subject, the root authority the chain ends at
+ * (already checked to be trusted), the study, epsilon and the SQL text.
+ */
+static int load_asker(struct tk_plan *p, struct tk_arena *a, const Cohort__SignedPlan *sp,
+                      const Cohort__CertBody *researcher, const Cohort__Plan *pb)
+{
+    const Cohort__Certificate *last = sp->chain[sp->n_chain - 1];
+    Cohort__CertBody *root;
+    size_t n;
+    int rc = TK_OK;
+
+    if (researcher->sign_pk.len != TK_PK_LEN)
+        return TK_ERR_BAD_CERT;
+    memcpy(p->researcher_pk, researcher->sign_pk.data, TK_PK_LEN);
+    n = researcher->subject ? strlen(researcher->subject) : 0;
+    if (n >= sizeof p->researcher)
+        n = sizeof p->researcher - 1;
+    memcpy(p->researcher, researcher->subject ? researcher->subject : "", n);
+    p->researcher[n] = '\0';
+    root = (Cohort__CertBody *)tk_unpack(a, &cohort__cert_body__descriptor, last->body.data,
+                                         last->body.len, &rc);
+    if (root == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_BAD_CERT;
+    if (root->issuer_pk.len != TK_PK_LEN)
+        return TK_ERR_BAD_CERT;
+    memcpy(p->root_pk, root->issuer_pk.data, TK_PK_LEN);
+    n = pb->study ? strlen(pb->study) : 0;
+    if (n > TK_STUDY_MAX)
+        return TK_ERR_BAD_PLAN;
+    memcpy(p->study, pb->study ? pb->study : "", n);
+    p->study[n] = '\0';
+    p->epsilon = pb->privacy != NULL ? pb->privacy->epsilon : 0.0;
+    p->sql = pb->sql;
+    p->sql_len = pb->sql ? strlen(pb->sql) : 0;
+    return TK_OK;
+}
+
 /* The chain: trust of the root first, then signatures from the root down. */
 /* The digest of the exact signed bytes, every field length-prefixed. */
 static void digest_part(crypto_generichash_state *st, const uint8_t *p, size_t len)
@@ -445,6 +484,9 @@ int tk_plan_load(struct tk_token *tk, struct tk_arena *a, struct tk_plan *p,
     if ((rc = layout(p)) != TK_OK)
         return rc;
     if ((rc = check_scope(researcher, pb, p)) != TK_OK)
+        return rc;
+
+    if ((rc = load_asker(p, a, sp, researcher, pb)) != TK_OK)
         return rc;
 
     /* Accepted: remember the verdict. */
