@@ -401,7 +401,37 @@ static inline int fx_provision_finish(struct fx_token *t, const struct fx_cert *
     return fx_call(t, &req, NULL);
 }
 
-/* The whole provisioning ceremony; the token trusts the study authority. */
+/* Set the owner's consent policy; the response (the policy in force) in *out if not NULL. */
+static inline int fx_set_policy(struct fx_token *t, const Cohort__ConsentPolicy *p,
+                                Cohort__TokenResponse **out)
+{
+    Cohort__TokenRequest req;
+    Cohort__SetPolicy sp;
+    cohort__token_request__init(&req);
+    cohort__set_policy__init(&sp);
+    sp.policy = (Cohort__ConsentPolicy *)p;
+    req.now = FX_NOW;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_SET_POLICY;
+    req.set_policy = &sp;
+    return fx_call(t, &req, out);
+}
+
+/* An owner who shares the health table with any trusted study, with
+ * generous privacy budgets: the policy most token tests run under. */
+static inline void fx_consent_all(struct fx_token *t)
+{
+    Cohort__ConsentPolicy p;
+    char *tables[] = {"health"};
+    cohort__consent_policy__init(&p);
+    p.n_tables = 1;
+    p.tables = tables;
+    p.epsilon_per_study = 1000.0;
+    p.epsilon_total = 1000.0;
+    assert_int_equal(fx_set_policy(t, &p, NULL), TK_OK);
+}
+
+/* The whole provisioning ceremony; the token trusts the study authority,
+ * and its owner consents to studies of the health table. */
 static inline void fx_provision(struct fx_token *t, const struct fx_world *w, const char *subject)
 {
     Cohort__TokenResponse *r;
@@ -420,6 +450,7 @@ static inline void fx_provision(struct fx_token *t, const struct fx_world *w, co
     cohort__token_response__free_unpacked(r, NULL);
     assert_int_equal(fx_provision_finish(t, &cert, sealed, sizeof sealed, &w->authority.pk, 1),
                      TK_OK);
+    fx_consent_all(t);
 }
 
 /* ------------------------------------------------------------ values */
