@@ -19,8 +19,11 @@
  * commits with the LoadTable that ends it, and any other request or any
  * error drops all of it (the dispatcher aborts the log). DeleteRows and
  * UpdateRows are all or nothing: unknown ids are TK_ERR_NOT_FOUND and
- * nothing changes. Compact rewrites the log with only its live records,
- * repacking row batches. Every write commits before it answers.
+ * nothing changes; a WHERE is checked against the table's columns as a
+ * plan's would be (TK_ERR_BAD_PLAN). Compact rewrites the log with only its
+ * live records (every schema and row, the latest policy, every audit line),
+ * one table per pass so that rows loaded a few at a time end up in full
+ * batches. Every write commits before it answers, and answers Changed.
  *
  * RAM. Every operation streams: one record at a time is decrypted into
  * scratch, and its rows are walked in their wire form and decoded one at a
@@ -31,7 +34,9 @@
  * number of rows.
  *
  * Cost. Each operation reads the whole log once or twice (every read is
- * verified against the chain). A LoadTable that continues a batch, or that
+ * verified against the chain); a page of ReadRows too, so reading a table
+ * in k pages reads the log k times: owners' clients should ask for large
+ * pages. Compaction reads it once per table, plus once. A LoadTable that continues a batch, or that
  * follows one of the same table, skips the scan for the schema: the token
  * remembers the digest of the last schema it saw declared
  * (tk->known_schema), forgotten on any abort or rewrite.
