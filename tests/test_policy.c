@@ -171,51 +171,45 @@ static void set(struct pol_fx *f, struct pol *p)
 
 static void a_token_without_a_policy_refuses_every_study(void **state)
 {
-    struct fx_world w;
-    struct fx_token t;
-    struct pol_fx f;
+    struct pol_fx *f = fx_alloc(sizeof *f);
     struct fx_plan_spec spec;
     struct fx_row rows[16];
     char reason[200];
     Cohort__TokenRequest req;
     Cohort__GetPolicy gp;
-    Cohort__TokenResponse *r;
+    Cohort__TokenResponse *r, *cr;
+    struct fx_cert cert;
+    uint8_t sealed[32 + crypto_box_SEALBYTES];
     (void)state;
 
-    /* A token provisioned by hand, without the fixture's consent. */
-    fx_world_init(&w);
-    fx_token_init(&t, TK_ARENA_DEFAULT);
-    {
-        /* fx_provision sets a policy; do the ceremony without it. */
-        Cohort__TokenResponse *cr;
-        struct fx_cert cert;
-        uint8_t sealed[32 + crypto_box_SEALBYTES];
-        assert_int_equal(fx_provision_begin(&t, "t", &cr), TK_OK);
-        fx_cert_issue(&cert, COHORT__ROLE__ROLE_TOKEN, "t", cr->cert_request->sign_pk.data,
-                      cr->cert_request->box_pk.data, &w.maker, FX_NOW - FX_DAY,
-                      FX_NOW + 365 * FX_DAY, NULL);
-        crypto_box_seal(sealed, w.secret, 32, cr->cert_request->box_pk.data);
-        cohort__token_response__free_unpacked(cr, NULL);
-        assert_int_equal(
-            fx_provision_finish(&t, &cert, sealed, sizeof sealed, &w.authority.pk, 1), TK_OK);
-    }
-    assert_int_equal(fx_load_health(&t, rows, fx_gen_rows(rows, 16, 2)), TK_OK);
+    /* The provisioning ceremony without the fixture's consent. */
+    memset(f, 0, sizeof *f);
+    fx_world_init(&f->w);
+    fx_token_init(&f->t, TK_ARENA_DEFAULT);
+    assert_int_equal(fx_provision_begin(&f->t, "t", &cr), TK_OK);
+    fx_cert_issue(&cert, COHORT__ROLE__ROLE_TOKEN, "t", cr->cert_request->sign_pk.data,
+                  cr->cert_request->box_pk.data, &f->w.maker, FX_NOW - FX_DAY,
+                  FX_NOW + 365 * FX_DAY, NULL);
+    crypto_box_seal(sealed, f->w.secret, 32, cr->cert_request->box_pk.data);
+    cohort__token_response__free_unpacked(cr, NULL);
+    assert_int_equal(
+        fx_provision_finish(&f->t, &cert, sealed, sizeof sealed, &f->w.authority.pk, 1), TK_OK);
+    assert_int_equal(fx_load_health(&f->t, rows, fx_gen_rows(rows, 16, 2)), TK_OK);
 
     cohort__token_request__init(&req);
     cohort__get_policy__init(&gp);
     req.now = FX_NOW;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_GET_POLICY;
     req.get_policy = &gp;
-    assert_int_equal(fx_call(&t, &req, &r), TK_ERR_NOT_FOUND);
+    assert_int_equal(fx_call(&f->t, &req, &r), TK_ERR_NOT_FOUND);
     assert_non_null(strstr(r->reason, "no consent policy"));
     cohort__token_response__free_unpacked(r, NULL);
 
-    f.w = w;
-    f.t = t;
     fx_plan_default(&spec);
-    assert_int_equal(collect_spec(&f, &spec, reason, sizeof reason, NULL), TK_ERR_POLICY);
+    assert_int_equal(collect_spec(f, &spec, reason, sizeof reason, NULL), TK_ERR_POLICY);
     assert_non_null(strstr(reason, "no consent policy"));
-    fx_token_free(&f.t);
+    fx_token_free(&f->t);
+    free(f);
 }
 
 struct clause_case {
