@@ -17,6 +17,13 @@
  * query, so that duplicates are caught by aggregators, and unlinkable
  * across queries. A token with more groups than the plan allows refuses
  * (TK_ERR_TOO_MANY_GROUPS) rather than drop any.
+ *
+ * Under differential privacy (the plan's epsilon > 0) the token bounds
+ * its owner's contribution instead, as tk_noise.c describes: it keeps the
+ * first tuples_per_participant groups it meets and ignores rows of any
+ * further group (a refusal would tell the service something), keeps the
+ * first max_rows matching rows of each group in storage order, and
+ * clamps every SUM and AVG argument into [-bound, bound].
  */
 #include "token/tk_int.h"
 
@@ -126,11 +133,23 @@ static int on_row(void *ctx, const Cohort__TableSchema *schema, const Cohort__Ro
         return TK_OK;
     for (i = 0; i < p->n_group; i++)
         key_len += tk_key_put(key + key_len, &vals[p->group_col[i]]);
-    if ((rc = tk_groups_get(&g, c->groups, key, key_len)) != TK_OK)
+    rc = tk_groups_get(&g, c->groups, key, key_len);
+    if (p->epsilon > 0 && (rc == TK_ERR_TOO_MANY_GROUPS || (rc == TK_OK && g->rows >= p->max_rows)))
+        return TK_OK; /* beyond the contribution bounds */
+    if (rc != TK_OK)
         return rc;
     for (i = 0; i < p->n_aggs; i++) {
         static const struct tk_value null_value;
         const struct tk_value *v = p->aggs[i].col >= 0 ? &vals[p->aggs[i].col] : &null_value;
+        struct tk_value clamped;
+        if (p->epsilon > 0 && p->clamp[i] > 0 && v->type != COHORT__VALUE_TYPE__VT_NULL) {
+            clamped = *v;
+            if (clamped.i > p->clamp[i])
+                clamped.i = p->clamp[i];
+            if (clamped.i < -p->clamp[i])
+                clamped.i = -p->clamp[i];
+            v = &clamped;
+        }
         if ((rc = add_value(&g->aggs[i], p->aggs[i].func, v)) != TK_OK)
             return rc;
     }

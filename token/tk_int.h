@@ -165,6 +165,17 @@ struct tk_plan {
     const struct tk_instr *where;
     const struct tk_instr *having;
     uint8_t researcher_box_pk[32];
+    /*
+     * Differential privacy (epsilon 0: none; see tk_noise.c). Under it a
+     * participant adds to at most `tuples` groups, at most max_rows rows to
+     * each, and every SUM or AVG argument is clamped into [-clamp, clamp]
+     * (aggregate i, the column's scaled units). The budget is split equally
+     * between n_noisy quantities.
+     */
+    double epsilon;
+    uint32_t max_rows;
+    uint16_t n_noisy;
+    int64_t clamp[TK_MAX_AGGS];
     /* The fixed sizes every token derives alike from the plan. */
     size_t group_bound;     /* encoded GroupPartial, at most */
     size_t tuple_plain_len; /* framed TuplePlain */
