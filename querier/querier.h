@@ -97,6 +97,11 @@ struct qr_compile_opts {
     int64_t now;             /* Unix seconds: issued_at */
     int64_t collect_seconds; /* deadline = now + this unless DEADLINE is given; 0: 3600 */
     int64_t valid_seconds;   /* expires_at = deadline + this; 0: 86400 */
+    /* Differential privacy for SQL that does not say (a WITH option of the
+     * same name wins): 0 for none, as when the field is left out. */
+    double epsilon;
+    int64_t contribution_bound;
+    uint32_t max_rows;
 };
 
 struct qr_sql_error {

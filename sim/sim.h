@@ -35,6 +35,10 @@ struct sim_config {
     uint32_t latency_ms;  /* one-way network latency, virtual */
     int progress;         /* draw a progress bar on stderr */
     int keep_artifacts;   /* keep the sealed result and the researcher's keys (tests) */
+    /* Differential privacy, unless the SQL's WITH says otherwise (0: none). */
+    double epsilon;
+    int64_t contribution_bound;
+    uint32_t max_rows;
 };
 
 void sim_config_default(struct sim_config *cfg);

@@ -451,7 +451,13 @@ static int setup(struct sim *s)
     const struct sim_config *cfg = s->cfg;
     const char *tables[] = {"health"};
     struct qr_scope scope = {tables, 1, NULL, 0, NULL, 0, 10.0};
-    struct qr_compile_opts opts = {"simulated study", s->t0, 600, 86400};
+    struct qr_compile_opts opts = {.study = "simulated study",
+                                   .now = s->t0,
+                                   .collect_seconds = 600,
+                                   .valid_seconds = 86400,
+                                   .epsilon = cfg->epsilon,
+                                   .contribution_bound = cfg->contribution_bound,
+                                   .max_rows = cfg->max_rows};
     struct qr_sql_error err;
     Cohort__TableSchema *schema = health_schema();
     const uint8_t *chain[1];
@@ -480,6 +486,9 @@ static int setup(struct sim *s)
         }
         s->deadline = p->deadline;
         s->expires = p->expires_at;
+        /* The study authority certifies the researcher for the plan's epsilon. */
+        if (p->privacy != NULL && p->privacy->epsilon > scope.max_epsilon)
+            scope.max_epsilon = p->privacy->epsilon;
         cohort__plan__free_unpacked(p, NULL);
     }
     if (qr_identity_generate(&s->manufacturer) != 0 || qr_identity_generate(&s->authority) != 0 ||

@@ -521,6 +521,53 @@ static void test_with_options_reach_the_plan(void **state)
     cohort__plan__free_unpacked(p, NULL);
 }
 
+static void test_differential_privacy_gets_bounds_and_a_threshold_for_its_delta(void **state)
+{
+    struct qr_compile_opts o = {.now = NOW, .epsilon = 2, .contribution_bound = 300};
+    Cohort__Plan *p;
+
+    (void)state;
+    /* epsilon alone: one row per participant and group, and the smallest
+     * threshold with delta <= 1e-6 (K = 1, 3 quantities: 41 at epsilon 1). */
+    p = compile_ok("SELECT region, COUNT(*), SUM(steps) FROM health GROUP BY region WITH "
+                   "(epsilon = 1, contribution_bound = 20000)");
+    assert_true(p->privacy->epsilon == 1.0);
+    assert_int_equal(p->privacy->max_rows, 1);
+    assert_int_equal(p->privacy->contribution_bound, 20000);
+    assert_int_equal(p->tuples_per_participant, 1);
+    assert_int_equal(p->privacy->min_group_size, 41);
+    cohort__plan__free_unpacked(p, NULL);
+    /* Per-row groups (K = 8) need a far larger threshold for the same delta. */
+    p = compile_ok("SELECT date, COUNT(*) FROM health GROUP BY date WITH (epsilon = 1)");
+    assert_int_equal(p->tuples_per_participant, 8);
+    assert_true(p->privacy->min_group_size > 200);
+    cohort__plan__free_unpacked(p, NULL);
+    /* An explicit threshold and max_rows are kept as given. */
+    p = compile_ok("SELECT sex, AVG(weight) FROM health GROUP BY sex WITH (epsilon = 0.5, "
+                   "contribution_bound = 250, max_rows = 7, min_group_size = 3)");
+    assert_int_equal(p->privacy->max_rows, 7);
+    assert_int_equal(p->privacy->min_group_size, 3);
+    cohort__plan__free_unpacked(p, NULL);
+    /* Settings from the compile options, unless the SQL says otherwise. */
+    assert_int_equal(compile("SELECT sex, SUM(steps) FROM health GROUP BY sex", &o, &p, NULL), 0);
+    assert_true(p->privacy->epsilon == 2.0);
+    assert_int_equal(p->privacy->contribution_bound, 300);
+    assert_int_equal(p->privacy->max_rows, 1);
+    cohort__plan__free_unpacked(p, NULL);
+    assert_int_equal(
+        compile("SELECT sex, SUM(steps) FROM health GROUP BY sex WITH (epsilon = 0.25)", &o, &p,
+                NULL),
+        0);
+    assert_true(p->privacy->epsilon == 0.25);
+    cohort__plan__free_unpacked(p, NULL);
+    /* Without epsilon nothing changes: no max_rows, the usual threshold. */
+    p = compile_ok("SELECT region, MIN(weight) FROM health GROUP BY region");
+    assert_true(p->privacy->epsilon == 0.0);
+    assert_int_equal(p->privacy->max_rows, 0);
+    assert_int_equal(p->privacy->min_group_size, 5);
+    cohort__plan__free_unpacked(p, NULL);
+}
+
 static void test_order_by_resolves_aliases_positions_and_expressions(void **state)
 {
     Cohort__Plan *p = compile_ok("SELECT region, age AS a, COUNT(*) AS n, SUM(steps) FROM health "
@@ -627,6 +674,10 @@ static void test_a_plan_is_explained_in_readable_text(void **state)
     assert_non_null(strstr(text, "issued:     2026-01-01 00:00:00 UTC"));
     assert_non_null(strstr(text, "deadline:   2026-01-01 01:00:00 UTC (+3600 s)"));
     assert_non_null(strstr(text, "epsilon 0.25, contribution bound 10"));
+    assert_non_null(strstr(text, "groups of fewer than "));
+    assert_non_null(strstr(text, " (noisy) participants dropped"));
+    assert_non_null(strstr(text, "dp:         at most 1 row per participant and group; noise on "
+                                 "4 quantities, epsilon/4 each; delta "));
     assert_non_null(strstr(text, "tuples:     1 per participant"));
     assert_non_null(strstr(text, "max groups: 128"));
     free(text);
@@ -859,6 +910,22 @@ static const struct {
     {"SELECT COUNT(*) FROM health WITH (epsilon 1)", 42, 1, 43, "expected '=', found '1'"},
     {"SELECT COUNT(*) FROM health WITH (epsilon = 1", 45, 1, 46,
      "expected ',' or ')', found end of input"},
+    {"SELECT region, COUNT(*), MIN(weight) FROM health GROUP BY region WITH (epsilon = 1)", 25, 1,
+     26, "MIN(weight) has no differential-privacy mechanism; remove it or drop epsilon"},
+    {"SELECT MAX(steps) FROM health WITH (epsilon = 0.5, contribution_bound = 10)", 7, 1, 8,
+     "MAX(steps) has no differential-privacy mechanism"},
+    {"SELECT sex, SUM(steps) FROM health GROUP BY sex WITH (epsilon = 1)", 12, 1, 13,
+     "SUM(steps) under differential privacy needs contribution_bound"},
+    {"SELECT COUNT(*) FROM health HAVING AVG(weight) > 60 WITH (epsilon = 1, max_rows = 3)", 35, 1,
+     36, "AVG(weight) under differential privacy needs contribution_bound"},
+    {"SELECT COUNT(*) FROM health WITH (max_rows = 2)", 34, 1, 35,
+     "max_rows bounds rows only under differential privacy; give epsilon too"},
+    {"SELECT COUNT(*) FROM health WITH (epsilon = 1, max_rows = 0)", 58, 1, 59,
+     "max_rows must be between 1 and 1000000"},
+    {"SELECT COUNT(*) FROM health WITH (epsilon = 0.000000000000001)", 34, 1, 35,
+     "the noise for epsilon 1e-15 and these contribution bounds would exceed"},
+    {"SELECT SUM(weight) FROM health WITH (epsilon = 1, contribution_bound = 1000000000000000)", 50,
+     1, 51, "the noise for epsilon 1 and these contribution bounds would exceed 1e+15"},
     {"SELECT agee FROM health WHERE x = 1 GROUP BY y", 7, 1, 8,
      "unknown column 'agee' in table health"},
     {"SELECT COUNT(*) FROM health WHERE agee = 1 GROUP BY nope", 34, 1, 35,
@@ -1770,6 +1837,7 @@ int main(void)
         cmocka_unit_test(test_having_adds_hidden_aggregates_after_the_selected_ones),
         cmocka_unit_test(test_group_defaults_follow_the_catalog_estimates),
         cmocka_unit_test(test_with_options_reach_the_plan),
+        cmocka_unit_test(test_differential_privacy_gets_bounds_and_a_threshold_for_its_delta),
         cmocka_unit_test(test_order_by_resolves_aliases_positions_and_expressions),
         cmocka_unit_test(test_the_design_example_compiles),
         cmocka_unit_test(test_nesting_up_to_the_bound_compiles),
