@@ -1443,6 +1443,100 @@ static void assert_refused(const uint8_t *table, size_t table_len, const uint8_t
     qr_result_free(&r);
 }
 
+/* A table as pack_table makes it, then given differential-privacy fields. */
+static uint8_t *with_dp(uint8_t *table, size_t *len, double eps, const char *mech,
+                        const double *bounds, size_t n_bounds, double conf)
+{
+    Cohort__ResultTable *t = cohort__result_table__unpack(NULL, *len, table);
+    uint8_t *out;
+
+    assert_non_null(t);
+    t->epsilon = eps;
+    t->mechanism = (char *)mech;
+    t->error_bound = (double *)bounds;
+    t->n_error_bound = n_bounds;
+    t->error_confidence = conf;
+    *len = cohort__result_table__get_packed_size(t);
+    out = malloc(*len + 1);
+    assert_non_null(out);
+    cohort__result_table__pack(t, out);
+    t->mechanism = NULL; /* not ours to free */
+    t->error_bound = NULL;
+    t->n_error_bound = 0;
+    cohort__result_table__free_unpacked(t, NULL);
+    free(table);
+    return out;
+}
+
+static void test_a_dp_result_states_its_noise_in_select_order(void **state)
+{
+    static const struct rcol cols[] = {{COHORT__VALUE_TYPE__VT_TEXT, 0},
+                                       {COHORT__VALUE_TYPE__VT_DECIMAL, 1},
+                                       {COHORT__VALUE_TYPE__VT_INT, 0}};
+    static const struct cell cells[] = {C_TEXT("a"), C_DEC(7123, 1), C_INT(99),
+                                        C_TEXT("b"), C_DEC(-50, 1),  C_INT(-3)};
+    static const double bounds[] = {0, 12.5, 9};
+    static const double negative[] = {0, -1, 9};
+    static const double nan_bound[] = {0, NAN, 9};
+    static const char *const sql =
+        "SELECT SUM(weight), region, COUNT(*) AS n FROM health GROUP BY region WITH (epsilon = "
+        "1, contribution_bound = 200)";
+    size_t plan_len, len, exact_len;
+    uint8_t *plan = plan_bytes(sql, &plan_len), *table, *exact_plan;
+    struct qr_result r;
+    char note[512];
+
+    (void)state;
+    table = with_dp(pack_table(&len, cols, 3, cells, 3, 2), &len, 1.0, "discrete\nLaplace", bounds,
+                    3, 0.95);
+    assert_int_equal(qr_result_from_table(&r, table, len, plan, plan_len), 0);
+    assert_true(r.epsilon == 1.0 && r.error_confidence == 0.95);
+    assert_string_equal(r.mechanism, "discrete?Laplace");
+    assert_non_null(r.error_bound);
+    assert_true(r.error_bound[0] == 12.5 && r.error_bound[1] == 0 && r.error_bound[2] == 9);
+    /* Noisy values may be negative; they are laid out as any other. */
+    assert_cell_text(&r, 1, 0, "-5.0");
+    assert_cell_text(&r, 1, 2, "-3");
+    qr_result_footnote(note, sizeof note, &r);
+    assert_string_equal(note, "differential privacy: epsilon 1; discrete?Laplace\n"
+                              "noise within SUM(weight) +-12.5, n +-9 with probability 0.95 "
+                              "each\n");
+    qr_result_free(&r);
+    assert_null(r.error_bound);
+    free(table);
+
+    /* What does not match the plan is malformed. */
+    table = pack_table(&len, cols, 3, cells, 3, 2);
+    assert_refused(table, len, plan, plan_len, QR_ERR_MALFORMED, "a DP plan's table without noise");
+    table = with_dp(table, &len, 0.5, "m", bounds, 3, 0.95);
+    assert_refused(table, len, plan, plan_len, QR_ERR_MALFORMED, "another epsilon");
+    table = with_dp(table, &len, 1.0, "m", bounds, 2, 0.95);
+    assert_refused(table, len, plan, plan_len, QR_ERR_MALFORMED, "a bound missing");
+    table = with_dp(table, &len, 1.0, "m", negative, 3, 0.95);
+    assert_refused(table, len, plan, plan_len, QR_ERR_MALFORMED, "a negative bound");
+    table = with_dp(table, &len, 1.0, "m", nan_bound, 3, 0.95);
+    assert_refused(table, len, plan, plan_len, QR_ERR_MALFORMED, "a NaN bound");
+    table = with_dp(table, &len, 1.0, "m", bounds, 3, 1.0);
+    assert_refused(table, len, plan, plan_len, QR_ERR_MALFORMED, "a confidence of 1");
+    table = with_dp(table, &len, 1.0, "m", bounds, 3, 0.95);
+    exact_plan = plan_bytes("SELECT SUM(weight), region, COUNT(*) AS n FROM health GROUP BY "
+                            "region",
+                            &exact_len);
+    assert_refused(table, len, exact_plan, exact_len, QR_ERR_MALFORMED,
+                   "noise an exact plan did not ask for");
+    /* An exact result has no footnote. */
+    free(table);
+    table = pack_table(&len, cols, 3, cells, 3, 2);
+    assert_int_equal(qr_result_from_table(&r, table, len, exact_plan, exact_len), 0);
+    assert_null(r.error_bound);
+    assert_int_equal(qr_result_footnote(note, sizeof note, &r), 0);
+    assert_string_equal(note, "");
+    qr_result_free(&r);
+    free(table);
+    free(exact_plan);
+    free(plan);
+}
+
 static void test_malformed_result_tables_are_refused_and_leave_nothing(void **state)
 {
     static const char *sql = "SELECT region, COUNT(*), SUM(weight) FROM health GROUP BY region "
@@ -1852,6 +1946,7 @@ int main(void)
         cmocka_unit_test(test_lists_beyond_their_bounds_are_refused),
         cmocka_unit_test(test_bad_arguments_are_refused_without_crashing),
         cmocka_unit_test(test_results_come_in_select_order_sorted_and_limited),
+        cmocka_unit_test(test_a_dp_result_states_its_noise_in_select_order),
         cmocka_unit_test(test_ties_are_broken_by_the_groups_and_null_sorts_first_ascending),
         cmocka_unit_test(test_an_empty_result_has_labels_and_no_rows),
         cmocka_unit_test(test_malformed_result_tables_are_refused_and_leave_nothing),
