@@ -33,6 +33,7 @@
  * characters replaced.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,7 @@ struct build {
     Cohort__Aggregate *agg_ptrs[QR_AGGREGATES_MAX];
     enum qr_agg agg_kind[QR_AGGREGATES_MAX];
     int agg_col[QR_AGGREGATES_MAX];
+    size_t agg_pos[QR_AGGREGATES_MAX]; /* where each is first named */
     size_t n_aggs;
 
     Cohort__OutputColumn out[QR_OUTPUT_MAX];
@@ -223,6 +225,7 @@ static int add_agg(struct build *b, const struct qr_node *n, size_t *index)
     b->agg_ptrs[b->n_aggs] = a;
     b->agg_kind[b->n_aggs] = n->agg;
     b->agg_col[b->n_aggs] = col;
+    b->agg_pos[b->n_aggs] = n->pos;
     *index = b->n_aggs++;
     return 0;
 }
@@ -893,18 +896,123 @@ static int build_times(struct build *b, const struct qr_compile_opts *opts)
     return 0;
 }
 
-static void build_privacy(struct build *b)
+/*
+ * Differential privacy as tokens will count it (token/tk_noise.c): the
+ * number of noisy quantities, and each quantity's sensitivity from the
+ * contribution bounds. avg_count: the COUNT half of an AVG; agg -1: the
+ * participant count of the threshold.
+ */
+static unsigned dp_quantities(const struct build *b)
+{
+    unsigned n = 1;
+    for (size_t i = 0; i < b->n_aggs; i++)
+        n += b->agg_kind[i] == QR_AGG_AVG ? 2 : 1;
+    return n;
+}
+
+static double dp_sensitivity(const struct build *b, int agg, int avg_count)
+{
+    double k = b->plan.tuples_per_participant, rows = k * b->privacy.max_rows, bound;
+
+    if (agg < 0 || b->agg_kind[agg] == QR_AGG_COUNT_PARTICIPANTS)
+        return k;
+    if (b->agg_kind[agg] == QR_AGG_COUNT_STAR || b->agg_kind[agg] == QR_AGG_COUNT ||
+        (b->agg_kind[agg] == QR_AGG_AVG && avg_count))
+        return rows;
+    bound = (double)b->privacy.contribution_bound;
+    for (unsigned s = 0; s < b->t->columns[b->agg_col[agg]].scale; s++)
+        bound *= 10;
+    return rows * bound;
+}
+
+/*
+ * delta = 1 - (1 - P(Z >= tau - 1))^K, Z the threshold's noise, of scale
+ * n K / epsilon for n noisy quantities and K tuples per participant.
+ */
+static double dp_delta(unsigned n, uint32_t k, double eps, uint32_t tau)
+{
+    double scale = n * (double)k / eps, a = exp(-1.0 / scale), q;
+
+    if (tau >= 2)
+        q = exp(-(double)(tau - 1) / scale) / (1 + a);
+    else if (tau == 1)
+        q = 1 / (1 + a);
+    else
+        q = 1 - a * a / (1 + a);
+    return q >= 1 ? 1 : -expm1(k * log1p(-q));
+}
+
+static int build_privacy(struct build *b, const struct qr_compile_opts *opts)
 {
     const struct qr_options *o = &b->q->opt;
+    double eps = o->has_epsilon ? o->epsilon : opts ? opts->epsilon : 0;
+    int64_t bound = o->has_contribution_bound ? o->contribution_bound
+                    : opts                    ? opts->contribution_bound
+                                              : 0;
+    uint32_t max_rows = o->has_max_rows ? o->max_rows : opts ? opts->max_rows : 0;
+    size_t eps_pos = o->has_epsilon ? o->epsilon_pos : 0;
+    size_t bound_pos = o->has_contribution_bound ? o->contribution_bound_pos : eps_pos;
 
     cohort__privacy__init(&b->privacy);
     b->privacy.min_participants =
         o->has_min_participants ? o->min_participants : QR_DEFAULT_MIN_PARTICIPANTS;
     b->privacy.min_group_size =
         o->has_min_group_size ? o->min_group_size : QR_DEFAULT_MIN_GROUP_SIZE;
-    b->privacy.epsilon = o->has_epsilon ? o->epsilon : 0.0;
-    b->privacy.contribution_bound = o->has_contribution_bound ? o->contribution_bound : 0;
     b->plan.privacy = &b->privacy;
+    if (!(eps >= 0) || !isfinite(eps) || bound < 0 || max_rows > QR_DP_MAX_ROWS_MAX)
+        return fail(b, eps_pos, "bad differential-privacy settings");
+    if (eps == 0) {
+        if (o->has_max_rows)
+            return fail(b, o->max_rows_pos,
+                        "max_rows bounds rows only under differential "
+                        "privacy; give epsilon too");
+        b->privacy.contribution_bound = bound;
+        return 0;
+    }
+    b->privacy.epsilon = eps;
+    b->privacy.contribution_bound = bound;
+    b->privacy.max_rows = max_rows ? max_rows : QR_DP_DEFAULT_MAX_ROWS;
+    for (size_t i = 0; i < b->n_aggs; i++) {
+        enum qr_agg k = b->agg_kind[i];
+        char text[QR_NAME_MAX + 32];
+
+        agg_text(text, sizeof text, k, b->aggs[i].column);
+        if (k == QR_AGG_MIN || k == QR_AGG_MAX)
+            return fail(b, b->agg_pos[i],
+                        "%s has no differential-privacy mechanism; remove it or drop epsilon",
+                        text);
+        if ((k == QR_AGG_SUM || k == QR_AGG_AVG) && bound == 0)
+            return fail(b, b->agg_pos[i],
+                        "%s under differential privacy needs contribution_bound: WITH "
+                        "(contribution_bound = B) clamps every value into [-B, B]",
+                        text);
+    }
+    for (int i = -1; i < (int)b->n_aggs; i++) {
+        for (int half = 0; half < 2; half++) {
+            double sens = dp_sensitivity(b, i, half);
+            if (sens > QR_DP_SENSITIVITY_MAX || dp_quantities(b) * sens / eps > QR_DP_SCALE_MAX)
+                return fail(b, i >= 0 && b->agg_kind[i] != QR_AGG_COUNT_STAR ? bound_pos : eps_pos,
+                            "the noise for epsilon %g and these contribution bounds would exceed "
+                            "%g; raise epsilon or lower the bounds",
+                            eps, QR_DP_SCALE_MAX);
+        }
+    }
+    /* The default threshold: the smallest that keeps delta below
+     * QR_DP_DEFAULT_DELTA (delta falls as the threshold rises). */
+    if (!o->has_min_group_size) {
+        uint32_t lo = b->privacy.min_group_size, hi = QR_DP_GROUP_SIZE_MAX;
+        unsigned n = dp_quantities(b);
+        uint32_t k = b->plan.tuples_per_participant;
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (dp_delta(n, k, eps, mid) > QR_DP_DEFAULT_DELTA)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        b->privacy.min_group_size = lo;
+    }
+    return 0;
 }
 
 /* The catalog schema the plan is compiled against travels in the plan:
@@ -944,7 +1052,7 @@ static int build(struct build *b, const struct qr_compile_opts *opts)
     TRY(build_order_by(b));
     TRY(build_times(b, opts));
     build_sizes(b);
-    build_privacy(b);
+    TRY(build_privacy(b, opts));
 
     if (sodium_init() < 0) {
         qr_sql_error_at(b->err, q->sql, q->sql_len, 0, "libsodium failed to initialise");
@@ -1403,12 +1511,24 @@ static int explain_plan(struct sb *s, const Cohort__Plan *p)
     if (p->privacy != NULL) {
         sb_printf(s,
                   "  %-12sat least %" PRIu32 " participants; groups of fewer than %" PRIu32
-                  " dropped; ",
-                  "privacy:", p->privacy->min_participants, p->privacy->min_group_size);
-        if (p->privacy->epsilon > 0)
+                  "%s participants dropped; ",
+                  "privacy:", p->privacy->min_participants, p->privacy->min_group_size,
+                  p->privacy->epsilon > 0 ? " (noisy)" : "");
+        if (p->privacy->epsilon > 0) {
+            unsigned n = 1;
+            for (size_t i = 0; i < p->n_aggregates; i++)
+                n += p->aggregates[i]->func == COHORT__AGG_FUNC__AGG_AVG ? 2 : 1;
             sb_printf(s, "epsilon %g, contribution bound %" PRId64 "\n", p->privacy->epsilon,
                       p->privacy->contribution_bound);
-        else
+            sb_printf(s,
+                      "  %-12sat most %" PRIu32 " row%s per participant and group; noise on %u "
+                      "quantities, epsilon/%u each; delta %.2g\n",
+                      "dp:", p->privacy->max_rows, p->privacy->max_rows == 1 ? "" : "s", n, n,
+                      p->tuples_per_participant > 0
+                          ? dp_delta(n, p->tuples_per_participant, p->privacy->epsilon,
+                                     p->privacy->min_group_size)
+                          : 1.0);
+        } else
             sb_printf(s, "no differential privacy\n");
     } else {
         sb_printf(s, "  %-12s(none)\n", "privacy:");

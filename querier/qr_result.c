@@ -14,6 +14,12 @@
  * the output empty. Inputs are bounded before they are decoded
  * (QR_RESULT_TABLE_MAX, QR_PLAN_MAX) and rows by the plan's group bound.
  *
+ * Under differential privacy the table must say so: its epsilon must be
+ * the plan's, with one error bound per column (finite, not negative) and
+ * a confidence in (0, 1); a table of a DP plan without them is malformed,
+ * and so is one that claims noise the plan did not ask for. The
+ * mechanism text is kept with control characters replaced.
+ *
  * Sorting is a stable merge sort over row indices; NULL sorts before every
  * other value in ascending order (so after them in descending order). Ties
  * under ORDER BY are broken by the grouping columns, ascending, so that the
@@ -92,6 +98,38 @@ static int expected_columns(struct expect *ex, const Cohort__Plan *p)
             return QR_ERR_MALFORMED;
         }
     }
+    return 0;
+}
+
+/* The table's account of its noise, checked against the plan's epsilon. */
+static int convert_dp(struct qr_result *out, double **bounds, const Cohort__ResultTable *rt,
+                      const Cohort__Plan *p, size_t ncols)
+{
+    double eps = p->privacy != NULL ? p->privacy->epsilon : 0.0;
+    size_t n = 0;
+
+    if (eps == 0) {
+        return rt->epsilon == 0 && rt->n_error_bound == 0 && rt->error_confidence == 0 &&
+                       (rt->mechanism == NULL || rt->mechanism[0] == '\0')
+                   ? 0
+                   : QR_ERR_MALFORMED;
+    }
+    if (rt->epsilon != eps || rt->n_error_bound != ncols || !(rt->error_confidence > 0) ||
+        !(rt->error_confidence < 1) || rt->mechanism == NULL ||
+        strlen(rt->mechanism) > QR_MECHANISM_MAX)
+        return QR_ERR_MALFORMED;
+    for (size_t c = 0; c < ncols; c++)
+        if (!(rt->error_bound[c] >= 0) || !isfinite(rt->error_bound[c]))
+            return QR_ERR_MALFORMED;
+    *bounds = calloc(ncols + 1, sizeof **bounds);
+    if (*bounds == NULL)
+        return QR_ERR_NOMEM;
+    memcpy(*bounds, rt->error_bound, ncols * sizeof **bounds);
+    for (const char *m = rt->mechanism; *m != '\0'; m++)
+        out->mechanism[n++] = (unsigned char)*m < 0x20 || *m == 0x7f ? '?' : *m;
+    out->mechanism[n] = '\0';
+    out->epsilon = eps;
+    out->error_confidence = rt->error_confidence;
     return 0;
 }
 
@@ -197,6 +235,7 @@ int qr_result_from_table(struct qr_result *out, const uint8_t *table, size_t tab
     Cohort__ResultTable *rt = NULL;
     struct expect ex[COLUMNS_MAX];
     struct qr_value *raw = NULL, *cells = NULL;
+    double *bounds = NULL;
     char(*labels)[QR_NAME_MAX + 1] = NULL;
     size_t *idx = NULL, *tmp = NULL;
     size_t key_col[QR_ORDER_MAX + QR_GROUP_COLUMNS_MAX];
@@ -241,6 +280,10 @@ int qr_result_from_table(struct qr_result *out, const uint8_t *table, size_t tab
             strlen(oc->label) > QR_NAME_MAX)
             goto cleanup;
     }
+    rc = convert_dp(out, &bounds, rt, p, ncols);
+    if (rc != 0)
+        goto cleanup;
+    rc = QR_ERR_MALFORMED;
     for (size_t k = 0; k < p->n_order_by; k++) {
         const Cohort__OrderKey *key = p->order_by[k];
         if (key->output >= nout)
@@ -282,6 +325,15 @@ int qr_result_from_table(struct qr_result *out, const uint8_t *table, size_t tab
     cells = calloc(nrows * nout + 1, sizeof *cells);
     if (cells == NULL)
         goto cleanup;
+    if (bounds != NULL) {
+        out->error_bound = calloc(nout, sizeof *out->error_bound);
+        if (out->error_bound == NULL)
+            goto cleanup;
+        for (size_t o = 0; o < nout; o++) {
+            const Cohort__OutputColumn *oc = p->output[o];
+            out->error_bound[o] = bounds[oc->is_group ? oc->index : p->n_group_by + oc->index];
+        }
+    }
     for (size_t r = 0; r < nrows; r++) {
         for (size_t o = 0; o < nout; o++) {
             const Cohort__OutputColumn *oc = p->output[o];
@@ -302,6 +354,11 @@ int qr_result_from_table(struct qr_result *out, const uint8_t *table, size_t tab
     cells = NULL;
     rc = 0;
 cleanup:
+    if (rc != 0) {
+        free(out->error_bound);
+        memset(out, 0, sizeof *out);
+    }
+    free(bounds);
     free(cells);
     free(labels);
     free(tmp);
@@ -320,7 +377,34 @@ void qr_result_free(struct qr_result *r)
         return;
     free(r->labels);
     free(r->cells);
+    free(r->error_bound);
     memset(r, 0, sizeof *r);
+}
+
+size_t qr_result_footnote(char *buf, size_t cap, const struct qr_result *r)
+{
+    size_t n = 0, shown = 0;
+    char tmp[4 * QR_MECHANISM_MAX];
+#define PUT(...) (n += (size_t)snprintf(tmp + n, n < sizeof tmp ? sizeof tmp - n : 0, __VA_ARGS__))
+
+    tmp[0] = '\0';
+    if (r != NULL && r->epsilon > 0) {
+        PUT("differential privacy: epsilon %g; %s\n", r->epsilon, r->mechanism);
+        for (size_t c = 0; c < r->n_columns && r->error_bound != NULL; c++) {
+            if (r->error_bound[c] > 0) {
+                PUT("%s %s +-%g", shown ? "," : "noise within", r->labels[c], r->error_bound[c]);
+                shown++;
+            }
+        }
+        if (shown > 0)
+            PUT(" with probability %g each\n", r->error_confidence);
+    }
+#undef PUT
+    if (n >= sizeof tmp)
+        n = sizeof tmp - 1;
+    if (buf != NULL && cap > 0)
+        snprintf(buf, cap, "%s", tmp);
+    return n;
 }
 
 static void format_decimal(char *buf, size_t cap, int64_t i, unsigned scale)

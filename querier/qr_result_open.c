@@ -63,10 +63,11 @@ static int result_signature_ok(const Cohort__SealedResult *sr, const struct tk_c
     return crypto_sign_verify_detached(sr->signature.data, msg, sizeof msg, info->sign_pk) == 0;
 }
 
-int qr_result_open(struct qr_result *out, const uint8_t *sealed, size_t sealed_len,
-                   const uint8_t *signed_plan, size_t signed_plan_len,
-                   const struct qr_identity *researcher, const uint8_t (*token_authorities)[32],
-                   size_t n_token_authorities, int64_t now)
+int qr_result_open_table(uint8_t **table_out, size_t *table_len_out, const uint8_t *sealed,
+                         size_t sealed_len, const uint8_t *signed_plan, size_t signed_plan_len,
+                         const struct qr_identity *researcher,
+                         const uint8_t (*token_authorities)[32], size_t n_token_authorities,
+                         int64_t now)
 {
     Cohort__SealedResult *sr = NULL;
     Cohort__SignedPlan *sp = NULL;
@@ -77,9 +78,10 @@ int qr_result_open(struct qr_result *out, const uint8_t *sealed, size_t sealed_l
     size_t signer_len, table_len = 0, i;
     int rc = 0, verified = 0;
 
-    if (out == NULL)
+    if (table_out == NULL || table_len_out == NULL)
         return QR_ERR_ARG;
-    memset(out, 0, sizeof *out);
+    *table_out = NULL;
+    *table_len_out = 0;
     if ((sealed == NULL && sealed_len > 0) || signed_plan == NULL || researcher == NULL ||
         (token_authorities == NULL && n_token_authorities > 0))
         return QR_ERR_ARG;
@@ -145,12 +147,20 @@ int qr_result_open(struct qr_result *out, const uint8_t *sealed, size_t sealed_l
             at += sr->sealed[i].len - crypto_box_SEALBYTES;
         }
     }
-    rc = qr_result_from_table(out, table, table_len, sp->plan.data, sp->plan.len);
-    if (rc == 0 && out->participants != sr->participants) {
-        qr_result_free(out);
-        memset(out, 0, sizeof *out);
-        rc = QR_ERR_SIGNATURE;
+    /* 6: the participants the token signed are those of the table inside. */
+    {
+        Cohort__ResultTable *rt = cohort__result_table__unpack(NULL, table_len, table);
+        int same = rt != NULL && rt->participants == sr->participants;
+        if (rt != NULL)
+            cohort__result_table__free_unpacked(rt, NULL);
+        if (!same) {
+            rc = rt == NULL ? QR_ERR_MALFORMED : QR_ERR_SIGNATURE;
+            goto cleanup;
+        }
     }
+    *table_out = table;
+    *table_len_out = table_len;
+    table = NULL;
 
 cleanup:
     if (table != NULL)
@@ -160,5 +170,31 @@ cleanup:
     sodium_memzero(scratch, sizeof scratch);
     cohort__signed_plan__free_unpacked(sp, NULL);
     cohort__sealed_result__free_unpacked(sr, NULL);
+    return rc;
+}
+
+int qr_result_open(struct qr_result *out, const uint8_t *sealed, size_t sealed_len,
+                   const uint8_t *signed_plan, size_t signed_plan_len,
+                   const struct qr_identity *researcher, const uint8_t (*token_authorities)[32],
+                   size_t n_token_authorities, int64_t now)
+{
+    Cohort__SignedPlan *sp = NULL;
+    uint8_t *table = NULL;
+    size_t table_len = 0;
+    int rc;
+
+    if (out == NULL)
+        return QR_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    rc = qr_result_open_table(&table, &table_len, sealed, sealed_len, signed_plan, signed_plan_len,
+                              researcher, token_authorities, n_token_authorities, now);
+    if (rc != 0)
+        return rc;
+    sp = cohort__signed_plan__unpack(NULL, signed_plan_len, signed_plan);
+    rc = sp == NULL ? QR_ERR_MALFORMED
+                    : qr_result_from_table(out, table, table_len, sp->plan.data, sp->plan.len);
+    sodium_memzero(table, table_len);
+    free(table);
+    cohort__signed_plan__free_unpacked(sp, NULL);
     return rc;
 }

@@ -1078,6 +1078,7 @@ enum opt_id {
     O_TUPLES,
     O_MAX_GROUPS,
     O_PROTOCOL,
+    O_MAX_ROWS,
     O_COUNT_
 };
 
@@ -1092,6 +1093,7 @@ static const struct {
     [O_TUPLES] = {"tuples_per_participant", 1, QR_TUPLES_MAX},
     [O_MAX_GROUPS] = {"max_groups", 1, QR_MAX_GROUPS_LIMIT},
     [O_PROTOCOL] = {"protocol", 0, 0},
+    [O_MAX_ROWS] = {"max_rows", 1, QR_DP_MAX_ROWS_MAX},
 };
 
 static int *option_flag(struct qr_options *o, enum opt_id id)
@@ -1109,6 +1111,8 @@ static int *option_flag(struct qr_options *o, enum opt_id id)
         return &o->has_tuples;
     case O_MAX_GROUPS:
         return &o->has_max_groups;
+    case O_MAX_ROWS:
+        return &o->has_max_rows;
     default:
         return &o->has_protocol;
     }
@@ -1160,6 +1164,9 @@ static int parse_option_value(struct parser *p, enum opt_id id)
     case O_TUPLES:
         o->tuples_per_participant = (uint32_t)t->i;
         break;
+    case O_MAX_ROWS:
+        o->max_rows = (uint32_t)t->i;
+        break;
     default:
         o->max_groups = (uint32_t)t->i;
         break;
@@ -1184,13 +1191,19 @@ static int parse_with(struct parser *p)
         if (id == O_COUNT_)
             return fail(p, p->cur.pos,
                         "unknown option %s; the options are min_participants, "
-                        "min_group_size, epsilon, contribution_bound, tuples_per_participant, "
-                        "max_groups and protocol",
+                        "min_group_size, epsilon, contribution_bound, max_rows, "
+                        "tuples_per_participant, max_groups and protocol",
                         describe(p, &p->cur, buf, sizeof buf));
         int *given = option_flag(&p->q->opt, (enum opt_id)id);
         if (*given)
             return fail(p, p->cur.pos, "option %s is given twice", options[id].name);
         *given = 1;
+        if (id == O_EPSILON)
+            p->q->opt.epsilon_pos = p->cur.pos;
+        else if (id == O_CONTRIBUTION_BOUND)
+            p->q->opt.contribution_bound_pos = p->cur.pos;
+        else if (id == O_MAX_ROWS)
+            p->q->opt.max_rows_pos = p->cur.pos;
         TRY(advance(p));
         TRY(expect_tok(p, T_EQ, "'='"));
         TRY(parse_option_value(p, (enum opt_id)id));

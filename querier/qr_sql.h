@@ -39,6 +39,13 @@
 #define QR_DEFAULT_TUPLES_GROUPED 8u    /* default tuples_per_participant, per-row groups */
 #define QR_DEFAULT_MIN_PARTICIPANTS 10u
 #define QR_DEFAULT_MIN_GROUP_SIZE 5u
+/* Differential privacy (token/tk_noise.c has the mechanism). */
+#define QR_DP_MAX_ROWS_MAX 1000000u   /* max_rows: TK_DP_MAX_ROWS */
+#define QR_DP_DEFAULT_MAX_ROWS 1u     /* max_rows when epsilon is given without it */
+#define QR_DP_DEFAULT_DELTA 1e-6      /* the default min_group_size keeps delta below this */
+#define QR_DP_SCALE_MAX 1e15          /* a quantity's noise scale: TK_DP_SCALE_MAX */
+#define QR_DP_SENSITIVITY_MAX 9e15    /* a quantity's sensitivity: TK_DP_SENSITIVITY_MAX */
+#define QR_DP_GROUP_SIZE_MAX 1000000u /* the default min_group_size stops growing here */
 #define QR_DEFAULT_COLLECT_SECONDS 3600
 #define QR_DEFAULT_VALID_SECONDS 86400
 #define QR_PLAN_VERSION 1u
@@ -115,15 +122,17 @@ struct qr_order_item {
     int desc;
 };
 
-/* WITH options, each with whether it was given. */
+/* WITH options, each with whether it was given and where its name is. */
 struct qr_options {
     int has_min_participants, has_min_group_size, has_epsilon, has_contribution_bound;
-    int has_tuples, has_max_groups, has_protocol;
+    int has_tuples, has_max_groups, has_protocol, has_max_rows;
     uint32_t min_participants, min_group_size;
     double epsilon;
     int64_t contribution_bound;
     uint32_t tuples_per_participant, max_groups;
+    uint32_t max_rows;
     char protocol[QR_NAME_MAX + 1];
+    size_t epsilon_pos, contribution_bound_pos, max_rows_pos;
 };
 
 struct qr_query {

@@ -97,6 +97,11 @@ struct qr_compile_opts {
     int64_t now;             /* Unix seconds: issued_at */
     int64_t collect_seconds; /* deadline = now + this unless DEADLINE is given; 0: 3600 */
     int64_t valid_seconds;   /* expires_at = deadline + this; 0: 86400 */
+    /* Differential privacy for SQL that does not say (a WITH option of the
+     * same name wins): 0 for none, as when the field is left out. */
+    double epsilon;
+    int64_t contribution_bound;
+    uint32_t max_rows;
 };
 
 struct qr_sql_error {
@@ -232,13 +237,25 @@ struct qr_value {
     char s[QR_TEXT_MAX + 1];
 };
 
+#define QR_MECHANISM_MAX 255u /* bytes of a result's mechanism text */
+
 struct qr_result {
     size_t n_columns;
     char (*labels)[QR_NAME_MAX + 1];
     size_t n_rows;
     struct qr_value *cells; /* n_rows * n_columns, row-major, SELECT order */
     uint64_t participants;
-    uint64_t groups_suppressed;
+    uint64_t groups_suppressed; /* 0 under differential privacy: not released */
+    /*
+     * Differential privacy (epsilon 0: the result is exact). The token's
+     * account of its noise, and for each column (SELECT order) the bound
+     * the noise stays within with probability error_confidence, in the
+     * column's units (0: none stated, as for group columns and AVG).
+     */
+    double epsilon;
+    char mechanism[QR_MECHANISM_MAX + 1];
+    double *error_bound; /* n_columns entries when epsilon > 0, else NULL */
+    double error_confidence;
 };
 
 /*
@@ -252,6 +269,14 @@ int qr_result_open(struct qr_result *out, const uint8_t *sealed, size_t sealed_l
                    const struct qr_identity *researcher, const uint8_t (*token_authorities)[32],
                    size_t n_token_authorities, int64_t now);
 void qr_result_free(struct qr_result *r);
+
+/*
+ * A footnote for a table printed from r: under differential privacy, the
+ * mechanism and the error bounds (one or two lines, each ending in a
+ * newline); an empty string for an exact result. Always NUL-terminated;
+ * returns the length it needed (as snprintf).
+ */
+size_t qr_result_footnote(char *buf, size_t cap, const struct qr_result *r);
 
 /* Format one value as text into buf (always NUL-terminated). */
 void qr_value_format(char *buf, size_t cap, const struct qr_value *v);

@@ -4,13 +4,24 @@
  *   cohort-sim --tokens N --seed S --sql "SQL" [--protocol s_agg]
  *              [--token-ram BYTES] [--dropout RATE] [--threads N]
  *              [--latency-ms MS] [--json] [--no-progress]
+ *              [--epsilon E [--contribution-bound B] [--max-rows R]] [--runs N]
  *
  * Prints the researcher's result, then what it cost and what the querier
  * service saw. Exits 0 only if the result equals the ground truth computed
  * in the clear (AVG to 1e-9 relative), 1 with a diff if it does not, 2 for
  * bad usage or bad SQL, 3 if the study could not run.
+ *
+ * --epsilon (or WITH (epsilon = ...) in the SQL) makes the study
+ * differentially private, and the verdict statistical (sim_dp.c): every
+ * released COUNT and SUM value is compared with the truth under the same
+ * contribution bounds, and the number of values beyond their stated bound
+ * must be within what Binomial(n, 1 - confidence) allows at the 0.999
+ * level. --runs N repeats the study with seeds S .. S+N-1 (fresh keys, so
+ * fresh noise, each time) and gives one verdict over all runs; the first
+ * run's result is printed.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,10 +35,14 @@ static void usage(FILE *f)
     fputs("usage: cohort-sim --tokens N --seed S --sql \"SQL\" [--protocol s_agg]\n"
           "                  [--token-ram BYTES] [--dropout RATE] [--threads N]\n"
           "                  [--latency-ms MS] [--json] [--no-progress]\n"
+          "                  [--epsilon E [--contribution-bound B] [--max-rows R]] [--runs N]\n"
           "\n"
           "Runs N simulated tokens, their agents and one coordinator with the real\n"
           "protocol code, and checks the decrypted result against the ground truth.\n"
           "The table is `health` (cohort-querier catalog lists its columns).\n"
+          "With --epsilon the result is noisy: the check is then that the noise stays\n"
+          "within the result's stated bounds as often as it says, over --runs runs\n"
+          "(seeds S, S+1, ...).\n"
           "Exit status: 0 result matches, 1 mismatch, 2 usage or SQL error, 3 study failed.\n",
           f);
 }
@@ -119,6 +134,11 @@ static void print_table(const struct qr_result *r)
         putchar('\n');
     }
     printf("(%zu row%s)\n", r->n_rows, r->n_rows == 1 ? "" : "s");
+    {
+        char note[1024];
+        qr_result_footnote(note, sizeof note, r);
+        fputs(note, stdout);
+    }
 }
 
 static void print_json(const struct sim_config *cfg, const struct sim_report *rep)
@@ -156,6 +176,23 @@ static void print_json(const struct sim_config *cfg, const struct sim_report *re
            (unsigned long long)rep->contributed, (unsigned long long)rep->refused,
            (unsigned long long)rep->result.participants);
     printf("\"groups_suppressed\":%llu,", (unsigned long long)rep->result.groups_suppressed);
+    if (rep->result.epsilon > 0) {
+        printf("\"dp\":{\"epsilon\":%.17g,\"mechanism\":", rep->result.epsilon);
+        json_string(rep->result.mechanism);
+        printf(",\"confidence\":%.17g,\"error_bound\":[", rep->result.error_confidence);
+        for (c = 0; c < rep->result.n_columns; c++)
+            printf("%s%.17g", c ? "," : "", rep->result.error_bound[c]);
+        printf("]},");
+    }
+    if (rep->dp && !rep->failed) {
+        const struct sim_dp_check *d = &rep->dp_check;
+        printf("\"dp_check\":{\"values\":%llu,\"exceed\":%llu,\"allowed\":%llu,"
+               "\"strays\":%llu,\"released\":%llu,\"true_groups\":%llu},",
+               (unsigned long long)d->values, (unsigned long long)d->exceed,
+               (unsigned long long)sim_dp_allowed(d->values, 1 - d->confidence, SIM_DP_LEVEL),
+               (unsigned long long)d->strays, (unsigned long long)d->released,
+               (unsigned long long)d->true_groups);
+    }
     printf("\"time\":{\"setup_wall_s\":%.3f,\"setup_cpu_s\":%.3f,\"study_wall_s\":%.3f,"
            "\"study_cpu_s\":%.3f,\"virtual_s\":%.3f,\"threads\":%u},",
            rep->setup_wall_s, rep->setup_cpu_s, rep->study_wall_s, rep->study_cpu_s, rep->virtual_s,
@@ -215,12 +252,135 @@ static void print_text(const struct sim_config *cfg, const struct sim_report *re
     (void)cfg;
 }
 
+#define SIM_RUNS_MAX 100000u
+
+/* The statistical verdict over everything in d (one run or many). */
+static int print_dp(const struct sim_dp_check *d, uint64_t runs)
+{
+    double miss = 1 - d->confidence;
+    uint64_t allowed = sim_dp_allowed(d->values, miss, SIM_DP_LEVEL);
+    int ok = d->strays == 0 && d->exceed <= allowed;
+    size_t a;
+
+    printf("dp check      %llu run%s: %llu groups released of %llu in the truth; %llu released "
+           "COUNT/SUM values, %llu beyond the stated bound\n",
+           (unsigned long long)runs, runs == 1 ? "" : "s", (unsigned long long)d->released,
+           (unsigned long long)d->true_groups, (unsigned long long)d->values,
+           (unsigned long long)d->exceed);
+    for (a = 0; a < d->n_aggs && a < QR_AGGREGATES_MAX; a++) {
+        const struct sim_dp_column *c = &d->agg[a];
+        double n = c->values ? (double)c->values : 1;
+        if (!c->checked)
+            continue;
+        printf(
+            "              aggregate #%zu: bound +-%g, %llu of %llu beyond (%.2f %%); error mean "
+            "%+.2f, rms %.2f\n",
+            a, c->bound, (unsigned long long)c->exceed, (unsigned long long)c->values,
+            100.0 * (double)c->exceed / n, c->sum_err / n, sqrt(c->sum_sq_err / n));
+    }
+    printf("verdict       %s: %.2f %% beyond the bound observed, at most %.0f %% stated; "
+           "Binomial(%llu, %.2f) allows %llu at the %.3f level%s\n",
+           ok ? "noise within its stated bounds" : "NOISE BEYOND ITS STATED BOUNDS",
+           d->values ? 100.0 * (double)d->exceed / (double)d->values : 0.0, 100 * miss,
+           (unsigned long long)d->values, miss, (unsigned long long)allowed, SIM_DP_LEVEL,
+           d->strays ? "; and released groups the truth does not have" : "");
+    return ok;
+}
+
+/* --runs N: the study with seeds S .. S+N-1; the first run printed. */
+static int run_many(const struct sim_config *base, uint64_t runs, int json)
+{
+    struct sim_config cfg = *base;
+    struct sim_dp_check all;
+    uint64_t r, exact_ok = 0, failed = 0, no_result = 0;
+    int dp = -1, rc = 0;
+
+    memset(&all, 0, sizeof all);
+    cfg.progress = 0;
+    for (r = 0; r < runs; r++) {
+        struct sim_report rep;
+        size_t a;
+        cfg.seed = base->seed + r;
+        if (sim_run(&rep, &cfg) != 0) {
+            fprintf(stderr, "cohort-sim: run %llu (seed %llu): %s\n", (unsigned long long)r + 1,
+                    (unsigned long long)cfg.seed, rep.error);
+            rc = strncmp(rep.error, "SQL error", 9) == 0 ? 2 : 3;
+            sim_report_free(&rep);
+            return rc;
+        }
+        if (r == 0) {
+            if (json)
+                print_json(&cfg, &rep);
+            else
+                print_text(&cfg, &rep);
+        }
+        dp = rep.dp;
+        if (rep.failed && rep.ok) {
+            no_result++; /* too few participants, as the truth requires */
+        } else if (rep.failed) {
+            fprintf(stderr, "cohort-sim: run %llu (seed %llu): %s\n", (unsigned long long)r + 1,
+                    (unsigned long long)cfg.seed, rep.error);
+            failed++;
+        } else if (rep.dp) {
+            const struct sim_dp_check *d = &rep.dp_check;
+            all.values += d->values;
+            all.exceed += d->exceed;
+            all.strays += d->strays;
+            all.released += d->released;
+            all.true_groups += d->true_groups;
+            all.confidence = d->confidence;
+            all.n_aggs = d->n_aggs;
+            for (a = 0; a < d->n_aggs && a < QR_AGGREGATES_MAX; a++) {
+                all.agg[a].checked |= d->agg[a].checked;
+                all.agg[a].bound = d->agg[a].bound;
+                all.agg[a].values += d->agg[a].values;
+                all.agg[a].exceed += d->agg[a].exceed;
+                all.agg[a].sum_err += d->agg[a].sum_err;
+                all.agg[a].sum_sq_err += d->agg[a].sum_sq_err;
+            }
+        } else if (rep.ok) {
+            exact_ok++;
+        } else {
+            fprintf(stderr, "cohort-sim: run %llu (seed %llu): MISMATCH with the ground truth\n%s",
+                    (unsigned long long)r + 1, (unsigned long long)cfg.seed,
+                    rep.diff ? rep.diff : "");
+            rc = 1;
+        }
+        sim_report_free(&rep);
+    }
+    if (!json)
+        printf("runs          %llu (seeds %llu..%llu): %llu without a result as the truth "
+               "requires, %llu failed\n",
+               (unsigned long long)runs, (unsigned long long)base->seed,
+               (unsigned long long)(base->seed + runs - 1), (unsigned long long)no_result,
+               (unsigned long long)failed);
+    if (dp == 1) {
+        uint64_t allowed = sim_dp_allowed(all.values, 1 - all.confidence, SIM_DP_LEVEL);
+        int ok = all.strays == 0 && all.exceed <= allowed;
+        if (json)
+            printf("{\"runs\":%llu,\"values\":%llu,\"exceed\":%llu,\"allowed\":%llu,"
+                   "\"strays\":%llu,\"confidence\":%.17g,\"ok\":%s}\n",
+                   (unsigned long long)runs, (unsigned long long)all.values,
+                   (unsigned long long)all.exceed, (unsigned long long)allowed,
+                   (unsigned long long)all.strays, all.confidence, ok ? "true" : "false");
+        else
+            print_dp(&all, runs);
+        if (!ok)
+            rc = 1;
+    } else if (!json && rc == 0 && failed == 0) {
+        printf("verdict       every run's result equals its ground truth\n");
+    }
+    if (failed > 0 && rc == 0)
+        rc = 3;
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct sim_config cfg;
     struct sim_report rep;
     int json = 0, i, rc;
-    uint64_t v;
+    uint64_t v, runs = 1;
 
     sim_config_default(&cfg);
     cfg.progress = isatty(2);
@@ -277,6 +437,35 @@ int main(int argc, char **argv)
             }
             cfg.latency_ms = (uint32_t)v;
             i++;
+        } else if (strcmp(a, "--runs") == 0) {
+            if (parse_u64(next, &runs, 1, SIM_RUNS_MAX) != 0) {
+                fprintf(stderr, "cohort-sim: --runs must be 1..%u\n", SIM_RUNS_MAX);
+                return 2;
+            }
+            i++;
+        } else if (strcmp(a, "--max-rows") == 0) {
+            if (parse_u64(next, &v, 1, 1000000) != 0) {
+                fprintf(stderr, "cohort-sim: --max-rows must be 1..1000000\n");
+                return 2;
+            }
+            cfg.max_rows = (uint32_t)v;
+            i++;
+        } else if (strcmp(a, "--contribution-bound") == 0) {
+            if (parse_u64(next, &v, 1, INT64_MAX) != 0) {
+                fprintf(stderr, "cohort-sim: --contribution-bound must be a positive integer\n");
+                return 2;
+            }
+            cfg.contribution_bound = (int64_t)v;
+            i++;
+        } else if (strcmp(a, "--epsilon") == 0) {
+            char *end;
+            errno = 0;
+            cfg.epsilon = strtod(next, &end);
+            if (errno != 0 || *end != '\0' || !(cfg.epsilon >= 0 && cfg.epsilon <= 1e9)) {
+                fprintf(stderr, "cohort-sim: --epsilon must be a number in [0, 1e9]\n");
+                return 2;
+            }
+            i++;
         } else if (strcmp(a, "--dropout") == 0) {
             char *end;
             errno = 0;
@@ -297,6 +486,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (runs > 1)
+        return run_many(&cfg, runs, json);
     rc = sim_run(&rep, &cfg);
     if (rc != 0) {
         fprintf(stderr, "cohort-sim: %s\n", rep.error);
@@ -309,7 +500,11 @@ int main(int argc, char **argv)
         print_json(&cfg, &rep);
     else
         print_text(&cfg, &rep);
-    if (rep.ok) {
+    if (rep.dp && !rep.failed) {
+        if (!json)
+            print_dp(&rep.dp_check, 1);
+        rc = rep.ok ? 0 : 1;
+    } else if (rep.ok) {
         if (!json)
             printf("verdict       %s\n", rep.failed ? "no result, as the ground truth requires"
                                                     : "result equals the ground truth");

@@ -23,7 +23,7 @@
 #define SIM_ROWS_MAX 16u
 #define SIM_REGIONS 128u
 #define SIM_TOKENS_MAX 2000000u
-#define SIM_OWNER_EPSILON 100.0 /* each simulated owner's privacy budget, per study and in all */
+#define SIM_OWNER_EPSILON 1000000.0 /* each simulated owner's privacy budget, per study and in all */
 
 struct sim_config {
     uint64_t tokens;
@@ -36,12 +36,41 @@ struct sim_config {
     uint32_t latency_ms;  /* one-way network latency, virtual */
     int progress;         /* draw a progress bar on stderr */
     int keep_artifacts;   /* keep the sealed result and the researcher's keys (tests) */
+    /* Differential privacy, unless the SQL's WITH says otherwise (0: none). */
+    double epsilon;
+    int64_t contribution_bound;
+    uint32_t max_rows;
 };
 
 void sim_config_default(struct sim_config *cfg);
 
+/*
+ * Under differential privacy a run is checked statistically (sim_dp.c):
+ * every released COUNT and SUM value against the truth under the same
+ * contribution bounds, counting those whose error exceeds the bound the
+ * result states.
+ */
+struct sim_dp_column {
+    int checked;       /* a COUNT or SUM column (AVG states no bound) */
+    double bound;      /* the stated bound, in the column's natural units */
+    uint64_t values;   /* released values compared */
+    uint64_t exceed;   /* of which |noisy - truth| > bound */
+    double sum_err;    /* of noisy - truth, natural units */
+    double sum_sq_err; /* of its square */
+};
+
+struct sim_dp_check {
+    uint64_t values, exceed; /* over every checked column */
+    uint64_t strays;         /* released groups that the truth does not have */
+    uint64_t released;       /* groups released */
+    uint64_t true_groups;    /* groups of the truth, before any threshold */
+    double confidence;       /* what the result states */
+    size_t n_aggs;
+    struct sim_dp_column agg[QR_AGGREGATES_MAX]; /* plan order */
+};
+
 struct sim_report {
-    int ok;     /* 1: the result equals the ground truth */
+    int ok;     /* 1: the result equals the ground truth (under DP: passes the DP check) */
     int failed; /* 1: the study failed (see error) */
     char error[320];
     char *diff;              /* malloc'd account of a mismatch, or NULL */
@@ -76,6 +105,9 @@ struct sim_report {
     size_t signed_plan_len;
     struct qr_identity researcher;
     uint8_t manufacturer_pk[32];
+
+    int dp; /* the plan has epsilon > 0: see dp_check */
+    struct sim_dp_check dp_check;
 };
 
 /* Run a whole simulated study. Returns 0 when it ran (whatever the verdict;
@@ -133,5 +165,45 @@ int sim_truth(struct qr_result *out, const uint8_t *plan, size_t plan_len, uint6
 /* Compare two results cell by cell (AVG to 1e-9 relative); NULL if equal,
  * else a malloc'd description of the first differences. */
 char *sim_compare(const struct qr_result *got, const struct qr_result *want);
+
+/*
+ * The plan (serialized) with every group column then every aggregate as
+ * its output, in plan order, and no ORDER BY or LIMIT (malloc'd into
+ * *out). Returns 0 or -1.
+ */
+int sim_full_plan(uint8_t **out, size_t *out_len, const uint8_t *plan, size_t plan_len);
+
+/*
+ * The truth for every group, before thresholds and HAVING, laid out by
+ * sim_full_plan: what the DP check compares noisy values with. Under DP a
+ * SUM over no rows is 0 (tokens release a noisy SUM, never NULL). Returns
+ * as sim_truth.
+ */
+int sim_truth_full(struct qr_result *out, const uint8_t *plan, size_t plan_len, uint64_t seed,
+                   const uint8_t *included, uint64_t n);
+
+/* ------------------------------------------- the DP check (sim_dp.c) */
+
+/*
+ * Check a DP result: open the sealed table as the researcher, lay it and
+ * the bounded truth (sim_truth_full) out in plan order, match groups, and
+ * count the values beyond their stated bound into *out (added to what it
+ * holds, so runs accumulate). Returns 0 or a negative QR_ERR_* / -1.
+ */
+int sim_dp_check(struct sim_dp_check *out, const uint8_t *sealed, size_t sealed_len,
+                 const uint8_t *signed_plan, size_t signed_plan_len,
+                 const struct qr_identity *researcher, const uint8_t authority[32], int64_t now,
+                 const uint8_t *plan, size_t plan_len, uint64_t seed, const uint8_t *included,
+                 uint64_t n);
+
+/*
+ * The statistical verdict: the most exceedances out of n values that
+ * Binomial(n, miss) allows at one-sided level `level` (the smallest q with
+ * P(X > q) <= 1 - level). Each value exceeds its bound with probability at
+ * most miss = 1 - confidence, independently, so more than q exceedances
+ * mean the noise is larger than stated (or the bounds wrong).
+ */
+uint64_t sim_dp_allowed(uint64_t n, double miss, double level);
+#define SIM_DP_LEVEL 0.999
 
 #endif

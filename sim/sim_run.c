@@ -26,7 +26,8 @@
  *    gives up.
  * 3. The researcher opens the result; the ground truth is computed over
  *    the participants whose contribution the service accepted; the two are
- *    compared.
+ *    compared: cell by cell, or under differential privacy by the
+ *    statistical check of sim_dp.c.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -86,6 +87,7 @@ struct sim {
     uint8_t (*ids)[32]; /* each token's public key, as it reported it */
     int64_t deadline;   /* the plan's end of collection, Unix seconds */
     int64_t expires;
+    double epsilon; /* the plan's differential privacy, 0 for none */
     int setup_error;
     char setup_msg[160];
     pthread_mutex_t lock;
@@ -427,7 +429,13 @@ static int setup(struct sim *s)
     const struct sim_config *cfg = s->cfg;
     const char *tables[] = {"health"};
     struct qr_scope scope = {tables, 1, NULL, 0, NULL, 0, 10.0};
-    struct qr_compile_opts opts = {"simulated study", s->t0, 600, 86400};
+    struct qr_compile_opts opts = {.study = "simulated study",
+                                   .now = s->t0,
+                                   .collect_seconds = 600,
+                                   .valid_seconds = 86400,
+                                   .epsilon = cfg->epsilon,
+                                   .contribution_bound = cfg->contribution_bound,
+                                   .max_rows = cfg->max_rows};
     struct qr_sql_error err;
     Cohort__TableSchema *schema = health_schema();
     const uint8_t *chain[1];
@@ -456,6 +464,10 @@ static int setup(struct sim *s)
         }
         s->deadline = p->deadline;
         s->expires = p->expires_at;
+        /* The study authority certifies the researcher for the plan's epsilon. */
+        if (p->privacy != NULL && p->privacy->epsilon > scope.max_epsilon)
+            scope.max_epsilon = p->privacy->epsilon;
+        s->epsilon = p->privacy != NULL ? p->privacy->epsilon : 0.0;
         cohort__plan__free_unpacked(p, NULL);
     }
     if (qr_identity_generate(&s->manufacturer) != 0 || qr_identity_generate(&s->authority) != 0 ||
@@ -921,11 +933,27 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
         goto out;
     }
     rep->truth_too_few = rc == 1;
+    rep->dp = s.epsilon > 0;
     if (rep->contributed == 0 && rep->refused > 0)
         rep->ok = 0; /* nobody took part: nothing was checked */
     else if (rep->truth_too_few)
         rep->ok = rep->failed;
-    else if (!rep->failed) {
+    else if (!rep->failed && rep->dp) {
+        const uint8_t *sealed;
+        size_t sealed_len;
+        const struct sim_dp_check *d = &rep->dp_check;
+        qr_coord_result(c, &sealed, &sealed_len);
+        rc = sim_dp_check(&rep->dp_check, sealed, sealed_len, s.signed_plan, s.signed_plan_len,
+                          &s.researcher, s.manufacturer.sign_pk, vnow / 1000, s.plan, s.plan_len,
+                          cfg->seed, inc, cfg->tokens);
+        if (rc != 0) {
+            snprintf(rep->error, sizeof rep->error, "the DP check could not run: %s",
+                     qr_strerror(rc));
+            goto out;
+        }
+        rep->ok = d->strays == 0 &&
+                  d->exceed <= sim_dp_allowed(d->values, 1 - d->confidence, SIM_DP_LEVEL);
+    } else if (!rep->failed) {
         rep->diff = sim_compare(&rep->result, &rep->truth);
         rep->ok = rep->diff == NULL;
     }

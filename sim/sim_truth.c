@@ -10,6 +10,18 @@
  * participants, no group below the minimum group size. The table is then
  * laid out by the querier's own result code (SELECT order, ORDER BY, LIMIT)
  * so that it can be compared cell by cell with what the researcher got.
+ *
+ * Under differential privacy the truth applies the same contribution
+ * bounds as the tokens, written again from the description in
+ * token/tk_noise.c rather than shared: per participant, only the first
+ * tuples_per_participant groups it meets (in row order), the first
+ * max_rows rows of each, every SUM or AVG argument clamped into
+ * [-bound, bound] in the column's natural units. So the only difference
+ * left between the researcher's result and the truth is the noise.
+ * sim_truth_full gives that truth for every group, before any threshold
+ * or HAVING (which the tokens apply to noisy values), with a SUM over no
+ * rows as 0 rather than NULL, laid out by sim_full_plan: all the group
+ * columns then all the aggregates, sorted by the groups.
  */
 #include <math.h>
 #include <stdio.h>
@@ -304,7 +316,7 @@ struct group_ctx {
     const struct group *g;
 };
 
-static struct tv agg_value(const Cohort__Plan *plan, const struct group *g, size_t i)
+static struct tv agg_value(const Cohort__Plan *plan, const struct group *g, size_t i, int dp)
 {
     const Cohort__Aggregate *a = plan->aggregates[i];
     struct tv t = {0};
@@ -320,7 +332,7 @@ static struct tv agg_value(const Cohort__Plan *plan, const struct group *g, size
     default:
         break;
     }
-    if (g->count[i] == 0)
+    if (g->count[i] == 0 && !(dp && a->func == COHORT__AGG_FUNC__AGG_SUM))
         return t;
     for (c = 0; c < plan->schema->n_columns; c++)
         if (strcmp(plan->schema->columns[c]->name, a->column) == 0) {
@@ -356,7 +368,7 @@ static struct tv group_col(void *ctx, const Cohort__Instr *in)
 static struct tv group_agg(void *ctx, const Cohort__Instr *in)
 {
     struct group_ctx *c = ctx;
-    return agg_value(c->plan, c->g, in->index);
+    return agg_value(c->plan, c->g, in->index, 0);
 }
 
 static void to_pb(Cohort__Value *pb, const struct tv *t)
@@ -380,10 +392,87 @@ static int group_order(const void *a, const void *b)
     return c ? c : (x->key_len > y->key_len) - (x->key_len < y->key_len);
 }
 
-int sim_truth(struct qr_result *out, const uint8_t *plan_bytes, size_t plan_len, uint64_t seed,
-              const uint8_t *included, uint64_t n)
+/* A SUM or AVG argument's clamp in the column's scaled units (0: none). */
+static int64_t clamp_of(const Cohort__Plan *plan, const Cohort__Aggregate *a)
+{
+    int64_t b = plan->privacy->contribution_bound;
+    size_t c;
+    unsigned k;
+    for (c = 0; c < plan->schema->n_columns; c++)
+        if (strcmp(plan->schema->columns[c]->name, a->column) == 0)
+            for (k = 0; k < plan->schema->columns[c]->scale; k++)
+                b = b > INT64_MAX / 10 ? INT64_MAX : b * 10;
+    return b;
+}
+
+/* The plan with every group column, then every aggregate, as its output,
+ * and no ORDER BY or LIMIT: the layout the DP check compares. */
+int sim_full_plan(uint8_t **out, size_t *out_len, const uint8_t *plan_bytes, size_t plan_len)
 {
     Cohort__Plan *plan = cohort__plan__unpack(NULL, plan_len, plan_bytes);
+    Cohort__OutputColumn *cols = NULL, **colp = NULL, **saved_out;
+    Cohort__OrderKey **saved_order;
+    size_t n_saved_out, n_saved_order, n, k;
+    uint64_t saved_limit;
+    char(*labels)[16] = NULL;
+    int rc = -1;
+
+    *out = NULL;
+    *out_len = 0;
+    if (plan == NULL)
+        return -1;
+    n = plan->n_group_by + plan->n_aggregates;
+    cols = calloc(n + 1, sizeof *cols);
+    colp = calloc(n + 1, sizeof *colp);
+    labels = calloc(n + 1, sizeof *labels);
+    if (cols == NULL || colp == NULL || labels == NULL)
+        goto done;
+    for (k = 0; k < n; k++) {
+        cohort__output_column__init(&cols[k]);
+        cols[k].is_group = k < plan->n_group_by;
+        cols[k].index = (uint32_t)(k < plan->n_group_by ? k : k - plan->n_group_by);
+        snprintf(labels[k], sizeof labels[k], "%s%zu", cols[k].is_group ? "g" : "a",
+                 (size_t)cols[k].index);
+        cols[k].label = labels[k];
+        colp[k] = &cols[k];
+    }
+    saved_out = plan->output;
+    n_saved_out = plan->n_output;
+    saved_order = plan->order_by;
+    n_saved_order = plan->n_order_by;
+    saved_limit = plan->limit;
+    plan->output = colp;
+    plan->n_output = n;
+    plan->order_by = NULL;
+    plan->n_order_by = 0;
+    plan->limit = 0;
+    *out_len = cohort__plan__get_packed_size(plan);
+    *out = malloc(*out_len ? *out_len : 1);
+    if (*out != NULL) {
+        cohort__plan__pack(plan, *out);
+        rc = 0;
+    }
+    plan->output = saved_out;
+    plan->n_output = n_saved_out;
+    plan->order_by = saved_order;
+    plan->n_order_by = n_saved_order;
+    plan->limit = saved_limit;
+done:
+    free(cols);
+    free(colp);
+    free(labels);
+    cohort__plan__free_unpacked(plan, NULL);
+    return rc;
+}
+
+/* full: every group, no threshold or HAVING, laid out by sim_full_plan. */
+static int compute(struct qr_result *out, const uint8_t *plan_bytes, size_t plan_len, uint64_t seed,
+                   const uint8_t *included, uint64_t n, int full)
+{
+    Cohort__Plan *plan = cohort__plan__unpack(NULL, plan_len, plan_bytes);
+    uint8_t *layout = NULL;
+    size_t layout_len = 0;
+    int dp;
     struct groups gs = {0};
     uint64_t contributors = 0, suppressed = 0, i;
     Cohort__ResultTable table = COHORT__RESULT_TABLE__INIT;
@@ -397,9 +486,15 @@ int sim_truth(struct qr_result *out, const uint8_t *plan_bytes, size_t plan_len,
     memset(out, 0, sizeof *out);
     if (plan == NULL || plan->schema == NULL)
         goto done;
+    dp = plan->privacy != NULL && plan->privacy->epsilon > 0;
+    if (full && sim_full_plan(&layout, &layout_len, plan_bytes, plan_len) != 0)
+        goto done;
     width = plan->n_group_by + plan->n_aggregates;
     for (i = 0; i < n; i++) {
         struct sim_row r[SIM_ROWS_MAX];
+        /* Under DP: this participant's groups so far, and its rows in each. */
+        uint8_t mine[SIM_ROWS_MAX][160];
+        size_t mine_len[SIM_ROWS_MAX], mine_rows[SIM_ROWS_MAX], n_mine = 0;
         size_t nr;
         if (!included[i])
             continue;
@@ -419,6 +514,23 @@ int sim_truth(struct qr_result *out, const uint8_t *plan_bytes, size_t plan_len,
             for (a = 0; a < plan->n_group_by; a++)
                 vals[a] = row_value(&r[k], plan->group_by[a]);
             key_len = key_of(key, vals, plan->n_group_by);
+            if (dp) {
+                size_t m;
+                for (m = 0; m < n_mine; m++)
+                    if (mine_len[m] == key_len && memcmp(mine[m], key, key_len) == 0)
+                        break;
+                if (m == n_mine) {
+                    if (n_mine == plan->tuples_per_participant)
+                        continue; /* a group beyond the first K */
+                    memcpy(mine[m], key, key_len);
+                    mine_len[m] = key_len;
+                    mine_rows[m] = 0;
+                    n_mine++;
+                }
+                if (mine_rows[m] == plan->privacy->max_rows)
+                    continue; /* a row beyond the first max_rows of its group */
+                mine_rows[m]++;
+            }
             grp = find_group(&gs, key, key_len, &fresh);
             if (grp == NULL)
                 goto done;
@@ -453,6 +565,11 @@ int sim_truth(struct qr_result *out, const uint8_t *plan_bytes, size_t plan_len,
                 default:
                     if (v.type == T_NULL)
                         break;
+                    if (dp && (ag->func == COHORT__AGG_FUNC__AGG_SUM ||
+                               ag->func == COHORT__AGG_FUNC__AGG_AVG)) {
+                        int64_t c = clamp_of(plan, ag);
+                        v.i = v.i > c ? c : v.i < -c ? -c : v.i;
+                    }
                     if (ag->func == COHORT__AGG_FUNC__AGG_SUM ||
                         ag->func == COHORT__AGG_FUNC__AGG_AVG)
                         grp->value[a] += v.i;
@@ -489,19 +606,21 @@ int sim_truth(struct qr_result *out, const uint8_t *plan_bytes, size_t plan_len,
     for (g = 0; g < gs.n; g++) {
         struct group_ctx gc = {plan, &gs.g[g]};
         int keep;
-        if (plan->privacy != NULL && gs.g[g].participants < plan->privacy->min_group_size) {
+        if (!full && plan->privacy != NULL &&
+            gs.g[g].participants < plan->privacy->min_group_size) {
             suppressed++;
             continue;
         }
-        keep = run(plan->having, plan->n_having, group_col, group_agg, &gc);
+        keep = full ? 1 : run(plan->having, plan->n_having, group_col, group_agg, &gc);
         if (keep < -1)
             goto done;
         if (keep != 1)
             continue;
         cohort__row__init(&rows[kept]);
         for (k = 0; k < width; k++) {
-            struct tv v = k < plan->n_group_by ? gs.g[g].vals[k]
-                                               : agg_value(plan, &gs.g[g], k - plan->n_group_by);
+            struct tv v = k < plan->n_group_by
+                              ? gs.g[g].vals[k]
+                              : agg_value(plan, &gs.g[g], k - plan->n_group_by, full && dp);
             to_pb(&cells[kept * width + k], &v);
             cellp[kept * width + k] = &cells[kept * width + k];
         }
@@ -528,7 +647,7 @@ int sim_truth(struct qr_result *out, const uint8_t *plan_bytes, size_t plan_len,
         struct group one = {0};
         struct tv v;
         one.count[k] = 1;
-        v = agg_value(plan, &one, k);
+        v = agg_value(plan, &one, k, 0);
         cols[plan->n_group_by + k].type = (Cohort__ValueType)v.type;
         cols[plan->n_group_by + k].scale = v.scale;
     }
@@ -537,16 +656,31 @@ int sim_truth(struct qr_result *out, const uint8_t *plan_bytes, size_t plan_len,
     table.n_rows = kept;
     table.rows = rowp;
     table.participants = contributors;
-    table.groups_suppressed = suppressed;
+    table.groups_suppressed = dp ? 0 : suppressed;
+    if (dp) {
+        /* What a token states under DP; the bounds themselves are not checked here. */
+        table.epsilon = plan->privacy->epsilon;
+        table.mechanism = (char *)"ground truth: no noise";
+        table.error_confidence = 0.5;
+        table.n_error_bound = width;
+        table.error_bound = calloc(width + 1, sizeof *table.error_bound);
+        if (table.error_bound == NULL)
+            goto done;
+    }
     {
         size_t len = cohort__result_table__get_packed_size(&table);
         packed = malloc(len ? len : 1);
         if (packed == NULL)
             goto done;
         cohort__result_table__pack(&table, packed);
-        rc = qr_result_from_table(out, packed, len, plan_bytes, plan_len) == 0 ? 0 : -1;
+        rc = qr_result_from_table(out, packed, len, full ? layout : plan_bytes,
+                                  full ? layout_len : plan_len) == 0
+                 ? 0
+                 : -1;
     }
 done:
+    free(table.error_bound);
+    free(layout);
     free(packed);
     free(rows);
     free(rowp);
@@ -559,6 +693,18 @@ done:
     if (plan)
         cohort__plan__free_unpacked(plan, NULL);
     return rc;
+}
+
+int sim_truth(struct qr_result *out, const uint8_t *plan, size_t plan_len, uint64_t seed,
+              const uint8_t *included, uint64_t n)
+{
+    return compute(out, plan, plan_len, seed, included, n, 0);
+}
+
+int sim_truth_full(struct qr_result *out, const uint8_t *plan, size_t plan_len, uint64_t seed,
+                   const uint8_t *included, uint64_t n)
+{
+    return compute(out, plan, plan_len, seed, included, n, 1);
 }
 
 static int same_cell(const struct qr_value *a, const struct qr_value *b)

@@ -158,6 +158,7 @@ static void dp_spec(struct fx_plan_spec *s, const char *study, double epsilon)
     fx_plan_default(s);
     s->study = study;
     s->epsilon = epsilon;
+    s->max_rows = 1;
     s->aggs[0] = (struct fx_agg){COHORT__AGG_FUNC__AGG_COUNT_STAR, NULL};
     s->n_aggs = 1;
 }

@@ -521,6 +521,53 @@ static void test_with_options_reach_the_plan(void **state)
     cohort__plan__free_unpacked(p, NULL);
 }
 
+static void test_differential_privacy_gets_bounds_and_a_threshold_for_its_delta(void **state)
+{
+    struct qr_compile_opts o = {.now = NOW, .epsilon = 2, .contribution_bound = 300};
+    Cohort__Plan *p;
+
+    (void)state;
+    /* epsilon alone: one row per participant and group, and the smallest
+     * threshold with delta <= 1e-6 (K = 1, 3 quantities: 41 at epsilon 1). */
+    p = compile_ok("SELECT region, COUNT(*), SUM(steps) FROM health GROUP BY region WITH "
+                   "(epsilon = 1, contribution_bound = 20000)");
+    assert_true(p->privacy->epsilon == 1.0);
+    assert_int_equal(p->privacy->max_rows, 1);
+    assert_int_equal(p->privacy->contribution_bound, 20000);
+    assert_int_equal(p->tuples_per_participant, 1);
+    assert_int_equal(p->privacy->min_group_size, 41);
+    cohort__plan__free_unpacked(p, NULL);
+    /* Per-row groups (K = 8) need a far larger threshold for the same delta. */
+    p = compile_ok("SELECT date, COUNT(*) FROM health GROUP BY date WITH (epsilon = 1)");
+    assert_int_equal(p->tuples_per_participant, 8);
+    assert_true(p->privacy->min_group_size > 200);
+    cohort__plan__free_unpacked(p, NULL);
+    /* An explicit threshold and max_rows are kept as given. */
+    p = compile_ok("SELECT sex, AVG(weight) FROM health GROUP BY sex WITH (epsilon = 0.5, "
+                   "contribution_bound = 250, max_rows = 7, min_group_size = 3)");
+    assert_int_equal(p->privacy->max_rows, 7);
+    assert_int_equal(p->privacy->min_group_size, 3);
+    cohort__plan__free_unpacked(p, NULL);
+    /* Settings from the compile options, unless the SQL says otherwise. */
+    assert_int_equal(compile("SELECT sex, SUM(steps) FROM health GROUP BY sex", &o, &p, NULL), 0);
+    assert_true(p->privacy->epsilon == 2.0);
+    assert_int_equal(p->privacy->contribution_bound, 300);
+    assert_int_equal(p->privacy->max_rows, 1);
+    cohort__plan__free_unpacked(p, NULL);
+    assert_int_equal(
+        compile("SELECT sex, SUM(steps) FROM health GROUP BY sex WITH (epsilon = 0.25)", &o, &p,
+                NULL),
+        0);
+    assert_true(p->privacy->epsilon == 0.25);
+    cohort__plan__free_unpacked(p, NULL);
+    /* Without epsilon nothing changes: no max_rows, the usual threshold. */
+    p = compile_ok("SELECT region, MIN(weight) FROM health GROUP BY region");
+    assert_true(p->privacy->epsilon == 0.0);
+    assert_int_equal(p->privacy->max_rows, 0);
+    assert_int_equal(p->privacy->min_group_size, 5);
+    cohort__plan__free_unpacked(p, NULL);
+}
+
 static void test_order_by_resolves_aliases_positions_and_expressions(void **state)
 {
     Cohort__Plan *p = compile_ok("SELECT region, age AS a, COUNT(*) AS n, SUM(steps) FROM health "
@@ -627,6 +674,10 @@ static void test_a_plan_is_explained_in_readable_text(void **state)
     assert_non_null(strstr(text, "issued:     2026-01-01 00:00:00 UTC"));
     assert_non_null(strstr(text, "deadline:   2026-01-01 01:00:00 UTC (+3600 s)"));
     assert_non_null(strstr(text, "epsilon 0.25, contribution bound 10"));
+    assert_non_null(strstr(text, "groups of fewer than "));
+    assert_non_null(strstr(text, " (noisy) participants dropped"));
+    assert_non_null(strstr(text, "dp:         at most 1 row per participant and group; noise on "
+                                 "4 quantities, epsilon/4 each; delta "));
     assert_non_null(strstr(text, "tuples:     1 per participant"));
     assert_non_null(strstr(text, "max groups: 128"));
     free(text);
@@ -859,6 +910,22 @@ static const struct {
     {"SELECT COUNT(*) FROM health WITH (epsilon 1)", 42, 1, 43, "expected '=', found '1'"},
     {"SELECT COUNT(*) FROM health WITH (epsilon = 1", 45, 1, 46,
      "expected ',' or ')', found end of input"},
+    {"SELECT region, COUNT(*), MIN(weight) FROM health GROUP BY region WITH (epsilon = 1)", 25, 1,
+     26, "MIN(weight) has no differential-privacy mechanism; remove it or drop epsilon"},
+    {"SELECT MAX(steps) FROM health WITH (epsilon = 0.5, contribution_bound = 10)", 7, 1, 8,
+     "MAX(steps) has no differential-privacy mechanism"},
+    {"SELECT sex, SUM(steps) FROM health GROUP BY sex WITH (epsilon = 1)", 12, 1, 13,
+     "SUM(steps) under differential privacy needs contribution_bound"},
+    {"SELECT COUNT(*) FROM health HAVING AVG(weight) > 60 WITH (epsilon = 1, max_rows = 3)", 35, 1,
+     36, "AVG(weight) under differential privacy needs contribution_bound"},
+    {"SELECT COUNT(*) FROM health WITH (max_rows = 2)", 34, 1, 35,
+     "max_rows bounds rows only under differential privacy; give epsilon too"},
+    {"SELECT COUNT(*) FROM health WITH (epsilon = 1, max_rows = 0)", 58, 1, 59,
+     "max_rows must be between 1 and 1000000"},
+    {"SELECT COUNT(*) FROM health WITH (epsilon = 0.000000000000001)", 34, 1, 35,
+     "the noise for epsilon 1e-15 and these contribution bounds would exceed"},
+    {"SELECT SUM(weight) FROM health WITH (epsilon = 1, contribution_bound = 1000000000000000)", 50,
+     1, 51, "the noise for epsilon 1 and these contribution bounds would exceed 1e+15"},
     {"SELECT agee FROM health WHERE x = 1 GROUP BY y", 7, 1, 8,
      "unknown column 'agee' in table health"},
     {"SELECT COUNT(*) FROM health WHERE agee = 1 GROUP BY nope", 34, 1, 35,
@@ -1376,6 +1443,100 @@ static void assert_refused(const uint8_t *table, size_t table_len, const uint8_t
     qr_result_free(&r);
 }
 
+/* A table as pack_table makes it, then given differential-privacy fields. */
+static uint8_t *with_dp(uint8_t *table, size_t *len, double eps, const char *mech,
+                        const double *bounds, size_t n_bounds, double conf)
+{
+    Cohort__ResultTable *t = cohort__result_table__unpack(NULL, *len, table);
+    uint8_t *out;
+
+    assert_non_null(t);
+    t->epsilon = eps;
+    t->mechanism = (char *)mech;
+    t->error_bound = (double *)bounds;
+    t->n_error_bound = n_bounds;
+    t->error_confidence = conf;
+    *len = cohort__result_table__get_packed_size(t);
+    out = malloc(*len + 1);
+    assert_non_null(out);
+    cohort__result_table__pack(t, out);
+    t->mechanism = NULL; /* not ours to free */
+    t->error_bound = NULL;
+    t->n_error_bound = 0;
+    cohort__result_table__free_unpacked(t, NULL);
+    free(table);
+    return out;
+}
+
+static void test_a_dp_result_states_its_noise_in_select_order(void **state)
+{
+    static const struct rcol cols[] = {{COHORT__VALUE_TYPE__VT_TEXT, 0},
+                                       {COHORT__VALUE_TYPE__VT_DECIMAL, 1},
+                                       {COHORT__VALUE_TYPE__VT_INT, 0}};
+    static const struct cell cells[] = {C_TEXT("a"), C_DEC(7123, 1), C_INT(99),
+                                        C_TEXT("b"), C_DEC(-50, 1),  C_INT(-3)};
+    static const double bounds[] = {0, 12.5, 9};
+    static const double negative[] = {0, -1, 9};
+    static const double nan_bound[] = {0, NAN, 9};
+    static const char *const sql =
+        "SELECT SUM(weight), region, COUNT(*) AS n FROM health GROUP BY region WITH (epsilon = "
+        "1, contribution_bound = 200)";
+    size_t plan_len, len, exact_len;
+    uint8_t *plan = plan_bytes(sql, &plan_len), *table, *exact_plan;
+    struct qr_result r;
+    char note[512];
+
+    (void)state;
+    table = with_dp(pack_table(&len, cols, 3, cells, 3, 2), &len, 1.0, "discrete\nLaplace", bounds,
+                    3, 0.95);
+    assert_int_equal(qr_result_from_table(&r, table, len, plan, plan_len), 0);
+    assert_true(r.epsilon == 1.0 && r.error_confidence == 0.95);
+    assert_string_equal(r.mechanism, "discrete?Laplace");
+    assert_non_null(r.error_bound);
+    assert_true(r.error_bound[0] == 12.5 && r.error_bound[1] == 0 && r.error_bound[2] == 9);
+    /* Noisy values may be negative; they are laid out as any other. */
+    assert_cell_text(&r, 1, 0, "-5.0");
+    assert_cell_text(&r, 1, 2, "-3");
+    qr_result_footnote(note, sizeof note, &r);
+    assert_string_equal(note, "differential privacy: epsilon 1; discrete?Laplace\n"
+                              "noise within SUM(weight) +-12.5, n +-9 with probability 0.95 "
+                              "each\n");
+    qr_result_free(&r);
+    assert_null(r.error_bound);
+    free(table);
+
+    /* What does not match the plan is malformed. */
+    table = pack_table(&len, cols, 3, cells, 3, 2);
+    assert_refused(table, len, plan, plan_len, QR_ERR_MALFORMED, "a DP plan's table without noise");
+    table = with_dp(table, &len, 0.5, "m", bounds, 3, 0.95);
+    assert_refused(table, len, plan, plan_len, QR_ERR_MALFORMED, "another epsilon");
+    table = with_dp(table, &len, 1.0, "m", bounds, 2, 0.95);
+    assert_refused(table, len, plan, plan_len, QR_ERR_MALFORMED, "a bound missing");
+    table = with_dp(table, &len, 1.0, "m", negative, 3, 0.95);
+    assert_refused(table, len, plan, plan_len, QR_ERR_MALFORMED, "a negative bound");
+    table = with_dp(table, &len, 1.0, "m", nan_bound, 3, 0.95);
+    assert_refused(table, len, plan, plan_len, QR_ERR_MALFORMED, "a NaN bound");
+    table = with_dp(table, &len, 1.0, "m", bounds, 3, 1.0);
+    assert_refused(table, len, plan, plan_len, QR_ERR_MALFORMED, "a confidence of 1");
+    table = with_dp(table, &len, 1.0, "m", bounds, 3, 0.95);
+    exact_plan = plan_bytes("SELECT SUM(weight), region, COUNT(*) AS n FROM health GROUP BY "
+                            "region",
+                            &exact_len);
+    assert_refused(table, len, exact_plan, exact_len, QR_ERR_MALFORMED,
+                   "noise an exact plan did not ask for");
+    /* An exact result has no footnote. */
+    free(table);
+    table = pack_table(&len, cols, 3, cells, 3, 2);
+    assert_int_equal(qr_result_from_table(&r, table, len, exact_plan, exact_len), 0);
+    assert_null(r.error_bound);
+    assert_int_equal(qr_result_footnote(note, sizeof note, &r), 0);
+    assert_string_equal(note, "");
+    qr_result_free(&r);
+    free(table);
+    free(exact_plan);
+    free(plan);
+}
+
 static void test_malformed_result_tables_are_refused_and_leave_nothing(void **state)
 {
     static const char *sql = "SELECT region, COUNT(*), SUM(weight) FROM health GROUP BY region "
@@ -1770,6 +1931,7 @@ int main(void)
         cmocka_unit_test(test_having_adds_hidden_aggregates_after_the_selected_ones),
         cmocka_unit_test(test_group_defaults_follow_the_catalog_estimates),
         cmocka_unit_test(test_with_options_reach_the_plan),
+        cmocka_unit_test(test_differential_privacy_gets_bounds_and_a_threshold_for_its_delta),
         cmocka_unit_test(test_order_by_resolves_aliases_positions_and_expressions),
         cmocka_unit_test(test_the_design_example_compiles),
         cmocka_unit_test(test_nesting_up_to_the_bound_compiles),
@@ -1784,6 +1946,7 @@ int main(void)
         cmocka_unit_test(test_lists_beyond_their_bounds_are_refused),
         cmocka_unit_test(test_bad_arguments_are_refused_without_crashing),
         cmocka_unit_test(test_results_come_in_select_order_sorted_and_limited),
+        cmocka_unit_test(test_a_dp_result_states_its_noise_in_select_order),
         cmocka_unit_test(test_ties_are_broken_by_the_groups_and_null_sorts_first_ascending),
         cmocka_unit_test(test_an_empty_result_has_labels_and_no_rows),
         cmocka_unit_test(test_malformed_result_tables_are_refused_and_leave_nothing),

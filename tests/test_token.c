@@ -13,6 +13,7 @@
  */
 #include "tk_fixture.h"
 
+#include <math.h>
 #include <sys/wait.h>
 
 /* Three rows in three regions, for tokens under attack. */
@@ -789,11 +790,62 @@ static void prep_plan_version_2(struct fx_token *v, struct attempt *at)
     collect_spec(at, &s);
 }
 
-static void prep_epsilon(struct fx_token *v, struct attempt *at)
+/* spec_a under differential privacy: COUNT(*) and SUM(steps) by region. */
+static struct fx_plan_spec dp_spec(void)
 {
     struct fx_plan_spec s = H->spec_a;
-    (void)v;
     s.epsilon = 0.5;
+    s.max_rows = 1;
+    s.contribution_bound = 20000;
+    return s;
+}
+
+static void prep_dp_without_max_rows(struct fx_token *v, struct attempt *at)
+{
+    struct fx_plan_spec s = dp_spec();
+    (void)v;
+    s.max_rows = 0;
+    collect_spec(at, &s);
+}
+
+static void prep_dp_sum_without_bound(struct fx_token *v, struct attempt *at)
+{
+    struct fx_plan_spec s = dp_spec();
+    (void)v;
+    s.contribution_bound = 0;
+    collect_spec(at, &s);
+}
+
+static void prep_dp_with_max(struct fx_token *v, struct attempt *at)
+{
+    struct fx_plan_spec s = dp_spec();
+    (void)v;
+    s.aggs[s.n_aggs++] = (struct fx_agg){COHORT__AGG_FUNC__AGG_MAX, "steps"};
+    collect_spec(at, &s);
+}
+
+static void prep_epsilon_nan(struct fx_token *v, struct attempt *at)
+{
+    struct fx_plan_spec s = dp_spec();
+    (void)v;
+    s.epsilon = NAN;
+    collect_spec(at, &s);
+}
+
+static void prep_epsilon_negative(struct fx_token *v, struct attempt *at)
+{
+    struct fx_plan_spec s = dp_spec();
+    (void)v;
+    s.epsilon = -1;
+    collect_spec(at, &s);
+}
+
+/* Noise of scale about 10^20: more than the sampler draws exactly. */
+static void prep_dp_noise_too_large(struct fx_token *v, struct attempt *at)
+{
+    struct fx_plan_spec s = dp_spec();
+    (void)v;
+    s.epsilon = 1e-12;
     collect_spec(at, &s);
 }
 
@@ -1332,7 +1384,13 @@ static const struct hcase hostile_cases[] = {
     {"a plan of version 2", TK_ERR_BAD_PLAN, false, prep_plan_version_2},
     {"a plan whose column type differs on the token", TK_ERR_BAD_PLAN, false,
      prep_column_type_differs_on_token},
-    {"a plan with epsilon > 0", TK_ERR_UNSUPPORTED, false, prep_epsilon},
+    {"a DP plan without max_rows", TK_ERR_BAD_PLAN, false, prep_dp_without_max_rows},
+    {"a DP plan that sums without a contribution bound", TK_ERR_BAD_PLAN, false,
+     prep_dp_sum_without_bound},
+    {"a DP plan with MAX", TK_ERR_BAD_PLAN, false, prep_dp_with_max},
+    {"a plan whose epsilon is NaN", TK_ERR_BAD_PLAN, false, prep_epsilon_nan},
+    {"a plan with a negative epsilon", TK_ERR_BAD_PLAN, false, prep_epsilon_negative},
+    {"a DP plan whose noise is too large to draw", TK_ERR_BAD_PLAN, false, prep_dp_noise_too_large},
     {"a plan of another protocol", TK_ERR_UNSUPPORTED, false, prep_other_protocol},
     {"a plan for a table the token lacks", TK_ERR_NO_TABLE, false, prep_table_the_token_lacks},
     {"more groups than tuples_per_participant", TK_ERR_TOO_MANY_GROUPS, false,
@@ -1434,8 +1492,9 @@ static bool only_an_audit_entry_was_added(const struct fx_snapshot *s, struct fx
     ok = r->audit->n_entries == 1;
     if (ok) {
         e = r->audit->entries[0];
-        ok = strcmp(e->event, "collect") == 0 &&
-             (rc == TK_ERR_RESPONSE_SPACE ? e->accepted : !e->accepted && e->status == rc);
+        /* Refused before any row is read, or accepted (and debited) and
+         * then failed reading the rows or writing the response. */
+        ok = strcmp(e->event, "collect") == 0 && (e->accepted || e->status == rc);
     }
     cohort__token_response__free_unpacked(r, NULL);
     return ok;

@@ -1215,6 +1215,77 @@ static void sums_that_overflow_int64_are_refused_not_wrapped(void **state)
     fx_signed_free(&plan);
 }
 
+/*
+ * Differential privacy: the noise is a function of the exact input, so
+ * two tokens that finalize the same partition seal the same table (the
+ * service cannot average independent draws), while another query over the
+ * same rows gets other noise. The table states its noise.
+ */
+static void tokens_finalizing_the_same_input_under_dp_draw_the_same_noise(void **state)
+{
+    struct fx_plan_spec spec;
+    struct fx_signed plan, other;
+    struct fx_cts all = {0}, all2 = {0};
+    Cohort__SealedResult *sr = NULL;
+    Cohort__ResultTable *rt[3];
+    size_t i, k, differ = 0;
+    (void)state;
+
+    spec_from_query(&spec, &q4); /* GROUP BY sex: COUNT(*), SUM(steps), participants */
+    spec.tuples = 3;
+    spec.max_groups = 3;
+    spec.epsilon = 1.0;
+    spec.max_rows = 2;
+    spec.contribution_bound = 20000;
+    spec.min_group_size = 0; /* every group: this test looks at the noise, not the threshold */
+    fx_plan_sign(&plan, &spec, &pop->w.researcher);
+    collect_all(&all, &plan, 3);
+    for (i = 0; i < 2; i++) {
+        assert_int_equal(fx_aggregate(&pop->tokens[20 + i], FX_NOW + 20, plan.sp, 1, 0, true, all.v,
+                                      all.n, 7 + i, NULL, &sr),
+                         TK_OK);
+        rt[i] = fx_open_result(sr, &pop->w, plan.query_id);
+        cohort__sealed_result__free_unpacked(sr, NULL);
+    }
+    fx_plan_sign(&other, &spec, &pop->w.researcher);
+    collect_all(&all2, &other, 3);
+    assert_int_equal(fx_aggregate(&pop->tokens[22], FX_NOW + 20, other.sp, 1, 0, true, all2.v,
+                                  all2.n, 9, NULL, &sr),
+                     TK_OK);
+    rt[2] = fx_open_result(sr, &pop->w, other.query_id);
+    cohort__sealed_result__free_unpacked(sr, NULL);
+
+    for (i = 0; i < 3; i++) {
+        assert_true(rt[i]->epsilon == 1.0);
+        assert_non_null(strstr(rt[i]->mechanism, "epsilon/4 per quantity"));
+        assert_int_equal(rt[i]->n_error_bound, 4);
+        assert_true(rt[i]->error_bound[0] == 0.0); /* sex: a group column */
+        for (k = 1; k < 4; k++)
+            assert_true(rt[i]->error_bound[k] > 0);
+        assert_true(rt[i]->error_confidence == 0.95);
+        assert_int_equal(rt[i]->groups_suppressed, 0);
+        assert_int_equal(rt[i]->participants, N_TOKENS);
+    }
+    assert_int_equal(rt[0]->n_rows, rt[1]->n_rows);
+    for (i = 0; i < rt[0]->n_rows; i++)
+        for (k = 0; k < 4; k++) {
+            const Cohort__Value *a = rt[0]->rows[i]->values[k], *b = rt[1]->rows[i]->values[k];
+            assert_int_equal(a->type, b->type);
+            assert_int_equal(a->i, b->i);
+        }
+    for (i = 0; i < rt[0]->n_rows && i < rt[2]->n_rows; i++)
+        for (k = 1; k < 4; k++)
+            differ += rt[0]->rows[i]->values[k]->i != rt[2]->rows[i]->values[k]->i;
+    assert_true(differ > 0);
+
+    for (i = 0; i < 3; i++)
+        cohort__result_table__free_unpacked(rt[i], NULL);
+    fx_cts_free(&all);
+    fx_cts_free(&all2);
+    fx_signed_free(&plan);
+    fx_signed_free(&other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1229,6 +1300,7 @@ int main(void)
         cmocka_unit_test(a_table_spanning_many_store_records_is_scanned_whole),
         cmocka_unit_test(every_batch_a_token_accepts_can_be_collected_and_added_to),
         cmocka_unit_test(sums_that_overflow_int64_are_refused_not_wrapped),
+        cmocka_unit_test(tokens_finalizing_the_same_input_under_dp_draw_the_same_noise),
     };
     return cmocka_run_group_tests(tests, population_setup, population_teardown);
 }

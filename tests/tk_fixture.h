@@ -770,6 +770,8 @@ struct fx_plan_spec {
     int64_t issued_at, deadline, expires_at;
     uint32_t min_participants, min_group_size;
     double epsilon;
+    int64_t contribution_bound; /* differential privacy: see token/tk_noise.c */
+    uint32_t max_rows;
 };
 
 static inline void fx_plan_default(struct fx_plan_spec *s)
@@ -884,6 +886,8 @@ static inline uint8_t *fx_plan_pack(const struct fx_plan_spec *s, size_t *len)
     pr.min_participants = s->min_participants;
     pr.min_group_size = s->min_group_size;
     pr.epsilon = s->epsilon;
+    pr.contribution_bound = s->contribution_bound;
+    pr.max_rows = s->max_rows;
     p.privacy = &pr;
     p.sql = "SELECT ... FROM health";
     p.schema = (Cohort__TableSchema *)(s->schema ? s->schema : &h.s);

@@ -35,9 +35,12 @@
  * groups seen. A final session is the filtering phase: it enforces the
  * minimum number of participants, drops groups below the minimum group
  * size, applies HAVING, seals the table to the researcher's X25519 key and
- * signs it with the device key.
+ * signs it with the device key. Under differential privacy it first adds
+ * the noise (tk_noise.c): the threshold and HAVING then see only noisy
+ * values, and the table states epsilon, the mechanism and each column's
+ * error bound.
  */
-#include "token/tk_int.h"
+#include "token/tk_noise.h"
 
 #define SESSION_MAGIC 0x53455331u /* "SES1" */
 
@@ -57,6 +60,7 @@ struct tk_session {
     uint8_t last[TK_KEY_LEN]; /* level 1: the last input's key */
     uint32_t src_partition, src_next, src_n;
     uint8_t src_lo[TK_KEY_LEN], src_hi[TK_KEY_LEN];
+    uint8_t noise_key[32]; /* final, under DP: see tk_dp_noise_key */
 };
 
 size_t tk_session_size(void)
@@ -568,6 +572,51 @@ static void put_uint(struct result_writer *r, uint32_t field, uint64_t v)
     tk_w_uint(&r->part, field, v);
 }
 
+/* A double field (wire type 1: 8 bytes, little-endian). */
+static void put_double(struct result_writer *r, uint32_t field, double d)
+{
+    uint64_t bits;
+    uint8_t *dst;
+    unsigned k;
+    if (r->part.len + 13 > TK_RESULT_PART)
+        flush_part(r);
+    memcpy(&bits, &d, sizeof bits);
+    tk_w_tag(&r->part, field, 1);
+    dst = tk_w_reserve(&r->part, 8);
+    if (dst == NULL) {
+        r->rc = TK_ERR_TOO_LARGE;
+        return;
+    }
+    for (k = 0; k < 8; k++)
+        dst[k] = (uint8_t)(bits >> (8 * k));
+}
+
+static void put_string(struct result_writer *r, uint32_t field, const char *s, size_t n)
+{
+    if (tk_field_len(field, n) > TK_RESULT_PART) {
+        r->rc = TK_ERR_TOO_LARGE;
+        return;
+    }
+    if (r->part.len + tk_field_len(field, n) > TK_RESULT_PART)
+        flush_part(r);
+    tk_w_bytes(&r->part, field, (const uint8_t *)s, n);
+}
+
+/* What the table states about its noise: epsilon, the mechanism, each
+ * column's error bound (group columns 0) and their confidence. */
+static void put_dp(struct result_writer *r)
+{
+    const struct tk_plan *p = &r->s->plan;
+    char mech[TK_DP_MECHANISM_MAX];
+    uint32_t i;
+
+    put_double(r, 6, p->epsilon);
+    put_string(r, 7, mech, tk_dp_mechanism(mech, sizeof mech, p));
+    for (i = 0; i < (uint32_t)p->n_group + p->n_aggs; i++)
+        put_double(r, 8, i < p->n_group ? 0.0 : tk_dp_error_bound(p, i - p->n_group));
+    put_double(r, 9, TK_DP_CONFIDENCE);
+}
+
 static void write_result(struct result_writer *r)
 {
     struct tk_session *s = r->s;
@@ -608,15 +657,25 @@ static void write_result(struct result_writer *r)
         size_t pos = 0;
         int keep;
 
-        if (e->participants < p->min_group_size) {
-            suppressed++;
-            continue;
+        if (p->epsilon > 0) {
+            /* The threshold sees the noisy count; the exact number of
+             * groups it drops is not released. */
+            int64_t noisy;
+            if ((r->rc = tk_dp_group(&noisy, av, p, s->noise_key, key, e->key_len, e)) != TK_OK)
+                break;
+            if (noisy < (int64_t)p->min_group_size)
+                continue;
+        } else {
+            if (e->participants < p->min_group_size) {
+                suppressed++;
+                continue;
+            }
+            for (k = 0; k < p->n_aggs; k++)
+                tk_agg_final(&av[k], p, k, &e->aggs[k]);
         }
         for (k = 0; k < p->n_group && r->rc == TK_OK; k++)
             if (tk_key_get(&gv[k], key, e->key_len, &pos) != TK_OK)
                 r->rc = TK_ERR_MALFORMED;
-        for (k = 0; k < p->n_aggs; k++)
-            tk_agg_final(&av[k], p, k, &e->aggs[k]);
         if (r->rc != TK_OK || (r->rc = tk_eval(&keep, p->having, p->n_having, &ev)) != TK_OK)
             break;
         if (!keep)
@@ -634,6 +693,8 @@ static void write_result(struct result_writer *r)
     }
     put_uint(r, 4, s->contributors);
     put_uint(r, 5, suppressed);
+    if (p->epsilon > 0 && r->rc == TK_OK)
+        put_dp(r);
     flush_part(r);
 }
 
@@ -649,6 +710,8 @@ static int emit_result(struct tk_call *c, struct tk_session *s)
 
     if (s->contributors < p->min_participants)
         return TK_ERR_TOO_FEW;
+    if (p->epsilon > 0)
+        tk_dp_noise_key(s->noise_key, tk->group_secret, p->query_id, s->lo, s->hi, s->contributors);
     memset(&r, 0, sizeof r);
     r.s = s;
     r.buf = tk_arena_scratch(c->arena, TK_RESULT_PART);

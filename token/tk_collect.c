@@ -17,6 +17,13 @@
  * query, so that duplicates are caught by aggregators, and unlinkable
  * across queries. A token with more groups than the plan allows refuses
  * (TK_ERR_TOO_MANY_GROUPS) rather than drop any.
+ *
+ * Under differential privacy (the plan's epsilon > 0) the token bounds
+ * its owner's contribution instead, as tk_noise.c describes: it keeps the
+ * first tuples_per_participant groups it meets and ignores rows of any
+ * further group (a refusal would tell the service something), keeps the
+ * first max_rows matching rows of each group in storage order, and
+ * clamps every SUM and AVG argument into [-bound, bound].
  */
 #include "token/tk_int.h"
 
@@ -126,11 +133,23 @@ static int on_row(void *ctx, const Cohort__TableSchema *schema, const Cohort__Ro
         return TK_OK;
     for (i = 0; i < p->n_group; i++)
         key_len += tk_key_put(key + key_len, &vals[p->group_col[i]]);
-    if ((rc = tk_groups_get(&g, c->groups, key, key_len)) != TK_OK)
+    rc = tk_groups_get(&g, c->groups, key, key_len);
+    if (p->epsilon > 0 && (rc == TK_ERR_TOO_MANY_GROUPS || (rc == TK_OK && g->rows >= p->max_rows)))
+        return TK_OK; /* beyond the contribution bounds */
+    if (rc != TK_OK)
         return rc;
     for (i = 0; i < p->n_aggs; i++) {
         static const struct tk_value null_value;
         const struct tk_value *v = p->aggs[i].col >= 0 ? &vals[p->aggs[i].col] : &null_value;
+        struct tk_value clamped;
+        if (p->epsilon > 0 && p->clamp[i] > 0 && v->type != COHORT__VALUE_TYPE__VT_NULL) {
+            clamped = *v;
+            if (clamped.i > p->clamp[i])
+                clamped.i = p->clamp[i];
+            if (clamped.i < -p->clamp[i])
+                clamped.i = -p->clamp[i];
+            v = &clamped;
+        }
         if ((rc = add_value(&g->aggs[i], p->aggs[i].func, v)) != TK_OK)
             return rc;
     }
@@ -203,17 +222,23 @@ int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
         return refuse(c, &plan, &adm, rc);
     if (!found)
         return refuse(c, &plan, &adm, TK_ERR_NO_TABLE);
+    /*
+     * Accepted: the entry and its debit are durable before any of the
+     * owner's rows is read, and so before anything can leave the token. A
+     * failure from here on (a flash found tampered, a column whose type
+     * differs from the plan's) spends the budget without a contribution:
+     * the safe direction.
+     */
+    if ((rc = tk_policy_record(c, &plan, &adm, TK_OK)) != TK_OK)
+        return rc;
     if ((rc = tk_groups_init(&groups, a, plan.tuples, plan.n_aggs,
                              (size_t)plan.tuples * group_key_max(&plan), false)) != TK_OK)
-        return refuse(c, &plan, &adm, rc);
+        return rc;
     memset(&col, 0, sizeof col);
     col.plan = &plan;
     col.groups = &groups;
     mark_used(&col);
     if ((rc = tk_table_scan(tk, a, plan.table, on_row, &col)) != TK_OK)
-        return refuse(c, &plan, &adm, rc);
-    /* Accepted: the entry and its debit are durable before anything leaves. */
-    if ((rc = tk_policy_record(c, &plan, &adm, TK_OK)) != TK_OK)
         return rc;
 
     plain = tk_arena_scratch(a, plan.tuple_plain_len);

@@ -180,14 +180,26 @@ struct tk_plan {
     const struct tk_instr *where;
     const struct tk_instr *having;
     uint8_t researcher_box_pk[32];
-    /* Who asks, for the owner's policy and audit log. */
-    uint8_t researcher_pk[TK_PK_LEN];
-    uint8_t root_pk[TK_PK_LEN]; /* the trusted authority the chain ends at */
-    char researcher[64];        /* the researcher certificate's subject */
-    char study[TK_STUDY_MAX + 1];
-    double epsilon;
-    const char *sql; /* the plan's SQL text (scratch), sql_len bytes */
+    /* Who asks, for the owner's policy and audit log: pointers into the
+     * decoded plan and chain in scratch, valid only during the call that
+     * loaded the plan (an aggregation session keeps none of them). */
+    const uint8_t *researcher_pk; /* TK_PK_LEN bytes */
+    const uint8_t *root_pk;       /* the trusted authority the chain ends at */
+    const char *researcher;       /* the researcher certificate's subject */
+    const char *study;
+    const char *sql; /* the plan's SQL text, sql_len bytes */
     size_t sql_len;
+    /*
+     * Differential privacy (epsilon 0: none; see tk_noise.c). Under it a
+     * participant adds to at most `tuples` groups, at most max_rows rows to
+     * each, and every SUM or AVG argument is clamped into [-clamp, clamp]
+     * (aggregate i, the column's scaled units). The budget is split equally
+     * between n_noisy quantities.
+     */
+    double epsilon;
+    uint32_t max_rows;
+    uint16_t n_noisy;
+    int64_t clamp[TK_MAX_AGGS];
     /* The fixed sizes every token derives alike from the plan. */
     size_t group_bound;     /* encoded GroupPartial, at most */
     size_t tuple_plain_len; /* framed TuplePlain */

@@ -11,13 +11,23 @@
  * (TK_ERR_BAD_SIGNATURE), then the plan itself (TK_ERR_BAD_PLAN,
  * TK_ERR_UNSUPPORTED), its times, and the researcher's scope (TK_ERR_SCOPE).
  *
+ * A plan with differential privacy (epsilon > 0) must also bound what one
+ * participant contributes: max_rows > 0, a contribution_bound > 0 when it
+ * sums or averages, and no MIN or MAX (they have no mechanism here). This
+ * file derives each noisy quantity's sensitivity from those bounds and
+ * tries each quantity's noise scale, so that a plan whose noise the token
+ * could not draw exactly is refused before any work (TK_ERR_BAD_PLAN);
+ * tk_noise.c says what the noise is.
+ *
  * A verdict is cached by query id until the plan expires, so a token that
  * aggregates several partitions of one query verifies its signatures once.
  * The decoded plan (struct tk_plan) lives in arena scratch; every name is
  * resolved to an index, and every program is statically checked, so later
  * phases index arrays without further checks.
  */
-#include "token/tk_int.h"
+#include <math.h>
+
+#include "token/tk_noise.h"
 
 #define CLOCK_SKEW 300 /* seconds a plan may appear to come from the future */
 
@@ -183,6 +193,77 @@ int tk_program_load(const struct tk_instr **out, uint16_t *n_out, struct tk_aren
     return TK_OK;
 }
 
+double tk_dp_sensitivity(const struct tk_plan *p, int agg, bool avg_count)
+{
+    double rows = (double)p->tuples * (double)p->max_rows;
+    if (agg == TK_DP_PARTICIPANTS)
+        return (double)p->tuples;
+    switch (p->aggs[agg].func) {
+    case COHORT__AGG_FUNC__AGG_COUNT_PARTICIPANTS:
+        return (double)p->tuples;
+    case COHORT__AGG_FUNC__AGG_COUNT_STAR:
+    case COHORT__AGG_FUNC__AGG_COUNT:
+        return rows;
+    case COHORT__AGG_FUNC__AGG_SUM:
+        return rows * (double)p->clamp[agg];
+    case COHORT__AGG_FUNC__AGG_AVG:
+        return avg_count ? rows : rows * (double)p->clamp[agg];
+    default:
+        return 0.0;
+    }
+}
+
+/*
+ * The differential-privacy part of the plan: the bounds, the clamp of
+ * every SUM and AVG in the column's scaled units, the number of noisy
+ * quantities, and a trial of every quantity's noise scale.
+ */
+static int load_dp(struct tk_plan *p, const Cohort__Privacy *pr)
+{
+    uint16_t i;
+    struct tk_lap l;
+
+    p->epsilon = pr != NULL ? pr->epsilon : 0.0;
+    if (!(p->epsilon >= 0) || !isfinite(p->epsilon))
+        return TK_ERR_BAD_PLAN;
+    if (p->epsilon == 0)
+        return TK_OK;
+    if (pr->max_rows == 0 || pr->max_rows > TK_DP_MAX_ROWS)
+        return TK_ERR_BAD_PLAN;
+    p->max_rows = pr->max_rows;
+    p->n_noisy = 1; /* the participant count of the threshold */
+    for (i = 0; i < p->n_aggs; i++) {
+        const struct tk_agg *g = &p->aggs[i];
+        int64_t c = pr->contribution_bound;
+        unsigned k;
+        switch (g->func) {
+        case COHORT__AGG_FUNC__AGG_MIN:
+        case COHORT__AGG_FUNC__AGG_MAX:
+            return TK_ERR_BAD_PLAN;
+        case COHORT__AGG_FUNC__AGG_SUM:
+        case COHORT__AGG_FUNC__AGG_AVG:
+            if (c <= 0)
+                return TK_ERR_BAD_PLAN;
+            for (k = 0; k < p->columns[g->col].scale; k++)
+                if (__builtin_mul_overflow(c, 10, &c))
+                    return TK_ERR_BAD_PLAN;
+            p->clamp[i] = c;
+            break;
+        default:
+            break;
+        }
+        p->n_noisy += g->func == COHORT__AGG_FUNC__AGG_AVG ? 2 : 1;
+    }
+    if (tk_dp_sensitivity(p, TK_DP_PARTICIPANTS, false) > TK_DP_SENSITIVITY_MAX ||
+        tk_dp_lap(&l, p, TK_DP_PARTICIPANTS, false) != TK_OK)
+        return TK_ERR_BAD_PLAN;
+    for (i = 0; i < p->n_aggs; i++)
+        if (tk_dp_sensitivity(p, i, false) > TK_DP_SENSITIVITY_MAX ||
+            tk_dp_lap(&l, p, i, false) != TK_OK || tk_dp_lap(&l, p, i, true) != TK_OK)
+            return TK_ERR_BAD_PLAN;
+    return TK_OK;
+}
+
 /* Every token derives the same fixed sizes from the plan. */
 static int layout(struct tk_plan *p)
 {
@@ -281,30 +362,22 @@ static int load_asker(struct tk_plan *p, struct tk_arena *a, const Cohort__Signe
 {
     const Cohort__Certificate *last = sp->chain[sp->n_chain - 1];
     Cohort__CertBody *root;
-    size_t n;
     int rc = TK_OK;
 
     if (researcher->sign_pk.len != TK_PK_LEN)
         return TK_ERR_BAD_CERT;
-    memcpy(p->researcher_pk, researcher->sign_pk.data, TK_PK_LEN);
-    n = researcher->subject ? strlen(researcher->subject) : 0;
-    if (n >= sizeof p->researcher)
-        n = sizeof p->researcher - 1;
-    memcpy(p->researcher, researcher->subject ? researcher->subject : "", n);
-    p->researcher[n] = '\0';
+    p->researcher_pk = researcher->sign_pk.data;
+    p->researcher = researcher->subject ? researcher->subject : "";
     root = (Cohort__CertBody *)tk_unpack(a, &cohort__cert_body__descriptor, last->body.data,
                                          last->body.len, &rc);
     if (root == NULL)
         return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_BAD_CERT;
     if (root->issuer_pk.len != TK_PK_LEN)
         return TK_ERR_BAD_CERT;
-    memcpy(p->root_pk, root->issuer_pk.data, TK_PK_LEN);
-    n = pb->study ? strlen(pb->study) : 0;
-    if (n > TK_STUDY_MAX)
+    p->root_pk = root->issuer_pk.data;
+    p->study = pb->study ? pb->study : "";
+    if (strlen(p->study) > TK_STUDY_MAX)
         return TK_ERR_BAD_PLAN;
-    memcpy(p->study, pb->study ? pb->study : "", n);
-    p->study[n] = '\0';
-    p->epsilon = pb->privacy != NULL ? pb->privacy->epsilon : 0.0;
     p->sql = pb->sql;
     p->sql_len = pb->sql ? strlen(pb->sql) : 0;
     return TK_OK;
@@ -440,8 +513,6 @@ int tk_plan_load(struct tk_token *tk, struct tk_arena *a, struct tk_plan *p,
         return TK_ERR_BAD_PLAN;
     if (pb->protocol == NULL || strcmp(pb->protocol, "s_agg") != 0)
         return TK_ERR_UNSUPPORTED;
-    if (pb->privacy != NULL && pb->privacy->epsilon != 0.0)
-        return TK_ERR_UNSUPPORTED;
     if ((rc = load_schema(p, pb)) != TK_OK)
         return rc;
     if (pb->n_group_by > TK_MAX_GROUP_COLS)
@@ -468,6 +539,8 @@ int tk_plan_load(struct tk_token *tk, struct tk_arena *a, struct tk_plan *p,
         p->min_participants = pb->privacy->min_participants;
         p->min_group_size = pb->privacy->min_group_size;
     }
+    if ((rc = load_dp(p, pb->privacy)) != TK_OK)
+        return rc;
     p->issued_at = pb->issued_at;
     p->deadline = pb->deadline;
     p->expires_at = pb->expires_at;

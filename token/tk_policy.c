@@ -116,29 +116,27 @@ static struct rbuf reason_of(struct tk_call *c)
 
 /* ------------------------------------------------------ reading the log */
 
-/* The one field a StoreRecord's plaintext carries (its oneof body). */
-static int record_body(uint32_t *field, const uint8_t **data, size_t *len, const uint8_t *plain,
-                       size_t plain_len)
-{
-    struct tk_wfield f;
-    size_t pos = 0;
-    if (tk_wire_next(plain, plain_len, &pos, &f) != 1 || f.wire_type != 2)
-        return TK_ERR_STORE;
-    *field = f.field;
-    *data = f.data;
-    *len = f.len;
-    return TK_OK;
-}
-
+/*
+ * What a scan of the log learns. With a plan, each policy record met is
+ * judged on the spot (the last one met is the one in force), so that no
+ * copy of it needs to stay in RAM; without one, the policy's bytes are
+ * kept for GetPolicy.
+ */
 struct ledger {
+    struct tk_call *call;
     const struct tk_plan *plan; /* NULL: only the policy is wanted */
-    uint8_t *policy;            /* the latest policy's bytes, POLICY_MAX of room */
+    uint8_t *policy;            /* without a plan: the latest policy's bytes */
     size_t policy_len;
     bool have_policy;
+    int verdict;                      /* of the clauses of the policy in force */
+    char reason[TK_REASON_MAX + 1];   /* and its reason */
+    double per_study, total;          /* the budgets of the policy in force */
     double spent_study, spent_total;
     bool repeat;
     int last_status;
 };
+
+static int clauses(struct rbuf *r, const Cohort__ConsentPolicy *p, const struct tk_plan *plan);
 
 static int ledger_record(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
                          uint64_t index)
@@ -151,14 +149,27 @@ static int ledger_record(void *ctx, struct tk_arena *a, const uint8_t *plain, si
     int rc;
 
     (void)index;
-    if ((rc = record_body(&field, &body, &body_len, plain, len)) != TK_OK)
+    if ((rc = tk_record_body(plain, len, &field, &body, &body_len)) != TK_OK)
         return rc;
     if (field == COHORT__STORE_RECORD__BODY_POLICY) {
+        Cohort__ConsentPolicy *p;
+        struct rbuf r = {l->reason, sizeof l->reason, 0};
         if (body_len > POLICY_MAX)
             return TK_ERR_STORE;
-        memcpy(l->policy, body, body_len);
-        l->policy_len = body_len;
         l->have_policy = true;
+        if (l->plan == NULL) {
+            memcpy(l->policy, body, body_len);
+            l->policy_len = body_len;
+            return TK_OK;
+        }
+        p = (Cohort__ConsentPolicy *)tk_unpack(a, &cohort__consent_policy__descriptor, body,
+                                               body_len, &rc);
+        if (p == NULL)
+            return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_STORE;
+        l->reason[0] = '\0';
+        l->verdict = clauses(&r, p, l->plan);
+        l->per_study = p->epsilon_per_study;
+        l->total = p->epsilon_total;
         return TK_OK;
     }
     if (field != COHORT__STORE_RECORD__BODY_AUDIT || l->plan == NULL)
@@ -180,15 +191,15 @@ static int ledger_record(void *ctx, struct tk_arena *a, const uint8_t *plain, si
     return TK_OK;
 }
 
-/* Scan the committed log for the policy in force and, given a plan, what
- * its study and all studies have spent. */
+/* Scan the committed log for the policy in force and, given a plan, its
+ * verdict and what the plan's study and all studies have spent. */
 static int ledger_read(struct tk_call *c, struct ledger *l, const struct tk_plan *plan)
 {
     memset(l, 0, sizeof *l);
+    l->call = c;
     l->plan = plan;
     l->last_status = 1;
-    l->policy = tk_arena_scratch(c->arena, POLICY_MAX);
-    if (l->policy == NULL)
+    if (plan == NULL && (l->policy = tk_arena_scratch(c->arena, POLICY_MAX)) == NULL)
         return TK_ERR_NO_MEMORY;
     return tk_log_scan(c->tk, c->arena, false, ledger_record, l);
 }
@@ -250,10 +261,9 @@ static const char *unshared_column(const Cohort__ConsentPolicy *p, const struct 
     return NULL;
 }
 
-static int decide(struct tk_call *c, const Cohort__ConsentPolicy *p, const struct tk_plan *plan,
-                  struct tk_admission *adm)
+static int clauses(struct rbuf *rb, const Cohort__ConsentPolicy *p, const struct tk_plan *plan)
 {
-    struct rbuf r = reason_of(c);
+    struct rbuf r = *rb;
     const char *col;
 
     if (!key_listed(p->authorities, p->n_authorities, plan->root_pk)) {
@@ -308,27 +318,35 @@ static int decide(struct tk_call *c, const Cohort__ConsentPolicy *p, const struc
         r_str(&r, "the study adds no differential-privacy noise; you require it");
         return TK_ERR_POLICY;
     }
+    return TK_OK;
+}
+
+/* The budgets of the policy in force, against what has been spent. */
+static int budget(struct tk_call *c, const struct ledger *l, const struct tk_plan *plan,
+                  struct tk_admission *adm)
+{
+    struct rbuf r = reason_of(c);
     adm->epsilon = adm->repeat ? 0.0 : plan->epsilon;
-    if (adm->epsilon > 0.0 && adm->spent_study + adm->epsilon > p->epsilon_per_study + EPSILON_SLACK) {
+    if (adm->epsilon > 0.0 && adm->spent_study + adm->epsilon > l->per_study + EPSILON_SLACK) {
         r_str(&r, "study '");
         r_str(&r, plan->study);
         r_str(&r, "' asks epsilon ");
         r_eps(&r, adm->epsilon);
         r_str(&r, " but has ");
-        r_eps(&r, p->epsilon_per_study > adm->spent_study ? p->epsilon_per_study - adm->spent_study
+        r_eps(&r, l->per_study > adm->spent_study ? l->per_study - adm->spent_study
                                                           : 0.0);
         r_str(&r, " of its ");
-        r_eps(&r, p->epsilon_per_study);
+        r_eps(&r, l->per_study);
         r_str(&r, " left");
         return TK_ERR_BUDGET;
     }
-    if (adm->epsilon > 0.0 && adm->spent_total + adm->epsilon > p->epsilon_total + EPSILON_SLACK) {
+    if (adm->epsilon > 0.0 && adm->spent_total + adm->epsilon > l->total + EPSILON_SLACK) {
         r_str(&r, "the study asks epsilon ");
         r_eps(&r, adm->epsilon);
         r_str(&r, " but your total budget has ");
-        r_eps(&r, p->epsilon_total > adm->spent_total ? p->epsilon_total - adm->spent_total : 0.0);
+        r_eps(&r, l->total > adm->spent_total ? l->total - adm->spent_total : 0.0);
         r_str(&r, " of ");
-        r_eps(&r, p->epsilon_total);
+        r_eps(&r, l->total);
         r_str(&r, " left");
         return TK_ERR_BUDGET;
     }
@@ -338,14 +356,15 @@ static int decide(struct tk_call *c, const Cohort__ConsentPolicy *p, const struc
 int tk_policy_check(struct tk_call *c, const struct tk_plan *plan, struct tk_admission *adm)
 {
     size_t mark = tk_arena_mark(c->arena);
-    Cohort__ConsentPolicy *p;
     struct ledger l;
     int rc;
 
     memset(adm, 0, sizeof *adm);
     adm->last_status = 1;
-    if ((rc = ledger_read(c, &l, plan)) != TK_OK)
-        goto out;
+    rc = ledger_read(c, &l, plan);
+    tk_arena_release(c->arena, mark);
+    if (rc != TK_OK)
+        return rc;
     adm->spent_study = l.spent_study;
     adm->spent_total = l.spent_total;
     adm->repeat = l.repeat;
@@ -353,19 +372,13 @@ int tk_policy_check(struct tk_call *c, const struct tk_plan *plan, struct tk_adm
     if (!l.have_policy) {
         struct rbuf r = reason_of(c);
         r_str(&r, "no consent policy is set: you have not agreed to any study");
-        rc = TK_ERR_POLICY;
-        goto out;
+        return TK_ERR_POLICY;
     }
-    p = (Cohort__ConsentPolicy *)tk_unpack(c->arena, &cohort__consent_policy__descriptor, l.policy,
-                                           l.policy_len, &rc);
-    if (p == NULL) {
-        rc = rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_STORE;
-        goto out;
+    if (l.verdict != TK_OK) {
+        memcpy(c->reason, l.reason, sizeof c->reason);
+        return l.verdict;
     }
-    rc = decide(c, p, plan, adm);
-out:
-    tk_arena_release(c->arena, mark);
-    return rc;
+    return budget(c, &l, plan, adm);
 }
 
 /* ------------------------------------------------------- writing entries */
@@ -568,7 +581,7 @@ static int audit_entry(void *ctx, struct tk_arena *a, const uint8_t *plain, size
     int rc;
 
     (void)index;
-    if ((rc = record_body(&field, &body, &body_len, plain, len)) != TK_OK)
+    if ((rc = tk_record_body(plain, len, &field, &body, &body_len)) != TK_OK)
         return rc;
     if (field != COHORT__STORE_RECORD__BODY_AUDIT)
         return TK_OK;

@@ -11,6 +11,11 @@
  *   signatures): the cost of everything else.
  * - Aggregate: tuples streamed through an aggregation session (AggFeed),
  *   per tuple. The floor is one XChaCha20-Poly1305 decryption of a tuple.
+ * - Finalize: the AggEnd of a final session over every tuple (the
+ *   filtering phase: thresholds, HAVING, sealing, signing), exact and
+ *   under differential privacy (epsilon 1): the difference is the cost of
+ *   the noise (tk_noise.c), drawn twice per group (the result is measured,
+ *   then written).
  * Only tk_dispatch is timed: requests are built beforehand, responses are
  * not decoded inside the timed region. Each figure is the median of RUNS
  * runs. Uses the token tests' fixture (tests/tk_fixture.h).
@@ -32,6 +37,7 @@
 #define RUNS 7
 #define BARE_ITERS 20000
 #define FEED 64
+#define FIN_GROUPS 256 /* final table of the finalize figures: GROUP BY participant */
 
 static double now_s(void)
 {
@@ -88,6 +94,36 @@ static double bare_verify(size_t msg_len)
     return bad ? -1 : t;
 }
 
+/* The AggEnd of a final session over all of cts, timed alone. */
+static double time_finalize(struct fx_world *w, const struct fx_signed *plan,
+                            const struct fx_cts *cts, uint32_t partition, uint8_t *resp, size_t cap)
+{
+    struct fx_token agg;
+    uint8_t session[TK_SESSION_ID_LEN], *end;
+    size_t i, len, resp_len;
+    double t = -1;
+
+    fx_token_init(&agg, TK_ARENA_DEFAULT);
+    fx_provision(&agg, w, "bench-finalizer");
+    if (fx_agg_begin(&agg, FX_NOW, plan->sp, 1, partition, true, session) != TK_OK)
+        goto out;
+    for (i = 0; i < cts->n; i += FEED)
+        if (fx_agg_feed(&agg, FX_NOW, session, cts->v + i, cts->n - i < FEED ? cts->n - i : FEED) !=
+            TK_OK)
+            goto out;
+    end = fx_agg_end_request(&len, FX_NOW, session, TK_SESSION_ID_LEN);
+    t = now_s();
+    if (tk_dispatch(&agg.tk, agg.arena, agg.arena_len, end, len, resp, cap, &resp_len, NULL) !=
+        TK_OK)
+        t = -1;
+    else
+        t = now_s() - t;
+    free(end);
+out:
+    fx_token_free(&agg);
+    return t;
+}
+
 static double time_collects(struct fx_token *tokens, size_t n, const uint8_t *req, size_t len,
                             uint8_t *resp, size_t cap)
 {
@@ -110,6 +146,10 @@ int main(void)
     struct fx_signed plan;
     struct fx_cts cts = {0};
     double aead[RUNS], verify[RUNS], cold[RUNS], warm[RUNS], per_tuple[RUNS];
+    double fin[RUNS], fin_dp[RUNS];
+    struct fx_plan_spec fin_spec;
+    struct fx_signed fin_plan, dp_plan;
+    struct fx_cts fin_cts = {0}, dp_cts = {0};
     size_t req_len, i, cap = 1u << 20, plain_len, plan_len;
     uint8_t *req, *resp = malloc(cap);
     int r;
@@ -123,6 +163,14 @@ int main(void)
     spec.aggs[2] = (struct fx_agg){COHORT__AGG_FUNC__AGG_AVG, "heart_rate"};
     spec.n_aggs = 3;
     fx_plan_sign(&plan, &spec, &w.researcher);
+    fin_spec = spec;
+    fin_spec.group_by[0] = "participant";
+    fin_spec.max_groups = FIN_GROUPS;
+    fx_plan_sign(&fin_plan, &fin_spec, &w.researcher);
+    fin_spec.epsilon = 1;
+    fin_spec.max_rows = 16;
+    fin_spec.contribution_bound = 20000;
+    fx_plan_sign(&dp_plan, &fin_spec, &w.researcher);
     plan_len = cohort__signed_plan__get_packed_size(plan.sp);
     req = fx_collect_request(&req_len, FX_NOW, plan.sp);
 
@@ -185,6 +233,24 @@ int main(void)
             free(lens);
         }
         fx_token_free(&agg);
+
+        /* The filtering phase, exact and under DP, one group per participant. */
+        fx_cts_free(&fin_cts);
+        fx_cts_free(&dp_cts);
+        memset(&fin_cts, 0, sizeof fin_cts);
+        memset(&dp_cts, 0, sizeof dp_cts);
+        for (i = 0; i < FIN_GROUPS; i++)
+            if (fx_collect_into(&tokens[i], FX_NOW, fin_plan.sp, &fin_cts) != TK_OK ||
+                fx_collect_into(&tokens[i], FX_NOW, dp_plan.sp, &dp_cts) != TK_OK)
+                return 1;
+        fx_cts_sort(&fin_cts);
+        fx_cts_sort(&dp_cts);
+        fin[r] = time_finalize(&w, &fin_plan, &fin_cts, (uint32_t)r, resp, cap);
+        fin_dp[r] = time_finalize(&w, &dp_plan, &dp_cts, (uint32_t)r, resp, cap);
+        if (fin[r] < 0 || fin_dp[r] < 0) {
+            fprintf(stderr, "bench_token: a final session failed\n");
+            return 1;
+        }
         for (i = 0; i < TOKENS; i++)
             fx_token_free(&tokens[i]);
     }
@@ -201,7 +267,16 @@ int main(void)
                c / (2 * v));
         printf("| collect, warm (plan cached) | %.1f us | %.2fx 1 verify |\n", wm * 1e6, wm / v);
         printf("| aggregate, per tuple | %.2f us | %.2fx AEAD open |\n", p * 1e6, p / a);
+        printf("| finalize (AggEnd), %d groups, exact | %.1f us | |\n", FIN_GROUPS,
+               median(fin, RUNS) * 1e6);
+        printf("| finalize (AggEnd), %d groups, epsilon 1 (4 noisy quantities a group) | %.1f us "
+               "| %.2fx exact |\n",
+               FIN_GROUPS, median(fin_dp, RUNS) * 1e6, median(fin_dp, RUNS) / median(fin, RUNS));
     }
+    fx_cts_free(&fin_cts);
+    fx_cts_free(&dp_cts);
+    fx_signed_free(&fin_plan);
+    fx_signed_free(&dp_plan);
     fx_cts_free(&cts);
     fx_signed_free(&plan);
     free(req);

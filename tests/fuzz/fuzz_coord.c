@@ -22,7 +22,8 @@ static uint8_t query_id[32];
 static void setup(void)
 {
     struct qr_identity authority, researcher;
-    struct qr_compile_opts opts = {"fuzz", NOW_MS / 1000, 3600, 86400};
+    struct qr_compile_opts opts = {
+        .study = "fuzz", .now = NOW_MS / 1000, .collect_seconds = 3600, .valid_seconds = 86400};
     struct qr_sql_error err;
     uint8_t *plan, *cert, *sp;
     size_t plan_len, cert_len, sp_len;

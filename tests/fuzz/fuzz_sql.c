@@ -14,7 +14,7 @@
 
 void fuzz_one(const uint8_t *data, size_t size)
 {
-    struct qr_compile_opts opts = {"fuzz", 1785000000, 0, 0};
+    struct qr_compile_opts opts = {.study = "fuzz", .now = 1785000000};
     struct qr_sql_error err;
     uint8_t *plan = NULL;
     size_t plan_len = 0;
