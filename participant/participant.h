@@ -28,6 +28,11 @@ enum pt_error {
     PT_ERR_SERVICE = -3,   /* the service answered with an error status */
     PT_ERR_LINK = -5,      /* the token link failed */
     PT_ERR_TOO_LARGE = -6,
+    PT_ERR_IO = -7,     /* a file of the token directory could not be read or written */
+    PT_ERR_TOKEN = -8,  /* the token answered with an error status */
+    PT_ERR_EXISTS = -9, /* a token directory that already holds something */
+    PT_ERR_BUSY = -10,  /* the token is open in another process */
+    PT_ERR_INPUT = -11, /* the owner's input (a file to import, an argument) is invalid */
 };
 
 const char *pt_strerror(int code);
@@ -63,6 +68,27 @@ struct pt_inproc {
 void pt_inproc_init(struct pt_inproc *l, struct tk_token *tk, uint8_t *arena, size_t arena_len);
 void pt_inproc_free(struct pt_inproc *l);
 struct pt_link pt_inproc_link(struct pt_inproc *l);
+
+/*
+ * The software token: a token core whose secure memory and flash are files
+ * in one directory (0700) of the owner's machine. Written in pt_soft.c and
+ * pt_flash.c; the owner's CLI and the daemon open it.
+ *
+ * pt_soft_create makes a new token in dir (which must not exist or be
+ * empty); pt_soft_open opens an existing one, and fails with a clear
+ * message in err if dir holds no token, another process has it open
+ * (PT_ERR_BUSY), or its files were tampered with or rolled back. arena_len
+ * is the token's RAM. pt_soft_link is an in-process link to the token,
+ * valid until pt_soft_close, which releases everything (NULL: no-op).
+ */
+struct pt_soft; /* opaque */
+int pt_soft_create(struct pt_soft **out, const char *dir, size_t arena_len, char *err,
+                   size_t err_len);
+int pt_soft_open(struct pt_soft **out, const char *dir, size_t arena_len, char *err,
+                 size_t err_len);
+struct pt_link pt_soft_link(struct pt_soft *s);
+struct tk_token *pt_soft_token(struct pt_soft *s);
+void pt_soft_close(struct pt_soft *s);
 
 /* What the agent did last, for logs and the simulator. */
 enum pt_action {
