@@ -28,10 +28,10 @@ enum pt_error {
     PT_ERR_SERVICE = -3,   /* the service answered with an error status */
     PT_ERR_LINK = -5,      /* the token link failed */
     PT_ERR_TOO_LARGE = -6,
-    PT_ERR_IO = -7,     /* a file of the token directory could not be read or written */
-    PT_ERR_TOKEN = -8,  /* the token answered with an error status */
-    PT_ERR_EXISTS = -9, /* a token directory that already holds something */
-    PT_ERR_BUSY = -10,  /* the token is open in another process */
+    PT_ERR_IO = -7,     /* a file operation failed */
+    PT_ERR_TOKEN = -8,  /* the token refused (tampered, rolled back, ...) */
+    PT_ERR_EXISTS = -9, /* a directory that should be new or empty is not */
+    PT_ERR_BUSY = -10,  /* another process has the token open */
     PT_ERR_INPUT = -11, /* the owner's input (a file to import, an argument) is invalid */
 };
 
@@ -70,25 +70,59 @@ void pt_inproc_free(struct pt_inproc *l);
 struct pt_link pt_inproc_link(struct pt_inproc *l);
 
 /*
- * The software token: a token core whose secure memory and flash are files
- * in one directory (0700) of the owner's machine. Written in pt_soft.c and
- * pt_flash.c; the owner's CLI and the daemon open it.
+ * Flash for a token (struct tk_flash, token/token.h), kept by the host.
  *
- * pt_soft_create makes a new token in dir (which must not exist or be
- * empty); pt_soft_open opens an existing one, and fails with a clear
- * message in err if dir holds no token, another process has it open
- * (PT_ERR_BUSY), or its files were tampered with or rolled back. arena_len
- * is the token's RAM. pt_soft_link is an in-process link to the token,
- * valid until pt_soft_close, which releases everything (NULL: no-op).
+ * The memory flash holds segments in malloc'd buffers: the simulator's and
+ * the tests' tokens. It holds at most PT_MEMFLASH_SEGS segments at once
+ * (the live one, and the next one during a compaction); its bookkeeping is
+ * a few dozen bytes, and pt_memflash_trim gives back the unused tail of
+ * each buffer, so that a token at rest costs about what it holds. The
+ * caller owns the struct; pt_memflash_free(m) releases the buffers.
+ */
+#define PT_MEMFLASH_SEGS 2
+struct pt_memseg {
+    uint8_t *p;
+    uint32_t seg, len, cap, used;
+};
+struct pt_memflash {
+    struct pt_memseg s[PT_MEMFLASH_SEGS];
+};
+void pt_memflash_init(struct pt_memflash *m);
+struct tk_flash pt_memflash_flash(struct pt_memflash *m);
+void pt_memflash_trim(struct pt_memflash *m);
+void pt_memflash_free(struct pt_memflash *m);
+/* Segment seg's bytes, or NULL when it does not exist (tests look at them). */
+struct pt_memseg *pt_memflash_segment(struct pt_memflash *m, uint32_t seg);
+
+/*
+ * The file flash: segment s is the file DIR/flash.<s> (mode 0600). append
+ * is write() of every byte, sync is fsync, truncate is ftruncate, remove
+ * is unlink and an fsync of the directory. pt_fileflash_open keeps dir's
+ * name; it does not create it. Returns 0, PT_ERR_NOMEM or PT_ERR_IO.
+ */
+struct pt_fileflash;
+int pt_fileflash_open(struct pt_fileflash **out, const char *dir);
+struct tk_flash pt_fileflash_flash(struct pt_fileflash *f);
+void pt_fileflash_close(struct pt_fileflash *f); /* NULL is fine */
+
+/*
+ * A software token: the token core over a directory. DIR/flash.<s> is its
+ * flash, DIR/secure.img and DIR/counter stand for the chip's own memory
+ * (see pt_soft.c for what that does and does not protect). err receives a
+ * sentence for the owner when a call fails.
  */
 struct pt_soft; /* opaque */
+/* Create a new software token in dir (created with mode 0700; it must not exist, or be empty). */
 int pt_soft_create(struct pt_soft **out, const char *dir, size_t arena_len, char *err,
                    size_t err_len);
+/* Open an existing one: fails with a clear message in err when the directory is not a token,
+ * when another process has it open (flock: "busy"), or when the token refuses its flash or
+ * image (tampered, rolled back). */
 int pt_soft_open(struct pt_soft **out, const char *dir, size_t arena_len, char *err,
                  size_t err_len);
-struct pt_link pt_soft_link(struct pt_soft *s);
+struct pt_link pt_soft_link(struct pt_soft *s); /* an in-process link to its token (pt_inproc) */
 struct tk_token *pt_soft_token(struct pt_soft *s);
-void pt_soft_close(struct pt_soft *s);
+void pt_soft_close(struct pt_soft *s); /* NULL is fine; wipes the token */
 
 /* What the agent did last, for logs and the simulator. */
 enum pt_action {

@@ -35,6 +35,14 @@ const char *pt_strerror(int code)
         return "the token link failed";
     case PT_ERR_TOO_LARGE:
         return "message over its size limit";
+    case PT_ERR_IO:
+        return "a file operation failed";
+    case PT_ERR_TOKEN:
+        return "the token refused (see its status)";
+    case PT_ERR_EXISTS:
+        return "the directory exists and is not empty";
+    case PT_ERR_BUSY:
+        return "the token is in use by another process";
     default:
         return "unknown error";
     }

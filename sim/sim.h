@@ -3,7 +3,7 @@
  * process, running the real cores.
  *
  * The simulator owns no protocol logic. It provisions N software tokens
- * (struct tk_token over in-memory stores) the way an authority would,
+ * (struct tk_token over memory flash) the way an authority would,
  * loads each with a synthetic `health` table generated from the seed,
  * compiles and signs the study's SQL, and then moves bytes: service
  * requests from participant agents (participant/) to the coordinator

@@ -5,8 +5,10 @@
  * a manufacturer authority certifies N tokens from their own certificate
  * requests and seals the deployment's group secret to each; a study
  * authority certifies a researcher; each token is loaded with its owner's
- * synthetic rows. Tokens at rest are just their struct tk_token and an
- * in-memory store of ciphertext.
+ * synthetic rows. Tokens at rest are just their struct tk_token and their
+ * memory flash of ciphertext (participant/pt_flash.c, trimmed after
+ * setup); the simulator keeps no image of their secure memory (their
+ * struct tk_token is it).
  *
  * The study, on a virtual clock (milliseconds; the plan's issue time is
  * the origin):
@@ -58,58 +60,6 @@ void sim_config_default(struct sim_config *cfg)
     cfg->latency_ms = 20;
 }
 
-/* ------------------------------------------------------ in-memory stores */
-
-struct store {
-    uint8_t *p;
-    uint32_t len, cap;
-};
-
-static int store_append(void *ctx, const uint8_t *data, size_t n)
-{
-    struct store *s = ctx;
-    if (n > UINT32_MAX - s->len)
-        return -1;
-    if (s->len + n > s->cap) {
-        uint32_t cap = s->cap ? s->cap : 256;
-        uint8_t *p;
-        while (cap < s->len + n)
-            cap *= 2;
-        p = realloc(s->p, cap);
-        if (p == NULL)
-            return -1;
-        s->p = p;
-        s->cap = cap;
-    }
-    memcpy(s->p + s->len, data, n);
-    s->len += (uint32_t)n;
-    return 0;
-}
-
-static int store_read(void *ctx, uint64_t off, uint8_t *out, size_t n)
-{
-    struct store *s = ctx;
-    if (off > s->len || n > s->len - off)
-        return -1;
-    memcpy(out, s->p + off, n);
-    return 0;
-}
-
-static uint64_t store_size(void *ctx)
-{
-    return ((struct store *)ctx)->len;
-}
-
-/* Give the unused tail back, so that a token at rest costs what it holds. */
-static void store_trim(struct store *s)
-{
-    uint8_t *p = s->len ? realloc(s->p, s->len) : NULL;
-    if (p != NULL) {
-        s->p = p;
-        s->cap = s->len;
-    }
-}
-
 /* --------------------------------------------------------------- workers */
 
 struct worker {
@@ -132,7 +82,7 @@ struct sim {
     uint8_t *signed_plan;
     size_t signed_plan_len;
     struct tk_token *tokens;
-    struct store *stores;
+    struct pt_memflash *flashes;
     uint8_t (*ids)[32]; /* each token's public key, as it reported it */
     int64_t deadline;   /* the plan's end of collection, Unix seconds */
     int64_t expires;
@@ -317,7 +267,7 @@ static void setup_token(struct sim *s, struct worker *w, size_t item, void *ctx)
     const struct slice_ctx *sc = ctx;
     Cohort__TableSchema *schema = sc->schema;
     size_t i = (size_t)(sc->base + item);
-    struct tk_store st = {&s->stores[i], store_append, store_read, store_size};
+    struct tk_flash flash = pt_memflash_flash(&s->flashes[i]);
     struct tk_token *tk = &s->tokens[i];
     Cohort__TokenRequest req;
     Cohort__TokenResponse *r;
@@ -336,7 +286,7 @@ static void setup_token(struct sim *s, struct worker *w, size_t item, void *ctx)
 
     if (s->setup_error)
         return;
-    if (tk_token_init(tk, &st) != TK_OK) {
+    if (tk_token_init(tk, &flash, NULL, w->arena, s->cfg->token_ram) != TK_OK) {
         fail(s, "cannot initialise a token");
         return;
     }
@@ -442,7 +392,7 @@ static void setup_token(struct sim *s, struct worker *w, size_t item, void *ctx)
         }
     }
     cohort__token_response__free_unpacked(r, NULL);
-    store_trim(&s->stores[i]);
+    pt_memflash_trim(&s->flashes[i]);
 }
 
 static int setup(struct sim *s)
@@ -501,9 +451,9 @@ static int setup(struct sim *s)
 
     rss0 = resident_bytes();
     s->tokens = calloc(cfg->tokens, sizeof *s->tokens);
-    s->stores = calloc(cfg->tokens, sizeof *s->stores);
+    s->flashes = calloc(cfg->tokens, sizeof *s->flashes); /* all zeros: empty memory flash */
     s->ids = calloc(cfg->tokens, sizeof *s->ids);
-    if (s->tokens == NULL || s->stores == NULL || s->ids == NULL) {
+    if (s->tokens == NULL || s->flashes == NULL || s->ids == NULL) {
         snprintf(rep->error, sizeof rep->error, "out of memory for %llu tokens",
                  (unsigned long long)cfg->tokens);
         return -1;
@@ -961,11 +911,11 @@ out:
     if (s.tokens != NULL)
         for (i = 0; i < cfg->tokens; i++)
             tk_token_wipe(&s.tokens[i]);
-    if (s.stores != NULL)
+    if (s.flashes != NULL)
         for (i = 0; i < cfg->tokens; i++)
-            free(s.stores[i].p);
+            pt_memflash_free(&s.flashes[i]);
     free(s.tokens);
-    free(s.stores);
+    free(s.flashes);
     free(s.ids);
     if (s.workers != NULL)
         for (t = 0; t < s.threads; t++) {

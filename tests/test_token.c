@@ -1134,33 +1134,33 @@ static void prep_feed_with_an_unknown_field(struct fx_token *v, struct attempt *
     free(body);
 }
 
-/* The host's store. */
+/* The host's flash (test_store.c has every kind of tampering; these are
+ * the ones a collection must catch). */
 
 static void prep_tampered_store(struct fx_token *v, struct attempt *at)
 {
-    v->store.buf[v->store.len / 2] ^= 0x01;
+    struct pt_memseg *s = fx_flash(v);
+    s->p[s->len / 2] ^= 0x01;
     at->req = fx_collect_request(&at->len, FX_NOW, H->a.sp);
 }
 
 static void prep_store_cut_short(struct fx_token *v, struct attempt *at)
 {
-    v->store.len -= 7;
+    fx_flash(v)->len -= 7;
     at->req = fx_collect_request(&at->len, FX_NOW, H->a.sp);
 }
 
 static void prep_store_records_swapped(struct fx_token *v, struct attempt *at)
 {
+    struct pt_memseg *s = fx_flash(v);
     size_t first;
     uint8_t *copy;
-    assert_int_equal(fx_load_health(v, victim_rows + 1, 1), TK_OK); /* a second record */
-    first =
-        4 + 24 +
-        ((size_t)v->store.buf[0] | (size_t)v->store.buf[1] << 8 | (size_t)v->store.buf[2] << 16);
-    assert_true(first < v->store.len);
-    copy = fx_alloc(v->store.len);
-    memcpy(copy, v->store.buf + first, v->store.len - first);
-    memcpy(copy + v->store.len - first, v->store.buf, first);
-    memcpy(v->store.buf, copy, v->store.len);
+    first = 4 + 24 + ((size_t)s->p[0] | (size_t)s->p[1] << 8 | (size_t)s->p[2] << 16);
+    assert_true(first < s->len);
+    copy = fx_alloc(s->len);
+    memcpy(copy, s->p + first, s->len - first);
+    memcpy(copy + s->len - first, s->p, first);
+    memcpy(s->p, copy, s->len);
     free(copy);
     at->req = fx_collect_request(&at->len, FX_NOW, H->a.sp);
 }
@@ -1366,9 +1366,9 @@ static const struct hcase hostile_cases[] = {
     {"more groups in a partition than max_groups", TK_ERR_TOO_MANY_GROUPS, false,
      prep_more_groups_than_max_groups},
     {"an AggFeed with an unknown field", TK_ERR_MALFORMED, false, prep_feed_with_an_unknown_field},
-    {"a tampered store record", TK_ERR_STORE, false, prep_tampered_store},
-    {"a store cut short", TK_ERR_STORE, false, prep_store_cut_short},
-    {"store records in another order", TK_ERR_STORE, false, prep_store_records_swapped},
+    {"a tampered store record", TK_ERR_TAMPERED, false, prep_tampered_store},
+    {"a store cut short", TK_ERR_TAMPERED, false, prep_store_cut_short},
+    {"store records in another order", TK_ERR_TAMPERED, false, prep_store_records_swapped},
     {"a text value over TK_TEXT_MAX", TK_ERR_TOO_LARGE, false, prep_text_over_the_limit},
     {"a BOOL value other than 0 or 1", TK_ERR_SCHEMA, false, prep_bool_out_of_range},
     {"a response buffer too small for the contribution", TK_ERR_RESPONSE_SPACE, false,
@@ -1410,7 +1410,10 @@ static bool run_hostile_case(const struct hcase *c)
         print_error("%s: got %s, want %s\n", c->name, tk_errname(rc), tk_errname(c->expected));
         ok = false;
     }
-    /* The refusal changed nothing; inside a session it closed the session. */
+    /* The refusal changed nothing (but a tampered flash, which the token
+     * now refuses to use); inside a session it closed the session. */
+    if (rc == TK_ERR_TAMPERED)
+        snap.tk.tampered = true;
     if (!fx_snapshot_same(&snap, &v, at.in_session)) {
         print_error("%s: the token's state or store changed\n", c->name);
         ok = false;
@@ -1451,21 +1454,22 @@ static void the_hostile_table_names_each_case_once(void **state)
 
 /*
  * An AggEnd request followed by unknown fields: first, if filler > 0, a
- * length-delimited field 14 of filler bytes, then one fixed64 field 15 per
+ * length-delimited field 30 of filler bytes, then one fixed64 field 31 per
  * 8-byte word of image, last word first. protobuf-c copies each unknown
  * field into its own allocation, in order, each below the previous one;
- * a fixed64 field's copy is exactly its 8 bytes.
+ * a fixed64 field's copy is exactly its 8 bytes. (TokenRequest uses every
+ * field number up to 17, so these take two-byte tags.)
  */
 static uint8_t *padded_agg_end(size_t *len, const uint8_t session[TK_SESSION_ID_LEN], size_t filler,
                                const uint8_t *image, size_t words)
 {
     size_t n, i, w, v;
     uint8_t *req = fx_agg_end_request(&n, FX_NOW, session, TK_SESSION_ID_LEN);
-    uint8_t *big = fx_alloc(n + 12 + filler + 9 * words);
+    uint8_t *big = fx_alloc(n + 14 + filler + 10 * words);
     memcpy(big, req, n);
     i = n;
     if (filler > 0) {
-        big[i++] = (14 << 3) | 2;
+        i += fx_put_varint(big + i, (30 << 3) | 2);
         for (v = filler; v >= 0x80; v >>= 7)
             big[i++] = (uint8_t)(v | 0x80);
         big[i++] = (uint8_t)v;
@@ -1473,7 +1477,7 @@ static uint8_t *padded_agg_end(size_t *len, const uint8_t session[TK_SESSION_ID_
         i += filler;
     }
     for (w = words; w-- > 0;) {
-        big[i++] = (15 << 3) | 1;
+        i += fx_put_varint(big + i, (31 << 3) | 1);
         memcpy(big + i, image + 8 * w, 8);
         i += 8;
     }
@@ -1721,21 +1725,39 @@ static void a_contribution_key_is_stable_within_a_query_and_unlinkable_across_qu
     fx_token_free(&v);
 }
 
+static int counter_set_alone(void *ctx, uint64_t value)
+{
+    (void)ctx;
+    (void)value;
+    return 0;
+}
+
 /* The entry point's own guards. */
 static void a_token_needs_an_empty_store_and_a_valid_state(void **state)
 {
-    struct fx_store st = {0};
-    struct tk_store store = {&st, fx_store_append, fx_store_read, fx_store_size};
+    struct pt_memflash mf;
+    struct tk_flash flash, no_truncate;
+    struct tk_secure half = {NULL, NULL, NULL, NULL};
     struct tk_token tk;
-    uint8_t arena[TK_ARENA_MIN], req[] = {0x08, 0x01, 0x12, 0x00}, resp[64];
+    static uint8_t arena[TK_ARENA_MIN];
+    uint8_t req[] = {0x08, 0x01, 0x12, 0x00}, resp[64];
     size_t resp_len = 99, peak = 99;
     (void)state;
 
-    assert_int_equal(fx_store_append(&st, (const uint8_t *)"x", 1), 0);
-    assert_int_equal(tk_token_init(&tk, &store), TK_ERR_STORE);
-    st.len = 0;
-    assert_int_equal(tk_token_init(&tk, &store), TK_OK);
-    assert_int_equal(tk_token_init(&tk, NULL), TK_ERR_MALFORMED);
+    pt_memflash_init(&mf);
+    flash = pt_memflash_flash(&mf);
+    assert_int_equal(flash.append(flash.ctx, 0, (const uint8_t *)"x", 1), 0);
+    assert_int_equal(tk_token_init(&tk, &flash, NULL, arena, sizeof arena), TK_ERR_STORE);
+    assert_int_equal(flash.truncate(flash.ctx, 0, 0), 0);
+    assert_int_equal(tk_token_init(&tk, &flash, NULL, arena, sizeof arena - 8), TK_ERR_NO_MEMORY);
+    assert_int_equal(tk_token_init(&tk, NULL, NULL, arena, sizeof arena), TK_ERR_MALFORMED);
+    no_truncate = flash;
+    no_truncate.truncate = NULL;
+    assert_int_equal(tk_token_init(&tk, &no_truncate, NULL, arena, sizeof arena),
+                     TK_ERR_MALFORMED);
+    half.counter_set = counter_set_alone; /* a setter without a getter */
+    assert_int_equal(tk_token_init(&tk, &flash, &half, arena, sizeof arena), TK_ERR_MALFORMED);
+    assert_int_equal(tk_token_init(&tk, &flash, NULL, arena, sizeof arena), TK_OK);
     assert_int_equal(tk_dispatch(NULL, arena, sizeof arena, req, sizeof req, resp, sizeof resp,
                                  &resp_len, &peak),
                      TK_ERR_NOT_PROVISIONED);
@@ -1744,7 +1766,7 @@ static void a_token_needs_an_empty_store_and_a_valid_state(void **state)
     assert_int_equal(
         tk_dispatch(&tk, arena, sizeof arena, req, sizeof req, resp, sizeof resp, &resp_len, &peak),
         TK_ERR_NOT_PROVISIONED);
-    free(st.buf);
+    pt_memflash_free(&mf);
 }
 
 /* A one-column INT table named `name`, without rows. */

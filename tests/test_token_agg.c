@@ -1101,7 +1101,7 @@ static void a_table_spanning_many_store_records_is_scanned_whole(void **state)
     fx_provision(&t, &pop->w, "big-table");
     for (i = 0; i < N; i += BATCH)
         assert_int_equal(fx_load_health(&t, rows + i, BATCH), TK_OK);
-    assert_true(t.store.len > TK_ARENA_DEFAULT / 2);
+    assert_true(fx_flash_size(&t) > TK_ARENA_DEFAULT / 2);
 
     fx_plan_default(&spec);
     spec.n_group = 0;

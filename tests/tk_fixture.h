@@ -1,6 +1,6 @@
 /*
  * A hand-built world for the token tests: authorities, a researcher,
- * provisioned tokens over in-memory stores, a `health` table, signed plans,
+ * provisioned tokens over memory flash (participant/pt_flash.c), a `health` table, signed plans,
  * and drivers for collection and aggregation sessions.
  *
  * Everything here is made with libsodium and protobuf-c directly, following
@@ -28,6 +28,7 @@
 #include <cmocka.h>
 #include <sodium.h>
 
+#include "participant/participant.h"
 #include "proto/cohort.pb-c.h"
 #include "token/token.h"
 
@@ -44,46 +45,6 @@ static inline void *fx_alloc(size_t n)
     void *p = calloc(1, n ? n : 1);
     assert_non_null(p);
     return p;
-}
-
-/* -------------------------------------------------------- host store */
-
-struct fx_store {
-    uint8_t *buf;
-    size_t len, cap;
-};
-
-static inline int fx_store_append(void *ctx, const uint8_t *data, size_t n)
-{
-    struct fx_store *s = ctx;
-    if (s->len + n > s->cap) {
-        size_t cap = s->cap ? s->cap : 4096;
-        uint8_t *p;
-        while (cap < s->len + n)
-            cap *= 2;
-        p = realloc(s->buf, cap);
-        if (p == NULL)
-            return -1;
-        s->buf = p;
-        s->cap = cap;
-    }
-    memcpy(s->buf + s->len, data, n);
-    s->len += n;
-    return 0;
-}
-
-static inline int fx_store_read(void *ctx, uint64_t off, uint8_t *out, size_t n)
-{
-    struct fx_store *s = ctx;
-    if (off > s->len || n > s->len - off)
-        return -1;
-    memcpy(out, s->buf + off, n);
-    return 0;
-}
-
-static inline uint64_t fx_store_size(void *ctx)
-{
-    return ((struct fx_store *)ctx)->len;
 }
 
 /* ------------------------------------------------------ keys, certs */
@@ -233,7 +194,7 @@ static inline void fx_world_init(struct fx_world *w)
 
 struct fx_token {
     struct tk_token tk;
-    struct fx_store store;
+    struct pt_memflash flash;
     uint8_t *arena;
     size_t arena_len;
     size_t resp_cap;
@@ -242,23 +203,42 @@ struct fx_token {
     size_t last_resp_len; /* bytes of the last response */
 };
 
+/* A new token over empty memory flash, without secure memory (the image
+ * stays in struct tk_token, as in the simulator). */
 static inline void fx_token_init(struct fx_token *t, size_t arena_len)
 {
-    struct tk_store st = {&t->store, fx_store_append, fx_store_read, fx_store_size};
+    struct tk_flash fl;
     memset(t, 0, sizeof *t);
     t->arena_len = arena_len;
     t->arena = fx_alloc(arena_len ? arena_len : 1);
     t->resp_cap = FX_RESP_CAP;
-    st.ctx = &t->store;
-    assert_int_equal(tk_token_init(&t->tk, &st), TK_OK);
+    pt_memflash_init(&t->flash);
+    fl = pt_memflash_flash(&t->flash);
+    assert_int_equal(tk_token_init(&t->tk, &fl, NULL, t->arena, arena_len), TK_OK);
 }
 
 static inline void fx_token_free(struct fx_token *t)
 {
     tk_token_wipe(&t->tk);
     free(t->arena);
-    free(t->store.buf);
+    pt_memflash_free(&t->flash);
     memset(t, 0, sizeof *t);
+}
+
+/* The token's live flash segment (NULL while it is empty and never written). */
+static inline struct pt_memseg *fx_flash(struct fx_token *t)
+{
+    return pt_memflash_segment(&t->flash, t->tk.log.segment);
+}
+
+/* Bytes on the token's flash, every segment. */
+static inline size_t fx_flash_size(const struct fx_token *t)
+{
+    size_t i, n = 0;
+    for (i = 0; i < PT_MEMFLASH_SEGS; i++)
+        if (t->flash.s[i].used)
+            n += t->flash.s[i].len;
+    return n;
 }
 
 /*
@@ -1239,20 +1219,22 @@ static inline Cohort__ResultTable *fx_open_result(const Cohort__SealedResult *sr
 
 /* ---------------------------------------------------- state snapshots */
 
-/* The token's state and its store's bytes, to prove a call changed nothing. */
+/* The token's state and its flash's bytes, to prove a call changed nothing. */
 struct fx_snapshot {
     struct tk_token tk;
-    uint8_t *store;
-    size_t store_len;
+    struct pt_memseg seg[PT_MEMFLASH_SEGS]; /* copies */
 };
 
 static inline void fx_snapshot_take(struct fx_snapshot *s, const struct fx_token *t)
 {
+    size_t i;
     memcpy(&s->tk, &t->tk, sizeof s->tk);
-    s->store_len = t->store.len;
-    s->store = fx_alloc(s->store_len);
-    if (s->store_len)
-        memcpy(s->store, t->store.buf, s->store_len);
+    for (i = 0; i < PT_MEMFLASH_SEGS; i++) {
+        s->seg[i] = t->flash.s[i];
+        s->seg[i].p = fx_alloc(t->flash.s[i].len);
+        if (t->flash.s[i].len)
+            memcpy(s->seg[i].p, t->flash.s[i].p, t->flash.s[i].len);
+    }
 }
 
 /* Equal, except the open-session field when ignore_session is set. */
@@ -1260,11 +1242,19 @@ static inline bool fx_snapshot_same(const struct fx_snapshot *s, const struct fx
                                     bool ignore_session)
 {
     struct tk_token now;
+    size_t i;
     memcpy(&now, &t->tk, sizeof now);
     if (ignore_session)
         memcpy(now.session, s->tk.session, sizeof now.session);
-    return memcmp(&now, &s->tk, sizeof now) == 0 && t->store.len == s->store_len &&
-           (s->store_len == 0 || memcmp(t->store.buf, s->store, s->store_len) == 0);
+    if (memcmp(&now, &s->tk, sizeof now) != 0)
+        return false;
+    for (i = 0; i < PT_MEMFLASH_SEGS; i++) {
+        const struct pt_memseg *a = &s->seg[i], *b = &t->flash.s[i];
+        if (a->used != b->used || (a->used && (a->seg != b->seg || a->len != b->len ||
+                                               (a->len && memcmp(a->p, b->p, a->len) != 0))))
+            return false;
+    }
+    return true;
 }
 
 static inline void fx_snapshot_check(const struct fx_snapshot *s, const struct fx_token *t,
@@ -1275,8 +1265,11 @@ static inline void fx_snapshot_check(const struct fx_snapshot *s, const struct f
 
 static inline void fx_snapshot_free(struct fx_snapshot *s)
 {
-    free(s->store);
-    s->store = NULL;
+    size_t i;
+    for (i = 0; i < PT_MEMFLASH_SEGS; i++) {
+        free(s->seg[i].p);
+        s->seg[i].p = NULL;
+    }
 }
 
 #endif

@@ -8,17 +8,26 @@
  * caller's buffer; the dispatcher then adds the status and the arena's
  * peak. On any error the response is rewritten to carry the status alone.
  *
+ * Persistence. Whatever a request changes in the token's state at rest is
+ * committed (tk_log.c) before the request succeeds: handlers that write
+ * the log commit themselves; any other change of the saved state (keys,
+ * the replay and plan caches) is committed here, after the handler. A
+ * LoadTable with `more` is the one exception: its batch stays pending, and
+ * any request but the next LoadTable drops it before it runs.
+ *
  * Every handler does all of its checks before it changes the token's
  * state, so a refused request leaves the token as it was. Some failures
  * can only come after a change, though: a plan verdict is cached before a
  * collection finds it lacks the table, keys are made before the CSR is
  * found not to fit the response. The dispatcher therefore keeps a copy of
- * the token's state and restores it on any error, so that no handler can
- * leave half a change behind. Two things are not restored: the count of
- * records in the host store, which must match what was appended (a store
- * cannot be unwritten), and the open session, deliberately: an error
- * inside an aggregation session aborts that session (its partition will
- * be retried from the start).
+ * the token's state and restores it on any error, then aborts whatever was
+ * appended to the log and not committed, so that no handler can leave half
+ * a change behind. Not restored: the open session, deliberately (an error
+ * inside an aggregation session aborts that session: its partition will
+ * be retried from the start); a tampered flash (tk->tampered), which the
+ * token refuses to use until it is reopened; and anything a handler
+ * committed before it failed (the commit is the truth; handlers commit
+ * last, so this is only a failure to remove an old segment).
  */
 #include "token/tk_int.h"
 
@@ -30,19 +39,6 @@ bool tk_has_flag(const struct tk_token *tk, uint32_t f)
 int tk_library_init(void)
 {
     return sodium_init() < 0 ? TK_ERR_RANDOM : TK_OK;
-}
-
-int tk_token_init(struct tk_token *tk, const struct tk_store *store)
-{
-    if (tk == NULL || store == NULL || store->append == NULL || store->read == NULL ||
-        store->size == NULL)
-        return TK_ERR_MALFORMED;
-    if (store->size(store->ctx) != 0)
-        return TK_ERR_STORE;
-    memset(tk, 0, sizeof *tk);
-    tk->magic = TK_MAGIC;
-    tk->store = *store;
-    return TK_OK;
 }
 
 void tk_token_wipe(struct tk_token *tk)
@@ -127,12 +123,7 @@ int tk_do_info(struct tk_call *c, const Cohort__GetInfo *req)
     return TK_OK;
 }
 
-int tk_do_load_table(struct tk_call *c, const Cohort__LoadTable *req)
-{
-    if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
-        return TK_ERR_NOT_PROVISIONED;
-    return tk_table_load(c->tk, c->arena, req);
-}
+#define BODY_LAST COHORT__TOKEN_REQUEST__BODY_COMPACT
 
 /* Which body field a request carries, and `now`; the framing is checked. */
 static int scan_request(const uint8_t *req, size_t len, uint32_t *body, const uint8_t **data,
@@ -146,7 +137,7 @@ static int scan_request(const uint8_t *req, size_t len, uint32_t *body, const ui
     while ((rc = tk_wire_next(req, len, &pos, &f)) == 1) {
         if (f.field == 1 && f.wire_type == 0) {
             *now = (int64_t)f.varint;
-        } else if (f.field >= 2 && f.field <= 9 && f.wire_type == 2) {
+        } else if (f.field >= 2 && f.field <= BODY_LAST && f.wire_type == 2) {
             if (*body != 0)
                 return TK_ERR_MALFORMED;
             *body = f.field;
@@ -157,6 +148,21 @@ static int scan_request(const uint8_t *req, size_t len, uint32_t *body, const ui
     if (rc < 0)
         return rc;
     return *body == 0 ? TK_ERR_MALFORMED : TK_OK;
+}
+
+/* Whether the part of the state that the image saves has changed (the
+ * log's position and the row ids are the table module's to commit). */
+static bool saved_state_differs(const struct tk_token *a, const struct tk_token *b)
+{
+    return a->flags != b->flags || memcmp(a->sign_sk, b->sign_sk, sizeof a->sign_sk) != 0 ||
+           memcmp(a->box_sk, b->box_sk, sizeof a->box_sk) != 0 ||
+           memcmp(a->group_secret, b->group_secret, sizeof a->group_secret) != 0 ||
+           a->cert_len != b->cert_len || memcmp(a->cert, b->cert, sizeof a->cert) != 0 ||
+           a->n_authorities != b->n_authorities ||
+           memcmp(a->authorities, b->authorities, sizeof a->authorities) != 0 ||
+           memcmp(a->replay, b->replay, sizeof a->replay) != 0 || a->replay_next != b->replay_next ||
+           memcmp(a->plans, b->plans, sizeof a->plans) != 0 || a->plan_next != b->plan_next ||
+           a->audit_seq != b->audit_seq || a->epsilon_spent != b->epsilon_spent;
 }
 
 static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_len,
@@ -186,6 +192,22 @@ static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_
         return tk_do_agg_begin(c, r->agg_begin);
     case COHORT__TOKEN_REQUEST__BODY_AGG_END:
         return tk_do_agg_end(c, r->agg_end);
+    case COHORT__TOKEN_REQUEST__BODY_READ_ROWS:
+        return tk_do_read_rows(c, r->read_rows);
+    case COHORT__TOKEN_REQUEST__BODY_DELETE_ROWS:
+        return tk_do_delete_rows(c, r->delete_rows);
+    case COHORT__TOKEN_REQUEST__BODY_UPDATE_ROWS:
+        return tk_do_update_rows(c, r->update_rows);
+    case COHORT__TOKEN_REQUEST__BODY_LIST_TABLES:
+        return tk_do_list_tables(c, r->list_tables);
+    case COHORT__TOKEN_REQUEST__BODY_SET_POLICY:
+        return tk_do_set_policy(c, r->set_policy);
+    case COHORT__TOKEN_REQUEST__BODY_GET_POLICY:
+        return tk_do_get_policy(c, r->get_policy);
+    case COHORT__TOKEN_REQUEST__BODY_READ_AUDIT:
+        return tk_do_read_audit(c, r->read_audit);
+    case COHORT__TOKEN_REQUEST__BODY_COMPACT:
+        return tk_do_compact(c, r->compact);
     default:
         return TK_ERR_MALFORMED;
     }
@@ -216,6 +238,10 @@ int tk_dispatch(struct tk_token *tk, uint8_t *arena, size_t arena_len, const uin
         rc = TK_ERR_NO_MEMORY;
     else if (req == NULL || req_len > TK_REQUEST_MAX)
         rc = TK_ERR_TOO_LARGE;
+    else if (tk->tampered)
+        rc = TK_ERR_TAMPERED; /* until reopened from a sound flash */
+    else if (tk->store_failed)
+        rc = TK_ERR_STORE; /* until reopened: the last commit's fate is unknown */
     else
         rc = scan_request(req, req_len, &body, &data, &data_len, &now);
     if (rc == TK_OK) {
@@ -225,14 +251,24 @@ int tk_dispatch(struct tk_token *tk, uint8_t *arena, size_t arena_len, const uin
             tk_session_close(tk, arena, arena_len);
         else
             a.lo = tk_session_extent(tk, arena, a.cap); /* decode above the session */
+        if (tk->batch_open && body != COHORT__TOKEN_REQUEST__BODY_LOAD_TABLE)
+            tk_log_abort(tk); /* any other request drops a pending batch */
         memcpy(&saved, tk, sizeof saved);
         c = (struct tk_call){tk, &a, now, &w};
         rc = run(&c, body, req, req_len, data, data_len);
         if (w.overflow && rc == TK_OK)
             rc = TK_ERR_RESPONSE_SPACE;
+        if (rc == TK_OK && !tk->batch_open && tk->counter == saved.counter &&
+            saved_state_differs(&saved, tk))
+            rc = tk_state_commit(tk, &a);
         if (rc != TK_OK) {
-            saved.store_records = tk->store_records;
-            memcpy(tk, &saved, sizeof saved);
+            if (tk->counter == saved.counter) {
+                bool tampered = tk->tampered, failed = tk->store_failed;
+                memcpy(tk, &saved, sizeof saved);
+                tk->tampered = tampered;
+                tk->store_failed = failed;
+            }
+            tk_log_abort(tk);
         }
         sodium_memzero(&saved, sizeof saved);
         /* A session ends with AggEnd or with any error, except a response
@@ -291,8 +327,13 @@ static const struct {
     {TK_ERR_UNSUPPORTED, "TK_ERR_UNSUPPORTED", "feature not supported by this token"},
     {TK_ERR_OVERFLOW, "TK_ERR_OVERFLOW", "aggregate overflows 64 bits"},
     {TK_ERR_SCHEMA, "TK_ERR_SCHEMA", "rows do not match their table's schema"},
-    {TK_ERR_STORE, "TK_ERR_STORE", "token store failed or was tampered with"},
+    {TK_ERR_STORE, "TK_ERR_STORE", "the host's flash or secure memory failed (I/O)"},
     {TK_ERR_RANDOM, "TK_ERR_RANDOM", "internal cryptographic failure"},
+    {TK_ERR_TAMPERED, "TK_ERR_TAMPERED", "the flash or secure image failed its integrity check"},
+    {TK_ERR_ROLLBACK, "TK_ERR_ROLLBACK", "the secure image is older than the monotonic counter"},
+    {TK_ERR_POLICY, "TK_ERR_POLICY", "the owner's consent policy refuses the plan"},
+    {TK_ERR_BUDGET, "TK_ERR_BUDGET", "the owner's privacy budget would be exceeded"},
+    {TK_ERR_NOT_FOUND, "TK_ERR_NOT_FOUND", "no such table or row"},
 };
 
 const char *tk_strerror(int code)

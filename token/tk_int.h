@@ -105,6 +105,19 @@ struct tk_wfield {
 };
 /* Next field of buf at *pos: 1 if one was read, 0 at the end, <0 on error. */
 int tk_wire_next(const uint8_t *buf, size_t len, size_t *pos, struct tk_wfield *f);
+/* One varint at buf[*pos]: 0, or TK_ERR_TRUNCATED / TK_ERR_MALFORMED. */
+int tk_wire_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *v);
+void tk_w_double(struct tk_wbuf *w, uint32_t field, double v);
+/*
+ * A length-delimited field whose length is not known yet: tk_w_begin
+ * reserves room for its header and returns where it starts; the payload is
+ * written next; tk_w_end writes the header and moves the payload down.
+ * Fields up to 15 and payloads under 2^28 bytes.
+ */
+size_t tk_w_begin(struct tk_wbuf *w);
+void tk_w_end(struct tk_wbuf *w, uint32_t field, size_t start);
+/* Bytes still free in w. */
+size_t tk_w_room(const struct tk_wbuf *w);
 
 /* ------------------------------------------------------------ values */
 
@@ -182,6 +195,10 @@ enum tk_plan_use { TK_PLAN_COLLECT, TK_PLAN_AGGREGATE };
  */
 int tk_plan_load(struct tk_token *tk, struct tk_arena *a, struct tk_plan *plan,
                  const Cohort__SignedPlan *sp, int64_t now, enum tk_plan_use use);
+/* Decode and check a WHERE (having = false) or HAVING program against
+ * plan's columns; the program lives in arena scratch. */
+int tk_program_load(const struct tk_instr **out, uint16_t *n_out, struct tk_arena *a,
+                    const struct tk_plan *plan, Cohort__Instr *const *in, size_t n, bool having);
 /* Copy the HAVING program (and its constants) to the arena's low end. */
 int tk_plan_keep_having(struct tk_arena *a, struct tk_plan *plan);
 
@@ -300,23 +317,49 @@ int tk_frame_body(const uint8_t **body, size_t *body_len, const uint8_t *frame, 
  * host's flash. Appends go to tk->work; tk_log_commit makes them durable
  * and moves tk->log up to tk->work (sync the flash, save the image with the
  * next counter value, advance the monotonic counter); tk_log_abort forgets
- * whatever was appended since the last commit (the bytes are cut off before
- * the next append). Nothing appended is visible to the owner or a study
- * before its commit returns 0.
+ * whatever was appended since the last commit (the bytes are cut off at
+ * once when the flash allows it, else before the next append). Nothing
+ * appended is visible to the owner or a study before its commit returns 0.
+ *
+ * A record on flash is [box length: 4 bytes LE][nonce: 24][box], the box
+ * being XChaCha20-Poly1305 of a packed StoreRecord of at most TK_RECORD_MAX
+ * bytes. The token writes row batches of at most TK_RECORD_FILL bytes, so
+ * that a rewrite can hold one record read and one being written in the
+ * least arena.
  */
 #define TK_RECORD_MAX_PLAIN TK_RECORD_MAX
+#define TK_RECORD_FILL 4096u /* row batches the token writes, at most */
+#define TK_REC_HDR (4u + TK_NONCE_LEN)
+#define TK_MAX_TABLES 64u
+#define TK_SCAN_STOP 1 /* a scan callback's "seen enough" */
+
 int tk_log_append(struct tk_token *tk, struct tk_arena *a, const Cohort__StoreRecord *rec);
+/*
+ * Append the plaintext at buf + TK_REC_HDR (plain_len bytes; the buffer
+ * has TK_REC_HDR bytes before it and TK_TAG_LEN after it to spare): it is
+ * sealed in place, so the caller's plaintext is gone when this returns.
+ */
+int tk_log_append_sealed(struct tk_token *tk, uint8_t *buf, size_t plain_len);
 int tk_log_commit(struct tk_token *tk, struct tk_arena *a);
 void tk_log_abort(struct tk_token *tk);
+/*
+ * Commit a change of the token's own state that appended no record
+ * (provisioning, a budget spent, a cache): the image is saved with the
+ * next counter value. Same as tk_log_commit; named for what it is for.
+ */
+int tk_state_commit(struct tk_token *tk, struct tk_arena *a);
 
 /*
  * Stream every committed record (plus, when include_work, those appended
  * since) through fn, one at a time: each record's plaintext is decrypted
  * into arena scratch, checked against its place in the hash chain, and
- * released before the next. At the end the chain head must match the
- * image's: a scan that returns 0 has seen exactly the committed log. A
- * failed check is TK_ERR_TAMPERED (and sets tk->tampered); fn's non-zero
- * return stops the scan and is returned.
+ * released (with whatever fn allocated in scratch) before the next. At the
+ * end the chain head must match the image's: a scan that returns 0 has
+ * seen exactly the committed log. A failed check is TK_ERR_TAMPERED (and
+ * sets tk->tampered). fn returns 0 to go on, TK_SCAN_STOP when it has seen
+ * enough (the rest of the log is then only hashed, not decrypted, and the
+ * scan still returns 0 only if the chain holds), or an error, which stops
+ * the scan at once and is returned.
  */
 typedef int (*tk_record_fn)(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
                             uint64_t index);
@@ -324,20 +367,39 @@ int tk_log_scan(struct tk_token *tk, struct tk_arena *a, bool include_work, tk_r
                 void *ctx);
 
 /*
- * Compaction: write a new segment with the records keep() keeps (each
- * record's plaintext; keep sets *drop, or writes a replacement record into
- * *repl, which it builds in scratch), commit it, then remove the old
- * segment. The old segment is the only copy until the commit: a crash at
- * any point leaves either the old log or the new one.
+ * Compaction: write a new segment (segment + 1, a fresh chain) with what
+ * keep() decides for each committed record, commit it, then remove the old
+ * segment. keep() sets *keep to copy the record as it is; whatever else it
+ * wants written in its place it appends itself (tk_log_append or
+ * tk_log_append_sealed go to the new segment during a rewrite). keep() is
+ * called once more at the end with plain == NULL, to flush. The old
+ * segment stays intact until the new one is committed: a crash at any
+ * point leaves either the old log or the new one. There must be nothing
+ * appended and not committed when it is called.
  */
 typedef int (*tk_keep_fn)(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
-                          bool *drop, Cohort__StoreRecord **repl);
+                          bool *keep);
 int tk_log_rewrite(struct tk_token *tk, struct tk_arena *a, tk_keep_fn keep, void *ctx);
+
+/* The oneof field of a StoreRecord's plaintext (1 table, 2 rows, 3 policy,
+ * 4 audit) and its payload, without decoding it; TK_ERR_TAMPERED if the
+ * plaintext is not one StoreRecord. */
+int tk_record_body(const uint8_t *plain, size_t len, uint32_t *kind, const uint8_t **body,
+                   size_t *body_len);
+#define TK_REC_TABLE 1u
+#define TK_REC_ROWS 2u
+#define TK_REC_POLICY 3u
+#define TK_REC_AUDIT 4u
 
 /* ------------------------------------------------------------ tables */
 
-int tk_table_load(struct tk_token *tk, struct tk_arena *a, const Cohort__LoadTable *req);
-/* Call fn for every row of `table`; stops at the first non-zero return. */
+/*
+ * The owner's tables on the log (tk_table.c). Handlers for LoadTable,
+ * ReadRows, DeleteRows, UpdateRows, ListTables and Compact, and the scans
+ * the collection phase uses.
+ */
+/* Call fn for every row of `table`, one at a time, in id order; stops at
+ * the first non-zero return. */
 typedef int (*tk_row_fn)(void *ctx, const Cohort__TableSchema *schema, const Cohort__Row *row);
 int tk_table_scan(struct tk_token *tk, struct tk_arena *a, const char *table, tk_row_fn fn,
                   void *ctx);
@@ -364,6 +426,15 @@ int tk_do_agg_begin(struct tk_call *c, const Cohort__AggBegin *req);
 /* AggFeed is streamed: body is the AggFeed message's bytes. */
 int tk_do_agg_feed(struct tk_call *c, const uint8_t *body, size_t len);
 int tk_do_agg_end(struct tk_call *c, const Cohort__AggEnd *req);
+int tk_do_read_rows(struct tk_call *c, const Cohort__ReadRows *req);
+int tk_do_delete_rows(struct tk_call *c, const Cohort__DeleteRows *req);
+int tk_do_update_rows(struct tk_call *c, const Cohort__UpdateRows *req);
+int tk_do_list_tables(struct tk_call *c, const Cohort__ListTables *req);
+int tk_do_compact(struct tk_call *c, const Cohort__Compact *req);
+/* The owner's consent policy and audit log (tk_policy.c). */
+int tk_do_set_policy(struct tk_call *c, const Cohort__SetPolicy *req);
+int tk_do_get_policy(struct tk_call *c, const Cohort__GetPolicy *req);
+int tk_do_read_audit(struct tk_call *c, const Cohort__ReadAudit *req);
 
 /* Helpers shared by the handlers. */
 bool tk_has_flag(const struct tk_token *tk, uint32_t f);

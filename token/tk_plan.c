@@ -119,8 +119,8 @@ static int load_value(struct tk_value *v, const Cohort__Value *pb)
     return TK_OK;
 }
 
-static int load_program(const struct tk_instr **out, uint16_t *n_out, struct tk_arena *a,
-                        const struct tk_plan *p, Cohort__Instr *const *in, size_t n, bool having)
+int tk_program_load(const struct tk_instr **out, uint16_t *n_out, struct tk_arena *a,
+                    const struct tk_plan *p, Cohort__Instr *const *in, size_t n, bool having)
 {
     struct tk_instr *prog;
     size_t i, k;
@@ -437,9 +437,9 @@ int tk_plan_load(struct tk_token *tk, struct tk_arena *a, struct tk_plan *p,
     if (now + CLOCK_SKEW < p->issued_at || now > p->expires_at ||
         (use == TK_PLAN_COLLECT && now > p->deadline))
         return TK_ERR_EXPIRED;
-    if ((rc = load_program(&p->where, &p->n_where, a, p, pb->where, pb->n_where, false)) != TK_OK)
+    if ((rc = tk_program_load(&p->where, &p->n_where, a, p, pb->where, pb->n_where, false)) != TK_OK)
         return rc;
-    if ((rc = load_program(&p->having, &p->n_having, a, p, pb->having, pb->n_having, true)) !=
+    if ((rc = tk_program_load(&p->having, &p->n_having, a, p, pb->having, pb->n_having, true)) !=
         TK_OK)
         return rc;
     if ((rc = layout(p)) != TK_OK)

@@ -1,9 +1,13 @@
 /*
  * Provisioning: the token's identity, once.
  *
- * ProvisionBegin makes the device's Ed25519 and X25519 key pairs and its
- * storage key inside the token, and answers with a certificate request
- * signed by the new key (proof of possession). ProvisionFinish installs
+ * ProvisionBegin makes the device's Ed25519 and X25519 key pairs inside
+ * the token, once, and answers with a certificate request signed by the
+ * key (proof of possession); asked again before provisioning is finished,
+ * it answers with a request for the same keys (a host that lost the first
+ * answer can ask again; it can never make the token change identity). The
+ * storage key was made with the token itself (tk_token_init) and never
+ * changes: it encrypts the log. ProvisionFinish installs
  * what the deployment's authority returns: the device certificate (which
  * must be a well-formed, currently valid token certificate for exactly
  * these keys; its issuer's signature is checked by those who rely on it,
@@ -15,7 +19,8 @@
  * trust anchors cannot be swapped by the host.
  *
  * The first provisioning is trust on first use: it happens where the
- * token is issued, before it reaches its owner.
+ * token is issued, before it reaches its owner. Both steps commit the
+ * token's image before they answer.
  */
 #include "token/tk_int.h"
 
@@ -25,17 +30,20 @@ int tk_do_provision_begin(struct tk_call *c, const Cohort__ProvisionBegin *req)
     Cohort__CertRequest cr;
     size_t n = req->subject ? strlen(req->subject) : 0;
     uint8_t sig[64];
+    bool made = false;
     int rc;
 
     if (tk_has_flag(tk, TK_FLAG_PROVISIONED))
         return TK_ERR_PROVISIONED;
     if (n == 0 || n > 63)
         return TK_ERR_MALFORMED;
-    if (crypto_sign_keypair(tk->sign_pk, tk->sign_sk) != 0 ||
-        crypto_box_keypair(tk->box_pk, tk->box_sk) != 0)
-        return TK_ERR_RANDOM;
-    randombytes_buf(tk->storage_key, sizeof tk->storage_key);
-    tk->flags |= TK_FLAG_KEYS;
+    if (!tk_has_flag(tk, TK_FLAG_KEYS)) {
+        if (crypto_sign_keypair(tk->sign_pk, tk->sign_sk) != 0 ||
+            crypto_box_keypair(tk->box_pk, tk->box_sk) != 0)
+            return TK_ERR_RANDOM;
+        tk->flags |= TK_FLAG_KEYS;
+        made = true;
+    }
     {
         const uint8_t *parts[] = {(const uint8_t *)req->subject, tk->sign_pk, tk->box_pk};
         const size_t lens[] = {n, TK_PK_LEN, 32};
@@ -51,7 +59,9 @@ int tk_do_provision_begin(struct tk_call *c, const Cohort__ProvisionBegin *req)
     cr.signature.data = sig;
     cr.signature.len = sizeof sig;
     tk_w_message(c->out, 4, &cr.base);
-    return TK_OK;
+    if (c->out->overflow)
+        return TK_ERR_RESPONSE_SPACE; /* before the keys are kept: a retry makes new ones */
+    return made ? tk_state_commit(tk, c->arena) : TK_OK;
 }
 
 int tk_do_provision_finish(struct tk_call *c, const Cohort__ProvisionFinish *req)
@@ -99,5 +109,5 @@ int tk_do_provision_finish(struct tk_call *c, const Cohort__ProvisionFinish *req
         memcpy(tk->authorities[i], req->trusted_authorities[i].data, TK_PK_LEN);
     tk->n_authorities = (uint8_t)req->n_trusted_authorities;
     tk->flags |= TK_FLAG_PROVISIONED;
-    return TK_OK;
+    return tk_state_commit(tk, c->arena);
 }

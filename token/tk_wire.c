@@ -104,6 +104,54 @@ void tk_w_message(struct tk_wbuf *w, uint32_t field, const ProtobufCMessage *m)
         protobuf_c_message_pack(m, p);
 }
 
+void tk_w_double(struct tk_wbuf *w, uint32_t field, double v)
+{
+    uint64_t bits;
+    uint8_t *p;
+    int i;
+    memcpy(&bits, &v, sizeof bits);
+    tk_w_tag(w, field, 1);
+    p = tk_w_reserve(w, 8);
+    if (p != NULL)
+        for (i = 0; i < 8; i++)
+            p[i] = (uint8_t)(bits >> (8 * i));
+}
+
+#define BEGIN_ROOM 5u /* one tag byte (fields up to 15) and a 4-byte length */
+
+size_t tk_w_begin(struct tk_wbuf *w)
+{
+    size_t start = w->len;
+    tk_w_reserve(w, BEGIN_ROOM);
+    return start;
+}
+
+void tk_w_end(struct tk_wbuf *w, uint32_t field, size_t start)
+{
+    struct tk_wbuf h;
+    uint8_t hdr[BEGIN_ROOM];
+    size_t n;
+    if (w->overflow || field > 15 || w->len < start + BEGIN_ROOM) {
+        w->overflow = true;
+        return;
+    }
+    n = w->len - start - BEGIN_ROOM;
+    if (n >= (1u << 28)) {
+        w->overflow = true;
+        return;
+    }
+    h = (struct tk_wbuf){hdr, sizeof hdr, 0, false};
+    tk_w_open(&h, field, n);
+    memcpy(w->p + start, hdr, h.len);
+    memmove(w->p + start + h.len, w->p + start + BEGIN_ROOM, n);
+    w->len = start + h.len + n;
+}
+
+size_t tk_w_room(const struct tk_wbuf *w)
+{
+    return w->overflow ? 0 : w->cap - w->len;
+}
+
 static int get_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *v)
 {
     uint64_t r = 0;
@@ -169,4 +217,9 @@ int tk_wire_next(const uint8_t *buf, size_t len, size_t *pos, struct tk_wfield *
     default:
         return TK_ERR_MALFORMED;
     }
+}
+
+int tk_wire_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *v)
+{
+    return get_varint(buf, len, pos, v);
 }

@@ -5,8 +5,8 @@
  * to it. Invariants: the call returns 0 or a known TK_ERR_*; the response
  * decodes as a TokenResponse carrying that status; the arena's peak stays
  * within the arena; and a refused request leaves the token as it was (its
- * state and its store), but for an open aggregation session, which an
- * error closes.
+ * state and its flash), but for an open aggregation session, which an
+ * error closes, and a pending LoadTable batch, which an error drops.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -47,7 +47,7 @@ static void setup(void)
     struct fx_plan_spec spec;
     if (ready) {
         /* Accepted LoadTables make the store grow: start again now and then. */
-        if (fx_store_size(&tok.store) > (64u << 10)) {
+        if (fx_flash_size(&tok) > (64u << 10)) {
             fx_token_free(&tok);
             fresh_token();
         }
@@ -72,7 +72,7 @@ void fuzz_one(const uint8_t *data, size_t size)
 
     setup();
     before = tok.tk;
-    store_before = fx_store_size(&tok.store);
+    store_before = fx_flash_size(&tok);
     rc = tk_dispatch(&tok.tk, tok.arena, tok.arena_len, data, size, resp, sizeof resp, &resp_len,
                      &peak);
     FUZZ_CHECK(rc <= 0 && rc >= TK_ERR_LAST);
@@ -83,10 +83,15 @@ void fuzz_one(const uint8_t *data, size_t size)
     FUZZ_CHECK(r != NULL);
     FUZZ_CHECK(r->status == rc);
     cohort__token_response__free_unpacked(r, NULL);
-    if (rc != TK_OK) {
+    if (rc != TK_OK && before.batch_open) {
+        /* The pending batch is dropped, and nothing else changes. */
+        FUZZ_CHECK(!tok.tk.batch_open);
+        FUZZ_CHECK(memcmp(&tok.tk.work, &tok.tk.log, sizeof tok.tk.log) == 0);
+        FUZZ_CHECK(fx_flash_size(&tok) == tok.tk.log.length);
+    } else if (rc != TK_OK) {
         memcpy(before.session, tok.tk.session, sizeof before.session);
         FUZZ_CHECK(memcmp(&before, &tok.tk, sizeof before) == 0);
-        FUZZ_CHECK(fx_store_size(&tok.store) == store_before);
+        FUZZ_CHECK(fx_flash_size(&tok) == store_before);
     }
 }
 
