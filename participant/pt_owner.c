@@ -136,6 +136,28 @@ static int schema_from_pb(struct pt_schema *s, const Cohort__TableSchema *pb)
     return 0;
 }
 
+int pt_schema_decode(struct pt_schema *out, const uint8_t *buf, size_t len)
+{
+    Cohort__TableSchema *pb;
+    struct pt_schema s;
+    int rc;
+
+    if (len > PT_SCHEMA_TEXT_MAX)
+        return PT_ERR_INPUT;
+    pb = cohort__table_schema__unpack(NULL, len, buf);
+    if (pb == NULL)
+        return PT_ERR_INPUT;
+    rc = schema_from_pb(&s, pb);
+    cohort__table_schema__free_unpacked(pb, NULL);
+    if (rc != 0 || !pt_name_valid(s.name) || s.n_columns == 0)
+        return PT_ERR_INPUT;
+    for (size_t i = 0; i < s.n_columns; i++)
+        if (!pt_name_valid(s.columns[i].name))
+            return PT_ERR_INPUT;
+    *out = s;
+    return 0;
+}
+
 /* The schema as a message: cols and ptrs are the caller's, PT_COLUMNS_MAX each. */
 static void schema_to_pb(Cohort__TableSchema *pb, Cohort__Column *cols, Cohort__Column **ptrs,
                          const struct pt_schema *s)

@@ -108,6 +108,13 @@ int pt_schema_parse(struct pt_schema *out, const char *table, const char *text, 
 /* The schema as pt_schema_parse reads it back ("day date, kwh decimal(3)"). */
 void pt_schema_text(char *buf, size_t cap, const struct pt_schema *s);
 
+/*
+ * A serialized TableSchema message (as qr_catalog_schema gives one) as our
+ * schema. Returns 0, or PT_ERR_INPUT if it does not decode or is not a
+ * schema a token stores.
+ */
+int pt_schema_decode(struct pt_schema *out, const uint8_t *buf, size_t len);
+
 /* Same name, same columns in the same order with the same types. */
 bool pt_schema_equal(const struct pt_schema *a, const struct pt_schema *b);
 
