@@ -7,6 +7,9 @@
 # 2. The token's own costs per contribution and per aggregated tuple, as
 #    ratios to bare libsodium operations measured in the same run
 #    (tests/bench/bench_token.c).
+# 3. The token's persistent store: insert and full-scan rates of 100,000
+#    rows in a software token, as ratios to raw file I/O plus AEAD on the
+#    same bytes, and the space per row (tests/bench/bench_store.c).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-3}
@@ -42,3 +45,5 @@ for n in 10000 100000; do
 done
 echo
 "$build/tests/bench/bench_token"
+echo
+"$build/tests/bench/bench_store"

@@ -372,7 +372,9 @@ int tk_log_scan(struct tk_token *tk, struct tk_arena *a, bool include_work, tk_r
  * segment. keep() sets *keep to copy the record as it is; whatever else it
  * wants written in its place it appends itself (tk_log_append or
  * tk_log_append_sealed go to the new segment during a rewrite). keep() is
- * called once more at the end with plain == NULL, to flush. The old
+ * called once more at the end of the pass with plain == NULL, to flush; if
+ * it sets *keep then, the old log is read again from the start for another
+ * pass (compaction writes one table per pass). The old
  * segment stays intact until the new one is committed: a crash at any
  * point leaves either the old log or the new one. There must be nothing
  * appended and not committed when it is called.

@@ -587,7 +587,7 @@ int tk_log_rewrite(struct tk_token *tk, struct tk_arena *a, tk_keep_fn keep, voi
     const struct tk_flash *f = &tk->flash;
     struct rewrite r = {tk, keep, ctx};
     struct tk_log_state old;
-    bool flush = false;
+    bool again;
     int rc;
 
     if ((rc = usable(tk)) != TK_OK)
@@ -599,9 +599,12 @@ int tk_log_rewrite(struct tk_token *tk, struct tk_arena *a, tk_keep_fn keep, voi
     if (f->remove(f->ctx, old.segment + 1) != 0)
         return TK_ERR_STORE;
     state_start(&tk->work, tk->storage_key, old.segment + 1);
-    rc = scan_state(tk, a, &old, visit_rewrite, &r);
-    if (rc == TK_OK)
-        rc = keep(ctx, a, NULL, 0, &flush);
+    do {
+        again = false;
+        rc = scan_state(tk, a, &old, visit_rewrite, &r);
+        if (rc == TK_OK)
+            rc = keep(ctx, a, NULL, 0, &again);
+    } while (rc == TK_OK && again);
     if (rc == TK_OK)
         rc = tk_log_commit(tk, a);
     if (rc != TK_OK) {

@@ -19,8 +19,11 @@
  * commits with the LoadTable that ends it, and any other request or any
  * error drops all of it (the dispatcher aborts the log). DeleteRows and
  * UpdateRows are all or nothing: unknown ids are TK_ERR_NOT_FOUND and
- * nothing changes. Compact rewrites the log with only its live records,
- * repacking row batches. Every write commits before it answers.
+ * nothing changes; a WHERE is checked against the table's columns as a
+ * plan's would be (TK_ERR_BAD_PLAN). Compact rewrites the log with only its
+ * live records (every schema and row, the latest policy, every audit line),
+ * one table per pass so that rows loaded a few at a time end up in full
+ * batches. Every write commits before it answers, and answers Changed.
  *
  * RAM. Every operation streams: one record at a time is decrypted into
  * scratch, and its rows are walked in their wire form and decoded one at a
@@ -31,7 +34,9 @@
  * number of rows.
  *
  * Cost. Each operation reads the whole log once or twice (every read is
- * verified against the chain). A LoadTable that continues a batch, or that
+ * verified against the chain); a page of ReadRows too, so reading a table
+ * in k pages reads the log k times: owners' clients should ask for large
+ * pages. Compaction reads it once per table, plus once. A LoadTable that continues a batch, or that
  * follows one of the same table, skips the scan for the schema: the token
  * remembers the digest of the last schema it saw declared
  * (tk->known_schema), forgotten on any abort or rewrite.
@@ -41,6 +46,7 @@
 #define W_HEAD 3u /* StoreRecord's tag and a 2-byte length, before a RowBatch */
 #define W_BODY_MAX (TK_RECORD_FILL - W_HEAD)
 #define W_TRAILER 11u      /* RowBatch.first_id, at most */
+#define RECORD_COST (TK_REC_HDR + TK_TAG_LEN + W_HEAD + W_TRAILER) /* a batch's own bytes */
 #define RESP_TRAILER 16u   /* what the dispatcher adds after a handler's body */
 #define CHANGED_ROOM (2u + 3u * 11u + RESP_TRAILER)
 #define PAGE_TRAILER (2u + RESP_TRAILER)
@@ -286,8 +292,9 @@ static int batch_next(struct batch_iter *it, const uint8_t **row, size_t *row_le
  * Rows go into one RowBatch at a time, in a buffer laid out for sealing in
  * place; the batch is appended to the log when the next row would not fit,
  * when the table changes, or at flush. Ids are written as first_id while
- * they run consecutively; the first gap switches the batch to explicit ids
- * (the run so far is written out as ids then).
+ * they run consecutively; at the first gap the batch either switches to
+ * explicit ids (the run so far is written out as ids then) or, when that
+ * would cost more than a record's own bytes, ends, and a new one starts.
  */
 struct writer {
     struct tk_token *tk;
@@ -364,6 +371,13 @@ static int writer_row(struct writer *w, const char *table, uint64_t id, size_t r
                 extra += 1 + tk_varint_len(j);
         if (w->explicit_ids || gap)
             extra += 1 + tk_varint_len(id);
+        /* A gap after a long run: a new batch costs less than writing
+         * out the run's ids. */
+        if (gap && extra > RECORD_COST + tk_field_len(1, tl) && attempt == 0) {
+            if ((rc = writer_flush(w)) != TK_OK)
+                return rc;
+            continue;
+        }
         if (w->body.len + extra + need + W_TRAILER <= W_BODY_MAX) {
             if (gap) {
                 for (j = w->first_id; j < w->next_id; j++)
@@ -1101,18 +1115,26 @@ int tk_do_update_rows(struct tk_call *c, const Cohort__UpdateRows *req)
 
 /* ---------------------------------------------------------- compaction */
 
+/*
+ * Compaction writes the log again in passes: the first keeps every record
+ * that is not rows (schemas, the latest policy, audit lines) in order; then
+ * one pass per table writes its rows into full batches. A table's rows thus
+ * stay in id order and after its schema, and rows loaded a few at a time,
+ * interleaved with other tables', end up packed together.
+ */
 struct compact {
     struct writer w;
     uint64_t policies, policy_seen, rows;
+    size_t pass, tables, table_seen;
+    char table[TK_NAME_MAX + 1]; /* this pass's, once its schema went by */
 };
 
 static int compact_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
                         bool *keep)
 {
     struct compact *k = ctx;
-    const uint8_t *body, *row;
-    size_t body_len, row_len;
-    char table[TK_NAME_MAX + 1];
+    const uint8_t *body, *row, *name;
+    size_t body_len, row_len, name_len;
     struct batch b;
     struct batch_iter it;
     uint32_t kind;
@@ -1120,28 +1142,45 @@ static int compact_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, siz
     int rc, more;
 
     (void)a;
-    if (plain == NULL)
-        return writer_flush(&k->w);
-    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
-        return rc;
-    if (kind == TK_REC_POLICY && ++k->policy_seen < k->policies) {
-        *keep = false; /* only the latest policy is in force */
+    if (plain == NULL) {
+        if ((rc = writer_flush(&k->w)) != TK_OK)
+            return rc;
+        k->pass++;
+        k->table_seen = 0;
+        k->table[0] = 0;
+        *keep = k->pass <= k->tables;
         return TK_OK;
     }
-    if (kind != TK_REC_ROWS) {
-        *keep = true;
-        return writer_flush(&k->w);
-    }
-    /* Rows are repacked into full batches. */
     *keep = false;
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (k->pass == 0) {
+        if (kind == TK_REC_ROWS)
+            return TK_OK;
+        if (kind == TK_REC_POLICY && ++k->policy_seen < k->policies)
+            return TK_OK; /* only the latest policy is in force */
+        *keep = true;
+        return TK_OK;
+    }
+    if (kind == TK_REC_TABLE) {
+        if (++k->table_seen == k->pass) {
+            if ((rc = schema_name(body, body_len, &name, &name_len)) != TK_OK)
+                return rc;
+            memcpy(k->table, name, name_len);
+            k->table[name_len] = 0;
+        }
+        return TK_OK;
+    }
+    if (kind != TK_REC_ROWS || k->table[0] == 0)
+        return TK_OK;
     if ((rc = batch_parse(&b, body, body_len)) != TK_OK)
         return rc;
-    memcpy(table, b.table, b.table_len);
-    table[b.table_len] = 0;
+    if (!name_is(b.table, b.table_len, k->table))
+        return TK_OK;
     memset(&it, 0, sizeof it);
     it.b = &b;
     while ((more = batch_next(&it, &row, &row_len, &id)) == 1) {
-        if ((rc = writer_add_raw(&k->w, table, id, row, row_len)) != TK_OK)
+        if ((rc = writer_add_raw(&k->w, k->table, id, row, row_len)) != TK_OK)
             return rc;
         k->rows++;
     }
@@ -1166,6 +1205,7 @@ int tk_do_compact(struct tk_call *c, const Cohort__Compact *req)
         return rc;
     memset(&k, 0, sizeof k);
     k.policies = cat.policies;
+    k.tables = cat.tables;
     if ((rc = writer_init(&k.w, tk, c->arena)) != TK_OK)
         return rc;
     if ((rc = tk_log_rewrite(tk, c->arena, compact_keep, &k)) != TK_OK)

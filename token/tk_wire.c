@@ -8,6 +8,9 @@
  *   ciphertext and public data are ever written there.
  * - AggFeed requests are walked field by field, so that a feed is decoded
  *   one ciphertext at a time.
+ * - Store records (row batches) are walked and written field by field, so
+ *   that rows are decoded one at a time and a rewrite copies them as
+ *   bytes; the secure image is written by hand (tk_log.c).
  *
  * The writer never writes past cap: it sets `overflow` and the dispatcher
  * turns that into TK_ERR_RESPONSE_SPACE. The reader rejects any field that

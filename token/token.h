@@ -11,11 +11,21 @@
  *
  * State
  * - struct tk_token is the token's state at rest: keys, certificate, trusted
- *   authorities, small replay and verification caches. It is the device's
- *   secure memory; the caller allocates it (it is plain data, about 1 KiB)
- *   and must not read or change it except through this interface.
- * - The tables live in a host-provided store (struct tk_store) that only
- *   ever receives ciphertext authenticated under the token's storage key.
+ *   authorities, small replay and verification caches, and where its log
+ *   stands. It is the device's secure memory; the caller allocates it (it
+ *   is plain data, about 1.5 KiB) and must not read or change it except
+ *   through this interface.
+ * - The owner's tables (and, with the policy module, the consent policy and
+ *   the audit log) live in a log on host-provided flash (struct tk_flash)
+ *   that only ever receives records encrypted and authenticated under the
+ *   token's storage key and hash-chained (token/tk_log.c).
+ * - After every change the token commits: it hands the host an image of
+ *   its state (struct tk_secure's save(), at most TK_IMAGE_MAX bytes) that
+ *   names the log's end and chain head, and advances a monotonic counter.
+ *   tk_token_open() starts a token again from its image and refuses a
+ *   flash or image that was tampered with or rolled back. A real token
+ *   keeps image and counter in the chip; a software token keeps them in
+ *   files (participant/pt_soft.c), the simulator nowhere (NULL functions).
  * - The arena is the device's RAM. Every request starts with an empty arena,
  *   except while an aggregation session is open: the session keeps its group
  *   table at the start of the arena, and the caller must pass the same
@@ -194,7 +204,9 @@ int tk_token_init(struct tk_token *tk, const struct tk_flash *flash, const struc
                   uint8_t *arena, size_t arena_len);
 
 /*
- * Reopen a token from its saved image. Checks the image's digest
+ * Reopen a token from its saved image (the caller owns tk and the
+ * interfaces, as for tk_token_init; the arena is wiped before this
+ * returns). Checks the image's digest
  * (TK_ERR_TAMPERED), its counter against the monotonic counter
  * (TK_ERR_ROLLBACK when the image is older; an image exactly one ahead
  * finishes a commit that was interrupted), then reads the whole log
@@ -202,14 +214,21 @@ int tk_token_init(struct tk_token *tk, const struct tk_flash *flash, const struc
  * the image (TK_ERR_TAMPERED: truncated, reordered, substituted,
  * duplicated or rolled-back flash). Bytes past the committed end are an
  * interrupted write: they are cut off. Segments other than the live one
- * are removed (an interrupted compaction).
+ * are removed (an interrupted compaction). The caller owns tk and the
+ * interfaces, as for tk_token_init; the arena is wiped before this
+ * returns. Returns 0 or that error (TK_ERR_STORE when the host's flash or
+ * counter fails); on an error tk is wiped. Once open, every read checks the
+ * flash again: a token that finds it changed answers TK_ERR_TAMPERED to
+ * every request until it is reopened.
  */
 int tk_token_open(struct tk_token *tk, const uint8_t *image, size_t image_len,
                   const struct tk_flash *flash, const struct tk_secure *secure, uint8_t *arena,
                   size_t arena_len);
 
-/* The current image, as save() last received it (for tests and hosts
- * without save()). Returns 0 or TK_ERR_RESPONSE_SPACE. */
+/* The image of the token's committed state, as save() receives it (for
+ * tests and hosts without save()): the replay and plan caches as they are
+ * now, the rest as of the last commit (a pending LoadTable batch is not
+ * in it). Returns 0, TK_ERR_RESPONSE_SPACE or TK_ERR_NOT_PROVISIONED. */
 int tk_token_image(const struct tk_token *tk, uint8_t *out, size_t cap, size_t *len);
 #define TK_IMAGE_MAX 2048u
 
