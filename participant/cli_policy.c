@@ -248,7 +248,12 @@ int cli_policy(int argc, char **argv, const struct cli_env *env)
         rc = cli_owner_fail(env, CMD, &s.o, rc, "the policy was not changed");
         goto out;
     }
-    if ((rc = pt_owner_policy_get(&s.o, p)) != 0) {
+    rc = pt_owner_policy_get(&s.o, p);
+    if (rc == PT_ERR_TOKEN && s.o.token_status == TK_ERR_NOT_FOUND && !set) {
+        memset(p, 0, sizeof *p); /* a token that never had a policy may say so */
+        rc = 0;
+    }
+    if (rc != 0) {
         rc = cli_owner_fail(env, CMD, &s.o, rc, "cannot read the policy");
         goto out;
     }

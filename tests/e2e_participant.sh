@@ -171,9 +171,11 @@ has "$out" "compacted the token's log"
 
 # A flash changed behind the token's back is refused, with exit status 3.
 cp -r "$tok" "$work/copy"
-flash=$(ls "$work/copy"/flash.* | head -1)
-printf 'X' | dd of="$flash" bs=1 seek=40 conv=notrunc 2>/dev/null
+for flash in "$work/copy"/flash.*; do
+    printf 'X' | dd of="$flash" bs=1 seek=40 conv=notrunc 2>/dev/null
+done
 run 3 tables --dir "$work/copy"
+has "$err" "cannot open the token $work/copy"
 run 3 tables --dir "$work/nothing-here"
 
 echo "e2e_participant: $steps commands as expected"

@@ -448,6 +448,9 @@ static void policy_set_replaces_the_policy_and_shows_it(void **state)
 
     assert_int_equal(run(w, "policy show --dir @"), CLI_OK);
     expect_out(w, "no consent policy set: no study may query this token\n");
+    w->f->refuse_status = TK_ERR_NOT_FOUND; /* another way to say there is none */
+    assert_int_equal(run(w, "policy show --dir @"), CLI_OK);
+    expect_out(w, "no consent policy set: no study may query this token\n");
     assert_int_equal(run(w, "policy set --dir @ --allow-table health --allow-table energy.kwh "
                             "--allow-study sleep-2026 --allow-researcher "
                             "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF "
