@@ -125,6 +125,8 @@ int cli_delete(int argc, char **argv, const struct cli_env *env)
     struct cli_session s;
     struct pt_delete d;
     struct pt_changed ch;
+    struct pt_table_summary t;
+    bool found = false;
     uint64_t *ids = calloc(PT_DELETE_IDS_MAX, sizeof *ids);
     uint8_t *plan = NULL;
     size_t n_ids = 0, plan_len = 0, k = 0;
@@ -187,10 +189,21 @@ int cli_delete(int argc, char **argv, const struct cli_env *env)
     d.where_plan_len = plan_len;
     if ((rc = cli_open(env, CMD, dir, false, &s)) != CLI_OK)
         goto out;
+    if ((rc = pt_owner_table(&s.o, table, &t, &found)) != 0) {
+        rc = cli_owner_fail(env, CMD, &s.o, rc, "cannot list the token's tables");
+        goto out;
+    }
+    if (!found) {
+        rc = cli_fail(env, CLI_DATA, CMD,
+                      "the token has no table %s (" CLI_PROG " tables lists them); nothing was "
+                      "deleted",
+                      table);
+        goto out;
+    }
     rc = pt_owner_delete(&s.o, table, &d, &ch);
     if (rc == PT_ERR_TOKEN && s.o.token_status == TK_ERR_NOT_FOUND) {
         rc = cli_fail(env, CLI_DATA, CMD, "%s; nothing was deleted",
-                      n_ids ? "no such row (an id that is not in the table)" : "no such table");
+                      n_ids ? "no such row: an id that is not in the table" : "no such table");
         goto out;
     }
     if (rc != 0) {

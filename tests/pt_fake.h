@@ -384,6 +384,15 @@ static inline int fake_transact(void *ctx, const uint8_t *req, size_t req_len, c
             status = TK_ERR_NOT_FOUND;
             break;
         }
+        for (size_t k = 0; k < d->n_ids && status == 0; k++) {
+            bool known = false; /* as a token: an unknown id deletes nothing */
+            for (size_t i = 0; i < t->n_rows; i++)
+                known |= d->ids[k] == t->rows[i].id;
+            if (!known)
+                status = TK_ERR_NOT_FOUND;
+        }
+        if (status != 0)
+            break;
         before = t->n_rows;
         for (size_t i = 0; i < t->n_rows; i++) {
             bool del = d->all;

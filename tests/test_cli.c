@@ -413,9 +413,11 @@ static void delete_sends_each_id_once_and_reports_the_log(void **state)
     assert_string_equal(w->f->last_delete->where[0]->column, "date");
     assert_int_equal(w->f->last_delete->where[5]->op, COHORT__OP__OP_OR);
     assert_int_equal(w->f->last_delete->where[1]->value->type, COHORT__VALUE_TYPE__VT_DATE);
-    w->f->refuse_status = TK_ERR_NOT_FOUND;
-    assert_int_equal(run(w, "delete --dir @ --table health --id 99"), CLI_DATA);
-    expect_err_has(w, "no such row");
+    assert_int_equal(run(w, "delete --dir @ --table health --id 2,99"), CLI_DATA);
+    expect_err_has(w, "no such row: an id that is not in the table; nothing was deleted");
+    assert_int_equal(w->f->tables[0].n_rows, 1);
+    assert_int_equal(run(w, "delete --dir @ --table sleep --id 2"), CLI_DATA);
+    expect_err_has(w, "the token has no table sleep");
     assert_int_equal(run(w, "delete --dir @ --table health --all"), CLI_OK);
     expect_out(w, "deleted table health and its 1 row; the token's log: 1000 -> 990 bytes\n");
     assert_int_equal(run(w, "tables --dir @"), CLI_OK);

@@ -1105,7 +1105,7 @@ static void deletes_send_ids_all_or_a_compiled_where_program(void **state)
     struct pt_owner o;
     struct pt_changed ch;
     struct pt_delete d;
-    static const uint64_t ids[] = {2, 4, 99};
+    static const uint64_t ids[] = {2, 4, 99}, known[] = {2, 4};
     struct qr_compile_opts opts = {"owner", 1785000000, 0, 0};
     struct qr_sql_error err;
     uint8_t *plan = NULL;
@@ -1117,10 +1117,15 @@ static void deletes_send_ids_all_or_a_compiled_where_program(void **state)
     memset(&d, 0, sizeof d);
     d.ids = ids;
     d.n_ids = 3;
+    assert_int_equal(pt_owner_delete(&o, "t", &d, &ch), PT_ERR_TOKEN); /* 99 is unknown */
+    assert_int_equal(o.token_status, TK_ERR_NOT_FOUND);
+    assert_int_equal(f->tables[0].n_rows, 6);
+    d.ids = known;
+    d.n_ids = 2;
     assert_int_equal(pt_owner_delete(&o, "t", &d, &ch), 0);
     assert_int_equal(ch.rows, 2);
     assert_int_equal(f->tables[0].n_rows, 4);
-    assert_int_equal(f->last_delete->n_ids, 3);
+    assert_int_equal(f->last_delete->n_ids, 2);
     assert_false(f->last_delete->all);
 
     /* Exactly one way to choose rows. */
