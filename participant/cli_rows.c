@@ -5,7 +5,9 @@
  * column, aligned on the first CLI_ROWS_MEASURE rows (later ones stream,
  * so a long table costs no memory), NULL as NULL, text escaped. Or, with
  * --csv, as the CSV that import reads back: a header of the columns, no
- * ids, NULL as an empty field, an empty text as "", exact values.
+ * ids, NULL as an empty field, an empty text as "", exact values. (One
+ * case does not go back: a NULL in a table whose only column is TEXT is a
+ * blank line, which import skips.)
  */
 #include <stdlib.h>
 #include <string.h>
@@ -141,7 +143,10 @@ static int on_row(void *ctx, const struct pt_schema *s, uint64_t id, const struc
         for (size_t c = 0; c < s->n_columns; c++) {
             if (c)
                 fputc(',', p->out);
-            csv_field(p->out, &v[c]);
+            if (s->n_columns == 1 && v[c].type == PT_NULL && s->columns[c].type != PT_TEXT)
+                fputs("\"\"", p->out); /* not a blank line, which import skips */
+            else
+                csv_field(p->out, &v[c]);
         }
         fputc('\n', p->out);
         return 0;

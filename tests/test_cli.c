@@ -356,6 +356,17 @@ static void rows_as_csv_import_back_to_the_same_rows(void **state)
     assert_non_null(strstr(w->out_buf, "a, \"quoted\"\\x0anote"));
 }
 
+static void a_one_column_tables_nulls_survive_the_csv_round_trip(void **state)
+{
+    struct world *w = *state;
+
+    write_file(w, "in.csv", "n\n1\n\"\"\n2\n");
+    assert_int_equal(run(w, "import --dir @ --table nums --schema n~int @/in.csv"), CLI_OK);
+    assert_non_null(strstr(w->out_buf, "imported 3 rows"));
+    assert_int_equal(run(w, "rows --dir @ --table nums --csv"), CLI_OK);
+    expect_out(w, "n\n1\n\"\"\n2\n");
+}
+
 static void a_bad_file_imports_nothing_and_says_where(void **state)
 {
     struct world *w = *state;
@@ -553,6 +564,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(import_loads_a_catalog_table_then_lists_and_shows_it, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(rows_as_csv_import_back_to_the_same_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_one_column_tables_nulls_survive_the_csv_round_trip, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(a_bad_file_imports_nothing_and_says_where, setup, teardown),
         cmocka_unit_test_setup_teardown(
             a_new_table_needs_its_schema_and_a_catalog_table_refuses_one, setup, teardown),
