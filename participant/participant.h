@@ -32,6 +32,7 @@ enum pt_error {
     PT_ERR_TOKEN = -8,  /* the token refused (tampered, rolled back, ...) */
     PT_ERR_EXISTS = -9, /* a directory that should be new or empty is not */
     PT_ERR_BUSY = -10,  /* another process has the token open */
+    PT_ERR_INPUT = -11, /* the owner's input (a file to import, an argument) is invalid */
 };
 
 const char *pt_strerror(int code);

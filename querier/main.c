@@ -147,11 +147,15 @@ static int cmd_catalog(int argc, char **argv)
     if (argc > 1)
         return usage_error("catalog: unexpected argument '%s'", argv[1]);
     for (size_t i = 0; qr_catalog_table(i) != NULL; i++) {
+        int width = 12;
         t = qr_catalog_table(i);
+        for (size_t j = 0; j < t->n_columns; j++)
+            if ((int)strlen(t->columns[j].name) > width)
+                width = (int)strlen(t->columns[j].name);
         printf("%s%s: %s\n", i ? "\n" : "", t->name, t->doc);
         for (size_t j = 0; j < t->n_columns; j++) {
             const struct qr_column *c = &t->columns[j];
-            printf("  %-12s %-11s %-16s %s\n", c->name, type_text(c, type, sizeof type),
+            printf("  %-*s %-11s %-16s %s\n", width, c->name, type_text(c, type, sizeof type),
                    c->per_participant ? "per participant" : "per row", c->doc);
         }
     }

@@ -86,9 +86,18 @@ struct qr_table {
     const struct qr_column *columns;
 };
 
+#define QR_CATALOG_COLUMNS_MAX 32u /* columns of a catalog table: what a token holds */
+
 const struct qr_table *qr_catalog_find(const char *name);
 const struct qr_table *qr_catalog_table(size_t i);                 /* NULL past the end */
 int qr_catalog_column(const struct qr_table *t, const char *name); /* index or -1 */
+
+/*
+ * The TableSchema message (proto/cohort.proto) a token stores a catalog
+ * table under, serialized into *schema (malloc'd; the caller frees it).
+ * Returns 0, QR_ERR_ARG or QR_ERR_NOMEM.
+ */
+int qr_catalog_schema(const struct qr_table *t, uint8_t **schema, size_t *schema_len);
 
 /* ---------------------------------------------------------------- SQL */
 

@@ -178,7 +178,6 @@ static void test_the_catalog_lists_the_health_table_with_its_columns_in_order(vo
     (void)state;
     assert_non_null(t);
     assert_string_equal(t->name, "health");
-    assert_null(qr_catalog_table(1));
     assert_int_equal(t->n_columns, sizeof want / sizeof want[0]);
     for (size_t i = 0; i < t->n_columns; i++) {
         assert_string_equal(t->columns[i].name, want[i].name);
@@ -191,6 +190,75 @@ static void test_the_catalog_lists_the_health_table_with_its_columns_in_order(vo
         assert_null(strchr(t->columns[i].doc, '\n'));
         assert_int_equal(qr_catalog_column(t, want[i].name), (int)i);
     }
+}
+
+/*
+ * The standard tables owners import into: each has documented columns of
+ * the types a token stores, with a timestamp and a bool among them, names a
+ * token accepts, and a schema for the token that lists exactly the
+ * catalog's columns. A query over each compiles.
+ */
+static void test_the_catalog_has_four_documented_tables_with_schemas_for_the_token(void **state)
+{
+    static const char *const names[] = {"health", "energy", "bank_operations", "location_visits"};
+    static const char *const queries[] = {
+        "SELECT age_band, AVG(steps) FROM health GROUP BY age_band",
+        "SELECT heating, SUM(kwh), MAX(peak_kw) FROM energy WHERE solar AND day >= "
+        "'2026-01-01' GROUP BY heating",
+        "SELECT merchant_category, COUNT(*), SUM(amount) FROM bank_operations WHERE "
+        "direction = 'debit' AND time >= TIMESTAMP '2026-01-01 00:00:00' AND NOT recurring "
+        "GROUP BY merchant_category",
+        "SELECT place_category, AVG(duration_min), MAX(distance_km) FROM location_visits WHERE "
+        "arrival < TIMESTAMP '2026-07-01 00:00:00' GROUP BY place_category",
+    };
+    int seen_timestamp = 0, seen_bool = 0;
+
+    (void)state;
+    assert_null(qr_catalog_table(sizeof names / sizeof names[0]));
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const struct qr_table *t = qr_catalog_table(i);
+        Cohort__TableSchema *s;
+        struct qr_compile_opts opts = {"catalog", 1785000000, 0, 0};
+        struct qr_sql_error err;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+
+        assert_non_null(t);
+        assert_string_equal(t->name, names[i]);
+        assert_ptr_equal(qr_catalog_find(names[i]), t);
+        assert_true(strlen(t->doc) > 0);
+        assert_true(t->n_columns > 0 && t->n_columns <= QR_CATALOG_COLUMNS_MAX);
+        for (size_t j = 0; j < t->n_columns; j++) {
+            const struct qr_column *c = &t->columns[j];
+            assert_true(strlen(c->name) > 0 && strlen(c->name) <= 32);
+            assert_true(strlen(c->doc) > 0);
+            assert_null(strchr(c->doc, '\n'));
+            assert_true(c->distinct > 0);
+            assert_true(c->type != QR_NULL && c->type != QR_DOUBLE);
+            assert_true(c->type == QR_DECIMAL ? c->scale >= 1 && c->scale <= 18 : c->scale == 0);
+            assert_int_equal(qr_catalog_column(t, c->name), (int)j);
+            seen_timestamp |= c->type == QR_TIMESTAMP;
+            seen_bool |= c->type == QR_BOOL;
+        }
+        assert_int_equal(qr_catalog_schema(t, &buf, &len), QR_OK);
+        s = cohort__table_schema__unpack(NULL, len, buf);
+        assert_non_null(s);
+        assert_string_equal(s->name, t->name);
+        assert_int_equal(s->n_columns, t->n_columns);
+        for (size_t j = 0; j < t->n_columns; j++) {
+            assert_string_equal(s->columns[j]->name, t->columns[j].name);
+            assert_int_equal(s->columns[j]->type, t->columns[j].type);
+            assert_int_equal(s->columns[j]->scale, t->columns[j].scale);
+        }
+        cohort__table_schema__free_unpacked(s, NULL);
+        free(buf);
+        buf = NULL;
+        if (qr_sql_compile(&buf, &len, queries[i], &opts, &err) != QR_OK)
+            fail_msg("%s: %s", queries[i], err.msg);
+        free(buf);
+    }
+    assert_true(seen_timestamp && seen_bool);
+    assert_int_equal(qr_catalog_schema(NULL, NULL, NULL), QR_ERR_ARG);
 }
 
 static void test_catalog_lookups_ignore_case_and_reject_unknown_names(void **state)
@@ -728,7 +796,8 @@ static const struct {
      "column age must appear in GROUP BY or inside an aggregate"},
     {"SELECT COUNT(*) FROM health WHERE agee > 3", 34, 1, 35,
      "unknown column 'agee' in table health"},
-    {"SELECT COUNT(*) FROM x", 21, 1, 22, "unknown table 'x'; standard tables are: health"},
+    {"SELECT COUNT(*) FROM x", 21, 1, 22,
+     "unknown table 'x'; standard tables are: health, energy, bank_operations, location_visits"},
     {"SELECT COUNT(*) FROM health WHERE age = 'abc'", 40, 1, 41,
      "cannot compare age (INT) with 'abc' (TEXT)"},
     {"SELECT COUNT(*) FROM health WHERE 'abc' = age", 34, 1, 35,
@@ -1921,6 +1990,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_the_catalog_lists_the_health_table_with_its_columns_in_order),
+        cmocka_unit_test(test_the_catalog_has_four_documented_tables_with_schemas_for_the_token),
         cmocka_unit_test(test_catalog_lookups_ignore_case_and_reject_unknown_names),
         cmocka_unit_test(test_valid_queries_lower_to_the_expected_programs),
         cmocka_unit_test(test_a_plain_count_gets_every_default),

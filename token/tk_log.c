@@ -469,7 +469,7 @@ static int scan_state(struct tk_token *tk, struct tk_arena *a, const struct tk_l
                       visit_fn visit, void *ctx)
 {
     struct log_keys k;
-    uint8_t h[32], next[32], ad[REC_AD_LEN], hdr[TK_REC_HDR];
+    uint8_t h[32], next[32] = {0}, ad[REC_AD_LEN], hdr[TK_REC_HDR];
     uint64_t off = 0, i;
     bool stopped = false;
     int rc = TK_OK;
@@ -498,27 +498,27 @@ static int scan_state(struct tk_token *tk, struct tk_arena *a, const struct tk_l
             break;
         }
         memcpy(buf, hdr, TK_REC_HDR);
-        if ((rc = flash_read(tk, st, off + TK_REC_HDR, buf + TK_REC_HDR, box_len)) != TK_OK)
-            break;
-        chain_next(next, h, buf, TK_REC_HDR + box_len, &k);
-        if (!stopped) {
+        rc = flash_read(tk, st, off + TK_REC_HDR, buf + TK_REC_HDR, box_len);
+        if (rc == TK_OK)
+            chain_next(next, h, buf, TK_REC_HDR + box_len, &k);
+        if (rc == TK_OK && !stopped) {
             rec_ad(ad, st->segment, i, h);
             if (crypto_aead_xchacha20poly1305_ietf_decrypt(buf + TK_REC_HDR, NULL, NULL,
                                                            buf + TK_REC_HDR, box_len, ad, sizeof ad,
                                                            buf + 4, k.rec) != 0) {
                 rc = tampered(tk);
-                break;
-            }
-            rc = visit != NULL ? visit(ctx, a, buf, box_len - TK_TAG_LEN, i) : TK_OK;
-            sodium_memzero(buf + TK_REC_HDR, box_len - TK_TAG_LEN);
-            if (rc == TK_SCAN_STOP) {
-                stopped = true;
-                rc = TK_OK;
+            } else {
+                rc = visit != NULL ? visit(ctx, a, buf, box_len - TK_TAG_LEN, i) : TK_OK;
+                sodium_memzero(buf + TK_REC_HDR, box_len - TK_TAG_LEN);
+                if (rc == TK_SCAN_STOP) {
+                    stopped = true;
+                    rc = TK_OK;
+                }
             }
         }
+        tk_arena_release(a, mark);
         memcpy(h, next, 32);
         off += TK_REC_HDR + box_len;
-        tk_arena_release(a, mark);
     }
     if (rc == TK_OK && (off != st->length || sodium_memcmp(h, st->head, 32) != 0))
         rc = tampered(tk);

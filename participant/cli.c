@@ -1,0 +1,384 @@
+/*
+ * cohort-participant: the command table, and what the commands share.
+ *
+ * Every argument is checked before the token is opened: numbers are
+ * decimal digits within named bounds (no sign, no "1e3", no silent
+ * wrap-around), keys are exactly 64 hex digits, names are names. Whatever
+ * the token or a file gives back is escaped before it reaches a terminal:
+ * a study name or a researcher's subject comes from a stranger, and a
+ * control sequence in it must not rewrite the owner's screen.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "participant/cli.h"
+
+struct command {
+    const char *name;
+    const char *args;
+    const char *help;
+    int (*run)(int argc, char **argv, const struct cli_env *env);
+};
+
+static const struct command commands[] = {
+    {"init", "--dir DIR [--subject NAME]",
+     "create a token in DIR and write its certificate request DIR/" CLI_CSR_FILE, cli_init},
+    {"import", "--dir DIR --table T [--format csv|jsonl] [--schema \"COLUMNS\"] FILE",
+     "load a CSV or JSON Lines file into table T, all or nothing", cli_import},
+    {"tables", "--dir DIR", "list the token's tables, their rows and columns", cli_tables},
+    {"rows", "--dir DIR --table T [--limit N] [--csv]", "show a table's rows", cli_rows},
+    {"delete", "--dir DIR --table T (--all | --id N[,N...] | --where \"CONDITION\")",
+     "delete rows, erased from the token's flash", cli_delete},
+    {"policy", "show --dir DIR | set --dir DIR [OPTIONS]",
+     "show or replace the consent policy (policy set --help)", cli_policy},
+    {"audit", "--dir DIR [--after SEQ] [--limit N] [--json]",
+     "list the studies the token accepted or refused", cli_audit},
+    {"compact", "--dir DIR", "rewrite the token's log with only its live records", cli_compact},
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage_all(FILE *f)
+{
+    fprintf(f, "usage: " CLI_PROG " COMMAND [ARGS]   (" CLI_PROG " COMMAND --help)\n\n"
+               "The owner's tools for a software token kept in a directory.\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+}
+
+void cli_usage(FILE *f, const char *cmd)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(commands[i].name, cmd) == 0) {
+            fprintf(f, "usage: " CLI_PROG " %s %s\n", cmd, commands[i].args);
+            return;
+        }
+    }
+    usage_all(f);
+}
+
+int cli_main(int argc, char **argv, const struct cli_env *env)
+{
+    if (argc < 2) {
+        usage_all(env->err);
+        return CLI_USAGE;
+    }
+    if (cli_is_help(argv[1]) || strcmp(argv[1], "help") == 0) {
+        usage_all(env->out);
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1, env);
+    fprintf(env->err, CLI_PROG ": unknown command '");
+    cli_put(env->err, argv[1]);
+    fprintf(env->err, "'\n");
+    usage_all(env->err);
+    return CLI_USAGE;
+}
+
+/* ------------------------------------------------------------- errors */
+
+static void vsay(const struct cli_env *env, const char *cmd, const char *fmt, va_list ap)
+{
+    fprintf(env->err, CLI_PROG ": %s%s", cmd ? cmd : "", cmd ? ": " : "");
+    vfprintf(env->err, fmt, ap);
+    fputc('\n', env->err);
+}
+
+int cli_fail(const struct cli_env *env, int status, const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(env, cmd, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+int cli_usage_error(const struct cli_env *env, const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(env, cmd, fmt, ap);
+    va_end(ap);
+    cli_usage(env->err, cmd);
+    return CLI_USAGE;
+}
+
+/* ------------------------------------------------------------ options */
+
+bool cli_is_help(const char *arg)
+{
+    return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
+int cli_opt(const struct cli_env *env, const char *cmd, int argc, char **argv, int *i,
+            const char *name, const char **value)
+{
+    size_t n = strlen(name);
+    const char *a = argv[*i];
+
+    if (strncmp(a, name, n) != 0)
+        return 0;
+    if (a[n] == '=') {
+        *value = a + n + 1;
+        return 1;
+    }
+    if (a[n] != '\0')
+        return 0;
+    if (*i + 1 >= argc) {
+        cli_usage_error(env, cmd, "%s needs a value", name);
+        return -1;
+    }
+    *i += 1;
+    *value = argv[*i];
+    return 1;
+}
+
+int cli_u64(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
+            uint64_t min, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t n = strlen(text);
+
+    if (n == 0 || n > CLI_U64_DIGITS)
+        goto bad;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d;
+        if (text[i] < '0' || text[i] > '9')
+            goto bad;
+        d = (unsigned)(text[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            goto bad;
+        v = v * 10 + d;
+    }
+    if (v < min || v > max)
+        goto bad;
+    *out = v;
+    return 0;
+bad:
+    cli_usage_error(env, cmd, "%s: expected a whole number from %llu to %llu, not '%.40s'", opt,
+                    (unsigned long long)min, (unsigned long long)max, text);
+    return -1;
+}
+
+int cli_double(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
+               double min, double max, double *out)
+{
+    char *end = NULL;
+    double v;
+    size_t n = strlen(text);
+
+    /* Digits and at most one point: no sign, exponent, hex, inf or nan. */
+    if (n == 0 || n > 32 || strspn(text, "0123456789.") != n ||
+        strchr(text, '.') != strrchr(text, '.'))
+        goto bad;
+    errno = 0;
+    v = strtod(text, &end);
+    if (errno != 0 || end != text + n || !isfinite(v) || v < min || v > max)
+        goto bad;
+    *out = v;
+    return 0;
+bad:
+    cli_usage_error(env, cmd, "%s: expected a number from %g to %g, not '%.40s'", opt, min, max,
+                    text);
+    return -1;
+}
+
+static int hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int cli_hex_key(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
+                uint8_t key[static PT_KEY_LEN])
+{
+    if (strlen(text) != 2 * PT_KEY_LEN)
+        goto bad;
+    for (size_t i = 0; i < PT_KEY_LEN; i++) {
+        int hi = hex_digit(text[2 * i]), lo = hex_digit(text[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            goto bad;
+        key[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+bad:
+    cli_usage_error(env, cmd, "%s: expected a public key as 64 hex digits, not '%.70s'", opt, text);
+    return -1;
+}
+
+void cli_hex(char *out, const uint8_t *data, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[data[i] >> 4];
+        out[2 * i + 1] = digits[data[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* -------------------------------------------------------------- token */
+
+int cli_open(const struct cli_env *env, const char *cmd, const char *dir, bool create,
+             struct cli_session *s)
+{
+    char msg[CLI_ERR_MAX] = "";
+    struct pt_link link;
+    int rc;
+
+    memset(s, 0, sizeof *s);
+    rc = env->open(env->ctx, dir, create, &link, &s->handle, msg, sizeof msg);
+    if (rc != 0) {
+        s->handle = NULL;
+        if (msg[0] == '\0')
+            snprintf(msg, sizeof msg, "%s", pt_strerror(rc));
+        return cli_fail(env, rc == PT_ERR_EXISTS && create ? CLI_DATA : CLI_TOKEN, cmd, "%s %s: %s",
+                        create ? "cannot create a token in" : "cannot open the token", dir, msg);
+    }
+    pt_owner_init(&s->o, &link, env->now);
+    return CLI_OK;
+}
+
+void cli_close(const struct cli_env *env, struct cli_session *s)
+{
+    if (s->handle != NULL)
+        env->close(env->ctx, s->handle);
+    s->handle = NULL;
+}
+
+/* Is a token status about the token itself (its store, its RAM) rather than the request? */
+static bool token_trouble(int status)
+{
+    return status == TK_ERR_STORE || status == TK_ERR_TAMPERED || status == TK_ERR_ROLLBACK ||
+           status == TK_ERR_RANDOM || status == TK_ERR_NO_MEMORY || status == TK_ERR_RESPONSE_SPACE;
+}
+
+int cli_owner_fail(const struct cli_env *env, const char *cmd, const struct pt_owner *o, int rc,
+                   const char *what)
+{
+    char reason[PT_REASON_MAX * 4 + 1];
+
+    if (rc == PT_ERR_TOKEN) {
+        fprintf(env->err, CLI_PROG ": %s: %s: the token refused: %s (%s)", cmd, what,
+                tk_strerror(o->token_status), tk_errname(o->token_status));
+        if (o->reason[0] != '\0') {
+            cli_escape(reason, sizeof reason, o->reason, strlen(o->reason));
+            fprintf(env->err, ": %s", reason);
+        }
+        fputc('\n', env->err);
+        return token_trouble(o->token_status) ? CLI_TOKEN : CLI_DATA;
+    }
+    if (rc == PT_ERR_INPUT)
+        return cli_fail(env, CLI_DATA, cmd, "%s: invalid input", what);
+    return cli_fail(env, CLI_TOKEN, cmd, "%s: %s", what, pt_strerror(rc));
+}
+
+/* ------------------------------------------------------------ printing */
+
+size_t cli_escape(char *out, size_t cap, const char *s, size_t len)
+{
+    size_t k = 0, chars = 0, i = 0;
+
+    if (cap == 0)
+        return 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        size_t n = 1, bad;
+        if (c >= 0x80) {
+            /* A whole valid character, or one bad byte. */
+            n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+            if (i + n > len || !pt_utf8_valid((const uint8_t *)s + i, n, &bad))
+                n = 0;
+        } else if (c < 0x20 || c == 0x7f || c == '\\') {
+            n = 0;
+        }
+        if (n == 0) {
+            char esc[5];
+            if (c == '\\')
+                memcpy(esc, "\\\\", 3);
+            else
+                snprintf(esc, sizeof esc, "\\x%02x", c);
+            if (k + strlen(esc) >= cap)
+                break;
+            memcpy(out + k, esc, strlen(esc));
+            k += strlen(esc);
+            chars += strlen(esc);
+            i++;
+            continue;
+        }
+        if (k + n >= cap)
+            break;
+        memcpy(out + k, s + i, n);
+        k += n;
+        i += n;
+        chars++;
+    }
+    out[k] = '\0';
+    return chars;
+}
+
+void cli_put(FILE *f, const char *s)
+{
+    char buf[256];
+    size_t len = strlen(s), i = 0;
+
+    /* In slices, cut between whole characters (each slice ends before a lead byte). */
+    while (i < len) {
+        size_t n = len - i > 64 ? 64 : len - i;
+        while (i + n < len && n > 1 && ((unsigned char)s[i + n] & 0xc0) == 0x80)
+            n--;
+        cli_escape(buf, sizeof buf, s + i, n);
+        fputs(buf, f);
+        i += n;
+    }
+}
+
+void cli_pad(FILE *f, const char *s, size_t width)
+{
+    size_t chars = 0;
+    for (const char *p = s; *p; p++)
+        chars += ((unsigned char)*p & 0xc0) != 0x80;
+    fputs(s, f);
+    for (; chars < width; chars++)
+        fputc(' ', f);
+}
+
+void cli_json_string(FILE *f, const char *s, size_t len)
+{
+    size_t i = 0;
+
+    fputc('"', f);
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+            if (i + n <= len && pt_utf8_valid((const uint8_t *)s + i, n, NULL)) {
+                fwrite(s + i, 1, n, f);
+                i += n;
+            } else {
+                fputs("\\ufffd", f);
+                i++;
+            }
+            continue;
+        }
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+        i++;
+    }
+    fputc('"', f);
+}

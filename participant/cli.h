@@ -1,0 +1,132 @@
+/*
+ * cohort-participant, the owner's command line: what its commands share.
+ *
+ * Each subcommand is one file (cli_<name>.c) with one entry point, listed
+ * in the table of cli.c, which also holds what they share: option parsing,
+ * opening the token, exit statuses, and printing text that came from
+ * elsewhere. The commands reach the world only through struct cli_env, so
+ * the tests run them against a fake token and capture what they print;
+ * main.c gives them the real one (a software token in a directory), the
+ * real clock and the real stdout and stderr.
+ *
+ * Exit statuses: CLI_OK (0) on success; CLI_USAGE (1) for a command line
+ * that is wrong (an unknown option, a value out of range, SQL that does
+ * not compile); CLI_DATA (2) for data that is refused (a file that does not
+ * import, a table or row that does not exist, a token that says no);
+ * CLI_TOKEN (3) when the token or its files fail (cannot open, busy,
+ * tampered, I/O). Errors go to stderr, one sentence each; nothing secret
+ * is ever printed (the token never gives out a secret to print).
+ */
+#ifndef COHORT_CLI_H
+#define COHORT_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "participant/pt_owner.h"
+
+enum cli_status {
+    CLI_OK = 0,
+    CLI_USAGE = 1,
+    CLI_DATA = 2,
+    CLI_TOKEN = 3,
+};
+
+#define CLI_PROG "cohort-participant"
+#define CLI_ERR_MAX 512u              /* a message from opening a token */
+#define CLI_U64_DIGITS 20u            /* digits of a number on the command line */
+#define CLI_EPSILON_MAX 1000.0        /* the largest epsilon budget accepted */
+#define CLI_THRESHOLD_MAX 1000000000u /* min participants, min group size */
+#define CLI_SUBJECT_DEFAULT "cohort token"
+#define CLI_CSR_FILE "token.csr"
+
+/* The world, as the commands see it. */
+struct cli_env {
+    FILE *out;
+    FILE *err;
+    int64_t now; /* Unix seconds, sent to the token */
+    /*
+     * Create (init) or open the token of dir, and give a link to it.
+     * Returns 0, or a PT_ERR_* with a sentence for the owner in msg.
+     */
+    int (*open)(void *ctx, const char *dir, bool create, struct pt_link *link, void **handle,
+                char *msg, size_t msg_len);
+    void (*close)(void *ctx, void *handle); /* NULL handle: no-op */
+    void *ctx;
+};
+
+/* Run the command line (argv[0] is the program). Returns a CLI_* status. */
+int cli_main(int argc, char **argv, const struct cli_env *env);
+
+/* The subcommands: argv[0] is the command's name. */
+int cli_init(int argc, char **argv, const struct cli_env *env);
+int cli_import(int argc, char **argv, const struct cli_env *env);
+int cli_tables(int argc, char **argv, const struct cli_env *env);
+int cli_rows(int argc, char **argv, const struct cli_env *env);
+int cli_delete(int argc, char **argv, const struct cli_env *env);
+int cli_policy(int argc, char **argv, const struct cli_env *env);
+int cli_audit(int argc, char **argv, const struct cli_env *env);
+int cli_compact(int argc, char **argv, const struct cli_env *env);
+
+/* ------------------------------------------------------------ helpers */
+
+/* An error for the owner: "cohort-participant: CMD: ..." on stderr; returns status. */
+int cli_fail(const struct cli_env *env, int status, const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* A usage error, followed by the command's usage line. Returns CLI_USAGE. */
+int cli_usage_error(const struct cli_env *env, const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Print a command's usage (to out for --help, to err after an error). */
+void cli_usage(FILE *f, const char *cmd);
+
+/*
+ * Options. cli_opt matches argv[*i] against name ("--dir", or "--dir=X"):
+ * 0 if it is another option; 1 with *value set (advancing *i past a
+ * separate value); -1 when the value is missing (reported already).
+ */
+int cli_opt(const struct cli_env *env, const char *cmd, int argc, char **argv, int *i,
+            const char *name, const char **value);
+bool cli_is_help(const char *arg);
+
+/* Strict numbers: decimal digits only, within [min, max]. 0 or -1 (reported). */
+int cli_u64(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
+            uint64_t min, uint64_t max, uint64_t *out);
+int cli_double(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
+               double min, double max, double *out);
+
+/* 64 hex digits into a key. 0 or -1 (reported). */
+int cli_hex_key(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
+                uint8_t key[static PT_KEY_LEN]);
+void cli_hex(char *out, const uint8_t *data, size_t n); /* out: 2n + 1 bytes */
+
+/* A session with the token of dir: *o is ready when it returns CLI_OK. */
+struct cli_session {
+    void *handle;
+    struct pt_owner o;
+};
+int cli_open(const struct cli_env *env, const char *cmd, const char *dir, bool create,
+             struct cli_session *s);
+void cli_close(const struct cli_env *env, struct cli_session *s);
+
+/* Report a failed owner operation (PT_ERR_*, with the token's status and
+ * reason for PT_ERR_TOKEN); returns the matching CLI_* status. */
+int cli_owner_fail(const struct cli_env *env, const char *cmd, const struct pt_owner *o, int rc,
+                   const char *what);
+
+/*
+ * Text from elsewhere, made safe for a terminal: control bytes and bytes
+ * that are not UTF-8 become \xNN (and a backslash \\). cli_escape writes at
+ * most cap - 1 bytes (cut at a character) and returns the number of
+ * characters written, for alignment.
+ */
+size_t cli_escape(char *out, size_t cap, const char *s, size_t len);
+void cli_put(FILE *f, const char *s);
+/* s padded with spaces to width characters (s is already escaped). */
+void cli_pad(FILE *f, const char *s, size_t width);
+/* A JSON string literal of s (invalid UTF-8 becomes U+FFFD). */
+void cli_json_string(FILE *f, const char *s, size_t len);
+
+#endif

@@ -1,0 +1,117 @@
+/*
+ * cohort-participant init: create a software token in a directory.
+ *
+ * The token makes its own keys inside (pt_soft_create, then
+ * ProvisionBegin): its storage key, its device signing key and its box
+ * key never leave it. What comes out is public: the device's public key
+ * and a certificate request, signed by the token to prove it holds the
+ * key, which the command writes to DIR/token.csr for an authority to
+ * certify later. The directory must not exist, or be empty.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "participant/cli.h"
+
+#define CMD "init"
+
+static void help(FILE *f)
+{
+    cli_usage(f, CMD);
+    fprintf(f,
+            "\nCreates a new token in DIR (made with mode 0700; it must not exist, or be "
+            "empty).\nThe token makes its keys inside; its certificate request goes to "
+            "DIR/" CLI_CSR_FILE ",\nfor an authority to sign.\n\n"
+            "  --subject NAME   the name the request gives the token (default '" CLI_SUBJECT_DEFAULT
+            "';\n                   at most 63 bytes, no control characters)\n");
+}
+
+/* Write the whole buffer to a new file (it must not exist). 0 or errno. */
+static int write_new(const char *path, const uint8_t *data, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644), err = 0;
+    size_t done = 0;
+
+    if (fd < 0)
+        return errno;
+    while (done < n) {
+        ssize_t w = write(fd, data + done, n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            err = errno;
+            break;
+        }
+        done += (size_t)w;
+    }
+    if (err == 0 && fsync(fd) != 0)
+        err = errno;
+    if (close(fd) != 0 && err == 0)
+        err = errno;
+    return err;
+}
+
+static bool subject_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > PT_SUBJECT_MAX || !pt_utf8_valid((const uint8_t *)s, n, NULL))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return false;
+    return true;
+}
+
+int cli_init(int argc, char **argv, const struct cli_env *env)
+{
+    const char *dir = NULL, *subject = CLI_SUBJECT_DEFAULT;
+    struct cli_session s;
+    uint8_t *csr = NULL, pk[PT_KEY_LEN];
+    size_t csr_len = 0;
+    char path[4096], hex[2 * PT_KEY_LEN + 1];
+    int rc, m;
+
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            help(env->out);
+            return CLI_OK;
+        }
+        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0 ||
+            (m = cli_opt(env, CMD, argc, argv, &i, "--subject", &subject)) != 0) {
+            if (m < 0)
+                return CLI_USAGE;
+            continue;
+        }
+        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
+    }
+    if (dir == NULL || dir[0] == '\0')
+        return cli_usage_error(env, CMD, "give the token's directory with --dir DIR");
+    if (!subject_ok(subject))
+        return cli_usage_error(env, CMD,
+                               "--subject: 1 to %u bytes of UTF-8 text without control characters",
+                               PT_SUBJECT_MAX);
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, CLI_CSR_FILE) >= sizeof path)
+        return cli_usage_error(env, CMD, "--dir: the path is too long");
+    if ((rc = cli_open(env, CMD, dir, true, &s)) != CLI_OK)
+        return rc;
+    rc = pt_owner_provision_begin(&s.o, subject, &csr, &csr_len, pk);
+    cli_close(env, &s);
+    if (rc != 0)
+        return cli_owner_fail(env, CMD, &s.o, rc, "the token could not make its keys");
+    if ((m = write_new(path, csr, csr_len)) != 0) {
+        free(csr);
+        return cli_fail(env, CLI_TOKEN, CMD, "the token is made, but %s cannot be written: %s",
+                        path, strerror(m));
+    }
+    free(csr);
+    cli_hex(hex, pk, sizeof pk);
+    fprintf(env->out, "created a token in %s\n", dir);
+    fprintf(env->out, "  public key:           %s\n", hex);
+    fprintf(env->out, "  subject:              ");
+    cli_put(env->out, subject);
+    fprintf(env->out, "\n  certificate request:  %s (for an authority to sign)\n", path);
+    return CLI_OK;
+}
