@@ -89,7 +89,7 @@ static int compile_where(const struct cli_env *env, const char *table, const cha
                          uint8_t **plan, size_t *plan_len)
 {
     const struct qr_table *t = qr_catalog_find(table);
-    struct qr_compile_opts opts = {"owner-delete", env->now, 0, 0};
+    struct qr_compile_opts opts = {.study = "owner-delete", .now = env->now};
     struct qr_sql_error err;
     char *sql;
     size_t prefix, n;

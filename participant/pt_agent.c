@@ -43,6 +43,8 @@ const char *pt_strerror(int code)
         return "the directory exists and is not empty";
     case PT_ERR_BUSY:
         return "the token is in use by another process";
+    case PT_ERR_INPUT:
+        return "the owner's input is invalid";
     default:
         return "unknown error";
     }

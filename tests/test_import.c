@@ -1106,7 +1106,7 @@ static void deletes_send_ids_all_or_a_compiled_where_program(void **state)
     struct pt_changed ch;
     struct pt_delete d;
     static const uint64_t ids[] = {2, 4, 99}, known[] = {2, 4};
-    struct qr_compile_opts opts = {"owner", 1785000000, 0, 0};
+    struct qr_compile_opts opts = {.study = "owner", .now = 1785000000};
     struct qr_sql_error err;
     uint8_t *plan = NULL;
     size_t plan_len = 0;

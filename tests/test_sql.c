@@ -218,7 +218,7 @@ static void test_the_catalog_has_four_documented_tables_with_schemas_for_the_tok
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const struct qr_table *t = qr_catalog_table(i);
         Cohort__TableSchema *s;
-        struct qr_compile_opts opts = {"catalog", 1785000000, 0, 0};
+        struct qr_compile_opts opts = {.study = "catalog", .now = 1785000000};
         struct qr_sql_error err;
         uint8_t *buf = NULL;
         size_t len = 0;
