@@ -377,7 +377,7 @@ static int read_table(struct pt_soft *s, const char *table, uint32_t max_rows, s
         if (max_rows)
             assert_true(r->rows->n_rows <= max_rows);
         for (i = 0; i < r->rows->n_rows; i++) {
-            uint64_t k, ver;
+            uint64_t k = 0, ver = 0;
             assert_true(r->rows->ids[i] > after);
             assert_true(row_is_intact(r->rows->rows[i], &k, &ver));
             after = r->rows->ids[i];
