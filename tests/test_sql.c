@@ -1517,9 +1517,15 @@ static uint8_t *with_dp(uint8_t *table, size_t *len, double eps, const char *mec
                         const double *bounds, size_t n_bounds, double conf)
 {
     Cohort__ResultTable *t = cohort__result_table__unpack(NULL, *len, table);
+    char *own_mech;
+    double *own_bounds;
+    size_t own_n;
     uint8_t *out;
 
     assert_non_null(t);
+    own_mech = t->mechanism;
+    own_bounds = t->error_bound;
+    own_n = t->n_error_bound;
     t->epsilon = eps;
     t->mechanism = (char *)mech;
     t->error_bound = (double *)bounds;
@@ -1529,9 +1535,9 @@ static uint8_t *with_dp(uint8_t *table, size_t *len, double eps, const char *mec
     out = malloc(*len + 1);
     assert_non_null(out);
     cohort__result_table__pack(t, out);
-    t->mechanism = NULL; /* not ours to free */
-    t->error_bound = NULL;
-    t->n_error_bound = 0;
+    t->mechanism = own_mech; /* what the unpacking allocated, freed with it */
+    t->error_bound = own_bounds;
+    t->n_error_bound = own_n;
     cohort__result_table__free_unpacked(t, NULL);
     free(table);
     return out;
