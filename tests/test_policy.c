@@ -45,8 +45,8 @@ static int pol_teardown(void **state)
 }
 
 /* A collection of a plan spec; the response's reason copied into reason. */
-static int collect_spec(struct pol_fx *f, const struct fx_plan_spec *spec, char *reason,
-                        size_t cap, uint8_t query_id[TK_QUERY_ID_LEN])
+static int collect_spec(struct pol_fx *f, const struct fx_plan_spec *spec, char *reason, size_t cap,
+                        uint8_t query_id[TK_QUERY_ID_LEN])
 {
     struct fx_signed sp;
     Cohort__TokenResponse *r = NULL;
@@ -372,7 +372,8 @@ static void a_study_budget_runs_out_and_then_the_token_does_not_contribute(void 
     assert_int_equal(collect_spec(f, &spec, NULL, 0, NULL), TK_OK);
     /* 0.8 spent on study-1: 0.4 more would exceed its 1.0. */
     assert_int_equal(collect_spec(f, &spec, reason, sizeof reason, q), TK_ERR_BUDGET);
-    assert_non_null(strstr(reason, "study 'study-1' asks epsilon 0.400 but has 0.200 of its 1.000"));
+    assert_non_null(
+        strstr(reason, "study 'study-1' asks epsilon 0.400 but has 0.200 of its 1.000"));
     read_audit(&f->t, &a, 0);
     assert_int_equal(entries_for(&a, q, e, 4), 1);
     assert_int_equal(e[0]->status, TK_ERR_BUDGET);
@@ -634,8 +635,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(each_clause_of_the_policy_refuses_with_its_reason,
                                         pol_setup, pol_teardown),
         cmocka_unit_test_setup_teardown(
-            a_column_listed_alone_is_enough_for_a_plan_that_reads_only_it, pol_setup,
-            pol_teardown),
+            a_column_listed_alone_is_enough_for_a_plan_that_reads_only_it, pol_setup, pol_teardown),
         cmocka_unit_test_setup_teardown(
             a_study_budget_runs_out_and_then_the_token_does_not_contribute, pol_setup,
             pol_teardown),

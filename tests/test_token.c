@@ -1871,8 +1871,7 @@ static void a_token_needs_an_empty_store_and_a_valid_state(void **state)
     assert_int_equal(tk_token_init(&tk, NULL, NULL, arena, sizeof arena), TK_ERR_MALFORMED);
     no_truncate = flash;
     no_truncate.truncate = NULL;
-    assert_int_equal(tk_token_init(&tk, &no_truncate, NULL, arena, sizeof arena),
-                     TK_ERR_MALFORMED);
+    assert_int_equal(tk_token_init(&tk, &no_truncate, NULL, arena, sizeof arena), TK_ERR_MALFORMED);
     half.counter_set = counter_set_alone; /* a setter without a getter */
     assert_int_equal(tk_token_init(&tk, &flash, &half, arena, sizeof arena), TK_ERR_MALFORMED);
     assert_int_equal(tk_token_init(&tk, &flash, NULL, arena, sizeof arena), TK_OK);

@@ -161,9 +161,10 @@ static bool saved_state_differs(const struct tk_token *a, const struct tk_token 
            a->cert_len != b->cert_len || memcmp(a->cert, b->cert, sizeof a->cert) != 0 ||
            a->n_authorities != b->n_authorities ||
            memcmp(a->authorities, b->authorities, sizeof a->authorities) != 0 ||
-           memcmp(a->replay, b->replay, sizeof a->replay) != 0 || a->replay_next != b->replay_next ||
-           memcmp(a->plans, b->plans, sizeof a->plans) != 0 || a->plan_next != b->plan_next ||
-           a->audit_seq != b->audit_seq || a->epsilon_spent != b->epsilon_spent;
+           memcmp(a->replay, b->replay, sizeof a->replay) != 0 ||
+           a->replay_next != b->replay_next || memcmp(a->plans, b->plans, sizeof a->plans) != 0 ||
+           a->plan_next != b->plan_next || a->audit_seq != b->audit_seq ||
+           a->epsilon_spent != b->epsilon_spent;
 }
 
 static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_len,

@@ -33,10 +33,10 @@
 #define TK_PLAN_MAX 16384u        /* serialized Plan */
 #define TK_SIGNED_PLAN_MAX 20480u /* serialized SignedPlan */
 #define TK_MAX_CHAIN 4u
-#define TK_NAME_MAX 32u /* table and column names */
-#define TK_STUDY_MAX 63u /* study names */
+#define TK_NAME_MAX 32u    /* table and column names */
+#define TK_STUDY_MAX 63u   /* study names */
 #define TK_REASON_MAX 159u /* a refusal's reason for the owner */
-#define TK_TEXT_MAX 64u /* text values */
+#define TK_TEXT_MAX 64u    /* text values */
 #define TK_MAX_COLUMNS 32u
 #define TK_MAX_GROUP_COLS 8u
 #define TK_MAX_AGGS 16u
@@ -138,6 +138,12 @@ void tk_value_to_pb(Cohort__Value *pb, const struct tk_value *v);
 int tk_value_cmp(const struct tk_value *a, const struct tk_value *b);
 /* Canonical group-key encoding: type byte, then 8 bytes LE or length + text. */
 size_t tk_key_put(uint8_t *out, const struct tk_value *v);
+/* Text without stdio: append s (or v in decimal) to out[at..cap), keeping
+ * it NUL-terminated and cutting what does not fit; returns the new length. */
+size_t tk_text_put(char *out, size_t at, size_t cap, const char *s);
+size_t tk_text_u64(char *out, size_t at, size_t cap, uint64_t v);
+/* Whether s is in list (n names); an empty list holds every name. */
+bool tk_name_listed(char *const *list, size_t n, const char *s);
 /* Decode one value at key[*pos]; returns 0 or TK_ERR_MALFORMED. */
 int tk_key_get(struct tk_value *v, const uint8_t *key, size_t key_len, size_t *pos);
 
@@ -448,12 +454,12 @@ struct tk_admission {
     double epsilon;     /* what this plan will debit (0 when a repeat) */
     double spent_study; /* spent on the plan's study before it */
     double spent_total;
-    bool repeat;        /* the query was accepted before: no new debit */
-    int last_status;    /* the last audit status logged for this query, 1 if none */
+    bool repeat;     /* the query was accepted before: no new debit */
+    int last_status; /* the last audit status logged for this query, 1 if none */
 };
 int tk_policy_check(struct tk_call *c, const struct tk_plan *plan, struct tk_admission *adm);
-int tk_policy_record(struct tk_call *c, const struct tk_plan *plan,
-                     const struct tk_admission *adm, int status);
+int tk_policy_record(struct tk_call *c, const struct tk_plan *plan, const struct tk_admission *adm,
+                     int status);
 
 /* ----------------------------------------------------------- handlers */
 
@@ -461,7 +467,7 @@ struct tk_call {
     struct tk_token *tk;
     struct tk_arena *arena;
     int64_t now;
-    struct tk_wbuf *out; /* the TokenResponse being written (status already in) */
+    struct tk_wbuf *out;            /* the TokenResponse being written (status already in) */
     char reason[TK_REASON_MAX + 1]; /* why a request was refused, for the owner; "" if none */
 };
 

@@ -287,52 +287,28 @@ double tk_dp_error_bound(const struct tk_plan *p, uint32_t i)
     return t;
 }
 
-/* Text without stdio. */
-static size_t put_text(char *out, size_t at, size_t cap, const char *s)
-{
-    while (*s != '\0' && at + 1 < cap)
-        out[at++] = *s++;
-    out[at] = '\0';
-    return at;
-}
-
-static size_t put_u64(char *out, size_t at, size_t cap, uint64_t v)
-{
-    char d[21];
-    size_t n = 0;
-    do {
-        d[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0 && at + 1 < cap)
-        out[at++] = d[--n];
-    out[at] = '\0';
-    return at;
-}
-
-/* x in [0, 1] as "d.de-XX" (two significant digits), "0" or "1". */
 static size_t put_sci(char *out, size_t at, size_t cap, double x)
 {
     int e;
     long m;
     if (!(x > 0))
-        return put_text(out, at, cap, "0");
+        return tk_text_put(out, at, cap, "0");
     if (x >= 1)
-        return put_text(out, at, cap, "1");
+        return tk_text_put(out, at, cap, "1");
     e = (int)floor(log10(x));
     m = lround(x / pow(10.0, e) * 10.0);
     if (m >= 100) {
         m /= 10;
         e++;
     }
-    at = put_u64(out, at, cap, (uint64_t)(m / 10));
-    at = put_text(out, at, cap, ".");
-    at = put_u64(out, at, cap, (uint64_t)(m % 10));
-    at = put_text(out, at, cap, e < 0 ? "e-" : "e+");
+    at = tk_text_u64(out, at, cap, (uint64_t)(m / 10));
+    at = tk_text_put(out, at, cap, ".");
+    at = tk_text_u64(out, at, cap, (uint64_t)(m % 10));
+    at = tk_text_put(out, at, cap, e < 0 ? "e-" : "e+");
     e = e < 0 ? -e : e;
     if (e < 10)
-        at = put_text(out, at, cap, "0");
-    at = put_u64(out, at, cap, (uint64_t)e);
+        at = tk_text_put(out, at, cap, "0");
+    at = tk_text_u64(out, at, cap, (uint64_t)e);
     return at;
 }
 
@@ -341,11 +317,11 @@ size_t tk_dp_mechanism(char *out, size_t cap, const struct tk_plan *p)
     size_t n;
     if (cap == 0)
         return 0;
-    n = put_text(out, 0, cap, "two-sided geometric (discrete Laplace), epsilon/");
-    n = put_u64(out, n, cap, p->n_noisy);
-    n = put_text(out, n, cap, " per quantity; groups with noisy participants >= ");
-    n = put_u64(out, n, cap, p->min_group_size);
-    n = put_text(out, n, cap, "; delta ");
+    n = tk_text_put(out, 0, cap, "two-sided geometric (discrete Laplace), epsilon/");
+    n = tk_text_u64(out, n, cap, p->n_noisy);
+    n = tk_text_put(out, n, cap, " per quantity; groups with noisy participants >= ");
+    n = tk_text_u64(out, n, cap, p->min_group_size);
+    n = tk_text_put(out, n, cap, "; delta ");
     n = put_sci(out, n, cap, tk_dp_delta(p));
     return n;
 }

@@ -303,7 +303,7 @@ static int layout(struct tk_plan *p)
     return TK_OK;
 }
 
-static bool listed(char *const *list, size_t n, const char *s)
+bool tk_name_listed(char *const *list, size_t n, const char *s)
 {
     size_t i;
     if (n == 0)
@@ -323,7 +323,7 @@ static bool column_in_scope(const Cohort__Scope *s, const char *table, const cha
     memcpy(full, table, tl);
     full[tl] = '.';
     memcpy(full + tl + 1, col, cl + 1);
-    return listed(s->columns, s->n_columns, full);
+    return tk_name_listed(s->columns, s->n_columns, full);
 }
 
 static int check_scope(const Cohort__CertBody *researcher, const Cohort__Plan *pb,
@@ -333,9 +333,9 @@ static int check_scope(const Cohort__CertBody *researcher, const Cohort__Plan *p
     size_t i;
     if (s == NULL)
         return TK_OK;
-    if (!listed(s->tables, s->n_tables, p->table))
+    if (!tk_name_listed(s->tables, s->n_tables, p->table))
         return TK_ERR_SCOPE;
-    if (!listed(s->studies, s->n_studies, pb->study ? pb->study : ""))
+    if (!tk_name_listed(s->studies, s->n_studies, pb->study ? pb->study : ""))
         return TK_ERR_SCOPE;
     if (pb->privacy != NULL && pb->privacy->epsilon > s->max_epsilon)
         return TK_ERR_SCOPE;
@@ -549,7 +549,8 @@ int tk_plan_load(struct tk_token *tk, struct tk_arena *a, struct tk_plan *p,
     if (now + CLOCK_SKEW < p->issued_at || now > p->expires_at ||
         (use == TK_PLAN_COLLECT && now > p->deadline))
         return TK_ERR_EXPIRED;
-    if ((rc = tk_program_load(&p->where, &p->n_where, a, p, pb->where, pb->n_where, false)) != TK_OK)
+    if ((rc = tk_program_load(&p->where, &p->n_where, a, p, pb->where, pb->n_where, false)) !=
+        TK_OK)
         return rc;
     if ((rc = tk_program_load(&p->having, &p->n_having, a, p, pb->having, pb->n_having, true)) !=
         TK_OK)

@@ -45,12 +45,12 @@
 
 #include "token/tk_int.h"
 
-#define POLICY_MAX 4096u       /* a packed ConsentPolicy */
-#define POLICY_LIST_MAX 32u    /* entries of each list */
-#define AUDIT_SQL_MAX 1024u    /* SQL kept in an audit entry */
-#define AUDIT_PAGE_MAX 64u     /* entries per ReadAudit page */
-#define EPSILON_MAX 1000000.0  /* any budget or plan epsilon above this is nonsense */
-#define EPSILON_SLACK 1e-9     /* floating-point slack when comparing budgets */
+#define POLICY_MAX 4096u      /* a packed ConsentPolicy */
+#define POLICY_LIST_MAX 32u   /* entries of each list */
+#define AUDIT_SQL_MAX 1024u   /* SQL kept in an audit entry */
+#define AUDIT_PAGE_MAX 64u    /* entries per ReadAudit page */
+#define EPSILON_MAX 1000000.0 /* any budget or plan epsilon above this is nonsense */
+#define EPSILON_SLACK 1e-9    /* floating-point slack when comparing budgets */
 
 /* ------------------------------------------------------------ reasons */
 
@@ -61,22 +61,12 @@ struct rbuf {
 
 static void r_str(struct rbuf *r, const char *s)
 {
-    while (*s != '\0' && r->len + 1 < r->cap)
-        r->p[r->len++] = *s++;
-    r->p[r->len] = '\0';
+    r->len = tk_text_put(r->p, r->len, r->cap, s);
 }
 
 static void r_uint(struct rbuf *r, uint64_t v)
 {
-    char d[21];
-    size_t n = 0;
-    do {
-        d[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0 && r->len + 1 < r->cap)
-        r->p[r->len++] = d[--n];
-    r->p[r->len] = '\0';
+    r->len = tk_text_u64(r->p, r->len, r->cap, v);
 }
 
 /* A non-negative number with three decimals (budgets, epsilons). */
@@ -128,9 +118,9 @@ struct ledger {
     uint8_t *policy;            /* without a plan: the latest policy's bytes */
     size_t policy_len;
     bool have_policy;
-    int verdict;                      /* of the clauses of the policy in force */
-    char reason[TK_REASON_MAX + 1];   /* and its reason */
-    double per_study, total;          /* the budgets of the policy in force */
+    int verdict;                    /* of the clauses of the policy in force */
+    char reason[TK_REASON_MAX + 1]; /* and its reason */
+    double per_study, total;        /* the budgets of the policy in force */
     double spent_study, spent_total;
     bool repeat;
     int last_status;
@@ -217,17 +207,6 @@ static bool key_listed(const ProtobufCBinaryData *keys, size_t n, const uint8_t 
     return false;
 }
 
-static bool name_listed(char *const *list, size_t n, const char *s)
-{
-    size_t i;
-    if (n == 0)
-        return true;
-    for (i = 0; i < n; i++)
-        if (list[i] != NULL && strcmp(list[i], s) == 0)
-            return true;
-    return false;
-}
-
 /* Whether the policy shares table.col (col NULL: the table at all). */
 static bool shared(const Cohort__ConsentPolicy *p, const char *table, const char *col)
 {
@@ -252,7 +231,8 @@ static const char *unshared_column(const Cohort__ConsentPolicy *p, const struct 
         if (!shared(p, plan->table, plan->columns[plan->group_col[i]].name))
             return plan->columns[plan->group_col[i]].name;
     for (i = 0; i < plan->n_aggs; i++)
-        if (plan->aggs[i].col >= 0 && !shared(p, plan->table, plan->columns[plan->aggs[i].col].name))
+        if (plan->aggs[i].col >= 0 &&
+            !shared(p, plan->table, plan->columns[plan->aggs[i].col].name))
             return plan->columns[plan->aggs[i].col].name;
     for (i = 0; i < plan->n_where; i++)
         if (plan->where[i].op == COHORT__OP__OP_COLUMN &&
@@ -280,7 +260,7 @@ static int clauses(struct rbuf *rb, const Cohort__ConsentPolicy *p, const struct
         r_str(&r, "...) is not one you accept");
         return TK_ERR_POLICY;
     }
-    if (!name_listed(p->studies, p->n_studies, plan->study)) {
+    if (!tk_name_listed(p->studies, p->n_studies, plan->study)) {
         r_str(&r, "study '");
         r_str(&r, plan->study);
         r_str(&r, "' is not one you accept");
@@ -333,8 +313,7 @@ static int budget(struct tk_call *c, const struct ledger *l, const struct tk_pla
         r_str(&r, "' asks epsilon ");
         r_eps(&r, adm->epsilon);
         r_str(&r, " but has ");
-        r_eps(&r, l->per_study > adm->spent_study ? l->per_study - adm->spent_study
-                                                          : 0.0);
+        r_eps(&r, l->per_study > adm->spent_study ? l->per_study - adm->spent_study : 0.0);
         r_str(&r, " of its ");
         r_eps(&r, l->per_study);
         r_str(&r, " left");
@@ -408,8 +387,8 @@ static int append_audit(struct tk_call *c, Cohort__AuditEntry *e)
     return TK_OK;
 }
 
-int tk_policy_record(struct tk_call *c, const struct tk_plan *plan,
-                     const struct tk_admission *adm, int status)
+int tk_policy_record(struct tk_call *c, const struct tk_plan *plan, const struct tk_admission *adm,
+                     int status)
 {
     size_t mark = tk_arena_mark(c->arena);
     bool accepted = status == TK_OK;
@@ -562,10 +541,10 @@ int tk_do_get_policy(struct tk_call *c, const Cohort__GetPolicy *req)
 struct audit_page {
     uint64_t after;
     uint32_t max;
-    size_t room;     /* bytes the page may take */
-    uint32_t n;      /* entries on the page */
-    size_t len;      /* their encoded size, as AuditPage fields */
-    uint64_t last;   /* seq of the page's last entry */
+    size_t room;   /* bytes the page may take */
+    uint32_t n;    /* entries on the page */
+    size_t len;    /* their encoded size, as AuditPage fields */
+    uint64_t last; /* seq of the page's last entry */
     bool more;
     struct tk_wbuf *out; /* second pass: where to write */
 };
@@ -616,7 +595,7 @@ int tk_do_read_audit(struct tk_call *c, const Cohort__ReadAudit *req)
     memset(&pg, 0, sizeof pg);
     pg.after = req->after;
     pg.max = req->max_entries == 0 || req->max_entries > AUDIT_PAGE_MAX ? AUDIT_PAGE_MAX
-                                                                         : req->max_entries;
+                                                                        : req->max_entries;
     /* Leave room for the page's own framing and the response's status and peak. */
     pg.room = c->out->cap > c->out->len + 64 ? c->out->cap - c->out->len - 64 : 0;
     if ((rc = tk_log_scan(c->tk, c->arena, false, audit_entry, &pg)) != TK_OK)

@@ -195,3 +195,26 @@ int tk_key_get(struct tk_value *v, const uint8_t *key, size_t key_len, size_t *p
     *pos = p;
     return TK_OK;
 }
+
+/* Text without stdio: append to out[at..cap), always NUL-terminated; the new length. */
+size_t tk_text_put(char *out, size_t at, size_t cap, const char *s)
+{
+    while (*s != '\0' && at + 1 < cap)
+        out[at++] = *s++;
+    out[at] = '\0';
+    return at;
+}
+
+size_t tk_text_u64(char *out, size_t at, size_t cap, uint64_t v)
+{
+    char d[21];
+    size_t n = 0;
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0 && at + 1 < cap)
+        out[at++] = d[--n];
+    out[at] = '\0';
+    return at;
+}
