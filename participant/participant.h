@@ -132,11 +132,14 @@ enum pt_action {
     PT_REFUSED = 3,    /* the token refused to collect (policy, plan) */
 };
 
+#define PT_REASON_MAX 255u /* bytes of a token's reason for a refusal that are kept */
+
 struct pt_agent {
     uint8_t token_id[32];
     struct pt_link link;
     uint32_t retry_after_ms;
     int last_token_status;
+    char last_reason[PT_REASON_MAX + 1]; /* the token's reason for its last refusal, or "" */
     uint64_t token_calls;
 };
 
@@ -151,7 +154,8 @@ int pt_agent_work_request(struct pt_agent *ag, uint8_t **req, size_t *req_len);
  * to the token). On PT_COLLECTED and PT_AGGREGATED, *next is the
  * ServiceRequest to send (an Upload or a TaskResult); otherwise *next is
  * NULL. A token refusal to collect is PT_REFUSED with the token's status
- * in ag->last_token_status; a failed aggregation task still produces a
+ * in ag->last_token_status and its reason, for the owner, in
+ * ag->last_reason (printable ASCII; "" when the token gave none); a failed aggregation task still produces a
  * TaskResult carrying the token's status, so the service can reassign it.
  */
 int pt_agent_handle(struct pt_agent *ag, int64_t now, const uint8_t *reply, size_t reply_len,

@@ -71,6 +71,16 @@ static int pack(const ProtobufCMessage *m, uint8_t **out, size_t *len)
 }
 
 /* Send a TokenRequest and decode the response (caller frees it). */
+/* The token's reason, cut to fit and kept to printable ASCII: it is shown
+ * to the owner and may be logged. */
+static void keep_reason(struct pt_agent *ag, const char *r)
+{
+    size_t n = 0;
+    for (; r != NULL && *r != '\0' && n + 1 < sizeof ag->last_reason; r++)
+        ag->last_reason[n++] = (*r >= 0x20 && *r < 0x7f) ? *r : '?';
+    ag->last_reason[n] = '\0';
+}
+
 static int call(struct pt_agent *ag, Cohort__TokenRequest *req, Cohort__TokenResponse **out)
 {
     uint8_t *buf;
@@ -89,6 +99,7 @@ static int call(struct pt_agent *ag, Cohort__TokenRequest *req, Cohort__TokenRes
     if (*out == NULL)
         return PT_ERR_LINK;
     ag->last_token_status = (*out)->status;
+    keep_reason(ag, (*out)->reason);
     return PT_OK;
 }
 

@@ -36,7 +36,6 @@
 #define PT_COLUMNS_MAX 32u /* columns of a table */
 #define PT_SCALE_MAX 18u   /* digits after the point of a DECIMAL */
 
-#define PT_REASON_MAX 255u      /* bytes of a refusal's reason kept */
 #define PT_STUDY_MAX 64u        /* bytes of a study name */
 #define PT_SUBJECT_MAX 63u      /* bytes of a certificate's subject */
 #define PT_EVENT_MAX 31u        /* bytes of an audit entry's event name */

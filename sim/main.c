@@ -227,6 +227,8 @@ static void print_text(const struct sim_config *cfg, const struct sim_report *re
            (unsigned long long)rep->contributed, (unsigned long long)rep->refused,
            rep->refused ? " (" : "", rep->refused ? tk_errname(rep->refusal) : "",
            rep->refused ? ")" : "", (unsigned long long)rep->result.participants);
+    if (rep->refused && rep->refusal_reason[0] != '\0')
+        printf("refusal       a token told its owner: %s\n", rep->refusal_reason);
     if (rep->result.groups_suppressed)
         printf("suppressed    %llu group(s) below the minimum group size\n",
                (unsigned long long)rep->result.groups_suppressed);

@@ -72,7 +72,7 @@ struct sim_dp_check {
 struct sim_report {
     int ok;     /* 1: the result equals the ground truth (under DP: passes the DP check) */
     int failed; /* 1: the study failed (see error) */
-    char error[320];
+    char error[640];
     char *diff;              /* malloc'd account of a mismatch, or NULL */
     struct qr_result result; /* what the researcher got */
     struct qr_result truth;  /* the ground truth, laid out the same way */
@@ -84,6 +84,7 @@ struct sim_report {
     uint64_t contributed;        /* contributions the service accepted */
     uint64_t refused;            /* tokens that refused the plan */
     int refusal;                 /* the most frequent refusal status (TK_ERR_*) */
+    char refusal_reason[256];    /* a token's reason for it, as its owner would see it */
     uint64_t vanished;           /* aggregators that never returned their task */
     struct qr_coord_stats coord; /* what the service saw and did */
     size_t ciphertext_bytes;     /* size of one collection ciphertext on the wire */

@@ -66,6 +66,7 @@ void sim_config_default(struct sim_config *cfg)
 struct worker {
     uint8_t *arena;
     struct pt_inproc link;
+    char reasons[64][PT_REASON_MAX + 1]; /* a token's reason for each refusal status met */
 };
 
 struct sim {
@@ -544,6 +545,9 @@ static void agent_job(struct sim *s, struct worker *w, size_t item, void *ctx)
     rc = pt_agent_handle(&ag, e->t_ms / 1000, e->reply, e->reply_len, &e->action, &e->next,
                          &e->next_len);
     e->status = rc != 0 ? rc : ag.last_token_status;
+    if (e->action == PT_REFUSED && e->status < 0 && -e->status < 64 &&
+        w->reasons[-e->status][0] == '\0')
+        memcpy(w->reasons[-e->status], ag.last_reason, sizeof ag.last_reason);
 }
 
 /* Send one request to the coordinator; the reply (malloc'd) or NULL. */
@@ -664,6 +668,11 @@ static int collect(struct sim *s, qr_coord *c, const uint8_t *dropped, int64_t *
     for (i = 1; i < 64; i++)
         if (refusals[i] > 0 && (rep->refusal == 0 || refusals[i] > refusals[-rep->refusal]))
             rep->refusal = -(int)i;
+    for (i = 0; rep->refusal != 0 && i < s->threads && rep->refusal_reason[0] == '\0'; i++) {
+        memcpy(rep->refusal_reason, s->workers[i].reasons[-rep->refusal],
+               sizeof rep->refusal_reason);
+        rep->refusal_reason[sizeof rep->refusal_reason - 1] = '\0';
+    }
     qr_coord_stats(c, &st);
     if (st.state == QR_COLLECTING) {
         int64_t end = s->deadline * 1000 + 1;
@@ -901,8 +910,9 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
         }
     } else if (rep->contributed == 0 && rep->refused > 0) {
         rep->failed = 1;
-        snprintf(rep->error, sizeof rep->error, "every token refused the plan: %s (%s)%s",
+        snprintf(rep->error, sizeof rep->error, "every token refused the plan: %s (%s)%s%s%s",
                  tk_strerror(rep->refusal), tk_errname(rep->refusal),
+                 rep->refusal_reason[0] ? ": " : "", rep->refusal_reason,
                  rep->refusal == TK_ERR_NO_MEMORY
                      ? ". S_Agg keeps every group in one token's RAM: lower the plan's "
                        "max_groups (WITH (max_groups = N)) or give tokens more RAM"

@@ -628,6 +628,56 @@ static void budget_and_audit_survive_reopening_the_token(void **state)
     assert_int_equal(collect_spec(f, &spec, reason, sizeof reason, NULL), TK_ERR_BUDGET);
 }
 
+static void the_agent_gets_the_reason_to_show_the_owner(void **state)
+{
+    struct pol_fx *f = *state;
+    struct fx_plan_spec spec;
+    struct fx_signed sp;
+    struct pol p;
+    struct pt_inproc in;
+    struct pt_link link;
+    struct pt_agent ag;
+    Cohort__ServiceReply rep;
+    Cohort__WorkReply wr;
+    Cohort__CollectWork cw;
+    enum pt_action action;
+    uint8_t *reply, *next = NULL;
+    size_t reply_len, next_len = 0;
+
+    pol_open(&p);
+    p.studies[0] = "study-2";
+    p.p.studies = p.studies;
+    p.p.n_studies = 1;
+    set(f, &p);
+    fx_plan_default(&spec);
+    fx_plan_sign(&sp, &spec, &f->w.researcher);
+
+    /* The service's reply asking for a collection, as the agent receives it. */
+    cohort__service_reply__init(&rep);
+    cohort__work_reply__init(&wr);
+    cohort__collect_work__init(&cw);
+    cw.plan = sp.sp;
+    wr.work_case = COHORT__WORK_REPLY__WORK_COLLECT;
+    wr.collect = &cw;
+    rep.work = &wr;
+    reply_len = cohort__service_reply__get_packed_size(&rep);
+    reply = fx_alloc(reply_len);
+    cohort__service_reply__pack(&rep, reply);
+
+    pt_inproc_init(&in, &f->t.tk, f->t.arena, f->t.arena_len);
+    link = pt_inproc_link(&in);
+    pt_agent_init(&ag, &link, f->t.tk.sign_pk);
+    assert_int_equal(pt_agent_handle(&ag, FX_NOW, reply, reply_len, &action, &next, &next_len),
+                     PT_OK);
+    assert_int_equal(action, PT_REFUSED);
+    assert_null(next);
+    assert_int_equal(ag.last_token_status, TK_ERR_POLICY);
+    assert_string_equal(ag.last_reason, "study 'study-1' is not one you accept");
+    pt_inproc_free(&in);
+    free(reply);
+    fx_signed_free(&sp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -650,6 +700,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_malformed_policy_is_refused_and_the_old_one_stays,
                                         pol_setup, pol_teardown),
         cmocka_unit_test_setup_teardown(budget_and_audit_survive_reopening_the_token, pol_setup,
+                                        pol_teardown),
+        cmocka_unit_test_setup_teardown(the_agent_gets_the_reason_to_show_the_owner, pol_setup,
                                         pol_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
