@@ -155,8 +155,8 @@ int pt_agent_work_request(struct pt_agent *ag, uint8_t **req, size_t *req_len);
  * ServiceRequest to send (an Upload or a TaskResult); otherwise *next is
  * NULL. A token refusal to collect is PT_REFUSED with the token's status
  * in ag->last_token_status and its reason, for the owner, in
- * ag->last_reason (printable ASCII; "" when the token gave none); a failed aggregation task still produces a
- * TaskResult carrying the token's status, so the service can reassign it.
+ * ag->last_reason (printable ASCII; "" when the token gave none); a failed aggregation task still
+ * produces a TaskResult carrying the token's status, so the service can reassign it.
  */
 int pt_agent_handle(struct pt_agent *ag, int64_t now, const uint8_t *reply, size_t reply_len,
                     enum pt_action *action, uint8_t **next, size_t *next_len);
