@@ -518,7 +518,7 @@ static int pair(struct build *b, const struct qr_node *a, const struct qr_node *
 static int emit(struct build *b, struct prog *pg, size_t pos, Cohort__Op op, int delta,
                 Cohort__Instr **out)
 {
-    Cohort__Instr *in;
+    Cohort__Instr *in = NULL;
 
     if (pg->n == QR_PROGRAM_MAX)
         return fail(b, pos, "expression too complex: more than %u instructions", QR_PROGRAM_MAX);
@@ -538,7 +538,7 @@ static int emit(struct build *b, struct prog *pg, size_t pos, Cohort__Op op, int
 /* Push an operand; v is its value if it is a constant. */
 static int emit_operand(struct build *b, struct prog *pg, const struct qr_node *n, Cohort__Value *v)
 {
-    Cohort__Instr *in;
+    Cohort__Instr *in = NULL;
     int col;
     size_t index;
 
@@ -591,7 +591,7 @@ static int lower_between(struct build *b, struct prog *pg, const struct qr_node 
 static int lower_in(struct build *b, struct prog *pg, const struct qr_node *n)
 {
     struct operand ox;
-    Cohort__Instr *in;
+    Cohort__Instr *in = NULL;
     Cohort__Value *vx, *vi;
     size_t first = b->n_values;
 
@@ -617,7 +617,7 @@ static int lower_in(struct build *b, struct prog *pg, const struct qr_node *n)
 static int lower_like(struct build *b, struct prog *pg, const struct qr_node *n)
 {
     struct operand ox;
-    Cohort__Instr *in;
+    Cohort__Instr *in = NULL;
     Cohort__Value *v = NULL;
 
     TRY(operand_of(b, n->a, &ox));

@@ -676,7 +676,7 @@ static const struct {
 /* cur is an aggregate's name and '(' follows it. */
 static int parse_aggregate(struct parser *p, struct qr_node **out)
 {
-    struct qr_node *n;
+    struct qr_node *n = NULL;
     char buf[QUOTE_MAX + 8];
     size_t f;
 
@@ -726,7 +726,7 @@ static int parse_aggregate(struct parser *p, struct qr_node **out)
 static int parse_constant(struct parser *p, struct qr_node **out, const char *what)
 {
     struct token next;
-    struct qr_node *n;
+    struct qr_node *n = NULL;
 
     if (p->cur.kind == T_NUMBER) {
         TRY(new_node(p, &n, QR_N_CONST, &p->cur));
@@ -867,7 +867,7 @@ static int cmp_of(enum tok kind, enum qr_cmp *cmp)
 
 static int parse_predicate(struct parser *p, struct qr_node **out, unsigned depth)
 {
-    struct qr_node *a, *n;
+    struct qr_node *a = NULL, *n = NULL;
     struct token at;
     enum qr_cmp cmp;
 
@@ -882,7 +882,7 @@ static int parse_predicate(struct parser *p, struct qr_node **out, unsigned dept
     TRY(parse_operand(p, &a, 1, "an expression"));
     at = p->cur;
     if (cmp_of(p->cur.kind, &cmp)) {
-        struct qr_node *b;
+        struct qr_node *b = NULL;
         TRY(advance(p));
         TRY(parse_operand(p, &b, 1, "an expression"));
         TRY(binary(p, &n, QR_N_CMP, &at, a, b));
@@ -898,7 +898,7 @@ static int parse_predicate(struct parser *p, struct qr_node **out, unsigned dept
         negated = 1;
     }
     if (is_kw(p, K_BETWEEN)) {
-        struct qr_node *lo, *hi;
+        struct qr_node *lo = NULL, *hi = NULL;
         TRY(advance(p));
         TRY(parse_operand(p, &lo, 1, "an expression"));
         TRY(expect_kw(p, K_AND));
@@ -946,7 +946,7 @@ static int parse_not(struct parser *p, struct qr_node **out, unsigned depth)
 
 static int parse_and(struct parser *p, struct qr_node **out, unsigned depth)
 {
-    struct qr_node *left, *right;
+    struct qr_node *left = NULL, *right = NULL;
 
     TRY(parse_not(p, &left, depth));
     while (is_kw(p, K_AND)) {
@@ -961,7 +961,7 @@ static int parse_and(struct parser *p, struct qr_node **out, unsigned depth)
 
 static int parse_or(struct parser *p, struct qr_node **out, unsigned depth)
 {
-    struct qr_node *left, *right;
+    struct qr_node *left = NULL, *right = NULL;
 
     TRY(parse_and(p, &left, depth));
     while (is_kw(p, K_OR)) {

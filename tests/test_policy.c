@@ -310,7 +310,7 @@ static void each_clause_of_the_policy_refuses_with_its_reason(void **state)
         char reason[200];
         uint8_t q[TK_QUERY_ID_LEN];
         struct audit a;
-        const Cohort__AuditEntry *e[4];
+        const Cohort__AuditEntry *e[4] = {0};
 
         pol_open(&p);
         k->narrow(&p, f);
@@ -359,7 +359,7 @@ static void a_study_budget_runs_out_and_then_the_token_does_not_contribute(void 
     char reason[200];
     uint8_t q[TK_QUERY_ID_LEN];
     struct audit a;
-    const Cohort__AuditEntry *e[4];
+    const Cohort__AuditEntry *e[4] = {0};
     double spent = 0;
     size_t i;
 
@@ -400,7 +400,7 @@ static void a_repeated_plan_is_charged_and_logged_once(void **state)
     struct fx_signed sp;
     struct pol p;
     struct audit a;
-    const Cohort__AuditEntry *e[4];
+    const Cohort__AuditEntry *e[4] = {0};
 
     pol_open(&p);
     p.p.epsilon_per_study = 1.0;
@@ -426,7 +426,7 @@ static void a_refusal_is_logged_once_per_query_and_reason(void **state)
     struct fx_signed sp;
     struct pol p;
     struct audit a;
-    const Cohort__AuditEntry *e[4];
+    const Cohort__AuditEntry *e[4] = {0};
 
     pol_open(&p);
     p.p.min_group_size = 10;

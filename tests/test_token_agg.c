@@ -194,7 +194,7 @@ static void ref_run(struct ref_result *res, const struct ref_query *q, unsigned 
         bool matched = false;
         for (i = 0; i < pop->n_rows[t]; i++) {
             const struct fx_row *r = &pop->rows[t][i];
-            struct fx_val key[2];
+            struct fx_val key[2] = {FVI_NULL, FVI_NULL};
             if (q->where != NULL && q->where(r) != 1)
                 continue;
             matched = true;
