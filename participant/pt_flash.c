@@ -335,8 +335,8 @@ int pt_fileflash_open(struct pt_fileflash **out, const char *dir)
 
 struct tk_flash pt_fileflash_flash(struct pt_fileflash *f)
 {
-    struct tk_flash fl = {f,         file_append, file_read,  file_size,
-                          file_truncate, file_sync, file_remove};
+    struct tk_flash fl = {f,         file_append, file_read, file_size, file_truncate,
+                          file_sync, file_remove};
     return fl;
 }
 

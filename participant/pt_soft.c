@@ -225,8 +225,7 @@ int pt_soft_create(struct pt_soft **out, const char *dir, size_t arena_len, char
             return say(err, err_len, PT_ERR_IO, "%s: %s", dir, strerror(errno));
         if (!dir_is_empty(dir))
             return say(err, err_len, PT_ERR_EXISTS,
-                       "%s: exists and is not empty: a new token needs a new directory%s", dir,
-                       "");
+                       "%s: exists and is not empty: a new token needs a new directory%s", dir, "");
     }
     if ((rc = soft_start(&s, dir, arena_len, err, err_len)) != PT_OK)
         return rc;
@@ -245,8 +244,7 @@ int pt_soft_create(struct pt_soft **out, const char *dir, size_t arena_len, char
     return PT_OK;
 }
 
-int pt_soft_open(struct pt_soft **out, const char *dir, size_t arena_len, char *err,
-                 size_t err_len)
+int pt_soft_open(struct pt_soft **out, const char *dir, size_t arena_len, char *err, size_t err_len)
 {
     struct pt_soft *s;
     struct tk_flash flash;

@@ -23,7 +23,8 @@
 #define SIM_ROWS_MAX 16u
 #define SIM_REGIONS 128u
 #define SIM_TOKENS_MAX 2000000u
-#define SIM_OWNER_EPSILON 1000000.0 /* each simulated owner's privacy budget, per study and in all */
+#define SIM_OWNER_EPSILON                                                                          \
+    1000000.0 /* each simulated owner's privacy budget, per study and in all */
 
 struct sim_config {
     uint64_t tokens;

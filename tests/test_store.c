@@ -208,10 +208,10 @@ struct schema_pb {
 static void notes_schema(struct schema_pb *sc, const char *name)
 {
     static const char *names[NCOLS] = {"k", "ver", "label", "amount", "day", "at", "ok"};
-    static const int types[NCOLS] = {
-        COHORT__VALUE_TYPE__VT_INT,  COHORT__VALUE_TYPE__VT_INT,       COHORT__VALUE_TYPE__VT_TEXT,
-        COHORT__VALUE_TYPE__VT_DECIMAL, COHORT__VALUE_TYPE__VT_DATE,
-        COHORT__VALUE_TYPE__VT_TIMESTAMP, COHORT__VALUE_TYPE__VT_BOOL};
+    static const int types[NCOLS] = {COHORT__VALUE_TYPE__VT_INT,  COHORT__VALUE_TYPE__VT_INT,
+                                     COHORT__VALUE_TYPE__VT_TEXT, COHORT__VALUE_TYPE__VT_DECIMAL,
+                                     COHORT__VALUE_TYPE__VT_DATE, COHORT__VALUE_TYPE__VT_TIMESTAMP,
+                                     COHORT__VALUE_TYPE__VT_BOOL};
     size_t i;
     snprintf(sc->name, sizeof sc->name, "%s", name);
     cohort__table_schema__init(&sc->s);
@@ -443,8 +443,8 @@ static int changed(struct pt_soft *s, Cohort__TokenRequest *req, uint64_t *rows,
     return rc;
 }
 
-static int delete_ids(struct pt_soft *s, const char *table, uint64_t *ids, size_t n,
-                      uint64_t *rows, uint64_t *before, uint64_t *after)
+static int delete_ids(struct pt_soft *s, const char *table, uint64_t *ids, size_t n, uint64_t *rows,
+                      uint64_t *before, uint64_t *after)
 {
     Cohort__TokenRequest req;
     Cohort__DeleteRows dr;
@@ -965,7 +965,7 @@ static void scans_and_rewrites_of_20000_rows_fit_the_minimum_arena(void **state)
     struct dump d;
     struct listing l;
     uint64_t rows, before, after, total, ids[3] = {2, 10000, 19999}, ks[3] = {1, 9999, 19998},
-                                           vers[3] = {1, 1, 1};
+                                         vers[3] = {1, 1, 1};
     char dir[128];
     size_t i;
     (void)state;
@@ -1498,7 +1498,7 @@ struct wop {
     int kind;
     int table;
     uint64_t k0;
-    size_t n;     /* rows; W_BATCH: in `parts` requests */
+    size_t n; /* rows; W_BATCH: in `parts` requests */
     int parts;
     size_t pick[3]; /* W_DEL_IDS, W_UPDATE: positions among the table's live rows */
     size_t n_pick;
@@ -1507,18 +1507,12 @@ struct wop {
 static const char *const wtables[2] = {"notes", "extra"};
 
 static const struct wop workload[] = {
-    {W_KEYS, 0, 0, 0, 0, {0}, 0},
-    {W_LOAD, 0, 0, 30, 1, {0}, 0},
-    {W_BATCH, 0, 30, 30, 3, {0}, 0},
-    {W_LOAD, 1, 1000, 10, 1, {0}, 0},
-    {W_DEL_IDS, 0, 0, 0, 0, {2, 5, 17}, 3},
-    {W_UPDATE, 0, 0, 0, 0, {0, 3}, 2},
-    {W_BATCH, 1, 1010, 20, 2, {0}, 0},
-    {W_DEL_WHERE, 0, 12, 0, 0, {0}, 0},
-    {W_COMPACT, 0, 0, 0, 0, {0}, 0},
-    {W_LOAD, 0, 60, 10, 1, {0}, 0},
-    {W_DEL_ALL, 1, 0, 0, 0, {0}, 0},
-    {W_LOAD, 1, 2000, 5, 1, {0}, 0},
+    {W_KEYS, 0, 0, 0, 0, {0}, 0},           {W_LOAD, 0, 0, 30, 1, {0}, 0},
+    {W_BATCH, 0, 30, 30, 3, {0}, 0},        {W_LOAD, 1, 1000, 10, 1, {0}, 0},
+    {W_DEL_IDS, 0, 0, 0, 0, {2, 5, 17}, 3}, {W_UPDATE, 0, 0, 0, 0, {0, 3}, 2},
+    {W_BATCH, 1, 1010, 20, 2, {0}, 0},      {W_DEL_WHERE, 0, 12, 0, 0, {0}, 0},
+    {W_COMPACT, 0, 0, 0, 0, {0}, 0},        {W_LOAD, 0, 60, 10, 1, {0}, 0},
+    {W_DEL_ALL, 1, 0, 0, 0, {0}, 0},        {W_LOAD, 1, 2000, 5, 1, {0}, 0},
     {W_UPDATE, 1, 0, 0, 0, {1}, 1},
 };
 #define WORKLOAD_OPS (sizeof workload / sizeof workload[0])
@@ -1808,8 +1802,8 @@ static void a_writer_killed_at_any_byte_reopens_to_its_last_commit(void **state)
             continue;
         }
         fail_msg("seed %llu, byte %llu of %llu, after op %d:\n got  %s\n want %s\n or   %s",
-                 (unsigned long long)seed, (unsigned long long)at, (unsigned long long)total,
-                 last, got, want[0], want[1]);
+                 (unsigned long long)seed, (unsigned long long)at, (unsigned long long)total, last,
+                 got, want[0], want[1]);
     }
     run_cmd("rm -rf '%s'%s", dir, "");
     print_message("%zu crashes, each reopened to its last commit (%zu to the one in flight)\n",
@@ -1841,7 +1835,8 @@ int main(void)
     if (group_setup(NULL) != 0)
         return 1;
     failed = cmocka_run_group_tests_name("store: tables", tables, NULL, NULL);
-    failed += cmocka_run_group_tests_name("store: tampering", tamper, tamper_setup, tamper_teardown);
+    failed +=
+        cmocka_run_group_tests_name("store: tampering", tamper, tamper_setup, tamper_teardown);
     failed += cmocka_run_group_tests_name("store: crashes", crash, NULL, NULL);
     group_teardown(NULL);
     return failed;

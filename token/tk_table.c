@@ -45,9 +45,9 @@
 
 #define W_HEAD 3u /* StoreRecord's tag and a 2-byte length, before a RowBatch */
 #define W_BODY_MAX (TK_RECORD_FILL - W_HEAD)
-#define W_TRAILER 11u      /* RowBatch.first_id, at most */
+#define W_TRAILER 11u                                              /* RowBatch.first_id, at most */
 #define RECORD_COST (TK_REC_HDR + TK_TAG_LEN + W_HEAD + W_TRAILER) /* a batch's own bytes */
-#define RESP_TRAILER 16u   /* what the dispatcher adds after a handler's body */
+#define RESP_TRAILER 16u /* what the dispatcher adds after a handler's body */
 #define CHANGED_ROOM (2u + 3u * 11u + RESP_TRAILER)
 #define PAGE_TRAILER (2u + RESP_TRAILER)
 
@@ -121,7 +121,7 @@ static int check_row_size(const Cohort__Row *r)
 {
     size_t n = tk_field_len(3, cohort__row__get_packed_size(r));
     return tk_field_len(1, TK_NAME_MAX) + 11 + n + W_TRAILER <= W_BODY_MAX ? TK_OK
-                                                                          : TK_ERR_TOO_LARGE;
+                                                                           : TK_ERR_TOO_LARGE;
 }
 
 static void schema_digest(uint8_t out[32], const Cohort__TableSchema *s)
@@ -347,7 +347,8 @@ static int writer_flush(struct writer *w)
 
 /* Room for a row of row_len bytes with id `id` of `table`: *at is where
  * its bytes go. */
-static int writer_row(struct writer *w, const char *table, uint64_t id, size_t row_len, uint8_t **at)
+static int writer_row(struct writer *w, const char *table, uint64_t id, size_t row_len,
+                      uint8_t **at)
 {
     size_t need = tk_field_len(3, row_len), tl = strlen(table), extra;
     uint64_t j;
@@ -428,17 +429,17 @@ struct summary {
 
 /* One pass over the log for what is known of its tables. */
 struct catalog {
-    const char *want;             /* a table to look for, or NULL */
-    bool decode;                  /* decode want's schema (at the arena's low end) */
-    bool stop;                    /* stop once want is found */
+    const char *want; /* a table to look for, or NULL */
+    bool decode;      /* decode want's schema (at the arena's low end) */
+    bool stop;        /* stop once want is found */
     bool found;
-    Cohort__TableSchema *schema;  /* want's, when decode */
-    size_t tables;                /* tables declared */
-    char **names;                 /* their names, in order (up to max) */
+    Cohort__TableSchema *schema; /* want's, when decode */
+    size_t tables;               /* tables declared */
+    char **names;                /* their names, in order (up to max) */
     size_t max, n;
-    struct summary *sum;          /* and their rows (up to TK_MAX_TABLES) */
+    struct summary *sum; /* and their rows (up to TK_MAX_TABLES) */
     size_t n_sum;
-    uint64_t policies;            /* ConsentPolicy records */
+    uint64_t policies; /* ConsentPolicy records */
 };
 
 static int catalog_record(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
@@ -900,7 +901,7 @@ struct edit {
     struct rows_scan s;
     int mode;
     struct idset ids;
-    Cohort__Row **rows; /* UpdateRows: replacements, by request index */
+    Cohort__Row **rows;   /* UpdateRows: replacements, by request index */
     struct tk_plan *plan; /* DEL_WHERE: the table's columns and the program */
     uint64_t count;
     struct writer w;
@@ -1129,8 +1130,7 @@ struct compact {
     char table[TK_NAME_MAX + 1]; /* this pass's, once its schema went by */
 };
 
-static int compact_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
-                        bool *keep)
+static int compact_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, bool *keep)
 {
     struct compact *k = ctx;
     const uint8_t *body, *row, *name;

@@ -180,11 +180,11 @@ struct tk_token {
     uint64_t next_row_id;
     uint64_t audit_seq;
     double epsilon_spent;
-    bool tampered;     /* the flash failed a check: refuse to answer from it */
-    bool batch_open;   /* a LoadTable batch with `more` is pending */
-    bool store_failed; /* a commit failed after the image may have been saved: reopen */
-    uint64_t batch_row_id;     /* next_row_id when the pending batch began */
-    uint8_t known_schema[32];  /* digest of a schema known to be declared in the log, or zeros */
+    bool tampered;            /* the flash failed a check: refuse to answer from it */
+    bool batch_open;          /* a LoadTable batch with `more` is pending */
+    bool store_failed;        /* a commit failed after the image may have been saved: reopen */
+    uint64_t batch_row_id;    /* next_row_id when the pending batch began */
+    uint8_t known_schema[32]; /* digest of a schema known to be declared in the log, or zeros */
     struct tk_flash flash;
     struct tk_secure secure;
 };

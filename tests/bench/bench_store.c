@@ -142,8 +142,8 @@ static uint8_t *read_rows_request(size_t *len, uint64_t after)
 }
 
 struct sizes {
-    uint64_t flash;   /* bytes on flash */
-    uint64_t records; /* records in the log */
+    uint64_t flash;    /* bytes on flash */
+    uint64_t records;  /* records in the log */
     double row_packed; /* a packed Row's bytes, on average */
 };
 
@@ -307,8 +307,7 @@ int main(void)
     if (reqs == NULL || lens == NULL)
         die("out of memory");
     for (i = 0; i < n_reqs; i++)
-        lens[i] = pack_request(&reqs[i], (uint32_t)(i * PER_REQUEST), PER_REQUEST,
-                               i + 1 < n_reqs);
+        lens[i] = pack_request(&reqs[i], (uint32_t)(i * PER_REQUEST), PER_REQUEST, i + 1 < n_reqs);
     {
         /* The packed Row's size, on average. */
         struct fx_row row;
