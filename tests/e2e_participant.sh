@@ -163,7 +163,13 @@ has "$out" "compacted the token's log"
 # A flash changed behind the token's back is refused, with exit status 3.
 cp -r "$tok" "$work/copy"
 for flash in "$work/copy"/flash.*; do
-    printf 'X' | dd of="$flash" bs=1 seek=40 conv=notrunc 2>/dev/null
+    # Flip one bit of byte 40 (whatever it was: writing a constant would
+    # leave it unchanged one time in 256).
+    b=$(od -An -tu1 -j40 -N1 "$flash" | tr -d ' ')
+    [ -n "$b" ] || fail "the flash is shorter than 41 bytes"
+    # shellcheck disable=SC2059
+    printf "$(printf '\\%03o' $((b ^ 1)))" | dd of="$flash" bs=1 seek=40 conv=notrunc 2>/dev/null
+    [ "$(od -An -tu1 -j40 -N1 "$flash" | tr -d ' ')" = $((b ^ 1)) ] || fail "the flip did not happen"
 done
 run 3 tables --dir "$work/copy"
 has "$err" "cannot open the token $work/copy"
