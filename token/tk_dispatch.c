@@ -163,8 +163,7 @@ static bool saved_state_differs(const struct tk_token *a, const struct tk_token 
            memcmp(a->authorities, b->authorities, sizeof a->authorities) != 0 ||
            memcmp(a->replay, b->replay, sizeof a->replay) != 0 ||
            a->replay_next != b->replay_next || memcmp(a->plans, b->plans, sizeof a->plans) != 0 ||
-           a->plan_next != b->plan_next || a->audit_seq != b->audit_seq ||
-           a->epsilon_spent != b->epsilon_spent;
+           a->plan_next != b->plan_next || a->audit_seq != b->audit_seq;
 }
 
 static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_len,

@@ -109,7 +109,6 @@ struct tk_wfield {
 int tk_wire_next(const uint8_t *buf, size_t len, size_t *pos, struct tk_wfield *f);
 /* One varint at buf[*pos]: 0, or TK_ERR_TRUNCATED / TK_ERR_MALFORMED. */
 int tk_wire_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *v);
-void tk_w_double(struct tk_wbuf *w, uint32_t field, double v);
 /*
  * A length-delimited field whose length is not known yet: tk_w_begin
  * reserves room for its header and returns where it starts; the payload is

@@ -294,8 +294,6 @@ static int image_write(const struct tk_token *tk, const struct tk_log_state *log
     tk_w_bytes(&w, 13, log->head, 32);
     tk_w_uint(&w, 14, next_row_id);
     tk_w_uint(&w, 15, tk->audit_seq);
-    if (tk->epsilon_spent != 0.0)
-        tk_w_double(&w, 16, tk->epsilon_spent);
     replay_pack(replay, tk);
     tk_w_bytes(&w, 17, replay, sizeof replay);
     if (w.overflow) {
@@ -368,7 +366,6 @@ static int image_load(struct tk_token *tk, const Cohort__SecureImage *im)
     tk->counter = im->counter;
     tk->next_row_id = im->next_row_id;
     tk->audit_seq = im->audit_seq;
-    tk->epsilon_spent = im->epsilon_spent;
     replay_unpack(tk, im->replay.data);
     return TK_OK;
 }

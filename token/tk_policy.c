@@ -425,8 +425,6 @@ int tk_policy_record(struct tk_call *c, const struct tk_plan *plan, const struct
     e.sql = sql;
     if ((rc = append_audit(c, &e)) != TK_OK)
         goto out;
-    if (accepted)
-        c->tk->epsilon_spent += e.epsilon;
     rc = tk_log_commit(c->tk, c->arena);
 out:
     tk_arena_release(c->arena, mark);

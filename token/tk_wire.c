@@ -107,19 +107,6 @@ void tk_w_message(struct tk_wbuf *w, uint32_t field, const ProtobufCMessage *m)
         protobuf_c_message_pack(m, p);
 }
 
-void tk_w_double(struct tk_wbuf *w, uint32_t field, double v)
-{
-    uint64_t bits;
-    uint8_t *p;
-    int i;
-    memcpy(&bits, &v, sizeof bits);
-    tk_w_tag(w, field, 1);
-    p = tk_w_reserve(w, 8);
-    if (p != NULL)
-        for (i = 0; i < 8; i++)
-            p[i] = (uint8_t)(bits >> (8 * i));
-}
-
 #define BEGIN_ROOM 5u /* one tag byte (fields up to 15) and a 4-byte length */
 
 size_t tk_w_begin(struct tk_wbuf *w)

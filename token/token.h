@@ -179,7 +179,6 @@ struct tk_token {
     uint64_t counter;                   /* of the last committed image */
     uint64_t next_row_id;
     uint64_t audit_seq;
-    double epsilon_spent;
     bool tampered;            /* the flash failed a check: refuse to answer from it */
     bool batch_open;          /* a LoadTable batch with `more` is pending */
     bool store_failed;        /* a commit failed after the image may have been saved: reopen */
