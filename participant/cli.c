@@ -115,6 +115,30 @@ bool cli_is_help(const char *arg)
     return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
 }
 
+int cli_dir_only(const struct cli_env *env, const char *cmd, int argc, char **argv,
+                 const char *about, const char **dir)
+{
+    int m;
+    *dir = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            cli_usage(env->out, cmd);
+            fprintf(env->out, "\n%s\n", about);
+            *dir = NULL;
+            return CLI_OK;
+        }
+        if ((m = cli_opt(env, cmd, argc, argv, &i, "--dir", dir)) != 0) {
+            if (m < 0)
+                return CLI_USAGE;
+            continue;
+        }
+        return cli_usage_error(env, cmd, "unexpected argument '%.60s'", argv[i]);
+    }
+    if (*dir == NULL)
+        return cli_usage_error(env, cmd, "give the token's directory with --dir DIR");
+    return CLI_OK;
+}
+
 int cli_opt(const struct cli_env *env, const char *cmd, int argc, char **argv, int *i,
             const char *name, const char **value)
 {

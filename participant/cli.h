@@ -90,6 +90,13 @@ void cli_usage(FILE *f, const char *cmd);
 int cli_opt(const struct cli_env *env, const char *cmd, int argc, char **argv, int *i,
             const char *name, const char **value);
 bool cli_is_help(const char *arg);
+/*
+ * The command line of a command that takes only --dir DIR: CLI_OK with
+ * *dir set; CLI_USAGE (reported); or CLI_OK with *dir NULL when --help
+ * printed the usage and `about` (one paragraph, no final newline).
+ */
+int cli_dir_only(const struct cli_env *env, const char *cmd, int argc, char **argv,
+                 const char *about, const char **dir);
 
 /* Strict numbers: decimal digits only, within [min, max]. 0 or -1 (reported). */
 int cli_u64(const struct cli_env *env, const char *cmd, const char *opt, const char *text,

@@ -36,24 +36,14 @@ int cli_tables(int argc, char **argv, const struct cli_env *env)
     struct pt_table_summary *t = NULL;
     size_t n = 0, width = 5;
     char text[PT_SCHEMA_TEXT_MAX];
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            cli_usage(env->out, CMD);
-            fprintf(env->out, "\nLists the tables of the token in DIR: kind (catalog tables are "
-                              "the ones studies\ncan target), rows, and columns.\n");
-            return CLI_OK;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
-    if (dir == NULL)
-        return cli_usage_error(env, CMD, "give the token's directory with --dir DIR");
+    if ((rc = cli_dir_only(env, CMD, argc, argv,
+                           "Lists the tables of the token in DIR: kind (catalog tables are the "
+                           "ones studies\ncan target), rows, and columns.",
+                           &dir)) != CLI_OK ||
+        dir == NULL)
+        return rc;
     if ((rc = cli_open(env, CMD, dir, false, &s)) != CLI_OK)
         return rc;
     rc = pt_owner_tables(&s.o, &t, &n);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "participant/pt_int.h"
 #include "participant/pt_owner.h"
 #include "proto/cohort.pb-c.h"
 
@@ -497,43 +498,20 @@ int pt_owner_compact(struct pt_owner *o, struct pt_changed *out)
 
 /* -------------------------------------------------------------- policy */
 
-int pt_owner_policy_get(struct pt_owner *o, struct pt_policy *out)
+int pt_policy_from_pb(struct pt_policy *q, const Cohort__ConsentPolicy *p)
 {
-    Cohort__TokenRequest req;
-    Cohort__GetPolicy gp;
-    Cohort__TokenResponse *r;
-    const Cohort__ConsentPolicy *p;
-    struct pt_policy *q;
-    int rc;
-
-    request(&req, COHORT__TOKEN_REQUEST__BODY_GET_POLICY);
-    cohort__get_policy__init(&gp);
-    req.get_policy = &gp;
-    if ((rc = call(o, &req, COHORT__TOKEN_RESPONSE__BODY_POLICY, &r)) != 0)
-        return rc;
-    p = r->policy;
-    q = calloc(1, sizeof *q);
-    if (q == NULL) {
-        rc = PT_ERR_NOMEM;
-        goto out;
-    }
+    memset(q, 0, sizeof *q);
     if (p->n_authorities > PT_POLICY_KEYS_MAX || p->n_researchers > PT_POLICY_KEYS_MAX ||
-        p->n_studies > PT_POLICY_NAMES_MAX || p->n_tables > PT_POLICY_NAMES_MAX) {
-        rc = PT_ERR_LINK;
-        goto out;
-    }
+        p->n_studies > PT_POLICY_NAMES_MAX || p->n_tables > PT_POLICY_NAMES_MAX)
+        return PT_ERR_TOO_LARGE;
     for (size_t i = 0; i < p->n_authorities; i++) {
-        if (p->authorities[i].len != PT_KEY_LEN) {
-            rc = PT_ERR_LINK;
-            goto out;
-        }
+        if (p->authorities[i].len != PT_KEY_LEN)
+            return PT_ERR_MALFORMED;
         memcpy(q->authorities[i], p->authorities[i].data, PT_KEY_LEN);
     }
     for (size_t i = 0; i < p->n_researchers; i++) {
-        if (p->researchers[i].len != PT_KEY_LEN) {
-            rc = PT_ERR_LINK;
-            goto out;
-        }
+        if (p->researchers[i].len != PT_KEY_LEN)
+            return PT_ERR_MALFORMED;
         memcpy(q->researchers[i], p->researchers[i].data, PT_KEY_LEN);
     }
     for (size_t i = 0; i < p->n_studies; i++)
@@ -550,8 +528,66 @@ int pt_owner_policy_get(struct pt_owner *o, struct pt_policy *out)
     q->epsilon_per_study = p->epsilon_per_study;
     q->epsilon_total = p->epsilon_total;
     q->set_at = p->set_at;
-    *out = *q;
-out:
+    return 0;
+}
+
+int pt_policy_to_pb(struct pt_policy_pb *pb, const struct pt_policy *p)
+{
+    Cohort__ConsentPolicy *cp = &pb->cp;
+
+    if (p->n_authorities > PT_POLICY_KEYS_MAX || p->n_researchers > PT_POLICY_KEYS_MAX ||
+        p->n_studies > PT_POLICY_NAMES_MAX || p->n_tables > PT_POLICY_NAMES_MAX)
+        return PT_ERR_INPUT;
+    cohort__consent_policy__init(cp);
+    for (size_t i = 0; i < p->n_authorities; i++) {
+        pb->auth[i].data = (uint8_t *)(uintptr_t)p->authorities[i];
+        pb->auth[i].len = PT_KEY_LEN;
+    }
+    for (size_t i = 0; i < p->n_researchers; i++) {
+        pb->res[i].data = (uint8_t *)(uintptr_t)p->researchers[i];
+        pb->res[i].len = PT_KEY_LEN;
+    }
+    for (size_t i = 0; i < p->n_studies; i++)
+        pb->studies[i] = (char *)p->studies[i];
+    for (size_t i = 0; i < p->n_tables; i++)
+        pb->tables[i] = (char *)p->tables[i];
+    cp->n_authorities = p->n_authorities;
+    cp->authorities = pb->auth;
+    cp->n_researchers = p->n_researchers;
+    cp->researchers = pb->res;
+    cp->n_studies = p->n_studies;
+    cp->studies = pb->studies;
+    cp->n_tables = p->n_tables;
+    cp->tables = pb->tables;
+    cp->min_participants = p->min_participants;
+    cp->min_group_size = p->min_group_size;
+    cp->require_dp = p->require_dp;
+    cp->epsilon_per_study = p->epsilon_per_study;
+    cp->epsilon_total = p->epsilon_total;
+    cp->set_at = p->set_at;
+    return 0;
+}
+
+int pt_owner_policy_get(struct pt_owner *o, struct pt_policy *out)
+{
+    Cohort__TokenRequest req;
+    Cohort__GetPolicy gp;
+    Cohort__TokenResponse *r;
+    struct pt_policy *q;
+    int rc;
+
+    request(&req, COHORT__TOKEN_REQUEST__BODY_GET_POLICY);
+    cohort__get_policy__init(&gp);
+    req.get_policy = &gp;
+    if ((rc = call(o, &req, COHORT__TOKEN_RESPONSE__BODY_POLICY, &r)) != 0)
+        return rc;
+    q = calloc(1, sizeof *q);
+    if (q == NULL)
+        rc = PT_ERR_NOMEM;
+    else if (pt_policy_from_pb(q, r->policy) != 0)
+        rc = PT_ERR_LINK; /* the token answered what it would never have stored */
+    else
+        *out = *q;
     free(q);
     cohort__token_response__free_unpacked(r, NULL);
     return rc;
@@ -559,48 +595,21 @@ out:
 
 int pt_owner_policy_set(struct pt_owner *o, const struct pt_policy *p)
 {
-    ProtobufCBinaryData auth[PT_POLICY_KEYS_MAX], res[PT_POLICY_KEYS_MAX];
-    char *studies[PT_POLICY_NAMES_MAX], *tables[PT_POLICY_NAMES_MAX];
+    struct pt_policy_pb pb;
+    struct pt_policy q = *p;
     Cohort__TokenRequest req;
     Cohort__SetPolicy sp;
-    Cohort__ConsentPolicy cp;
     Cohort__TokenResponse *r;
     int rc;
 
-    if (p->n_authorities > PT_POLICY_KEYS_MAX || p->n_researchers > PT_POLICY_KEYS_MAX ||
-        p->n_studies > PT_POLICY_NAMES_MAX || p->n_tables > PT_POLICY_NAMES_MAX ||
-        !(p->epsilon_per_study >= 0) || !(p->epsilon_total >= 0))
+    if (!(p->epsilon_per_study >= 0) || !(p->epsilon_total >= 0))
         return PT_ERR_INPUT;
-    cohort__consent_policy__init(&cp);
-    for (size_t i = 0; i < p->n_authorities; i++) {
-        auth[i].data = (uint8_t *)(uintptr_t)p->authorities[i];
-        auth[i].len = PT_KEY_LEN;
-    }
-    for (size_t i = 0; i < p->n_researchers; i++) {
-        res[i].data = (uint8_t *)(uintptr_t)p->researchers[i];
-        res[i].len = PT_KEY_LEN;
-    }
-    for (size_t i = 0; i < p->n_studies; i++)
-        studies[i] = (char *)p->studies[i];
-    for (size_t i = 0; i < p->n_tables; i++)
-        tables[i] = (char *)p->tables[i];
-    cp.n_authorities = p->n_authorities;
-    cp.authorities = auth;
-    cp.n_researchers = p->n_researchers;
-    cp.researchers = res;
-    cp.n_studies = p->n_studies;
-    cp.studies = studies;
-    cp.n_tables = p->n_tables;
-    cp.tables = tables;
-    cp.min_participants = p->min_participants;
-    cp.min_group_size = p->min_group_size;
-    cp.require_dp = p->require_dp;
-    cp.epsilon_per_study = p->epsilon_per_study;
-    cp.epsilon_total = p->epsilon_total;
-    cp.set_at = o->now;
+    q.set_at = o->now;
+    if ((rc = pt_policy_to_pb(&pb, &q)) != 0)
+        return rc;
     request(&req, COHORT__TOKEN_REQUEST__BODY_SET_POLICY);
     cohort__set_policy__init(&sp);
-    sp.policy = &cp;
+    sp.policy = &pb.cp;
     req.set_policy = &sp;
     if ((rc = call(o, &req, ANY_BODY, &r)) != 0)
         return rc;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "participant/pt_int.h"
 #include "participant/pt_owner.h"
 #include "proto/cohort.pb-c.h"
 
@@ -257,9 +258,7 @@ static inline int fake_transact(void *ctx, const uint8_t *req, size_t req_len, c
     static Cohort__Value *val_ptrs[FAKE_ROWS][PT_COLUMNS_MAX];
     static uint64_t ids[FAKE_ROWS];
     Cohort__Changed changed = COHORT__CHANGED__INIT;
-    Cohort__ConsentPolicy pol = COHORT__CONSENT_POLICY__INIT;
-    ProtobufCBinaryData auth[PT_POLICY_KEYS_MAX], res[PT_POLICY_KEYS_MAX];
-    char *studies[PT_POLICY_NAMES_MAX], *tables[PT_POLICY_NAMES_MAX];
+    struct pt_policy_pb pol;
     Cohort__AuditPage apage = COHORT__AUDIT_PAGE__INIT;
     Cohort__AuditEntry entries[FAKE_AUDIT], *entry_ptrs[FAKE_AUDIT];
     static uint8_t pk[32] = {1, 2, 3}, box[32] = {4, 5, 6}, sig[64];
@@ -425,65 +424,20 @@ static inline int fake_transact(void *ctx, const uint8_t *req, size_t req_len, c
         break;
     case COHORT__TOKEN_REQUEST__BODY_SET_POLICY: {
         const Cohort__ConsentPolicy *p = q->set_policy->policy;
-        struct pt_policy *s = &f->policy;
-        memset(s, 0, sizeof *s);
-        if (p == NULL || p->n_authorities > PT_POLICY_KEYS_MAX ||
-            p->n_researchers > PT_POLICY_KEYS_MAX || p->n_studies > PT_POLICY_NAMES_MAX ||
-            p->n_tables > PT_POLICY_NAMES_MAX) {
+        if (p == NULL || pt_policy_from_pb(&f->policy, p) != 0) {
+            memset(&f->policy, 0, sizeof f->policy);
             status = TK_ERR_TOO_LARGE;
             break;
         }
-        for (size_t i = 0; i < p->n_authorities; i++)
-            memcpy(s->authorities[i], p->authorities[i].data, 32);
-        for (size_t i = 0; i < p->n_researchers; i++)
-            memcpy(s->researchers[i], p->researchers[i].data, 32);
-        for (size_t i = 0; i < p->n_studies; i++)
-            strcpy(s->studies[i], p->studies[i]);
-        for (size_t i = 0; i < p->n_tables; i++)
-            strcpy(s->tables[i], p->tables[i]);
-        s->n_authorities = p->n_authorities;
-        s->n_researchers = p->n_researchers;
-        s->n_studies = p->n_studies;
-        s->n_tables = p->n_tables;
-        s->min_participants = p->min_participants;
-        s->min_group_size = p->min_group_size;
-        s->require_dp = p->require_dp;
-        s->epsilon_per_study = p->epsilon_per_study;
-        s->epsilon_total = p->epsilon_total;
-        s->set_at = q->now;
+        f->policy.set_at = q->now;
         f->has_policy = true;
         break;
     }
     case COHORT__TOKEN_REQUEST__BODY_GET_POLICY: {
-        const struct pt_policy *s = &f->policy;
-        for (size_t i = 0; i < s->n_authorities; i++) {
-            auth[i].data = (uint8_t *)s->authorities[i];
-            auth[i].len = 32;
-        }
-        for (size_t i = 0; i < s->n_researchers; i++) {
-            res[i].data = (uint8_t *)s->researchers[i];
-            res[i].len = 32;
-        }
-        for (size_t i = 0; i < s->n_studies; i++)
-            studies[i] = (char *)s->studies[i];
-        for (size_t i = 0; i < s->n_tables; i++)
-            tables[i] = (char *)s->tables[i];
-        pol.n_authorities = s->n_authorities;
-        pol.authorities = auth;
-        pol.n_researchers = s->n_researchers;
-        pol.researchers = res;
-        pol.n_studies = s->n_studies;
-        pol.studies = studies;
-        pol.n_tables = s->n_tables;
-        pol.tables = tables;
-        pol.min_participants = s->min_participants;
-        pol.min_group_size = s->min_group_size;
-        pol.require_dp = s->require_dp;
-        pol.epsilon_per_study = s->epsilon_per_study;
-        pol.epsilon_total = s->epsilon_total;
-        pol.set_at = s->set_at;
+        if (pt_policy_to_pb(&pol, &f->policy) != 0)
+            abort(); /* the fake stored only what fits */
         r.body_case = COHORT__TOKEN_RESPONSE__BODY_POLICY;
-        r.policy = &pol;
+        r.policy = &pol.cp;
         break;
     }
     case COHORT__TOKEN_REQUEST__BODY_READ_AUDIT: {

@@ -261,7 +261,7 @@ int tk_dispatch(struct tk_token *tk, uint8_t *arena, size_t arena_len, const uin
             rc = TK_ERR_RESPONSE_SPACE;
         if (rc == TK_OK && !tk->batch_open && tk->counter == saved.counter &&
             saved_state_differs(&saved, tk))
-            rc = tk_state_commit(tk, &a);
+            rc = tk_log_commit(tk, &a);
         if (rc != TK_OK) {
             if (tk->counter == saved.counter) {
                 bool tampered = tk->tampered, failed = tk->store_failed;

@@ -367,14 +367,10 @@ int tk_log_append(struct tk_token *tk, struct tk_arena *a, const Cohort__StoreRe
  * sealed in place, so the caller's plaintext is gone when this returns.
  */
 int tk_log_append_sealed(struct tk_token *tk, uint8_t *buf, size_t plain_len);
+/* Commit: also for a change of the token's own state that appended no
+ * record (provisioning, a cache): the image is saved with the next counter. */
 int tk_log_commit(struct tk_token *tk, struct tk_arena *a);
 void tk_log_abort(struct tk_token *tk);
-/*
- * Commit a change of the token's own state that appended no record
- * (provisioning, a budget spent, a cache): the image is saved with the
- * next counter value. Same as tk_log_commit; named for what it is for.
- */
-int tk_state_commit(struct tk_token *tk, struct tk_arena *a);
 
 /*
  * Stream every committed record (plus, when include_work, those appended

@@ -410,11 +410,6 @@ int tk_log_commit(struct tk_token *tk, struct tk_arena *a)
     return TK_OK;
 }
 
-int tk_state_commit(struct tk_token *tk, struct tk_arena *a)
-{
-    return tk_log_commit(tk, a);
-}
-
 void tk_log_abort(struct tk_token *tk)
 {
     const struct tk_flash *f = &tk->flash;

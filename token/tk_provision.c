@@ -61,7 +61,7 @@ int tk_do_provision_begin(struct tk_call *c, const Cohort__ProvisionBegin *req)
     tk_w_message(c->out, 4, &cr.base);
     if (c->out->overflow)
         return TK_ERR_RESPONSE_SPACE; /* before the keys are kept: a retry makes new ones */
-    return made ? tk_state_commit(tk, c->arena) : TK_OK;
+    return made ? tk_log_commit(tk, c->arena) : TK_OK;
 }
 
 int tk_do_provision_finish(struct tk_call *c, const Cohort__ProvisionFinish *req)
@@ -109,5 +109,5 @@ int tk_do_provision_finish(struct tk_call *c, const Cohort__ProvisionFinish *req
         memcpy(tk->authorities[i], req->trusted_authorities[i].data, TK_PK_LEN);
     tk->n_authorities = (uint8_t)req->n_trusted_authorities;
     tk->flags |= TK_FLAG_PROVISIONED;
-    return tk_state_commit(tk, c->arena);
+    return tk_log_commit(tk, c->arena);
 }
