@@ -133,6 +133,7 @@ enum pt_action {
 };
 
 #define PT_REASON_MAX 255u /* bytes of a token's reason for a refusal that are kept */
+#define PT_DECLINED_MAX 32u /* refused plans the agent reminds the service of */
 
 struct pt_agent {
     uint8_t token_id[32];
@@ -141,6 +142,11 @@ struct pt_agent {
     int last_token_status;
     char last_reason[PT_REASON_MAX + 1]; /* the token's reason for its last refusal, or "" */
     uint64_t token_calls;
+    /* Query ids of the plans the token refused to collect (a ring): every
+     * work request lists them, so the service stops offering them. */
+    uint8_t declined[PT_DECLINED_MAX][32];
+    uint32_t n_declined, declined_next;
+    uint8_t last_query[32]; /* the query of the last plan or task handled */
 };
 
 /* Set an agent up over a link; token_id is the token's public key. */
@@ -160,5 +166,17 @@ int pt_agent_work_request(struct pt_agent *ag, uint8_t **req, size_t *req_len);
  */
 int pt_agent_handle(struct pt_agent *ag, int64_t now, const uint8_t *reply, size_t reply_len,
                     enum pt_action *action, uint8_t **next, size_t *next_len);
+
+/*
+ * Admission to a networked service. pt_agent_hello builds the Hello (the
+ * token's device certificate, read from the token). pt_agent_admit takes
+ * the service's reply to it, has the token sign the challenge (Attest) and
+ * builds the Admit to send. PT_ERR_SERVICE when the reply is an error (its
+ * text in ag->last_reason), PT_ERR_TOKEN when the token will not attest
+ * (not provisioned).
+ */
+int pt_agent_hello(struct pt_agent *ag, int64_t now, uint8_t **req, size_t *req_len);
+int pt_agent_admit(struct pt_agent *ag, int64_t now, const uint8_t *reply, size_t reply_len,
+                   uint8_t **req, size_t *req_len);
 
 #endif

@@ -109,11 +109,30 @@ int pt_agent_work_request(struct pt_agent *ag, uint8_t **req, size_t *req_len)
     Cohort__WorkRequest wr;
     cohort__service_request__init(&sr);
     cohort__work_request__init(&wr);
+    ProtobufCBinaryData declined[PT_DECLINED_MAX];
+
     wr.token_id.data = ag->token_id;
     wr.token_id.len = sizeof ag->token_id;
+    for (uint32_t i = 0; i < ag->n_declined; i++) {
+        declined[i].data = ag->declined[i];
+        declined[i].len = 32;
+    }
+    wr.n_declined = ag->n_declined;
+    wr.declined = declined;
     sr.body_case = COHORT__SERVICE_REQUEST__BODY_WORK;
     sr.work = &wr;
     return pack(&sr.base, req, req_len);
+}
+
+static void note_declined(struct pt_agent *ag, const uint8_t query_id[32])
+{
+    for (uint32_t i = 0; i < ag->n_declined; i++)
+        if (memcmp(ag->declined[i], query_id, 32) == 0)
+            return;
+    memcpy(ag->declined[ag->declined_next], query_id, 32);
+    ag->declined_next = (ag->declined_next + 1) % PT_DECLINED_MAX;
+    if (ag->n_declined < PT_DECLINED_MAX)
+        ag->n_declined++;
 }
 
 static int do_collect(struct pt_agent *ag, int64_t now, const Cohort__CollectWork *work,
@@ -132,10 +151,13 @@ static int do_collect(struct pt_agent *ag, int64_t now, const Cohort__CollectWor
     tr.now = now;
     tr.body_case = COHORT__TOKEN_REQUEST__BODY_COLLECT;
     tr.collect = &col;
+    if (work->plan->plan.len > 0)
+        tk_query_id(ag->last_query, work->plan->plan.data, work->plan->plan.len);
     if ((rc = call(ag, &tr, &resp)) != PT_OK)
         return rc;
     if (resp->status != 0 || resp->body_case != COHORT__TOKEN_RESPONSE__BODY_CONTRIBUTION) {
         *action = PT_REFUSED;
+        note_declined(ag, ag->last_query);
         if (resp->status == 0)
             ag->last_token_status = TK_ERR_MALFORMED;
         cohort__token_response__free_unpacked(resp, NULL);
@@ -253,6 +275,9 @@ static int do_task(struct pt_agent *ag, int64_t now, const Cohort__AggTask *task
     res.token_id.len = sizeof ag->token_id;
     res.status = status;
     res.output = out ? out->output : NULL;
+    res.query_id = task->query_id;
+    if (task->query_id.len == 32)
+        memcpy(ag->last_query, task->query_id.data, 32);
     sr.body_case = COHORT__SERVICE_REQUEST__BODY_RESULT;
     sr.result = &res;
     rc = pack(&sr.base, next, next_len);
@@ -289,6 +314,101 @@ int pt_agent_handle(struct pt_agent *ag, int64_t now, const uint8_t *reply, size
     else if (r->work != NULL && r->work->work_case == COHORT__WORK_REPLY__WORK_TASK &&
              r->work->task->plan != NULL)
         rc = do_task(ag, now, r->work->task, action, next, next_len);
+    cohort__service_reply__free_unpacked(r, NULL);
+    return rc;
+}
+
+static int token_info_cert(struct pt_agent *ag, int64_t now, Cohort__TokenResponse **out)
+{
+    Cohort__TokenRequest tr;
+    Cohort__GetInfo gi;
+    int rc;
+
+    cohort__token_request__init(&tr);
+    cohort__get_info__init(&gi);
+    tr.now = now;
+    tr.body_case = COHORT__TOKEN_REQUEST__BODY_INFO;
+    tr.info = &gi;
+    if ((rc = call(ag, &tr, out)) != PT_OK)
+        return rc;
+    if ((*out)->status != 0 || (*out)->body_case != COHORT__TOKEN_RESPONSE__BODY_INFO ||
+        !(*out)->info->provisioned || (*out)->info->device_cert == NULL) {
+        cohort__token_response__free_unpacked(*out, NULL);
+        *out = NULL;
+        return PT_ERR_TOKEN;
+    }
+    return PT_OK;
+}
+
+int pt_agent_hello(struct pt_agent *ag, int64_t now, uint8_t **req, size_t *req_len)
+{
+    Cohort__TokenResponse *info = NULL;
+    Cohort__ServiceRequest sr;
+    Cohort__Hello hello;
+    int rc;
+
+    *req = NULL;
+    *req_len = 0;
+    if ((rc = token_info_cert(ag, now, &info)) != PT_OK)
+        return rc;
+    cohort__service_request__init(&sr);
+    cohort__hello__init(&hello);
+    hello.device_cert = info->info->device_cert;
+    sr.body_case = COHORT__SERVICE_REQUEST__BODY_HELLO;
+    sr.hello = &hello;
+    rc = pack(&sr.base, req, req_len);
+    cohort__token_response__free_unpacked(info, NULL);
+    return rc;
+}
+
+int pt_agent_admit(struct pt_agent *ag, int64_t now, const uint8_t *reply, size_t reply_len,
+                   uint8_t **req, size_t *req_len)
+{
+    Cohort__ServiceReply *r;
+    Cohort__TokenResponse *resp = NULL;
+    Cohort__TokenRequest tr;
+    Cohort__Attest at;
+    Cohort__ServiceRequest sr;
+    Cohort__Admit admit;
+    int rc;
+
+    *req = NULL;
+    *req_len = 0;
+    if (reply_len > PT_REPLY_MAX)
+        return PT_ERR_TOO_LARGE;
+    r = cohort__service_reply__unpack(NULL, reply_len, reply);
+    if (r == NULL)
+        return PT_ERR_MALFORMED;
+    if (r->status != 0) {
+        keep_reason(ag, r->error);
+        cohort__service_reply__free_unpacked(r, NULL);
+        return PT_ERR_SERVICE;
+    }
+    if (r->challenge.len < TK_CHALLENGE_MIN || r->challenge.len > TK_CHALLENGE_MAX) {
+        cohort__service_reply__free_unpacked(r, NULL);
+        return PT_ERR_MALFORMED;
+    }
+    cohort__token_request__init(&tr);
+    cohort__attest__init(&at);
+    at.challenge = r->challenge;
+    tr.now = now;
+    tr.body_case = COHORT__TOKEN_REQUEST__BODY_ATTEST;
+    tr.attest = &at;
+    rc = call(ag, &tr, &resp);
+    if (rc == PT_OK &&
+        (resp->status != 0 || resp->body_case != COHORT__TOKEN_RESPONSE__BODY_ATTESTATION))
+        rc = PT_ERR_TOKEN;
+    if (rc == PT_OK) {
+        cohort__service_request__init(&sr);
+        cohort__admit__init(&admit);
+        admit.challenge = r->challenge;
+        admit.attestation = resp->attestation;
+        sr.body_case = COHORT__SERVICE_REQUEST__BODY_ADMIT;
+        sr.admit = &admit;
+        rc = pack(&sr.base, req, req_len);
+    }
+    if (resp)
+        cohort__token_response__free_unpacked(resp, NULL);
     cohort__service_reply__free_unpacked(r, NULL);
     return rc;
 }

@@ -314,6 +314,7 @@ enum {
     F_TASK_PARTITION = 4,
     F_TASK_FINAL = 5,
     F_TASK_INPUTS = 6,
+    F_TASK_QUERY_ID = 7,
 };
 
 static size_t task_len(const struct qr_reply *r)
@@ -321,7 +322,8 @@ static size_t task_len(const struct qr_reply *r)
     size_t n = varint_field_len(F_TASK_ID, r->task_id) + len_field_len(F_TASK_PLAN, r->plan_len) +
                varint_field_len(F_TASK_LEVEL, r->level) +
                varint_field_len(F_TASK_PARTITION, r->partition) +
-               varint_field_len(F_TASK_FINAL, r->final ? 1 : 0);
+               varint_field_len(F_TASK_FINAL, r->final ? 1 : 0) +
+               (r->query_id ? len_field_len(F_TASK_QUERY_ID, QR_QUERY_ID_LEN) : 0);
 
     for (size_t i = 0; i < r->n_inputs; i++) {
         const uint8_t *b;
@@ -382,6 +384,8 @@ int qr_codec_reply_encode(uint8_t **out, size_t *out_len, const struct qr_reply 
                 r->input(r->input_ctx, i, &b, &len);
                 p = put_bytes_field(p, F_TASK_INPUTS, b, len);
             }
+            if (r->query_id)
+                p = put_bytes_field(p, F_TASK_QUERY_ID, r->query_id, QR_QUERY_ID_LEN);
         }
     }
     assert((size_t)(p - buf) == total);

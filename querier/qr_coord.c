@@ -147,6 +147,7 @@ struct qr_coord {
 
     uint8_t *result;
     size_t result_len;
+    int gave_work; /* the last reply carried a plan to collect or a task */
 };
 
 /*
@@ -629,6 +630,7 @@ static int on_work(qr_coord *c, int64_t now_ms, const struct qr_request *r, stru
     rep->level = t->level;
     rep->partition = t->partition;
     rep->final = t->final;
+    rep->query_id = c->plan.query_id;
     rep->n_inputs = t->n;
     rep->input = task_input;
     rep->input_ctx = ictx;
@@ -979,6 +981,7 @@ int qr_coord_handle(qr_coord *c, int64_t now_ms, const uint8_t *req, size_t req_
     c->st.messages_in++;
     c->st.bytes_in += req_len;
     qr_coord_tick(c, now_ms);
+    c->gave_work = 0;
 
     memset(&rep, 0, sizeof rep);
     rc = qr_codec_request_decode(&r, req ? req : (const uint8_t *)"", req_len);
@@ -1006,6 +1009,7 @@ int qr_coord_handle(qr_coord *c, int64_t now_ms, const uint8_t *req, size_t req_
     if (qr_codec_reply_encode(reply, reply_len, &rep) != 0)
         rc = QR_ERR_NOMEM;
     else {
+        c->gave_work = rep.work == QR_WORK_COLLECT || rep.work == QR_WORK_TASK;
         c->st.messages_out++;
         c->st.bytes_out += *reply_len;
     }
@@ -1046,4 +1050,9 @@ size_t qr_coord_contributors(const qr_coord *c, const uint8_t (**ids)[32])
         return 0;
     *ids = (const uint8_t(*)[32])c->ids;
     return c->n_contrib;
+}
+
+int qr_coord_gave_work(const qr_coord *c)
+{
+    return c != NULL && c->gave_work;
 }

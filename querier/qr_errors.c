@@ -45,6 +45,18 @@ const char *qr_strerror(int code)
         return "invalid argument";
     case QR_ERR_CRYPTO:
         return "cryptographic library failure";
+    case QR_ERR_NOT_ADMITTED:
+        return "this connection is not admitted for that token";
+    case QR_ERR_UNTRUSTED:
+        return "certificate not issued by a trusted authority";
+    case QR_ERR_CHALLENGE:
+        return "no such challenge (replayed, stale or from another connection)";
+    case QR_ERR_REFUSED:
+        return "plan refused";
+    case QR_ERR_FULL:
+        return "the service holds as many queries as it may";
+    case QR_ERR_UNKNOWN_QUERY:
+        return "no such query";
     default:
         return "unknown error";
     }

@@ -40,6 +40,12 @@ enum qr_error_code {
     QR_ERR_DECRYPT = -14,
     QR_ERR_ARG = -15, /* a bad argument from the caller */
     QR_ERR_CRYPTO = -16,
+    QR_ERR_NOT_ADMITTED = -17, /* the connection has not proved which token it speaks for */
+    QR_ERR_UNTRUSTED = -18,    /* a certificate that does not chain to a trusted authority */
+    QR_ERR_CHALLENGE = -19,    /* an admission that answers no live challenge (replayed, stale) */
+    QR_ERR_REFUSED = -20,      /* a plan no token would accept (see the message) */
+    QR_ERR_FULL = -21,         /* the service holds as many queries as it may */
+    QR_ERR_UNKNOWN_QUERY = -22,
 };
 
 const char *qr_strerror(int code);
@@ -235,6 +241,84 @@ int qr_coord_result(const qr_coord *c, const uint8_t **sealed, size_t *len);
 
 /* The token ids (32 bytes each) of accepted contributions, in upload order. */
 size_t qr_coord_contributors(const qr_coord *c, const uint8_t (**ids)[32]);
+
+/* Whether the reply of the last qr_coord_handle() handed out work (a plan
+ * to collect or a task), for a caller that asks several coordinators. */
+int qr_coord_gave_work(const qr_coord *c);
+
+/* ----------------------------------------------------------- service */
+
+/*
+ * The querier service's core: every query it holds (one coordinator each),
+ * the admission of connections, and the researcher's requests, without I/O.
+ * The networked shell (cohort-querier serve) gives it each message with the
+ * connection it came on and the time, persists the journal record it
+ * returns before sending the reply, and replays the journal at start.
+ *
+ * Connections are the shell's opaque ids (nng pipe ids). A connection is
+ * admitted for one token: Hello gets a fresh challenge, Admit answers it
+ * with the token's Attestation (its device certificate, which must chain to
+ * a trusted token authority, and its signature over the challenge). Work,
+ * uploads and task results are accepted only on an admitted connection and
+ * only for its token. Submit, StatusRequest and FetchResult need no
+ * admission: a plan is judged by its own signatures (as a token would,
+ * tk_plan_verify), and a result is sealed to its researcher.
+ */
+struct qr_service_config {
+    struct qr_coord_config coord;
+    const uint8_t (*token_authorities)[32]; /* roots a token's device certificate may chain to */
+    size_t n_token_authorities;
+    const uint8_t (*plan_authorities)[32]; /* roots a researcher's chain may end at */
+    size_t n_plan_authorities;
+    size_t max_queries;       /* held at once, finished ones included; 0: 64 */
+    size_t max_connections;   /* connections with a challenge or an admission; 0: 65536 */
+    int64_t challenge_ms;     /* how long a challenge may be answered; 0: 60,000 */
+};
+
+typedef struct qr_service qr_service;
+
+int qr_service_new(qr_service **out, const struct qr_service_config *cfg);
+void qr_service_free(qr_service *s);
+
+/*
+ * Handle one ServiceRequest from connection conn at now_ms. *reply
+ * (malloc'd) receives the ServiceReply; the return value is its status.
+ * When the request changed a query (a plan accepted, an upload or a task
+ * result taken), *record (malloc'd) receives the JournalRecord to append
+ * and make durable before the reply is sent; otherwise *record is NULL.
+ * Bad input gets an error reply and changes nothing.
+ */
+int qr_service_handle(qr_service *s, uint64_t conn, int64_t now_ms, const uint8_t *req,
+                      size_t req_len, uint8_t **reply, size_t *reply_len, uint8_t **record,
+                      size_t *record_len);
+
+/* A connection closed: forget its challenge and its admission. */
+void qr_service_disconnect(qr_service *s, uint64_t conn);
+
+/* Move every query's time on (deadlines, task timeouts). */
+void qr_service_tick(qr_service *s, int64_t now_ms);
+
+/*
+ * Rebuild state from one journal record, in journal order, before serving.
+ * Returns 0, or an error for a record that does not decode or does not
+ * apply (a journal written by something else).
+ */
+int qr_service_replay(qr_service *s, const uint8_t *record, size_t len);
+
+struct qr_service_query {
+    uint8_t query_id[32];
+    char study[QR_NAME_MAX + 1];
+    char researcher[64];
+    int64_t submitted_ms;
+    struct qr_coord_stats stats;
+};
+
+/* The i-th query held (submission order); 0 or QR_ERR_ARG past the end. */
+size_t qr_service_queries(const qr_service *s);
+int qr_service_query(const qr_service *s, size_t i, struct qr_service_query *out);
+
+/* Connections with a live challenge or an admission. */
+size_t qr_service_connections(const qr_service *s);
 
 /* ------------------------------------------------------------ results */
 

@@ -124,7 +124,7 @@ int tk_do_info(struct tk_call *c, const Cohort__GetInfo *req)
     return TK_OK;
 }
 
-#define BODY_LAST COHORT__TOKEN_REQUEST__BODY_COMPACT
+#define BODY_LAST COHORT__TOKEN_REQUEST__BODY_ATTEST
 
 /* Which body field a request carries, and `now`; the framing is checked. */
 static int scan_request(const uint8_t *req, size_t len, uint32_t *body, const uint8_t **data,
@@ -209,6 +209,8 @@ static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_
         return tk_do_read_audit(c, r->read_audit);
     case COHORT__TOKEN_REQUEST__BODY_COMPACT:
         return tk_do_compact(c, r->compact);
+    case COHORT__TOKEN_REQUEST__BODY_ATTEST:
+        return tk_do_attest(c, r->attest);
     default:
         return TK_ERR_MALFORMED;
     }

@@ -469,6 +469,7 @@ struct tk_call {
 int tk_do_info(struct tk_call *c, const Cohort__GetInfo *req);
 int tk_do_provision_begin(struct tk_call *c, const Cohort__ProvisionBegin *req);
 int tk_do_provision_finish(struct tk_call *c, const Cohort__ProvisionFinish *req);
+int tk_do_attest(struct tk_call *c, const Cohort__Attest *req);
 int tk_do_load_table(struct tk_call *c, const Cohort__LoadTable *req);
 int tk_do_collect(struct tk_call *c, const Cohort__Collect *req);
 int tk_do_agg_begin(struct tk_call *c, const Cohort__AggBegin *req);

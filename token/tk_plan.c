@@ -611,3 +611,40 @@ int tk_plan_keep_having(struct tk_arena *a, struct tk_plan *p)
     p->having = prog;
     return TK_OK;
 }
+
+int tk_plan_verify(const uint8_t *signed_plan, size_t len, const uint8_t (*authorities)[TK_PK_LEN],
+                   size_t n_authorities, int64_t now, uint8_t *scratch, size_t scratch_len,
+                   char researcher[64])
+{
+    struct tk_token tk;
+    struct tk_arena a;
+    struct tk_plan p;
+    Cohort__SignedPlan *sp;
+    int rc = TK_OK;
+
+    if (researcher != NULL)
+        researcher[0] = '\0';
+    if (signed_plan == NULL || scratch == NULL || (authorities == NULL && n_authorities > 0))
+        return TK_ERR_MALFORMED;
+    if (len > TK_PLAN_MAX + 64 * 1024)
+        return TK_ERR_TOO_LARGE;
+    if (n_authorities > TK_MAX_AUTHORITIES)
+        return TK_ERR_TOO_LARGE;
+    memset(&tk, 0, sizeof tk);
+    memcpy(tk.authorities, authorities, n_authorities * TK_PK_LEN);
+    tk.n_authorities = (uint8_t)n_authorities;
+    tk_arena_init(&a, scratch, scratch_len, 0);
+    sp = (Cohort__SignedPlan *)tk_unpack(&a, &cohort__signed_plan__descriptor, signed_plan, len,
+                                         &rc);
+    if (sp == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_MALFORMED;
+    rc = tk_plan_load(&tk, &a, &p, sp, now, TK_PLAN_COLLECT);
+    if (rc == TK_OK && researcher != NULL) {
+        size_t n = strlen(p.researcher);
+        if (n > 63)
+            n = 63;
+        memcpy(researcher, p.researcher, n);
+        researcher[n] = '\0';
+    }
+    return rc;
+}

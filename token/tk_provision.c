@@ -111,3 +111,34 @@ int tk_do_provision_finish(struct tk_call *c, const Cohort__ProvisionFinish *req
     tk->flags |= TK_FLAG_PROVISIONED;
     return tk_log_commit(tk, c->arena);
 }
+
+/*
+ * Attest: sign a querier service's admission challenge with the device key,
+ * over TK_SIG_ADMIT || challenge, and give the device certificate with it.
+ * The service checks that the certificate chains to an authority it trusts
+ * and that the signature covers the challenge it just made, so only a
+ * provisioned token can get its agent admitted. The key never signs
+ * anything else under this prefix. Nothing changes in the token.
+ */
+int tk_do_attest(struct tk_call *c, const Cohort__Attest *req)
+{
+    struct tk_token *tk = c->tk;
+    const uint8_t *parts[1];
+    size_t lens[1];
+    uint8_t sig[64];
+    int rc;
+
+    if (!tk_has_flag(tk, TK_FLAG_PROVISIONED))
+        return TK_ERR_NOT_PROVISIONED;
+    if (req->challenge.len < TK_CHALLENGE_MIN || req->challenge.len > TK_CHALLENGE_MAX)
+        return TK_ERR_MALFORMED;
+    parts[0] = req->challenge.data;
+    lens[0] = req->challenge.len;
+    if ((rc = tk_sign_parts(sig, tk->sign_sk, TK_SIG_ADMIT, parts, lens, 1)) != TK_OK)
+        return rc;
+    tk_w_open(c->out, 15, tk_field_len(1, tk->cert_len) + tk_field_len(2, sizeof sig));
+    tk_w_bytes(c->out, 1, tk->cert, tk->cert_len);
+    tk_w_bytes(c->out, 2, sig, sizeof sig);
+    sodium_memzero(sig, sizeof sig);
+    return c->out->overflow ? TK_ERR_RESPONSE_SPACE : TK_OK;
+}

@@ -272,6 +272,19 @@ int tk_cert_verify(struct tk_cert_info *out, const uint8_t *cert, size_t cert_le
                    const uint8_t issuer_pk[TK_PK_LEN], int64_t now, uint8_t *scratch,
                    size_t scratch_len);
 
+/*
+ * tk_plan_verify judges a SignedPlan (serialized) as a token trusting these
+ * authorities would at `now` for collection: chain, signatures, validity,
+ * the plan itself and the researcher's scope; not any owner's consent. A
+ * querier service uses it to refuse a plan no token would take, with the
+ * token's own error code. scratch must hold the decoded plan (64 KiB is
+ * plenty for the largest plan). *researcher receives the researcher
+ * certificate's subject (NUL-terminated) when it is not NULL.
+ */
+int tk_plan_verify(const uint8_t *signed_plan, size_t len, const uint8_t (*authorities)[TK_PK_LEN],
+                   size_t n_authorities, int64_t now, uint8_t *scratch, size_t scratch_len,
+                   char researcher[64]);
+
 /* The digest a result signature covers: BLAKE2b-256 of the sealed parts in
  * order, each preceded by its length as 8 bytes little-endian. */
 void tk_result_digest(uint8_t out[32], const uint8_t *const *parts, const size_t *lens, size_t n);
@@ -284,5 +297,8 @@ void tk_query_id(uint8_t out[TK_QUERY_ID_LEN], const uint8_t *plan, size_t plan_
 #define TK_SIG_PLAN "cohort-plan-v1"
 #define TK_SIG_CSR "cohort-csr-v1"
 #define TK_SIG_RESULT "cohort-result-v1"
+#define TK_SIG_ADMIT "cohort-admit-v1"
+#define TK_CHALLENGE_MIN 16u /* bytes of a service's admission challenge */
+#define TK_CHALLENGE_MAX 64u
 
 #endif
