@@ -69,6 +69,21 @@ static void budget_free(void *data, void *p)
     free(p);
 }
 
+int qr_codec_unpack(const void *descriptor, const uint8_t *p, size_t len, size_t max, void **msg)
+{
+    struct decode_budget budget = {0, 0, 0, 0};
+    ProtobufCAllocator alloc = {budget_alloc, budget_free, &budget};
+
+    *msg = NULL;
+    if (len > max)
+        return QR_ERR_TOO_LARGE;
+    budget.limit = (size_t)QR_DECODE_FACTOR * len + QR_DECODE_SLACK;
+    *msg = protobuf_c_message_unpack(descriptor, &alloc, len, p ? p : (const uint8_t *)"");
+    if (*msg == NULL)
+        return budget.nomem ? QR_ERR_NOMEM : budget.over ? QR_ERR_TOO_LARGE : QR_ERR_MALFORMED;
+    return 0;
+}
+
 /* ---------------------------------------------------------------- plan */
 
 int qr_codec_plan_info(struct qr_plan_info *out, const uint8_t *signed_plan, size_t len)

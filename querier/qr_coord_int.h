@@ -132,6 +132,14 @@ void qr_codec_partial(struct qr_wire_ct *out, const struct qr_request *r, size_t
 void qr_codec_ct_pack(const struct qr_wire_ct *ct, uint8_t *out);
 void qr_codec_result_pack(const struct qr_request *r, uint8_t *out);
 
+/*
+ * Unpack any message (descriptor: a ProtobufCMessageDescriptor) under the
+ * same budget as a ServiceRequest; free it with
+ * protobuf_c_message_free_unpacked(msg, NULL). QR_ERR_TOO_LARGE over
+ * `max` bytes or over the heap budget, QR_ERR_MALFORMED, QR_ERR_NOMEM.
+ */
+int qr_codec_unpack(const void *descriptor, const uint8_t *p, size_t len, size_t max, void **msg);
+
 /* ------------------------------------------------------------ replies */
 
 enum qr_work_kind {

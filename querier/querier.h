@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 enum qr_error_code {
     QR_OK = 0,
@@ -246,6 +247,9 @@ size_t qr_coord_contributors(const qr_coord *c, const uint8_t (**ids)[32]);
  * to collect or a task), for a caller that asks several coordinators. */
 int qr_coord_gave_work(const qr_coord *c);
 
+/* The SignedPlan the coordinator was made with (borrowed). */
+int qr_coord_plan(const qr_coord *c, const uint8_t **signed_plan, size_t *len);
+
 /* ----------------------------------------------------------- service */
 
 /*
@@ -270,9 +274,9 @@ struct qr_service_config {
     size_t n_token_authorities;
     const uint8_t (*plan_authorities)[32]; /* roots a researcher's chain may end at */
     size_t n_plan_authorities;
-    size_t max_queries;       /* held at once, finished ones included; 0: 64 */
-    size_t max_connections;   /* connections with a challenge or an admission; 0: 65536 */
-    int64_t challenge_ms;     /* how long a challenge may be answered; 0: 60,000 */
+    size_t max_queries;     /* held at once, finished ones included; 0: 64 */
+    size_t max_connections; /* connections with a challenge or an admission; 0: 65536 */
+    int64_t challenge_ms;   /* how long a challenge may be answered; 0: 60,000 */
 };
 
 typedef struct qr_service qr_service;
@@ -373,5 +377,16 @@ size_t qr_result_footnote(char *buf, size_t cap, const struct qr_result *r);
 
 /* Format one value as text into buf (always NUL-terminated). */
 void qr_value_format(char *buf, size_t cap, const struct qr_value *v);
+
+/*
+ * Print a result: an aligned table with its footnote, CSV (a header line,
+ * CRLF line ends, NULL as an empty field) or one JSON object {columns,
+ * rows, participants, groups_suppressed, dp}.
+ */
+void qr_print_table(FILE *f, const struct qr_result *r);
+void qr_print_csv(FILE *f, const struct qr_result *r);
+void qr_print_json(FILE *f, const struct qr_result *r);
+void qr_print_json_string(FILE *f, const char *s);
+void qr_print_json_value(FILE *f, const struct qr_value *v);
 
 #endif

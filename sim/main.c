@@ -61,112 +61,32 @@ static int parse_u64(const char *s, uint64_t *out, uint64_t min, uint64_t max)
     return 0;
 }
 
-static void json_string(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            printf("\\%c", ch);
-        else if (ch < 0x20)
-            printf("\\u%04x", ch);
-        else
-            putchar(ch);
-    }
-    putchar('"');
-}
-
-static void json_value(const struct qr_value *v)
-{
-    char buf[96];
-    switch (v->type) {
-    case QR_NULL:
-        fputs("null", stdout);
-        break;
-    case QR_INT:
-        printf("%lld", (long long)v->i);
-        break;
-    case QR_DOUBLE:
-        printf("%.17g", v->d);
-        break;
-    case QR_BOOL:
-        fputs(v->i ? "true" : "false", stdout);
-        break;
-    case QR_DECIMAL:
-        qr_value_format(buf, sizeof buf, v);
-        fputs(buf, stdout);
-        break;
-    default:
-        qr_value_format(buf, sizeof buf, v);
-        json_string(buf);
-        break;
-    }
-}
-
-static void print_table(const struct qr_result *r)
-{
-    size_t w[64] = {0}, c, k, n = r->n_columns < 64 ? r->n_columns : 64;
-    char buf[96];
-    for (c = 0; c < n; c++) {
-        w[c] = strlen(r->labels[c]);
-        for (k = 0; k < r->n_rows; k++) {
-            qr_value_format(buf, sizeof buf, &r->cells[k * r->n_columns + c]);
-            if (strlen(buf) > w[c])
-                w[c] = strlen(buf);
-        }
-    }
-    for (c = 0; c < n; c++)
-        printf("%s%-*s", c ? "  " : "", (int)w[c], r->labels[c]);
-    putchar('\n');
-    for (c = 0; c < n; c++) {
-        printf("%s", c ? "  " : "");
-        for (k = 0; k < w[c]; k++)
-            putchar('-');
-    }
-    putchar('\n');
-    for (k = 0; k < r->n_rows; k++) {
-        for (c = 0; c < n; c++) {
-            const struct qr_value *v = &r->cells[k * r->n_columns + c];
-            int right = v->type == QR_INT || v->type == QR_DECIMAL || v->type == QR_DOUBLE;
-            qr_value_format(buf, sizeof buf, v);
-            printf("%s%*s", c ? "  " : "", right ? (int)w[c] : -(int)w[c], buf);
-        }
-        putchar('\n');
-    }
-    printf("(%zu row%s)\n", r->n_rows, r->n_rows == 1 ? "" : "s");
-    {
-        char note[1024];
-        qr_result_footnote(note, sizeof note, r);
-        fputs(note, stdout);
-    }
-}
-
 static void print_json(const struct sim_config *cfg, const struct sim_report *rep)
 {
     const struct qr_coord_stats *s = &rep->coord;
     size_t k, c;
     printf("{\"ok\":%s,\"failed\":%s,", rep->ok ? "true" : "false", rep->failed ? "true" : "false");
     printf("\"error\":");
-    json_string(rep->error);
+    qr_print_json_string(stdout, rep->error);
     printf(",\"diff\":");
     if (rep->diff)
-        json_string(rep->diff);
+        qr_print_json_string(stdout, rep->diff);
     else
         fputs("null", stdout);
     printf(",\"tokens\":%llu,\"seed\":%llu,\"protocol\":\"s_agg\",\"sql\":",
            (unsigned long long)cfg->tokens, (unsigned long long)cfg->seed);
-    json_string(cfg->sql);
+    qr_print_json_string(stdout, cfg->sql);
     printf(",\"columns\":[");
     for (c = 0; c < rep->result.n_columns; c++) {
         printf("%s", c ? "," : "");
-        json_string(rep->result.labels[c]);
+        qr_print_json_string(stdout, rep->result.labels[c]);
     }
     printf("],\"rows\":[");
     for (k = 0; k < rep->result.n_rows; k++) {
         printf("%s[", k ? "," : "");
         for (c = 0; c < rep->result.n_columns; c++) {
             printf("%s", c ? "," : "");
-            json_value(&rep->result.cells[k * rep->result.n_columns + c]);
+            qr_print_json_value(stdout, &rep->result.cells[k * rep->result.n_columns + c]);
         }
         putchar(']');
     }
@@ -178,7 +98,7 @@ static void print_json(const struct sim_config *cfg, const struct sim_report *re
     printf("\"groups_suppressed\":%llu,", (unsigned long long)rep->result.groups_suppressed);
     if (rep->result.epsilon > 0) {
         printf("\"dp\":{\"epsilon\":%.17g,\"mechanism\":", rep->result.epsilon);
-        json_string(rep->result.mechanism);
+        qr_print_json_string(stdout, rep->result.mechanism);
         printf(",\"confidence\":%.17g,\"error_bound\":[", rep->result.error_confidence);
         for (c = 0; c < rep->result.n_columns; c++)
             printf("%s%.17g", c ? "," : "", rep->result.error_bound[c]);
@@ -218,7 +138,7 @@ static void print_text(const struct sim_config *cfg, const struct sim_report *re
 {
     const struct qr_coord_stats *s = &rep->coord;
     if (!rep->failed)
-        print_table(&rep->result);
+        qr_print_table(stdout, &rep->result);
     else
         printf("no result: %s\n", rep->error);
     printf("\nparticipants  %llu tokens, %llu dropped out, %llu contributed, %llu refused%s%s%s, "
