@@ -37,9 +37,10 @@ struct sv_journal_stats {
 
 /*
  * Open (creating with mode 0600 when missing) and read back: each record's
- * payload is passed to replay in order (it may return non-zero to stop the
- * open with that error: "record N: ..."). Then the journal is ready to
- * append. Returns 0 or -1 with a sentence in err.
+ * payload is passed to replay in order, borrowed for the call only (it may
+ * return non-zero to stop the open with that error: "record N: ...", N
+ * counting from 1). Then the journal is ready to append. Returns 0 or -1
+ * with a sentence in err.
  */
 int sv_journal_open(struct sv_journal **out, const char *path,
                     int (*replay)(void *ctx, const uint8_t *rec, size_t len), void *ctx,
@@ -52,7 +53,8 @@ int sv_journal_append(struct sv_journal *j, const uint8_t *rec, size_t len, char
 /* Make every record appended so far durable (fdatasync). 0 or -1. */
 int sv_journal_sync(struct sv_journal *j, char *err, size_t err_len);
 
-/* Bytes appended so far, and bytes known durable. */
+/* Bytes appended so far, and bytes known durable, as offsets in the file:
+ * both start at its size after open (st->bytes). */
 uint64_t sv_journal_written(const struct sv_journal *j);
 uint64_t sv_journal_synced(const struct sv_journal *j);
 
