@@ -17,9 +17,10 @@
  * device certificate that verifies the same way, and a signature by that
  * certificate's key over TK_SIG_ADMIT || challenge (what the token's Attest
  * makes). A challenge is good for one attempt: replaying an Admit, or
- * answering after a failed one, gets QR_ERR_CHALLENGE. From then on the
- * connection speaks for that token only: Work, Upload and TaskResult must
- * carry its id.
+ * answering after a failed one, gets QR_ERR_CHALLENGE; a connection whose
+ * attempt failed holds nothing and no longer counts against
+ * max_connections. From then on the connection speaks for that token only:
+ * Work, Upload and TaskResult must carry its id.
  *
  * Durability. What the journal needs to rebuild a query is what changed
  * it: the plan (with the coordinator settings its partitions were cut by)
@@ -252,16 +253,22 @@ static struct conn *conn_get(qr_service *s, uint64_t id, int *rc)
     return c;
 }
 
+/* Forget a connection's entry: its challenge, its admission, its place. */
+static void conn_drop(qr_service *s, struct conn *c)
+{
+    sodium_memzero(c, sizeof *c);
+    c->slot = SLOT_GONE;
+    s->n_conns--;
+    s->n_gone++;
+}
+
 void qr_service_disconnect(qr_service *s, uint64_t conn)
 {
     struct conn *c = s ? conn_find(s, conn) : NULL;
 
     if (c == NULL)
         return;
-    sodium_memzero(c, sizeof *c);
-    c->slot = SLOT_GONE;
-    s->n_conns--;
-    s->n_gone++;
+    conn_drop(s, c);
 }
 
 size_t qr_service_connections(const qr_service *s)
@@ -573,7 +580,8 @@ static int on_admit(qr_service *s, uint64_t conn, int64_t now_ms, const uint8_t 
     uint8_t msg[sizeof TK_SIG_ADMIT - 1 + SVC_CHALLENGE_LEN];
     uint8_t *cert = NULL;
     size_t cert_len = 0;
-    int live, rc;
+    const char *why = NULL;
+    int live, used = 0, status, rc;
 
     if ((rc = qr_codec_unpack(&cohort__admit__descriptor, body, len, SVC_SMALL_MAX, (void **)&a)) !=
         0)
@@ -586,40 +594,53 @@ static int on_admit(qr_service *s, uint64_t conn, int64_t now_ms, const uint8_t 
         /* One attempt per challenge, whatever its outcome. */
         c->has_challenge = 0;
         sodium_memzero(c->challenge, sizeof c->challenge);
+        used = 1;
     }
     if (!live) {
-        protobuf_c_message_free_unpacked(&a->base, NULL);
-        return error_reply(QR_ERR_CHALLENGE, NULL, reply, reply_len);
+        status = QR_ERR_CHALLENGE;
+        goto refuse;
     }
     if (a->attestation == NULL || a->attestation->device_cert == NULL ||
         a->attestation->signature.len != crypto_sign_BYTES) {
-        protobuf_c_message_free_unpacked(&a->base, NULL);
-        return error_reply(QR_ERR_MALFORMED, "Admit without an attestation", reply, reply_len);
+        status = QR_ERR_MALFORMED;
+        why = "Admit without an attestation";
+        goto refuse;
     }
     cert_len = cohort__certificate__get_packed_size(a->attestation->device_cert);
     cert = cert_len <= QR_CERT_MAX ? malloc(cert_len + 1) : NULL;
     if (cert == NULL) {
-        protobuf_c_message_free_unpacked(&a->base, NULL);
-        return error_reply(cert_len > QR_CERT_MAX ? QR_ERR_TOO_LARGE : QR_ERR_NOMEM, NULL, reply,
-                           reply_len);
+        status = cert_len > QR_CERT_MAX ? QR_ERR_TOO_LARGE : QR_ERR_NOMEM;
+        goto refuse;
     }
     cohort__certificate__pack(a->attestation->device_cert, cert);
     rc = token_cert_ok(s, cert, cert_len, now_ms, &info);
     free(cert);
     if (rc != TK_OK) {
-        protobuf_c_message_free_unpacked(&a->base, NULL);
-        return error_reply(QR_ERR_UNTRUSTED, cert_refusal(rc), reply, reply_len);
+        status = QR_ERR_UNTRUSTED;
+        why = cert_refusal(rc);
+        goto refuse;
     }
     memcpy(msg, TK_SIG_ADMIT, sizeof TK_SIG_ADMIT - 1);
     memcpy(msg + sizeof TK_SIG_ADMIT - 1, a->challenge.data, SVC_CHALLENGE_LEN);
-    rc = crypto_sign_verify_detached(a->attestation->signature.data, msg, sizeof msg, info.sign_pk);
+    if (crypto_sign_verify_detached(a->attestation->signature.data, msg, sizeof msg,
+                                    info.sign_pk) != 0) {
+        status = QR_ERR_SIGNATURE;
+        why = "the attestation does not verify";
+        goto refuse;
+    }
     protobuf_c_message_free_unpacked(&a->base, NULL);
-    if (rc != 0)
-        return error_reply(QR_ERR_SIGNATURE, "the attestation does not verify", reply, reply_len);
     c->admitted = 1;
     memcpy(c->token, info.sign_pk, QR_TOKEN_ID_LEN);
     cohort__service_reply__init(&r);
     return pack_reply(&r, NULL, 0, reply, reply_len);
+
+refuse:
+    /* An attempt that used the challenge and failed leaves the connection
+     * with neither a challenge nor an admission: it gives its place back. */
+    if (used && !c->admitted)
+        conn_drop(s, c);
+    protobuf_c_message_free_unpacked(&a->base, NULL);
+    return error_reply(status, why, reply, reply_len);
 }
 
 static int on_work(qr_service *s, uint64_t conn, int64_t now_ms, const uint8_t *req, size_t req_len,
