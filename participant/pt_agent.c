@@ -157,7 +157,12 @@ static int do_collect(struct pt_agent *ag, int64_t now, const Cohort__CollectWor
         return rc;
     if (resp->status != 0 || resp->body_case != COHORT__TOKEN_RESPONSE__BODY_CONTRIBUTION) {
         *action = PT_REFUSED;
-        note_declined(ag, ag->last_query);
+        /* A verdict on the plan is final; trouble of the token's own
+         * (its store, its memory, its randomness) may pass: ask again. */
+        if (resp->status != TK_ERR_STORE && resp->status != TK_ERR_NO_MEMORY &&
+            resp->status != TK_ERR_RESPONSE_SPACE && resp->status != TK_ERR_RANDOM &&
+            resp->status != TK_ERR_TAMPERED && resp->status != TK_ERR_ROLLBACK)
+            note_declined(ag, ag->last_query);
         if (resp->status == 0)
             ag->last_token_status = TK_ERR_MALFORMED;
         cohort__token_response__free_unpacked(resp, NULL);

@@ -1015,6 +1015,14 @@ void qr_service_tick(qr_service *s, int64_t now_ms)
 {
     if (s == NULL)
         return;
+    /* A challenge nobody answered in time holds a place for nothing. */
+    for (size_t i = 0; i < s->cap_conns; i++) {
+        struct conn *c = &s->conns[i];
+
+        if (c->slot == SLOT_USED && !c->admitted && c->has_challenge &&
+            now_ms - c->challenge_ms > s->cfg.challenge_ms)
+            conn_drop(s, c);
+    }
     for (size_t i = 0; i < s->n_q; i++)
         qr_coord_tick(s->q[i].c, now_ms);
 }
