@@ -26,6 +26,8 @@ struct command {
 static const struct command commands[] = {
     {"init", "--dir DIR [--subject NAME]",
      "create a token in DIR and write its certificate request DIR/" CLI_CSR_FILE, cli_init},
+    {"provision", "--dir DIR BUNDLE",
+     "install the bundle an authority made from the request (once)", cli_provision},
     {"import", "--dir DIR --table T [--format csv|jsonl] [--schema \"COLUMNS\"] FILE",
      "load a CSV or JSON Lines file into table T, all or nothing", cli_import},
     {"tables", "--dir DIR", "list the token's tables, their rows and columns", cli_tables},
@@ -46,7 +48,7 @@ static void usage_all(FILE *f)
     fprintf(f, "usage: " CLI_PROG " COMMAND [ARGS]   (" CLI_PROG " COMMAND --help)\n\n"
                "The owner's tools for a software token kept in a directory.\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
-        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
 }
 
 void cli_usage(FILE *f, const char *cmd)

@@ -61,6 +61,7 @@ int cli_main(int argc, char **argv, const struct cli_env *env);
 
 /* The subcommands: argv[0] is the command's name. */
 int cli_init(int argc, char **argv, const struct cli_env *env);
+int cli_provision(int argc, char **argv, const struct cli_env *env);
 int cli_import(int argc, char **argv, const struct cli_env *env);
 int cli_tables(int argc, char **argv, const struct cli_env *env);
 int cli_rows(int argc, char **argv, const struct cli_env *env);

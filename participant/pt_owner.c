@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "participant/pt_int.h"
 #include "participant/pt_owner.h"
 #include "proto/cohort.pb-c.h"
@@ -309,6 +311,88 @@ int pt_owner_provision_begin(struct pt_owner *o, const char *subject, uint8_t **
     cohort__token_response__free_unpacked(r, NULL);
     *csr = buf;
     *csr_len = n;
+    return 0;
+}
+
+/* A bundle's message, checked for the shape a token takes. NULL when it is not one. */
+static Cohort__ProvisionBundle *bundle_unpack(const uint8_t *buf, size_t len, int *rc)
+{
+    Cohort__ProvisionBundle *b;
+    const Cohort__ProvisionFinish *f;
+    size_t i;
+
+    *rc = PT_ERR_INPUT;
+    if (len > PT_BUNDLE_MAX) {
+        *rc = PT_ERR_TOO_LARGE;
+        return NULL;
+    }
+    if (buf == NULL || len == 0 || (b = cohort__provision_bundle__unpack(NULL, len, buf)) == NULL)
+        return NULL;
+    f = b->finish;
+    if (f == NULL || f->device_cert == NULL || f->device_cert->body.len == 0 ||
+        f->device_cert->signature.len != crypto_sign_BYTES ||
+        f->sealed_group_secret.len != 32 + crypto_box_SEALBYTES || f->n_trusted_authorities == 0 ||
+        f->n_trusted_authorities > PT_AUTHORITIES_MAX) {
+        cohort__provision_bundle__free_unpacked(b, NULL);
+        return NULL;
+    }
+    for (i = 0; i < f->n_trusted_authorities; i++) {
+        if (f->trusted_authorities[i].len != PT_KEY_LEN) {
+            cohort__provision_bundle__free_unpacked(b, NULL);
+            return NULL;
+        }
+    }
+    *rc = 0;
+    return b;
+}
+
+int pt_bundle_decode(struct pt_bundle *out, const uint8_t *bundle, size_t len)
+{
+    Cohort__ProvisionBundle *b;
+    Cohort__CertBody *body;
+    const Cohort__ProvisionFinish *f;
+    int rc;
+
+    if ((b = bundle_unpack(bundle, len, &rc)) == NULL)
+        return rc;
+    f = b->finish;
+    body = cohort__cert_body__unpack(NULL, f->device_cert->body.len, f->device_cert->body.data);
+    if (body == NULL || body->role != COHORT__ROLE__ROLE_TOKEN || body->sign_pk.len != PT_KEY_LEN ||
+        body->issuer_pk.len != PT_KEY_LEN) {
+        cohort__cert_body__free_unpacked(body, NULL);
+        cohort__provision_bundle__free_unpacked(b, NULL);
+        return PT_ERR_INPUT;
+    }
+    memset(out, 0, sizeof *out);
+    copy_text(out->subject, sizeof out->subject, body->subject);
+    memcpy(out->token_pk, body->sign_pk.data, PT_KEY_LEN);
+    memcpy(out->issuer_pk, body->issuer_pk.data, PT_KEY_LEN);
+    out->not_before = body->not_before;
+    out->not_after = body->not_after;
+    out->n_authorities = f->n_trusted_authorities;
+    for (size_t i = 0; i < f->n_trusted_authorities; i++)
+        memcpy(out->authorities[i], f->trusted_authorities[i].data, PT_KEY_LEN);
+    cohort__cert_body__free_unpacked(body, NULL);
+    cohort__provision_bundle__free_unpacked(b, NULL);
+    return 0;
+}
+
+int pt_owner_provision_finish(struct pt_owner *o, const uint8_t *bundle, size_t len)
+{
+    Cohort__TokenRequest req;
+    Cohort__ProvisionBundle *b;
+    Cohort__TokenResponse *r;
+    int rc;
+
+    if ((b = bundle_unpack(bundle, len, &rc)) == NULL)
+        return rc;
+    request(&req, COHORT__TOKEN_REQUEST__BODY_PROVISION_FINISH);
+    req.provision_finish = b->finish;
+    rc = call(o, &req, NO_BODY, &r);
+    cohort__provision_bundle__free_unpacked(b, NULL);
+    if (rc != 0)
+        return rc;
+    cohort__token_response__free_unpacked(r, NULL);
     return 0;
 }
 

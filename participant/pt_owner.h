@@ -194,6 +194,36 @@ int pt_owner_info(struct pt_owner *o, struct pt_token_info *out);
 int pt_owner_provision_begin(struct pt_owner *o, const char *subject, uint8_t **csr,
                              size_t *csr_len, uint8_t sign_pk[static PT_KEY_LEN]);
 
+/*
+ * A provisioning bundle (proto's ProvisionBundle: what an authority makes
+ * for a token with cohort-authority certify-token), as far as the owner
+ * can read it: the subject and token key the certificate was made for, its
+ * issuer and validity, and the authorities whose researchers the token is
+ * to obey. pt_bundle_decode checks the shape only (PT_ERR_TOO_LARGE over
+ * PT_BUNDLE_MAX bytes, PT_ERR_INPUT for anything that is not a bundle):
+ * what concerns the token, the token checks.
+ */
+#define PT_BUNDLE_MAX 16384u
+#define PT_AUTHORITIES_MAX 8u /* trusted authorities a token keeps (TK_MAX_AUTHORITIES) */
+struct pt_bundle {
+    char subject[PT_SUBJECT_MAX + 1];
+    uint8_t token_pk[PT_KEY_LEN];
+    uint8_t issuer_pk[PT_KEY_LEN];
+    int64_t not_before, not_after;
+    size_t n_authorities;
+    uint8_t authorities[PT_AUTHORITIES_MAX][PT_KEY_LEN];
+};
+int pt_bundle_decode(struct pt_bundle *out, const uint8_t *bundle, size_t len);
+
+/*
+ * Give the token the ProvisionFinish a bundle carries (the bundle's
+ * bytes, checked as pt_bundle_decode does). The token installs it only if
+ * the certificate is for its own keys and the group secret opens with its
+ * box key; after that it refuses to be provisioned again (PT_ERR_TOKEN
+ * with TK_ERR_PROVISIONED).
+ */
+int pt_owner_provision_finish(struct pt_owner *o, const uint8_t *bundle, size_t len);
+
 struct pt_table_summary {
     struct pt_schema schema;
     uint64_t rows;

@@ -12,8 +12,8 @@
  *                                         sign_pk || box_pk)
  *   SignedPlan.signature  = sign(researcher, "cohort-plan-v1" || Plan bytes)
  *
- * What comes from outside (a token's CertRequest, the chain given to
- * qr_plan_sign) is bounded before it is decoded. Secret keys are only read
+ * What comes from outside (a token's or a researcher's CertRequest, the
+ * chain given to qr_plan_sign) is bounded before it is decoded. Secret keys are only read
  * here, never copied, except into libsodium's signing calls.
  */
 #include <stdlib.h>
@@ -182,21 +182,14 @@ cleanup:
     return rc;
 }
 
-int qr_cert_issue_for_request(uint8_t **cert, size_t *cert_len, const struct qr_identity *issuer,
-                              const uint8_t *csr, size_t csr_len, int64_t not_before,
-                              int64_t not_after)
+int qr_cert_request_check(struct qr_cert_request *out, const uint8_t *csr, size_t csr_len)
 {
     Cohort__CertRequest *req = NULL;
-    uint8_t keys[QR_PK_LEN + QR_BOX_PK_LEN];
     uint8_t *msg = NULL;
     size_t p_len = strlen(TK_SIG_CSR), subject_len, msg_len;
     int rc;
 
-    if (cert == NULL || cert_len == NULL)
-        return QR_ERR_ARG;
-    *cert = NULL;
-    *cert_len = 0;
-    if (issuer == NULL || (csr == NULL && csr_len > 0))
+    if (out == NULL || (csr == NULL && csr_len > 0))
         return QR_ERR_ARG;
     if (csr_len > QR_CSR_MAX)
         return QR_ERR_TOO_LARGE;
@@ -212,9 +205,8 @@ int qr_cert_issue_for_request(uint8_t **cert, size_t *cert_len, const struct qr_
         rc = QR_ERR_MALFORMED;
         goto cleanup;
     }
-    memcpy(keys, req->sign_pk.data, QR_PK_LEN);
-    memcpy(keys + QR_PK_LEN, req->box_pk.data, QR_BOX_PK_LEN);
-    msg_len = p_len + subject_len + sizeof keys;
+    /* The signature covers the fields, not this encoding of them. */
+    msg_len = p_len + subject_len + QR_PK_LEN + QR_BOX_PK_LEN;
     msg = malloc(msg_len);
     if (msg == NULL) {
         rc = QR_ERR_NOMEM;
@@ -222,18 +214,41 @@ int qr_cert_issue_for_request(uint8_t **cert, size_t *cert_len, const struct qr_
     }
     memcpy(msg, TK_SIG_CSR, p_len);
     memcpy(msg + p_len, req->subject, subject_len);
-    memcpy(msg + p_len + subject_len, keys, sizeof keys);
+    memcpy(msg + p_len + subject_len, req->sign_pk.data, QR_PK_LEN);
+    memcpy(msg + p_len + subject_len + QR_PK_LEN, req->box_pk.data, QR_BOX_PK_LEN);
     if (crypto_sign_verify_detached(req->signature.data, msg, msg_len, req->sign_pk.data) != 0) {
         rc = QR_ERR_SIGNATURE;
         goto cleanup;
     }
-    rc = qr_cert_issue(cert, cert_len, issuer, QR_ROLE_TOKEN, req->subject, req->sign_pk.data,
-                       req->box_pk.data, not_before, not_after, NULL);
+    memset(out, 0, sizeof *out);
+    memcpy(out->subject, req->subject, subject_len);
+    memcpy(out->sign_pk, req->sign_pk.data, QR_PK_LEN);
+    memcpy(out->box_pk, req->box_pk.data, QR_BOX_PK_LEN);
+    rc = 0;
 
 cleanup:
     free(msg);
     cohort__cert_request__free_unpacked(req, NULL);
     return rc;
+}
+
+int qr_cert_issue_for_request(uint8_t **cert, size_t *cert_len, const struct qr_identity *issuer,
+                              const uint8_t *csr, size_t csr_len, int64_t not_before,
+                              int64_t not_after)
+{
+    struct qr_cert_request req;
+    int rc;
+
+    if (cert == NULL || cert_len == NULL)
+        return QR_ERR_ARG;
+    *cert = NULL;
+    *cert_len = 0;
+    if (issuer == NULL)
+        return QR_ERR_ARG;
+    if ((rc = qr_cert_request_check(&req, csr, csr_len)) != 0)
+        return rc;
+    return qr_cert_issue(cert, cert_len, issuer, QR_ROLE_TOKEN, req.subject, req.sign_pk,
+                         req.box_pk, not_before, not_after, NULL);
 }
 
 int qr_plan_sign(uint8_t **signed_plan, size_t *len, const uint8_t *plan, size_t plan_len,

@@ -168,8 +168,29 @@ int qr_cert_issue(uint8_t **cert, size_t *cert_len, const struct qr_identity *is
                   int64_t not_before, int64_t not_after, const struct qr_scope *scope);
 
 /*
- * Check a token's CertRequest (proof of possession) and certify it as a
- * token of this authority. *subject_pk receives the token's key.
+ * A CertRequest that was checked: who asks (NUL-terminated, 1 to 63 bytes)
+ * and its keys.
+ */
+struct qr_cert_request {
+    char subject[64];
+    uint8_t sign_pk[32];
+    uint8_t box_pk[32];
+};
+
+/*
+ * Check a serialized CertRequest, a token's (cohort-participant init) or a
+ * researcher's (cohort-querier keygen): at most 4096 bytes, a subject of 1
+ * to 63 bytes, 32-byte keys, and a signature by its own signing key over
+ * TK_SIG_CSR || subject || sign_pk || box_pk (proof of possession). On
+ * success *out holds what it asks for. Returns 0, QR_ERR_TOO_LARGE,
+ * QR_ERR_MALFORMED, QR_ERR_SIGNATURE, QR_ERR_NOMEM or QR_ERR_CRYPTO;
+ * *out is written only on success.
+ */
+int qr_cert_request_check(struct qr_cert_request *out, const uint8_t *csr, size_t csr_len);
+
+/*
+ * Check a token's CertRequest (qr_cert_request_check) and certify it as a
+ * token of this authority (role TOKEN, no scope).
  */
 int qr_cert_issue_for_request(uint8_t **cert, size_t *cert_len, const struct qr_identity *issuer,
                               const uint8_t *csr, size_t csr_len, int64_t not_before,

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #define SH_ERR_MAX 512u
@@ -29,8 +30,10 @@ int sh_read_file(const char *path, size_t max, uint8_t **out, size_t *len, char 
 /*
  * Write a file atomically: a temporary file in the same directory with
  * `mode`, written, fsync'd, renamed over path, and the directory fsync'd.
- * With exclusive, an existing path is an error ("PATH exists"), so keys are
- * never overwritten by accident.
+ * With exclusive, an existing path is an error ("PATH exists: refusing to
+ * overwrite it", with errno EEXIST), so keys are never overwritten by
+ * accident; the final name is taken with O_EXCL semantics, so a file that
+ * appears meanwhile is not replaced either.
  */
 int sh_write_file(const char *path, const uint8_t *data, size_t len, mode_t mode, bool exclusive,
                   char *err, size_t err_len);
@@ -47,6 +50,18 @@ void sh_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void sh_hex(char *out, const uint8_t *p, size_t n);
 /* Parse exactly 2n hex digits. */
 int sh_unhex(uint8_t *out, size_t n, const char *hex);
+
+/*
+ * Text that names something (a certificate's subject, a study): 1 to max
+ * bytes of valid UTF-8 without control characters.
+ */
+bool sh_name_ok(const char *s, size_t max);
+/*
+ * Write text that came from elsewhere (a file, a peer) to f, safe for a
+ * terminal: control bytes and bytes that are not UTF-8 become \xNN, a
+ * backslash becomes \\.
+ */
+void sh_put(FILE *f, const char *s);
 
 /* Milliseconds of the real-time clock (Unix epoch), and of a monotonic one. */
 int64_t sh_now_ms(void);
