@@ -13,6 +13,8 @@
 #include <time.h>
 
 #include "querier/querier.h"
+#include "querier/rs.h"
+#include "querier/sv.h"
 
 #define EXIT_USAGE 2
 
@@ -28,6 +30,14 @@ static int cmd_catalog(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
 static const struct command commands[] = {
+    {"run", "--connect URL --cert FILE \"SQL\"", "run a study through a service, print its result",
+     sv_run_main},
+    {"status", "--connect URL [QUERY_ID]", "the queries a service holds and their progress",
+     sv_status_main},
+    {"serve", "--listen URL --journal FILE --authority CERT", "run the querier service",
+     sv_serve_main},
+    {"keygen", "--out PREFIX [--subject NAME]", "make a researcher key and certificate request",
+     rs_keygen_main},
     {"compile", "[--study NAME] [--] \"SQL\"", "compile SQL to a plan and explain it", cmd_compile},
     {"catalog", "", "list the standard tables and their columns", cmd_catalog},
     {"help", "", "show this help", cmd_help},
@@ -39,9 +49,9 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: cohort-querier COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++) {
-        char head[64];
+        char head[96];
         snprintf(head, sizeof head, "%s %s", commands[i].name, commands[i].args);
-        fprintf(f, "  %-36s %s\n", head, commands[i].help);
+        fprintf(f, "  %-50s %s\n", head, commands[i].help);
     }
 }
 

@@ -36,6 +36,8 @@ static void usage(FILE *f)
           "                  [--token-ram BYTES] [--dropout RATE] [--threads N]\n"
           "                  [--latency-ms MS] [--json] [--no-progress]\n"
           "                  [--epsilon E [--contribution-bound B] [--max-rows R]] [--runs N]\n"
+          "       cohort-sim --tokens N --seed S --export-csv DIR\n"
+          "       cohort-sim --tokens N --seed S --sql \"SQL\" --truth [--csv]\n"
           "\n"
           "Runs N simulated tokens, their agents and one coordinator with the real\n"
           "protocol code, and checks the decrypted result against the ground truth.\n"
@@ -43,6 +45,9 @@ static void usage(FILE *f)
           "With --epsilon the result is noisy: the check is then that the noise stays\n"
           "within the result's stated bounds as often as it says, over --runs runs\n"
           "(seeds S, S+1, ...).\n"
+          "--export-csv writes each participant's rows to DIR/p1.csv .. DIR/pN.csv (for\n"
+          "cohort-participant import); --truth prints the ground truth over them, as\n"
+          "cohort-querier run prints a result (--csv: as run --csv does).\n"
           "Exit status: 0 result matches, 1 mismatch, 2 usage or SQL error, 3 study failed.\n",
           f);
 }
@@ -301,7 +306,9 @@ int main(int argc, char **argv)
 {
     struct sim_config cfg;
     struct sim_report rep;
-    int json = 0, i, rc;
+    int json = 0, truth = 0, csv = 0, i, rc;
+    const char *export_dir = NULL;
+    char err[512];
     uint64_t v, runs = 1;
 
     sim_config_default(&cfg);
@@ -315,6 +322,13 @@ int main(int argc, char **argv)
             json = 1;
         } else if (strcmp(a, "--no-progress") == 0) {
             cfg.progress = 0;
+        } else if (strcmp(a, "--truth") == 0) {
+            truth = 1;
+        } else if (strcmp(a, "--csv") == 0) {
+            csv = 1;
+        } else if (strcmp(a, "--export-csv") == 0 && next != NULL) {
+            export_dir = next;
+            i++;
         } else if (next == NULL) {
             fprintf(stderr, "cohort-sim: %s needs a value\n", a);
             usage(stderr);
@@ -402,6 +416,19 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if (export_dir != NULL) {
+        if (sim_export_csv(export_dir, cfg.seed, cfg.tokens, err, sizeof err) != 0) {
+            fprintf(stderr, "cohort-sim: %s\n", err);
+            return 3;
+        }
+        return 0;
+    }
+    if (truth && cfg.sql != NULL) {
+        rc = sim_truth_print(stdout, cfg.sql, cfg.seed, cfg.tokens, csv, err, sizeof err);
+        if (rc != 0)
+            fprintf(stderr, "cohort-sim: %s\n", err);
+        return rc;
     }
     if (cfg.sql == NULL) {
         fprintf(stderr, "cohort-sim: --sql is required\n");

@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "querier/querier.h"
 
@@ -205,6 +206,16 @@ int sim_dp_check(struct sim_dp_check *out, const uint8_t *sealed, size_t sealed_
  * most miss = 1 - confidence, independently, so more than q exceedances
  * mean the noise is larger than stated (or the bounds wrong).
  */
+/* ------------------------------------ files for real deployments (sim_export.c) */
+
+/* Write DIR/p1.csv .. DIR/pN.csv: each participant's `health` rows. 0 or -1. */
+int sim_export_csv(const char *dir, uint64_t seed, uint64_t n, char *err, size_t err_len);
+
+/* Print the ground truth of sql over participants 1..n (CSV or a table):
+ * 0, 2 for SQL that does not compile, 3 otherwise (err says why). */
+int sim_truth_print(FILE *f, const char *sql, uint64_t seed, uint64_t n, int csv, char *err,
+                    size_t err_len);
+
 uint64_t sim_dp_allowed(uint64_t n, double miss, double level);
 #define SIM_DP_LEVEL 0.999
 

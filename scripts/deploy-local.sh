@@ -1,0 +1,235 @@
+#!/bin/bash
+# A whole deployment on this machine, with real processes and sockets: an
+# authority, one querier service (TLS on loopback), N participants (each a
+# software token with synthetic data, several agents per process), and a
+# researcher who runs a study. The result is checked against the ground
+# truth computed from the same data.
+#
+#   scripts/deploy-local.sh [--participants N] [--per-process K] [--no-tls]
+#                           [--kill-service] [--kill-agent] [--token-ram BYTES]
+#                           [--keep DIR] [--sql "SQL"] [--no-build]
+#
+# --kill-service  kill -9 the service in the middle of collection, and again
+#                 in the middle of aggregation; it is restarted on its journal
+# --kill-agent    kill -9 one agent process during aggregation: its tasks go to
+#                 other tokens
+# Exit status 0 only when the researcher's result equals the ground truth.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+n=50
+per=25
+tls=1
+kill_service=0
+kill_agent=0
+token_ram=4096
+keep=""
+build_first=1
+sql="SELECT region, COUNT(*), SUM(steps), AVG(heart_rate) FROM health GROUP BY region"
+while [ $# -gt 0 ]; do
+    case $1 in
+    --participants) n=$2; shift ;;
+    --per-process) per=$2; shift ;;
+    --no-tls) tls=0 ;;
+    --kill-service) kill_service=1 ;;
+    --kill-agent) kill_agent=1 ;;
+    --token-ram) token_ram=$2; shift ;;
+    --keep) keep=$2; shift ;;
+    --sql) sql=$2; shift ;;
+    --no-build) build_first=0 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "deploy-local: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+case $n in '' | *[!0-9]*) echo "deploy-local: --participants needs a number" >&2; exit 2 ;; esac
+case $per in '' | *[!0-9]* | 0) echo "deploy-local: --per-process needs a number > 0" >&2; exit 2 ;; esac
+
+if [ "$build_first" = 1 ]; then
+    "$root/scripts/install-deps.sh"
+    "$root/scripts/build.sh" >/dev/null
+fi
+build=${COHORT_BUILD:-$root/build}
+authority=$build/authority/cohort-authority
+querier=$build/querier/cohort-querier
+participant=$build/participant/cohort-participant
+sim=$build/sim/cohort-sim
+
+if [ -n "$keep" ]; then
+    work=$keep
+    mkdir -p "$work"
+else
+    work=$(mktemp -d "${TMPDIR:-/tmp}/cohort-deploy.XXXXXX")
+fi
+pids=()
+cleanup() {
+    for p in "${pids[@]}" ${service_pid:-}; do kill -9 "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ -n "$keep" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+log() { printf '[deploy] %s\n' "$*" >&2; }
+t0=$(date +%s.%N)
+
+# A free port on loopback.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+    echo $((20000 + RANDOM % 20000)))
+if [ "$tls" = 1 ]; then
+    url=tls+tcp://127.0.0.1:$port
+else
+    url=tcp://127.0.0.1:$port
+fi
+
+# --- the authority (manufacturer of tokens and ethics board, in one) ---------
+"$authority" init --dir "$work/authority" --subject "Local authority" >/dev/null
+
+# --- TLS for the service: a self-signed certificate for 127.0.0.1 ------------
+tls_serve=()
+tls_dial=()
+if [ "$tls" = 1 ]; then
+    mkdir -p "$work/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$work/tls/service.key" -out "$work/tls/service.crt" 2>/dev/null
+    cat "$work/tls/service.crt" "$work/tls/service.key" >"$work/tls/service.pem"
+    chmod 600 "$work/tls/service.pem" "$work/tls/service.key"
+    tls_serve=(--tls-cert "$work/tls/service.pem")
+    tls_dial=(--ca "$work/tls/service.crt" --server-name localhost)
+fi
+
+# --- the service ---------------------------------------------------------------
+mkdir -p "$work/service"
+start_service() {
+    "$querier" serve --listen "$url" "${tls_serve[@]}" --journal "$work/service/journal" \
+        --authority "$work/authority/authority.cert" --token-ram "$token_ram" --task-timeout 3 \
+        >>"$work/service/log" 2>&1 &
+    service_pid=$!
+    for _ in $(seq 100); do
+        if "$querier" status --connect "$url" "${tls_dial[@]}" >/dev/null 2>&1; then return 0; fi
+        kill -0 "$service_pid" 2>/dev/null || { cat "$work/service/log" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "deploy-local: the service did not come up" >&2
+    return 1
+}
+start_service
+log "service on $url (pid $service_pid)"
+
+# --- participants: a token each, certified, with data and consent --------------
+mkdir -p "$work/data" "$work/participants"
+"$sim" --tokens "$n" --seed 7 --export-csv "$work/data"
+for i in $(seq "$n"); do
+    d=$work/participants/p$i
+    "$participant" init --dir "$d" --subject "participant $i" >/dev/null
+    "$authority" certify-token --dir "$work/authority" --csr "$d/token.csr" \
+        --out "$d/bundle" >/dev/null
+    "$participant" provision --dir "$d" "$d/bundle" >/dev/null
+    "$participant" import --dir "$d" --table health "$work/data/p$i.csv" >/dev/null
+    "$participant" policy set --dir "$d" --allow-table health >/dev/null
+done
+log "$n participants provisioned, with data and consent"
+
+# --- the researcher --------------------------------------------------------------
+mkdir -p "$work/researcher"
+"$querier" keygen --out "$work/researcher/alice" --subject "Alice (local study)" >/dev/null
+"$authority" certify-researcher --dir "$work/authority" --csr "$work/researcher/alice.csr" \
+    --out "$work/researcher/alice.cert" --table health --days 30 >/dev/null
+
+# --- agents: several per process -------------------------------------------------
+start_agents() { # first last
+    local args=()
+    for i in $(seq "$1" "$2"); do args+=(--dir "$work/participants/p$i"); done
+    "$participant" run --connect "$url" "${tls_dial[@]}" "${args[@]}" \
+        >>"$work/agents-$1.log" 2>&1 &
+    pids+=($!)
+}
+
+status_field() { # state|contributions|tasks_done
+    "$querier" status --connect "$url" "${tls_dial[@]}" --json 2>/dev/null |
+        python3 -c "import json,sys; q=json.load(sys.stdin); print(q[0]['$1'] if q else '')" 2>/dev/null || true
+}
+
+# The study runs in the background while the agents work.
+"$querier" run --connect "$url" "${tls_dial[@]}" --cert "$work/researcher/alice.cert" \
+    --no-progress --csv --study local --wait 600 "$sql SIZE $n DEADLINE 600" \
+    >"$work/result.csv" 2>"$work/researcher/log" &
+run_pid=$!
+
+half=$((n / 2))
+[ "$half" -ge 1 ] || half=$n
+first=1
+while [ "$first" -le "$half" ]; do
+    last=$((first + per - 1)); [ "$last" -le "$half" ] || last=$half
+    start_agents "$first" "$last"
+    first=$((last + 1))
+done
+
+if [ "$kill_service" = 1 ]; then
+    # In the middle of collection: some uploads are in, not all.
+    for _ in $(seq 600); do
+        c=$(status_field contributions)
+        [ -n "$c" ] && [ "$c" -ge 1 ] && break
+        sleep 0.05
+    done
+    log "kill -9 the service during collection ($(status_field contributions) of $n contributions in)"
+    kill -9 "$service_pid"; wait "$service_pid" 2>/dev/null || true
+    start_service
+    log "service restarted: $(grep -c 'records replayed' "$work/service/log") starts; $(status_field contributions) contributions after replay"
+fi
+
+first=$((half + 1))
+while [ "$first" -le "$n" ]; do
+    last=$((first + per - 1)); [ "$last" -le "$n" ] || last=$n
+    start_agents "$first" "$last"
+    first=$((last + 1))
+done
+
+if [ "$kill_service" = 1 ] || [ "$kill_agent" = 1 ]; then
+    for _ in $(seq 2400); do
+        s=$(status_field state)
+        [ "$s" = aggregating ] || [ "$s" = done ] || [ "$s" = failed ] && break
+        sleep 0.05
+    done
+    if [ "$s" = aggregating ]; then
+        kill -STOP "${pids[@]}" 2>/dev/null || true
+        if [ "$kill_service" = 1 ]; then
+            log "kill -9 the service during aggregation ($(status_field tasks_done) tasks done)"
+            kill -9 "$service_pid"; wait "$service_pid" 2>/dev/null || true
+            start_service
+        fi
+        if [ "$kill_agent" = 1 ] && [ "${#pids[@]}" -gt 1 ]; then
+            log "kill -9 agent process ${pids[0]} during aggregation"
+            kill -9 "${pids[0]}" 2>/dev/null || true
+            kill -CONT "${pids[0]}" 2>/dev/null || true
+            pids=("${pids[@]:1}")
+        fi
+        kill -CONT "${pids[@]}" 2>/dev/null || true
+    else
+        log "the study was already $s when aggregation was to be interrupted"
+        [ "$s" = done ] || exit 1
+        exit_note="(aggregation finished before it could be interrupted)"
+    fi
+fi
+
+set +e
+wait "$run_pid"
+rc=$?
+set -e
+t1=$(date +%s.%N)
+if [ "$rc" != 0 ]; then
+    echo "deploy-local: the study failed:" >&2
+    cat "$work/researcher/log" >&2
+    tail -20 "$work/service/log" >&2
+    exit 1
+fi
+"$sim" --tokens "$n" --seed 7 --truth --csv --sql "$sql" >"$work/truth.csv"
+if ! diff <(tail -n +2 "$work/result.csv" | sort) <(tail -n +2 "$work/truth.csv" | sort) >"$work/diff" ||
+    ! diff <(head -1 "$work/result.csv") <(head -1 "$work/truth.csv") >>"$work/diff"; then
+    echo "deploy-local: the result differs from the ground truth:" >&2
+    cat "$work/diff" >&2
+    exit 1
+fi
+log "result ($(($(wc -l <"$work/result.csv") - 1)) groups) equals the ground truth ${exit_note:-}"
+cat "$work/result.csv"
+printf '[deploy] %s participants, %s end to end\n' "$n" \
+    "$(python3 -c "print(f'{$t1-$t0:.1f} s')" 2>/dev/null || echo "?")" >&2
