@@ -69,16 +69,13 @@ cleanup() {
 }
 trap cleanup EXIT
 log() { printf '[deploy] %s\n' "$*" >&2; }
-t0=$(date +%s.%N)
+ms() { echo $(($(date +%s%N) / 1000000)); }
+t0=$(ms)
 
-# A free port on loopback.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-    echo $((20000 + RANDOM % 20000)))
-if [ "$tls" = 1 ]; then
-    url=tls+tcp://127.0.0.1:$port
-else
-    url=tcp://127.0.0.1:$port
-fi
+scheme=tcp
+[ "$tls" = 1 ] && scheme=tls+tcp
+pick_port() { port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000)); url=$scheme://127.0.0.1:$port; }
+pick_port
 
 # --- the authority (manufacturer of tokens and ethics board, in one) ---------
 "$authority" init --dir "$work/authority" --subject "Local authority" >/dev/null
@@ -99,20 +96,32 @@ fi
 
 # --- the service ---------------------------------------------------------------
 mkdir -p "$work/service"
-start_service() {
+start_service() { # [first]: on the first start the port may be taken: try others
+    if [ "${1:-}" = first ]; then
+        for _ in 1 2 3 4 5; do
+            start_service_once && return 0
+            pick_port
+        done
+        return 1
+    fi
+    start_service_once
+}
+start_service_once() {
     "$querier" serve --listen "$url" "${tls_serve[@]}" --journal "$work/service/journal" \
         --authority "$work/authority/authority.cert" --token-ram "$token_ram" --task-timeout 3 \
         >>"$work/service/log" 2>&1 &
     service_pid=$!
     for _ in $(seq 100); do
-        if "$querier" status --connect "$url" "${tls_dial[@]}" >/dev/null 2>&1; then return 0; fi
+        if "$querier" status --connect "$url" "${tls_dial[@]}" >/dev/null 2>&1; then
+            return 0
+        fi
         kill -0 "$service_pid" 2>/dev/null || { cat "$work/service/log" >&2; return 1; }
         sleep 0.1
     done
     echo "deploy-local: the service did not come up" >&2
     return 1
 }
-start_service
+start_service first
 log "service on $url (pid $service_pid)"
 
 # --- participants: a token each, certified, with data and consent --------------
@@ -144,9 +153,9 @@ start_agents() { # first last
     pids+=($!)
 }
 
-status_field() { # state|contributions|tasks_done
+status_field() { # state|contributions|tasks_done: the first query's
     "$querier" status --connect "$url" "${tls_dial[@]}" --json 2>/dev/null |
-        python3 -c "import json,sys; q=json.load(sys.stdin); print(q[0]['$1'] if q else '')" 2>/dev/null || true
+        sed -n "s/^\[{.*\"$1\":\"\{0,1\}\([a-z0-9]*\).*/\1/p" || true
 }
 
 # The study runs in the background while the agents work.
@@ -215,7 +224,7 @@ set +e
 wait "$run_pid"
 rc=$?
 set -e
-t1=$(date +%s.%N)
+t1=$(ms)
 if [ "$rc" != 0 ]; then
     echo "deploy-local: the study failed:" >&2
     cat "$work/researcher/log" >&2
@@ -231,5 +240,5 @@ if ! diff <(tail -n +2 "$work/result.csv" | sort) <(tail -n +2 "$work/truth.csv"
 fi
 log "result ($(($(wc -l <"$work/result.csv") - 1)) groups) equals the ground truth ${exit_note:-}"
 cat "$work/result.csv"
-printf '[deploy] %s participants, %s end to end\n' "$n" \
-    "$(python3 -c "print(f'{$t1-$t0:.1f} s')" 2>/dev/null || echo "?")" >&2
+printf '[deploy] %s participants, %d.%03d s end to end\n' "$n" $(((t1 - t0) / 1000)) \
+    $(((t1 - t0) % 1000)) >&2
