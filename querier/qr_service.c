@@ -358,6 +358,9 @@ static void fill_status(Cohort__QueryStatus *m, const struct query *q, struct qr
     m->tasks_reassigned = st->tasks_reassigned;
     m->failure = st->failure_msg;
     m->submitted_at = q->submitted_ms / 1000;
+    m->bytes_in = st->bytes_in;
+    m->bytes_out = st->bytes_out;
+    m->ciphertexts = st->ciphertexts_collected;
 }
 
 /* -------------------------------------------------------------- queries */

@@ -7,12 +7,14 @@
 #
 #   scripts/deploy-local.sh [--participants N] [--per-process K] [--no-tls]
 #                           [--kill-service] [--kill-agent] [--token-ram BYTES]
-#                           [--keep DIR] [--sql "SQL"] [--no-build]
+#                           [--keep DIR] [--sql "SQL"] [--no-build] [--bench]
 #
 # --kill-service  kill -9 the service in the middle of collection, and again
 #                 in the middle of aggregation; it is restarted on its journal
 # --kill-agent    kill -9 one agent process during aggregation: its tasks go to
 #                 other tokens
+# --bench         start every agent first, then time the study from submission,
+#                 and report the service's peak memory and open descriptors
 # Exit status 0 only when the researcher's result equals the ground truth.
 set -euo pipefail
 
@@ -25,7 +27,8 @@ kill_agent=0
 token_ram=4096
 keep=""
 build_first=1
-sql="SELECT region, COUNT(*), SUM(steps), AVG(heart_rate) FROM health GROUP BY region"
+bench=0
+sql="SELECT sex, age_band, COUNT(*), SUM(steps), AVG(heart_rate), MAX(weight) FROM health GROUP BY sex, age_band"
 while [ $# -gt 0 ]; do
     case $1 in
     --participants) n=$2; shift ;;
@@ -37,6 +40,7 @@ while [ $# -gt 0 ]; do
     --keep) keep=$2; shift ;;
     --sql) sql=$2; shift ;;
     --no-build) build_first=0 ;;
+    --bench) bench=1 ;;
     -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "deploy-local: unknown option $1" >&2; exit 2 ;;
     esac
@@ -154,9 +158,60 @@ start_agents() { # first last
 }
 
 status_field() { # state|contributions|tasks_done: the first query's
-    "$querier" status --connect "$url" "${tls_dial[@]}" --json 2>/dev/null |
-        sed -n "s/^\[{.*\"$1\":\"\{0,1\}\([a-z0-9]*\).*/\1/p" || true
+    "$querier" status --connect "$url" "${tls_dial[@]}" --json 2>/dev/null | json_field "$1" || true
 }
+
+json_field() { # FIELD: from the first query of a status --json on stdin
+    sed -n "s/^\[{.*\"$1\":\"\{0,1\}\([a-z0-9]*\).*/\1/p"
+}
+proc_kib() { sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$1/status"; }
+
+if [ "$bench" = 1 ]; then
+    first=1
+    while [ "$first" -le "$n" ]; do
+        last=$((first + per - 1)); [ "$last" -le "$n" ] || last=$n
+        start_agents "$first" "$last"
+        first=$((last + 1))
+    done
+    sleep $((2 + n / 200))
+    rss0=$(proc_kib "$service_pid" VmRSS)
+    b0=$(ms)
+    "$querier" run --connect "$url" "${tls_dial[@]}" --cert "$work/researcher/alice.cert" \
+        --no-progress --csv --study bench --wait 600 "$sql SIZE $n DEADLINE 600" \
+        >"$work/result.csv" 2>"$work/researcher/log" &
+    run_pid=$!
+    collected=""
+    while kill -0 "$run_pid" 2>/dev/null; do
+        if [ -z "$collected" ]; then
+            st=$("$querier" status --connect "$url" "${tls_dial[@]}" --json 2>/dev/null | json_field state)
+            [ -n "$st" ] && [ "$st" != collecting ] && collected=$(ms)
+        fi
+        fds=$(ls "/proc/$service_pid/fd" 2>/dev/null | wc -l)
+        [ "${fds:-0}" -gt "${max_fds:-0}" ] && max_fds=$fds
+        sleep 0.05
+    done
+    set +e; wait "$run_pid"; rc=$?; set -e
+    b1=$(ms)
+    [ "$rc" = 0 ] || { cat "$work/researcher/log" >&2; exit 1; }
+    final=$("$querier" status --connect "$url" "${tls_dial[@]}" --json)
+    peak=$(proc_kib "$service_pid" VmHWM)
+    cts=$(echo "$final" | json_field ciphertexts)
+    bin=$(echo "$final" | json_field bytes_in)
+    bout=$(echo "$final" | json_field bytes_out)
+    "$sim" --tokens "$n" --seed 7 --truth --csv --sql "$sql" >"$work/truth.csv"
+    diff <(tail -n +2 "$work/result.csv" | sort) <(tail -n +2 "$work/truth.csv" | sort) >&2 ||
+        { echo "deploy-local: the result differs from the ground truth" >&2; exit 1; }
+    c_ms=$((${collected:-$b1} - b0)); [ "$c_ms" -gt 0 ] || c_ms=1
+    echo "participants:            $n ($per agents per process, transport ${url%%://*})"
+    echo "end to end:              $(((b1 - b0) / 1000)).$(((b1 - b0) % 1000 / 100)) s (submit to checked result)"
+    echo "collection:              $(((c_ms) / 1000)).$((c_ms % 1000 / 100)) s, $((n * 1000 / c_ms)) participants/s"
+    echo "service memory:          $((rss0 / 1024)) MiB before the study, $((peak / 1024)) MiB peak (VmHWM)"
+    echo "per ciphertext:          $cts ciphertexts, $(((peak - rss0) * 1024 / (cts > 0 ? cts : 1))) bytes of peak growth each"
+    echo "service descriptors:     $max_fds open at most"
+    echo "bytes per participant:   $((bin / n)) in, $((bout / n)) out (study messages)"
+    echo "result:                  equals the ground truth"
+    exit 0
+fi
 
 # The study runs in the background while the agents work.
 "$querier" run --connect "$url" "${tls_dial[@]}" --cert "$work/researcher/alice.cert" \
