@@ -731,18 +731,19 @@ static enum qr_state wait_study(struct service *sv, int ms)
 }
 
 /*
- * The researcher opens the result: COUNT(*) and SUM(steps) over every
- * token's rows, from each token exactly once.
+ * The researcher opens the result: COUNT(*) and SUM(steps) over the rows
+ * of the n tokens ids, each of which contributed exactly once.
  */
-static void check_result(struct service *sv)
+static void check_result_of(struct service *sv, const uint8_t (*want)[32], size_t n_want,
+                            int64_t rows, int64_t steps)
 {
     struct qr_result res;
     const uint8_t *sealed;
-    size_t sealed_len, n, seen[N_TOKENS];
+    size_t sealed_len, n, *seen = calloc(n_want, sizeof *seen);
     const uint8_t(*ids)[32];
     int rc_result, rc_open;
 
-    memset(seen, 0, sizeof seen);
+    assert_non_null(seen);
     pthread_mutex_lock(&sv->mu);
     rc_result = qr_coord_result(sv->coord, &sealed, &sealed_len);
     rc_open = rc_result != 0
@@ -751,21 +752,28 @@ static void check_result(struct service *sv)
                                    &W.researcher, (const uint8_t(*)[32]) & W.maker.sign_pk, 1,
                                    (int64_t)time(NULL));
     n = qr_coord_contributors(sv->coord, &ids);
-    for (int i = 0; i < N_TOKENS; i++)
+    for (size_t i = 0; i < n_want; i++)
         for (size_t k = 0; k < n; k++)
-            seen[i] += memcmp(ids[k], W.ids[i], 32) == 0;
+            seen[i] += memcmp(ids[k], want[i], 32) == 0;
     pthread_mutex_unlock(&sv->mu);
+    for (size_t i = 0; i < n_want; i++)
+        if (seen[i] != 1)
+            fail_msg("token %zu contributed %zu times", i, seen[i]);
+    free(seen);
     assert_int_equal(rc_result, 0);
     assert_int_equal(rc_open, 0);
-    assert_int_equal(n, N_TOKENS);
-    for (int i = 0; i < N_TOKENS; i++)
-        assert_int_equal(seen[i], 1);
-    assert_int_equal(res.participants, N_TOKENS);
+    assert_int_equal(n, n_want);
+    assert_int_equal(res.participants, n_want);
     assert_int_equal(res.n_rows, 1);
     assert_int_equal(res.n_columns, 2);
-    assert_int_equal(res.cells[0].i, W.rows);
-    assert_int_equal(res.cells[1].i, W.steps);
+    assert_int_equal(res.cells[0].i, rows);
+    assert_int_equal(res.cells[1].i, steps);
     qr_result_free(&res);
+}
+
+static void check_result(struct service *sv)
+{
+    check_result_of(sv, (const uint8_t(*)[32])W.ids, N_TOKENS, W.rows, W.steps);
 }
 
 /* Collection ends when every token has contributed, or at its deadline. */
@@ -1023,6 +1031,49 @@ static void agents_wait_for_a_service_that_starts_late(void **state)
     check_result(f->sv);
 }
 
+#define MANY_TOKENS 50
+
+static void fifty_agents_in_one_process_take_part_in_one_study(void **state)
+{
+    struct fx *f = *state;
+    struct na_config cfg;
+    struct na_stats st;
+    static char dirs[MANY_TOKENS][128];
+    static uint8_t ids[MANY_TOKENS][32];
+    const char *dirp[MANY_TOKENS];
+    int64_t rows0 = W.rows, steps0 = W.steps, rows, steps;
+    char err[256], sql[256];
+    uint64_t tasks = 0;
+
+    for (int i = 0; i < MANY_TOKENS; i++) {
+        snprintf(dirs[i], sizeof dirs[i], "%s/many%d", W.base, i + 1);
+        make_token(dirs[i], 10 + i, ids[i]);
+        dirp[i] = dirs[i];
+    }
+    rows = W.rows - rows0;
+    steps = W.steps - steps0;
+    W.rows = rows0;
+    W.steps = steps0;
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*), SUM(steps) FROM health SIZE %d WITH (min_participants = 3, "
+             "min_group_size = 1)",
+             MANY_TOKENS);
+    f->sv = service_start(sql, NULL);
+    agent_config(&cfg, f->sv->url);
+    cfg.quiet = true;
+    assert_int_equal(na_start(&f->pool, &cfg, dirp, MANY_TOKENS, err, sizeof err), NA_OK);
+    assert_int_equal(wait_study(f->sv, STUDY_WAIT_MS), QR_DONE);
+    check_result_of(f->sv, (const uint8_t(*)[32])ids, MANY_TOKENS, rows, steps);
+    na_stop(f->pool);
+    for (size_t i = 0; i < MANY_TOKENS; i++) {
+        na_stats(f->pool, i, &st);
+        assert_int_equal(st.state, NA_STOPPED);
+        assert_int_equal(st.collected, 1);
+        tasks += st.tasks;
+    }
+    assert_true(tasks >= 1);
+}
+
 /* Run a program with its output in files; its pid. */
 static pid_t spawn(char *const argv[], const char *out, const char *err)
 {
@@ -1143,6 +1194,7 @@ int main(int argc, char **argv)
         FX_TEST(tokens_that_do_not_open_stop_the_pool_before_it_starts),
         FX_TEST(agents_retry_an_admission_never_answered_and_stop_promptly),
         FX_TEST(agents_wait_for_a_service_that_starts_late),
+        FX_TEST(fifty_agents_in_one_process_take_part_in_one_study),
         FX_TEST(the_run_command_takes_part_as_a_process_and_exits_0_on_sigterm),
         FX_TEST(the_run_command_exits_with_an_error_when_every_agent_fails),
     };
