@@ -39,6 +39,10 @@ static const struct command commands[] = {
     {"audit", "--dir DIR [--after SEQ] [--limit N] [--json]",
      "list the studies the token accepted or refused", cli_audit},
     {"compact", "--dir DIR", "rewrite the token's log with only its live records", cli_compact},
+    {"run",
+     "--connect URL [--ca FILE] [--server-name NAME] --dir DIR [--dir DIR ...] "
+     "[--dirs-from FILE] [--quiet] [--max-backoff SECONDS]",
+     "take part in studies: an agent per token, connected to a querier service", cli_run},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
@@ -46,7 +50,8 @@ static const struct command commands[] = {
 static void usage_all(FILE *f)
 {
     fprintf(f, "usage: " CLI_PROG " COMMAND [ARGS]   (" CLI_PROG " COMMAND --help)\n\n"
-               "The owner's tools for a software token kept in a directory.\n\ncommands:\n");
+               "The owner's tools for a software token kept in a directory, and the agent\n"
+               "that takes part in studies with it.\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
 }

@@ -69,6 +69,7 @@ int cli_delete(int argc, char **argv, const struct cli_env *env);
 int cli_policy(int argc, char **argv, const struct cli_env *env);
 int cli_audit(int argc, char **argv, const struct cli_env *env);
 int cli_compact(int argc, char **argv, const struct cli_env *env);
+int cli_run(int argc, char **argv, const struct cli_env *env); /* the real network and tokens */
 
 /* ------------------------------------------------------------ helpers */
 
