@@ -41,7 +41,7 @@ static const struct command commands[] = {
     {"compact", "--dir DIR", "rewrite the token's log with only its live records", cli_compact},
     {"run",
      "--connect URL [--ca FILE] [--server-name NAME] --dir DIR [--dir DIR ...] "
-     "[--dirs-from FILE] [--quiet] [--max-backoff SECONDS]",
+     "[--dirs-from FILE] [--quiet] [--max-backoff SECONDS] [--pace MS]",
      "take part in studies: an agent per token, connected to a querier service", cli_run},
 };
 

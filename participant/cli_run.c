@@ -54,6 +54,8 @@ static void help(FILE *f)
             "  --dirs-from FILE     token directories, one per line ('#' starts a comment)\n"
             "  --max-backoff SECS   the longest wait between reconnection attempts (1 to %u,\n"
             "                       default %u)\n"
+            "  --pace MS            wait MS milliseconds after each plan collected or task\n"
+            "                       done (spreads the load of many agents; default 0)\n"
             "  --quiet              log only errors\n",
             RUN_BACKOFF_MAX_S, NA_BACKOFF_DEFAULT_MS / 1000);
 }
@@ -222,6 +224,7 @@ int cli_run(int argc, char **argv, const struct cli_env *env)
     const char *value = NULL;
     char err[CLI_ERR_MAX];
     uint64_t backoff = NA_BACKOFF_DEFAULT_MS / 1000;
+    uint64_t pace = 0;
     struct stat sb;
     int rc = CLI_OK, m;
 
@@ -250,6 +253,11 @@ int cli_run(int argc, char **argv, const struct cli_env *env)
                 rc = cli_usage_error(env, CMD, "too many directories (at most %u)", NA_AGENTS_MAX);
         } else if ((m = cli_opt(env, CMD, argc, argv, &i, "--dirs-from", &value)) != 0) {
             rc = m < 0 ? CLI_USAGE : read_dirs(env, value, &l);
+        } else if ((m = cli_opt(env, CMD, argc, argv, &i, "--pace", &value)) != 0) {
+            if (m < 0 || cli_u64(env, CMD, "--pace", value, 0, 600000, &pace) != 0)
+                rc = CLI_USAGE;
+            else
+                cfg.pace_ms = (uint32_t)pace;
         } else if ((m = cli_opt(env, CMD, argc, argv, &i, "--max-backoff", &value)) != 0) {
             if (m < 0 ||
                 cli_u64(env, CMD, "--max-backoff", value, 1, RUN_BACKOFF_MAX_S, &backoff) != 0)

@@ -705,6 +705,8 @@ static int work_round(struct agent *a)
         break;
     }
     free(next);
+    if (rc == X_DONE && a->pool->cfg.pace_ms > 0)
+        rc = pause_ms(a, a->pool->cfg.pace_ms, false);
     return rc;
 }
 

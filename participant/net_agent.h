@@ -56,6 +56,7 @@ struct na_config {
     uint32_t request_timeout_ms; /* 0: NA_REQUEST_TIMEOUT_DEFAULT_MS */
     uint32_t stop_grace_ms;      /* 0: NA_STOP_GRACE_DEFAULT_MS */
     size_t stack_size;           /* bytes of each agent thread's stack; 0: a default */
+    uint32_t pace_ms;            /* wait at least this long after each piece of work done */
     bool quiet;                  /* log only errors */
 };
 

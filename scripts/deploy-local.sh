@@ -241,37 +241,52 @@ if [ "$kill_service" = 1 ]; then
     log "service restarted: $(grep -c 'records replayed' "$work/service/log") starts; $(status_field contributions) contributions after replay"
 fi
 
+# With an interruption to make, the last participant is held back: the
+# others contribute, stop (SIGSTOP), and the last one then closes the
+# collection and aggregates alone, slowly (--pace), so the service can be
+# killed with some tasks done and some not.
+interrupt=0
+[ "$kill_service" = 1 ] || [ "$kill_agent" = 1 ] && interrupt=1
+upto=$n
+[ "$interrupt" = 1 ] && upto=$((n - 1))
 first=$((half + 1))
-while [ "$first" -le "$n" ]; do
-    last=$((first + per - 1)); [ "$last" -le "$n" ] || last=$n
+while [ "$first" -le "$upto" ]; do
+    last=$((first + per - 1)); [ "$last" -le "$upto" ] || last=$upto
     start_agents "$first" "$last"
     first=$((last + 1))
 done
 
-if [ "$kill_service" = 1 ] || [ "$kill_agent" = 1 ]; then
+wait_for() { # FIELD VALUE-TEST: poll the first query's status for up to 120 s
     for _ in $(seq 2400); do
-        s=$(status_field state)
-        [ "$s" = aggregating ] || [ "$s" = done ] || [ "$s" = failed ] && break
+        v=$(status_field "$1")
+        if [ -n "$v" ] && eval "$2"; then return 0; fi
         sleep 0.05
     done
-    if [ "$s" = aggregating ]; then
-        kill -STOP "${pids[@]}" 2>/dev/null || true
-        if [ "$kill_service" = 1 ]; then
-            log "kill -9 the service during aggregation ($(status_field tasks_done) tasks done)"
-            kill -9 "$service_pid"; wait "$service_pid" 2>/dev/null || true
-            start_service
-        fi
-        if [ "$kill_agent" = 1 ] && [ "${#pids[@]}" -gt 1 ]; then
-            log "kill -9 agent process ${pids[0]} during aggregation"
-            kill -9 "${pids[0]}" 2>/dev/null || true
-            kill -CONT "${pids[0]}" 2>/dev/null || true
-            pids=("${pids[@]:1}")
-        fi
-        kill -CONT "${pids[@]}" 2>/dev/null || true
-    else
-        log "the study was already $s when aggregation was to be interrupted"
-        [ "$s" = done ] || exit 1
-        exit_note="(aggregation finished before it could be interrupted)"
+    echo "deploy-local: timed out waiting for $1 ($2)" >&2
+    tail -5 "$work/service/log" >&2
+    return 1
+}
+
+if [ "$interrupt" = 1 ]; then
+    wait_for contributions '[ "$v" -ge $((n - 1)) ]'
+    kill -STOP "${pids[@]}"
+    "$participant" run --connect "$url" "${tls_dial[@]}" --dir "$work/participants/p$n" \
+        --pace 400 >>"$work/agents-$n.log" 2>&1 &
+    slow_pid=$!
+    wait_for tasks_done '[ "$v" -ge 1 ]'
+    if [ "$kill_service" = 1 ]; then
+        log "kill -9 the service during aggregation ($(status_field tasks_done) tasks done, state $(status_field state))"
+        kill -9 "$service_pid"; wait "$service_pid" 2>/dev/null || true
+        start_service
+        log "service restarted: $(status_field state), $(status_field tasks_done) tasks done after replay"
+    fi
+    kill -CONT "${pids[@]}"
+    pids+=("$slow_pid")
+    if [ "$kill_agent" = 1 ] && [ "${#pids[@]}" -gt 2 ]; then
+        sleep 0.2
+        log "kill -9 agent process ${pids[0]} during aggregation ($(status_field tasks_done) tasks done)"
+        kill -9 "${pids[0]}"
+        pids=("${pids[@]:1}")
     fi
 fi
 
@@ -293,7 +308,7 @@ if ! diff <(tail -n +2 "$work/result.csv" | sort) <(tail -n +2 "$work/truth.csv"
     cat "$work/diff" >&2
     exit 1
 fi
-log "result ($(($(wc -l <"$work/result.csv") - 1)) groups) equals the ground truth ${exit_note:-}"
+log "result ($(($(wc -l <"$work/result.csv") - 1)) groups) equals the ground truth"
 cat "$work/result.csv"
 printf '[deploy] %s participants, %d.%03d s end to end\n' "$n" $(((t1 - t0) / 1000)) \
     $(((t1 - t0) % 1000)) >&2

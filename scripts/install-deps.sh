@@ -3,7 +3,7 @@
 # missing. Run as root (or with sudo). Does nothing when all are present.
 set -eu
 PKGS="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev libsodium-dev
-libcmocka-dev libnng-dev libusb-1.0-0-dev"
+libcmocka-dev libnng-dev libusb-1.0-0-dev openssl"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
