@@ -1018,8 +1018,21 @@ int qr_coord_handle(qr_coord *c, int64_t now_ms, const uint8_t *req, size_t req_
     return rc;
 }
 
+/* A store's bytes in use, each chunk's rounded up to whole 4 KiB pages (a
+ * chunk is allocated whole, but only the pages written are resident). */
+static size_t store_held(const struct qr_store *s)
+{
+    size_t n = s->cap * sizeof *s->chunks;
+
+    for (size_t i = 0; i < s->n; i++)
+        n += (s->chunks[i].len + 4095) / 4096 * 4096;
+    return n;
+}
+
 void qr_coord_stats(const qr_coord *c, struct qr_coord_stats *out)
 {
+    size_t held;
+
     if (out == NULL)
         return;
     if (c == NULL) {
@@ -1027,6 +1040,16 @@ void qr_coord_stats(const qr_coord *c, struct qr_coord_stats *out)
         return;
     }
     *out = c->st;
+    held = sizeof *c + c->signed_plan_len + c->result_len + store_held(&c->collected) +
+           store_held(&c->in) + store_held(&c->out) +
+           c->cap_collected * sizeof *c->collected_spans + c->n_in * sizeof *c->in_spans +
+           c->cap_out * sizeof *c->out_spans + c->cap_ids * sizeof *c->ids +
+           c->cap_keys * sizeof *c->keys + c->cap_aggs * sizeof *c->aggs +
+           c->cap_tasks * sizeof *c->tasks +
+           (c->id_set.cap + c->key_set.cap + c->agg_set.cap) * sizeof(struct qr_set_slot);
+    for (size_t i = 0; i < c->n_tasks; i++)
+        held += c->tasks[i].cap_excluded * sizeof *c->tasks[i].excluded;
+    out->bytes_held = held;
 }
 
 int qr_coord_result(const qr_coord *c, const uint8_t **sealed, size_t *len)

@@ -361,6 +361,7 @@ static void fill_status(Cohort__QueryStatus *m, const struct query *q, struct qr
     m->bytes_in = st->bytes_in;
     m->bytes_out = st->bytes_out;
     m->ciphertexts = st->ciphertexts_collected;
+    m->bytes_held = st->bytes_held;
 }
 
 /* -------------------------------------------------------------- queries */

@@ -628,10 +628,10 @@ int sv_status_main(int argc, char **argv)
                    ",\"level\":%u,\"levels_done\":%u,\"tasks_done\":%" PRIu64
                    ",\"partitions\":%" PRIu64 ",\"tasks_reassigned\":%" PRIu64
                    ",\"ciphertexts\":%" PRIu64 ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
-                   ",\"failure\":",
+                   ",\"bytes_held\":%" PRIu64 ",\"failure\":",
                    state_text(q->state), q->contributions, q->target, q->level, q->levels_done,
                    q->tasks_done, q->partitions, q->tasks_reassigned, q->ciphertexts, q->bytes_in,
-                   q->bytes_out);
+                   q->bytes_out, q->bytes_held);
             qr_print_json_string(stdout, q->failure ? q->failure : "");
             fputs("}", stdout);
             continue;

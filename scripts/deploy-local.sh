@@ -182,9 +182,12 @@ if [ "$bench" = 1 ]; then
     run_pid=$!
     collected=""
     while kill -0 "$run_pid" 2>/dev/null; do
-        if [ -z "$collected" ]; then
-            st=$("$querier" status --connect "$url" "${tls_dial[@]}" --json 2>/dev/null | json_field state)
-            [ -n "$st" ] && [ "$st" != collecting ] && collected=$(ms)
+        js=$("$querier" status --connect "$url" "${tls_dial[@]}" --json 2>/dev/null || true)
+        st=$(echo "$js" | json_field state)
+        held=$(echo "$js" | json_field bytes_held)
+        [ "${held:-0}" -gt "${max_held:-0}" ] && max_held=$held
+        if [ -z "$collected" ] && [ -n "$st" ] && [ "$st" != collecting ]; then
+            collected=$(ms)
         fi
         fds=$(ls "/proc/$service_pid/fd" 2>/dev/null | wc -l)
         [ "${fds:-0}" -gt "${max_fds:-0}" ] && max_fds=$fds
@@ -206,7 +209,7 @@ if [ "$bench" = 1 ]; then
     echo "end to end:              $(((b1 - b0) / 1000)).$(((b1 - b0) % 1000 / 100)) s (submit to checked result)"
     echo "collection:              $(((c_ms) / 1000)).$((c_ms % 1000 / 100)) s, $((n * 1000 / c_ms)) participants/s"
     echo "service memory:          $((rss0 / 1024)) MiB before the study, $((peak / 1024)) MiB peak (VmHWM)"
-    echo "per ciphertext:          $cts ciphertexts, $(((peak - rss0) * 1024 / (cts > 0 ? cts : 1))) bytes of peak growth each"
+    echo "per ciphertext:          $cts ciphertexts; the coordinator held $((${max_held:-0} / (cts > 0 ? cts : 1))) bytes each at most; the process grew $(((peak - rss0) * 1024 / (cts > 0 ? cts : 1))) bytes each"
     echo "service descriptors:     $max_fds open at most"
     echo "bytes per participant:   $((bin / n)) in, $((bout / n)) out (study messages)"
     echo "result:                  equals the ground truth"
