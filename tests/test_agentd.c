@@ -303,7 +303,8 @@ struct counts {
 struct service {
     char url[160];
     pid_t relay; /* the process that holds the nng socket */
-    int fd;      /* our end of its socketpair */
+    bool halted;
+    int fd; /* our end of its socketpair */
     pthread_t thread;
     pthread_mutex_t mu;
     /* Under mu. */
@@ -368,13 +369,19 @@ static int relay_main(const char *url, int fd)
     nng_msg *m;
     uint32_t hdr[2], len;
 
+    pid_t parent = getppid();
+    int rv;
+
     if (nng_rep0_open(&sock) != 0 ||
         nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, QR_REQUEST_MAX) != 0 ||
-        nng_listen(sock, url, NULL, 0) != 0)
+        nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, 500) != 0 || nng_listen(sock, url, NULL, 0) != 0)
         _exit(2);
     for (;;) {
-        if (nng_recvmsg(sock, &m, 0) != 0)
-            _exit(3);
+        /* A test that died without stopping its relay leaves it to exit by itself. */
+        if ((rv = nng_recvmsg(sock, &m, 0)) == NNG_ETIMEDOUT && getppid() == parent)
+            continue;
+        if (rv != 0)
+            _exit(rv == NNG_ETIMEDOUT ? 0 : 3);
         hdr[0] = (uint32_t)nng_pipe_id(nng_msg_get_pipe(m));
         hdr[1] = (uint32_t)nng_msg_len(m);
         if (write_full(fd, hdr, sizeof hdr) != 0 ||
@@ -686,15 +693,28 @@ static struct service *service_start(const char *sql, const struct misbehave *mb
     return sv;
 }
 
-static void service_stop(struct service *sv)
+/*
+ * Take the service down: its thread ends and its relay dies, so every
+ * agent's connection is closed from the service's side. What it saw stays
+ * readable until service_free.
+ */
+static void service_halt(struct service *sv)
 {
-    if (sv == NULL)
+    if (sv == NULL || sv->halted)
         return;
     pthread_mutex_lock(&sv->mu);
     sv->stop = true;
     pthread_mutex_unlock(&sv->mu);
     pthread_join(sv->thread, NULL);
     relay_kill(sv);
+    sv->halted = true;
+}
+
+static void service_free(struct service *sv)
+{
+    if (sv == NULL)
+        return;
+    service_halt(sv);
     qr_coord_free(sv->coord);
     free(sv->signed_plan);
     pthread_mutex_destroy(&sv->mu);
@@ -827,8 +847,14 @@ static int fx_teardown(void **state)
         kill(f->pid, SIGKILL);
         waitpid(f->pid, &status, 0);
     }
+    /*
+     * The service goes first, so that the agents' connections close from
+     * its side: nng 1.5 can hang when it closes a req0 socket whose
+     * connection is up (see README, known limits).
+     */
+    service_halt(f->sv);
     na_free(f->pool);
-    service_stop(f->sv);
+    service_free(f->sv);
     free(f);
     return 0;
 }
@@ -853,6 +879,7 @@ static void five_agents_collect_and_aggregate_to_a_result_that_opens(void **stat
     assert_int_equal(wait_study(f->sv, STUDY_WAIT_MS), QR_DONE);
     check_result(f->sv);
     /* Every agent is stopped with its token closed, even one whose socket nng could not close. */
+    service_halt(f->sv);
     stuck = na_stop(f->pool);
     if (stuck > 0)
         print_message("note: nng did not close %zu socket(s) in time\n", stuck);
@@ -896,6 +923,7 @@ static void agents_admit_again_and_resend_when_the_service_restarts_mid_collecti
     assert_int_equal(wait_study(f->sv, STUDY_WAIT_MS), QR_DONE);
     /* The coordinator saw each token once, and the result counts each once. */
     check_result(f->sv);
+    service_halt(f->sv);
     na_stop(f->pool);
     n = counts_of(f->sv);
     assert_int_equal(n.restarts, 1);
@@ -1000,6 +1028,7 @@ static void agents_retry_an_admission_never_answered_and_stop_promptly(void **st
     assert_true(n.hellos >= n.admits);
     assert_int_equal(n.uploads, 0);
     assert_int_equal(n.not_admitted, 0);
+    service_halt(f->sv);
     t0 = mono_ms();
     na_stop(f->pool);
     assert_true(mono_ms() - t0 < 1000);
@@ -1064,6 +1093,7 @@ static void fifty_agents_in_one_process_take_part_in_one_study(void **state)
     assert_int_equal(na_start(&f->pool, &cfg, dirp, MANY_TOKENS, err, sizeof err), NA_OK);
     assert_int_equal(wait_study(f->sv, STUDY_WAIT_MS), QR_DONE);
     check_result_of(f->sv, (const uint8_t(*)[32])ids, MANY_TOKENS, rows, steps);
+    service_halt(f->sv);
     na_stop(f->pool);
     for (size_t i = 0; i < MANY_TOKENS; i++) {
         na_stats(f->pool, i, &st);
