@@ -71,6 +71,21 @@ struct server {
 };
 
 static volatile sig_atomic_t g_stop;
+static volatile int g_exit_status;
+
+/*
+ * Debian's nng 1.5.2 can hang in nng_close while a connection is busy
+ * (nng issues #1543, #1813). Everything acknowledged is in the journal, so
+ * a stop that takes too long simply ends the process.
+ */
+static void *stop_watchdog(void *arg)
+{
+    struct timespec ts = {5, 0};
+
+    (void)arg;
+    nanosleep(&ts, NULL);
+    _exit(g_exit_status);
+}
 
 static void on_signal(int sig)
 {
@@ -512,6 +527,13 @@ int sv_serve_main(int argc, char **argv)
     }
     status = sv.journal_failures ? SV_EXIT_FAILED : 0;
     sh_log("stopping: %" PRIu64 " requests served", sv.requests);
+    g_exit_status = status;
+    {
+        pthread_t t;
+
+        if (pthread_create(&t, NULL, stop_watchdog, NULL) == 0)
+            pthread_detach(t);
+    }
 
 out:
     sv.stopping = 1;
