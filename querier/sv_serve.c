@@ -13,9 +13,12 @@
  * when the core returns a journal record, appends it and makes it durable
  * (fdatasync) before the lock is released and the reply is sent. So no
  * reply ever acknowledges something a crash could lose, and the journal's
- * order is the order the core saw. At start the journal is replayed
- * through qr_service_replay: a service killed at any point resumes every
- * query where its last acknowledged step left it.
+ * order is the order the core saw. When an append or a sync fails the
+ * service stops, and from that moment no request reaches the core and no
+ * reply leaves: the core still holds the step the journal lost, and would
+ * otherwise answer a resent upload with "duplicate". At start the journal
+ * is replayed through qr_service_replay: a service killed at any point
+ * resumes every query where its last acknowledged step left it.
  *
  * A pipe's removal tells the core the connection is gone (its admission
  * with it). A tick thread moves time on (deadlines, task timeouts) and logs
@@ -317,6 +320,16 @@ static void on_io(void *arg)
     pipe = nng_msg_get_pipe(msg);
 
     pthread_mutex_lock(&sv->lock);
+    if (sv->stopping) {
+        /*
+         * After a journal failure the core may hold a step the journal
+         * lost: any answer built on it (a duplicate upload, a status)
+         * would acknowledge it. Nothing more is taken or answered.
+         */
+        pthread_mutex_unlock(&sv->lock);
+        nng_msg_free(msg);
+        return;
+    }
     sv->requests++;
     qr_service_handle(sv->svc, (uint64_t)nng_pipe_id(pipe), sh_now_ms(), nng_msg_body(msg),
                       nng_msg_len(msg), &reply, &reply_len, &record, &record_len);
