@@ -173,7 +173,12 @@ if [ "$bench" = 1 ]; then
         start_agents "$first" "$last"
         first=$((last + 1))
     done
-    sleep $((2 + n / 200))
+    # Every agent admitted (each logs it once) before the study starts.
+    for _ in $(seq 1200); do
+        [ "$(cat "$work"/agents-*.log 2>/dev/null | grep -c 'admitted by the service')" -ge "$n" ] && break
+        sleep 0.1
+    done
+    sleep 1
     rss0=$(proc_kib "$service_pid" VmRSS)
     b0=$(ms)
     "$querier" run --connect "$url" "${tls_dial[@]}" --cert "$work/researcher/alice.cert" \
