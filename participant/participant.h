@@ -132,7 +132,7 @@ enum pt_action {
     PT_REFUSED = 3,    /* the token refused to collect (policy, plan) */
 };
 
-#define PT_REASON_MAX 255u /* bytes of a token's reason for a refusal that are kept */
+#define PT_REASON_MAX 255u  /* bytes of a token's reason for a refusal that are kept */
 #define PT_DECLINED_MAX 32u /* refused plans the agent reminds the service of */
 
 struct pt_agent {

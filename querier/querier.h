@@ -235,7 +235,7 @@ struct qr_coord_stats {
     uint64_t bytes_in, bytes_out;
     size_t ciphertext_sizes_distinct; /* distinct collection ciphertext sizes seen */
     size_t bytes_held; /* heap the coordinator holds now: ciphertexts, their index, tasks */
-    int failure;                      /* the token or coordinator error that failed the query */
+    int failure;       /* the token or coordinator error that failed the query */
     char failure_msg[160];
 };
 

@@ -157,7 +157,7 @@ static void expect_out(struct world *w, const char *want)
 
 static void every_command_has_help_and_the_program_lists_them(void **state)
 {
-    static const char *const cmds[] = {"init",   "provision", "import", "tables", "rows",
+    static const char *const cmds[] = {"init",   "provision", "import", "tables",  "rows",
                                        "delete", "policy",    "audit",  "compact", "run"};
     struct world *w = *state;
 
