@@ -9,7 +9,6 @@
  * bound and written atomically, never over an existing file.
  */
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,48 +148,18 @@ bool au_is_help(const char *arg)
 int au_opt(const struct au_env *env, const char *cmd, int argc, char **argv, int *i,
            const char *name, const char **value)
 {
-    size_t n = strlen(name);
-    const char *a = argv[*i];
+    int m = sh_opt(argc, argv, i, name, value);
 
-    if (strncmp(a, name, n) != 0)
-        return 0;
-    if (a[n] == '=') {
-        *value = a + n + 1;
-        return 1;
-    }
-    if (a[n] != '\0')
-        return 0;
-    if (*i + 1 >= argc) {
+    if (m < 0)
         au_usage_error(env, cmd, "%s needs a value", name);
-        return -1;
-    }
-    *i += 1;
-    *value = argv[*i];
-    return 1;
+    return m;
 }
 
 int au_u64(const struct au_env *env, const char *cmd, const char *opt, const char *text,
            uint64_t min, uint64_t max, uint64_t *out)
 {
-    uint64_t v = 0;
-    size_t n = strlen(text);
-
-    if (n == 0 || n > 20)
-        goto bad;
-    for (size_t i = 0; i < n; i++) {
-        unsigned d;
-        if (text[i] < '0' || text[i] > '9')
-            goto bad;
-        d = (unsigned)(text[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            goto bad;
-        v = v * 10 + d;
-    }
-    if (v < min || v > max)
-        goto bad;
-    *out = v;
-    return 0;
-bad:
+    if (sh_parse_u64(text, min, max, out) == 0)
+        return 0;
     au_usage_error(env, cmd, "%s: expected a whole number from %llu to %llu, not '%.40s'", opt,
                    (unsigned long long)min, (unsigned long long)max, text);
     return -1;
@@ -199,21 +168,8 @@ bad:
 int au_double(const struct au_env *env, const char *cmd, const char *opt, const char *text,
               double min, double max, double *out)
 {
-    char *end = NULL;
-    double v;
-    size_t n = strlen(text);
-
-    /* Digits and at most one point: no sign, exponent, hex, inf or nan. */
-    if (n == 0 || n > 32 || strspn(text, "0123456789.") != n ||
-        strchr(text, '.') != strrchr(text, '.') || strcmp(text, ".") == 0)
-        goto bad;
-    errno = 0;
-    v = strtod(text, &end);
-    if (errno != 0 || end != text + n || !isfinite(v) || v < min || v > max)
-        goto bad;
-    *out = v;
-    return 0;
-bad:
+    if (sh_parse_double(text, min, max, out) == 0)
+        return 0;
     au_usage_error(env, cmd, "%s: expected a number from %g to %g, not '%.40s'", opt, min, max,
                    text);
     return -1;

@@ -9,12 +9,14 @@
  * control sequence in it must not rewrite the owner's screen.
  */
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "participant/cli.h"
+#include "shell/shell.h"
+
+_Static_assert(CLI_U64_DIGITS == SH_U64_DIGITS, "an id of --id is a number cli_u64 reads");
 
 struct command {
     const char *name;
@@ -149,48 +151,18 @@ int cli_dir_only(const struct cli_env *env, const char *cmd, int argc, char **ar
 int cli_opt(const struct cli_env *env, const char *cmd, int argc, char **argv, int *i,
             const char *name, const char **value)
 {
-    size_t n = strlen(name);
-    const char *a = argv[*i];
+    int m = sh_opt(argc, argv, i, name, value);
 
-    if (strncmp(a, name, n) != 0)
-        return 0;
-    if (a[n] == '=') {
-        *value = a + n + 1;
-        return 1;
-    }
-    if (a[n] != '\0')
-        return 0;
-    if (*i + 1 >= argc) {
+    if (m < 0)
         cli_usage_error(env, cmd, "%s needs a value", name);
-        return -1;
-    }
-    *i += 1;
-    *value = argv[*i];
-    return 1;
+    return m;
 }
 
 int cli_u64(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
             uint64_t min, uint64_t max, uint64_t *out)
 {
-    uint64_t v = 0;
-    size_t n = strlen(text);
-
-    if (n == 0 || n > CLI_U64_DIGITS)
-        goto bad;
-    for (size_t i = 0; i < n; i++) {
-        unsigned d;
-        if (text[i] < '0' || text[i] > '9')
-            goto bad;
-        d = (unsigned)(text[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            goto bad;
-        v = v * 10 + d;
-    }
-    if (v < min || v > max)
-        goto bad;
-    *out = v;
-    return 0;
-bad:
+    if (sh_parse_u64(text, min, max, out) == 0)
+        return 0;
     cli_usage_error(env, cmd, "%s: expected a whole number from %llu to %llu, not '%.40s'", opt,
                     (unsigned long long)min, (unsigned long long)max, text);
     return -1;
@@ -199,62 +171,25 @@ bad:
 int cli_double(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
                double min, double max, double *out)
 {
-    char *end = NULL;
-    double v;
-    size_t n = strlen(text);
-
-    /* Digits and at most one point: no sign, exponent, hex, inf or nan. */
-    if (n == 0 || n > 32 || strspn(text, "0123456789.") != n ||
-        strchr(text, '.') != strrchr(text, '.'))
-        goto bad;
-    errno = 0;
-    v = strtod(text, &end);
-    if (errno != 0 || end != text + n || !isfinite(v) || v < min || v > max)
-        goto bad;
-    *out = v;
-    return 0;
-bad:
+    if (sh_parse_double(text, min, max, out) == 0)
+        return 0;
     cli_usage_error(env, cmd, "%s: expected a number from %g to %g, not '%.40s'", opt, min, max,
                     text);
-    return -1;
-}
-
-static int hex_digit(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
     return -1;
 }
 
 int cli_hex_key(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
                 uint8_t key[static PT_KEY_LEN])
 {
-    if (strlen(text) != 2 * PT_KEY_LEN)
-        goto bad;
-    for (size_t i = 0; i < PT_KEY_LEN; i++) {
-        int hi = hex_digit(text[2 * i]), lo = hex_digit(text[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            goto bad;
-        key[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return 0;
-bad:
+    if (sh_unhex(key, PT_KEY_LEN, text) == 0)
+        return 0;
     cli_usage_error(env, cmd, "%s: expected a public key as 64 hex digits, not '%.70s'", opt, text);
     return -1;
 }
 
 void cli_hex(char *out, const uint8_t *data, size_t n)
 {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[data[i] >> 4];
-        out[2 * i + 1] = digits[data[i] & 15];
-    }
-    out[2 * n] = '\0';
+    sh_hex(out, data, n);
 }
 
 /* -------------------------------------------------------------- token */

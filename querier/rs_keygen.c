@@ -78,27 +78,6 @@ static int usage_error(const char *fmt, ...)
     return RS_EXIT_USAGE;
 }
 
-/* "--name VALUE" or "--name=VALUE": 1 with *value set, 0 if another, -1 if the value is missing. */
-static int option(int argc, char **argv, int *i, const char *name, const char **value)
-{
-    size_t n = strlen(name);
-    const char *a = argv[*i];
-
-    if (strncmp(a, name, n) != 0)
-        return 0;
-    if (a[n] == '=') {
-        *value = a + n + 1;
-        return 1;
-    }
-    if (a[n] != '\0')
-        return 0;
-    if (*i + 1 >= argc)
-        return -1;
-    *i += 1;
-    *value = argv[*i];
-    return 1;
-}
-
 /* The KeyFile of a researcher, packed into a buffer the caller wipes and frees. */
 static int pack_key_file(uint8_t **out, size_t *len, const struct qr_identity *id,
                          const char *subject)
@@ -173,8 +152,8 @@ int rs_keygen_main(int argc, char **argv)
             help(stdout);
             return RS_EXIT_OK;
         }
-        if ((m = option(argc, argv, &i, "--out", &prefix)) != 0 ||
-            (m = option(argc, argv, &i, "--subject", &subject)) != 0) {
+        if ((m = sh_opt(argc, argv, &i, "--out", &prefix)) != 0 ||
+            (m = sh_opt(argc, argv, &i, "--subject", &subject)) != 0) {
             if (m < 0)
                 return usage_error("%s needs a value", argv[i]);
             continue;

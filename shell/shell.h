@@ -18,6 +18,8 @@
 
 #define SH_ERR_MAX 512u
 #define SH_FILE_MAX (16u << 20) /* the largest key, certificate or bundle file read */
+#define SH_U64_DIGITS 20u       /* digits of a whole number on a command line */
+#define SH_DOUBLE_CHARS 32u     /* characters of a decimal number on a command line */
 
 /*
  * Read a whole regular file of at most max bytes into *out (malloc'd, with
@@ -37,6 +39,18 @@ int sh_read_file(const char *path, size_t max, uint8_t **out, size_t *len, char 
  */
 int sh_write_file(const char *path, const uint8_t *data, size_t len, mode_t mode, bool exclusive,
                   char *err, size_t err_len);
+
+/*
+ * Command lines. sh_opt reads argv[*i] as "--name VALUE" or "--name=VALUE":
+ * 1 with *value set (and *i moved past a separate value), 0 when argv[*i]
+ * is another argument, -1 when the value is missing. The parsers take
+ * decimal digits only (sh_parse_double: with at most one point) and a
+ * value from min to max, and return 0 with *out set or -1 with *out
+ * untouched; the caller words the message.
+ */
+int sh_opt(int argc, char **argv, int *i, const char *name, const char **value);
+int sh_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out);
+int sh_parse_double(const char *text, double min, double max, double *out);
 
 /*
  * Logs: one line on stderr, "2026-11-22T10:00:00Z PROG[PID]: message".
