@@ -13,7 +13,7 @@
  *
  * Certificates from elsewhere (another authority's root, for --trust) are
  * checked with libsodium directly over TK_SIG_CERT || body, the message a
- * token checks.
+ * token checks (sh_cert_signed_by).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +29,7 @@
 _Static_assert(AU_TRUST_MAX == TK_MAX_AUTHORITIES, "a token trusts TK_MAX_AUTHORITIES at most");
 _Static_assert(AU_CERT_BODY_MAX == TK_CERT_MAX, "a token reads TK_CERT_MAX bytes of certificate");
 _Static_assert(AU_PK_LEN == TK_PK_LEN, "public keys");
+_Static_assert(SH_PK_LEN == TK_PK_LEN, "public keys");
 
 struct au_authority *au_authority_new(void)
 {
@@ -51,25 +52,6 @@ void au_authority_free(struct au_authority *a)
         sodium_free(a); /* fills with zeros before it frees */
 }
 
-/* Whether cert is signed by pk, over TK_SIG_CERT || body. */
-static bool signed_by(const Cohort__Certificate *cert, const uint8_t *pk)
-{
-    size_t p_len = strlen(TK_SIG_CERT);
-    uint8_t *msg;
-    bool ok;
-
-    if (cert->signature.len != crypto_sign_BYTES)
-        return false;
-    msg = malloc(p_len + cert->body.len);
-    if (msg == NULL)
-        return false;
-    memcpy(msg, TK_SIG_CERT, p_len);
-    memcpy(msg + p_len, cert->body.data, cert->body.len);
-    ok = crypto_sign_verify_detached(cert->signature.data, msg, p_len + cert->body.len, pk) == 0;
-    free(msg);
-    return ok;
-}
-
 /* A root: an authority's certificate for its own key, signed by it. NULL if it is not one. */
 static Cohort__CertBody *root_body(const Cohort__Certificate *c)
 {
@@ -83,7 +65,8 @@ static Cohort__CertBody *root_body(const Cohort__Certificate *c)
     if (b->role != COHORT__ROLE__ROLE_AUTHORITY || b->sign_pk.len != AU_PK_LEN ||
         b->issuer_pk.len != AU_PK_LEN ||
         memcmp(b->sign_pk.data, b->issuer_pk.data, AU_PK_LEN) != 0 ||
-        !signed_by(c, b->sign_pk.data)) {
+        !sh_cert_signed_by(c->signature.data, c->signature.len, c->body.data, c->body.len,
+                           b->sign_pk.data)) {
         cohort__cert_body__free_unpacked(b, NULL);
         return NULL;
     }

@@ -66,24 +66,6 @@ static void put_id(FILE *f, const uint8_t *pk)
     fputs(id, f);
 }
 
-static bool signed_by(const Cohort__Certificate *c, const uint8_t *pk)
-{
-    size_t p_len = strlen(TK_SIG_CERT);
-    uint8_t *msg;
-    bool ok;
-
-    if (c->signature.len != crypto_sign_BYTES)
-        return false;
-    msg = malloc(p_len + c->body.len);
-    if (msg == NULL)
-        return false;
-    memcpy(msg, TK_SIG_CERT, p_len);
-    memcpy(msg + p_len, c->body.data, c->body.len);
-    ok = crypto_sign_verify_detached(c->signature.data, msg, p_len + c->body.len, pk) == 0;
-    free(msg);
-    return ok;
-}
-
 /* A certificate's body, if it has the shape of one. */
 static Cohort__CertBody *body_of(const Cohort__Certificate *c)
 {
@@ -142,7 +124,8 @@ static bool put_cert(const struct au_env *env, const Cohort__Certificate *c,
     } else if (memcmp(b->issuer_pk.data, issuer, AU_PK_LEN) != 0) {
         fprintf(f, "NOT VALID: it names another issuer than %s", issuer_name);
         ok = false;
-    } else if (signed_by(c, issuer)) {
+    } else if (sh_cert_signed_by(c->signature.data, c->signature.len, c->body.data, c->body.len,
+                                 issuer)) {
         fprintf(f, "valid");
     } else {
         fprintf(f, "NOT VALID");

@@ -311,22 +311,6 @@ cleanup:
     return rc;
 }
 
-/* Whether cert is signed by pk over TK_SIG_CERT || body. */
-static bool cert_signed_by(const Cohort__Certificate *cert, const uint8_t *pk)
-{
-    size_t p_len = strlen(TK_SIG_CERT);
-    uint8_t *msg = malloc(p_len + cert->body.len);
-    bool ok;
-
-    if (msg == NULL)
-        return false;
-    memcpy(msg, TK_SIG_CERT, p_len);
-    memcpy(msg + p_len, cert->body.data, cert->body.len);
-    ok = crypto_sign_verify_detached(cert->signature.data, msg, p_len + cert->body.len, pk) == 0;
-    free(msg);
-    return ok;
-}
-
 /* Check the chain against the key; 0 or an error (reported). */
 static int check_chain(const Cohort__CertChain *cc, const struct qr_identity *id, const char *path,
                        char *err, size_t err_len)
@@ -369,7 +353,9 @@ static int check_chain(const Cohort__CertChain *cc, const struct qr_identity *id
         }
         if (memcmp(bodies[i]->issuer_pk.data, issuer->sign_pk.data, crypto_sign_PUBLICKEYBYTES) !=
                 0 ||
-            !cert_signed_by(cc->certs[i], issuer->sign_pk.data)) {
+            !sh_cert_signed_by(cc->certs[i]->signature.data, cc->certs[i]->signature.len,
+                               cc->certs[i]->body.data, cc->certs[i]->body.len,
+                               issuer->sign_pk.data)) {
             if (i + 1 < n)
                 fail(err, err_len, rc, path, ": certificate %zu is not signed by the one after it",
                      i + 1);

@@ -18,6 +18,7 @@
 
 #define SH_ERR_MAX 512u
 #define SH_FILE_MAX (16u << 20) /* the largest key, certificate or bundle file read */
+#define SH_PK_LEN 32u           /* an Ed25519 public key */
 #define SH_U64_DIGITS 20u       /* digits of a whole number on a command line */
 #define SH_DOUBLE_CHARS 32u     /* characters of a decimal number on a command line */
 
@@ -51,6 +52,13 @@ int sh_write_file(const char *path, const uint8_t *data, size_t len, mode_t mode
 int sh_opt(int argc, char **argv, int *i, const char *name, const char **value);
 int sh_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out);
 int sh_parse_double(const char *text, double min, double max, double *out);
+
+/*
+ * Whether sig (sig_len bytes) is pk's signature over TK_SIG_CERT || body,
+ * as a token checks a certificate. Allocates; false also when out of memory.
+ */
+bool sh_cert_signed_by(const uint8_t *sig, size_t sig_len, const uint8_t *body, size_t body_len,
+                       const uint8_t pk[static SH_PK_LEN]);
 
 /*
  * Logs: one line on stderr, "2026-11-22T10:00:00Z PROG[PID]: message".
