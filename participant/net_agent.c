@@ -131,6 +131,8 @@ struct agent {
     /* The agent's thread only. */
     uint32_t admitted_pipe; /* the pipe admitted; 0: none */
     uint32_t backoff_ms;
+    nng_dialer dialer;
+    uint32_t timeouts; /* requests in a row that got no answer in time */
 };
 
 struct na_pool {
@@ -325,11 +327,45 @@ static int pause_ms(struct agent *a, uint32_t ms, bool in_hand)
     return rc;
 }
 
+/*
+ * Dial again with a new dialer. nng 1.5.2 can leave a dialer that never
+ * reconnects, or a connection that carries nothing, after its peer went
+ * away in the middle of a transfer; closing the dialer closes its
+ * connection, and the new one starts over.
+ */
+static void redial(struct agent *a, const char *why)
+{
+    const struct na_config *cfg = &a->pool->cfg;
+    struct sh_tls tls = {NULL, cfg->ca, cfg->server_name};
+    char err[NA_ERROR_MAX];
+    nng_dialer d;
+
+    say(a, "%s: dialing again", why);
+    nng_dialer_close(a->dialer);
+    if (nng_dialer_create(&d, a->sock, cfg->url) != 0 ||
+        sh_tls_dialer(&d, cfg->url, &tls, err, sizeof err) != 0 ||
+        nng_dialer_set_ms(d, NNG_OPT_RECONNMINT, NA_RECONNECT_MIN_MS) != 0 ||
+        nng_dialer_set_ms(d, NNG_OPT_RECONNMAXT, (nng_duration)cfg->max_backoff_ms) != 0 ||
+        nng_dialer_start(d, NNG_FLAG_NONBLOCK) != 0) {
+        complain(a, "cannot make a new dialer");
+        return;
+    }
+    a->dialer = d;
+}
+
+/* How long without a connection before the agent dials again. */
+static int64_t redial_after_ms(const struct agent *a)
+{
+    int64_t ms = 3 * (int64_t)a->pool->cfg.max_backoff_ms;
+    return ms < 2000 ? 2000 : ms;
+}
+
 /* Wait until the socket has a connection; its pipe id in *pipe. X_DONE or X_STOP. */
 static int wait_connected(struct agent *a, bool in_hand, uint32_t *pipe)
 {
     struct timespec ts;
     int rc = X_DONE;
+    int64_t since = sh_mono_ms();
 
     pthread_mutex_lock(&a->mu);
     for (;;) {
@@ -340,8 +376,14 @@ static int wait_connected(struct agent *a, bool in_hand, uint32_t *pipe)
         }
         if (a->cur_pipe != 0)
             break;
-        /* Without a stop there is nothing to time: the dialer retries forever. */
-        deadline_ts(&ts, wait_limit(a, in_hand, now + 60000));
+        if (now - since >= redial_after_ms(a)) {
+            pthread_mutex_unlock(&a->mu);
+            redial(a, "no connection to the service");
+            pthread_mutex_lock(&a->mu);
+            since = sh_mono_ms();
+            continue;
+        }
+        deadline_ts(&ts, wait_limit(a, in_hand, since + redial_after_ms(a)));
         pthread_cond_timedwait(&a->cv, &a->mu, &ts);
     }
     *pipe = a->cur_pipe;
@@ -430,8 +472,13 @@ static int exchange(struct agent *a, const uint8_t *req, size_t len, bool in_han
     nng_recv_aio(a->sock, a->aio);
     rc = wait_aio(a, pipe, deadline, in_hand);
     err = nng_aio_result(a->aio);
+    if (rc == X_RETRY && sh_mono_ms() >= deadline && ++a->timeouts >= 2) {
+        a->timeouts = 0;
+        redial(a, "no answer from the service twice");
+    }
     if (rc != X_DONE)
         return rc;
+    a->timeouts = 0;
     if (err != 0) {
         if (err == NNG_ECLOSED)
             return fail(a, "the socket closed");
@@ -785,6 +832,8 @@ static int make_socket(nng_socket *sock, const struct na_config *cfg, struct age
         snprintf(err, err_len, "%s: cannot dial: %s", cfg->url, nng_strerror(rv));
         goto fail_net;
     }
+    if (a != NULL)
+        a->dialer = d;
     return NA_OK;
 fail_net:
     nng_close(*sock);
