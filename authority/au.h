@@ -116,6 +116,20 @@ int au_u64(const struct au_env *env, const char *cmd, const char *opt, const cha
 int au_double(const struct au_env *env, const char *cmd, const char *opt, const char *text,
               double min, double max, double *out);
 
+/*
+ * The options both certify commands take. au_certify_opt reads argv[*i]
+ * as one of them (as au_opt); au_certify_check then requires --dir, --csr
+ * and --out (out_name names the file in the message) and reads --days into
+ * *days when given. AU_OK or AU_USAGE (reported).
+ */
+struct au_certify_args {
+    const char *dir, *csr, *out, *days;
+};
+int au_certify_opt(const struct au_env *env, const char *cmd, int argc, char **argv, int *i,
+                   struct au_certify_args *args);
+int au_certify_check(const struct au_env *env, const char *cmd, const struct au_certify_args *args,
+                     const char *out_name, uint64_t *days);
+
 /* A key's id (AU_ID_BYTES bytes in hex), and a time as "YYYY-MM-DDTHH:MM:SSZ". */
 void au_id(char out[static AU_ID_TEXT], const uint8_t *pk);
 void au_time(char out[static AU_TIME_TEXT], int64_t secs);
@@ -170,6 +184,9 @@ int au_authority_load(const struct au_env *env, const char *cmd, const char *dir
  * decode).
  */
 int au_key_file_pack(uint8_t **out, size_t *len, const struct au_authority *a);
+/* Wipe the secret fields of a decoded KeyFile, then free it; NULL is fine. */
+struct Cohort__KeyFile;
+void au_key_file_free(struct Cohort__KeyFile *kf);
 int au_chain_pack(uint8_t **out, size_t *len, const uint8_t *const *certs, const size_t *lens,
                   size_t n);
 

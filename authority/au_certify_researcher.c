@@ -111,7 +111,8 @@ static void put_list(FILE *f, const char *const *list, size_t n)
 
 int au_certify_researcher(int argc, char **argv, const struct au_env *env)
 {
-    const char *dir = NULL, *csr_path = NULL, *out = NULL, *days_text = NULL, *eps_text = NULL;
+    struct au_certify_args args = {NULL, NULL, NULL, NULL};
+    const char *eps_text = NULL;
     const char *tables[AU_SCOPE_ITEMS_MAX], *columns[AU_SCOPE_ITEMS_MAX],
         *studies[AU_SCOPE_ITEMS_MAX], *value;
     char id[AU_ID_TEXT], from[AU_TIME_TEXT], to[AU_TIME_TEXT];
@@ -161,10 +162,7 @@ int au_certify_researcher(int argc, char **argv, const struct au_env *env)
                 return AU_USAGE;
             continue;
         }
-        if ((m = au_opt(env, CMD, argc, argv, &j, "--dir", &dir)) != 0 ||
-            (m = au_opt(env, CMD, argc, argv, &j, "--csr", &csr_path)) != 0 ||
-            (m = au_opt(env, CMD, argc, argv, &j, "--out", &out)) != 0 ||
-            (m = au_opt(env, CMD, argc, argv, &j, "--days", &days_text)) != 0 ||
+        if ((m = au_certify_opt(env, CMD, argc, argv, &j, &args)) != 0 ||
             (m = au_opt(env, CMD, argc, argv, &j, "--max-epsilon", &eps_text)) != 0) {
             if (m < 0)
                 return AU_USAGE;
@@ -172,11 +170,8 @@ int au_certify_researcher(int argc, char **argv, const struct au_env *env)
         }
         return au_usage_error(env, CMD, "unexpected argument '%.60s'", argv[j]);
     }
-    if (dir == NULL || dir[0] == '\0' || csr_path == NULL || csr_path[0] == '\0' || out == NULL ||
-        out[0] == '\0')
-        return au_usage_error(env, CMD, "give --dir DIR, --csr FILE and --out CERTFILE");
-    if (days_text != NULL && au_u64(env, CMD, "--days", days_text, 1, AU_DAYS_MAX, &days) != 0)
-        return AU_USAGE;
+    if ((rc = au_certify_check(env, CMD, &args, "CERTFILE", &days)) != AU_OK)
+        return rc;
     if (eps_text != NULL &&
         au_double(env, CMD, "--max-epsilon", eps_text, 0, AU_EPSILON_MAX, &epsilon) != 0)
         return AU_USAGE;
@@ -193,14 +188,14 @@ int au_certify_researcher(int argc, char **argv, const struct au_env *env)
     scope.studies = studies;
     scope.n_studies = n_studies;
     scope.max_epsilon = epsilon;
-    if ((rc = au_check_new(env, CMD, out)) != AU_OK)
+    if ((rc = au_check_new(env, CMD, args.out)) != AU_OK)
         return rc;
 
-    if ((rc = au_authority_load(env, CMD, dir, &a)) != AU_OK)
+    if ((rc = au_authority_load(env, CMD, args.dir, &a)) != AU_OK)
         return rc;
     if ((rc = au_cert_window(env, CMD, a, days, &not_before, &not_after, &cut)) != AU_OK)
         goto cleanup;
-    if ((rc = au_csr_read(env, CMD, csr_path, &req, &csr, &csr_len)) != AU_OK)
+    if ((rc = au_csr_read(env, CMD, args.csr, &req, &csr, &csr_len)) != AU_OK)
         goto cleanup;
     rc = qr_cert_issue(&cert, &cert_len, &a->id, COHORT__ROLE__ROLE_RESEARCHER, req.subject,
                        req.sign_pk, req.box_pk, not_before, not_after, has_scope ? &scope : NULL);
@@ -224,7 +219,7 @@ int au_certify_researcher(int argc, char **argv, const struct au_env *env)
             goto cleanup;
         }
     }
-    if ((rc = au_write(env, CMD, out, file, file_len, 0644)) != AU_OK)
+    if ((rc = au_write(env, CMD, args.out, file, file_len, 0644)) != AU_OK)
         goto cleanup;
 
     au_id(id, req.sign_pk);
@@ -246,7 +241,7 @@ int au_certify_researcher(int argc, char **argv, const struct au_env *env)
         fprintf(env->out, "; epsilon at most %g", epsilon);
     }
     fprintf(env->out, "\n  certificate:   ");
-    sh_put(env->out, out);
+    sh_put(env->out, args.out);
     fprintf(env->out, " (for the researcher: the certificate, then this root)\n");
     rc = AU_OK;
 

@@ -45,7 +45,8 @@ static void help(FILE *f)
 
 int au_certify_token(int argc, char **argv, const struct au_env *env)
 {
-    const char *dir = NULL, *csr_path = NULL, *out = NULL, *days_text = NULL, *value;
+    struct au_certify_args args = {NULL, NULL, NULL, NULL};
+    const char *value;
     const char *trust[AU_TRUST_MAX];
     char id[AU_ID_TEXT], from[AU_TIME_TEXT], to[AU_TIME_TEXT];
     struct au_authority *a = NULL;
@@ -74,29 +75,23 @@ int au_certify_token(int argc, char **argv, const struct au_env *env)
             trust[n_trust++] = value;
             continue;
         }
-        if ((m = au_opt(env, CMD, argc, argv, &j, "--dir", &dir)) != 0 ||
-            (m = au_opt(env, CMD, argc, argv, &j, "--csr", &csr_path)) != 0 ||
-            (m = au_opt(env, CMD, argc, argv, &j, "--out", &out)) != 0 ||
-            (m = au_opt(env, CMD, argc, argv, &j, "--days", &days_text)) != 0) {
+        if ((m = au_certify_opt(env, CMD, argc, argv, &j, &args)) != 0) {
             if (m < 0)
                 return AU_USAGE;
             continue;
         }
         return au_usage_error(env, CMD, "unexpected argument '%.60s'", argv[j]);
     }
-    if (dir == NULL || dir[0] == '\0' || csr_path == NULL || csr_path[0] == '\0' || out == NULL ||
-        out[0] == '\0')
-        return au_usage_error(env, CMD, "give --dir DIR, --csr FILE and --out BUNDLE");
-    if (days_text != NULL && au_u64(env, CMD, "--days", days_text, 1, AU_DAYS_MAX, &days) != 0)
-        return AU_USAGE;
-    if ((rc = au_check_new(env, CMD, out)) != AU_OK)
+    if ((rc = au_certify_check(env, CMD, &args, "BUNDLE", &days)) != AU_OK)
+        return rc;
+    if ((rc = au_check_new(env, CMD, args.out)) != AU_OK)
         return rc;
 
-    if ((rc = au_authority_load(env, CMD, dir, &a)) != AU_OK)
+    if ((rc = au_authority_load(env, CMD, args.dir, &a)) != AU_OK)
         return rc;
     if ((rc = au_cert_window(env, CMD, a, days, &not_before, &not_after, &cut)) != AU_OK)
         goto cleanup;
-    if ((rc = au_csr_read(env, CMD, csr_path, &req, &csr, &csr_len)) != AU_OK)
+    if ((rc = au_csr_read(env, CMD, args.csr, &req, &csr, &csr_len)) != AU_OK)
         goto cleanup;
 
     /* The authorities the token will obey: this one first, then each --trust once. */
@@ -125,7 +120,7 @@ int au_certify_token(int argc, char **argv, const struct au_env *env)
         rc = au_fail(env, AU_IO, CMD, "out of memory");
         goto cleanup;
     }
-    if ((rc = au_write(env, CMD, out, bundle, bundle_len, 0600)) != AU_OK)
+    if ((rc = au_write(env, CMD, args.out, bundle, bundle_len, 0600)) != AU_OK)
         goto cleanup;
 
     au_id(id, req.sign_pk);
@@ -140,7 +135,7 @@ int au_certify_token(int argc, char **argv, const struct au_env *env)
         fprintf(env->out, "%s%s%s", i > 0 ? ", " : "", id, i == 0 ? " (this authority)" : "");
     }
     fprintf(env->out, "\n  bundle:        ");
-    sh_put(env->out, out);
+    sh_put(env->out, args.out);
     fprintf(env->out, " (for cohort-participant provision)\n");
     rc = AU_OK;
 

@@ -175,6 +175,30 @@ int au_double(const struct au_env *env, const char *cmd, const char *opt, const 
     return -1;
 }
 
+int au_certify_opt(const struct au_env *env, const char *cmd, int argc, char **argv, int *i,
+                   struct au_certify_args *args)
+{
+    int m;
+
+    if ((m = au_opt(env, cmd, argc, argv, i, "--dir", &args->dir)) != 0 ||
+        (m = au_opt(env, cmd, argc, argv, i, "--csr", &args->csr)) != 0 ||
+        (m = au_opt(env, cmd, argc, argv, i, "--out", &args->out)) != 0 ||
+        (m = au_opt(env, cmd, argc, argv, i, "--days", &args->days)) != 0)
+        return m;
+    return 0;
+}
+
+int au_certify_check(const struct au_env *env, const char *cmd, const struct au_certify_args *args,
+                     const char *out_name, uint64_t *days)
+{
+    if (args->dir == NULL || args->dir[0] == '\0' || args->csr == NULL || args->csr[0] == '\0' ||
+        args->out == NULL || args->out[0] == '\0')
+        return au_usage_error(env, cmd, "give --dir DIR, --csr FILE and --out %s", out_name);
+    if (args->days != NULL && au_u64(env, cmd, "--days", args->days, 1, AU_DAYS_MAX, days) != 0)
+        return AU_USAGE;
+    return AU_OK;
+}
+
 /* ------------------------------------------------------------ printing */
 
 void au_id(char out[static AU_ID_TEXT], const uint8_t *pk)

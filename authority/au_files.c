@@ -73,7 +73,7 @@ static Cohort__CertBody *root_body(const Cohort__Certificate *c)
     return b;
 }
 
-static void wipe_key_file(Cohort__KeyFile *kf)
+void au_key_file_free(Cohort__KeyFile *kf)
 {
     if (kf == NULL)
         return;
@@ -173,7 +173,7 @@ cleanup:
     sodium_memzero(sk, sizeof sk);
     au_authority_free(a);
     cohort__cert_body__free_unpacked(root, NULL);
-    wipe_key_file(kf);
+    au_key_file_free(kf);
     return rc;
 }
 

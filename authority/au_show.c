@@ -161,16 +161,6 @@ static void header(const struct au_env *env, const char *path, const char *what)
 
 /* ------------------------------------------------------------ key file */
 
-static void wipe_key_file(Cohort__KeyFile *kf)
-{
-    if (kf == NULL)
-        return;
-    sodium_memzero(kf->sign_sk.data, kf->sign_sk.len);
-    sodium_memzero(kf->box_sk.data, kf->box_sk.len);
-    sodium_memzero(kf->group_secret.data, kf->group_secret.len);
-    cohort__key_file__free_unpacked(kf, NULL);
-}
-
 static Cohort__KeyFile *as_key_file(const uint8_t *buf, size_t len)
 {
     Cohort__KeyFile *kf = cohort__key_file__unpack(NULL, len, buf);
@@ -182,7 +172,7 @@ static Cohort__KeyFile *as_key_file(const uint8_t *buf, size_t len)
     if ((!authority && strcmp(kf->role, AU_ROLE_RESEARCHER) != 0) ||
         kf->sign_sk.len != crypto_sign_SECRETKEYBYTES || kf->box_sk.len != 32 ||
         (authority && (kf->group_secret.len != AU_SECRET_LEN || kf->root == NULL))) {
-        wipe_key_file(kf);
+        au_key_file_free(kf);
         return NULL;
     }
     return kf;
@@ -416,7 +406,7 @@ int au_show(int argc, char **argv, const struct au_env *env)
 
     if ((kf = as_key_file(buf, len)) != NULL) {
         rc = show_key_file(env, path, kf);
-        wipe_key_file(kf);
+        au_key_file_free(kf);
     } else if ((req = as_request(buf, len)) != NULL) {
         rc = show_request(env, path, req, buf, len);
         cohort__cert_request__free_unpacked(req, NULL);
