@@ -1079,12 +1079,3 @@ int qr_coord_gave_work(const qr_coord *c)
 {
     return c != NULL && c->gave_work;
 }
-
-int qr_coord_plan(const qr_coord *c, const uint8_t **signed_plan, size_t *len)
-{
-    if (c == NULL || signed_plan == NULL || len == NULL)
-        return QR_ERR_ARG;
-    *signed_plan = c->signed_plan;
-    *len = c->signed_plan_len;
-    return 0;
-}

@@ -154,6 +154,7 @@ struct conn {
 struct query {
     qr_coord *c;
     uint8_t id[QR_QUERY_ID_LEN];
+    struct qr_plan_info info; /* what the plan says of its size and times, read once */
     char study[QR_NAME_MAX + 1];
     char researcher[64];
     int64_t submitted_ms;
@@ -338,8 +339,7 @@ static Cohort__QueryState state_of(enum qr_state st)
 }
 
 /* Fill a QueryStatus from a query (pointers into q and st, which must outlive it). */
-static void fill_status(Cohort__QueryStatus *m, const struct query *q, struct qr_coord_stats *st,
-                        const struct qr_plan_info *info)
+static void fill_status(Cohort__QueryStatus *m, const struct query *q, struct qr_coord_stats *st)
 {
     cohort__query_status__init(m);
     qr_coord_stats(q->c, st);
@@ -349,8 +349,8 @@ static void fill_status(Cohort__QueryStatus *m, const struct query *q, struct qr
     m->researcher = (char *)q->researcher;
     m->state = state_of(st->state);
     m->contributions = st->contributions;
-    m->target = info->size;
-    m->deadline = info->deadline;
+    m->target = q->info.size;
+    m->deadline = q->info.deadline;
     m->level = st->level;
     m->levels_done = st->levels;
     m->partitions = st->partitions;
@@ -405,7 +405,8 @@ static void plan_names(struct query *q, const uint8_t *signed_plan, size_t len)
 
 /* Hold a new query; the plan was judged (or is being replayed). */
 static int query_add(qr_service *s, const uint8_t *signed_plan, size_t len,
-                     const struct qr_coord_config *cfg, int64_t now_ms, struct query **out)
+                     const struct qr_plan_info *info, const struct qr_coord_config *cfg,
+                     int64_t now_ms, struct query **out)
 {
     struct query q, *nq;
     int rc;
@@ -424,16 +425,8 @@ static int query_add(qr_service *s, const uint8_t *signed_plan, size_t len,
     memset(&q, 0, sizeof q);
     if ((rc = qr_coord_new(&q.c, signed_plan, len, cfg, now_ms)) != 0)
         return rc;
-    {
-        const uint8_t *plan;
-        size_t plan_len;
-
-        if (find_bytes(signed_plan, len, 1, &plan, &plan_len) != 0 || plan == NULL) {
-            qr_coord_free(q.c);
-            return QR_ERR_MALFORMED;
-        }
-        tk_query_id(q.id, plan, plan_len);
-    }
+    q.info = *info;
+    memcpy(q.id, info->query_id, sizeof q.id);
     q.cfg = *cfg;
     q.submitted_ms = now_ms;
     plan_names(&q, signed_plan, len);
@@ -792,7 +785,7 @@ static int on_submit(qr_service *s, int64_t now_ms, const uint8_t *body, size_t 
             msg[at] = '\0';
             return error_reply(QR_ERR_REFUSED, msg, reply, reply_len);
         }
-        if ((rc = query_add(s, sp, sp_len, &s->cfg.coord, now_ms, &q)) != 0)
+        if ((rc = query_add(s, sp, sp_len, &info, &s->cfg.coord, now_ms, &q)) != 0)
             return error_reply(rc, NULL, reply, reply_len);
         if (journal_query(sp, sp_len, &s->cfg.coord, now_ms, record, record_len) != 0) {
             qr_coord_free(q->c);
@@ -802,7 +795,7 @@ static int on_submit(qr_service *s, int64_t now_ms, const uint8_t *body, size_t 
     }
     /* A plan submitted again (its reply was lost) is the same query. */
     cohort__service_reply__init(&r);
-    fill_status(&status, q, &st, &info);
+    fill_status(&status, q, &st);
     statuses[0] = &status;
     r.n_queries = 1;
     r.queries = statuses;
@@ -817,7 +810,6 @@ static int on_status(qr_service *s, int64_t now_ms, const uint8_t *body, size_t 
     Cohort__ServiceReply r;
     Cohort__QueryStatus *m = NULL, **mp = NULL;
     struct qr_coord_stats *st = NULL;
-    struct qr_plan_info *info = NULL;
     int rc;
 
     if (find_bytes(body, len, 1, &qid, &qid_len) != 0)
@@ -827,24 +819,17 @@ static int on_status(qr_service *s, int64_t now_ms, const uint8_t *body, size_t 
     m = calloc(s->n_q + 1, sizeof *m);
     mp = calloc(s->n_q + 1, sizeof *mp);
     st = calloc(s->n_q + 1, sizeof *st);
-    info = calloc(s->n_q + 1, sizeof *info);
-    if (m == NULL || mp == NULL || st == NULL || info == NULL) {
+    if (m == NULL || mp == NULL || st == NULL) {
         rc = error_reply(QR_ERR_NOMEM, NULL, reply, reply_len);
         goto done;
     }
     for (size_t i = 0; i < s->n_q; i++) {
         struct query *q = &s->q[i];
-        const uint8_t *plan;
-        size_t plan_len;
 
         if (qid_len > 0 && memcmp(q->id, qid, QR_QUERY_ID_LEN) != 0)
             continue;
         qr_coord_tick(q->c, now_ms);
-        /* The coordinator keeps the signed plan; read its deadline and size. */
-        memset(&info[n], 0, sizeof info[n]);
-        if (qr_coord_plan(q->c, &plan, &plan_len) == 0)
-            qr_codec_plan_info(&info[n], plan, plan_len);
-        fill_status(&m[n], q, &st[n], &info[n]);
+        fill_status(&m[n], q, &st[n]);
         mp[n] = &m[n];
         n++;
     }
@@ -856,18 +841,16 @@ done:
     free(m);
     free(mp);
     free(st);
-    free(info);
     return rc;
 }
 
 static int on_fetch(qr_service *s, int64_t now_ms, const uint8_t *body, size_t len, uint8_t **reply,
                     size_t *reply_len)
 {
-    const uint8_t *qid, *sealed, *plan;
-    size_t qid_len, sealed_len, plan_len;
+    const uint8_t *qid, *sealed;
+    size_t qid_len, sealed_len;
     struct query *q;
     struct qr_coord_stats st;
-    struct qr_plan_info info;
     Cohort__ServiceReply r;
     Cohort__QueryStatus status, *statuses[1];
 
@@ -877,11 +860,8 @@ static int on_fetch(qr_service *s, int64_t now_ms, const uint8_t *body, size_t l
     if (q == NULL)
         return error_reply(QR_ERR_UNKNOWN_QUERY, NULL, reply, reply_len);
     qr_coord_tick(q->c, now_ms);
-    memset(&info, 0, sizeof info);
-    if (qr_coord_plan(q->c, &plan, &plan_len) == 0)
-        qr_codec_plan_info(&info, plan, plan_len);
     cohort__service_reply__init(&r);
-    fill_status(&status, q, &st, &info);
+    fill_status(&status, q, &st);
     statuses[0] = &status;
     r.n_queries = 1;
     r.queries = statuses;
@@ -1061,7 +1041,7 @@ int qr_service_replay(qr_service *s, const uint8_t *record, size_t len)
             cohort__signed_plan__pack(jr->query->plan, sp);
             rc = qr_codec_plan_info(&info, sp, sp_len);
             if (rc == 0 && query_find(s, info.query_id, sizeof info.query_id) == NULL)
-                rc = query_add(s, sp, sp_len, &cfg, jr->now_ms, &q);
+                rc = query_add(s, sp, sp_len, &info, &cfg, jr->now_ms, &q);
         }
     } else if (jr->body_case == COHORT__JOURNAL_RECORD__BODY_REQUEST) {
         const uint8_t *body;

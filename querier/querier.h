@@ -269,9 +269,6 @@ size_t qr_coord_contributors(const qr_coord *c, const uint8_t (**ids)[32]);
  * to collect or a task), for a caller that asks several coordinators. */
 int qr_coord_gave_work(const qr_coord *c);
 
-/* The SignedPlan the coordinator was made with (borrowed). */
-int qr_coord_plan(const qr_coord *c, const uint8_t **signed_plan, size_t *len);
-
 /* ----------------------------------------------------------- service */
 
 /*

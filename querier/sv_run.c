@@ -332,19 +332,19 @@ int sv_run_main(int argc, char **argv)
                     return SV_EXIT_USAGE;
                 }
             } else {
-                long long x = strtoll(v, &end, 10);
+                uint64_t x;
 
-                if (errno || *end || *v == '\0' || x < 1 ||
-                    x > (strcmp(a, "--max-rows") == 0 ? 1000000LL : 1000000000000LL)) {
+                if (sh_parse_u64(v, 1, strcmp(a, "--max-rows") == 0 ? 1000000u : 1000000000000u,
+                                 &x) != 0) {
                     fprintf(stderr, "cohort-querier run: %s needs a positive whole number\n", a);
                     return SV_EXIT_USAGE;
                 }
                 if (strcmp(a, "--max-rows") == 0)
                     copts.max_rows = (uint32_t)x;
                 else if (strcmp(a, "--wait") == 0)
-                    wait_s = x;
+                    wait_s = (int64_t)x;
                 else
-                    copts.contribution_bound = x;
+                    copts.contribution_bound = (int64_t)x;
             }
         } else {
             fprintf(stderr, "cohort-querier run: unexpected argument '%s'\n", a);

@@ -161,6 +161,18 @@ status_field() { # state|contributions|tasks_done: the first query's
     "$querier" status --connect "$url" "${tls_dial[@]}" --json 2>/dev/null | json_field "$1" || true
 }
 
+# The researcher's CSV against the ground truth over the same data (rows in
+# any order, the header exactly); exits 1 with the differences otherwise.
+check_truth() {
+    "$sim" --tokens "$n" --seed 7 --truth --csv --sql "$sql" >"$work/truth.csv"
+    if ! diff <(tail -n +2 "$work/result.csv" | sort) <(tail -n +2 "$work/truth.csv" | sort) >"$work/diff" ||
+        ! diff <(head -1 "$work/result.csv") <(head -1 "$work/truth.csv") >>"$work/diff"; then
+        echo "deploy-local: the result differs from the ground truth:" >&2
+        cat "$work/diff" >&2
+        exit 1
+    fi
+}
+
 json_field() { # FIELD: from the first query of a status --json on stdin
     sed -n "s/^\[{.*\"$1\":\"\{0,1\}\([a-z0-9]*\).*/\1/p"
 }
@@ -206,9 +218,7 @@ if [ "$bench" = 1 ]; then
     cts=$(echo "$final" | json_field ciphertexts)
     bin=$(echo "$final" | json_field bytes_in)
     bout=$(echo "$final" | json_field bytes_out)
-    "$sim" --tokens "$n" --seed 7 --truth --csv --sql "$sql" >"$work/truth.csv"
-    diff <(tail -n +2 "$work/result.csv" | sort) <(tail -n +2 "$work/truth.csv" | sort) >&2 ||
-        { echo "deploy-local: the result differs from the ground truth" >&2; exit 1; }
+    check_truth
     c_ms=$((${collected:-$b1} - b0)); [ "$c_ms" -gt 0 ] || c_ms=1
     echo "participants:            $n ($per agents per process, transport ${url%%://*})"
     echo "end to end:              $(((b1 - b0) / 1000)).$(((b1 - b0) % 1000 / 100)) s (submit to checked result)"
@@ -309,13 +319,7 @@ if [ "$rc" != 0 ]; then
     tail -20 "$work/service/log" >&2
     exit 1
 fi
-"$sim" --tokens "$n" --seed 7 --truth --csv --sql "$sql" >"$work/truth.csv"
-if ! diff <(tail -n +2 "$work/result.csv" | sort) <(tail -n +2 "$work/truth.csv" | sort) >"$work/diff" ||
-    ! diff <(head -1 "$work/result.csv") <(head -1 "$work/truth.csv") >>"$work/diff"; then
-    echo "deploy-local: the result differs from the ground truth:" >&2
-    cat "$work/diff" >&2
-    exit 1
-fi
+check_truth
 log "result ($(($(wc -l <"$work/result.csv") - 1)) groups) equals the ground truth"
 cat "$work/result.csv"
 printf '[deploy] %s participants, %d.%03d s end to end\n' "$n" $(((t1 - t0) / 1000)) \
