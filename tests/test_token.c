@@ -853,7 +853,7 @@ static void prep_other_protocol(struct fx_token *v, struct attempt *at)
 {
     struct fx_plan_spec s = H->spec_a;
     (void)v;
-    s.protocol = "rnf_noise";
+    s.protocol = "no_such_protocol";
     collect_spec(at, &s);
 }
 

@@ -42,27 +42,6 @@
  */
 #include "token/tk_noise.h"
 
-#define SESSION_MAGIC 0x53455331u /* "SES1" */
-
-struct tk_session {
-    uint32_t magic;
-    uint8_t id[TK_SESSION_ID_LEN];
-    uint32_t level, partition;
-    bool final;
-    bool started;
-    size_t arena_lo; /* the low end's extent after the last call */
-    struct tk_query_keys keys;
-    struct tk_plan plan;
-    struct tk_groups groups;
-    uint64_t contributors;
-    uint64_t inputs;
-    uint8_t lo[TK_KEY_LEN], hi[TK_KEY_LEN];
-    uint8_t last[TK_KEY_LEN]; /* level 1: the last input's key */
-    uint32_t src_partition, src_next, src_n;
-    uint8_t src_lo[TK_KEY_LEN], src_hi[TK_KEY_LEN];
-    uint8_t noise_key[32]; /* final, under DP: see tk_dp_noise_key */
-};
-
 size_t tk_session_size(void)
 {
     return sizeof(struct tk_session);
@@ -72,7 +51,7 @@ void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len)
 {
     if (arena != NULL && arena_len >= sizeof(struct tk_session) && ((uintptr_t)arena % 8) == 0) {
         struct tk_session *s = (struct tk_session *)arena;
-        if (s->magic == SESSION_MAGIC)
+        if (s->magic == TK_SESSION_MAGIC)
             sodium_memzero(s, sizeof *s);
     }
     sodium_memzero(tk->session, sizeof tk->session);
@@ -94,7 +73,7 @@ size_t tk_session_extent(const struct tk_token *tk, const uint8_t *arena, size_t
 {
     const struct tk_session *s = (const struct tk_session *)arena;
     if (!session_open(tk) || arena == NULL || arena_len < sizeof *s ||
-        ((uintptr_t)arena % 8) != 0 || s->magic != SESSION_MAGIC ||
+        ((uintptr_t)arena % 8) != 0 || s->magic != TK_SESSION_MAGIC ||
         sodium_memcmp(s->id, tk->session, TK_SESSION_ID_LEN) != 0 || s->arena_lo > arena_len)
         return 0;
     return s->arena_lo;
@@ -106,7 +85,7 @@ static struct tk_session *find_session(struct tk_token *tk, struct tk_arena *a, 
 {
     struct tk_session *s = (struct tk_session *)a->base;
     if (!session_open(tk) || id_len != TK_SESSION_ID_LEN || a->cap < sizeof *s ||
-        ((uintptr_t)a->base % 8) != 0 || s->magic != SESSION_MAGIC ||
+        ((uintptr_t)a->base % 8) != 0 || s->magic != TK_SESSION_MAGIC ||
         sodium_memcmp(s->id, tk->session, TK_SESSION_ID_LEN) != 0 ||
         sodium_memcmp(id, tk->session, TK_SESSION_ID_LEN) != 0 || s->arena_lo > a->cap)
         return NULL;
@@ -126,13 +105,21 @@ int tk_do_agg_begin(struct tk_call *c, const Cohort__AggBegin *req)
 
     if (!tk_has_flag(tk, TK_FLAG_PROVISIONED))
         return TK_ERR_NOT_PROVISIONED;
-    if (req->level == 0 || req->level > 64)
+    if (req->level == 0 || req->level > 64 || (uint32_t)req->stage > COHORT__STAGE__STAGE_FINAL ||
+        req->final != (req->stage == COHORT__STAGE__STAGE_FINAL ||
+                       (req->stage == COHORT__STAGE__STAGE_MERGE && req->final)))
         return TK_ERR_BINDING;
     if ((rc = tk_plan_load(tk, a, &plan, req->plan, c->now, TK_PLAN_AGGREGATE)) != TK_OK)
         return rc;
+    /* s_agg merges; the tagged protocols list, tag and filter; only the
+     * shuffle shuffles, for exactly its rounds. */
+    if ((plan.protocol == TK_PROTO_S_AGG) != (req->stage == COHORT__STAGE__STAGE_MERGE) ||
+        (req->stage == COHORT__STAGE__STAGE_SHUFFLE &&
+         (plan.protocol != TK_PROTO_SHUFFLE || req->level > plan.rounds)))
+        return TK_ERR_BINDING;
     if (plan.aggregate_ram > a->cap)
         return TK_ERR_NO_MEMORY;
-    if (tk_replay_seen(tk, plan.query_id, req->level, req->partition))
+    if (tk_replay_seen(tk, plan.query_id, TK_REPLAY_LEVEL(req->stage, req->level), req->partition))
         return TK_ERR_REPLAY;
 
     a->lo = 0;
@@ -148,17 +135,28 @@ int tk_do_agg_begin(struct tk_call *c, const Cohort__AggBegin *req)
     /* The session's plan no longer points into scratch: give the decoded
      * plan's RAM to the group table. */
     tk_arena_release(a, mark);
-    if ((rc = tk_groups_init(&s->groups, a, s->plan.max_groups, s->plan.n_aggs, 0, true)) !=
-        TK_OK) {
-        sodium_memzero(s, sizeof *s);
-        return rc;
-    }
     s->level = req->level;
     s->partition = req->partition;
     s->final = req->final;
-    tk_query_keys(&s->keys, tk->group_secret, plan.query_id);
+    s->stage = (uint8_t)req->stage;
+    {
+        struct tk_query_keys keys;
+        tk_query_keys(&keys, tk->group_secret, plan.query_id);
+        memcpy(s->ndet, keys.ndet, sizeof s->ndet);
+        tk_query_keys_wipe(&keys);
+    }
+    if (s->stage != COHORT__STAGE__STAGE_MERGE)
+        rc = tk_stage_begin(s, a, tk->group_secret);
+    if (rc == TK_OK &&
+        (s->stage == COHORT__STAGE__STAGE_MERGE || s->stage == COHORT__STAGE__STAGE_TAGGED ||
+         s->stage == COHORT__STAGE__STAGE_FINAL))
+        rc = tk_groups_init(&s->groups, a, s->plan.max_groups, s->plan.n_aggs, 0, true);
+    if (rc != TK_OK) {
+        sodium_memzero(s, sizeof *s);
+        return rc;
+    }
     randombytes_buf(s->id, sizeof s->id);
-    s->magic = SESSION_MAGIC;
+    s->magic = TK_SESSION_MAGIC;
     s->arena_lo = a->lo;
     memcpy(tk->session, s->id, sizeof s->id);
 
@@ -229,10 +227,9 @@ static int take_tuple(struct tk_session *s, struct tk_arena *a, const Cohort__Ci
     plain = tk_arena_scratch(a, p->tuple_plain_len);
     if (plain == NULL)
         return TK_ERR_NO_MEMORY;
-    b = (struct tk_binding){p->query_id, ct->phase,    0,          0, ct->chunk,
-                            ct->nchunks, ct->key.data, ct->key.len};
-    if ((rc = tk_ndet_open(plain, ct->box.data, ct->box.len, ct->nonce.data, &b, s->keys.ndet)) !=
-        TK_OK)
+    b = (struct tk_binding){p->query_id, ct->phase,    0,           0,   ct->chunk,
+                            ct->nchunks, ct->key.data, ct->key.len, NULL};
+    if ((rc = tk_ndet_open(plain, ct->box.data, ct->box.len, ct->nonce.data, &b, s->ndet)) != TK_OK)
         return rc;
     if (tk_frame_body(&body, &body_len, plain, p->tuple_plain_len) != TK_OK)
         return TK_ERR_MALFORMED;
@@ -321,10 +318,9 @@ static int take_partial(struct tk_session *s, struct tk_arena *a, const Cohort__
     if (ct->box.len != p->chunk_plain_len + TK_TAG_LEN)
         return TK_ERR_DECRYPT;
     plain = ct->box.data;
-    b = (struct tk_binding){p->query_id, ct->phase,   ct->level, ct->partition,
-                            ct->chunk,   ct->nchunks, NULL,      0};
-    if ((rc = tk_ndet_open(plain, ct->box.data, ct->box.len, ct->nonce.data, &b, s->keys.ndet)) !=
-        TK_OK)
+    b = (struct tk_binding){p->query_id, ct->phase, ct->level, ct->partition, ct->chunk,
+                            ct->nchunks, NULL,      0,         NULL};
+    if ((rc = tk_ndet_open(plain, ct->box.data, ct->box.len, ct->nonce.data, &b, s->ndet)) != TK_OK)
         return rc;
     if (tk_frame_body(&body, &body_len, plain, p->chunk_plain_len) != TK_OK ||
         partial_header(&h, body, body_len) != TK_OK || h.n_groups > p->groups_per_chunk ||
@@ -406,9 +402,12 @@ int tk_do_agg_feed(struct tk_call *c, const uint8_t *body, size_t len)
             if (ct->query.len != TK_QUERY_TAG_LEN ||
                 memcmp(ct->query.data, s->plan.query_id, TK_QUERY_TAG_LEN) != 0)
                 return TK_ERR_WRONG_QUERY;
-            if (ct->nonce.len != TK_NONCE_LEN)
+            if (s->stage != COHORT__STAGE__STAGE_MERGE)
+                rc = tk_stage_take(s, a, ct);
+            else if (ct->nonce.len != TK_NONCE_LEN)
                 return TK_ERR_MALFORMED;
-            rc = s->level == 1 ? take_tuple(s, a, ct) : take_partial(s, a, ct);
+            else
+                rc = s->level == 1 ? take_tuple(s, a, ct) : take_partial(s, a, ct);
             if (rc != TK_OK)
                 return rc;
             s->inputs++;
@@ -435,10 +434,9 @@ static int emit_partials(struct tk_call *c, struct tk_session *s)
 {
     const struct tk_plan *p = &s->plan;
     struct tk_arena *a = c->arena;
-    struct tk_binding b = {p->query_id, COHORT__PHASE__PHASE_AGGREGATE,
-                           s->level,    s->partition,
-                           0,           p->nchunks,
-                           NULL,        0};
+    struct tk_binding b = {
+        p->query_id, COHORT__PHASE__PHASE_AGGREGATE, s->level, s->partition, 0, p->nchunks, NULL, 0,
+        NULL};
     uint8_t *plain = tk_arena_scratch(a, p->chunk_plain_len);
     size_t body = 0;
     uint32_t j;
@@ -477,7 +475,7 @@ static int emit_partials(struct tk_call *c, struct tk_session *s)
         plain[1] = (uint8_t)(w.len >> 8);
         memset(plain + 2 + w.len, 0, p->chunk_plain_len - 2 - w.len);
         b.chunk = j;
-        tk_write_ciphertext(c->out, 1, &b, plain, p->chunk_plain_len, s->keys.ndet);
+        tk_write_ciphertext(c->out, 1, &b, plain, p->chunk_plain_len, s->ndet);
     }
     sodium_memzero(plain, p->chunk_plain_len);
     return rc;
@@ -757,16 +755,24 @@ int tk_do_agg_end(struct tk_call *c, const Cohort__AggEnd *req)
         return TK_ERR_SESSION;
     if (c->now > s->plan.expires_at)
         return TK_ERR_EXPIRED;
-    if (s->inputs == 0 || (s->level > 1 && s->src_next != s->src_n))
-        return TK_ERR_INCOMPLETE;
-    /* The final partition covers whole contributors, from chunk 0 of the
-     * first to chunk K-1 of the last. */
-    if (s->final && (key_chunk(s->lo) != 0 || key_chunk(s->hi) != s->plan.tuples - 1))
-        return TK_ERR_INCOMPLETE;
-    rc = s->final ? emit_result(c, s) : emit_partials(c, s);
+    if (s->stage == COHORT__STAGE__STAGE_FINAL) {
+        if ((rc = tk_stage_final_check(s)) != TK_OK)
+            return rc;
+        rc = emit_result(c, s);
+    } else if (s->stage != COHORT__STAGE__STAGE_MERGE) {
+        rc = tk_stage_emit(c, s);
+    } else {
+        if (s->inputs == 0 || (s->level > 1 && s->src_next != s->src_n))
+            return TK_ERR_INCOMPLETE;
+        /* The final partition covers whole contributors, from chunk 0 of
+         * the first to chunk K-1 of the last. */
+        if (s->final && (key_chunk(s->lo) != 0 || key_chunk(s->hi) != s->plan.tuples - 1))
+            return TK_ERR_INCOMPLETE;
+        rc = s->final ? emit_result(c, s) : emit_partials(c, s);
+    }
     if (rc == TK_OK && c->out->overflow)
         rc = TK_ERR_RESPONSE_SPACE; /* the session stays open: retry with more room */
     if (rc == TK_OK)
-        tk_replay_note(c->tk, s->plan.query_id, s->level, s->partition);
+        tk_replay_note(c->tk, s->plan.query_id, TK_REPLAY_LEVEL(s->stage, s->level), s->partition);
     return rc;
 }

@@ -191,6 +191,132 @@ static int refuse(struct tk_call *c, const struct tk_plan *plan, const struct tk
     return rc != TK_OK ? rc : status;
 }
 
+/*
+ * What one contribution carries: `emit` entries, each a real group (an
+ * index into the token's group table) or a fake, and for the tagged
+ * protocols the bucket its tag names. s_agg and shuffle pad the groups
+ * with dummies (no tag); rnf_noise and ed_hist turn the padding into fakes
+ * with a uniformly random bucket, and rnf_noise adds `fakes` more; c_noise
+ * fills every bucket to exactly `tuples` entries, so that every
+ * participant sends every tag equally often.
+ */
+#define ENTRY_FAKE 0xffffu
+
+struct entry {
+    uint16_t group;
+    uint32_t bucket;
+};
+
+static void shuffle_entries(struct entry *e, size_t n)
+{
+    size_t i;
+    for (i = n; i > 1; i--) {
+        uint32_t j = randombytes_uniform((uint32_t)i);
+        struct entry t = e[i - 1];
+        e[i - 1] = e[j];
+        e[j] = t;
+    }
+}
+
+static uint32_t group_bucket(const struct tk_plan *p, const struct tk_query_keys *k,
+                             const struct tk_groups *g, uint32_t i)
+{
+    const struct tk_group *e = tk_groups_at(g, i);
+    return tk_bucket_of(p, k, tk_groups_key(g, e), e->key_len);
+}
+
+/* One tuple: the entry, framed and encrypted as chunk i. */
+static int emit_one(struct tk_call *c, const struct tk_plan *p, const struct tk_query_keys *k,
+                    const struct tk_groups *groups, const uint8_t *pseudonym, uint8_t *plain,
+                    const struct entry *e, uint32_t i)
+{
+    struct tk_arena *a = c->arena;
+    size_t mark = tk_arena_mark(a);
+    Cohort__TuplePlain t;
+    Cohort__GroupPartial gp;
+    uint8_t origin[TK_ORIGIN_LEN], tag[TK_TAG_BYTES];
+    struct tk_binding b = {p->query_id, COHORT__PHASE__PHASE_COLLECT, 0,   0, i, p->emit,
+                           pseudonym,   TK_CONTRIB_KEY_LEN,           NULL};
+    int rc = TK_OK;
+
+    cohort__tuple_plain__init(&t);
+    t.first = i == 0;
+    t.dummy = e->group == ENTRY_FAKE;
+    if (!t.dummy) {
+        rc = tk_group_to_pb(&gp, a, p, groups, tk_groups_at(groups, e->group));
+        t.group = &gp;
+    }
+    if (p->protocol != TK_PROTO_S_AGG) {
+        tk_origin(origin, k, pseudonym, i);
+        t.origin.data = origin;
+        t.origin.len = sizeof origin;
+    }
+    if (p->protocol == TK_PROTO_RNF_NOISE || p->protocol == TK_PROTO_C_NOISE ||
+        p->protocol == TK_PROTO_ED_HIST) {
+        tk_tag_bucket(tag, k, e->bucket);
+        b.tag = tag;
+    }
+    if (rc == TK_OK)
+        rc = tk_frame_pack(plain, p->tuple_plain_len, &t.base);
+    if (rc == TK_OK)
+        tk_write_ciphertext(c->out, 3, &b, plain, p->tuple_plain_len, k->ndet);
+    tk_arena_release(a, mark);
+    return rc;
+}
+
+/* Contribution { query_id, key, tuples } as TokenResponse.contribution. */
+static int emit(struct tk_call *c, const struct tk_plan *p, const struct tk_query_keys *k,
+                const struct tk_groups *groups, const uint8_t *pseudonym, uint8_t *plain)
+{
+    struct entry e[TK_MAX_TUPLES + TK_MAX_FAKES];
+    struct tk_binding b = {p->query_id, COHORT__PHASE__PHASE_COLLECT, 0,   0, 0, p->emit,
+                           pseudonym,   TK_CONTRIB_KEY_LEN,           NULL};
+    uint8_t tag[TK_TAG_BYTES];
+    size_t body_len, n = 0;
+    uint32_t i, j, bucket;
+    bool tagged = p->protocol == TK_PROTO_RNF_NOISE || p->protocol == TK_PROTO_C_NOISE ||
+                  p->protocol == TK_PROTO_ED_HIST;
+    int rc = TK_OK;
+
+    if (tagged)
+        b.tag = tag; /* its bytes do not change the length */
+    body_len = tk_field_len(1, TK_QUERY_ID_LEN) + tk_field_len(2, TK_CONTRIB_KEY_LEN);
+    for (i = 0; i < p->emit; i++) {
+        b.chunk = i;
+        body_len += tk_field_len(3, tk_ciphertext_len(&b, p->tuple_plain_len));
+    }
+    tk_w_open(c->out, 5, body_len);
+    tk_w_bytes(c->out, 1, p->query_id, TK_QUERY_ID_LEN);
+    tk_w_bytes(c->out, 2, pseudonym, TK_CONTRIB_KEY_LEN);
+
+    if (p->protocol == TK_PROTO_C_NOISE) {
+        /* Bucket by bucket, `tuples` entries each, in a random order within
+         * the bucket: every tag appears exactly `tuples` times. */
+        for (bucket = 0, i = 0; bucket < p->buckets && rc == TK_OK; bucket++) {
+            n = 0;
+            for (j = 0; j < groups->n; j++)
+                if (group_bucket(p, k, groups, j) == bucket)
+                    e[n++] = (struct entry){(uint16_t)j, bucket};
+            while (n < p->tuples)
+                e[n++] = (struct entry){ENTRY_FAKE, bucket};
+            shuffle_entries(e, n);
+            for (j = 0; j < n && rc == TK_OK; j++, i++)
+                rc = emit_one(c, p, k, groups, pseudonym, plain, &e[j], i);
+        }
+        return rc;
+    }
+    for (j = 0; j < groups->n; j++)
+        e[n++] = (struct entry){(uint16_t)j, tagged ? group_bucket(p, k, groups, j) : 0};
+    while (n < p->emit)
+        e[n++] = (struct entry){ENTRY_FAKE, tagged ? randombytes_uniform(p->buckets) : 0};
+    /* A uniformly random arrangement, so that the chunk numbers the service
+     * sees say nothing of which ciphertexts are real. */
+    shuffle_entries(e, n);
+    for (i = 0; i < n && rc == TK_OK; i++)
+        rc = emit_one(c, p, k, groups, pseudonym, plain, &e[i], i);
+    return rc;
+}
+
 int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
 {
     struct tk_token *tk = c->tk;
@@ -201,9 +327,7 @@ int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
     struct collect col;
     struct tk_query_keys keys;
     uint8_t pseudonym[TK_CONTRIB_KEY_LEN];
-    uint8_t slot[TK_MAX_TUPLES];
     uint8_t *plain;
-    size_t body_len, i;
     bool found;
     int rc;
 
@@ -247,53 +371,7 @@ int tk_do_collect(struct tk_call *c, const Cohort__Collect *req)
     tk_query_keys(&keys, tk->group_secret, plan.query_id);
     crypto_generichash(pseudonym, sizeof pseudonym, tk->sign_pk, TK_PK_LEN, keys.pseudonym,
                        sizeof keys.pseudonym);
-
-    /*
-     * Which chunk carries which group: a uniformly random arrangement, so
-     * that the chunk numbers the service sees say nothing of which
-     * ciphertexts are real (slot[i] is a group index, or >= n for a dummy).
-     */
-    for (i = 0; i < plan.tuples; i++)
-        slot[i] = (uint8_t)i;
-    for (i = plan.tuples; i > 1; i--) {
-        uint32_t j = randombytes_uniform((uint32_t)i);
-        uint8_t t = slot[i - 1];
-        slot[i - 1] = slot[j];
-        slot[j] = t;
-    }
-
-    /* Contribution { query_id, key, tuples } as TokenResponse.contribution. */
-    {
-        struct tk_binding b = {
-            plan.query_id,   COHORT__PHASE__PHASE_COLLECT, 0, 0, 0, plan.tuples, pseudonym,
-            sizeof pseudonym};
-        body_len = tk_field_len(1, TK_QUERY_ID_LEN) + tk_field_len(2, sizeof pseudonym);
-        for (i = 0; i < plan.tuples; i++) {
-            b.chunk = (uint32_t)i;
-            body_len += tk_field_len(3, tk_ciphertext_len(&b, plan.tuple_plain_len));
-        }
-        tk_w_open(c->out, 5, body_len);
-        tk_w_bytes(c->out, 1, plan.query_id, TK_QUERY_ID_LEN);
-        tk_w_bytes(c->out, 2, pseudonym, sizeof pseudonym);
-        for (i = 0; i < plan.tuples && rc == TK_OK; i++) {
-            size_t mark = tk_arena_mark(a);
-            Cohort__TuplePlain t;
-            Cohort__GroupPartial gp;
-            cohort__tuple_plain__init(&t);
-            t.first = i == 0;
-            t.dummy = slot[i] >= groups.n;
-            if (!t.dummy) {
-                rc = tk_group_to_pb(&gp, a, &plan, &groups, tk_groups_at(&groups, slot[i]));
-                t.group = &gp;
-            }
-            if (rc == TK_OK)
-                rc = tk_frame_pack(plain, plan.tuple_plain_len, &t.base);
-            b.chunk = (uint32_t)i;
-            if (rc == TK_OK)
-                tk_write_ciphertext(c->out, 3, &b, plain, plan.tuple_plain_len, keys.ndet);
-            tk_arena_release(a, mark);
-        }
-    }
+    rc = emit(c, &plan, &keys, &groups, pseudonym, plain);
     sodium_memzero(plain, plan.tuple_plain_len);
     tk_query_keys_wipe(&keys);
     return rc;

@@ -15,7 +15,8 @@
 #include "token/tk_int.h"
 
 #define AD_PREFIX "cohort-ct-v1"
-#define AD_MAX (sizeof(AD_PREFIX) - 1 + TK_QUERY_ID_LEN + 1 + 16 + 1 + TK_KEY_LEN)
+#define AD_MAX                                                                                     \
+    (sizeof(AD_PREFIX) - 1 + TK_QUERY_ID_LEN + 1 + 16 + 1 + TK_KEY_LEN + 1 + TK_TAG_BYTES)
 
 void tk_query_id(uint8_t out[TK_QUERY_ID_LEN], const uint8_t *plan, size_t plan_len)
 {
@@ -50,6 +51,8 @@ void tk_query_keys(struct tk_query_keys *k, const uint8_t group_secret[32],
     crypto_generichash_final(&st, master, sizeof master);
     crypto_kdf_derive_from_key(k->ndet, sizeof k->ndet, 1, "cohortq1", master);
     crypto_kdf_derive_from_key(k->pseudonym, sizeof k->pseudonym, 2, "cohortq1", master);
+    crypto_kdf_derive_from_key(k->tag, sizeof k->tag, 3, "cohortq1", master);
+    crypto_kdf_derive_from_key(k->check, sizeof k->check, 4, "cohortq1", master);
     sodium_memzero(master, sizeof master);
     sodium_memzero(&st, sizeof st);
 }
@@ -82,7 +85,87 @@ static size_t make_ad(uint8_t ad[AD_MAX], const struct tk_binding *b)
     ad[n++] = (uint8_t)b->key_len;
     if (b->key_len > 0)
         memcpy(ad + n, b->key, b->key_len);
-    return n + b->key_len;
+    n += b->key_len;
+    /* A tagged ciphertext's tag is bound too (s_agg's AD is unchanged). */
+    if (b->tag != NULL) {
+        ad[n++] = TK_TAG_BYTES;
+        memcpy(ad + n, b->tag, TK_TAG_BYTES);
+        n += TK_TAG_BYTES;
+    }
+    return n;
+}
+
+static void tag_of(uint8_t *out, size_t out_len, const struct tk_query_keys *k, uint8_t kind,
+                   const uint8_t *data, size_t len)
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, k->tag, sizeof k->tag, out_len);
+    crypto_generichash_update(&st, &kind, 1);
+    if (len > 0)
+        crypto_generichash_update(&st, data, len);
+    crypto_generichash_final(&st, out, out_len);
+    sodium_memzero(&st, sizeof st);
+}
+
+void tk_tag_bucket(uint8_t tag[TK_TAG_BYTES], const struct tk_query_keys *k, uint32_t bucket)
+{
+    uint8_t le[4];
+    put32(le, bucket);
+    tag_of(tag, TK_TAG_BYTES, k, 'b', le, sizeof le);
+}
+
+void tk_tag_group(uint8_t tag[TK_TAG_BYTES], const struct tk_query_keys *k, const uint8_t *key,
+                  size_t key_len)
+{
+    tag_of(tag, TK_TAG_BYTES, k, 'g', key, key_len);
+}
+
+void tk_tag_dummy(uint8_t tag[TK_TAG_BYTES], const struct tk_query_keys *k)
+{
+    tag_of(tag, TK_TAG_BYTES, k, 'd', NULL, 0);
+}
+
+void tk_origin(uint8_t out[TK_ORIGIN_LEN], const struct tk_query_keys *k,
+               const uint8_t pseudonym[TK_CONTRIB_KEY_LEN], uint32_t chunk)
+{
+    uint8_t in[TK_CONTRIB_KEY_LEN + 4];
+    memcpy(in, pseudonym, TK_CONTRIB_KEY_LEN);
+    put32(in + TK_CONTRIB_KEY_LEN, chunk);
+    crypto_shorthash(out, in, sizeof in, k->check);
+    crypto_shorthash(out + 8, in, sizeof in, k->check + 16);
+}
+
+int tk_key_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    if (c != 0)
+        return c;
+    return al < bl ? -1 : al > bl;
+}
+
+uint32_t tk_bucket_of(const struct tk_plan *plan, const struct tk_query_keys *k, const uint8_t *key,
+                      size_t key_len)
+{
+    if (plan->protocol == TK_PROTO_ED_HIST) {
+        uint32_t lo = 0, hi = plan->n_bounds; /* the first bound above key */
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (tk_key_cmp(plan->bounds[mid].data, plan->bounds[mid].len, key, key_len) <= 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return lo;
+    } else {
+        uint8_t h[8];
+        uint64_t v = 0;
+        size_t i;
+        tag_of(h, sizeof h, k, 'h', key,
+               key_len); /* an 8-byte keyed hash: only its value mod B is used */
+        for (i = 0; i < sizeof h; i++)
+            v |= (uint64_t)h[i] << (8 * i);
+        return plan->buckets ? (uint32_t)(v % plan->buckets) : 0;
+    }
 }
 
 void tk_ndet_seal(uint8_t *out, uint8_t nonce[TK_NONCE_LEN], const uint8_t *plain, size_t plain_len,

@@ -72,7 +72,8 @@ size_t tk_ciphertext_len(const struct tk_binding *b, size_t plain_len)
     return tk_field_len(1, TK_QUERY_TAG_LEN) + 1 + tk_varint_len(b->phase) + 1 +
            tk_varint_len(b->level) + 1 + tk_varint_len(b->partition) + 1 + tk_varint_len(b->chunk) +
            1 + tk_varint_len(b->nchunks) + (b->key_len ? tk_field_len(7, b->key_len) : 0) +
-           tk_field_len(8, TK_NONCE_LEN) + tk_field_len(9, plain_len + TK_TAG_LEN);
+           tk_field_len(8, TK_NONCE_LEN) + tk_field_len(9, plain_len + TK_TAG_LEN) +
+           (b->tag ? tk_field_len(10, TK_TAG_BYTES) : 0);
 }
 
 void tk_write_ciphertext(struct tk_wbuf *w, uint32_t field, const struct tk_binding *b,
@@ -92,6 +93,8 @@ void tk_write_ciphertext(struct tk_wbuf *w, uint32_t field, const struct tk_bind
     nonce = tk_w_reserve(w, TK_NONCE_LEN);
     tk_w_open(w, 9, plain_len + TK_TAG_LEN);
     box = tk_w_reserve(w, plain_len + TK_TAG_LEN);
+    if (b->tag != NULL)
+        tk_w_bytes(w, 10, b->tag, TK_TAG_BYTES);
     if (nonce != NULL && box != NULL)
         tk_ndet_seal(box, nonce, plain, plain_len, b, key);
 }

@@ -44,6 +44,12 @@
 #define TK_IN_LIST_MAX 64u
 #define TK_STACK_MAX 32u
 #define TK_MAX_TUPLES 64u        /* tuples_per_participant */
+#define TK_MAX_EMIT 4096u        /* ciphertexts in one contribution (c_noise: buckets x tuples) */
+#define TK_MAX_BUCKETS 4096u     /* tag_buckets, and ed_hist's bounds + 1 */
+#define TK_MAX_FAKES 256u        /* rnf_noise fakes */
+#define TK_MAX_ROUNDS 8u         /* shuffle_rounds */
+#define TK_TAG_BYTES 16u         /* a det tag the service sees */
+#define TK_ORIGIN_LEN 16u        /* a tuple's origin: keyed hash of (pseudonym, chunk) */
 #define TK_MAX_GROUPS 65536u     /* max_groups */
 #define TK_RECORD_MAX 8192u      /* plaintext of one store record */
 #define TK_CHUNK_PLAIN_MAX 4096u /* plaintext of one partial chunk */
@@ -168,8 +174,32 @@ struct tk_agg {
 };
 
 /* A verified plan in the token's own terms (all pointers into the arena). */
+/* The grouping protocols (Plan.protocol). */
+enum tk_protocol {
+    TK_PROTO_S_AGG = 0,
+    TK_PROTO_RNF_NOISE = 1,
+    TK_PROTO_C_NOISE = 2,
+    TK_PROTO_ED_HIST = 3,
+    TK_PROTO_SHUFFLE = 4,
+};
+
 struct tk_plan {
     uint8_t query_id[TK_QUERY_ID_LEN];
+    /*
+     * The grouping protocol and its parameters. `emit` is the number of
+     * ciphertexts every contribution carries (s_agg and shuffle: tuples;
+     * rnf_noise: tuples + fakes; c_noise: buckets x tuples; ed_hist:
+     * tuples). ed_hist's bounds point into the decoded plan in scratch:
+     * valid only during the call that loaded it (collection).
+     */
+    uint8_t protocol;
+    uint8_t rounds;
+    uint16_t batch_min;
+    uint16_t buckets; /* rnf_noise, c_noise: hash buckets; ed_hist: n_bounds + 1 */
+    uint16_t fakes;
+    uint16_t emit;
+    uint16_t n_bounds;
+    const ProtobufCBinaryData *bounds;
     char table[TK_NAME_MAX + 1];
     int64_t issued_at, deadline, expires_at;
     uint32_t tuples; /* per participant */
@@ -234,6 +264,8 @@ int tk_plan_keep_having(struct tk_arena *a, struct tk_plan *plan);
 struct tk_query_keys {
     uint8_t ndet[32];
     uint8_t pseudonym[32];
+    uint8_t tag[32];   /* det tags and the hash that buckets groups */
+    uint8_t check[32]; /* tuple origins (two SipHash keys) */
 };
 
 void tk_query_keys(struct tk_query_keys *k, const uint8_t group_secret[32],
@@ -246,7 +278,31 @@ struct tk_binding {
     uint32_t phase, level, partition, chunk, nchunks;
     const uint8_t *key;
     size_t key_len;
+    const uint8_t *tag; /* TK_TAG_BYTES, or NULL */
 };
+
+/*
+ * Tags and origins of the tagged protocols (tk_crypto.c). A det tag is a
+ * keyed BLAKE2b-128 under the query's tag key of a bucket number (rnf_noise,
+ * c_noise, ed_hist), of a group key (shuffle) or of the word "dummy"
+ * (shuffle's dummies); equal inputs give equal tags within a query, and
+ * nothing else can be learnt from them without the key. A tuple's origin is
+ * a 128-bit SipHash of (pseudonym, chunk) under the query's check key: the
+ * element of the multiset the filtering token checks.
+ */
+void tk_tag_bucket(uint8_t tag[TK_TAG_BYTES], const struct tk_query_keys *k, uint32_t bucket);
+void tk_tag_group(uint8_t tag[TK_TAG_BYTES], const struct tk_query_keys *k, const uint8_t *key,
+                  size_t key_len);
+void tk_tag_dummy(uint8_t tag[TK_TAG_BYTES], const struct tk_query_keys *k);
+void tk_origin(uint8_t out[TK_ORIGIN_LEN], const struct tk_query_keys *k,
+               const uint8_t pseudonym[TK_CONTRIB_KEY_LEN], uint32_t chunk);
+/* Canonical group keys in byte order, a shorter prefix first (ed_hist's
+ * bucket order): <0, 0 or >0. */
+int tk_key_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl);
+/* The bucket of a canonical group key: rnf_noise and c_noise hash it into
+ * plan->buckets; ed_hist counts the bounds at or below it. */
+uint32_t tk_bucket_of(const struct tk_plan *plan, const struct tk_query_keys *k, const uint8_t *key,
+                      size_t key_len);
 
 /* nDet encryption into out (plain_len + TK_TAG_LEN bytes); nonce is generated. */
 void tk_ndet_seal(uint8_t *out, uint8_t nonce[TK_NONCE_LEN], const uint8_t *plain, size_t plain_len,
@@ -491,6 +547,9 @@ bool tk_has_flag(const struct tk_token *tk, uint32_t f);
 void tk_write_ciphertext(struct tk_wbuf *w, uint32_t field, const struct tk_binding *b,
                          const uint8_t *plain, size_t plain_len, const uint8_t key[32]);
 size_t tk_ciphertext_len(const struct tk_binding *b, size_t plain_len);
+/* Replay slots name (query, stage, level, partition): `level` here is
+ * TK_REPLAY_LEVEL(stage, level). */
+#define TK_REPLAY_LEVEL(stage, level) ((uint32_t)(stage) << 16 | (level))
 int tk_replay_seen(const struct tk_token *tk, const uint8_t *query, uint32_t level,
                    uint32_t partition);
 void tk_replay_note(struct tk_token *tk, const uint8_t *query, uint32_t level, uint32_t partition);
@@ -498,5 +557,76 @@ void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len);
 size_t tk_session_size(void);
 size_t tk_groups_size(uint32_t cap, uint32_t n_aggs);
 size_t tk_session_extent(const struct tk_token *tk, const uint8_t *arena, size_t arena_len);
+
+/* ------------------------------------------------ aggregation sessions */
+
+#define TK_SESSION_MAGIC 0x53455331u /* "SES1" */
+
+/*
+ * An open aggregation session (tk_aggregate.c), at the low end of the
+ * arena. `stage` is the task's proto Stage. s_agg's merge uses the range
+ * fields; the tagged protocols' stages (tk_stage.c) keep their state in a
+ * struct tk_tagged after it, so that s_agg's sessions stay as small:
+ * - KEYS: the contributor list's range, count, tuples and digest (k_*);
+ * - TAGGED and FINAL: the tuples merged and their digest, and each source
+ *   partial's chunk sequence (src_* here and there); FINAL also k_*;
+ * - SHUFFLE: the batch, kept as items of item_len bytes (origin, then the
+ *   framed TuplePlain) right after it.
+ */
+struct tk_tagged {
+    struct tk_query_keys keys;
+    uint64_t tuples;
+    uint8_t digest[TK_ORIGIN_LEN];
+    uint32_t src_level;
+    uint64_t src_tuples;
+    uint8_t src_digest[TK_ORIGIN_LEN];
+    bool keys_started;
+    uint64_t k_contributors, k_tuples;
+    uint8_t k_digest[TK_ORIGIN_LEN];
+    uint8_t k_lo[TK_CONTRIB_KEY_LEN], k_hi[TK_CONTRIB_KEY_LEN];
+    /* Shuffle. */
+    uint8_t *items;
+    uint32_t n_items, cap_items;
+    size_t item_len;
+};
+
+struct tk_session {
+    uint32_t magic;
+    uint8_t id[TK_SESSION_ID_LEN];
+    uint32_t level, partition;
+    uint8_t stage;
+    bool final;
+    bool started;
+    size_t arena_lo; /* the low end's extent after the last call */
+    uint8_t ndet[32];
+    struct tk_plan plan;
+    struct tk_groups groups;
+    uint64_t contributors;
+    uint64_t inputs;
+    uint8_t lo[TK_KEY_LEN], hi[TK_KEY_LEN];
+    uint8_t last[TK_KEY_LEN]; /* level 1: the last input's key */
+    uint32_t src_partition, src_next, src_n;
+    uint8_t src_lo[TK_KEY_LEN], src_hi[TK_KEY_LEN];
+    uint8_t noise_key[32]; /* final, under DP: see tk_dp_noise_key */
+    struct tk_tagged *t;   /* the tagged protocols' stages, or NULL */
+};
+
+/* Set up the stage-specific part of a session that tk_do_agg_begin has
+ * made (plan, level, partition, stage and final set, group table made for
+ * the stages that merge groups): its struct tk_tagged at the arena's low
+ * end, with the query's keys. TK_OK or an error, the session then being
+ * discarded. */
+int tk_stage_begin(struct tk_session *s, struct tk_arena *a, const uint8_t group_secret[32]);
+size_t tk_tagged_size(void);
+/* One input ciphertext of a tagged protocol's stage (authenticated here). */
+int tk_stage_take(struct tk_session *s, struct tk_arena *a, const Cohort__Ciphertext *ct);
+/* The session's output at AggEnd, for the stages other than s_agg's merge
+ * and the filtering (FINAL's checks are tk_stage_final_check). */
+int tk_stage_emit(struct tk_call *c, struct tk_session *s);
+/* FINAL: the contributor list and the tagged partials must account for the
+ * same tuples; sets contributors, lo and hi from the list. */
+int tk_stage_final_check(struct tk_session *s);
+/* The RAM one item of a shuffle batch takes in a session. */
+size_t tk_shuffle_item_len(size_t tuple_plain_len);
 
 #endif

@@ -264,17 +264,128 @@ static int load_dp(struct tk_plan *p, const Cohort__Privacy *pr)
     return TK_OK;
 }
 
+static const char *const protocol_names[] = {"s_agg", "rnf_noise", "c_noise", "ed_hist", "shuffle"};
+
+static int protocol_of(const char *name)
+{
+    size_t i;
+    for (i = 0; name != NULL && i < sizeof protocol_names / sizeof protocol_names[0]; i++)
+        if (strcmp(name, protocol_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+uint32_t tk_plan_emit(const char *protocol, uint32_t tuples, uint32_t buckets, uint32_t fakes)
+{
+    if (tuples == 0 || tuples > TK_MAX_TUPLES)
+        return 0;
+    switch (protocol_of(protocol)) {
+    case TK_PROTO_S_AGG:
+    case TK_PROTO_ED_HIST:
+    case TK_PROTO_SHUFFLE:
+        return tuples;
+    case TK_PROTO_RNF_NOISE:
+        return fakes <= TK_MAX_FAKES ? tuples + fakes : 0;
+    case TK_PROTO_C_NOISE:
+        return buckets >= 1 && buckets <= TK_MAX_BUCKETS &&
+                       (uint64_t)buckets * tuples <= TK_MAX_EMIT
+                   ? buckets * tuples
+                   : 0;
+    default:
+        return 0;
+    }
+}
+
+/*
+ * The grouping protocol and its parameters: each protocol takes exactly its
+ * own fields, within their limits (s_agg none of them), and ed_hist's
+ * bounds are canonical group keys in strictly increasing order.
+ */
+static int load_protocol(struct tk_plan *p, const Cohort__Plan *pb)
+{
+    int proto = protocol_of(pb->protocol);
+    size_t i;
+
+    if (proto < 0)
+        return TK_ERR_UNSUPPORTED;
+    p->protocol = (uint8_t)proto;
+    if (pb->n_bucket_bounds >= TK_MAX_BUCKETS || pb->tag_buckets > TK_MAX_BUCKETS ||
+        pb->fakes > TK_MAX_FAKES || pb->shuffle_rounds > TK_MAX_ROUNDS ||
+        pb->shuffle_batch_min > 65535)
+        return TK_ERR_BAD_PLAN;
+    p->buckets = (uint16_t)pb->tag_buckets;
+    p->fakes = (uint16_t)pb->fakes;
+    p->rounds = (uint8_t)pb->shuffle_rounds;
+    p->batch_min = (uint16_t)pb->shuffle_batch_min;
+    p->bounds = pb->bucket_bounds;
+    p->n_bounds = (uint16_t)pb->n_bucket_bounds;
+    switch (proto) {
+    case TK_PROTO_S_AGG:
+        if (p->buckets || p->fakes || p->rounds || p->batch_min || p->n_bounds)
+            return TK_ERR_BAD_PLAN;
+        break;
+    case TK_PROTO_RNF_NOISE:
+    case TK_PROTO_C_NOISE:
+        if (p->buckets == 0 || p->buckets > TK_MAX_BUCKETS || p->rounds || p->batch_min ||
+            p->n_bounds || (proto == TK_PROTO_C_NOISE && p->fakes))
+            return TK_ERR_BAD_PLAN;
+        break;
+    case TK_PROTO_ED_HIST:
+        if (p->buckets != p->n_bounds + 1 || p->fakes || p->rounds || p->batch_min)
+            return TK_ERR_BAD_PLAN;
+        for (i = 0; i < p->n_bounds; i++)
+            if (p->bounds[i].len == 0 || p->bounds[i].len > TK_GROUP_KEY_MAX ||
+                (i > 0 && tk_key_cmp(p->bounds[i - 1].data, p->bounds[i - 1].len, p->bounds[i].data,
+                                     p->bounds[i].len) >= 0))
+                return TK_ERR_BAD_PLAN;
+        break;
+    default: /* shuffle */
+        if (p->rounds == 0 || p->batch_min < 2 || p->buckets || p->fakes || p->n_bounds)
+            return TK_ERR_BAD_PLAN;
+        break;
+    }
+    p->emit = (uint16_t)tk_plan_emit(pb->protocol, p->tuples, p->buckets, p->fakes);
+    return p->emit == 0 ? TK_ERR_BAD_PLAN : TK_OK;
+}
+
+size_t tk_shuffle_item_len(size_t tuple_plain_len)
+{
+    /* origin, the framed plaintext, and its place in the permutation */
+    return (TK_ORIGIN_LEN + tuple_plain_len + 4 + 7) & ~(size_t)7;
+}
+
+/* The arena a shuffle session needs besides its items: its state, and the
+ * scratch of one input (decoded, decrypted) or one output at a time. */
+static size_t shuffle_overhead(size_t tuple_plain_len)
+{
+    return tk_session_size() + tk_tagged_size() + 3 * tuple_plain_len + 4096;
+}
+
+uint32_t tk_shuffle_capacity(size_t arena_len, size_t box_len)
+{
+    size_t plain, over, n;
+    if (box_len <= TK_TAG_LEN)
+        return 0;
+    plain = box_len - TK_TAG_LEN;
+    over = shuffle_overhead(plain);
+    if (arena_len <= over)
+        return 0;
+    n = (arena_len - over) / tk_shuffle_item_len(plain);
+    return n > 65535 ? 65535 : (uint32_t)n;
+}
+
 /* Every token derives the same fixed sizes from the plan. */
 static int layout(struct tk_plan *p)
 {
-    size_t gb = 22 + 24 * (size_t)p->n_aggs, hdr = 2 + 55, per, gpc;
+    bool tagged = p->protocol != TK_PROTO_S_AGG;
+    size_t gb = 22 + 24 * (size_t)p->n_aggs, hdr = 2 + 55 + (tagged ? 11 + 18 : 0), per, gpc;
     uint16_t i;
     for (i = 0; i < p->n_group; i++)
         gb += p->columns[p->group_col[i]].type == COHORT__VALUE_TYPE__VT_TEXT
                   ? 2 + 2 + 2 + TK_TEXT_MAX
                   : 2 + 2 + 11 + 2;
     p->group_bound = gb;
-    p->tuple_plain_len = 2 + 4 + 1 + tk_varint_len(gb) + gb;
+    p->tuple_plain_len = 2 + 4 + 1 + tk_varint_len(gb) + gb + (tagged ? 2 + TK_ORIGIN_LEN : 0);
     per = 1 + tk_varint_len(gb) + gb;
     if (hdr + per > TK_CHUNK_PLAIN_MAX)
         return TK_ERR_BAD_PLAN;
@@ -296,9 +407,17 @@ static int layout(struct tk_plan *p)
     {
         size_t feed = p->chunk_plain_len + 4096;
         size_t result = TK_RESULT_PART + 4096;
-        p->aggregate_ram = tk_session_size() + (size_t)p->n_having * sizeof(struct tk_instr) +
+        p->aggregate_ram = tk_session_size() + (tagged ? tk_tagged_size() : 0) +
+                           (size_t)p->n_having * sizeof(struct tk_instr) +
                            tk_groups_size(p->max_groups, p->n_aggs) + (size_t)p->max_groups * 24 +
                            (feed > result ? feed : result);
+    }
+    /* A shuffle token must also hold a whole batch of the plan's minimum. */
+    if (p->protocol == TK_PROTO_SHUFFLE) {
+        size_t batch = shuffle_overhead(p->tuple_plain_len) +
+                       (size_t)p->batch_min * tk_shuffle_item_len(p->tuple_plain_len);
+        if (batch > p->aggregate_ram)
+            p->aggregate_ram = batch;
     }
     return TK_OK;
 }
@@ -511,8 +630,6 @@ int tk_plan_load(struct tk_token *tk, struct tk_arena *a, struct tk_plan *p,
         return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_BAD_PLAN;
     if (pb->version != 1 || copy_name(p->table, pb->table) != TK_OK)
         return TK_ERR_BAD_PLAN;
-    if (pb->protocol == NULL || strcmp(pb->protocol, "s_agg") != 0)
-        return TK_ERR_UNSUPPORTED;
     if ((rc = load_schema(p, pb)) != TK_OK)
         return rc;
     if (pb->n_group_by > TK_MAX_GROUP_COLS)
@@ -535,6 +652,8 @@ int tk_plan_load(struct tk_token *tk, struct tk_arena *a, struct tk_plan *p,
         return TK_ERR_BAD_PLAN;
     p->tuples = pb->tuples_per_participant;
     p->max_groups = p->n_group == 0 ? 1 : pb->max_groups;
+    if ((rc = load_protocol(p, pb)) != TK_OK)
+        return rc;
     if (pb->privacy != NULL) {
         p->min_participants = pb->privacy->min_participants;
         p->min_group_size = pb->privacy->min_group_size;

@@ -289,6 +289,18 @@ int tk_plan_verify(const uint8_t *signed_plan, size_t len, const uint8_t (*autho
  * order, each preceded by its length as 8 bytes little-endian. */
 void tk_result_digest(uint8_t out[32], const uint8_t *const *parts, const size_t *lens, size_t n);
 
+/*
+ * The grouping protocols' shapes, for hosts that lay their work out as
+ * tokens will check it (the querier's coordinator):
+ * - tk_plan_emit: ciphertexts in one contribution for a plan's protocol
+ *   name and parameters (0 for an unknown protocol or out-of-range values);
+ * - tk_shuffle_capacity: the largest shuffle batch a token with an arena
+ *   of arena_len bytes holds, for collected ciphertexts whose box is
+ *   box_len bytes.
+ */
+uint32_t tk_plan_emit(const char *protocol, uint32_t tuples, uint32_t buckets, uint32_t fakes);
+uint32_t tk_shuffle_capacity(size_t arena_len, size_t box_len);
+
 /* The query id of a plan: BLAKE2b-256 of the serialized Plan bytes. */
 void tk_query_id(uint8_t out[TK_QUERY_ID_LEN], const uint8_t *plan, size_t plan_len);
 
