@@ -204,6 +204,7 @@ static int run_task(struct pt_agent *ag, int64_t now, const Cohort__AggTask *tas
     begin.level = task->level;
     begin.partition = task->partition;
     begin.final = task->final;
+    begin.stage = task->stage;
     tr.body_case = COHORT__TOKEN_REQUEST__BODY_AGG_BEGIN;
     tr.agg_begin = &begin;
     if ((rc = call(ag, &tr, &resp)) != PT_OK)

@@ -111,6 +111,14 @@ int qr_codec_plan_info(struct qr_plan_info *out, const uint8_t *signed_plan, siz
     out->expires_at = plan->expires_at;
     out->tuples_per_participant = plan->tuples_per_participant;
     out->min_participants = plan->privacy ? plan->privacy->min_participants : 0;
+    out->protocol = qr_protocol_of(plan->protocol);
+    out->emit = tk_plan_emit(plan->protocol, plan->tuples_per_participant, plan->tag_buckets,
+                             plan->fakes);
+    out->rounds = plan->shuffle_rounds;
+    out->batch_min = plan->shuffle_batch_min;
+    if (out->protocol < 0 || out->emit == 0 ||
+        (out->protocol == QR_PROTO_SHUFFLE && (out->rounds == 0 || out->batch_min < 2)))
+        rc = QR_ERR_MALFORMED; /* no token would take it */
 
 cleanup:
     cohort__plan__free_unpacked(plan, NULL);
@@ -209,6 +217,8 @@ static void ct_view(struct qr_wire_ct *out, const Cohort__Ciphertext *c)
     out->key_len = c->key.len;
     out->nonce_len = c->nonce.len;
     out->box_len = c->box.len;
+    out->tag = c->tag.data;
+    out->tag_len = c->tag.len;
     out->packed_len = cohort__ciphertext__get_packed_size(c);
     out->msg_ = c;
 }
@@ -227,6 +237,31 @@ void qr_codec_partial(struct qr_wire_ct *out, const struct qr_request *r, size_t
 
     assert(r->kind == QR_REQ_RESULT && i < r->n_partials);
     ct_view(out, m->result->output->partials[i]);
+}
+
+size_t qr_codec_key_record(uint8_t *out, const uint8_t query_tag[QR_QUERY_TAG_LEN],
+                           const uint8_t key[QR_CONTRIB_KEY_LEN])
+{
+    Cohort__Ciphertext c;
+
+    cohort__ciphertext__init(&c);
+    c.query.data = (uint8_t *)(uintptr_t)query_tag;
+    c.query.len = QR_QUERY_TAG_LEN;
+    c.phase = COHORT__PHASE__PHASE_KEYS;
+    c.key.data = (uint8_t *)(uintptr_t)key;
+    c.key.len = QR_CONTRIB_KEY_LEN;
+    if (out == NULL)
+        return cohort__ciphertext__get_packed_size(&c);
+    return cohort__ciphertext__pack(&c, out);
+}
+
+int qr_protocol_of(const char *name)
+{
+    static const char *const names[] = {"s_agg", "rnf_noise", "c_noise", "ed_hist", "shuffle"};
+    for (size_t i = 0; name != NULL && i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0)
+            return (int)i;
+    return -1;
 }
 
 void qr_codec_ct_pack(const struct qr_wire_ct *ct, uint8_t *out)
@@ -330,6 +365,7 @@ enum {
     F_TASK_FINAL = 5,
     F_TASK_INPUTS = 6,
     F_TASK_QUERY_ID = 7,
+    F_TASK_STAGE = 8,
 };
 
 static size_t task_len(const struct qr_reply *r)
@@ -338,7 +374,8 @@ static size_t task_len(const struct qr_reply *r)
                varint_field_len(F_TASK_LEVEL, r->level) +
                varint_field_len(F_TASK_PARTITION, r->partition) +
                varint_field_len(F_TASK_FINAL, r->final ? 1 : 0) +
-               (r->query_id ? len_field_len(F_TASK_QUERY_ID, QR_QUERY_ID_LEN) : 0);
+               (r->query_id ? len_field_len(F_TASK_QUERY_ID, QR_QUERY_ID_LEN) : 0) +
+               (r->stage ? varint_field_len(F_TASK_STAGE, (uint64_t)r->stage) : 0);
 
     for (size_t i = 0; i < r->n_inputs; i++) {
         const uint8_t *b;
@@ -401,6 +438,8 @@ int qr_codec_reply_encode(uint8_t **out, size_t *out_len, const struct qr_reply 
             }
             if (r->query_id)
                 p = put_bytes_field(p, F_TASK_QUERY_ID, r->query_id, QR_QUERY_ID_LEN);
+            if (r->stage)
+                p = put_varint_field(p, F_TASK_STAGE, (uint64_t)r->stage);
         }
     }
     assert((size_t)(p - buf) == total);

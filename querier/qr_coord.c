@@ -109,7 +109,11 @@ struct qr_task {
     uint8_t (*excluded)[QR_TOKEN_ID_LEN];
     size_t n_excluded, cap_excluded;
     size_t out_first, out_n; /* outputs: spans of the next level's store */
+    int stage;               /* QR_STAGE_* */
+    uint32_t run;            /* STAGE_TAGGED: the split tag it merges, or RUN_NONE */
 };
+
+#define RUN_NONE UINT32_MAX
 
 struct qr_coord {
     struct qr_coord_config cfg;
@@ -128,6 +132,7 @@ struct qr_coord {
     struct qr_span *collected_spans; /* contribution c owns [c*K, c*K + K) */
     size_t n_collected, cap_collected;
     size_t max_ct_size;
+    size_t max_box; /* the largest collected box */
     uint8_t box_sizes[QR_BOX_MAX / 8 + 1]; /* a bit per box length seen */
 
     /* Aggregation: every task so far; the level in progress. */
@@ -148,6 +153,20 @@ struct qr_coord {
     uint8_t *result;
     size_t result_len;
     int gave_work; /* the last reply carried a plan to collect or a task */
+
+    /* The tagged protocols (see "tagged protocols" below). */
+    int tagged;                /* the plan's protocol is not s_agg */
+    uint64_t *collected_tags;  /* rnf_noise, c_noise, ed_hist: each collected tag's first bytes */
+    size_t cap_collected_tags;
+    uint64_t *out_tags;        /* the shuffle's last round: each output's tag */
+    size_t cap_out_tags;
+    struct qr_store carry;     /* outputs that wait for the filtering task */
+    struct qr_span *carry_spans;
+    uint32_t *carry_levels;
+    size_t n_carry, cap_carry, cap_carry_levels;
+    size_t keys_root;          /* carry index + 1 of the contributor list's root, or 0 */
+    uint32_t max_level;        /* highest stage level of a carried output */
+    uint32_t runs;             /* split tags so far */
 };
 
 /*
@@ -338,6 +357,18 @@ static void release_data(qr_coord *c)
     free(c->out_spans);
     c->out_spans = NULL;
     c->n_out = c->cap_out = 0;
+    free(c->collected_tags);
+    c->collected_tags = NULL;
+    c->cap_collected_tags = 0;
+    free(c->out_tags);
+    c->out_tags = NULL;
+    c->cap_out_tags = 0;
+    store_free(&c->carry);
+    free(c->carry_spans);
+    c->carry_spans = NULL;
+    free(c->carry_levels);
+    c->carry_levels = NULL;
+    c->n_carry = c->cap_carry = c->cap_carry_levels = 0;
 }
 
 /* Enter FAILED; the message is built by the caller into st.failure_msg. */
@@ -503,6 +534,509 @@ static int build_next_level(qr_coord *c)
     return 0;
 }
 
+/* ------------------------------------------------------ tagged protocols */
+
+/*
+ * rnf_noise, c_noise, ed_hist and shuffle (token/tk_stage.c says what each
+ * stage checks). The work is laid out in steps; every task of a step must
+ * be done before the next step is built, as with s_agg's levels, but a step
+ * may hold tasks of several stages, each numbering its own levels:
+ * - the contributor list (STAGE_KEYS): step 1 cuts the accepted pseudonyms,
+ *   sorted, into partitions; later steps merge the partials F at a time,
+ *   in order, until one remains (the root), which waits for the filtering;
+ * - the shuffle (STAGE_SHUFFLE), round r at step r: round 1 cuts the
+ *   collected ciphertexts, in contributor order, into m balanced batches
+ *   of at most b, the most a token holds (tk_shuffle_capacity); each later
+ *   round deals the previous round's outputs, concatenated in batch order,
+ *   so that position p goes to batch p mod m. After r rounds an item is
+ *   spread uniformly over a window of about b^r consecutive positions
+ *   (mod n): one round past the first window wider than n leaves it within
+ *   about 1/b of uniform over all n. The querier picks the rounds from that
+ *   (querier/qr_cost.c); the simulator measures the result.
+ * - grouping by tag (STAGE_TAGGED): at step 1 (rnf_noise, c_noise,
+ *   ed_hist) or after the shuffle's last round, ciphertexts are sorted by
+ *   tag and cut into partitions of at most P (the same bound as s_agg's
+ *   level 1). Whole tags are packed together; a tag with more than P
+ *   ciphertexts gets partitions of its own (a split tag), whose partials
+ *   later steps merge F at a time until one remains. Packed partitions'
+ *   partials, and each split tag's last one, wait for the filtering.
+ * - the filtering (STAGE_FINAL): when nothing is left to merge, one task
+ *   takes the list's root and every waiting partial.
+ * Sorting ties are broken by position, so a journal replay lays out the
+ * same work.
+ */
+
+static void step_begin(qr_coord *c)
+{
+    c->level_first = c->n_tasks;
+    c->level_n = 0;
+    c->level_done = 0;
+    c->st.level++;
+    c->st.levels = c->st.level - 1;
+}
+
+/* Add a task to the step; tasks_reserve() must have made room. */
+static struct qr_task *step_add(qr_coord *c, int stage, uint32_t level, uint32_t partition,
+                                size_t first, size_t n, uint32_t run)
+{
+    struct qr_task *t = &c->tasks[c->n_tasks++];
+
+    memset(t, 0, sizeof *t);
+    t->stage = stage;
+    t->level = level;
+    t->partition = partition;
+    t->final = stage == QR_STAGE_FINAL;
+    t->first = first;
+    t->n = n;
+    t->run = run;
+    c->level_n++;
+    c->st.partitions++;
+    return t;
+}
+
+struct tag_index {
+    uint64_t tag;
+    uint32_t index;
+};
+
+static int tag_index_cmp(const void *a, const void *b)
+{
+    const struct tag_index *x = a, *y = b;
+
+    if (x->tag != y->tag)
+        return x->tag < y->tag ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static size_t partition_size(const qr_coord *c, size_t ct_size)
+{
+    size_t per = c->cfg.token_ram / (ct_size ? ct_size : 1);
+
+    return per < 2 ? 2 : per;
+}
+
+/*
+ * The walk of tagged_level1 over tags sorted in order[]: with add 0 it
+ * counts the partitions, with add 1 it adds their tasks (spans at dst
+ * offset `at`, in the same order).
+ */
+static size_t tagged_walk(qr_coord *c, const struct tag_index *order, size_t n, size_t per,
+                          size_t at, int add)
+{
+    size_t parts = 0, open_first = 0, open_n = 0, i, j;
+
+    for (i = 0; i < n; i = j) {
+        size_t len;
+
+        for (j = i + 1; j < n && order[j].tag == order[i].tag; j++)
+            ;
+        len = j - i;
+        if (open_n > 0 && (len > per || open_n + len > per)) {
+            if (add)
+                step_add(c, QR_STAGE_TAGGED, 1, (uint32_t)parts, at + open_first, open_n, RUN_NONE);
+            parts++;
+            open_n = 0;
+        }
+        if (len > per) { /* a split tag: partitions of its own, balanced */
+            size_t k = (len + per - 1) / per;
+            uint32_t run = c->runs;
+
+            for (size_t q = 0; q < k; q++) {
+                size_t lo = i + q * len / k, hi = i + (q + 1) * len / k;
+
+                if (add)
+                    step_add(c, QR_STAGE_TAGGED, 1, (uint32_t)parts, at + lo, hi - lo, run);
+                parts++;
+            }
+            if (add)
+                c->runs++;
+            continue;
+        }
+        if (open_n == 0)
+            open_first = i;
+        open_n += len;
+    }
+    if (open_n > 0) {
+        if (add)
+            step_add(c, QR_STAGE_TAGGED, 1, (uint32_t)parts, at + open_first, open_n, RUN_NONE);
+        parts++;
+    }
+    return parts;
+}
+
+/*
+ * Lay out STAGE_TAGGED level 1 over n tagged ciphertexts (src spans, their
+ * tags): the spans go to dst[at..at + n) sorted by tag, and a task per
+ * partition joins the step.
+ */
+static int tagged_level1(qr_coord *c, struct qr_span *dst, size_t at, const struct qr_span *src,
+                         const uint64_t *tags, size_t n, size_t ct_size)
+{
+    size_t per = partition_size(c, ct_size);
+    struct tag_index *order = malloc((n ? n : 1) * sizeof *order);
+
+    if (order == NULL)
+        return QR_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        order[i].tag = tags[i];
+        order[i].index = (uint32_t)i;
+    }
+    qsort(order, n, sizeof *order, tag_index_cmp);
+    if (tasks_reserve(c, tagged_walk(c, order, n, per, at, 0)) != 0) {
+        free(order);
+        return QR_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        dst[at + i] = src[order[i].index];
+    tagged_walk(c, order, n, per, at, 1);
+    free(order);
+    return 0;
+}
+
+/* Shuffle round 1: n ciphertexts at dst[at..) in contributor order, cut
+ * into balanced batches. Returns 0, or QR_ERR_FAILED with the reason in
+ * the failure message when no batch can respect the plan's minimum. */
+static int shuffle_batches(qr_coord *c, uint32_t round, size_t at, size_t n)
+{
+    size_t cap = tk_shuffle_capacity(c->cfg.token_ram, c->max_box), m, at_msg = 0;
+    char *msg = c->st.failure_msg;
+
+    m = cap ? (n + cap - 1) / cap : 0;
+    if (cap < c->plan.batch_min || n < c->plan.batch_min || m == 0 || n / m < c->plan.batch_min) {
+        msg_put(msg, sizeof c->st.failure_msg, &at_msg, "cannot shuffle ");
+        msg_put_u64(msg, sizeof c->st.failure_msg, &at_msg, n);
+        msg_put(msg, sizeof c->st.failure_msg, &at_msg,
+                " ciphertexts in batches of at least ");
+        msg_put_u64(msg, sizeof c->st.failure_msg, &at_msg, c->plan.batch_min);
+        msg_put(msg, sizeof c->st.failure_msg, &at_msg, ", a token holding at most ");
+        msg_put_u64(msg, sizeof c->st.failure_msg, &at_msg, cap);
+        return QR_ERR_FAILED;
+    }
+    if (tasks_reserve(c, m) != 0)
+        return QR_ERR_NOMEM;
+    for (size_t q = 0; q < m; q++) {
+        size_t lo = q * n / m, hi = (q + 1) * n / m;
+
+        step_add(c, QR_STAGE_SHUFFLE, round, (uint32_t)q, at + lo, hi - lo, RUN_NONE);
+    }
+    return 0;
+}
+
+/* Keys merges: n partials at in_spans[at..), F at a time, in order. */
+static int keys_merge(qr_coord *c, uint32_t level, size_t at, size_t n, size_t size)
+{
+    size_t f = c->cfg.token_ram / (size ? size : 1), parts;
+
+    if (f < 2)
+        f = 2;
+    parts = (n + f - 1) / f;
+    if (tasks_reserve(c, parts) != 0)
+        return QR_ERR_NOMEM;
+    for (size_t q = 0; q < parts; q++) {
+        size_t lo = q * f, hi = lo + f < n ? lo + f : n;
+
+        step_add(c, QR_STAGE_KEYS, level, (uint32_t)q, at + lo, hi - lo, RUN_NONE);
+    }
+    return 0;
+}
+
+/* Keep a finished output (bytes) for the filtering task. */
+static int carry_put(qr_coord *c, const uint8_t *bytes, size_t len, uint32_t level)
+{
+    struct qr_span *spans = grow(c->carry_spans, &c->cap_carry, c->n_carry + 1, sizeof *spans);
+    uint32_t *levels;
+
+    if (spans == NULL)
+        return QR_ERR_NOMEM;
+    c->carry_spans = spans;
+    levels = grow(c->carry_levels, &c->cap_carry_levels, c->n_carry + 1, sizeof *levels);
+    if (levels == NULL)
+        return QR_ERR_NOMEM;
+    c->carry_levels = levels;
+    if (store_reserve(&c->carry, len) != 0)
+        return QR_ERR_NOMEM;
+    memcpy(store_append(&c->carry, len, &c->carry_spans[c->n_carry]), bytes, len);
+    c->carry_levels[c->n_carry++] = level;
+    if (level > c->max_level)
+        c->max_level = level;
+    return 0;
+}
+
+/* Step 1, when collection closes: the list, and the shuffle's round 1 or
+ * the grouping by tag. */
+static int build_tagged_first(qr_coord *c)
+{
+    size_t k = c->plan.emit, n = c->n_collected, nk = c->n_contrib, key_len, at = 0;
+    struct key_index *order = malloc((nk ? nk : 1) * sizeof *order);
+    struct qr_span *spans = malloc((n + nk) * sizeof *spans);
+    uint8_t record[64];
+    int rc = 0;
+
+    if (order == NULL || spans == NULL) {
+        rc = QR_ERR_NOMEM;
+        goto cleanup;
+    }
+    for (size_t i = 0; i < nk; i++) {
+        memcpy(order[i].key, c->keys[i], QR_CONTRIB_KEY_LEN);
+        order[i].index = (uint32_t)i;
+    }
+    qsort(order, nk, sizeof *order, key_index_cmp);
+    /* The contributor list's records join the collected bytes. */
+    key_len = qr_codec_key_record(NULL, c->plan.query_id, c->keys[0]);
+    if (key_len > sizeof record || store_reserve(&c->collected, key_len * nk) != 0) {
+        rc = QR_ERR_NOMEM;
+        goto cleanup;
+    }
+    for (size_t i = 0; i < nk; i++) {
+        qr_codec_key_record(record, c->plan.query_id, order[i].key);
+        memcpy(store_append(&c->collected, key_len, &spans[at++]), record, key_len);
+    }
+    step_begin(c);
+    if ((rc = keys_merge(c, 1, 0, nk, key_len)) != 0) /* as many as a token's RAM */
+        goto cleanup;
+    if (c->plan.protocol == QR_PROTO_SHUFFLE) {
+        for (size_t i = 0; i < nk; i++) /* contributor order, chunks in order */
+            memcpy(&spans[at + i * k], &c->collected_spans[(size_t)order[i].index * k],
+                   k * sizeof *spans);
+        rc = shuffle_batches(c, 1, at, n);
+    } else {
+        rc = tagged_level1(c, spans, at, c->collected_spans, c->collected_tags, n,
+                           c->max_ct_size);
+    }
+    if (rc != 0)
+        goto cleanup;
+    c->in = c->collected;
+    memset(&c->collected, 0, sizeof c->collected);
+    free(c->in_spans);
+    c->in_spans = spans;
+    c->n_in = n + nk;
+    spans = NULL;
+    free(c->collected_spans);
+    c->collected_spans = NULL;
+    free(c->collected_tags);
+    c->collected_tags = NULL;
+    c->n_collected = c->cap_collected = c->cap_collected_tags = 0;
+    c->st.state = QR_AGGREGATING;
+
+cleanup:
+    free(spans);
+    free(order);
+    return rc;
+}
+
+static uint64_t tag64(const uint8_t *tag)
+{
+    uint64_t v = 0;
+
+    for (unsigned i = 0; i < 8; i++)
+        v |= (uint64_t)tag[i] << (8 * i);
+    return v;
+}
+
+/* The filtering task: the list's root first, then every waiting partial. */
+static int build_final(qr_coord *c)
+{
+    struct qr_span *spans;
+    size_t at = 0;
+
+    if (c->keys_root == 0)
+        return QR_ERR_FAILED;
+    spans = malloc(c->n_carry * sizeof *spans);
+    if (spans == NULL || tasks_reserve(c, 1) != 0) {
+        free(spans);
+        return QR_ERR_NOMEM;
+    }
+    spans[at++] = c->carry_spans[c->keys_root - 1];
+    for (size_t i = 0; i < c->n_carry; i++)
+        if (i != c->keys_root - 1)
+            spans[at++] = c->carry_spans[i];
+    step_add(c, QR_STAGE_FINAL, c->max_level + 1, 0, 0, at, RUN_NONE);
+    store_free(&c->in);
+    free(c->in_spans);
+    c->in = c->carry;
+    memset(&c->carry, 0, sizeof c->carry);
+    c->in_spans = spans;
+    c->n_in = at;
+    free(c->carry_spans);
+    c->carry_spans = NULL;
+    c->n_carry = c->cap_carry = 0;
+    return 0;
+}
+
+/* The next step, once every task of the current one is done. */
+static int build_tagged_next(qr_coord *c)
+{
+    size_t first = c->level_first, nt = c->level_n, n_keys = 0, keys_size = 0, n_shuffle = 0;
+    size_t m_shuffle = 0, at = 0, ct_max = 0, part_max = 0, m_max = 0;
+    uint32_t keys_level = 0, round = 0, tagged_level = 0, partition = 0;
+    struct qr_span *spans = NULL, *src = NULL;
+    uint64_t *tags = NULL;
+    int rc = 0;
+
+    for (size_t i = first; i < first + nt; i++) {
+        const struct qr_task *t = &c->tasks[i];
+
+        for (size_t j = 0; j < t->out_n; j++) {
+            size_t len = c->out_spans[t->out_first + j].len;
+
+            if (t->stage == QR_STAGE_KEYS && len > keys_size)
+                keys_size = len;
+            if (t->stage == QR_STAGE_SHUFFLE && len > ct_max)
+                ct_max = len;
+            if (t->stage == QR_STAGE_TAGGED && len > part_max)
+                part_max = len;
+        }
+        if (t->stage == QR_STAGE_KEYS) {
+            n_keys += t->out_n;
+            keys_level = t->level;
+        } else if (t->stage == QR_STAGE_SHUFFLE) {
+            n_shuffle += t->out_n;
+            m_shuffle++;
+            round = t->level;
+        } else if (t->stage == QR_STAGE_TAGGED) {
+            tagged_level = t->level;
+            if (t->out_n > m_max)
+                m_max = t->out_n;
+        }
+    }
+    spans = malloc((c->n_out ? c->n_out : 1) * sizeof *spans);
+    src = malloc((n_shuffle ? n_shuffle : 1) * sizeof *src);
+    tags = malloc((n_shuffle ? n_shuffle : 1) * sizeof *tags);
+    if (spans == NULL || src == NULL || tags == NULL) {
+        rc = QR_ERR_NOMEM;
+        goto cleanup;
+    }
+    step_begin(c);
+
+    /* The list: merge on, or keep its root. */
+    for (size_t i = first; i < first + nt; i++) {
+        const struct qr_task *t = &c->tasks[i];
+
+        if (t->stage != QR_STAGE_KEYS)
+            continue;
+        if (n_keys == 1) {
+            const struct qr_span *o = &c->out_spans[t->out_first];
+            if ((rc = carry_put(c, store_get(&c->out, o), o->len, t->level)) != 0)
+                goto cleanup;
+            c->keys_root = c->n_carry;
+        } else {
+            spans[at++] = c->out_spans[t->out_first];
+        }
+    }
+    if (n_keys > 1 && (rc = keys_merge(c, keys_level + 1, 0, n_keys, keys_size)) != 0)
+        goto cleanup;
+
+    /* The shuffle: its next round, or the grouping by tag after the last. */
+    if (n_shuffle > 0) {
+        size_t p = 0;
+
+        for (size_t i = first; i < first + nt; i++) {
+            const struct qr_task *t = &c->tasks[i];
+
+            if (t->stage != QR_STAGE_SHUFFLE)
+                continue;
+            for (size_t j = 0; j < t->out_n; j++, p++) {
+                src[p] = c->out_spans[t->out_first + j];
+                tags[p] = c->out_tags != NULL ? c->out_tags[t->out_first + j] : 0;
+            }
+        }
+        if (round < c->plan.rounds) {
+            size_t base = at;
+
+            for (size_t g = 0; g < m_shuffle; g++)
+                for (size_t q = g; q < n_shuffle; q += m_shuffle)
+                    spans[at++] = src[q];
+            if (tasks_reserve(c, m_shuffle) != 0) {
+                rc = QR_ERR_NOMEM;
+                goto cleanup;
+            }
+            for (size_t g = 0, off = base; g < m_shuffle; g++) {
+                size_t size = n_shuffle / m_shuffle + (g < n_shuffle % m_shuffle ? 1 : 0);
+
+                step_add(c, QR_STAGE_SHUFFLE, round + 1, (uint32_t)g, off, size, RUN_NONE);
+                off += size;
+            }
+        } else {
+            if ((rc = tagged_level1(c, spans, at, src, tags, n_shuffle, ct_max)) != 0)
+                goto cleanup;
+            at += n_shuffle;
+        }
+    }
+
+    /* Tagged partials: merge the split tags on, keep the rest. */
+    {
+        size_t f = part_max && m_max ? c->cfg.token_ram / (m_max * part_max) : 2;
+
+        if (f < 2)
+            f = 2;
+        for (size_t i = first; i < first + nt;) {
+            const struct qr_task *t = &c->tasks[i];
+            size_t j = i + 1;
+
+            if (t->stage != QR_STAGE_TAGGED) {
+                i++;
+                continue;
+            }
+            while (t->run != RUN_NONE && j < first + nt && c->tasks[j].stage == QR_STAGE_TAGGED &&
+                   c->tasks[j].run == t->run)
+                j++;
+            if (t->run == RUN_NONE || j - i == 1) {
+                for (size_t k = 0; k < t->out_n; k++) {
+                    const struct qr_span *o = &c->out_spans[t->out_first + k];
+                    if ((rc = carry_put(c, store_get(&c->out, o), o->len, t->level)) != 0)
+                        goto cleanup;
+                }
+                i = j;
+                continue;
+            }
+            for (size_t q = i; q < j; q += f) {
+                size_t begin = at, end = q + f < j ? q + f : j;
+
+                for (size_t k = q; k < end; k++) {
+                    const struct qr_task *s = &c->tasks[k];
+                    memcpy(&spans[at], &c->out_spans[s->out_first], s->out_n * sizeof *spans);
+                    at += s->out_n;
+                }
+                if (tasks_reserve(c, 1) != 0) {
+                    rc = QR_ERR_NOMEM;
+                    goto cleanup;
+                }
+                step_add(c, QR_STAGE_TAGGED, tagged_level + 1, partition++, begin, at - begin,
+                         c->tasks[i].run);
+                t = &c->tasks[i]; /* tasks_reserve may have moved the array */
+            }
+            i = j;
+        }
+    }
+
+    if (c->level_n == 0) { /* nothing left to merge: filter */
+        rc = build_final(c);
+        goto cleanup;
+    }
+    store_free(&c->in);
+    free(c->in_spans);
+    c->in = c->out;
+    memset(&c->out, 0, sizeof c->out);
+    c->in_spans = spans;
+    c->n_in = at;
+    spans = NULL;
+
+cleanup:
+    if (rc == 0) {
+        free(c->out_spans);
+        c->out_spans = NULL;
+        free(c->out_tags);
+        c->out_tags = NULL;
+        store_free(&c->out);
+        c->n_out = c->cap_out = c->cap_out_tags = 0;
+        c->out_m_max = c->out_size_max = 0;
+    }
+    free(spans);
+    free(src);
+    free(tags);
+    return rc;
+}
+
 static void close_collection(qr_coord *c)
 {
     size_t at = 0;
@@ -519,6 +1053,14 @@ static void close_collection(qr_coord *c)
         msg_put(m, cap, &at, ", the plan requires ");
         msg_put_u64(m, cap, &at, c->plan.min_participants);
         fail(c, QR_ERR_FAILED);
+        return;
+    }
+    if (c->tagged) {
+        int rc = build_tagged_first(c);
+        if (rc == QR_ERR_FAILED)
+            fail(c, QR_ERR_FAILED); /* the message is written */
+        else if (rc != 0)
+            fail_msg(c, QR_ERR_NOMEM, "out of memory laying out the aggregation");
         return;
     }
     if (build_level1(c) != 0)
@@ -630,11 +1172,19 @@ static int on_work(qr_coord *c, int64_t now_ms, const struct qr_request *r, stru
     rep->level = t->level;
     rep->partition = t->partition;
     rep->final = t->final;
+    rep->stage = t->stage;
     rep->query_id = c->plan.query_id;
     rep->n_inputs = t->n;
     rep->input = task_input;
     rep->input_ctx = ictx;
     return 0;
+}
+
+/* Whether collected ciphertexts carry tags (rnf_noise, c_noise, ed_hist). */
+static int tags_collected(const qr_coord *c)
+{
+    return c->plan.protocol == QR_PROTO_RNF_NOISE || c->plan.protocol == QR_PROTO_C_NOISE ||
+           c->plan.protocol == QR_PROTO_ED_HIST;
 }
 
 static int tuple_ok(const qr_coord *c, const struct qr_request *r, const struct qr_wire_ct *ct,
@@ -643,7 +1193,8 @@ static int tuple_ok(const qr_coord *c, const struct qr_request *r, const struct 
     return ct->query_len == QR_QUERY_TAG_LEN &&
            memcmp(ct->query, c->plan.query_id, QR_QUERY_TAG_LEN) == 0 &&
            ct->phase == QR_PHASE_COLLECT && ct->level == 0 && ct->partition == 0 &&
-           ct->chunk == i && ct->nchunks == c->plan.tuples_per_participant &&
+           ct->chunk == i && ct->nchunks == c->plan.emit &&
+           ct->tag_len == (tags_collected(c) ? QR_TAG_LEN : 0) &&
            ct->key_len == QR_CONTRIB_KEY_LEN && memcmp(ct->key, r->key, QR_CONTRIB_KEY_LEN) == 0 &&
            ct->nonce_len == QR_NONCE_LEN && ct->box_len >= 1 && ct->box_len <= QR_BOX_MAX &&
            ct->packed_len <= UINT32_MAX;
@@ -651,7 +1202,7 @@ static int tuple_ok(const qr_coord *c, const struct qr_request *r, const struct 
 
 static int on_upload(qr_coord *c, const struct qr_request *r)
 {
-    size_t k = c->plan.tuples_per_participant, total = 0;
+    size_t k = c->plan.emit, total = 0;
     uint8_t(*ids)[QR_TOKEN_ID_LEN];
     uint8_t(*keys)[QR_CONTRIB_KEY_LEN];
     struct qr_span *spans;
@@ -694,14 +1245,26 @@ static int on_upload(qr_coord *c, const struct qr_request *r)
     if (spans == NULL)
         return QR_ERR_NOMEM;
     c->collected_spans = spans;
+    if (tags_collected(c)) {
+        uint64_t *tags = grow(c->collected_tags, &c->cap_collected_tags, c->n_collected + k,
+                              sizeof *tags);
+        if (tags == NULL)
+            return QR_ERR_NOMEM;
+        c->collected_tags = tags;
+    }
     if (set_reserve(&c->id_set, 1) || set_reserve(&c->key_set, 1) ||
         store_reserve(&c->collected, total))
         return QR_ERR_NOMEM;
 
     for (size_t i = 0; i < k; i++) {
-        struct qr_span *span = &c->collected_spans[c->n_collected++];
+        struct qr_span *span = &c->collected_spans[c->n_collected];
 
         qr_codec_tuple(&ct, r, i);
+        if (tags_collected(c))
+            c->collected_tags[c->n_collected] = tag64(ct.tag);
+        c->n_collected++;
+        if (ct.box_len > c->max_box)
+            c->max_box = ct.box_len;
         qr_codec_ct_pack(&ct, store_append(&c->collected, ct.packed_len, span));
         if (ct.packed_len > c->max_ct_size)
             c->max_ct_size = ct.packed_len;
@@ -752,12 +1315,31 @@ static int on_task_failure(qr_coord *c, struct qr_task *t, const struct qr_reque
     return 0;
 }
 
+/* The phase a task's outputs carry, by its stage. */
+static int output_phase(int stage)
+{
+    switch (stage) {
+    case QR_STAGE_KEYS:
+        return QR_PHASE_KEYS_PARTIAL;
+    case QR_STAGE_SHUFFLE:
+        return QR_PHASE_SHUFFLE;
+    case QR_STAGE_TAGGED:
+        return QR_PHASE_TAGGED_PARTIAL;
+    default:
+        return QR_PHASE_AGGREGATE;
+    }
+}
+
 static int partial_ok(const qr_coord *c, const struct qr_task *t, const struct qr_wire_ct *ct,
                       size_t j, size_t m)
 {
+    int tagged = t->stage == QR_STAGE_SHUFFLE && t->level == c->plan.rounds;
+
     return ct->query_len == QR_QUERY_TAG_LEN &&
            memcmp(ct->query, c->plan.query_id, QR_QUERY_TAG_LEN) == 0 &&
-           ct->phase == QR_PHASE_AGGREGATE && ct->level == t->level &&
+           ct->phase == output_phase(t->stage) && ct->level == t->level &&
+           ct->tag_len == (tagged ? QR_TAG_LEN : 0) && ct->key_len == 0 &&
+           (t->stage != QR_STAGE_KEYS || m == 1) && (t->stage != QR_STAGE_SHUFFLE || m == t->n) &&
            ct->partition == t->partition && ct->chunk == j && ct->nchunks == m &&
            ct->nonce_len == QR_NONCE_LEN && ct->box_len >= 1 && ct->packed_len <= UINT32_MAX;
 }
@@ -829,6 +1411,12 @@ static int on_partial_result(qr_coord *c, struct qr_task *t, const struct qr_req
     if (spans == NULL)
         return QR_ERR_NOMEM;
     c->out_spans = spans;
+    if (c->tagged) {
+        uint64_t *tags = grow(c->out_tags, &c->cap_out_tags, c->n_out + m, sizeof *tags);
+        if (tags == NULL)
+            return QR_ERR_NOMEM;
+        c->out_tags = tags;
+    }
     if (store_reserve(&c->out, total) || aggregator_reserve(c))
         return QR_ERR_NOMEM;
 
@@ -836,6 +1424,8 @@ static int on_partial_result(qr_coord *c, struct qr_task *t, const struct qr_req
     t->out_n = m;
     for (size_t j = 0; j < m; j++) {
         qr_codec_partial(&ct, r, j);
+        if (c->tagged)
+            c->out_tags[c->n_out] = ct.tag_len == QR_TAG_LEN ? tag64(ct.tag) : 0;
         qr_codec_ct_pack(&ct, store_append(&c->out, ct.packed_len, &c->out_spans[c->n_out++]));
         if (ct.packed_len > c->out_size_max)
             c->out_size_max = ct.packed_len;
@@ -847,8 +1437,13 @@ static int on_partial_result(qr_coord *c, struct qr_task *t, const struct qr_req
     c->level_done++;
     c->st.tasks_done++;
     aggregator_note(c, r->token_id);
-    if (c->level_done == c->level_n && build_next_level(c) != 0)
-        fail_msg(c, QR_ERR_NOMEM, "out of memory building the next aggregation level");
+    if (c->level_done == c->level_n) {
+        int rc = c->tagged ? build_tagged_next(c) : build_next_level(c);
+        if (rc == QR_ERR_FAILED)
+            fail_msg(c, QR_ERR_FAILED, "the contributor list has no root");
+        else if (rc != 0)
+            fail_msg(c, QR_ERR_NOMEM, "out of memory building the next aggregation level");
+    }
     return 0;
 }
 
@@ -908,10 +1503,11 @@ int qr_coord_new(qr_coord **out, const uint8_t *signed_plan, size_t len,
     rc = qr_codec_plan_info(&c->plan, signed_plan, len);
     if (rc != 0)
         goto cleanup;
-    if (c->plan.tuples_per_participant == 0) {
+    if (c->plan.emit == 0) {
         rc = QR_ERR_MALFORMED; /* a plan no token can contribute to */
         goto cleanup;
     }
+    c->tagged = c->plan.protocol != QR_PROTO_S_AGG;
     c->signed_plan = malloc(len);
     if (c->signed_plan == NULL) {
         rc = QR_ERR_NOMEM;
@@ -1045,6 +1641,9 @@ void qr_coord_stats(const qr_coord *c, struct qr_coord_stats *out)
            c->cap_collected * sizeof *c->collected_spans + c->n_in * sizeof *c->in_spans +
            c->cap_out * sizeof *c->out_spans + c->cap_ids * sizeof *c->ids +
            c->cap_keys * sizeof *c->keys + c->cap_aggs * sizeof *c->aggs +
+           c->cap_collected_tags * sizeof *c->collected_tags +
+           c->cap_out_tags * sizeof *c->out_tags + store_held(&c->carry) +
+           c->cap_carry * sizeof *c->carry_spans + c->cap_carry_levels * sizeof *c->carry_levels +
            c->cap_tasks * sizeof *c->tasks +
            (c->id_set.cap + c->key_set.cap + c->agg_set.cap) * sizeof(struct qr_set_slot);
     for (size_t i = 0; i < c->n_tasks; i++)

@@ -49,6 +49,29 @@
 
 /* -------------------------------------------------------------- plans */
 
+/* The grouping protocols, as token/tk_int.h numbers them. */
+enum qr_protocol {
+    QR_PROTO_S_AGG = 0,
+    QR_PROTO_RNF_NOISE = 1,
+    QR_PROTO_C_NOISE = 2,
+    QR_PROTO_ED_HIST = 3,
+    QR_PROTO_SHUFFLE = 4,
+};
+/* A protocol's number from its name, or -1. */
+int qr_protocol_of(const char *name);
+
+/* Stages of a task, and phases of a ciphertext, as proto's Stage and Phase. */
+#define QR_STAGE_MERGE 0
+#define QR_STAGE_KEYS 1
+#define QR_STAGE_SHUFFLE 2
+#define QR_STAGE_TAGGED 3
+#define QR_STAGE_FINAL 4
+#define QR_PHASE_KEYS 3
+#define QR_PHASE_KEYS_PARTIAL 4
+#define QR_PHASE_SHUFFLE 5
+#define QR_PHASE_TAGGED_PARTIAL 6
+#define QR_TAG_LEN 16u
+
 /* What the coordinator needs of a SignedPlan. */
 struct qr_plan_info {
     uint8_t query_id[QR_QUERY_ID_LEN];
@@ -57,6 +80,10 @@ struct qr_plan_info {
     int64_t expires_at; /* Unix seconds: tokens refuse the plan's work after it */
     uint32_t tuples_per_participant;
     uint32_t min_participants;
+    int protocol;       /* enum qr_protocol */
+    uint32_t emit;      /* ciphertexts per contribution */
+    uint32_t rounds;    /* shuffle */
+    uint32_t batch_min; /* shuffle */
 };
 
 /*
@@ -83,6 +110,8 @@ struct qr_wire_ct {
     size_t key_len;
     size_t nonce_len;
     size_t box_len;
+    const uint8_t *tag; /* tag_len bytes */
+    size_t tag_len;
     size_t packed_len; /* bytes of its canonical encoding */
     const void *msg_;  /* the codec's message: for qr_codec_ct_pack */
 };
@@ -128,6 +157,12 @@ void qr_codec_request_free(struct qr_request *r);
 void qr_codec_tuple(struct qr_wire_ct *out, const struct qr_request *r, size_t i);
 void qr_codec_partial(struct qr_wire_ct *out, const struct qr_request *r, size_t i);
 
+/* The packed Ciphertext of a pseudonym in a contributor list (STAGE_KEYS
+ * level 1): query tag, PHASE_KEYS and the key. Returns its length; with
+ * out NULL, only measures. */
+size_t qr_codec_key_record(uint8_t *out, const uint8_t query_tag[QR_QUERY_TAG_LEN],
+                           const uint8_t key[QR_CONTRIB_KEY_LEN]);
+
 /* Pack a ciphertext (ct->packed_len bytes) or a result's SealedResult. */
 void qr_codec_ct_pack(const struct qr_wire_ct *ct, uint8_t *out);
 void qr_codec_result_pack(const struct qr_request *r, uint8_t *out);
@@ -159,6 +194,7 @@ struct qr_reply {
     uint64_t task_id;
     uint32_t level, partition;
     int final;
+    int stage; /* QR_STAGE_* */
     const uint8_t *query_id; /* QR_QUERY_ID_LEN bytes, or NULL */
     size_t n_inputs;
     /* The i-th input of a task: packed Ciphertext bytes. */

@@ -44,6 +44,7 @@
 
 #include "proto/cohort.pb-c.h"
 #include "querier/qr_sql.h"
+#include "token/token.h"
 
 #define TRY(expr)                                                                                  \
     do {                                                                                           \
@@ -875,6 +876,97 @@ static void build_sizes(struct build *b)
     b->plan.max_groups = q->opt.has_max_groups ? q->opt.max_groups : (uint32_t)groups;
 }
 
+/*
+ * The grouping protocol and its parameters. The SQL's WITH wins over the
+ * compile options; "auto" (or nothing) asks the cost model for the cheapest
+ * protocol that leaks no more than allowed. Under differential privacy only
+ * protocols that leak nothing are allowed: tag frequencies would give the
+ * service the exact counts the noise hides.
+ */
+static int build_protocol(struct build *b, const struct qr_compile_opts *opts)
+{
+    const struct qr_options *o = &b->q->opt;
+    const char *name = o->has_protocol ? o->protocol : opts ? opts->protocol : NULL;
+    int max_leak = opts ? opts->max_leakage : QR_LEAK_NONE;
+    struct qr_cost_input in;
+    Cohort__Plan *p = &b->plan;
+    uint32_t k = p->tuples_per_participant, g = p->max_groups;
+
+    if (name != NULL && qr_protocol_valid(name) != 0) {
+        qr_sql_error_at(b->err, b->q->sql, b->q->sql_len, o->protocol_pos,
+                        "unknown protocol '%s'", name);
+        return QR_ERR_SQL;
+    }
+    memset(&in, 0, sizeof in);
+    in.participants = o->has_participants               ? o->participants
+                      : opts && opts->participants > 0 ? opts->participants
+                      : b->q->has_size && b->q->size > 0 ? b->q->size
+                                                         : QR_COST_PARTICIPANTS;
+    in.groups = g;
+    in.tuples = k;
+    in.buckets = o->has_buckets ? o->buckets : 0;
+    in.fakes = o->fakes;
+    in.has_fakes = o->has_fakes;
+    in.rounds = o->has_rounds ? o->rounds : 0;
+    in.aggregates = (uint32_t)b->n_aggs;
+    in.token_ram = opts && opts->token_ram ? opts->token_ram : 65536;
+    in.latency_ms = opts && opts->latency_ms ? opts->latency_ms : 20;
+    if (b->privacy.epsilon > 0)
+        max_leak = QR_LEAK_NONE;
+    if (name == NULL || strcmp(name, "auto") == 0)
+        name = qr_cost_choose(&in, max_leak, NULL);
+    else if (b->privacy.epsilon > 0 && qr_protocol_leakage(name) > QR_LEAK_NONE) {
+        qr_sql_error_at(b->err, b->q->sql, b->q->sql_len, o->protocol_pos,
+                        "protocol %s shows the service how often each group occurs, which "
+                        "differential privacy cannot allow; use s_agg or c_noise",
+                        name);
+        return QR_ERR_SQL;
+    }
+    p->protocol = (char *)name;
+    if ((o->has_buckets || o->has_fakes || o->has_rounds || o->has_batch_min) &&
+        strcmp(name, "s_agg") == 0) {
+        qr_sql_error_at(b->err, b->q->sql, b->q->sql_len, o->protocol_pos,
+                        "buckets, fakes, rounds and batch_min belong to the other protocols, "
+                        "not s_agg");
+        return QR_ERR_SQL;
+    }
+    if (strcmp(name, "rnf_noise") == 0 || strcmp(name, "c_noise") == 0) {
+        uint32_t cap = strcmp(name, "c_noise") == 0 ? QR_C_NOISE_EMIT_MAX / k : QR_BUCKETS_MAX;
+        p->tag_buckets = o->has_buckets ? o->buckets : g < cap ? g : cap;
+        if (p->tag_buckets > cap) {
+            qr_sql_error_at(b->err, b->q->sql, b->q->sql_len, o->protocol_pos,
+                            "c_noise sends buckets x tuples_per_participant ciphertexts per "
+                            "participant, at most %u: buckets must be at most %u",
+                            QR_C_NOISE_EMIT_MAX, cap);
+            return QR_ERR_SQL;
+        }
+        if (strcmp(name, "rnf_noise") == 0)
+            p->fakes = o->has_fakes ? o->fakes : QR_DEFAULT_FAKES;
+    } else if (strcmp(name, "ed_hist") == 0) {
+        /* The bounds come from a histogram query (qr_hist_apply); until
+         * then the plan asks for this many buckets and no token takes it. */
+        p->tag_buckets = o->has_buckets ? o->buckets : (g + 3) / 4;
+    } else if (strcmp(name, "shuffle") == 0) {
+        p->shuffle_batch_min = o->has_batch_min ? o->batch_min : QR_DEFAULT_BATCH_MIN;
+        p->shuffle_rounds =
+            o->has_rounds ? o->rounds
+                          : qr_cost_shuffle_rounds(
+                                in.participants * k,
+                                tk_shuffle_capacity(in.token_ram, 60 + 24 * (b->n_aggs + 1)));
+    }
+    if (o->has_fakes && strcmp(name, "rnf_noise") != 0) {
+        qr_sql_error_at(b->err, b->q->sql, b->q->sql_len, o->protocol_pos,
+                        "fakes belongs to rnf_noise");
+        return QR_ERR_SQL;
+    }
+    if ((o->has_rounds || o->has_batch_min) && strcmp(name, "shuffle") != 0) {
+        qr_sql_error_at(b->err, b->q->sql, b->q->sql_len, o->protocol_pos,
+                        "rounds and batch_min belong to shuffle");
+        return QR_ERR_SQL;
+    }
+    return 0;
+}
+
 static int build_times(struct build *b, const struct qr_compile_opts *opts)
 {
     int64_t now = opts ? opts->now : 0;
@@ -1063,7 +1155,7 @@ static int build(struct build *b, const struct qr_compile_opts *opts)
     p->nonce.data = b->nonce;
     p->nonce.len = sizeof b->nonce;
     p->study = (char *)(opts && opts->study ? opts->study : "default");
-    p->protocol = "s_agg";
+    TRY(build_protocol(b, opts));
     p->table = (char *)b->t->name;
     TRY(build_schema(b));
     p->n_group_by = q->n_group;

@@ -1079,6 +1079,11 @@ enum opt_id {
     O_MAX_GROUPS,
     O_PROTOCOL,
     O_MAX_ROWS,
+    O_BUCKETS,
+    O_FAKES,
+    O_ROUNDS,
+    O_BATCH_MIN,
+    O_PARTICIPANTS,
     O_COUNT_
 };
 
@@ -1094,6 +1099,11 @@ static const struct {
     [O_MAX_GROUPS] = {"max_groups", 1, QR_MAX_GROUPS_LIMIT},
     [O_PROTOCOL] = {"protocol", 0, 0},
     [O_MAX_ROWS] = {"max_rows", 1, QR_DP_MAX_ROWS_MAX},
+    [O_BUCKETS] = {"buckets", 1, QR_BUCKETS_MAX},
+    [O_FAKES] = {"fakes", 0, QR_FAKES_MAX},
+    [O_ROUNDS] = {"rounds", 1, QR_ROUNDS_MAX},
+    [O_BATCH_MIN] = {"batch_min", 2, 65535},
+    [O_PARTICIPANTS] = {"participants", 1, 100000000},
 };
 
 static int *option_flag(struct qr_options *o, enum opt_id id)
@@ -1113,6 +1123,16 @@ static int *option_flag(struct qr_options *o, enum opt_id id)
         return &o->has_max_groups;
     case O_MAX_ROWS:
         return &o->has_max_rows;
+    case O_BUCKETS:
+        return &o->has_buckets;
+    case O_FAKES:
+        return &o->has_fakes;
+    case O_ROUNDS:
+        return &o->has_rounds;
+    case O_BATCH_MIN:
+        return &o->has_batch_min;
+    case O_PARTICIPANTS:
+        return &o->has_participants;
     default:
         return &o->has_protocol;
     }
@@ -1128,9 +1148,12 @@ static int parse_option_value(struct parser *p, enum opt_id id)
         const char *v = t->kind == T_STRING ? t->s : t->name;
         if (t->kind != T_STRING && !is_name(p))
             return expected(p, "a protocol name such as 's_agg'");
-        if (strcmp(v, "s_agg") != 0)
-            return fail(p, t->pos, "protocol '%s' is not available; use s_agg", v);
-        memcpy(o->protocol, "s_agg", sizeof "s_agg");
+        if (qr_protocol_valid(v) != 0)
+            return fail(p, t->pos,
+                        "unknown protocol '%s'; the protocols are auto, s_agg, rnf_noise, "
+                        "c_noise, ed_hist and shuffle",
+                        v);
+        memcpy(o->protocol, v, strlen(v) + 1); /* a known name: short */
         return advance(p);
     }
     if (id == O_EPSILON) {
@@ -1167,6 +1190,21 @@ static int parse_option_value(struct parser *p, enum opt_id id)
     case O_MAX_ROWS:
         o->max_rows = (uint32_t)t->i;
         break;
+    case O_BUCKETS:
+        o->buckets = (uint32_t)t->i;
+        break;
+    case O_FAKES:
+        o->fakes = (uint32_t)t->i;
+        break;
+    case O_ROUNDS:
+        o->rounds = (uint32_t)t->i;
+        break;
+    case O_BATCH_MIN:
+        o->batch_min = (uint32_t)t->i;
+        break;
+    case O_PARTICIPANTS:
+        o->participants = (uint64_t)t->i;
+        break;
     default:
         o->max_groups = (uint32_t)t->i;
         break;
@@ -1192,7 +1230,8 @@ static int parse_with(struct parser *p)
             return fail(p, p->cur.pos,
                         "unknown option %s; the options are min_participants, "
                         "min_group_size, epsilon, contribution_bound, max_rows, "
-                        "tuples_per_participant, max_groups and protocol",
+                        "tuples_per_participant, max_groups, protocol, buckets, fakes, "
+                        "rounds, batch_min and participants",
                         describe(p, &p->cur, buf, sizeof buf));
         int *given = option_flag(&p->q->opt, (enum opt_id)id);
         if (*given)
@@ -1204,6 +1243,8 @@ static int parse_with(struct parser *p)
             p->q->opt.contribution_bound_pos = p->cur.pos;
         else if (id == O_MAX_ROWS)
             p->q->opt.max_rows_pos = p->cur.pos;
+        else if (id == O_PROTOCOL)
+            p->q->opt.protocol_pos = p->cur.pos;
         TRY(advance(p));
         TRY(expect_tok(p, T_EQ, "'='"));
         TRY(parse_option_value(p, (enum opt_id)id));

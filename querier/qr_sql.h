@@ -41,6 +41,10 @@
 #define QR_DEFAULT_MIN_GROUP_SIZE 5u
 /* Differential privacy (token/tk_noise.c has the mechanism). */
 #define QR_DP_MAX_ROWS_MAX 1000000u   /* max_rows: TK_DP_MAX_ROWS */
+#define QR_BUCKETS_MAX 4096u          /* buckets: TK_MAX_BUCKETS */
+#define QR_FAKES_MAX 256u             /* fakes: TK_MAX_FAKES */
+#define QR_ROUNDS_MAX 8u              /* rounds: TK_MAX_ROUNDS */
+#define QR_C_NOISE_EMIT_MAX 4096u     /* c_noise: buckets x tuples, TK_MAX_EMIT */
 #define QR_DP_DEFAULT_MAX_ROWS 1u     /* max_rows when epsilon is given without it */
 #define QR_DP_DEFAULT_DELTA 1e-6      /* the default min_group_size keeps delta below this */
 #define QR_DP_SCALE_MAX 1e15          /* a quantity's noise scale: TK_DP_SCALE_MAX */
@@ -126,13 +130,16 @@ struct qr_order_item {
 struct qr_options {
     int has_min_participants, has_min_group_size, has_epsilon, has_contribution_bound;
     int has_tuples, has_max_groups, has_protocol, has_max_rows;
+    int has_buckets, has_fakes, has_rounds, has_batch_min, has_participants;
+    uint32_t buckets, fakes, rounds, batch_min;
+    uint64_t participants;
     uint32_t min_participants, min_group_size;
     double epsilon;
     int64_t contribution_bound;
     uint32_t tuples_per_participant, max_groups;
     uint32_t max_rows;
     char protocol[QR_NAME_MAX + 1];
-    size_t epsilon_pos, contribution_bound_pos, max_rows_pos;
+    size_t epsilon_pos, contribution_bound_pos, max_rows_pos, protocol_pos;
 };
 
 struct qr_query {

@@ -118,6 +118,19 @@ struct qr_compile_opts {
     double epsilon;
     int64_t contribution_bound;
     uint32_t max_rows;
+    /*
+     * The grouping protocol, unless the SQL's WITH names one: NULL or
+     * "auto" lets the cost model choose among those that leak no more than
+     * max_leakage (qr_cost_choose), for `participants` expected
+     * contributors (0: the SQL's SIZE or participants option, else
+     * QR_COST_PARTICIPANTS), tokens of token_ram bytes (0: 64 KiB) and a
+     * one-way latency of latency_ms (0: 20).
+     */
+    const char *protocol;
+    int max_leakage; /* enum qr_leakage */
+    uint64_t participants;
+    size_t token_ram;
+    uint32_t latency_ms;
 };
 
 struct qr_sql_error {
@@ -132,6 +145,72 @@ struct qr_sql_error {
  */
 int qr_sql_compile(uint8_t **plan, size_t *plan_len, const char *sql,
                    const struct qr_compile_opts *opts, struct qr_sql_error *err);
+
+/* ---------------------------------------------------------- cost model */
+
+/*
+ * What the untrusted service can learn from a protocol's messages, in
+ * increasing order (the leakage report of cohort-sim measures it):
+ * - NONE: s_agg (random-looking ciphertexts) and c_noise (every
+ *   participant sends every tag equally often);
+ * - FREQUENCIES: shuffle (the groups' tuple frequencies, not who is in
+ *   which group);
+ * - BUCKETS: ed_hist and rnf_noise (which tags each participant sent: a
+ *   link from a participant to a bucket of groups, blurred by fakes).
+ */
+enum qr_leakage {
+    QR_LEAK_NONE = 0,
+    QR_LEAK_FREQUENCIES = 1,
+    QR_LEAK_BUCKETS = 2,
+};
+
+#define QR_COST_PARTICIPANTS 10000u /* expected contributors when nothing says */
+#define QR_DEFAULT_FAKES 3u         /* rnf_noise: fakes per participant */
+#define QR_DEFAULT_BATCH_MIN 32u    /* shuffle: the smallest batch a token mixes */
+
+/* The leakage of a protocol (enum qr_leakage), or -1 for an unknown name. */
+int qr_protocol_leakage(const char *protocol);
+/* 0 when name is "auto" or a protocol this querier knows, else -1. */
+int qr_protocol_valid(const char *name);
+
+/* What the model is given: the study's expected shape and the deployment. */
+struct qr_cost_input {
+    uint64_t participants; /* contributors */
+    uint32_t groups;       /* distinct groups expected */
+    uint32_t tuples;       /* tuples_per_participant */
+    uint32_t buckets;      /* rnf_noise, c_noise, ed_hist (0: the protocol's default) */
+    uint32_t fakes;        /* rnf_noise (0 with has_fakes 0: the default) */
+    int has_fakes;
+    uint32_t rounds;       /* shuffle (0: qr_cost_shuffle_rounds) */
+    uint32_t aggregates;   /* aggregates in the plan */
+    size_t token_ram;      /* bytes of a token's RAM */
+    uint32_t latency_ms;   /* one-way network latency */
+};
+
+/* What the model predicts for one protocol. */
+struct qr_cost {
+    int feasible;            /* 0: a token cannot hold what the protocol needs */
+    double seconds;          /* end to end, from the first upload to the result */
+    double token_seconds;    /* token work, summed over tokens */
+    uint64_t bytes;          /* through the service, in and out */
+    uint64_t ciphertexts;    /* collected */
+    uint64_t tasks;          /* aggregation tasks */
+    uint32_t steps;          /* aggregation steps, one after another */
+    size_t token_ram_needed; /* the most RAM one token call needs */
+};
+
+/* Predict a protocol's cost. Returns 0, or QR_ERR_ARG (unknown protocol,
+ * bad input). */
+int qr_cost_predict(struct qr_cost *out, const char *protocol, const struct qr_cost_input *in);
+
+/* The cheapest feasible protocol that leaks at most max_leakage (s_agg if
+ * none is feasible), with its prediction in *best when not NULL. */
+const char *qr_cost_choose(const struct qr_cost_input *in, int max_leakage, struct qr_cost *best);
+
+/* Rounds for the shuffle to mix `items` ciphertexts in batches of `batch`:
+ * one past the first whose window b^r covers every item (see
+ * querier/qr_coord.c), at least 2 and at most QR_ROUNDS_MAX. */
+uint32_t qr_cost_shuffle_rounds(uint64_t items, uint32_t batch);
 
 /* A human-readable account of a serialized plan (malloc'd string). */
 char *qr_plan_explain(const uint8_t *plan, size_t plan_len);
