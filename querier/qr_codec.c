@@ -112,8 +112,8 @@ int qr_codec_plan_info(struct qr_plan_info *out, const uint8_t *signed_plan, siz
     out->tuples_per_participant = plan->tuples_per_participant;
     out->min_participants = plan->privacy ? plan->privacy->min_participants : 0;
     out->protocol = qr_protocol_of(plan->protocol);
-    out->emit = tk_plan_emit(plan->protocol, plan->tuples_per_participant, plan->tag_buckets,
-                             plan->fakes);
+    out->emit =
+        tk_plan_emit(plan->protocol, plan->tuples_per_participant, plan->tag_buckets, plan->fakes);
     out->rounds = plan->shuffle_rounds;
     out->batch_min = plan->shuffle_batch_min;
     if (out->protocol < 0 || out->emit == 0 ||

@@ -132,7 +132,7 @@ struct qr_coord {
     struct qr_span *collected_spans; /* contribution c owns [c*K, c*K + K) */
     size_t n_collected, cap_collected;
     size_t max_ct_size;
-    size_t max_box; /* the largest collected box */
+    size_t max_box;                        /* the largest collected box */
     uint8_t box_sizes[QR_BOX_MAX / 8 + 1]; /* a bit per box length seen */
 
     /* Aggregation: every task so far; the level in progress. */
@@ -155,18 +155,18 @@ struct qr_coord {
     int gave_work; /* the last reply carried a plan to collect or a task */
 
     /* The tagged protocols (see "tagged protocols" below). */
-    int tagged;                /* the plan's protocol is not s_agg */
-    uint64_t *collected_tags;  /* rnf_noise, c_noise, ed_hist: each collected tag's first bytes */
+    int tagged;               /* the plan's protocol is not s_agg */
+    uint64_t *collected_tags; /* rnf_noise, c_noise, ed_hist: each collected tag's first bytes */
     size_t cap_collected_tags;
-    uint64_t *out_tags;        /* the shuffle's last round: each output's tag */
+    uint64_t *out_tags; /* the shuffle's last round: each output's tag */
     size_t cap_out_tags;
-    struct qr_store carry;     /* outputs that wait for the filtering task */
+    struct qr_store carry; /* outputs that wait for the filtering task */
     struct qr_span *carry_spans;
     uint32_t *carry_levels;
     size_t n_carry, cap_carry, cap_carry_levels;
-    size_t keys_root;          /* carry index + 1 of the contributor list's root, or 0 */
-    uint32_t max_level;        /* highest stage level of a carried output */
-    uint32_t runs;             /* split tags so far */
+    size_t keys_root;   /* carry index + 1 of the contributor list's root, or 0 */
+    uint32_t max_level; /* highest stage level of a carried output */
+    uint32_t runs;      /* split tags so far */
 };
 
 /*
@@ -705,8 +705,7 @@ static int shuffle_batches(qr_coord *c, uint32_t round, size_t at, size_t n)
     if (cap < c->plan.batch_min || n < c->plan.batch_min || m == 0 || n / m < c->plan.batch_min) {
         msg_put(msg, sizeof c->st.failure_msg, &at_msg, "cannot shuffle ");
         msg_put_u64(msg, sizeof c->st.failure_msg, &at_msg, n);
-        msg_put(msg, sizeof c->st.failure_msg, &at_msg,
-                " ciphertexts in batches of at least ");
+        msg_put(msg, sizeof c->st.failure_msg, &at_msg, " ciphertexts in batches of at least ");
         msg_put_u64(msg, sizeof c->st.failure_msg, &at_msg, c->plan.batch_min);
         msg_put(msg, sizeof c->st.failure_msg, &at_msg, ", a token holding at most ");
         msg_put_u64(msg, sizeof c->st.failure_msg, &at_msg, cap);
@@ -800,8 +799,7 @@ static int build_tagged_first(qr_coord *c)
                    k * sizeof *spans);
         rc = shuffle_batches(c, 1, at, n);
     } else {
-        rc = tagged_level1(c, spans, at, c->collected_spans, c->collected_tags, n,
-                           c->max_ct_size);
+        rc = tagged_level1(c, spans, at, c->collected_spans, c->collected_tags, n, c->max_ct_size);
     }
     if (rc != 0)
         goto cleanup;
@@ -1246,8 +1244,8 @@ static int on_upload(qr_coord *c, const struct qr_request *r)
         return QR_ERR_NOMEM;
     c->collected_spans = spans;
     if (tags_collected(c)) {
-        uint64_t *tags = grow(c->collected_tags, &c->cap_collected_tags, c->n_collected + k,
-                              sizeof *tags);
+        uint64_t *tags =
+            grow(c->collected_tags, &c->cap_collected_tags, c->n_collected + k, sizeof *tags);
         if (tags == NULL)
             return QR_ERR_NOMEM;
         c->collected_tags = tags;

@@ -135,7 +135,8 @@ int qr_cost_predict(struct qr_cost *out, const char *protocol, const struct qr_c
         if (strcmp(protocol, "shuffle") == 0) {
             uint32_t cap = tk_shuffle_capacity(in->token_ram ? in->token_ram : 65536,
                                                (size_t)tuple_box(in) + 16);
-            uint32_t rounds = in->rounds ? in->rounds : qr_cost_shuffle_rounds((uint64_t)items, cap);
+            uint32_t rounds =
+                in->rounds ? in->rounds : qr_cost_shuffle_rounds((uint64_t)items, cap);
             double batches = cap ? ceil(items / cap) : items;
             tasks += rounds * batches;
             steps += rounds;

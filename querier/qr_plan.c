@@ -893,13 +893,13 @@ static int build_protocol(struct build *b, const struct qr_compile_opts *opts)
     uint32_t k = p->tuples_per_participant, g = p->max_groups;
 
     if (name != NULL && qr_protocol_valid(name) != 0) {
-        qr_sql_error_at(b->err, b->q->sql, b->q->sql_len, o->protocol_pos,
-                        "unknown protocol '%s'", name);
+        qr_sql_error_at(b->err, b->q->sql, b->q->sql_len, o->protocol_pos, "unknown protocol '%s'",
+                        name);
         return QR_ERR_SQL;
     }
     memset(&in, 0, sizeof in);
-    in.participants = o->has_participants               ? o->participants
-                      : opts && opts->participants > 0 ? opts->participants
+    in.participants = o->has_participants                ? o->participants
+                      : opts && opts->participants > 0   ? opts->participants
                       : b->q->has_size && b->q->size > 0 ? b->q->size
                                                          : QR_COST_PARTICIPANTS;
     in.groups = g;
@@ -948,11 +948,11 @@ static int build_protocol(struct build *b, const struct qr_compile_opts *opts)
         p->tag_buckets = o->has_buckets ? o->buckets : (g + 3) / 4;
     } else if (strcmp(name, "shuffle") == 0) {
         p->shuffle_batch_min = o->has_batch_min ? o->batch_min : QR_DEFAULT_BATCH_MIN;
-        p->shuffle_rounds =
-            o->has_rounds ? o->rounds
-                          : qr_cost_shuffle_rounds(
-                                in.participants * k,
-                                tk_shuffle_capacity(in.token_ram, 60 + 24 * (b->n_aggs + 1)));
+        p->shuffle_rounds = o->has_rounds
+                                ? o->rounds
+                                : qr_cost_shuffle_rounds(
+                                      in.participants * k,
+                                      tk_shuffle_capacity(in.token_ram, 60 + 24 * (b->n_aggs + 1)));
     }
     if (o->has_fakes && strcmp(name, "rnf_noise") != 0) {
         qr_sql_error_at(b->err, b->q->sql, b->q->sql_len, o->protocol_pos,

@@ -212,6 +212,22 @@ const char *qr_cost_choose(const struct qr_cost_input *in, int max_leakage, stru
  * querier/qr_coord.c), at least 2 and at most QR_ROUNDS_MAX. */
 uint32_t qr_cost_shuffle_rounds(uint64_t items, uint32_t batch);
 
+/*
+ * ed_hist's histogram (qr_hist.c). qr_hist_plan: from an ed_hist plan
+ * (serialized, not yet signed), the histogram study to run first: its
+ * table, WHERE and GROUP BY, COUNT(*) per group, s_agg, the same privacy
+ * clause and times, a fresh nonce. qr_hist_apply: from the same plan and
+ * the histogram's result (group columns then the count), the ed_hist plan
+ * to sign: equi-depth bucket bounds, at most the plan's tag_buckets
+ * buckets, a fresh nonce. Both malloc *out; QR_ERR_ARG (not an ed_hist
+ * plan, a result of another shape), QR_ERR_MALFORMED, QR_ERR_TOO_LARGE,
+ * QR_ERR_NOMEM.
+ */
+int qr_hist_plan(uint8_t **out, size_t *out_len, const uint8_t *plan, size_t plan_len);
+struct qr_result;
+int qr_hist_apply(uint8_t **out, size_t *out_len, const uint8_t *plan, size_t plan_len,
+                  const struct qr_result *hist);
+
 /* A human-readable account of a serialized plan (malloc'd string). */
 char *qr_plan_explain(const uint8_t *plan, size_t plan_len);
 

@@ -20,6 +20,7 @@
 #include <stdio.h>
 
 #include "querier/querier.h"
+#include "sim/sim_leak.h"
 
 #define SIM_ROWS_MAX 16u
 #define SIM_REGIONS 128u
@@ -31,7 +32,10 @@ struct sim_config {
     uint64_t tokens;
     uint64_t seed;
     const char *sql;
-    const char *protocol; /* "s_agg" (the only protocol so far) */
+    const char *protocol; /* a protocol's name; NULL or "auto": the SQL's, or the cost model's */
+    int max_leakage;      /* what "auto" may choose (enum qr_leakage) */
+    int leakage;          /* record the service's view and report what it reveals */
+    const char *view_csv; /* with leakage: also write the view there (NULL: no) */
     size_t token_ram;     /* bytes of each token's RAM arena */
     double dropout;       /* fraction of participants / aggregators that vanish */
     unsigned threads;     /* worker threads; 0: one per CPU */
@@ -111,6 +115,17 @@ struct sim_report {
 
     int dp; /* the plan has epsilon > 0: see dp_check */
     struct sim_dp_check dp_check;
+
+    char protocol[16];       /* the protocol the plan named */
+    struct qr_cost predicted; /* the cost model's prediction for it */
+    /* ed_hist: the histogram study run first (s_agg), and the buckets it gave. */
+    int hist;
+    struct qr_coord_stats hist_coord;
+    double hist_virtual_s, hist_wall_s;
+    uint32_t hist_buckets;
+    /* With leakage: what the service's view reveals (sim_leak.h). */
+    int has_leak;
+    struct sim_leak_report leak;
 };
 
 /* Run a whole simulated study. Returns 0 when it ran (whatever the verdict;
@@ -164,6 +179,24 @@ double sim_uniform(uint64_t *state); /* [0, 1) */
  */
 int sim_truth(struct qr_result *out, const uint8_t *plan, size_t plan_len, uint64_t seed,
               const uint8_t *included, uint64_t n);
+
+/*
+ * Each participant's groups under a plan (WHERE and GROUP BY over its rows),
+ * for the leakage report: CSR arrays over participants 0..n-1 (those not in
+ * `included` have none), every group's canonical key as tokens encode it
+ * (tk_key_encode), and how many participants have it. Returns 0 or -1.
+ */
+struct sim_groups {
+    uint32_t *first; /* n + 1 */
+    uint32_t *ids;
+    uint32_t n_groups;
+    uint8_t *keys;     /* the groups' keys, one after another */
+    size_t *key_off;   /* n_groups + 1 */
+    uint64_t *members; /* participants having each group */
+};
+int sim_truth_groups(struct sim_groups *out, const uint8_t *plan, size_t plan_len, uint64_t seed,
+                     const uint8_t *included, uint64_t n);
+void sim_groups_free(struct sim_groups *g);
 
 /* Compare two results cell by cell (AVG to 1e-9 relative); NULL if equal,
  * else a malloc'd description of the first differences. */

@@ -92,6 +92,7 @@ struct sim {
     int setup_error;
     char setup_msg[160];
     pthread_mutex_t lock;
+    struct sim_view *view; /* the service's view, when recorded */
 };
 
 typedef void (*job_fn)(struct sim *s, struct worker *w, size_t item, void *ctx);
@@ -436,7 +437,12 @@ static int setup(struct sim *s)
                                    .valid_seconds = 86400,
                                    .epsilon = cfg->epsilon,
                                    .contribution_bound = cfg->contribution_bound,
-                                   .max_rows = cfg->max_rows};
+                                   .max_rows = cfg->max_rows,
+                                   .protocol = cfg->protocol,
+                                   .max_leakage = cfg->max_leakage,
+                                   .participants = cfg->tokens,
+                                   .token_ram = cfg->token_ram,
+                                   .latency_ms = cfg->latency_ms};
     struct qr_sql_error err;
     Cohort__TableSchema *schema = health_schema();
     const uint8_t *chain[1];
@@ -469,6 +475,22 @@ static int setup(struct sim *s)
         if (p->privacy != NULL && p->privacy->epsilon > scope.max_epsilon)
             scope.max_epsilon = p->privacy->epsilon;
         s->epsilon = p->privacy != NULL ? p->privacy->epsilon : 0.0;
+        snprintf(rep->protocol, sizeof rep->protocol, "%s", p->protocol ? p->protocol : "");
+        {
+            /* What the cost model expects of this plan and deployment. */
+            struct qr_cost_input in = {
+                .participants = (uint64_t)((double)cfg->tokens * (1.0 - cfg->dropout)) + 1,
+                .groups = p->max_groups,
+                .tuples = p->tuples_per_participant,
+                .buckets = p->tag_buckets,
+                .fakes = p->fakes,
+                .has_fakes = 1,
+                .rounds = p->shuffle_rounds,
+                .aggregates = (uint32_t)p->n_aggregates,
+                .token_ram = cfg->token_ram,
+                .latency_ms = cfg->latency_ms};
+            qr_cost_predict(&rep->predicted, rep->protocol, &in);
+        }
         cohort__plan__free_unpacked(p, NULL);
     }
     if (qr_identity_generate(&s->manufacturer) != 0 || qr_identity_generate(&s->authority) != 0 ||
@@ -550,13 +572,16 @@ static void agent_job(struct sim *s, struct worker *w, size_t item, void *ctx)
         memcpy(w->reasons[-e->status], ag.last_reason, sizeof ag.last_reason);
 }
 
-/* Send one request to the coordinator; the reply (malloc'd) or NULL. */
-static int send(qr_coord *c, int64_t now_ms, const uint8_t *req, size_t len, uint8_t **reply,
-                size_t *reply_len)
+/* Send one request from participant `who` to the coordinator; the reply
+ * (malloc'd) or NULL. The service's view records the exchange. */
+static int send(qr_coord *c, struct sim *s, uint64_t who, int64_t now_ms, const uint8_t *req,
+                size_t len, uint8_t **reply, size_t *reply_len)
 {
     uint8_t *r = NULL;
     size_t rl = 0;
     int rc = qr_coord_handle(c, now_ms, req, len, &r, &rl);
+    if (s->view != NULL && r != NULL && sim_view_record(s->view, who, now_ms, req, len, r, rl) != 0)
+        fail(s, "out of memory recording the service's view");
     if (reply != NULL) {
         *reply = r;
         *reply_len = rl;
@@ -577,7 +602,7 @@ static int work_request(qr_coord *c, struct sim *s, uint64_t who, int64_t now_ms
     pt_agent_init(&ag, &none, s->ids[who]);
     if (pt_agent_work_request(&ag, &req, &len) != 0)
         return -1;
-    rc = send(c, now_ms, req, len, reply, reply_len);
+    rc = send(c, s, who, now_ms, req, len, reply, reply_len);
     free(req);
     return rc;
 }
@@ -649,7 +674,7 @@ static int collect(struct sim *s, qr_coord *c, const uint8_t *dropped, int64_t *
             if (b[k].action == PT_COLLECTED) {
                 if (rep->ciphertext_bytes == 0)
                     rep->ciphertext_bytes = tuple_size(b[k].next, b[k].next_len);
-                send(c, t, b[k].next, b[k].next_len, NULL, NULL);
+                send(c, s, b[k].who, t, b[k].next, b[k].next_len, NULL, NULL);
             } else if (b[k].action == PT_REFUSED) {
                 rep->refused++;
                 if (b[k].status < 0 && -b[k].status < 64)
@@ -753,7 +778,7 @@ static int aggregate(struct sim *s, qr_coord *c, const uint8_t *dropped, int64_t
         *vnow += 2 * (int64_t)cfg->latency_ms + TASK_WORK_MS;
         for (k = 0; k < m; k++)
             if (!b[k].skip && b[k].action == PT_AGGREGATED)
-                send(c, *vnow, b[k].next, b[k].next_len, NULL, NULL);
+                send(c, s, b[k].who, *vnow, b[k].next, b[k].next_len, NULL, NULL);
         free_exch(b, m);
         qr_coord_tick(c, *vnow);
         qr_coord_stats(c, &st);
@@ -806,10 +831,113 @@ static unsigned cpus(void)
     return n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
 }
 
+/* One study of a signed plan through a fresh coordinator (*out, which the
+ * caller frees): collection, then aggregation, from the plan's issue time. */
+static int study(struct sim *s, const uint8_t *signed_plan, size_t len, const uint8_t *dropped,
+                 int64_t *vnow, qr_coord **out)
+{
+    struct qr_coord_config cc;
+    int rc;
+
+    qr_coord_config_default(&cc);
+    cc.token_ram = s->cfg->token_ram;
+    cc.task_timeout_ms = TASK_TIMEOUT_MS;
+    *vnow = s->t0 * 1000;
+    if ((rc = qr_coord_new(out, signed_plan, len, &cc, *vnow)) != 0) {
+        snprintf(s->rep->error, sizeof s->rep->error, "the coordinator refused the plan: %s",
+                 qr_strerror(rc));
+        return rc;
+    }
+    if (collect(s, *out, dropped, vnow) != 0 || aggregate(s, *out, dropped, vnow) != 0) {
+        snprintf(s->rep->error, sizeof s->rep->error, "out of memory");
+        return -1;
+    }
+    if (s->setup_error) {
+        snprintf(s->rep->error, sizeof s->rep->error, "%s", s->setup_msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int sign(struct sim *s, const uint8_t *plan, size_t len, uint8_t **out, size_t *out_len)
+{
+    const uint8_t *chain[1] = {s->researcher_cert};
+    size_t chain_len[1] = {s->researcher_cert_len};
+    return qr_plan_sign(out, out_len, plan, len, &s->researcher, chain, chain_len, 1);
+}
+
+/*
+ * ed_hist: the histogram study first (s_agg, COUNT(*) per group), opened by
+ * the researcher, whose bounds make the plan that is then signed and run.
+ */
+static int histogram(struct sim *s, const uint8_t *dropped)
+{
+    struct sim_report *rep = s->rep;
+    uint8_t *hp = NULL, *hsp = NULL, *np = NULL, *nsp = NULL;
+    size_t hl = 0, hsl = 0, nl = 0, nsl = 0;
+    const uint8_t *sealed;
+    size_t sealed_len;
+    struct qr_result hist;
+    qr_coord *c = NULL;
+    int64_t vnow;
+    double w0 = wall();
+    int rc;
+
+    memset(&hist, 0, sizeof hist);
+    if ((rc = qr_hist_plan(&hp, &hl, s->plan, s->plan_len)) != 0 ||
+        (rc = sign(s, hp, hl, &hsp, &hsl)) != 0) {
+        snprintf(rep->error, sizeof rep->error, "cannot make the histogram study: %s",
+                 qr_strerror(rc));
+        goto out;
+    }
+    if ((rc = study(s, hsp, hsl, dropped, &vnow, &c)) != 0)
+        goto out;
+    qr_coord_stats(c, &rep->hist_coord);
+    rep->hist = 1;
+    rep->hist_virtual_s = (double)(vnow - s->t0 * 1000) / 1000.0;
+    if (rep->hist_coord.state != QR_DONE) {
+        snprintf(rep->error, sizeof rep->error, "the histogram study failed: %s",
+                 rep->hist_coord.failure_msg[0] ? rep->hist_coord.failure_msg
+                                                : "it did not finish");
+        rc = -1;
+        goto out;
+    }
+    qr_coord_result(c, &sealed, &sealed_len);
+    if ((rc = qr_result_open(&hist, sealed, sealed_len, hsp, hsl, &s->researcher,
+                             (const uint8_t(*)[32])s->manufacturer.sign_pk, 1, vnow / 1000)) != 0 ||
+        (rc = qr_hist_apply(&np, &nl, s->plan, s->plan_len, &hist)) != 0 ||
+        (rc = sign(s, np, nl, &nsp, &nsl)) != 0) {
+        snprintf(rep->error, sizeof rep->error, "cannot draw the buckets from the histogram: %s",
+                 qr_strerror(rc));
+        goto out;
+    }
+    {
+        Cohort__Plan *p = cohort__plan__unpack(NULL, nl, np);
+        rep->hist_buckets = p != NULL ? p->tag_buckets : 0;
+        cohort__plan__free_unpacked(p, NULL);
+    }
+    free(s->plan);
+    free(s->signed_plan);
+    s->plan = np;
+    s->plan_len = nl;
+    s->signed_plan = nsp;
+    s->signed_plan_len = nsl;
+    np = nsp = NULL;
+    rc = 0;
+out:
+    rep->hist_wall_s = wall() - w0;
+    qr_result_free(&hist);
+    qr_coord_free(c);
+    free(hp);
+    free(hsp);
+    free(np);
+    free(nsp);
+    return rc != 0 ? -1 : 0;
+}
+
 int sim_run(struct sim_report *rep, const struct sim_config *cfg)
 {
     struct sim s;
-    struct qr_coord_config cc;
     qr_coord *c = NULL;
     uint8_t *dropped = NULL, *inc = NULL;
     uint64_t rng = sim_mix(cfg->seed ^ 0xd50ull), i;
@@ -830,8 +958,10 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
         snprintf(rep->error, sizeof rep->error, "invalid simulation settings");
         return -1;
     }
-    if (cfg->protocol != NULL && strcmp(cfg->protocol, "s_agg") != 0) {
-        snprintf(rep->error, sizeof rep->error, "protocol '%s' is not available; use s_agg",
+    if (cfg->protocol != NULL && qr_protocol_valid(cfg->protocol) != 0) {
+        snprintf(rep->error, sizeof rep->error,
+                 "protocol '%s' is unknown; the protocols are auto, s_agg, rnf_noise, c_noise, "
+                 "ed_hist and shuffle",
                  cfg->protocol);
         return -1;
     }
@@ -858,8 +988,6 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
         goto out;
 
     /* The study. */
-    w0 = wall();
-    c0 = cpu();
     dropped = calloc(cfg->tokens, 1);
     if (dropped == NULL)
         goto out;
@@ -868,20 +996,19 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
             dropped[i] = 1;
             rep->dropped++;
         }
-    qr_coord_config_default(&cc);
-    cc.token_ram = cfg->token_ram;
-    cc.task_timeout_ms = TASK_TIMEOUT_MS;
+    if (strcmp(rep->protocol, "ed_hist") == 0 && (rc = histogram(&s, dropped)) != 0)
+        goto out;
+    if (cfg->leakage) {
+        s.view = calloc(1, sizeof *s.view);
+        if (s.view == NULL)
+            goto out;
+        sim_view_init(s.view);
+    }
+    w0 = wall();
+    c0 = cpu();
     vnow = s.t0 * 1000;
-    if ((rc = qr_coord_new(&c, s.signed_plan, s.signed_plan_len, &cc, vnow)) != 0) {
-        snprintf(rep->error, sizeof rep->error, "the coordinator refused the plan: %s",
-                 qr_strerror(rc));
+    if ((rc = study(&s, s.signed_plan, s.signed_plan_len, dropped, &vnow, &c)) != 0)
         goto out;
-    }
-    if ((rc = collect(&s, c, dropped, &vnow)) != 0 ||
-        (rc = aggregate(&s, c, dropped, &vnow)) != 0) {
-        snprintf(rep->error, sizeof rep->error, "out of memory");
-        goto out;
-    }
     qr_coord_stats(c, &rep->coord);
     rep->contributed = rep->coord.contributions;
     if (rep->coord.state == QR_DONE) {
@@ -969,6 +1096,10 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
     }
     rc = 0;
 out:
+    if (s.view != NULL) {
+        sim_view_free(s.view);
+        free(s.view);
+    }
     qr_coord_free(c);
     free(dropped);
     free(inc);

@@ -31,6 +31,7 @@
 #include "proto/cohort.pb-c.h"
 #include "querier/qr_result.h"
 #include "sim/sim.h"
+#include "token/token.h"
 
 enum { T_NULL, T_INT, T_DEC, T_TEXT, T_DATE, T_BOOL, T_DBL, T_TS };
 
@@ -763,4 +764,117 @@ char *sim_compare(const struct qr_result *got, const struct qr_result *want)
         return NULL;
     }
     return out;
+}
+
+/* ------------------------------------------------ groups, for the leakage */
+
+void sim_groups_free(struct sim_groups *g)
+{
+    if (g == NULL)
+        return;
+    free(g->first);
+    free(g->ids);
+    free(g->keys);
+    free(g->key_off);
+    free(g->members);
+    memset(g, 0, sizeof *g);
+}
+
+int sim_truth_groups(struct sim_groups *out, const uint8_t *plan_bytes, size_t plan_len,
+                     uint64_t seed, const uint8_t *included, uint64_t n)
+{
+    Cohort__Plan *plan = cohort__plan__unpack(NULL, plan_len, plan_bytes);
+    struct groups gs = {0};
+    uint32_t *ids = NULL;
+    size_t n_ids = 0, cap_ids = 0, heap = 0;
+    uint64_t i;
+    int rc = -1;
+
+    memset(out, 0, sizeof *out);
+    out->first = calloc(n + 1, sizeof *out->first);
+    if (plan == NULL || out->first == NULL || plan->n_group_by > 8)
+        goto done;
+    for (i = 0; i < n; i++) {
+        struct sim_row r[SIM_ROWS_MAX];
+        size_t nr, k, mine_first = n_ids;
+
+        out->first[i] = (uint32_t)n_ids;
+        if (!included[i])
+            continue;
+        nr = sim_data_rows(r, seed, i);
+        for (k = 0; k < nr; k++) {
+            struct row_ctx rc_ = {&r[k]};
+            uint8_t key[160];
+            size_t key_len = 0, a, m;
+            struct group *grp;
+            uint32_t id;
+            int fresh, keep = run(plan->where, plan->n_where, row_col, no_agg, &rc_);
+
+            if (keep != 1)
+                continue;
+            for (a = 0; a < plan->n_group_by; a++) {
+                struct tv v = row_value(&r[k], plan->group_by[a]);
+                size_t len;
+                if (key_len + 66 > sizeof key)
+                    goto done;
+                len = tk_key_encode(key + key_len, v.type, v.scale, v.i, (const uint8_t *)v.s,
+                                    v.type == T_TEXT ? v.len : 0);
+                if (len == 0)
+                    goto done;
+                key_len += len;
+            }
+            grp = find_group(&gs, key, key_len, &fresh);
+            if (grp == NULL)
+                goto done;
+            if (fresh) {
+                memcpy(grp->key, key, key_len);
+                grp->key_len = key_len;
+                grp->last = UINT64_MAX;
+                heap += key_len;
+            }
+            if (grp->last != i) {
+                grp->participants++;
+                grp->last = i;
+            }
+            id = (uint32_t)(grp - gs.g);
+            for (m = mine_first; m < n_ids && ids[m] != id; m++)
+                ;
+            if (m < n_ids)
+                continue;
+            if (n_ids == cap_ids) {
+                size_t nc = cap_ids ? cap_ids * 2 : 1024;
+                uint32_t *ni = realloc(ids, nc * sizeof *ni);
+                if (ni == NULL)
+                    goto done;
+                ids = ni;
+                cap_ids = nc;
+            }
+            ids[n_ids++] = id;
+        }
+    }
+    out->first[n] = (uint32_t)n_ids;
+    out->ids = ids;
+    ids = NULL;
+    out->n_groups = (uint32_t)gs.n;
+    out->keys = malloc(heap ? heap : 1);
+    out->key_off = calloc(gs.n + 1, sizeof *out->key_off);
+    out->members = calloc(gs.n ? gs.n : 1, sizeof *out->members);
+    if (out->keys == NULL || out->key_off == NULL || out->members == NULL)
+        goto done;
+    for (size_t g = 0, at = 0; g < gs.n; g++) {
+        memcpy(out->keys + at, gs.g[g].key, gs.g[g].key_len);
+        out->key_off[g] = at;
+        at += gs.g[g].key_len;
+        out->key_off[g + 1] = at;
+        out->members[g] = gs.g[g].participants;
+    }
+    rc = 0;
+done:
+    if (rc != 0)
+        sim_groups_free(out);
+    free(ids);
+    free(gs.g);
+    free(gs.slot);
+    cohort__plan__free_unpacked(plan, NULL);
+    return rc;
 }

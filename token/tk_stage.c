@@ -616,3 +616,69 @@ int tk_stage_final_check(struct tk_session *s)
     memcpy(s->hi, s->t->k_hi, TK_CONTRIB_KEY_LEN);
     return TK_OK;
 }
+
+/* ------------------------------------------------------- host helpers */
+
+size_t tk_key_encode(uint8_t *out, int type, unsigned scale, int64_t i, const uint8_t *s,
+                     size_t len)
+{
+    struct tk_value v;
+
+    memset(&v, 0, sizeof v);
+    if (type < COHORT__VALUE_TYPE__VT_NULL || type > COHORT__VALUE_TYPE__VT_TIMESTAMP ||
+        type == COHORT__VALUE_TYPE__VT_DOUBLE || scale > 18 ||
+        (type == COHORT__VALUE_TYPE__VT_TEXT && (len > TK_TEXT_MAX || (len && s == NULL))))
+        return 0;
+    v.type = (uint8_t)type;
+    v.scale = (uint8_t)scale;
+    v.i = i;
+    v.s = s;
+    v.len = (uint16_t)len;
+    return tk_key_put(out, &v);
+}
+
+int tk_group_tag(uint8_t tag[16], const uint8_t group_secret[32], const uint8_t *plan,
+                 size_t plan_len, const uint8_t *key, size_t key_len, uint8_t *scratch,
+                 size_t scratch_len)
+{
+    struct tk_arena a;
+    struct tk_plan p;
+    struct tk_query_keys k;
+    Cohort__Plan *pb;
+    int rc;
+
+    if (plan == NULL || scratch == NULL || plan_len > TK_PLAN_MAX || (key == NULL && key_len))
+        return TK_ERR_MALFORMED;
+    tk_arena_init(&a, scratch, scratch_len, 0);
+    pb = (Cohort__Plan *)tk_unpack(&a, &cohort__plan__descriptor, plan, plan_len, &rc);
+    if (pb == NULL)
+        return TK_ERR_MALFORMED;
+    memset(&p, 0, sizeof p);
+    if (strcmp(pb->protocol ? pb->protocol : "", "s_agg") == 0)
+        return TK_ERR_UNSUPPORTED;
+    p.buckets = (uint16_t)pb->tag_buckets;
+    p.bounds = pb->bucket_bounds;
+    p.n_bounds = (uint16_t)pb->n_bucket_bounds;
+    if (strcmp(pb->protocol ? pb->protocol : "", "ed_hist") == 0)
+        p.protocol = TK_PROTO_ED_HIST;
+    else if (strcmp(pb->protocol ? pb->protocol : "", "shuffle") == 0)
+        p.protocol = TK_PROTO_SHUFFLE;
+    else if (tk_plan_emit(pb->protocol, 1, pb->tag_buckets, 0) == 0)
+        return TK_ERR_UNSUPPORTED;
+    tk_query_id(p.query_id, plan, plan_len);
+    tk_query_keys(&k, group_secret, p.query_id);
+    if (p.protocol == TK_PROTO_SHUFFLE)
+        tk_tag_group(tag, &k, key, key_len);
+    else
+        tk_tag_bucket(tag, &k, tk_bucket_of(&p, &k, key, key_len));
+    tk_query_keys_wipe(&k);
+    return TK_OK; /* scratch holds the plan only: nothing secret */
+}
+
+void tk_dummy_tag(uint8_t tag[16], const uint8_t group_secret[32], const uint8_t query_id[32])
+{
+    struct tk_query_keys k;
+    tk_query_keys(&k, group_secret, query_id);
+    tk_tag_dummy(tag, &k);
+    tk_query_keys_wipe(&k);
+}

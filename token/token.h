@@ -301,6 +301,29 @@ void tk_result_digest(uint8_t out[32], const uint8_t *const *parts, const size_t
 uint32_t tk_plan_emit(const char *protocol, uint32_t tuples, uint32_t buckets, uint32_t fakes);
 uint32_t tk_shuffle_capacity(size_t arena_len, size_t box_len);
 
+/*
+ * Group keys and tags, as tokens make them, for hosts that must agree with
+ * them: the querier's ed_hist bounds, and the simulator's leakage report,
+ * which grants its attacker the tag of every group (a worst case).
+ * - tk_key_encode: one value's canonical key (type is proto's ValueType;
+ *   text up to 64 bytes); a group's key is its columns' keys in GROUP BY
+ *   order. Writes at most TK_KEY_VALUE_MAX bytes; returns the length, or 0
+ *   for a value no token encodes.
+ * - tk_group_tag: the tag the real tuples of the group with that key carry
+ *   under a plan (serialized Plan): their bucket's for rnf_noise, c_noise
+ *   and ed_hist, the group's own for shuffle. tk_dummy_tag: the tag of the
+ *   shuffle's dummies. group_secret is the deployment's. scratch (64 KiB
+ *   is plenty) holds the decoded plan. 0, TK_ERR_MALFORMED or
+ *   TK_ERR_UNSUPPORTED (s_agg: no tags).
+ */
+#define TK_KEY_VALUE_MAX 66u
+size_t tk_key_encode(uint8_t *out, int type, unsigned scale, int64_t i, const uint8_t *s,
+                     size_t len);
+int tk_group_tag(uint8_t tag[16], const uint8_t group_secret[32], const uint8_t *plan,
+                 size_t plan_len, const uint8_t *key, size_t key_len, uint8_t *scratch,
+                 size_t scratch_len);
+void tk_dummy_tag(uint8_t tag[16], const uint8_t group_secret[32], const uint8_t query_id[32]);
+
 /* The query id of a plan: BLAKE2b-256 of the serialized Plan bytes. */
 void tk_query_id(uint8_t out[TK_QUERY_ID_LEN], const uint8_t *plan, size_t plan_len);
 
