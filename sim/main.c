@@ -1,10 +1,19 @@
 /*
  * cohort-sim: run a whole study in one process and check it.
  *
- *   cohort-sim --tokens N --seed S --sql "SQL" [--protocol s_agg]
+ *   cohort-sim --tokens N --seed S --sql "SQL" [--protocol NAME|auto]
+ *              [--max-leakage none|frequencies|buckets] [--leakage [--view FILE]]
  *              [--token-ram BYTES] [--dropout RATE] [--threads N]
  *              [--latency-ms MS] [--json] [--no-progress]
  *              [--epsilon E [--contribution-bound B] [--max-rows R]] [--runs N]
+ *
+ * --protocol picks the grouping protocol (s_agg, rnf_noise, c_noise,
+ * ed_hist, shuffle) unless the SQL's WITH names one; auto (the default)
+ * lets the querier's cost model choose among those that leak at most
+ * --max-leakage (none by default). The cost model's prediction is printed
+ * beside the measurement. --leakage records the service's complete view
+ * and reports what it reveals (sim/sim_leak.c); --view also writes that
+ * view as CSV.
  *
  * Prints the researcher's result, then what it cost and what the querier
  * service saw. Exits 0 only if the result equals the ground truth computed
@@ -32,7 +41,8 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: cohort-sim --tokens N --seed S --sql \"SQL\" [--protocol s_agg]\n"
+    fputs("usage: cohort-sim --tokens N --seed S --sql \"SQL\" [--protocol NAME|auto]\n"
+          "                  [--max-leakage none|frequencies|buckets] [--leakage [--view FILE]]\n"
           "                  [--token-ram BYTES] [--dropout RATE] [--threads N]\n"
           "                  [--latency-ms MS] [--json] [--no-progress]\n"
           "                  [--epsilon E [--contribution-bound B] [--max-rows R]] [--runs N]\n"
@@ -42,6 +52,9 @@ static void usage(FILE *f)
           "Runs N simulated tokens, their agents and one coordinator with the real\n"
           "protocol code, and checks the decrypted result against the ground truth.\n"
           "The table is `health` (cohort-querier catalog lists its columns).\n"
+          "Protocols: s_agg, rnf_noise, c_noise, ed_hist, shuffle; auto (the default) lets\n"
+          "the cost model choose one that leaks at most --max-leakage (none). --leakage\n"
+          "reports what the service's view reveals; --view FILE writes that view as CSV.\n"
           "With --epsilon the result is noisy: the check is then that the noise stays\n"
           "within the result's stated bounds as often as it says, over --runs runs\n"
           "(seeds S, S+1, ...).\n"
@@ -66,6 +79,15 @@ static int parse_u64(const char *s, uint64_t *out, uint64_t min, uint64_t max)
     return 0;
 }
 
+/* A number, or null for NaN (JSON has no NaN). */
+static void json_number(double v)
+{
+    if (isnan(v) || isinf(v))
+        printf("null");
+    else
+        printf("%.6g", v);
+}
+
 static void print_json(const struct sim_config *cfg, const struct sim_report *rep)
 {
     const struct qr_coord_stats *s = &rep->coord;
@@ -78,8 +100,8 @@ static void print_json(const struct sim_config *cfg, const struct sim_report *re
         qr_print_json_string(stdout, rep->diff);
     else
         fputs("null", stdout);
-    printf(",\"tokens\":%llu,\"seed\":%llu,\"protocol\":\"s_agg\",\"sql\":",
-           (unsigned long long)cfg->tokens, (unsigned long long)cfg->seed);
+    printf(",\"tokens\":%llu,\"seed\":%llu,\"protocol\":\"%s\",\"sql\":",
+           (unsigned long long)cfg->tokens, (unsigned long long)cfg->seed, rep->protocol);
     qr_print_json_string(stdout, cfg->sql);
     printf(",\"columns\":[");
     for (c = 0; c < rep->result.n_columns; c++) {
@@ -134,9 +156,62 @@ static void print_json(const struct sim_config *cfg, const struct sim_report *re
            (unsigned long long)s->partitions, (unsigned long long)s->tasks_issued,
            (unsigned long long)s->tasks_reassigned, (unsigned long long)s->aggregator_tokens,
            (unsigned long long)rep->vanished);
+    printf("\"predicted\":{\"feasible\":%s,\"seconds\":%.3f,\"token_seconds\":%.3f,"
+           "\"bytes\":%llu,\"ciphertexts\":%llu,\"tasks\":%llu,\"steps\":%u,"
+           "\"token_ram\":%zu},",
+           rep->predicted.feasible ? "true" : "false", rep->predicted.seconds,
+           rep->predicted.token_seconds, (unsigned long long)rep->predicted.bytes,
+           (unsigned long long)rep->predicted.ciphertexts, (unsigned long long)rep->predicted.tasks,
+           rep->predicted.steps, rep->predicted.token_ram_needed);
+    if (rep->hist)
+        printf("\"histogram\":{\"contributions\":%llu,\"virtual_s\":%.3f,\"wall_s\":%.3f,"
+               "\"bytes\":%llu,\"tasks\":%llu,\"buckets\":%u},",
+               (unsigned long long)rep->hist_coord.contributions, rep->hist_virtual_s,
+               rep->hist_wall_s,
+               (unsigned long long)(rep->hist_coord.bytes_in + rep->hist_coord.bytes_out),
+               (unsigned long long)rep->hist_coord.partitions, rep->hist_buckets);
+    if (rep->has_leak) {
+        const struct sim_leak_report *l = &rep->leak;
+        printf("\"leakage\":{\"tagged_ciphertexts\":%llu,\"distinct_tags\":%llu,"
+               "\"tag_freq_min\":%llu,\"tag_freq_max\":%llu,\"tag_vs_truth_tv\":",
+               (unsigned long long)l->tagged_cts, (unsigned long long)l->distinct_tags,
+               (unsigned long long)l->tag_freq_min, (unsigned long long)l->tag_freq_max);
+        json_number(l->tag_vs_truth_tv);
+        printf(",\"linked\":%llu,\"accuracy\":%.6f,\"prior_accuracy\":%.6f,"
+               "\"accuracy_ci\":%.6f,\"anon_min\":%.1f,\"anon_p10\":%.1f,\"anon_median\":%.1f,"
+               "\"mix_tv_max\":",
+               (unsigned long long)l->linked, l->accuracy, l->prior_accuracy, l->accuracy_ci,
+               l->anon_min, l->anon_p10, l->anon_median);
+        json_number(l->mix_tv_max);
+        printf(",\"mix_tv_mean\":");
+        json_number(l->mix_tv_mean);
+        printf(",\"shuffle_rounds\":%u},", l->shuffle_rounds_seen);
+    }
     printf("\"memory\":{\"token_ram\":%zu,\"peak_arena\":%zu,\"token_state_bytes\":%zu,"
            "\"rest_bytes_per_token\":%.0f}}\n",
            rep->token_ram, rep->peak_arena, rep->token_state_bytes, rep->rest_bytes_per_token);
+}
+
+/* The cost model's prediction beside what the run measured. */
+static void print_cost(const struct sim_report *rep)
+{
+    const struct qr_cost *p = &rep->predicted;
+    const struct qr_coord_stats *s = &rep->coord;
+
+    printf("protocol      %s\n", rep->protocol);
+    printf("cost          %-22s %14s %14s\n", "", "predicted", "measured");
+    printf("              %-22s %14llu %14llu\n", "ciphertexts collected",
+           (unsigned long long)p->ciphertexts, (unsigned long long)s->ciphertexts_collected);
+    printf("              %-22s %14llu %14llu\n", "bytes through service",
+           (unsigned long long)p->bytes, (unsigned long long)(s->bytes_in + s->bytes_out));
+    printf("              %-22s %14llu %14llu\n", "aggregation tasks", (unsigned long long)p->tasks,
+           (unsigned long long)s->partitions);
+    printf("              %-22s %14u %14u\n", "steps", p->steps, s->levels);
+    printf("              %-22s %14.1f %14.1f\n", "virtual seconds", p->seconds, rep->virtual_s);
+    printf("              %-22s %14.2f %14.2f\n", "token CPU seconds", p->token_seconds,
+           rep->study_cpu_s);
+    printf("              %-22s %14zu %14zu\n", "token RAM, bytes", p->token_ram_needed,
+           rep->peak_arena);
 }
 
 static void print_text(const struct sim_config *cfg, const struct sim_report *rep)
@@ -165,9 +240,13 @@ static void print_text(const struct sim_config *cfg, const struct sim_report *re
            (unsigned long long)s->messages_in, (unsigned long long)s->bytes_in,
            (unsigned long long)s->messages_out, (unsigned long long)s->bytes_out);
     printf("              %llu contributions of %llu ciphertexts, %zu distinct size(s) "
-           "(%zu bytes each): no way to tell who matched\n",
+           "(%zu bytes each)%s\n",
            (unsigned long long)s->contributions, (unsigned long long)s->ciphertexts_collected,
-           s->ciphertext_sizes_distinct, rep->ciphertext_bytes);
+           s->ciphertext_sizes_distinct, rep->ciphertext_bytes,
+           strcmp(rep->protocol, "s_agg") == 0 ? ": no way to tell who matched"
+           : strcmp(rep->protocol, "shuffle") == 0
+               ? ", untagged; tags only after the shuffle"
+               : ", each with a det tag (--leakage says what they reveal)");
     printf("aggregation   %u level(s), %llu partitions, %llu tasks issued, %llu reassigned, "
            "%llu aggregator vanished, %llu tokens did aggregation work\n",
            s->levels, (unsigned long long)s->partitions, (unsigned long long)s->tasks_issued,
@@ -176,6 +255,15 @@ static void print_text(const struct sim_config *cfg, const struct sim_report *re
     printf("memory        token RAM %zu bytes, peak arena use %zu bytes; %.0f bytes per token "
            "at rest (state %zu)\n",
            rep->token_ram, rep->peak_arena, rep->rest_bytes_per_token, rep->token_state_bytes);
+    if (rep->hist)
+        printf("histogram     a first s_agg study: %llu contributions, %.1f s virtual, %llu bytes "
+               "through the service; %u bucket(s)\n",
+               (unsigned long long)rep->hist_coord.contributions, rep->hist_virtual_s,
+               (unsigned long long)(rep->hist_coord.bytes_in + rep->hist_coord.bytes_out),
+               rep->hist_buckets);
+    print_cost(rep);
+    if (rep->has_leak)
+        sim_leak_print(&rep->leak, stdout);
     (void)cfg;
 }
 
@@ -326,6 +414,8 @@ int main(int argc, char **argv)
             truth = 1;
         } else if (strcmp(a, "--csv") == 0) {
             csv = 1;
+        } else if (strcmp(a, "--leakage") == 0) {
+            cfg.leakage = 1;
         } else if (strcmp(a, "--export-csv") == 0 && next != NULL) {
             export_dir = next;
             i++;
@@ -349,7 +439,28 @@ int main(int argc, char **argv)
             cfg.sql = next;
             i++;
         } else if (strcmp(a, "--protocol") == 0) {
+            if (qr_protocol_valid(next) != 0) {
+                fprintf(stderr, "cohort-sim: --protocol must be auto, s_agg, rnf_noise, c_noise, "
+                                "ed_hist or shuffle\n");
+                return 2;
+            }
             cfg.protocol = next;
+            i++;
+        } else if (strcmp(a, "--max-leakage") == 0) {
+            if (strcmp(next, "none") == 0)
+                cfg.max_leakage = QR_LEAK_NONE;
+            else if (strcmp(next, "frequencies") == 0)
+                cfg.max_leakage = QR_LEAK_FREQUENCIES;
+            else if (strcmp(next, "buckets") == 0)
+                cfg.max_leakage = QR_LEAK_BUCKETS;
+            else {
+                fprintf(stderr, "cohort-sim: --max-leakage must be none, frequencies or buckets\n");
+                return 2;
+            }
+            i++;
+        } else if (strcmp(a, "--view") == 0) {
+            cfg.view_csv = next;
+            cfg.leakage = 1;
             i++;
         } else if (strcmp(a, "--token-ram") == 0) {
             if (parse_u64(next, &v, TK_ARENA_MIN, 64u << 20) != 0) {

@@ -831,6 +831,74 @@ static unsigned cpus(void)
     return n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
 }
 
+/*
+ * What the service's view reveals (sim_leak.c): each participant's true
+ * groups and, granted to the attacker as a worst case, the tag each
+ * group's tuples carry (the simulator holds the deployment's secret).
+ */
+static int leakage(struct sim *s, const uint8_t *included)
+{
+    const struct sim_config *cfg = s->cfg;
+    struct sim_report *rep = s->rep;
+    struct sim_groups g;
+    struct sim_leak_input in;
+    uint8_t(*tags)[16] = NULL, dummy[16], query_id[32], *scratch = NULL;
+    int tagged = strcmp(rep->protocol, "s_agg") != 0, rc = -1;
+
+    if (sim_truth_groups(&g, s->plan, s->plan_len, cfg->seed, included, cfg->tokens) != 0) {
+        snprintf(rep->error, sizeof rep->error, "the leakage report could not find the groups");
+        return -1;
+    }
+    if (tagged) {
+        tags = calloc(g.n_groups ? g.n_groups : 1, sizeof *tags);
+        scratch = malloc(64u << 10);
+        if (tags == NULL || scratch == NULL)
+            goto out;
+        for (uint32_t i = 0; i < g.n_groups; i++)
+            if (tk_group_tag(tags[i], s->group_secret, s->plan, s->plan_len, g.keys + g.key_off[i],
+                             g.key_off[i + 1] - g.key_off[i], scratch, 64u << 10) != TK_OK)
+                goto out;
+        tk_query_id(query_id, s->plan, s->plan_len);
+        tk_dummy_tag(dummy, s->group_secret, query_id);
+    }
+    memset(&in, 0, sizeof in);
+    in.view = s->view;
+    in.protocol = rep->protocol;
+    in.participants = cfg->tokens;
+    in.group_first = g.first;
+    in.group_ids = g.ids;
+    in.n_groups = g.n_groups;
+    in.group_rows = g.members;
+    in.group_tag = (const uint8_t(*)[16])tags;
+    in.dummy_tag = strcmp(rep->protocol, "shuffle") == 0 ? dummy : NULL;
+    if ((rc = sim_leak_analyze(&rep->leak, &in)) != 0) {
+        snprintf(rep->error, sizeof rep->error, "the leakage report failed: %s",
+                 sim_leak_strerror(rc));
+        goto out;
+    }
+    rep->has_leak = 1;
+    if (cfg->view_csv != NULL) {
+        FILE *f = fopen(cfg->view_csv, "w");
+        int bad = f == NULL || sim_view_write_csv(s->view, f) != 0;
+        if (f != NULL && fclose(f) != 0)
+            bad = 1;
+        if (bad) {
+            snprintf(rep->error, sizeof rep->error, "cannot write the view to %s", cfg->view_csv);
+            rc = -1;
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    if (rc != 0 && rep->error[0] == '\0')
+        snprintf(rep->error, sizeof rep->error, "out of memory for the leakage report");
+    sim_groups_free(&g);
+    free(tags);
+    free(scratch);
+    sodium_memzero(dummy, sizeof dummy);
+    return rc;
+}
+
 /* One study of a signed plan through a fresh coordinator (*out, which the
  * caller frees): collection, then aggregation, from the plan's issue time. */
 static int study(struct sim *s, const uint8_t *signed_plan, size_t len, const uint8_t *dropped,
@@ -1070,6 +1138,8 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
         goto out;
     }
     rep->truth_too_few = rc == 1;
+    if (s.view != NULL && (rc = leakage(&s, inc)) != 0)
+        goto out;
     rep->dp = s.epsilon > 0;
     if (rep->contributed == 0 && rep->refused > 0)
         rep->ok = 0; /* nobody took part: nothing was checked */
