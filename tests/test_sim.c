@@ -2,6 +2,7 @@
  * The simulator: its data generator, its comparison, and whole small
  * studies through the real cores, checked against the ground truth.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -153,6 +154,119 @@ static void a_token_with_the_smallest_ram_still_aggregates_exactly(void **state)
     run_ok("SELECT sex, COUNT(*), MAX(weight) FROM health GROUP BY sex", 400, 0, 16384);
 }
 
+static const char *const protocols[] = {"s_agg", "rnf_noise", "c_noise", "ed_hist", "shuffle"};
+
+/* One study under a named protocol, with dropouts; the report, checked. */
+static void run_protocol(struct sim_report *rep, const char *protocol, const char *sql,
+                         uint64_t tokens, double dropout, int leakage)
+{
+    struct sim_config cfg;
+    sim_config_default(&cfg);
+    cfg.tokens = tokens;
+    cfg.seed = 11;
+    cfg.sql = sql;
+    cfg.dropout = dropout;
+    cfg.protocol = protocol;
+    cfg.leakage = leakage;
+    assert_int_equal(sim_run(rep, &cfg), 0);
+    if (!rep->ok)
+        print_error("%s: %s\n%s\n%s\n", protocol, sql, rep->error, rep->diff ? rep->diff : "");
+    assert_true(rep->ok);
+    assert_false(rep->failed);
+    assert_string_equal(rep->protocol, protocol);
+    assert_true(rep->dropped > 0 && rep->contributed == tokens - rep->dropped);
+    assert_int_equal(rep->coord.ciphertext_sizes_distinct, 1);
+    assert_true(rep->peak_arena > 0 && rep->peak_arena <= cfg.token_ram);
+    assert_int_equal(rep->hist, strcmp(protocol, "ed_hist") == 0);
+}
+
+static void every_protocol_returns_the_ground_truth_with_dropouts(void **state)
+{
+    static const char *const queries[] = {
+        /* multi-column GROUP BY, WHERE, HAVING, every aggregate */
+        "SELECT sex, age_band, COUNT(*), SUM(steps), AVG(heart_rate), MIN(age), MAX(weight) "
+        "FROM health WHERE age >= 25 GROUP BY sex, age_band HAVING COUNT(*) >= 20",
+        /* no GROUP BY */
+        "SELECT COUNT(*), AVG(steps) FROM health",
+        /* many groups, a participant count, HAVING on it, ORDER BY and LIMIT */
+        "SELECT region, sex, COUNT(DISTINCT participant), SUM(weight) FROM health "
+        "GROUP BY region, sex HAVING COUNT(DISTINCT participant) > 2 "
+        "ORDER BY COUNT(DISTINCT participant) DESC LIMIT 20",
+        /* groups per row: several tuples per participant */
+        "SELECT heart_rate, COUNT(*) FROM health WHERE heart_rate < 64 GROUP BY heart_rate",
+    };
+    (void)state;
+    for (size_t p = 0; p < sizeof protocols / sizeof protocols[0]; p++) {
+        uint64_t vanished = 0;
+        for (size_t q = 0; q < sizeof queries / sizeof queries[0]; q++) {
+            struct sim_report rep;
+            run_protocol(&rep, protocols[p], queries[q], 600, 0.1, 0);
+            vanished += rep.vanished;
+            sim_report_free(&rep);
+        }
+        assert_true(vanished > 0); /* aggregators vanished with tasks, and others took them */
+    }
+}
+
+/*
+ * What the service learns, protocol by protocol (sim_leak.c): nothing
+ * linkable from s_agg and c_noise, the frequencies but no link from the
+ * shuffle, links from rnf_noise's and ed_hist's tags.
+ */
+static void the_leakage_report_shows_what_each_protocol_reveals(void **state)
+{
+    const char *sql = "SELECT sex, age_band, COUNT(*) FROM health GROUP BY sex, age_band";
+    (void)state;
+    for (size_t p = 0; p < sizeof protocols / sizeof protocols[0]; p++) {
+        struct sim_report rep;
+        const struct sim_leak_report *l = &rep.leak;
+
+        run_protocol(&rep, protocols[p], sql, 1500, 0.1, 1);
+        assert_true(rep.has_leak);
+        assert_int_equal(l->linked, rep.contributed);
+        assert_true(l->prior_accuracy > 0.05 && l->prior_accuracy < 0.5);
+        if (strcmp(protocols[p], "s_agg") == 0) {
+            assert_int_equal(l->tagged_cts, 0);
+            assert_true(fabs(l->accuracy - l->prior_accuracy) < 1e-12);
+        } else if (strcmp(protocols[p], "c_noise") == 0) {
+            assert_int_equal(l->tag_freq_min, l->tag_freq_max); /* flat */
+            assert_true(fabs(l->accuracy - l->prior_accuracy) < 1e-12);
+        } else if (strcmp(protocols[p], "shuffle") == 0) {
+            assert_true(l->tag_vs_truth_tv < 1e-9); /* the exact frequencies... */
+            assert_true(l->accuracy <= l->prior_accuracy + l->accuracy_ci); /* ...and no link */
+            assert_true(l->mix_tv_max < 0.05);
+            assert_true(l->shuffle_rounds_seen >= 2);
+            assert_true(l->anon_min >= (double)rep.contributed);
+        } else { /* rnf_noise, ed_hist: tags link participants to buckets */
+            assert_true(l->accuracy > l->prior_accuracy + l->accuracy_ci);
+            assert_true(l->anon_median < (double)rep.contributed);
+        }
+        sim_report_free(&rep);
+    }
+}
+
+/* Without a protocol named, the cost model picks one that leaks nothing;
+ * under differential privacy a leaky one is refused even when named. */
+static void the_default_protocol_leaks_nothing(void **state)
+{
+    struct sim_config cfg;
+    struct sim_report rep;
+    (void)state;
+    sim_config_default(&cfg);
+    cfg.tokens = 200;
+    cfg.protocol = NULL;
+    cfg.sql = "SELECT sex, COUNT(*) FROM health GROUP BY sex";
+    assert_int_equal(sim_run(&rep, &cfg), 0);
+    assert_true(rep.ok);
+    assert_int_equal(qr_protocol_leakage(rep.protocol), QR_LEAK_NONE);
+    sim_report_free(&rep);
+    cfg.sql = "SELECT sex, COUNT(*) FROM health GROUP BY sex WITH (protocol = shuffle, "
+              "epsilon = 1)";
+    assert_true(sim_run(&rep, &cfg) < 0);
+    assert_non_null(strstr(rep.error, "differential privacy cannot allow"));
+    sim_report_free(&rep);
+}
+
 static void a_study_below_its_minimum_participants_yields_no_result(void **state)
 {
     struct sim_config cfg;
@@ -190,6 +304,9 @@ int main(void)
         cmocka_unit_test(small_studies_match_their_ground_truth),
         cmocka_unit_test(dropouts_and_vanishing_aggregators_leave_the_result_exact),
         cmocka_unit_test(a_token_with_the_smallest_ram_still_aggregates_exactly),
+        cmocka_unit_test(every_protocol_returns_the_ground_truth_with_dropouts),
+        cmocka_unit_test(the_leakage_report_shows_what_each_protocol_reveals),
+        cmocka_unit_test(the_default_protocol_leaks_nothing),
         cmocka_unit_test(a_study_below_its_minimum_participants_yields_no_result),
         cmocka_unit_test(bad_sql_is_reported_with_its_position),
     };
