@@ -213,9 +213,13 @@ static void svc_init_with(struct svc *v, const struct world *w, size_t max_queri
     assert_int_equal(qr_service_new(&v->s, &cfg), 0);
 }
 
+/* The token RAM services are told of: SMALL_RAM but where a test says
+ * otherwise (a shuffle needs room for a batch). */
+static size_t svc_ram = SMALL_RAM;
+
 static void svc_init(struct svc *v, const struct world *w, size_t max_queries)
 {
-    svc_init_with(v, w, max_queries, 0, SMALL_RAM);
+    svc_init_with(v, w, max_queries, 0, svc_ram);
 }
 
 static void journal_push(struct svc *v, const uint8_t *rec, size_t len)
@@ -1787,6 +1791,119 @@ static void run_with_restart(const struct world *w, const struct plan *p, enum c
     fleet_free(&f);
 }
 
+/* A serialized plan, signed by the world's researcher. */
+static void plan_sign_bytes(struct plan *out, const struct world *w, const uint8_t *plan,
+                            size_t plan_len)
+{
+    const uint8_t *chain[1] = {w->cert};
+    size_t lens[1] = {w->cert_len};
+
+    tk_query_id(out->id, plan, plan_len);
+    assert_int_equal(
+        qr_plan_sign(&out->bytes, &out->len, plan, plan_len, &w->researcher, chain, lens, 1), 0);
+}
+
+/* One whole study of p on a fresh service and fleet: its opened result. */
+static void run_study(const struct world *w, const struct plan *p, struct qr_result *out)
+{
+    struct fleet f;
+    struct svc v;
+    int64_t now = NOW_MS;
+
+    fleet_init(&f, w, N_TOKENS);
+    svc_init(&v, w, 0);
+    submit(&v, p, now);
+    fleet_admit(&v, &f, 100, now);
+    drive(&v, &f, &now, NULL, NULL, NULL);
+    assert_int_equal(state_of(&v, p), QR_DONE);
+    fetch_open(&v, w, p, now, out);
+    svc_free(&v);
+    fleet_free(&f);
+}
+
+/*
+ * The protocols beyond s_agg run through the same service core as s_agg,
+ * with the same agents and tokens: each study opens to the truth, and a
+ * service rebuilt from its journal in the middle of aggregation lays the
+ * work out again identically and finishes with the same result. ed_hist
+ * runs its histogram study first, as cohort-querier run does.
+ */
+static void every_protocol_runs_through_the_service_and_its_journal(void **state)
+{
+    static const char *const with[] = {"protocol = rnf_noise", "protocol = c_noise",
+                                       "protocol = shuffle, batch_min = 4",
+                                       "protocol = ed_hist, buckets = 2"};
+    struct world w;
+
+    (void)state;
+    world_init(&w);
+    for (size_t k = 0; k < sizeof with / sizeof with[0]; k++) {
+        char sql[512];
+        struct qr_compile_opts opts;
+        struct qr_sql_error err;
+        struct qr_result expected;
+        struct fleet truth;
+        struct plan p;
+        uint8_t *plan;
+        size_t plan_len;
+
+        snprintf(sql, sizeof sql,
+                 "SELECT sex, COUNT(*), SUM(steps), COUNT(DISTINCT participant) FROM health "
+                 "GROUP BY sex ORDER BY sex SIZE %u WITH (min_participants = 5, "
+                 "min_group_size = 1, %s)",
+                 N_TOKENS, with[k]);
+        memset(&opts, 0, sizeof opts);
+        opts.study = STUDY;
+        opts.now = NOW_S;
+        opts.collect_seconds = 3600;
+        opts.valid_seconds = DAY_S;
+        assert_int_equal(qr_sql_compile(&plan, &plan_len, sql, &opts, &err), 0);
+        if (strstr(with[k], "ed_hist") != NULL) {
+            struct plan hp;
+            struct qr_result hist;
+            uint8_t *h, *next;
+            size_t h_len, next_len;
+
+            /* A template no token takes: the service refuses it. */
+            plan_sign_bytes(&hp, &w, plan, plan_len);
+            {
+                struct svc v;
+                struct bytes sub = req_submit(&hp);
+
+                svc_init(&v, &w, 0);
+                expect(&v, 0, NOW_MS, sub.p, sub.n, QR_ERR_REFUSED, 0);
+                free(sub.p);
+                svc_free(&v);
+            }
+            plan_free(&hp);
+            assert_int_equal(qr_hist_plan(&h, &h_len, plan, plan_len), 0);
+            plan_sign_bytes(&hp, &w, h, h_len);
+            run_study(&w, &hp, &hist);
+            assert_int_equal(hist.n_rows, 2);
+            assert_int_equal(qr_hist_apply(&next, &next_len, plan, plan_len, &hist), 0);
+            qr_result_free(&hist);
+            plan_free(&hp);
+            free(h);
+            free(plan);
+            plan = next;
+            plan_len = next_len;
+        }
+        plan_sign_bytes(&p, &w, plan, plan_len);
+        free(plan);
+        /* Batches of about 12 of the 30 ciphertexts: three per round. */
+        svc_ram = strstr(with[k], "shuffle") != NULL ? 12288 : SMALL_RAM;
+        run_study(&w, &p, &expected);
+        fleet_init(&truth, &w, N_TOKENS);
+        check_by_sex(&expected, &truth, NULL);
+        fleet_free(&truth);
+        run_with_restart(&w, &p, CUT_FIRST_LEVEL, &expected);
+        svc_ram = SMALL_RAM;
+        qr_result_free(&expected);
+        plan_free(&p);
+    }
+    world_free(&w);
+}
+
 static void a_service_rebuilt_from_its_journal_finishes_with_the_same_result(void **state)
 {
     struct world w;
@@ -2119,6 +2236,7 @@ int main(void)
         cmocka_unit_test(plans_no_token_would_take_are_refused_with_the_reason),
         cmocka_unit_test(hostile_messages_are_refused_and_the_study_completes),
         cmocka_unit_test(a_service_rebuilt_from_its_journal_finishes_with_the_same_result),
+        cmocka_unit_test(every_protocol_runs_through_the_service_and_its_journal),
         cmocka_unit_test(a_journal_record_that_does_not_apply_is_an_error),
         cmocka_unit_test(a_token_that_declines_a_plan_is_not_offered_it_again),
         cmocka_unit_test(two_queries_run_at_once_and_results_go_to_their_query),
