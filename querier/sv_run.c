@@ -239,6 +239,7 @@ static void run_usage(FILE *f)
         f, "usage: cohort-querier run --connect URL --cert FILE [--key FILE] [--ca PEM]\n"
            "         [--server-name NAME] [--authority CERT]... [--study NAME]\n"
            "         [--epsilon E] [--contribution-bound B] [--max-rows N]\n"
+           "         [--protocol NAME|auto]\n"
            "         [--csv | --json] [--no-progress] [--wait SECONDS] \"SQL\"\n"
            "\n"
            "  --cert FILE       your certificate chain (from cohort-authority certify-researcher)\n"
@@ -246,10 +247,157 @@ static void run_usage(FILE *f)
            "  --authority CERT  an authority whose tokens may sign results (default: the\n"
            "                    root of your own chain)\n"
            "  --wait SECONDS    give up waiting after this long (default: until the plan\n"
-           "                    expires)\n");
+           "                    expires)\n"
+           "  --protocol NAME   s_agg, rnf_noise, c_noise, ed_hist or shuffle, unless the SQL's\n"
+           "                    WITH names one; auto (the default): the cost model's choice\n"
+           "                    among protocols that show the service nothing. ed_hist runs\n"
+           "                    a histogram study (s_agg) first.\n");
 }
 
 /* -------------------------------------------------------------------- run */
+
+#define RUN_REPORTED 1 /* run_one's failure, already told on stderr */
+
+/*
+ * Sign a plan, submit it, follow it with a progress bar until it is done
+ * (or deadline_ms, or its expiry when deadline_ms < 0), fetch the result
+ * and open it into *result. 0, or RUN_REPORTED after saying why.
+ */
+static int run_one(struct client *cl, const struct net_opts *net, const uint8_t *plan,
+                   size_t plan_len, const struct qr_identity *id, uint8_t **chain,
+                   const size_t *chain_lens, size_t n_chain, const uint8_t (*auth)[32],
+                   size_t n_auth, int64_t deadline_ms, bool show, struct qr_result *result)
+{
+    Cohort__ServiceRequest req;
+    Cohort__Submit submit;
+    Cohort__StatusRequest sreq;
+    Cohort__FetchResult freq;
+    Cohort__ServiceReply *rep = NULL;
+    Cohort__SignedPlan *sp = NULL;
+    uint8_t *signed_plan = NULL, qid[32];
+    size_t signed_len = 0;
+    char err[SH_ERR_MAX], qid_hex[65];
+    int rc = RUN_REPORTED, r;
+
+    if (qr_plan_sign(&signed_plan, &signed_len, plan, plan_len, id, (const uint8_t *const *)chain,
+                     chain_lens, n_chain) != 0) {
+        fprintf(stderr, "cohort-querier run: cannot sign the plan\n");
+        goto out;
+    }
+    sp = cohort__signed_plan__unpack(NULL, signed_len, signed_plan);
+    if (sp == NULL)
+        goto out;
+    if (deadline_ms < 0) {
+        Cohort__Plan *p = cohort__plan__unpack(NULL, sp->plan.len, sp->plan.data);
+
+        if (p == NULL)
+            goto out;
+        deadline_ms = (p->expires_at + 5) * 1000;
+        cohort__plan__free_unpacked(p, NULL);
+    }
+    cohort__service_request__init(&req);
+    cohort__submit__init(&submit);
+    submit.plan = sp;
+    req.body_case = COHORT__SERVICE_REQUEST__BODY_SUBMIT;
+    req.submit = &submit;
+    if (call(cl, &req, &rep, 60000, err, sizeof err) != 0) {
+        fprintf(stderr, "cohort-querier run: %s: %s\n", net->connect, err);
+        goto out;
+    }
+    if (rep->status != 0 || rep->n_queries != 1 || rep->queries[0]->query_id.len != 32) {
+        fprintf(stderr, "cohort-querier run: the service refused the study: %s\n",
+                rep->error && rep->error[0] ? rep->error : qr_strerror(rep->status));
+        goto out;
+    }
+    memcpy(qid, rep->queries[0]->query_id.data, 32);
+    sh_hex(qid_hex, qid, 32);
+    fprintf(stderr, "submitted query %s\n", qid_hex);
+    cohort__service_reply__free_unpacked(rep, NULL);
+    rep = NULL;
+
+    /* Follow it. */
+    for (;;) {
+        struct timespec ts = {0, RUN_POLL_MS * 1000000L};
+
+        cohort__service_request__init(&req);
+        cohort__status_request__init(&sreq);
+        sreq.query_id.data = qid;
+        sreq.query_id.len = 32;
+        req.body_case = COHORT__SERVICE_REQUEST__BODY_STATUS;
+        req.status = &sreq;
+        if (call(cl, &req, &rep, 60000, err, sizeof err) != 0) {
+            fprintf(stderr, "%scohort-querier run: %s\n", show ? "\n" : "", err);
+            goto out;
+        }
+        if (rep->status != 0 || rep->n_queries != 1) {
+            fprintf(stderr, "%scohort-querier run: %s\n", show ? "\n" : "",
+                    rep->error && rep->error[0] ? rep->error : qr_strerror(rep->status));
+            goto out;
+        }
+        if (show)
+            progress(stderr, rep->queries[0], isatty(2));
+        if (rep->queries[0]->state == COHORT__QUERY_STATE__QS_FAILED) {
+            fprintf(stderr, "cohort-querier run: the study failed: %s\n",
+                    rep->queries[0]->failure && rep->queries[0]->failure[0]
+                        ? rep->queries[0]->failure
+                        : "no reason given");
+            goto out;
+        }
+        if (rep->queries[0]->state == COHORT__QUERY_STATE__QS_DONE)
+            break;
+        cohort__service_reply__free_unpacked(rep, NULL);
+        rep = NULL;
+        if (sh_now_ms() > deadline_ms) {
+            fprintf(stderr,
+                    "%scohort-querier run: gave up waiting; the study goes on: "
+                    "cohort-querier status --connect %s %s\n",
+                    show ? "\n" : "", net->connect, qid_hex);
+            goto out;
+        }
+        nanosleep(&ts, NULL);
+    }
+    cohort__service_reply__free_unpacked(rep, NULL);
+    rep = NULL;
+
+    cohort__service_request__init(&req);
+    cohort__fetch_result__init(&freq);
+    freq.query_id.data = qid;
+    freq.query_id.len = 32;
+    req.body_case = COHORT__SERVICE_REQUEST__BODY_FETCH;
+    req.fetch = &freq;
+    if (call(cl, &req, &rep, 60000, err, sizeof err) != 0) {
+        fprintf(stderr, "cohort-querier run: %s\n", err);
+        goto out;
+    }
+    if (rep->status != 0 || rep->result == NULL) {
+        fprintf(stderr, "cohort-querier run: no result: %s\n",
+                rep->error && rep->error[0] ? rep->error : qr_strerror(rep->status));
+        goto out;
+    }
+    {
+        size_t n = cohort__sealed_result__get_packed_size(rep->result);
+        uint8_t *sealed = malloc(n ? n : 1);
+
+        if (sealed == NULL)
+            goto out;
+        cohort__sealed_result__pack(rep->result, sealed);
+        r = qr_result_open(result, sealed, n, signed_plan, signed_len, id, auth, n_auth,
+                           (int64_t)time(NULL));
+        free(sealed);
+    }
+    if (r != 0) {
+        fprintf(stderr, "cohort-querier run: the result does not check out: %s\n", qr_strerror(r));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rep)
+        cohort__service_reply__free_unpacked(rep, NULL);
+    if (sp)
+        cohort__signed_plan__free_unpacked(sp, NULL);
+    free(signed_plan);
+    return rc;
+}
 
 int sv_run_main(int argc, char **argv)
 {
@@ -260,19 +408,13 @@ int sv_run_main(int argc, char **argv)
     struct qr_result result;
     struct client cl;
     const char *cert = NULL, *key = NULL, *sql = NULL, *auth_files[RUN_AUTH_MAX];
-    char key_buf[4096], err[SH_ERR_MAX], qid_hex[65];
-    uint8_t auth[RUN_AUTH_MAX][32], *plan = NULL, *signed_plan = NULL, qid[32];
+    char key_buf[4096], err[SH_ERR_MAX];
+    uint8_t auth[RUN_AUTH_MAX][32], *plan = NULL;
     uint8_t **chain = NULL;
-    size_t *chain_lens = NULL, n_chain = 0, n_auth = 0, plan_len = 0, signed_len = 0;
+    size_t *chain_lens = NULL, n_chain = 0, n_auth = 0, plan_len = 0;
     enum out_format fmt = OUT_TABLE;
     bool show = isatty(2), loaded = false;
     int64_t wait_s = -1, deadline_ms;
-    Cohort__ServiceRequest req;
-    Cohort__Submit submit;
-    Cohort__StatusRequest sreq;
-    Cohort__FetchResult freq;
-    Cohort__ServiceReply *rep = NULL;
-    Cohort__SignedPlan *sp = NULL;
     int status = SV_EXIT_FAILED, r;
 
     memset(&net, 0, sizeof net);
@@ -305,7 +447,8 @@ int sv_run_main(int argc, char **argv)
         } else if (strcmp(a, "--cert") == 0 || strcmp(a, "--key") == 0 ||
                    strcmp(a, "--authority") == 0 || strcmp(a, "--study") == 0 ||
                    strcmp(a, "--epsilon") == 0 || strcmp(a, "--contribution-bound") == 0 ||
-                   strcmp(a, "--max-rows") == 0 || strcmp(a, "--wait") == 0) {
+                   strcmp(a, "--max-rows") == 0 || strcmp(a, "--wait") == 0 ||
+                   strcmp(a, "--protocol") == 0) {
             const char *v;
             char *end;
 
@@ -319,6 +462,13 @@ int sv_run_main(int argc, char **argv)
                 key = v;
             } else if (strcmp(a, "--study") == 0) {
                 copts.study = v;
+            } else if (strcmp(a, "--protocol") == 0) {
+                if (qr_protocol_valid(v) != 0) {
+                    fprintf(stderr, "cohort-querier run: --protocol must be auto, s_agg, "
+                                    "rnf_noise, c_noise, ed_hist or shuffle\n");
+                    return SV_EXIT_USAGE;
+                }
+                copts.protocol = v;
             } else if (strcmp(a, "--authority") == 0) {
                 if (n_auth == RUN_AUTH_MAX) {
                     fprintf(stderr, "cohort-querier run: at most %u authorities\n", RUN_AUTH_MAX);
@@ -400,123 +550,55 @@ int sv_run_main(int argc, char **argv)
         status = SV_EXIT_USAGE;
         goto out;
     }
-    if (r != 0 || qr_plan_sign(&signed_plan, &signed_len, plan, plan_len, &id,
-                               (const uint8_t *const *)chain, chain_lens, n_chain) != 0) {
-        fprintf(stderr, "cohort-querier run: cannot compile and sign the plan\n");
+    if (r != 0) {
+        fprintf(stderr, "cohort-querier run: cannot compile the plan: %s\n", qr_strerror(r));
         goto out;
-    }
-    sp = cohort__signed_plan__unpack(NULL, signed_len, signed_plan);
-    if (sp == NULL)
-        goto out;
-    {
-        Cohort__Plan *p = cohort__plan__unpack(NULL, sp->plan.len, sp->plan.data);
-
-        if (p == NULL)
-            goto out;
-        deadline_ms = (p->expires_at + 5) * 1000;
-        cohort__plan__free_unpacked(p, NULL);
     }
     if (wait_s >= 0)
         deadline_ms = sh_now_ms() + wait_s * 1000;
-
+    else
+        deadline_ms = -1; /* until each plan expires */
     if (client_open(&cl, &net, err, sizeof err) != 0) {
         fprintf(stderr, "cohort-querier run: %s\n", err);
         goto out;
     }
-    cohort__service_request__init(&req);
-    cohort__submit__init(&submit);
-    submit.plan = sp;
-    req.body_case = COHORT__SERVICE_REQUEST__BODY_SUBMIT;
-    req.submit = &submit;
-    if (call(&cl, &req, &rep, 60000, err, sizeof err) != 0) {
-        fprintf(stderr, "cohort-querier run: %s: %s\n", net.connect, err);
-        goto out;
-    }
-    if (rep->status != 0 || rep->n_queries != 1 || rep->queries[0]->query_id.len != 32) {
-        fprintf(stderr, "cohort-querier run: the service refused the study: %s\n",
-                rep->error && rep->error[0] ? rep->error : qr_strerror(rep->status));
-        goto out;
-    }
-    memcpy(qid, rep->queries[0]->query_id.data, 32);
-    sh_hex(qid_hex, qid, 32);
-    fprintf(stderr, "submitted query %s\n", qid_hex);
-    cohort__service_reply__free_unpacked(rep, NULL);
-    rep = NULL;
-
-    /* Follow it. */
-    for (;;) {
-        struct timespec ts = {0, RUN_POLL_MS * 1000000L};
-
-        cohort__service_request__init(&req);
-        cohort__status_request__init(&sreq);
-        sreq.query_id.data = qid;
-        sreq.query_id.len = 32;
-        req.body_case = COHORT__SERVICE_REQUEST__BODY_STATUS;
-        req.status = &sreq;
-        if (call(&cl, &req, &rep, 60000, err, sizeof err) != 0) {
-            fprintf(stderr, "%scohort-querier run: %s\n", show ? "\n" : "", err);
-            goto out;
-        }
-        if (rep->status != 0 || rep->n_queries != 1) {
-            fprintf(stderr, "%scohort-querier run: %s\n", show ? "\n" : "",
-                    rep->error && rep->error[0] ? rep->error : qr_strerror(rep->status));
-            goto out;
-        }
-        if (show)
-            progress(stderr, rep->queries[0], isatty(2));
-        if (rep->queries[0]->state == COHORT__QUERY_STATE__QS_FAILED) {
-            fprintf(stderr, "cohort-querier run: the study failed: %s\n",
-                    rep->queries[0]->failure && rep->queries[0]->failure[0]
-                        ? rep->queries[0]->failure
-                        : "no reason given");
-            goto out;
-        }
-        if (rep->queries[0]->state == COHORT__QUERY_STATE__QS_DONE)
-            break;
-        cohort__service_reply__free_unpacked(rep, NULL);
-        rep = NULL;
-        if (sh_now_ms() > deadline_ms) {
-            fprintf(stderr,
-                    "%scohort-querier run: gave up waiting; the study goes on: "
-                    "cohort-querier status --connect %s %s\n",
-                    show ? "\n" : "", net.connect, qid_hex);
-            goto out;
-        }
-        nanosleep(&ts, NULL);
-    }
-    cohort__service_reply__free_unpacked(rep, NULL);
-    rep = NULL;
-
-    cohort__service_request__init(&req);
-    cohort__fetch_result__init(&freq);
-    freq.query_id.data = qid;
-    freq.query_id.len = 32;
-    req.body_case = COHORT__SERVICE_REQUEST__BODY_FETCH;
-    req.fetch = &freq;
-    if (call(&cl, &req, &rep, 60000, err, sizeof err) != 0) {
-        fprintf(stderr, "cohort-querier run: %s\n", err);
-        goto out;
-    }
-    if (rep->status != 0 || rep->result == NULL) {
-        fprintf(stderr, "cohort-querier run: no result: %s\n",
-                rep->error && rep->error[0] ? rep->error : qr_strerror(rep->status));
-        goto out;
-    }
     {
-        size_t n = cohort__sealed_result__get_packed_size(rep->result);
-        uint8_t *sealed = malloc(n ? n : 1);
+        Cohort__Plan *p = cohort__plan__unpack(NULL, plan_len, plan);
+        bool hist = p != NULL && p->protocol != NULL && strcmp(p->protocol, "ed_hist") == 0;
 
-        if (sealed == NULL)
-            goto out;
-        cohort__sealed_result__pack(rep->result, sealed);
-        r = qr_result_open(&result, sealed, n, signed_plan, signed_len, &id,
-                           (const uint8_t(*)[32])auth, n_auth, (int64_t)time(NULL));
-        free(sealed);
+        cohort__plan__free_unpacked(p, NULL);
+        if (hist) {
+            /* ED_Hist: the histogram study first, then the buckets it gives. */
+            uint8_t *hp = NULL, *next = NULL;
+            size_t hp_len = 0, next_len = 0;
+            struct qr_result h;
+
+            memset(&h, 0, sizeof h);
+            fprintf(stderr, "ed_hist: running its histogram study first (s_agg, COUNT(*) per "
+                            "group)\n");
+            r = qr_hist_plan(&hp, &hp_len, plan, plan_len);
+            if (r == 0)
+                r = run_one(&cl, &net, hp, hp_len, &id, chain, chain_lens, n_chain, auth, n_auth,
+                            deadline_ms, show, &h);
+            if (r == 0)
+                r = qr_hist_apply(&next, &next_len, plan, plan_len, &h);
+            free(hp);
+            qr_result_free(&h);
+            if (r != 0) {
+                if (r != RUN_REPORTED)
+                    fprintf(stderr, "cohort-querier run: cannot draw the buckets: %s\n",
+                            qr_strerror(r));
+                free(next);
+                goto out;
+            }
+            free(plan);
+            plan = next;
+            plan_len = next_len;
+        }
     }
-    if (r != 0) {
-        fprintf(stderr, "cohort-querier run: the result does not check out: %s\n", qr_strerror(r));
+    if (run_one(&cl, &net, plan, plan_len, &id, chain, chain_lens, n_chain, auth, n_auth,
+                deadline_ms, show, &result) != 0)
         goto out;
-    }
     if (fmt == OUT_CSV)
         qr_print_csv(stdout, &result);
     else if (fmt == OUT_JSON)
@@ -530,13 +612,8 @@ int sv_run_main(int argc, char **argv)
 
 out:
     qr_result_free(&result);
-    if (rep)
-        cohort__service_reply__free_unpacked(rep, NULL);
-    if (sp)
-        cohort__signed_plan__free_unpacked(sp, NULL);
     client_close(&cl);
     free(plan);
-    free(signed_plan);
     if (loaded) {
         rs_chain_free(chain, chain_lens, n_chain);
         qr_identity_wipe(&id);

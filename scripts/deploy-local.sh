@@ -7,8 +7,12 @@
 #
 #   scripts/deploy-local.sh [--participants N] [--per-process K] [--no-tls]
 #                           [--kill-service] [--kill-agent] [--token-ram BYTES]
-#                           [--keep DIR] [--sql "SQL"] [--no-build] [--bench]
+#                           [--keep DIR] [--sql "SQL"] [--protocol NAME]
+#                           [--no-build] [--bench]
 #
+# --protocol      the grouping protocol (s_agg, rnf_noise, c_noise, ed_hist,
+#                 shuffle; auto by default); ed_hist runs its histogram study
+#                 first, shuffle needs --token-ram of 16384 or more
 # --kill-service  kill -9 the service in the middle of collection, and again
 #                 in the middle of aggregation; it is restarted on its journal
 # --kill-agent    kill -9 one agent process during aggregation: its tasks go to
@@ -28,6 +32,7 @@ token_ram=4096
 keep=""
 build_first=1
 bench=0
+protocol=auto
 sql="SELECT sex, age_band, COUNT(*), SUM(steps), AVG(heart_rate), MAX(weight) FROM health GROUP BY sex, age_band"
 while [ $# -gt 0 ]; do
     case $1 in
@@ -39,9 +44,10 @@ while [ $# -gt 0 ]; do
     --token-ram) token_ram=$2; shift ;;
     --keep) keep=$2; shift ;;
     --sql) sql=$2; shift ;;
+    --protocol) protocol=$2; shift ;;
     --no-build) build_first=0 ;;
     --bench) bench=1 ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "deploy-local: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -194,7 +200,8 @@ if [ "$bench" = 1 ]; then
     rss0=$(proc_kib "$service_pid" VmRSS)
     b0=$(ms)
     "$querier" run --connect "$url" "${tls_dial[@]}" --cert "$work/researcher/alice.cert" \
-        --no-progress --csv --study bench --wait 600 "$sql SIZE $n DEADLINE 600" \
+        --no-progress --csv --study bench --wait 600 --protocol "$protocol" \
+        "$sql SIZE $n DEADLINE 600" \
         >"$work/result.csv" 2>"$work/researcher/log" &
     run_pid=$!
     collected=""
@@ -233,7 +240,8 @@ fi
 
 # The study runs in the background while the agents work.
 "$querier" run --connect "$url" "${tls_dial[@]}" --cert "$work/researcher/alice.cert" \
-    --no-progress --csv --study local --wait 600 "$sql SIZE $n DEADLINE 600" \
+    --no-progress --csv --study local --wait 600 --protocol "$protocol" \
+    "$sql SIZE $n DEADLINE 600" \
     >"$work/result.csv" 2>"$work/researcher/log" &
 run_pid=$!
 
