@@ -1,9 +1,14 @@
 #!/bin/sh
 # Installs the Debian 12 packages Cohort needs to build and test, if any is
 # missing. Run as root (or with sudo). Does nothing when all are present.
+# --papers: also what papers/*/run.sh needs to redraw the reproductions'
+# plots (gnuplot without X, Python 3).
 set -eu
 PKGS="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev libsodium-dev
 libcmocka-dev libnng-dev libusb-1.0-0-dev openssl"
+if [ "${1:-}" = "--papers" ]; then
+    PKGS="$PKGS gnuplot-nox python3"
+fi
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
