@@ -772,6 +772,12 @@ struct fx_plan_spec {
     double epsilon;
     int64_t contribution_bound; /* differential privacy: see token/tk_noise.c */
     uint32_t max_rows;
+    /* The grouping protocols' parameters (Plan fields 22 to 26); 0 and
+     * NULL leave them out, as s_agg wants. */
+    uint32_t tag_buckets, fakes;
+    const ProtobufCBinaryData *bounds; /* ed_hist's bucket_bounds */
+    size_t n_bounds;
+    uint32_t shuffle_rounds, shuffle_batch_min;
 };
 
 static inline void fx_plan_default(struct fx_plan_spec *s)
@@ -889,6 +895,12 @@ static inline uint8_t *fx_plan_pack(const struct fx_plan_spec *s, size_t *len)
     pr.contribution_bound = s->contribution_bound;
     pr.max_rows = s->max_rows;
     p.privacy = &pr;
+    p.tag_buckets = s->tag_buckets;
+    p.fakes = s->fakes;
+    p.n_bucket_bounds = s->n_bounds;
+    p.bucket_bounds = (ProtobufCBinaryData *)s->bounds;
+    p.shuffle_rounds = s->shuffle_rounds;
+    p.shuffle_batch_min = s->shuffle_batch_min;
     p.sql = "SELECT ... FROM health";
     p.schema = (Cohort__TableSchema *)(s->schema ? s->schema : &h.s);
     *len = cohort__plan__get_packed_size(&p);
@@ -1054,8 +1066,10 @@ static inline int fx_collect_into(struct fx_token *t, int64_t now, const Cohort_
     return TK_OK;
 }
 
-static inline uint8_t *fx_agg_begin_request(size_t *len, int64_t now, const Cohort__SignedPlan *sp,
-                                            uint32_t level, uint32_t partition, bool final)
+/* AggBegin of a task of any stage (Cohort__Stage; s_agg's tasks are STAGE_MERGE). */
+static inline uint8_t *fx_agg_begin_stage_request(size_t *len, int64_t now,
+                                                  const Cohort__SignedPlan *sp, int stage,
+                                                  uint32_t level, uint32_t partition, bool final)
 {
     Cohort__TokenRequest req;
     Cohort__AggBegin ab;
@@ -1065,19 +1079,27 @@ static inline uint8_t *fx_agg_begin_request(size_t *len, int64_t now, const Coho
     ab.level = level;
     ab.partition = partition;
     ab.final = final;
+    ab.stage = (Cohort__Stage)stage;
     req.now = now;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_AGG_BEGIN;
     req.agg_begin = &ab;
     return fx_pack_request(&req, len);
 }
 
-static inline int fx_agg_begin(struct fx_token *t, int64_t now, const Cohort__SignedPlan *sp,
-                               uint32_t level, uint32_t partition, bool final,
-                               uint8_t session[TK_SESSION_ID_LEN])
+static inline uint8_t *fx_agg_begin_request(size_t *len, int64_t now, const Cohort__SignedPlan *sp,
+                                            uint32_t level, uint32_t partition, bool final)
+{
+    return fx_agg_begin_stage_request(len, now, sp, COHORT__STAGE__STAGE_MERGE, level, partition,
+                                      final);
+}
+
+static inline int fx_agg_begin_stage(struct fx_token *t, int64_t now, const Cohort__SignedPlan *sp,
+                                     int stage, uint32_t level, uint32_t partition, bool final,
+                                     uint8_t session[TK_SESSION_ID_LEN])
 {
     Cohort__TokenResponse *r;
     size_t len;
-    uint8_t *req = fx_agg_begin_request(&len, now, sp, level, partition, final);
+    uint8_t *req = fx_agg_begin_stage_request(&len, now, sp, stage, level, partition, final);
     int rc = fx_call_raw(t, req, len, &r);
     free(req);
     if (rc != TK_OK) {
@@ -1091,6 +1113,14 @@ static inline int fx_agg_begin(struct fx_token *t, int64_t now, const Cohort__Si
     assert_true(r->session->max_feed_bytes > 0);
     cohort__token_response__free_unpacked(r, NULL);
     return TK_OK;
+}
+
+static inline int fx_agg_begin(struct fx_token *t, int64_t now, const Cohort__SignedPlan *sp,
+                               uint32_t level, uint32_t partition, bool final,
+                               uint8_t session[TK_SESSION_ID_LEN])
+{
+    return fx_agg_begin_stage(t, now, sp, COHORT__STAGE__STAGE_MERGE, level, partition, final,
+                              session);
 }
 
 static inline uint8_t *fx_agg_feed_request(size_t *len, int64_t now, const uint8_t *session,
@@ -1148,22 +1178,22 @@ static inline int fx_agg_end(struct fx_token *t, int64_t now,
 }
 
 /*
- * One aggregation task on t: AggBegin, feeds of `feed` inputs each, AggEnd.
- * Non-final outputs are appended to partials; a final result is returned
+ * One aggregation task on t: AggBegin (of the given stage), feeds of `feed`
+ * inputs each, AggEnd. Non-final outputs are appended to partials; a final result is returned
  * in *result (free with cohort__sealed_result__free_unpacked). Returns the
  * first non-zero status.
  */
-static inline int fx_aggregate(struct fx_token *t, int64_t now, const Cohort__SignedPlan *sp,
-                               uint32_t level, uint32_t partition, bool final,
-                               Cohort__Ciphertext *const *in, size_t n, size_t feed,
-                               struct fx_cts *partials, Cohort__SealedResult **result)
+static inline int fx_aggregate_stage(struct fx_token *t, int64_t now, const Cohort__SignedPlan *sp,
+                                     int stage, uint32_t level, uint32_t partition, bool final,
+                                     Cohort__Ciphertext *const *in, size_t n, size_t feed,
+                                     struct fx_cts *partials, Cohort__SealedResult **result)
 {
     uint8_t session[TK_SESSION_ID_LEN];
     Cohort__TokenResponse *r;
     size_t i, k;
     int rc;
 
-    if ((rc = fx_agg_begin(t, now, sp, level, partition, final, session)) != TK_OK)
+    if ((rc = fx_agg_begin_stage(t, now, sp, stage, level, partition, final, session)) != TK_OK)
         return rc;
     for (i = 0; i < n; i += feed) {
         size_t m = n - i < feed ? n - i : feed;
@@ -1196,6 +1226,15 @@ static inline int fx_aggregate(struct fx_token *t, int64_t now, const Cohort__Si
     }
     cohort__token_response__free_unpacked(r, NULL);
     return TK_OK;
+}
+
+static inline int fx_aggregate(struct fx_token *t, int64_t now, const Cohort__SignedPlan *sp,
+                               uint32_t level, uint32_t partition, bool final,
+                               Cohort__Ciphertext *const *in, size_t n, size_t feed,
+                               struct fx_cts *partials, Cohort__SealedResult **result)
+{
+    return fx_aggregate_stage(t, now, sp, COHORT__STAGE__STAGE_MERGE, level, partition, final, in,
+                              n, feed, partials, result);
 }
 
 /*

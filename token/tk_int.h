@@ -626,7 +626,8 @@ int tk_stage_emit(struct tk_call *c, struct tk_session *s);
 /* FINAL: the contributor list and the tagged partials must account for the
  * same tuples; sets contributors, lo and hi from the list. */
 int tk_stage_final_check(struct tk_session *s);
-/* The RAM one item of a shuffle batch takes in a session. */
+/* The slot one item of a shuffle batch takes at the arena's low end (its
+ * place in the permutation takes 4 more bytes, in scratch at AggEnd). */
 size_t tk_shuffle_item_len(size_t tuple_plain_len);
 
 #endif

@@ -350,8 +350,15 @@ static int load_protocol(struct tk_plan *p, const Cohort__Plan *pb)
 
 size_t tk_shuffle_item_len(size_t tuple_plain_len)
 {
-    /* origin, the framed plaintext, and its place in the permutation */
-    return (TK_ORIGIN_LEN + tuple_plain_len + 4 + 7) & ~(size_t)7;
+    /* origin and the framed plaintext, 8-aligned */
+    return (TK_ORIGIN_LEN + tuple_plain_len + 7) & ~(size_t)7;
+}
+
+/* An item's share of a batch: its slot at the arena's low end and its place
+ * in the permutation (4 bytes of scratch at AggEnd). */
+static size_t shuffle_item_cost(size_t tuple_plain_len)
+{
+    return tk_shuffle_item_len(tuple_plain_len) + sizeof(uint32_t);
 }
 
 /* The arena a shuffle session needs besides its items: its state, and the
@@ -370,7 +377,7 @@ uint32_t tk_shuffle_capacity(size_t arena_len, size_t box_len)
     over = shuffle_overhead(plain);
     if (arena_len <= over)
         return 0;
-    n = (arena_len - over) / tk_shuffle_item_len(plain);
+    n = (arena_len - over) / shuffle_item_cost(plain);
     return n > 65535 ? 65535 : (uint32_t)n;
 }
 
@@ -415,7 +422,7 @@ static int layout(struct tk_plan *p)
     /* A shuffle token must also hold a whole batch of the plan's minimum. */
     if (p->protocol == TK_PROTO_SHUFFLE) {
         size_t batch = shuffle_overhead(p->tuple_plain_len) +
-                       (size_t)p->batch_min * tk_shuffle_item_len(p->tuple_plain_len);
+                       (size_t)p->batch_min * shuffle_item_cost(p->tuple_plain_len);
         if (batch > p->aggregate_ram)
             p->aggregate_ram = batch;
     }

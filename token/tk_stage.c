@@ -76,11 +76,11 @@ int tk_stage_begin(struct tk_session *s, struct tk_arena *a, const uint8_t group
     tk_query_keys(&t->keys, group_secret, s->plan.query_id);
     s->t = t;
     if (s->stage == COHORT__STAGE__STAGE_SHUFFLE) {
-        size_t over = tk_session_size() + tk_tagged_size() + 3 * s->plan.tuple_plain_len + 4096;
+        /* Exactly the batch the host is told a token of this arena holds. */
         t->item_len = tk_shuffle_item_len(s->plan.tuple_plain_len);
-        if (a->cap < over || (a->cap - over) / (t->item_len + 4) < s->plan.batch_min)
+        t->cap_items = tk_shuffle_capacity(a->cap, s->plan.tuple_plain_len + TK_TAG_LEN);
+        if (t->cap_items < s->plan.batch_min)
             return TK_ERR_NO_MEMORY;
-        t->cap_items = (uint32_t)((a->cap - over) / (t->item_len + 4));
         t->items = a->base + a->lo;
     }
     return TK_OK;
