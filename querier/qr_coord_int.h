@@ -27,7 +27,7 @@
 #define QR_CONTRIB_KEY_LEN 16u /* Contribution.key */
 #define QR_NONCE_LEN 24u       /* XChaCha20-Poly1305 */
 #define QR_BOX_MAX 4096u       /* Ciphertext.box of a collected tuple */
-#define QR_PARTIALS_MAX 4096u  /* partial ciphertexts in one task result */
+#define QR_PARTIALS_MAX 65536u /* ciphertexts in one task result: a shuffle batch at most */
 #define QR_SUBJECT_MAX 63u     /* bytes of a certificate subject */
 #define QR_CERT_VERSION 1u
 #define QR_CERT_MAX 4096u                   /* one serialized Certificate */

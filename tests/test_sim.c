@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "sim/sim.h"
+#include "token/token.h"
 
 static void the_generator_is_a_pure_function_of_seed_and_participant(void **state)
 {
@@ -245,6 +246,27 @@ static void the_leakage_report_shows_what_each_protocol_reveals(void **state)
     }
 }
 
+/* A token with a large RAM shuffles batches of thousands: the service takes
+ * a task result of that many ciphertexts, and the response that did not
+ * fit the link's first buffer is retried without losing the batch. */
+static void a_shuffle_batch_of_thousands_goes_through(void **state)
+{
+    struct sim_config cfg;
+    struct sim_report rep;
+    (void)state;
+    sim_config_default(&cfg);
+    cfg.tokens = 5000;
+    cfg.token_ram = 1u << 20;
+    cfg.protocol = "shuffle";
+    cfg.sql = "SELECT sex, COUNT(*) FROM health GROUP BY sex";
+    assert_int_equal(sim_run(&rep, &cfg), 0);
+    if (!rep.ok)
+        print_error("%s\n", rep.error);
+    assert_true(rep.ok);
+    assert_true(tk_shuffle_capacity(cfg.token_ram, 200) > 4096);
+    sim_report_free(&rep);
+}
+
 /* Without a protocol named, the cost model picks one that leaks nothing;
  * under differential privacy a leaky one is refused even when named. */
 static void the_default_protocol_leaks_nothing(void **state)
@@ -307,6 +329,7 @@ int main(void)
         cmocka_unit_test(every_protocol_returns_the_ground_truth_with_dropouts),
         cmocka_unit_test(the_leakage_report_shows_what_each_protocol_reveals),
         cmocka_unit_test(the_default_protocol_leaks_nothing),
+        cmocka_unit_test(a_shuffle_batch_of_thousands_goes_through),
         cmocka_unit_test(a_study_below_its_minimum_participants_yields_no_result),
         cmocka_unit_test(bad_sql_is_reported_with_its_position),
     };

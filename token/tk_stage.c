@@ -582,7 +582,10 @@ static int emit_shuffle(struct tk_call *c, struct tk_session *s)
         if (rc == TK_OK)
             tk_write_ciphertext(c->out, 1, &b, plain, p->tuple_plain_len, s->ndet);
     }
-    sodium_memzero(s->t->items, (size_t)n * s->t->item_len);
+    /* A response that did not fit is retried with more room (the session
+     * stays open): keep the batch for it. */
+    if (rc == TK_OK && !c->out->overflow)
+        sodium_memzero(s->t->items, (size_t)n * s->t->item_len);
     return rc;
 }
 
