@@ -46,6 +46,8 @@ static void usage(FILE *f)
           "                  [--token-ram BYTES] [--dropout RATE] [--threads N]\n"
           "                  [--latency-ms MS] [--json] [--no-progress]\n"
           "                  [--epsilon E [--contribution-bound B] [--max-rows R]] [--runs N]\n"
+          "       cohort-sim --tokens N --sql \"SQL\" [--protocol NAME] [--token-ram BYTES] "
+          "--predict\n"
           "       cohort-sim --tokens N --seed S --export-csv DIR\n"
           "       cohort-sim --tokens N --seed S --sql \"SQL\" --truth [--csv]\n"
           "\n"
@@ -86,6 +88,18 @@ static void json_number(double v)
         printf("null");
     else
         printf("%.6g", v);
+}
+
+/* The cost model's prediction as a JSON member ("predicted": {...}). */
+static void print_predicted(const struct sim_report *rep)
+{
+    printf("\"predicted\":{\"feasible\":%s,\"seconds\":%.3f,\"token_seconds\":%.3f,"
+           "\"bytes\":%llu,\"ciphertexts\":%llu,\"tasks\":%llu,\"steps\":%u,"
+           "\"token_ram\":%zu}",
+           rep->predicted.feasible ? "true" : "false", rep->predicted.seconds,
+           rep->predicted.token_seconds, (unsigned long long)rep->predicted.bytes,
+           (unsigned long long)rep->predicted.ciphertexts, (unsigned long long)rep->predicted.tasks,
+           rep->predicted.steps, rep->predicted.token_ram_needed);
 }
 
 static void print_json(const struct sim_config *cfg, const struct sim_report *rep)
@@ -141,9 +155,10 @@ static void print_json(const struct sim_config *cfg, const struct sim_report *re
                (unsigned long long)d->true_groups);
     }
     printf("\"time\":{\"setup_wall_s\":%.3f,\"setup_cpu_s\":%.3f,\"study_wall_s\":%.3f,"
-           "\"study_cpu_s\":%.3f,\"virtual_s\":%.3f,\"threads\":%u},",
+           "\"study_cpu_s\":%.3f,\"virtual_s\":%.3f,\"aggregate_virtual_s\":%.3f,"
+           "\"threads\":%u},",
            rep->setup_wall_s, rep->setup_cpu_s, rep->study_wall_s, rep->study_cpu_s, rep->virtual_s,
-           rep->threads);
+           rep->aggregate_virtual_s, rep->threads);
     printf("\"service\":{\"messages_in\":%llu,\"messages_out\":%llu,\"bytes_in\":%llu,"
            "\"bytes_out\":%llu,\"contributions\":%llu,\"ciphertexts\":%llu,"
            "\"ciphertext_bytes\":%zu,\"ciphertext_sizes_distinct\":%zu,\"levels\":%u,"
@@ -156,13 +171,8 @@ static void print_json(const struct sim_config *cfg, const struct sim_report *re
            (unsigned long long)s->partitions, (unsigned long long)s->tasks_issued,
            (unsigned long long)s->tasks_reassigned, (unsigned long long)s->aggregator_tokens,
            (unsigned long long)rep->vanished);
-    printf("\"predicted\":{\"feasible\":%s,\"seconds\":%.3f,\"token_seconds\":%.3f,"
-           "\"bytes\":%llu,\"ciphertexts\":%llu,\"tasks\":%llu,\"steps\":%u,"
-           "\"token_ram\":%zu},",
-           rep->predicted.feasible ? "true" : "false", rep->predicted.seconds,
-           rep->predicted.token_seconds, (unsigned long long)rep->predicted.bytes,
-           (unsigned long long)rep->predicted.ciphertexts, (unsigned long long)rep->predicted.tasks,
-           rep->predicted.steps, rep->predicted.token_ram_needed);
+    print_predicted(rep);
+    printf(",");
     if (rep->hist)
         printf("\"histogram\":{\"contributions\":%llu,\"virtual_s\":%.3f,\"wall_s\":%.3f,"
                "\"bytes\":%llu,\"tasks\":%llu,\"buckets\":%u},",
@@ -394,7 +404,7 @@ int main(int argc, char **argv)
 {
     struct sim_config cfg;
     struct sim_report rep;
-    int json = 0, truth = 0, csv = 0, i, rc;
+    int json = 0, truth = 0, csv = 0, predict_only = 0, i, rc;
     const char *export_dir = NULL;
     char err[512];
     uint64_t v, runs = 1;
@@ -416,6 +426,8 @@ int main(int argc, char **argv)
             csv = 1;
         } else if (strcmp(a, "--leakage") == 0) {
             cfg.leakage = 1;
+        } else if (strcmp(a, "--predict") == 0) {
+            predict_only = 1;
         } else if (strcmp(a, "--export-csv") == 0 && next != NULL) {
             export_dir = next;
             i++;
@@ -545,6 +557,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "cohort-sim: --sql is required\n");
         usage(stderr);
         return 2;
+    }
+    if (predict_only) {
+        rc = sim_predict(&rep, &cfg);
+        if (rc != 0) {
+            fprintf(stderr, "cohort-sim: %s\n", rep.error);
+            sim_report_free(&rep);
+            return 2;
+        }
+        printf("{\"protocol\":\"%s\",\"tokens\":%llu,\"token_ram\":%zu,", rep.protocol,
+               (unsigned long long)cfg.tokens, cfg.token_ram);
+        print_predicted(&rep);
+        printf("}\n");
+        sim_report_free(&rep);
+        return 0;
     }
     if (runs > 1)
         return run_many(&cfg, runs, json);

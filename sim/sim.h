@@ -98,6 +98,7 @@ struct sim_report {
     double setup_wall_s, setup_cpu_s;
     double study_wall_s, study_cpu_s;
     double virtual_s;  /* virtual time from first request to the result */
+    double aggregate_virtual_s; /* of which after collection closed */
     size_t peak_arena; /* the most arena any token call used */
     size_t token_ram;
     double rest_bytes_per_token; /* resident memory per token at rest */
@@ -131,6 +132,9 @@ struct sim_report {
 /* Run a whole simulated study. Returns 0 when it ran (whatever the verdict;
  * see rep->ok), or a negative error with rep->error set. */
 int sim_run(struct sim_report *rep, const struct sim_config *cfg);
+/* Only compile the study and ask the cost model (rep->protocol and
+ * rep->predicted): no token is made. 0, or an error with rep->error set. */
+int sim_predict(struct sim_report *rep, const struct sim_config *cfg);
 void sim_report_free(struct sim_report *rep);
 
 /* --------------------------------------------- synthetic data (sim_data.c) */

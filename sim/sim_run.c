@@ -92,7 +92,8 @@ struct sim {
     int setup_error;
     char setup_msg[160];
     pthread_mutex_t lock;
-    struct sim_view *view; /* the service's view, when recorded */
+    struct sim_view *view;  /* the service's view, when recorded */
+    int64_t collect_end_ms; /* when the last study's collection closed */
 };
 
 typedef void (*job_fn)(struct sim *s, struct worker *w, size_t item, void *ctx);
@@ -425,24 +426,81 @@ static void setup_token(struct sim *s, struct worker *w, size_t item, void *ctx)
     pt_memflash_trim(&s->flashes[i]);
 }
 
+/* The options a simulated study's SQL is compiled with. */
+static void compile_opts(struct qr_compile_opts *o, const struct sim_config *cfg, int64_t now)
+{
+    memset(o, 0, sizeof *o);
+    o->study = "simulated study";
+    o->now = now;
+    o->collect_seconds = 600;
+    o->valid_seconds = 86400;
+    o->epsilon = cfg->epsilon;
+    o->contribution_bound = cfg->contribution_bound;
+    o->max_rows = cfg->max_rows;
+    o->protocol = cfg->protocol;
+    o->max_leakage = cfg->max_leakage;
+    o->participants = cfg->tokens;
+    o->token_ram = cfg->token_ram;
+    o->latency_ms = cfg->latency_ms;
+}
+
+/* What the cost model expects of a compiled plan in this deployment. */
+static void predict(struct sim_report *rep, const struct sim_config *cfg, const Cohort__Plan *p)
+{
+
+    struct qr_cost_input in = {.participants =
+                                   (uint64_t)((double)cfg->tokens * (1.0 - cfg->dropout)) + 1,
+                               .groups = p->max_groups,
+                               .tuples = p->tuples_per_participant,
+                               .buckets = p->tag_buckets,
+                               .fakes = p->fakes,
+                               .has_fakes = 1,
+                               .rounds = p->shuffle_rounds,
+                               .aggregates = (uint32_t)p->n_aggregates,
+                               .token_ram = cfg->token_ram,
+                               .latency_ms = cfg->latency_ms};
+    qr_cost_predict(&rep->predicted, rep->protocol, &in);
+}
+
+int sim_predict(struct sim_report *rep, const struct sim_config *cfg)
+{
+    struct qr_compile_opts opts;
+    struct qr_sql_error err;
+    uint8_t *plan = NULL;
+    size_t plan_len = 0;
+    Cohort__Plan *p;
+    int rc;
+
+    memset(rep, 0, sizeof *rep);
+    rep->tokens = cfg->tokens;
+    rep->token_ram = cfg->token_ram;
+    compile_opts(&opts, cfg, (int64_t)time(NULL));
+    memset(&err, 0, sizeof err);
+    rc = qr_sql_compile(&plan, &plan_len, cfg->sql, &opts, &err);
+    if (rc != 0) {
+        snprintf(rep->error, sizeof rep->error, "SQL error at line %u, column %u: %s", err.line,
+                 err.col, err.msg);
+        return rc;
+    }
+    p = cohort__plan__unpack(NULL, plan_len, plan);
+    free(plan);
+    if (p == NULL) {
+        snprintf(rep->error, sizeof rep->error, "the compiled plan does not decode");
+        return -1;
+    }
+    snprintf(rep->protocol, sizeof rep->protocol, "%s", p->protocol ? p->protocol : "");
+    predict(rep, cfg, p);
+    cohort__plan__free_unpacked(p, NULL);
+    return 0;
+}
+
 static int setup(struct sim *s)
 {
     struct sim_report *rep = s->rep;
     const struct sim_config *cfg = s->cfg;
     const char *tables[] = {"health"};
     struct qr_scope scope = {tables, 1, NULL, 0, NULL, 0, 10.0};
-    struct qr_compile_opts opts = {.study = "simulated study",
-                                   .now = s->t0,
-                                   .collect_seconds = 600,
-                                   .valid_seconds = 86400,
-                                   .epsilon = cfg->epsilon,
-                                   .contribution_bound = cfg->contribution_bound,
-                                   .max_rows = cfg->max_rows,
-                                   .protocol = cfg->protocol,
-                                   .max_leakage = cfg->max_leakage,
-                                   .participants = cfg->tokens,
-                                   .token_ram = cfg->token_ram,
-                                   .latency_ms = cfg->latency_ms};
+    struct qr_compile_opts opts;
     struct qr_sql_error err;
     Cohort__TableSchema *schema = health_schema();
     const uint8_t *chain[1];
@@ -455,6 +513,7 @@ static int setup(struct sim *s)
         snprintf(rep->error, sizeof rep->error, "the catalog has no health table");
         return -1;
     }
+    compile_opts(&opts, cfg, s->t0);
     memset(&err, 0, sizeof err);
     rc = qr_sql_compile(&s->plan, &s->plan_len, cfg->sql, &opts, &err);
     if (rc != 0) {
@@ -476,21 +535,7 @@ static int setup(struct sim *s)
             scope.max_epsilon = p->privacy->epsilon;
         s->epsilon = p->privacy != NULL ? p->privacy->epsilon : 0.0;
         snprintf(rep->protocol, sizeof rep->protocol, "%s", p->protocol ? p->protocol : "");
-        {
-            /* What the cost model expects of this plan and deployment. */
-            struct qr_cost_input in = {
-                .participants = (uint64_t)((double)cfg->tokens * (1.0 - cfg->dropout)) + 1,
-                .groups = p->max_groups,
-                .tuples = p->tuples_per_participant,
-                .buckets = p->tag_buckets,
-                .fakes = p->fakes,
-                .has_fakes = 1,
-                .rounds = p->shuffle_rounds,
-                .aggregates = (uint32_t)p->n_aggregates,
-                .token_ram = cfg->token_ram,
-                .latency_ms = cfg->latency_ms};
-            qr_cost_predict(&rep->predicted, rep->protocol, &in);
-        }
+        predict(rep, cfg, p);
         cohort__plan__free_unpacked(p, NULL);
     }
     if (qr_identity_generate(&s->manufacturer) != 0 || qr_identity_generate(&s->authority) != 0 ||
@@ -916,7 +961,12 @@ static int study(struct sim *s, const uint8_t *signed_plan, size_t len, const ui
                  qr_strerror(rc));
         return rc;
     }
-    if (collect(s, *out, dropped, vnow) != 0 || aggregate(s, *out, dropped, vnow) != 0) {
+    if (collect(s, *out, dropped, vnow) != 0) {
+        snprintf(s->rep->error, sizeof s->rep->error, "out of memory");
+        return -1;
+    }
+    s->collect_end_ms = *vnow;
+    if (aggregate(s, *out, dropped, vnow) != 0) {
         snprintf(s->rep->error, sizeof s->rep->error, "out of memory");
         return -1;
     }
@@ -1079,6 +1129,7 @@ int sim_run(struct sim_report *rep, const struct sim_config *cfg)
         goto out;
     qr_coord_stats(c, &rep->coord);
     rep->contributed = rep->coord.contributions;
+    rep->aggregate_virtual_s = (double)(vnow - s.collect_end_ms) / 1000.0;
     if (rep->coord.state == QR_DONE) {
         const uint8_t *sealed;
         size_t sealed_len;
