@@ -292,11 +292,10 @@ static int take_partial(struct tk_session *s, struct tk_arena *a, const Cohort__
     const struct tk_plan *p = &s->plan;
     struct partial_header h;
     struct tk_binding b;
-    struct tk_wfield f;
     const uint8_t *body;
-    size_t body_len, pos = 0;
+    size_t body_len;
     uint8_t *plain;
-    int rc = TK_OK, more;
+    int rc = TK_OK;
 
     if (ct->phase != COHORT__PHASE__PHASE_AGGREGATE || ct->level != s->level - 1 ||
         ct->nchunks != p->nchunks || ct->chunk >= p->nchunks || ct->key.len != 0)
@@ -342,17 +341,7 @@ static int take_partial(struct tk_session *s, struct tk_arena *a, const Cohort__
         rc = TK_ERR_BINDING;
         goto out;
     }
-    while (rc == TK_OK && (more = tk_wire_next(body, body_len, &pos, &f)) == 1) {
-        size_t mark = tk_arena_mark(a);
-        Cohort__GroupPartial *g;
-        if (f.field != 4)
-            continue;
-        g = (Cohort__GroupPartial *)tk_unpack(a, &cohort__group_partial__descriptor, f.data, f.len,
-                                              &rc);
-        if (g != NULL)
-            rc = tk_groups_merge_pb(&s->groups, p, g);
-        tk_arena_release(a, mark);
-    }
+    rc = tk_groups_merge_fields(&s->groups, p, a, body, body_len);
     if (rc != TK_OK)
         goto out;
     if (ct->chunk == 0) {

@@ -289,3 +289,24 @@ int tk_frame_body(const uint8_t **body, size_t *body_len, const uint8_t *frame, 
     *body_len = n;
     return TK_OK;
 }
+
+int tk_groups_merge_fields(struct tk_groups *g, const struct tk_plan *plan, struct tk_arena *a,
+                           const uint8_t *body, size_t len)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    int rc = TK_OK, more;
+
+    while (rc == TK_OK && (more = tk_wire_next(body, len, &pos, &f)) == 1) {
+        size_t mark = tk_arena_mark(a);
+        Cohort__GroupPartial *gp;
+        if (f.field != 4)
+            continue;
+        gp = (Cohort__GroupPartial *)tk_unpack(a, &cohort__group_partial__descriptor, f.data, f.len,
+                                               &rc);
+        if (gp != NULL)
+            rc = tk_groups_merge_pb(g, plan, gp);
+        tk_arena_release(a, mark);
+    }
+    return rc != TK_OK ? rc : more < 0 ? more : TK_OK;
+}

@@ -378,6 +378,10 @@ int tk_groups_get(struct tk_group **out, struct tk_groups *g, const uint8_t *key
 /* Merge a GroupPartial (decoded) into the table. */
 int tk_groups_merge_pb(struct tk_groups *g, const struct tk_plan *plan,
                        const Cohort__GroupPartial *p);
+/* Merge every GroupPartial of a PartialPlain's fields (field 4, the others
+ * skipped), decoding one at a time in scratch. */
+int tk_groups_merge_fields(struct tk_groups *g, const struct tk_plan *plan, struct tk_arena *a,
+                           const uint8_t *body, size_t len);
 /* The canonical key of a GroupPartial's values. */
 int tk_group_key_from_pb(uint8_t *key, size_t *key_len, const struct tk_plan *plan,
                          const Cohort__GroupPartial *p);

@@ -281,17 +281,7 @@ static int take_tagged_partial(struct tk_session *s, struct tk_arena *a,
         rc = TK_ERR_BINDING;
         goto out;
     }
-    for (pos = 0; rc == TK_OK && (more = tk_wire_next(body, body_len, &pos, &f)) == 1;) {
-        size_t mark = tk_arena_mark(a);
-        Cohort__GroupPartial *g;
-        if (f.field != 4)
-            continue;
-        g = (Cohort__GroupPartial *)tk_unpack(a, &cohort__group_partial__descriptor, f.data, f.len,
-                                              &rc);
-        if (g != NULL)
-            rc = tk_groups_merge_pb(&s->groups, p, g);
-        tk_arena_release(a, mark);
-    }
+    rc = tk_groups_merge_fields(&s->groups, p, a, body, body_len);
     if (rc != TK_OK)
         goto out;
     if (ct->chunk == 0) {
