@@ -911,6 +911,12 @@ static int build_protocol(struct build *b, const struct qr_compile_opts *opts)
     in.aggregates = (uint32_t)b->n_aggs;
     in.token_ram = opts && opts->token_ram ? opts->token_ram : 65536;
     in.latency_ms = opts && opts->latency_ms ? opts->latency_ms : 20;
+    in.group_columns = (uint32_t)b->q->n_group;
+    for (size_t i = 0; i < b->q->n_group; i++)
+        if (b->t->columns[b->group_col[i]].type == QR_TEXT)
+            in.group_text_columns++;
+    in.batch_min = o->has_batch_min ? o->batch_min : 0;
+    in.collect_seconds = (uint32_t)(b->plan.deadline - b->plan.issued_at); /* build_times ran */
     if (b->privacy.epsilon > 0)
         max_leak = QR_LEAK_NONE;
     if (name == NULL || strcmp(name, "auto") == 0)
@@ -1649,4 +1655,24 @@ cleanup:
     sb_free(&s);
     cohort__plan__free_unpacked(p, NULL);
     return text;
+}
+
+uint32_t qr_plan_group_text_columns(const uint8_t *plan, size_t plan_len)
+{
+    Cohort__Plan *p;
+    uint32_t n = 0;
+
+    if (plan == NULL || plan_len > QR_PLAN_MAX)
+        return 0;
+    p = cohort__plan__unpack(NULL, plan_len, plan);
+    if (p == NULL)
+        return 0;
+    for (size_t g = 0; g < p->n_group_by && p->schema != NULL; g++)
+        for (size_t c = 0; c < p->schema->n_columns; c++)
+            if (p->group_by[g] != NULL && p->schema->columns[c]->name != NULL &&
+                strcmp(p->group_by[g], p->schema->columns[c]->name) == 0 &&
+                p->schema->columns[c]->type == COHORT__VALUE_TYPE__VT_TEXT)
+                n++;
+    cohort__plan__free_unpacked(p, NULL);
+    return n;
 }

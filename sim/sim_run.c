@@ -488,7 +488,11 @@ static int setup(struct sim *s)
                 .rounds = p->shuffle_rounds,
                 .aggregates = (uint32_t)p->n_aggregates,
                 .token_ram = cfg->token_ram,
-                .latency_ms = cfg->latency_ms};
+                .latency_ms = cfg->latency_ms,
+                .group_columns = (uint32_t)p->n_group_by,
+                .group_text_columns = qr_plan_group_text_columns(s->plan, s->plan_len),
+                .batch_min = p->shuffle_batch_min,
+                .collect_seconds = (uint32_t)(p->deadline - p->issued_at)};
             qr_cost_predict(&rep->predicted, rep->protocol, &in);
         }
         cohort__plan__free_unpacked(p, NULL);
