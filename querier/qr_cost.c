@@ -51,8 +51,10 @@
  *
  * (cohort-sim --json for every protocol at 1,000, 10,000 and 100,000 tokens
  * over 1, 16, 128 and 1,024 groups). The fit found no cost per task beyond
- * its bytes; it is within a factor of 1.33 on every study (c_noise's
- * largest, 10^7 ciphertexts, run about 20% slower than linear).
+ * its bytes; it is within a factor of 1.33 on every study it was fitted
+ * on, and of 1.48 on a later run of the whole sweep (c_noise's largest
+ * studies, 10^7 ciphertexts, run 20 to 50% slower than linear, and CPU time
+ * on shared cores varies from run to run by 10 to 20%).
  */
 #include <math.h>
 #include <string.h>
@@ -142,24 +144,31 @@ uint32_t qr_cost_shuffle_rounds(uint64_t items, uint32_t batch)
 #define C_CIPHERTEXT 1.30e-6 /* a ciphertext sealed, packed, stored, opened */
 #define C_BYTE 10.3e-9       /* a byte through the service */
 
-#define STEPS_MAX 64
+#define STEPS_MAX 64 /* more than any plan's layout takes (tasks beyond are still counted) */
 
 /* ------------------------------------------------------------ the study */
 
+/* One study: its input resolved as the querier and the tokens resolve it,
+ * then what its layout adds up to. Counts are doubles: they are expected
+ * values, and a study of 2^64 ciphertexts must not wrap. */
 struct study {
-    int proto; /* enum proto */
-    double n, emit, g, ram, lat, collect;
-    uint32_t k, gc, tc, aggs, buckets, fakes, rounds, batch_min;
+    int proto;                                  /* enum proto */
+    double n, emit, g;                          /* participants, ciphertexts each, groups */
+    double ram, lat, collect;                   /* bytes, seconds, seconds */
+    uint32_t k, gc, tc, aggs;                   /* tuples, group and TEXT columns, aggregates */
+    uint32_t buckets, fakes, rounds, batch_min; /* the protocol's parameters */
     struct tk_layout lay;
     double plan; /* the signed plan, bytes */
     double ct;   /* a collected ciphertext, packed */
 
     double step_tasks[STEPS_MAX];
-    uint32_t steps; /* steps used so far */
-    double tasks, bytes, cts, ram_peak;
+    uint32_t steps;           /* steps used so far */
+    double tasks, bytes, cts; /* cts: ciphertexts handled (collected, task inputs and outputs) */
+    double ram_peak;
     int feasible;
 };
 
+/* The bytes of a varint. */
 static double vlen(double v)
 {
     double n = 1;

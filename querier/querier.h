@@ -217,7 +217,8 @@ struct qr_cost_part {
  * other protocols).
  */
 struct qr_cost {
-    int feasible;            /* 0: tokens cannot do the protocol's work (every one refuses) */
+    int feasible;            /* 0: the study cannot complete (tokens refuse a plan their RAM
+                                cannot aggregate; a shuffle batch no token holds) */
     double seconds;          /* virtual time from the plan's issue to the sealed result */
     double token_seconds;    /* CPU seconds of the study, all tokens and the service together */
     uint64_t bytes;          /* through the service, in and out */
