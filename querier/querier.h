@@ -214,7 +214,9 @@ struct qr_cost_part {
  * s_agg COUNT(*) over the same groups, qr_hist_plan): seconds, work,
  * bytes, ciphertexts, tasks and steps are the two studies' sums, RAM their
  * maximum, and `histogram` holds the histogram's share (zeros for the
- * other protocols).
+ * other protocols). When feasible is 0 the figures are what the study
+ * would cost were it possible (token_ram_needed says how much RAM it
+ * takes), all zero when no token can even lay the plan out.
  */
 struct qr_cost {
     int feasible;            /* 0: the study cannot complete (tokens refuse a plan their RAM
