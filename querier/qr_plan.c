@@ -911,6 +911,12 @@ static int build_protocol(struct build *b, const struct qr_compile_opts *opts)
     in.aggregates = (uint32_t)b->n_aggs;
     in.token_ram = opts && opts->token_ram ? opts->token_ram : 65536;
     in.latency_ms = opts && opts->latency_ms ? opts->latency_ms : 20;
+    in.group_columns = (uint32_t)b->q->n_group;
+    for (size_t i = 0; i < b->q->n_group; i++)
+        if (b->t->columns[b->group_col[i]].type == QR_TEXT)
+            in.group_text_columns++;
+    in.batch_min = o->has_batch_min ? o->batch_min : 0;
+    in.collect_seconds = (uint32_t)(b->plan.deadline - b->plan.issued_at); /* build_times ran */
     if (b->privacy.epsilon > 0)
         max_leak = QR_LEAK_NONE;
     if (name == NULL || strcmp(name, "auto") == 0)
@@ -948,11 +954,21 @@ static int build_protocol(struct build *b, const struct qr_compile_opts *opts)
         p->tag_buckets = o->has_buckets ? o->buckets : (g + 3) / 4;
     } else if (strcmp(name, "shuffle") == 0) {
         p->shuffle_batch_min = o->has_batch_min ? o->batch_min : QR_DEFAULT_BATCH_MIN;
-        p->shuffle_rounds = o->has_rounds
-                                ? o->rounds
-                                : qr_cost_shuffle_rounds(
-                                      in.participants * k,
-                                      tk_shuffle_capacity(in.token_ram, 60 + 24 * (b->n_aggs + 1)));
+        if (o->has_rounds) {
+            p->shuffle_rounds = o->rounds;
+        } else {
+            /* The batch a token of token_ram holds, for this plan's tuples. */
+            struct tk_layout l;
+            uint32_t text = 0;
+
+            for (size_t g2 = 0; g2 < b->q->n_group; g2++)
+                text += b->t->columns[b->group_col[g2]].type == QR_TEXT;
+            if (tk_layout_of(&l, "shuffle", (uint32_t)b->q->n_group, text, (uint32_t)b->n_aggs, g,
+                             p->shuffle_batch_min, 0) != 0)
+                l.tuple_plain_len = 60 + 24 * (b->n_aggs + 1);
+            p->shuffle_rounds = qr_cost_shuffle_rounds(
+                in.participants * k, tk_shuffle_capacity(in.token_ram, l.tuple_plain_len + 16));
+        }
     }
     if (o->has_fakes && strcmp(name, "rnf_noise") != 0) {
         qr_sql_error_at(b->err, b->q->sql, b->q->sql_len, o->protocol_pos,
@@ -1649,4 +1665,24 @@ cleanup:
     sb_free(&s);
     cohort__plan__free_unpacked(p, NULL);
     return text;
+}
+
+uint32_t qr_plan_group_text_columns(const uint8_t *plan, size_t plan_len)
+{
+    Cohort__Plan *p;
+    uint32_t n = 0;
+
+    if (plan == NULL || plan_len > QR_PLAN_MAX)
+        return 0;
+    p = cohort__plan__unpack(NULL, plan_len, plan);
+    if (p == NULL)
+        return 0;
+    for (size_t g = 0; g < p->n_group_by && p->schema != NULL; g++)
+        for (size_t c = 0; c < p->schema->n_columns; c++)
+            if (p->group_by[g] != NULL && p->schema->columns[c]->name != NULL &&
+                strcmp(p->group_by[g], p->schema->columns[c]->name) == 0 &&
+                p->schema->columns[c]->type == COHORT__VALUE_TYPE__VT_TEXT)
+                n++;
+    cohort__plan__free_unpacked(p, NULL);
+    return n;
 }

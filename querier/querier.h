@@ -173,38 +173,74 @@ int qr_protocol_leakage(const char *protocol);
 /* 0 when name is "auto" or a protocol this querier knows, else -1. */
 int qr_protocol_valid(const char *name);
 
-/* What the model is given: the study's expected shape and the deployment. */
+/*
+ * What the model is given: the study's expected shape, the plan's protocol
+ * parameters and the deployment. Nothing else: the model runs nothing, it
+ * mirrors the layout the coordinator and the tokens derive from these.
+ */
 struct qr_cost_input {
-    uint64_t participants; /* contributors */
-    uint32_t groups;       /* distinct groups expected */
-    uint32_t tuples;       /* tuples_per_participant */
-    uint32_t buckets;      /* rnf_noise, c_noise, ed_hist (0: the protocol's default) */
+    uint64_t participants; /* contributors (at least 1) */
+    uint32_t groups;       /* the plan's max_groups, taken as the groups expected */
+    uint32_t tuples;       /* tuples_per_participant (0: 1) */
+    uint32_t buckets;      /* rnf_noise, c_noise, ed_hist (0: as the querier sets it) */
     uint32_t fakes;        /* rnf_noise (0 with has_fakes 0: the default) */
     int has_fakes;
-    uint32_t rounds;       /* shuffle (0: qr_cost_shuffle_rounds) */
-    uint32_t aggregates;   /* aggregates in the plan */
-    size_t token_ram;      /* bytes of a token's RAM */
-    uint32_t latency_ms;   /* one-way network latency */
+    uint32_t rounds;             /* shuffle (0: qr_cost_shuffle_rounds) */
+    uint32_t aggregates;         /* aggregates in the plan (0: 1) */
+    size_t token_ram;            /* bytes of a token's RAM (0: 64 KiB) */
+    uint32_t latency_ms;         /* one-way network latency (0: 20 ms) */
+    uint32_t group_columns;      /* GROUP BY columns (0: none if groups <= 1, else one) */
+    uint32_t group_text_columns; /* of those, TEXT ones (with group_columns 0: all) */
+    uint32_t batch_min;          /* shuffle: the smallest batch (0: QR_DEFAULT_BATCH_MIN) */
+    uint32_t collect_seconds;    /* the plan's issue to its deadline (0: the querier's
+                                    default, an hour); a plan with SIZE may give when it
+                                    expects SIZE contributions instead */
 };
 
-/* What the model predicts for one protocol. */
+/* One study's share of a prediction (ed_hist's histogram study). */
+struct qr_cost_part {
+    double seconds;
+    double token_seconds;
+    uint64_t bytes;
+    uint64_t ciphertexts;
+    uint64_t tasks;
+    uint32_t steps;
+    size_t token_ram_needed;
+};
+
+/*
+ * What the model predicts for one protocol, as cohort-sim measures it. For
+ * ed_hist every figure includes the histogram study that runs first (an
+ * s_agg COUNT(*) over the same groups, qr_hist_plan): seconds, work,
+ * bytes, ciphertexts, tasks and steps are the two studies' sums, RAM their
+ * maximum, and `histogram` holds the histogram's share (zeros for the
+ * other protocols). When feasible is 0 the figures are what the study
+ * would cost were it possible (token_ram_needed says how much RAM it
+ * takes), all zero when no token can even lay the plan out.
+ */
 struct qr_cost {
-    int feasible;            /* 0: a token cannot hold what the protocol needs */
-    double seconds;          /* end to end, from the first upload to the result */
-    double token_seconds;    /* token work, summed over tokens */
+    int feasible;            /* 0: the study cannot complete (tokens refuse a plan their RAM
+                                cannot aggregate; a shuffle batch no token holds) */
+    double seconds;          /* virtual time from the plan's issue to the sealed result */
+    double token_seconds;    /* CPU seconds of the study, all tokens and the service together */
     uint64_t bytes;          /* through the service, in and out */
     uint64_t ciphertexts;    /* collected */
-    uint64_t tasks;          /* aggregation tasks */
+    uint64_t tasks;          /* aggregation tasks (partitions) */
     uint32_t steps;          /* aggregation steps, one after another */
-    size_t token_ram_needed; /* the most RAM one token call needs */
+    size_t token_ram_needed; /* the most arena one token call uses */
+    struct qr_cost_part histogram;
 };
 
-/* Predict a protocol's cost. Returns 0, or QR_ERR_ARG (unknown protocol,
- * bad input). */
+/* Predict a protocol's cost. Returns 0, or QR_ERR_ARG (NULL pointers, an
+ * unknown protocol, no participants, text columns beyond the group
+ * columns, values beyond a plan's limits); *out is zeroed then. */
 int qr_cost_predict(struct qr_cost *out, const char *protocol, const struct qr_cost_input *in);
 
-/* The cheapest feasible protocol that leaks at most max_leakage (s_agg if
- * none is feasible), with its prediction in *best when not NULL. */
+/* The cheapest feasible protocol (by token_seconds) that leaks at most
+ * max_leakage; ed_hist is never chosen (it needs a histogram first: the
+ * researcher names it), and s_agg gives way only to a protocol at most half
+ * as costly. s_agg when none is feasible or the input is bad. Its
+ * prediction goes to *best when not NULL. */
 const char *qr_cost_choose(const struct qr_cost_input *in, int max_leakage, struct qr_cost *best);
 
 /* Rounds for the shuffle to mix `items` ciphertexts in batches of `batch`:
@@ -230,6 +266,10 @@ int qr_hist_apply(uint8_t **out, size_t *out_len, const uint8_t *plan, size_t pl
 
 /* A human-readable account of a serialized plan (malloc'd string). */
 char *qr_plan_explain(const uint8_t *plan, size_t plan_len);
+
+/* How many of a serialized plan's GROUP BY columns its schema types TEXT
+ * (the cost model's group_text_columns); 0 for a plan that does not decode. */
+uint32_t qr_plan_group_text_columns(const uint8_t *plan, size_t plan_len);
 
 /* ------------------------------------------------------------ signing */
 

@@ -93,13 +93,24 @@ static void json_number(double v)
 /* The cost model's prediction as a JSON member ("predicted": {...}). */
 static void print_predicted(const struct sim_report *rep)
 {
+    /* The prediction; for ed_hist its totals include the histogram study,
+     * whose share "histogram" gives. */
     printf("\"predicted\":{\"feasible\":%s,\"seconds\":%.3f,\"token_seconds\":%.3f,"
            "\"bytes\":%llu,\"ciphertexts\":%llu,\"tasks\":%llu,\"steps\":%u,"
-           "\"token_ram\":%zu}",
+           "\"token_ram\":%zu",
            rep->predicted.feasible ? "true" : "false", rep->predicted.seconds,
            rep->predicted.token_seconds, (unsigned long long)rep->predicted.bytes,
            (unsigned long long)rep->predicted.ciphertexts, (unsigned long long)rep->predicted.tasks,
            rep->predicted.steps, rep->predicted.token_ram_needed);
+    if (rep->predicted.histogram.steps > 0) {
+        const struct qr_cost_part *h = &rep->predicted.histogram;
+        printf(",\"histogram\":{\"seconds\":%.3f,\"token_seconds\":%.3f,\"bytes\":%llu,"
+               "\"ciphertexts\":%llu,\"tasks\":%llu,\"steps\":%u,\"token_ram\":%zu}",
+               h->seconds, h->token_seconds, (unsigned long long)h->bytes,
+               (unsigned long long)h->ciphertexts, (unsigned long long)h->tasks, h->steps,
+               h->token_ram_needed);
+    }
+    printf("}");
 }
 
 static void print_json(const struct sim_config *cfg, const struct sim_report *rep)
@@ -202,26 +213,47 @@ static void print_json(const struct sim_config *cfg, const struct sim_report *re
            rep->token_ram, rep->peak_arena, rep->token_state_bytes, rep->rest_bytes_per_token);
 }
 
-/* The cost model's prediction beside what the run measured. */
+/*
+ * The cost model's prediction beside what the run measured. For ed_hist
+ * both sides add the histogram study to the main one (the simulator times
+ * the histogram by wall clock only: its CPU time is counted as that), and
+ * a last line gives the histogram's share.
+ */
 static void print_cost(const struct sim_report *rep)
 {
     const struct qr_cost *p = &rep->predicted;
-    const struct qr_coord_stats *s = &rep->coord;
+    const struct qr_coord_stats *s = &rep->coord, *h = &rep->hist_coord;
+    int hist = rep->hist;
 
-    printf("protocol      %s\n", rep->protocol);
+    printf("protocol      %s%s\n", rep->protocol,
+           hist ? " (with its histogram study: both sides are the two studies' sums)" : "");
     printf("cost          %-22s %14s %14s\n", "", "predicted", "measured");
     printf("              %-22s %14llu %14llu\n", "ciphertexts collected",
-           (unsigned long long)p->ciphertexts, (unsigned long long)s->ciphertexts_collected);
-    printf("              %-22s %14llu %14llu\n", "bytes through service",
-           (unsigned long long)p->bytes, (unsigned long long)(s->bytes_in + s->bytes_out));
+           (unsigned long long)p->ciphertexts,
+           (unsigned long long)(s->ciphertexts_collected + (hist ? h->ciphertexts_collected : 0)));
+    printf(
+        "              %-22s %14llu %14llu\n", "bytes through service",
+        (unsigned long long)p->bytes,
+        (unsigned long long)(s->bytes_in + s->bytes_out + (hist ? h->bytes_in + h->bytes_out : 0)));
     printf("              %-22s %14llu %14llu\n", "aggregation tasks", (unsigned long long)p->tasks,
-           (unsigned long long)s->partitions);
-    printf("              %-22s %14u %14u\n", "steps", p->steps, s->levels);
-    printf("              %-22s %14.1f %14.1f\n", "virtual seconds", p->seconds, rep->virtual_s);
-    printf("              %-22s %14.2f %14.2f\n", "token CPU seconds", p->token_seconds,
-           rep->study_cpu_s);
+           (unsigned long long)(s->partitions + (hist ? h->partitions : 0)));
+    printf("              %-22s %14u %14u\n", "steps", p->steps,
+           s->levels + (hist ? h->levels : 0));
+    printf("              %-22s %14.1f %14.1f\n", "virtual seconds", p->seconds,
+           rep->virtual_s + (hist ? rep->hist_virtual_s : 0));
+    printf("              %-22s %14.2f %14.2f%s\n", "token CPU seconds", p->token_seconds,
+           rep->study_cpu_s + (hist ? rep->hist_wall_s : 0), hist ? " (histogram: wall)" : "");
     printf("              %-22s %14zu %14zu\n", "token RAM, bytes", p->token_ram_needed,
            rep->peak_arena);
+    if (!p->feasible)
+        printf("              the model expects tokens to be unable to do this work\n");
+    if (hist)
+        printf("histogram     predicted %llu bytes, %llu tasks, %u steps, %.1f s; measured %llu "
+               "bytes, %llu tasks, %u steps, %.1f s\n",
+               (unsigned long long)p->histogram.bytes, (unsigned long long)p->histogram.tasks,
+               p->histogram.steps, p->histogram.seconds,
+               (unsigned long long)(h->bytes_in + h->bytes_out), (unsigned long long)h->partitions,
+               h->levels, rep->hist_virtual_s);
 }
 
 static void print_text(const struct sim_config *cfg, const struct sim_report *rep)

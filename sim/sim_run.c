@@ -445,20 +445,24 @@ static void compile_opts(struct qr_compile_opts *o, const struct sim_config *cfg
 }
 
 /* What the cost model expects of a compiled plan in this deployment. */
-static void predict(struct sim_report *rep, const struct sim_config *cfg, const Cohort__Plan *p)
+static void predict(struct sim_report *rep, const struct sim_config *cfg, const Cohort__Plan *p,
+                    const uint8_t *plan, size_t plan_len)
 {
-
-    struct qr_cost_input in = {.participants =
-                                   (uint64_t)((double)cfg->tokens * (1.0 - cfg->dropout)) + 1,
-                               .groups = p->max_groups,
-                               .tuples = p->tuples_per_participant,
-                               .buckets = p->tag_buckets,
-                               .fakes = p->fakes,
-                               .has_fakes = 1,
-                               .rounds = p->shuffle_rounds,
-                               .aggregates = (uint32_t)p->n_aggregates,
-                               .token_ram = cfg->token_ram,
-                               .latency_ms = cfg->latency_ms};
+    struct qr_cost_input in = {
+        .participants = (uint64_t)((double)cfg->tokens * (1.0 - cfg->dropout)) + 1,
+        .groups = p->max_groups,
+        .tuples = p->tuples_per_participant,
+        .buckets = p->tag_buckets,
+        .fakes = p->fakes,
+        .has_fakes = 1,
+        .rounds = p->shuffle_rounds,
+        .aggregates = (uint32_t)p->n_aggregates,
+        .token_ram = cfg->token_ram,
+        .latency_ms = cfg->latency_ms,
+        .group_columns = (uint32_t)p->n_group_by,
+        .group_text_columns = qr_plan_group_text_columns(plan, plan_len),
+        .batch_min = p->shuffle_batch_min,
+        .collect_seconds = (uint32_t)(p->deadline - p->issued_at)};
     qr_cost_predict(&rep->predicted, rep->protocol, &in);
 }
 
@@ -483,14 +487,15 @@ int sim_predict(struct sim_report *rep, const struct sim_config *cfg)
         return rc;
     }
     p = cohort__plan__unpack(NULL, plan_len, plan);
-    free(plan);
     if (p == NULL) {
+        free(plan);
         snprintf(rep->error, sizeof rep->error, "the compiled plan does not decode");
         return -1;
     }
     snprintf(rep->protocol, sizeof rep->protocol, "%s", p->protocol ? p->protocol : "");
-    predict(rep, cfg, p);
+    predict(rep, cfg, p, plan, plan_len);
     cohort__plan__free_unpacked(p, NULL);
+    free(plan);
     return 0;
 }
 
@@ -535,7 +540,7 @@ static int setup(struct sim *s)
             scope.max_epsilon = p->privacy->epsilon;
         s->epsilon = p->privacy != NULL ? p->privacy->epsilon : 0.0;
         snprintf(rep->protocol, sizeof rep->protocol, "%s", p->protocol ? p->protocol : "");
-        predict(rep, cfg, p);
+        predict(rep, cfg, p, s->plan, s->plan_len);
         cohort__plan__free_unpacked(p, NULL);
     }
     if (qr_identity_generate(&s->manufacturer) != 0 || qr_identity_generate(&s->authority) != 0 ||

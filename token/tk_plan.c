@@ -381,28 +381,36 @@ uint32_t tk_shuffle_capacity(size_t arena_len, size_t box_len)
     return n > 65535 ? 65535 : (uint32_t)n;
 }
 
-/* Every token derives the same fixed sizes from the plan. */
-static int layout(struct tk_plan *p)
+/*
+ * Every token derives the same fixed sizes from the plan's shape: whether
+ * it is tagged (any protocol but s_agg) or a shuffle, its GROUP BY columns
+ * (TEXT ones are the longest), aggregates, max_groups (1 without GROUP BY),
+ * shuffle batch_min and HAVING program length. Returns TK_OK, or
+ * TK_ERR_BAD_PLAN when no chunk can hold a group or a partial needs more
+ * than TK_MAX_CHUNKS chunks.
+ */
+static int layout_sizes(struct tk_layout *l, bool tagged, bool shuffle, uint32_t group_columns,
+                        uint32_t text_columns, uint32_t n_aggs, uint32_t max_groups,
+                        uint32_t batch_min, uint32_t n_having)
 {
-    bool tagged = p->protocol != TK_PROTO_S_AGG;
-    size_t gb = 22 + 24 * (size_t)p->n_aggs, hdr = 2 + 55 + (tagged ? 11 + 18 : 0), per, gpc;
-    uint16_t i;
-    for (i = 0; i < p->n_group; i++)
-        gb += p->columns[p->group_col[i]].type == COHORT__VALUE_TYPE__VT_TEXT
-                  ? 2 + 2 + 2 + TK_TEXT_MAX
-                  : 2 + 2 + 11 + 2;
-    p->group_bound = gb;
-    p->tuple_plain_len = 2 + 4 + 1 + tk_varint_len(gb) + gb + (tagged ? 2 + TK_ORIGIN_LEN : 0);
+    size_t gb = 22 + 24 * (size_t)n_aggs, hdr = 2 + 55 + (tagged ? 11 + 18 : 0), per, gpc;
+    uint32_t i;
+    for (i = 0; i < group_columns; i++)
+        gb += i < text_columns ? 2 + 2 + 2 + TK_TEXT_MAX : 2 + 2 + 11 + 2;
+    l->group_bound = gb;
+    l->tuple_plain_len = 2 + 4 + 1 + tk_varint_len(gb) + gb + (tagged ? 2 + TK_ORIGIN_LEN : 0);
+    l->shuffle_item_len = tk_shuffle_item_len(l->tuple_plain_len);
+    l->shuffle_overhead = shuffle_overhead(l->tuple_plain_len);
     per = 1 + tk_varint_len(gb) + gb;
     if (hdr + per > TK_CHUNK_PLAIN_MAX)
         return TK_ERR_BAD_PLAN;
     gpc = (TK_CHUNK_PLAIN_MAX - hdr) / per;
-    if (gpc > p->max_groups)
-        gpc = p->max_groups;
-    p->groups_per_chunk = (uint32_t)gpc;
-    p->nchunks = (uint32_t)((p->max_groups + gpc - 1) / gpc);
-    p->chunk_plain_len = hdr + gpc * per;
-    if (p->nchunks > TK_MAX_CHUNKS)
+    if (gpc > max_groups)
+        gpc = max_groups;
+    l->groups_per_chunk = (uint32_t)gpc;
+    l->nchunks = (uint32_t)((max_groups + gpc - 1) / gpc);
+    l->chunk_plain_len = hdr + gpc * per;
+    if (l->nchunks > TK_MAX_CHUNKS)
         return TK_ERR_BAD_PLAN;
     /*
      * What an aggregation session needs at most, bar unusually long group
@@ -412,21 +420,66 @@ static int layout(struct tk_plan *p)
      * what the final result needs (one part of it at a time).
      */
     {
-        size_t feed = p->chunk_plain_len + 4096;
+        size_t feed = l->chunk_plain_len + 4096;
         size_t result = TK_RESULT_PART + 4096;
-        p->aggregate_ram = tk_session_size() + (tagged ? tk_tagged_size() : 0) +
-                           (size_t)p->n_having * sizeof(struct tk_instr) +
-                           tk_groups_size(p->max_groups, p->n_aggs) + (size_t)p->max_groups * 24 +
+        l->aggregate_ram = tk_session_size() + (tagged ? tk_tagged_size() : 0) +
+                           (size_t)n_having * sizeof(struct tk_instr) +
+                           tk_groups_size(max_groups, n_aggs) + (size_t)max_groups * 24 +
                            (feed > result ? feed : result);
     }
     /* A shuffle token must also hold a whole batch of the plan's minimum. */
-    if (p->protocol == TK_PROTO_SHUFFLE) {
-        size_t batch = shuffle_overhead(p->tuple_plain_len) +
-                       (size_t)p->batch_min * shuffle_item_cost(p->tuple_plain_len);
-        if (batch > p->aggregate_ram)
-            p->aggregate_ram = batch;
+    if (shuffle) {
+        size_t batch = shuffle_overhead(l->tuple_plain_len) +
+                       (size_t)batch_min * shuffle_item_cost(l->tuple_plain_len);
+        if (batch > l->aggregate_ram)
+            l->aggregate_ram = batch;
     }
     return TK_OK;
+}
+
+static int layout(struct tk_plan *p)
+{
+    struct tk_layout l;
+    uint32_t text = 0;
+    uint16_t i;
+    int rc;
+    /* A column's share of the group bound depends only on whether it is TEXT. */
+    for (i = 0; i < p->n_group; i++)
+        if (p->columns[p->group_col[i]].type == COHORT__VALUE_TYPE__VT_TEXT)
+            text++;
+    rc = layout_sizes(&l, p->protocol != TK_PROTO_S_AGG, p->protocol == TK_PROTO_SHUFFLE,
+                      p->n_group, text, p->n_aggs, p->max_groups, p->batch_min, p->n_having);
+    if (rc != TK_OK)
+        return rc;
+    p->group_bound = l.group_bound;
+    p->tuple_plain_len = l.tuple_plain_len;
+    p->chunk_plain_len = l.chunk_plain_len;
+    p->groups_per_chunk = l.groups_per_chunk;
+    p->nchunks = l.nchunks;
+    p->aggregate_ram = l.aggregate_ram;
+    return TK_OK;
+}
+
+int tk_layout_of(struct tk_layout *out, const char *protocol, uint32_t group_columns,
+                 uint32_t text_columns, uint32_t n_aggs, uint32_t max_groups, uint32_t batch_min,
+                 uint32_t n_having)
+{
+    int proto = protocol_of(protocol), rc;
+
+    if (out == NULL)
+        return TK_ERR_MALFORMED;
+    memset(out, 0, sizeof *out);
+    if (proto < 0 || group_columns > TK_MAX_GROUP_COLS || text_columns > group_columns ||
+        n_aggs == 0 || n_aggs > TK_MAX_AGGS || max_groups == 0 || max_groups > TK_MAX_GROUPS ||
+        batch_min > 65535 || n_having > TK_PROGRAM_MAX)
+        return TK_ERR_MALFORMED;
+    if (group_columns == 0)
+        max_groups = 1;
+    rc = layout_sizes(out, proto != TK_PROTO_S_AGG, proto == TK_PROTO_SHUFFLE, group_columns,
+                      text_columns, n_aggs, max_groups, batch_min, n_having);
+    if (rc != TK_OK)
+        memset(out, 0, sizeof *out);
+    return rc;
 }
 
 bool tk_name_listed(char *const *list, size_t n, const char *s)

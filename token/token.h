@@ -302,6 +302,45 @@ uint32_t tk_plan_emit(const char *protocol, uint32_t tuples, uint32_t buckets, u
 uint32_t tk_shuffle_capacity(size_t arena_len, size_t box_len);
 
 /*
+ * The fixed sizes every token derives from a plan, as a pure function of
+ * the plan's shape, for hosts that predict what a study costs (the
+ * querier's cost model): the protocol's name, the GROUP BY columns and how
+ * many of them are TEXT (a group key's bound depends only on that), the
+ * aggregates, max_groups (taken as 1 without GROUP BY), the shuffle's
+ * batch_min (0 for other protocols) and the HAVING program's length. A
+ * token that loads a plan of that shape computes exactly these.
+ * - group_bound: an encoded group, at most;
+ * - tuple_plain_len: the plaintext of every collected tuple (a collected
+ *   ciphertext's box is 16 bytes more);
+ * - chunk_plain_len, groups_per_chunk: every partial chunk's plaintext,
+ *   and the groups one holds;
+ * - nchunks: the chunks of every s_agg partial (tagged partials have as
+ *   many as the groups they hold need, at least one);
+ * - aggregate_ram: the arena a token needs to aggregate the plan; a token
+ *   whose arena is smaller refuses to contribute (TK_ERR_NO_MEMORY);
+ * - shuffle_item_len, shuffle_overhead: a shuffle session's arena per item
+ *   of its batch (tk_shuffle_capacity divides by it) and besides its items;
+ *   a shuffling token also holds a 4-byte index per item.
+ * Returns TK_OK; TK_ERR_MALFORMED for an unknown protocol or values out of
+ * a plan's limits (text_columns > group_columns among them);
+ * TK_ERR_BAD_PLAN when tokens would refuse the shape (a partial of more
+ * than their chunk limit). *out is zeroed on an error.
+ */
+struct tk_layout {
+    size_t group_bound;
+    size_t tuple_plain_len;
+    size_t chunk_plain_len;
+    uint32_t groups_per_chunk;
+    uint32_t nchunks;
+    size_t aggregate_ram;
+    size_t shuffle_item_len;
+    size_t shuffle_overhead;
+};
+int tk_layout_of(struct tk_layout *out, const char *protocol, uint32_t group_columns,
+                 uint32_t text_columns, uint32_t n_aggs, uint32_t max_groups, uint32_t batch_min,
+                 uint32_t n_having);
+
+/*
  * Group keys and tags, as tokens make them, for hosts that must agree with
  * them: the querier's ed_hist bounds, and the simulator's leakage report,
  * which grants its attacker the tag of every group (a worst case).
