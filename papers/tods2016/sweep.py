@@ -15,8 +15,10 @@ model's prediction only (mode "predicted"), which the plots draw apart.
 Then the leakage table: every protocol at 10,000 participants, GROUP BY
 sex, age_band and GROUP BY region, with --leakage (leakage.csv).
 
-Usage: sweep.py [--sim PATH] [--out DIR] [--quick] [--budget N]
+Usage: sweep.py [--sim PATH] [--out DIR] [--quick] [--budget N] [--repredict]
 --quick runs a small grid (for checking the scripts, not for the README).
+--repredict only recomputes the cost model's columns of an existing
+results.csv (after a change to the model), running no study.
 Needs only Python 3's standard library and a built cohort-sim.
 """
 import argparse
@@ -73,6 +75,15 @@ def sim_json(sim, args):
         return None, out[0][:200]
 
 
+def set_predicted(row, pred):
+    row.update(pred_feasible=int(bool(pred.get("feasible"))),
+               pred_seconds=pred.get("seconds", ""),
+               pred_token_seconds=pred.get("token_seconds", ""),
+               pred_bytes=pred.get("bytes", ""), pred_ciphertexts=pred.get("ciphertexts", ""),
+               pred_tasks=pred.get("tasks", ""), pred_steps=pred.get("steps", ""),
+               pred_token_ram=pred.get("token_ram", ""))
+
+
 def predicted(sim, n, ram, proto, sql):
     p = subprocess.run([sim, "--tokens", str(n), "--token-ram", str(ram), "--protocol", proto,
                         "--sql", sql, "--predict"], capture_output=True, text=True)
@@ -94,13 +105,7 @@ def point(sim, sweep, proto, n, groups, group_by, ram, budget, seed):
     sql = sql_for(group_by)
     row = {k: "" for k in FIELDS}
     row.update(sweep=sweep, protocol=proto, participants=n, groups=groups, token_ram=ram)
-    pred = predicted(sim, n, ram, proto, sql)
-    row.update(pred_feasible=int(bool(pred.get("feasible"))),
-               pred_seconds=pred.get("seconds", ""),
-               pred_token_seconds=pred.get("token_seconds", ""),
-               pred_bytes=pred.get("bytes", ""), pred_ciphertexts=pred.get("ciphertexts", ""),
-               pred_tasks=pred.get("tasks", ""), pred_steps=pred.get("steps", ""),
-               pred_token_ram=pred.get("token_ram", ""))
+    set_predicted(row, predicted(sim, n, ram, proto, sql))
     if n * emit_per_participant(proto, groups) > budget:
         row.update(mode="predicted", ok="")
         return row
@@ -153,9 +158,25 @@ def main():
     ap.add_argument("--budget", type=int, default=3_000_000,
                     help="most ciphertexts one measured point may collect")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repredict", action="store_true")
     a = ap.parse_args()
     if not os.access(a.sim, os.X_OK):
         sys.exit("sweep: no cohort-sim at %s: build first (scripts/build.sh)" % a.sim)
+    if a.repredict:
+        path = os.path.join(a.out, "results.csv")
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        gb = dict(GROUPS)
+        for r in rows:
+            groups = int(r["groups"])
+            by = "region" if r["sweep"] == "participants" else gb[groups]
+            set_predicted(r, predicted(a.sim, int(r["participants"]), int(r["token_ram"]),
+                                       r["protocol"], sql_for(by)))
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        return 0
     g_n, g_ram = (1000, 1 << 20) if a.quick else (10000, 1 << 20)
     n_list = [300, 1000] if a.quick else [1000, 10000, 100000, 1000000]
     rows = []
