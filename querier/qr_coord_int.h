@@ -194,7 +194,7 @@ struct qr_reply {
     uint64_t task_id;
     uint32_t level, partition;
     int final;
-    int stage; /* QR_STAGE_* */
+    int stage;               /* QR_STAGE_* */
     const uint8_t *query_id; /* QR_QUERY_ID_LEN bytes, or NULL */
     size_t n_inputs;
     /* The i-th input of a task: packed Ciphertext bytes. */

@@ -97,9 +97,9 @@ struct sim_report {
 
     double setup_wall_s, setup_cpu_s;
     double study_wall_s, study_cpu_s;
-    double virtual_s;  /* virtual time from first request to the result */
+    double virtual_s;           /* virtual time from first request to the result */
     double aggregate_virtual_s; /* of which after collection closed */
-    size_t peak_arena; /* the most arena any token call used */
+    size_t peak_arena;          /* the most arena any token call used */
     size_t token_ram;
     double rest_bytes_per_token; /* resident memory per token at rest */
     size_t token_state_bytes;    /* sizeof(struct tk_token) */
@@ -117,7 +117,7 @@ struct sim_report {
     int dp; /* the plan has epsilon > 0: see dp_check */
     struct sim_dp_check dp_check;
 
-    char protocol[16];       /* the protocol the plan named */
+    char protocol[16];        /* the protocol the plan named */
     struct qr_cost predicted; /* the cost model's prediction for it */
     /* ed_hist: the histogram study run first (s_agg), and the buckets it gave. */
     int hist;

@@ -448,21 +448,21 @@ static void compile_opts(struct qr_compile_opts *o, const struct sim_config *cfg
 static void predict(struct sim_report *rep, const struct sim_config *cfg, const Cohort__Plan *p,
                     const uint8_t *plan, size_t plan_len)
 {
-    struct qr_cost_input in = {
-        .participants = (uint64_t)((double)cfg->tokens * (1.0 - cfg->dropout)) + 1,
-        .groups = p->max_groups,
-        .tuples = p->tuples_per_participant,
-        .buckets = p->tag_buckets,
-        .fakes = p->fakes,
-        .has_fakes = 1,
-        .rounds = p->shuffle_rounds,
-        .aggregates = (uint32_t)p->n_aggregates,
-        .token_ram = cfg->token_ram,
-        .latency_ms = cfg->latency_ms,
-        .group_columns = (uint32_t)p->n_group_by,
-        .group_text_columns = qr_plan_group_text_columns(plan, plan_len),
-        .batch_min = p->shuffle_batch_min,
-        .collect_seconds = (uint32_t)(p->deadline - p->issued_at)};
+    struct qr_cost_input in = {.participants =
+                                   (uint64_t)((double)cfg->tokens * (1.0 - cfg->dropout)) + 1,
+                               .groups = p->max_groups,
+                               .tuples = p->tuples_per_participant,
+                               .buckets = p->tag_buckets,
+                               .fakes = p->fakes,
+                               .has_fakes = 1,
+                               .rounds = p->shuffle_rounds,
+                               .aggregates = (uint32_t)p->n_aggregates,
+                               .token_ram = cfg->token_ram,
+                               .latency_ms = cfg->latency_ms,
+                               .group_columns = (uint32_t)p->n_group_by,
+                               .group_text_columns = qr_plan_group_text_columns(plan, plan_len),
+                               .batch_min = p->shuffle_batch_min,
+                               .collect_seconds = (uint32_t)(p->deadline - p->issued_at)};
     qr_cost_predict(&rep->predicted, rep->protocol, &in);
 }
 
