@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -548,8 +549,11 @@ static void small_studies_cost_what_the_model_predicts(void **state)
         /* The model is told one participant more than take part (sim_run.c). */
         assert_int_equal(p->ciphertexts - p->histogram.ciphertexts,
                          s->ciphertexts_collected + s->ciphertexts_collected / 400);
-        assert_int_equal(p->steps - p->histogram.steps, s->levels);
-        assert_true(fabs(p->seconds - rep.virtual_s - (rep.hist ? rep.hist_virtual_s : 0)) < 1e-6);
+        /* Which groups share a hash bucket changes with each run's group
+         * secret (rnf_noise, c_noise): a tag may be split, and need one
+         * merge step more, or not. So may the time, by that step's round. */
+        assert_true(labs((long)(p->steps - p->histogram.steps) - (long)s->levels) <= 1);
+        assert_true(fabs(p->seconds - rep.virtual_s - (rep.hist ? rep.hist_virtual_s : 0)) < 0.5);
         if (p->bytes < bytes / 1.1 || p->bytes > bytes * 1.1 || p->tasks < tasks / 1.5 ||
             p->tasks > tasks * 1.5)
             print_error("%s: bytes %llu vs %.0f, tasks %llu vs %.0f\n", all[i],
