@@ -1791,6 +1791,149 @@ static void run_with_restart(const struct world *w, const struct plan *p, enum c
     fleet_free(&f);
 }
 
+/* One tuple of an upload reshaped by `bend` (a tag dropped or cut). */
+static struct bytes upload_bent(struct bytes upload, int cut_to)
+{
+    Cohort__ServiceRequest *r = unpack_request(upload.p, upload.n);
+    struct bytes b;
+
+    assert_int_equal(r->body_case, COHORT__SERVICE_REQUEST__BODY_UPLOAD);
+    assert_true(r->upload->contribution->n_tuples >= 1);
+    assert_int_equal(r->upload->contribution->tuples[0]->tag.len, 16);
+    r->upload->contribution->tuples[0]->tag.len = (size_t)cut_to;
+    b = pack_request(r);
+    cohort__service_request__free_unpacked(r, NULL);
+    return b;
+}
+
+/*
+ * The tagged protocols' messages of the wrong shape: an upload whose tuple
+ * lost its tag or carries a short one, a shuffle batch's result that drops
+ * an output or tags one before the last round, a contributor list's result
+ * of two partials. Each is refused with its code and changes nothing; the
+ * study then completes to the truth.
+ */
+static void tagged_messages_of_the_wrong_shape_are_refused(void **state)
+{
+    struct world w;
+    struct plan p;
+    struct snap sn;
+    (void)state;
+
+    world_init(&w);
+    {
+        struct fleet f;
+        struct svc v;
+        struct bytes upload, bent;
+        int64_t now = NOW_MS;
+
+        plan_sign(&p, &w,
+                  "SELECT sex, COUNT(*), SUM(steps), COUNT(DISTINCT participant) FROM health "
+                  "GROUP BY sex ORDER BY sex SIZE 30 WITH (min_participants = 5, "
+                  "min_group_size = 1, protocol = rnf_noise)");
+        fleet_init(&f, &w, N_TOKENS);
+        svc_init(&v, &w, 0);
+        submit(&v, &p, now);
+        fleet_admit(&v, &f, 100, now);
+        assert_int_equal(tok_work(&v, &f.t[0], now, &upload), PT_COLLECTED);
+        snap_take(&sn, &v);
+        bent = upload_bent(upload, 0);
+        expect(&v, f.t[0].conn, now, bent.p, bent.n, QR_ERR_BAD_UPLOAD, 0);
+        free(bent.p);
+        bent = upload_bent(upload, 15);
+        expect(&v, f.t[0].conn, now, bent.p, bent.n, QR_ERR_BAD_UPLOAD, 0);
+        free(bent.p);
+        snap_check(&sn, &v);
+        expect(&v, f.t[0].conn, now, upload.p, upload.n, 0, 1);
+        free(upload.p);
+        drive(&v, &f, &now, NULL, NULL, NULL);
+        {
+            struct qr_result res;
+            fetch_open(&v, &w, &p, now, &res);
+            check_by_sex(&res, &f, NULL);
+            qr_result_free(&res);
+        }
+        svc_free(&v);
+        fleet_free(&f);
+        plan_free(&p);
+    }
+    {
+        struct fleet f;
+        struct svc v;
+        int64_t now = NOW_MS;
+        int shuffle_seen = 0, keys_seen = 0;
+
+        plan_sign(&p, &w,
+                  "SELECT sex, COUNT(*), SUM(steps), COUNT(DISTINCT participant) FROM health "
+                  "GROUP BY sex ORDER BY sex SIZE 30 WITH (min_participants = 5, "
+                  "min_group_size = 1, protocol = shuffle, batch_min = 4)");
+        svc_ram = 12288;
+        fleet_init(&f, &w, N_TOKENS);
+        svc_init(&v, &w, 0);
+        submit(&v, &p, now);
+        fleet_admit(&v, &f, 100, now);
+        drive(&v, &f, &now, aggregating, NULL, NULL);
+        /* The first step holds the list and round 1: bend one of each. */
+        for (size_t i = 0; i < f.n && (!shuffle_seen || !keys_seen); i++) {
+            struct bytes result, bent;
+            Cohort__ServiceRequest *r;
+            Cohort__Ciphertext **parts;
+            size_t n;
+
+            if (tok_work(&v, &f.t[i], now, &result) != PT_AGGREGATED)
+                continue;
+            r = unpack_request(result.p, result.n);
+            assert_int_equal(r->body_case, COHORT__SERVICE_REQUEST__BODY_RESULT);
+            parts = r->result->output->partials;
+            n = r->result->output->n_partials;
+            snap_take(&sn, &v);
+            if (parts[0]->phase == COHORT__PHASE__PHASE_SHUFFLE && !shuffle_seen) {
+                static uint8_t tag[16];
+                r->result->output->n_partials = n - 1; /* an output dropped */
+                bent = pack_request(r);
+                expect(&v, f.t[i].conn, now, bent.p, bent.n, QR_ERR_BAD_RESULT, 0);
+                free(bent.p);
+                r->result->output->n_partials = n;
+                parts[0]->tag.data = tag; /* a tag before the last round */
+                parts[0]->tag.len = sizeof tag;
+                bent = pack_request(r);
+                expect(&v, f.t[i].conn, now, bent.p, bent.n, QR_ERR_BAD_RESULT, 0);
+                free(bent.p);
+                parts[0]->tag.data = NULL; /* not the unpacked message's to free */
+                parts[0]->tag.len = 0;
+                shuffle_seen = 1;
+            } else if (parts[0]->phase == COHORT__PHASE__PHASE_KEYS_PARTIAL && !keys_seen) {
+                Cohort__Ciphertext *two[2] = {parts[0], parts[0]};
+                r->result->output->partials = two; /* the list's partial twice */
+                r->result->output->n_partials = 2;
+                bent = pack_request(r);
+                expect(&v, f.t[i].conn, now, bent.p, bent.n, QR_ERR_BAD_RESULT, 0);
+                free(bent.p);
+                r->result->output->partials = parts;
+                r->result->output->n_partials = n;
+                keys_seen = 1;
+            }
+            snap_check(&sn, &v);
+            cohort__service_request__free_unpacked(r, NULL);
+            expect(&v, f.t[i].conn, now, result.p, result.n, 0, 1);
+            free(result.p);
+        }
+        assert_true(shuffle_seen && keys_seen);
+        drive(&v, &f, &now, NULL, NULL, NULL);
+        {
+            struct qr_result res;
+            fetch_open(&v, &w, &p, now, &res);
+            check_by_sex(&res, &f, NULL);
+            qr_result_free(&res);
+        }
+        svc_ram = SMALL_RAM;
+        svc_free(&v);
+        fleet_free(&f);
+        plan_free(&p);
+    }
+    world_free(&w);
+}
+
 /* A serialized plan, signed by the world's researcher. */
 static void plan_sign_bytes(struct plan *out, const struct world *w, const uint8_t *plan,
                             size_t plan_len)
@@ -2237,6 +2380,7 @@ int main(void)
         cmocka_unit_test(hostile_messages_are_refused_and_the_study_completes),
         cmocka_unit_test(a_service_rebuilt_from_its_journal_finishes_with_the_same_result),
         cmocka_unit_test(every_protocol_runs_through_the_service_and_its_journal),
+        cmocka_unit_test(tagged_messages_of_the_wrong_shape_are_refused),
         cmocka_unit_test(a_journal_record_that_does_not_apply_is_an_error),
         cmocka_unit_test(a_token_that_declines_a_plan_is_not_offered_it_again),
         cmocka_unit_test(two_queries_run_at_once_and_results_go_to_their_query),
