@@ -509,7 +509,7 @@ static int item_tag(uint8_t tag[TK_TAG_BYTES], struct tk_session *s, struct tk_a
     size_t key_len, body_len, mark = tk_arena_mark(a);
     const uint8_t *body;
     Cohort__TuplePlain *t;
-    int rc;
+    int rc = TK_OK;
 
     if (tk_frame_body(&body, &body_len, plain, s->plan.tuple_plain_len) != TK_OK)
         return TK_ERR_MALFORMED;
