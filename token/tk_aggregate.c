@@ -414,18 +414,20 @@ int tk_do_agg_feed(struct tk_call *c, const uint8_t *body, size_t len)
 }
 
 /*
- * Non-final output: the plan's fixed number of padded partial chunks. Each
- * PartialPlain is written field by field into its frame, one group at a
- * time, so that a chunk needs no more RAM than its plaintext and one
- * decoded group.
+ * A session's groups as n padded PartialPlain chunks of `phase`, each
+ * holding groups_per_chunk groups in turn. S_Agg's chunks (PHASE_AGGREGATE)
+ * lead with the range they cover (lo, hi, contributors); the tagged
+ * protocols' chunks (PHASE_TAGGED_PARTIAL) end with the tuples merged and
+ * their digest. Each PartialPlain is written field by field into its frame,
+ * one group at a time, so that a chunk needs no more RAM than its plaintext
+ * and one decoded group.
  */
-static int emit_partials(struct tk_call *c, struct tk_session *s)
+int tk_emit_partial_chunks(struct tk_call *c, struct tk_session *s, uint32_t phase, uint32_t n)
 {
     const struct tk_plan *p = &s->plan;
     struct tk_arena *a = c->arena;
-    struct tk_binding b = {
-        p->query_id, COHORT__PHASE__PHASE_AGGREGATE, s->level, s->partition, 0, p->nchunks, NULL, 0,
-        NULL};
+    bool tagged = phase == COHORT__PHASE__PHASE_TAGGED_PARTIAL;
+    struct tk_binding b = {p->query_id, phase, s->level, s->partition, 0, n, NULL, 0, NULL};
     uint8_t *plain = tk_arena_scratch(a, p->chunk_plain_len);
     size_t body = 0;
     uint32_t j;
@@ -433,28 +435,34 @@ static int emit_partials(struct tk_call *c, struct tk_session *s)
 
     if (plain == NULL)
         return TK_ERR_NO_MEMORY;
-    for (j = 0; j < p->nchunks; j++) {
+    for (j = 0; j < n; j++) {
         b.chunk = j;
         body += tk_field_len(1, tk_ciphertext_len(&b, p->chunk_plain_len));
     }
     tk_w_open(c->out, 7, body);
-    for (j = 0; j < p->nchunks && rc == TK_OK; j++) {
+    for (j = 0; j < n && rc == TK_OK; j++) {
         struct tk_wbuf w = {plain + 2, p->chunk_plain_len - 2, 0, false};
-        uint32_t first = j * p->groups_per_chunk, n = 0, k;
+        uint32_t first = j * p->groups_per_chunk, m = 0, k;
 
         if (first < s->groups.n)
-            n = s->groups.n - first < p->groups_per_chunk ? s->groups.n - first
+            m = s->groups.n - first < p->groups_per_chunk ? s->groups.n - first
                                                           : p->groups_per_chunk;
-        tk_w_bytes(&w, 1, s->lo, TK_KEY_LEN);
-        tk_w_bytes(&w, 2, s->hi, TK_KEY_LEN);
-        tk_w_uint(&w, 3, s->contributors);
-        for (k = 0; k < n && rc == TK_OK; k++) {
+        if (!tagged) {
+            tk_w_bytes(&w, 1, s->lo, TK_KEY_LEN);
+            tk_w_bytes(&w, 2, s->hi, TK_KEY_LEN);
+            tk_w_uint(&w, 3, s->contributors);
+        }
+        for (k = 0; k < m && rc == TK_OK; k++) {
             size_t mark = tk_arena_mark(a);
             Cohort__GroupPartial gp;
             rc = tk_group_to_pb(&gp, a, p, &s->groups, tk_groups_at(&s->groups, first + k));
             if (rc == TK_OK)
                 tk_w_message(&w, 4, &gp.base);
             tk_arena_release(a, mark);
+        }
+        if (tagged) {
+            tk_w_uint(&w, 5, s->t->tuples);
+            tk_w_bytes(&w, 6, s->t->digest, TK_ORIGIN_LEN);
         }
         if (rc == TK_OK && (w.overflow || w.len > 0xffff))
             rc = TK_ERR_TOO_LARGE;
@@ -757,7 +765,9 @@ int tk_do_agg_end(struct tk_call *c, const Cohort__AggEnd *req)
          * the first to chunk K-1 of the last. */
         if (s->final && (key_chunk(s->lo) != 0 || key_chunk(s->hi) != s->plan.tuples - 1))
             return TK_ERR_INCOMPLETE;
-        rc = s->final ? emit_result(c, s) : emit_partials(c, s);
+        rc = s->final
+                 ? emit_result(c, s)
+                 : tk_emit_partial_chunks(c, s, COHORT__PHASE__PHASE_AGGREGATE, s->plan.nchunks);
     }
     if (rc == TK_OK && c->out->overflow)
         rc = TK_ERR_RESPONSE_SPACE; /* the session stays open: retry with more room */

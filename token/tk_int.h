@@ -627,6 +627,10 @@ int tk_stage_take(struct tk_session *s, struct tk_arena *a, const Cohort__Cipher
 /* The session's output at AggEnd, for the stages other than s_agg's merge
  * and the filtering (FINAL's checks are tk_stage_final_check). */
 int tk_stage_emit(struct tk_call *c, struct tk_session *s);
+/* A session's groups as n padded partial chunks (tk_aggregate.c): S_Agg's
+ * (PHASE_AGGREGATE, with the range they cover) or a tagged stage's
+ * (PHASE_TAGGED_PARTIAL, with the tuples merged and their digest). */
+int tk_emit_partial_chunks(struct tk_call *c, struct tk_session *s, uint32_t phase, uint32_t n);
 /* FINAL: the contributor list and the tagged partials must account for the
  * same tuples; sets contributors, lo and hi from the list. */
 int tk_stage_final_check(struct tk_session *s);

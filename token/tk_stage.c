@@ -409,14 +409,7 @@ static int emit_keys(struct tk_call *c, struct tk_session *s)
 static int emit_tagged(struct tk_call *c, struct tk_session *s)
 {
     const struct tk_plan *p = &s->plan;
-    struct tk_arena *a = c->arena;
-    uint32_t n = (s->groups.n + p->groups_per_chunk - 1) / p->groups_per_chunk, j;
-    struct tk_binding b = {
-        p->query_id, COHORT__PHASE__PHASE_TAGGED_PARTIAL, s->level, s->partition, 0, 0, NULL, 0,
-        NULL};
-    uint8_t *plain;
-    size_t body = 0;
-    int rc = TK_OK;
+    uint32_t n = (s->groups.n + p->groups_per_chunk - 1) / p->groups_per_chunk;
 
     if (s->inputs == 0 || s->src_next != s->src_n)
         return TK_ERR_INCOMPLETE;
@@ -424,44 +417,7 @@ static int emit_tagged(struct tk_call *c, struct tk_session *s)
         n = 1;
     if (n > TK_MAX_CHUNKS)
         return TK_ERR_TOO_MANY_GROUPS;
-    plain = tk_arena_scratch(a, p->chunk_plain_len);
-    if (plain == NULL)
-        return TK_ERR_NO_MEMORY;
-    b.nchunks = n;
-    for (j = 0; j < n; j++) {
-        b.chunk = j;
-        body += tk_field_len(1, tk_ciphertext_len(&b, p->chunk_plain_len));
-    }
-    tk_w_open(c->out, 7, body);
-    for (j = 0; j < n && rc == TK_OK; j++) {
-        struct tk_wbuf w = {plain + 2, p->chunk_plain_len - 2, 0, false};
-        uint32_t first = j * p->groups_per_chunk, k, m = 0;
-
-        if (first < s->groups.n)
-            m = s->groups.n - first < p->groups_per_chunk ? s->groups.n - first
-                                                          : p->groups_per_chunk;
-        for (k = 0; k < m && rc == TK_OK; k++) {
-            size_t mark = tk_arena_mark(a);
-            Cohort__GroupPartial gp;
-            rc = tk_group_to_pb(&gp, a, p, &s->groups, tk_groups_at(&s->groups, first + k));
-            if (rc == TK_OK)
-                tk_w_message(&w, 4, &gp.base);
-            tk_arena_release(a, mark);
-        }
-        tk_w_uint(&w, 5, s->t->tuples);
-        tk_w_bytes(&w, 6, s->t->digest, TK_ORIGIN_LEN);
-        if (rc == TK_OK && (w.overflow || w.len > 0xffff))
-            rc = TK_ERR_TOO_LARGE;
-        if (rc != TK_OK)
-            break;
-        plain[0] = (uint8_t)w.len;
-        plain[1] = (uint8_t)(w.len >> 8);
-        memset(plain + 2 + w.len, 0, p->chunk_plain_len - 2 - w.len);
-        b.chunk = j;
-        tk_write_ciphertext(c->out, 1, &b, plain, p->chunk_plain_len, s->ndet);
-    }
-    sodium_memzero(plain, p->chunk_plain_len);
-    return rc;
+    return tk_emit_partial_chunks(c, s, COHORT__PHASE__PHASE_TAGGED_PARTIAL, n);
 }
 
 /* Heapsort of item indices by origin (in place; no libc callback context). */
