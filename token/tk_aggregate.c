@@ -54,6 +54,7 @@ void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len)
         if (s->magic == TK_SESSION_MAGIC)
             sodium_memzero(s, sizeof *s);
     }
+    tk_doc_wipe(arena, arena_len);
     sodium_memzero(tk->session, sizeof tk->session);
 }
 
@@ -72,6 +73,10 @@ static bool session_open(const struct tk_token *tk)
 size_t tk_session_extent(const struct tk_token *tk, const uint8_t *arena, size_t arena_len)
 {
     const struct tk_session *s = (const struct tk_session *)arena;
+    if (session_open(tk) && tk_doc_extent(arena, arena_len) != 0) {
+        const struct tk_doc_session *d = (const struct tk_doc_session *)arena;
+        return sodium_memcmp(d->id, tk->session, TK_SESSION_ID_LEN) == 0 ? d->arena_lo : 0;
+    }
     if (!session_open(tk) || arena == NULL || arena_len < sizeof *s ||
         ((uintptr_t)arena % 8) != 0 || s->magic != TK_SESSION_MAGIC ||
         sodium_memcmp(s->id, tk->session, TK_SESSION_ID_LEN) != 0 || s->arena_lo > arena_len)

@@ -127,7 +127,7 @@ int tk_do_info(struct tk_call *c, const Cohort__GetInfo *req)
     return TK_OK;
 }
 
-#define BODY_LAST COHORT__TOKEN_REQUEST__BODY_ATTEST
+#define BODY_LAST COHORT__TOKEN_REQUEST__BODY_DOC_DELETE
 
 /* Which body field a request carries, and `now`; the framing is checked. */
 static int scan_request(const uint8_t *req, size_t len, uint32_t *body, const uint8_t **data,
@@ -177,6 +177,10 @@ static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_
 
     if (body == COHORT__TOKEN_REQUEST__BODY_AGG_FEED)
         return tk_do_agg_feed(c, data, data_len);
+    if (body == COHORT__TOKEN_REQUEST__BODY_DOC_WRITE)
+        return tk_do_doc_write(c, data, data_len);
+    if (body == COHORT__TOKEN_REQUEST__BODY_DOC_READ)
+        return tk_do_doc_read(c, data, data_len);
     r = (Cohort__TokenRequest *)tk_unpack(c->arena, &cohort__token_request__descriptor, req,
                                           req_len, &rc);
     if (r == NULL)
@@ -214,6 +218,14 @@ static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_
         return tk_do_compact(c, r->compact);
     case COHORT__TOKEN_REQUEST__BODY_ATTEST:
         return tk_do_attest(c, r->attest);
+    case COHORT__TOKEN_REQUEST__BODY_DOC_BEGIN:
+        return tk_do_doc_begin(c, r->doc_begin);
+    case COHORT__TOKEN_REQUEST__BODY_DOC_OPEN:
+        return tk_do_doc_open(c, r->doc_open);
+    case COHORT__TOKEN_REQUEST__BODY_DOC_LIST:
+        return tk_do_doc_list(c, r->doc_list);
+    case COHORT__TOKEN_REQUEST__BODY_DOC_DELETE:
+        return tk_do_doc_delete(c, r->doc_delete);
     default:
         return TK_ERR_MALFORMED;
     }
@@ -252,7 +264,9 @@ int tk_dispatch(struct tk_token *tk, uint8_t *arena, size_t arena_len, const uin
         rc = scan_request(req, req_len, &body, &data, &data_len, &now);
     if (rc == TK_OK) {
         in_session = body == COHORT__TOKEN_REQUEST__BODY_AGG_FEED ||
-                     body == COHORT__TOKEN_REQUEST__BODY_AGG_END;
+                     body == COHORT__TOKEN_REQUEST__BODY_AGG_END ||
+                     body == COHORT__TOKEN_REQUEST__BODY_DOC_WRITE ||
+                     body == COHORT__TOKEN_REQUEST__BODY_DOC_READ;
         if (!in_session)
             tk_session_close(tk, arena, arena_len);
         else
@@ -342,7 +356,8 @@ static const struct {
     {TK_ERR_ROLLBACK, "TK_ERR_ROLLBACK", "the secure image is older than the monotonic counter"},
     {TK_ERR_POLICY, "TK_ERR_POLICY", "the owner's consent policy refuses the plan"},
     {TK_ERR_BUDGET, "TK_ERR_BUDGET", "the owner's privacy budget would be exceeded"},
-    {TK_ERR_NOT_FOUND, "TK_ERR_NOT_FOUND", "no such table or row"},
+    {TK_ERR_NOT_FOUND, "TK_ERR_NOT_FOUND", "no such table, row or document"},
+    {TK_ERR_CONFLICT, "TK_ERR_CONFLICT", "the document changed since the revision given"},
 };
 
 const char *tk_strerror(int code)

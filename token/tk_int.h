@@ -475,6 +475,7 @@ int tk_record_body(const uint8_t *plain, size_t len, uint32_t *kind, const uint8
 #define TK_REC_ROWS 2u
 #define TK_REC_POLICY 3u
 #define TK_REC_AUDIT 4u
+#define TK_REC_DOC 5u
 
 /* ------------------------------------------------------------ tables */
 
@@ -561,6 +562,63 @@ void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len);
 size_t tk_session_size(void);
 size_t tk_groups_size(uint32_t cap, uint32_t n_aggs);
 size_t tk_session_extent(const struct tk_token *tk, const uint8_t *arena, size_t arena_len);
+
+/* ---------------------------------------------------------- documents */
+
+/*
+ * The owner's documents (tk_doc.c). A document session (writing or
+ * reading one revision) lives at the arena's low end between calls, like
+ * an aggregation session, and shares tk->session with it: only one session
+ * of either kind is open at a time. Both start with the magic and the id.
+ */
+#define TK_DOC_MAGIC 0x444f4331u /* "DOC1" */
+#define TK_DOC_ID_LEN 16u
+#define TK_DOC_CHUNK 4096u     /* plaintext of a file chunk (the last: 0..4096) */
+#define TK_DOC_DATA_MAX 65536u /* bytes of one DocWrite or DocRead */
+#define TK_DOC_HASH_LEN 32u    /* BLAKE2b-256 of the file */
+#define TK_DOC_TYPE_MAX 64u
+#define TK_DOC_TEXT_MAX 128u /* author, subject */
+#define TK_DOC_TAGS_MAX 16u
+#define TK_DOC_TAG_MAX 32u
+#define TK_DOC_META_MAX 1024u   /* a packed DocMeta within those bounds, at most */
+#define TK_DOC_RECORD_MAX 1280u /* a packed DocRecord, at most */
+#define TK_DOC_LIST_MAX 64u     /* documents per DocList page */
+#define TK_DOC_FRAME_LEN 4u     /* a chunk's length prefix */
+#define TK_DOC_BOX_MAX (TK_DOC_CHUNK + crypto_secretstream_xchacha20poly1305_ABYTES)
+
+struct tk_doc_session {
+    uint32_t magic;
+    uint8_t id[TK_SESSION_ID_LEN];
+    size_t arena_lo;
+    bool writing;
+    bool started; /* writing: the header has been emitted */
+    bool finished;
+    uint8_t doc_id[TK_DOC_ID_LEN];
+    uint64_t revision;
+    uint8_t key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
+    crypto_secretstream_xchacha20poly1305_state st;
+    uint8_t hash_room[sizeof(crypto_generichash_state) + 64]; /* aligned in place */
+    uint64_t plain_bytes, cipher_bytes;
+    /* Reading: what the record promises. */
+    uint64_t cipher_size;
+    uint8_t content_hash[TK_DOC_HASH_LEN];
+    /* Writing: the DocMeta to store (packed). */
+    size_t meta_len;
+    uint8_t meta[TK_DOC_META_MAX];
+    /* Writing: plaintext waiting for a full chunk; reading: the header or
+     * the chunk being assembled (framing included). */
+    size_t buf_len;
+    uint8_t buf[TK_DOC_FRAME_LEN + TK_DOC_BOX_MAX];
+};
+
+size_t tk_doc_extent(const uint8_t *arena, size_t arena_len);
+void tk_doc_wipe(uint8_t *arena, size_t arena_len);
+int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req);
+int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len);
+int tk_do_doc_open(struct tk_call *c, const Cohort__DocOpen *req);
+int tk_do_doc_read(struct tk_call *c, const uint8_t *body, size_t len);
+int tk_do_doc_list(struct tk_call *c, const Cohort__DocList *req);
+int tk_do_doc_delete(struct tk_call *c, const Cohort__DocDelete *req);
 
 /* ------------------------------------------------ aggregation sessions */
 

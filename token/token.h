@@ -81,8 +81,9 @@ enum tk_error {
     TK_ERR_POLICY = -33,          /* the owner's consent policy refuses the plan */
     TK_ERR_BUDGET = -34,          /* the owner's privacy budget would be exceeded */
     TK_ERR_NOT_FOUND = -35,       /* no such table or row */
+    TK_ERR_CONFLICT = -36,        /* a document update on a stale revision */
 };
-#define TK_ERR_LAST TK_ERR_NOT_FOUND
+#define TK_ERR_LAST TK_ERR_CONFLICT
 
 /* Sizes and limits. */
 #define TK_ARENA_DEFAULT (64u * 1024u)

@@ -1,0 +1,838 @@
+/*
+ * The owner's documents: the token side of the personal cloud.
+ *
+ * What is stored where. The agent keeps each revision of a document as a
+ * ciphertext file it cannot read; the token keeps, in its own log (already
+ * encrypted under the storage key and hash-chained, tk_log.c), one
+ * DocRecord per revision: the document's id, the revision number, the
+ * revision's secretstream key, the BLAKE2b-256 of the whole ciphertext
+ * file, the plaintext and ciphertext sizes, and the metadata (DocMeta). The
+ * key is drawn at random for every revision and never leaves the token: it
+ * exists only in that record and, while a document is being written or
+ * read, in the session at the arena's low end (wiped when it closes).
+ *
+ * The file. A revision's file is
+ *   header: the 24-byte crypto_secretstream_xchacha20poly1305 header;
+ *   chunks: [length: 4 bytes LE][secretstream chunk of `length` bytes],
+ * every chunk but the last holding TK_DOC_CHUNK plaintext bytes under
+ * TAG_MESSAGE, the last holding 0 to TK_DOC_CHUNK bytes under TAG_FINAL
+ * (an empty document is a header and one empty final chunk). Every chunk
+ * is bound (additional data) to the document id and the revision. The
+ * length prefix lets a reader cut the file into chunks without trusting
+ * it: a length outside [ABYTES, TK_DOC_BOX_MAX], or a chunk that runs past
+ * the size the record promises, is refused before anything is decrypted.
+ *
+ * What the host sees: the ciphertext, the document ids, revisions, sizes
+ * and content hashes (DocRef), and the metadata it asks for (DocList,
+ * DocOpen: the host link is the owner's). Never a key.
+ *
+ * Writing. DocBegin checks the metadata's bounds and the revision (a new
+ * document: no id and base_revision 0, the token draws the id; an update:
+ * base_revision must be the current revision, else TK_ERR_CONFLICT) and
+ * opens a write session. Each DocWrite encrypts what it carries (at most
+ * TK_DOC_DATA_MAX bytes): full chunks go out at once, the rest waits in the
+ * session (less than one chunk). The `last` DocWrite emits the final chunk,
+ * appends the DocRecord and commits it: the revision exists once that
+ * answer is given, not before (a session that is cut off leaves nothing).
+ *
+ * Reading. DocOpen opens a read session on a revision; DocRead takes the
+ * file in pieces of any size and answers the plaintext of the chunks it
+ * completed. The token buffers at most one chunk. Every chunk is
+ * authenticated before its plaintext leaves (TK_ERR_DECRYPT otherwise: a
+ * flipped bit, a dropped, reordered or foreign chunk, another document's
+ * or revision's file); what the authentication cannot see is checked
+ * against the record and is TK_ERR_TAMPERED: a bad length prefix, bytes
+ * beyond the recorded size, a final tag anywhere but at the recorded end
+ * (or none there), a file that ends early (DocRead with `last`), and at the
+ * end the content hash. `done` is set only when all of that held; a host
+ * must not use the plaintext of a read that does not end with done.
+ *
+ * Sessions. One session at a time, of either kind (tk->session): any
+ * request that is not a DocWrite or DocRead closes a document session, and
+ * any error inside one closes it too, as for aggregation sessions.
+ *
+ * Deleting. DocDelete rewrites the log without any record of the document
+ * (tk_log_rewrite), so that no revision's key remains on the flash once the
+ * old segment is removed.
+ */
+#include "token/tk_int.h"
+
+#define HEADER_LEN crypto_secretstream_xchacha20poly1305_HEADERBYTES
+#define ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
+#define AD_LEN (TK_DOC_ID_LEN + 8u)
+#define FRAME_FULL (TK_DOC_FRAME_LEN + TK_DOC_CHUNK + ABYTES)
+
+/* ------------------------------------------------------------ sessions */
+
+static bool doc_session_at(const uint8_t *arena, size_t arena_len)
+{
+    const struct tk_doc_session *s = (const struct tk_doc_session *)arena;
+    return arena != NULL && arena_len >= sizeof *s && ((uintptr_t)arena % 8) == 0 &&
+           s->magic == TK_DOC_MAGIC && s->arena_lo <= arena_len;
+}
+
+size_t tk_doc_extent(const uint8_t *arena, size_t arena_len)
+{
+    return doc_session_at(arena, arena_len) ? ((const struct tk_doc_session *)arena)->arena_lo : 0;
+}
+
+void tk_doc_wipe(uint8_t *arena, size_t arena_len)
+{
+    if (doc_session_at(arena, arena_len))
+        sodium_memzero(arena, sizeof(struct tk_doc_session));
+}
+
+static crypto_generichash_state *hash_state(struct tk_doc_session *s)
+{
+    uintptr_t p = ((uintptr_t)s->hash_room + 63u) & ~(uintptr_t)63u;
+    return (crypto_generichash_state *)p;
+}
+
+static struct tk_doc_session *find_session(struct tk_token *tk, struct tk_arena *a,
+                                           const uint8_t *id, size_t id_len, bool writing)
+{
+    static const uint8_t zero[TK_SESSION_ID_LEN];
+    struct tk_doc_session *s = (struct tk_doc_session *)a->base;
+    if (sodium_memcmp(tk->session, zero, sizeof zero) == 0 || id_len != TK_SESSION_ID_LEN ||
+        !doc_session_at(a->base, a->cap) ||
+        sodium_memcmp(s->id, tk->session, TK_SESSION_ID_LEN) != 0 ||
+        sodium_memcmp(id, tk->session, TK_SESSION_ID_LEN) != 0 || s->writing != writing ||
+        s->finished)
+        return NULL;
+    a->lo = s->arena_lo;
+    return s;
+}
+
+static void end_session(struct tk_call *c)
+{
+    tk_session_close(c->tk, c->arena->base, c->arena->cap);
+}
+
+/* A new session at the arena's low end (the dispatcher closed any other). */
+static struct tk_doc_session *new_session(struct tk_call *c, bool writing)
+{
+    struct tk_doc_session *s = tk_arena_keep(c->arena, sizeof *s);
+    if (s == NULL || (uint8_t *)s != c->arena->base)
+        return NULL;
+    memset(s, 0, sizeof *s);
+    s->writing = writing;
+    crypto_generichash_init(hash_state(s), NULL, 0, TK_DOC_HASH_LEN);
+    return s;
+}
+
+static void open_session(struct tk_call *c, struct tk_doc_session *s)
+{
+    randombytes_buf(s->id, sizeof s->id);
+    s->magic = TK_DOC_MAGIC;
+    s->arena_lo = c->arena->lo;
+    memcpy(c->tk->session, s->id, sizeof s->id);
+}
+
+static void chunk_ad(uint8_t ad[AD_LEN], const struct tk_doc_session *s)
+{
+    size_t i;
+    memcpy(ad, s->doc_id, TK_DOC_ID_LEN);
+    for (i = 0; i < 8; i++)
+        ad[TK_DOC_ID_LEN + i] = (uint8_t)(s->revision >> (8 * i));
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ------------------------------------------------------------ metadata */
+
+static bool type_ok(const char *t)
+{
+    size_t i, n = strlen(t);
+    if (n < 1 || n > TK_DOC_TYPE_MAX)
+        return false;
+    for (i = 0; i < n; i++) {
+        char ch = t[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+              ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* The metadata's bounds: TK_ERR_MALFORMED for a missing meta or a bad
+ * type, TK_ERR_TOO_LARGE for a field or list over its limit. */
+static int meta_check(const Cohort__DocMeta *m)
+{
+    size_t i;
+    if (m == NULL)
+        return TK_ERR_MALFORMED;
+    if (strlen(m->type) > TK_DOC_TYPE_MAX || strlen(m->author) > TK_DOC_TEXT_MAX ||
+        strlen(m->subject) > TK_DOC_TEXT_MAX || m->n_tags > TK_DOC_TAGS_MAX)
+        return TK_ERR_TOO_LARGE;
+    for (i = 0; i < m->n_tags; i++)
+        if (strlen(m->tags[i]) > TK_DOC_TAG_MAX)
+            return TK_ERR_TOO_LARGE;
+    return type_ok(m->type) ? TK_OK : TK_ERR_MALFORMED;
+}
+
+/* ------------------------------------------------------- finding records */
+
+struct find {
+    const uint8_t *doc_id;
+    uint64_t want;   /* a revision, or 0 for the latest */
+    uint64_t latest; /* the latest revision seen, 0 if none */
+    bool found;      /* rec holds the wanted revision's DocRecord */
+    uint8_t *rec;    /* TK_DOC_RECORD_MAX bytes */
+    size_t rec_len;
+};
+
+/* The id and revision of a DocRecord, read without decoding it. */
+static int record_id(const uint8_t *body, size_t len, const uint8_t **id, uint64_t *rev)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    int more;
+    *id = NULL;
+    *rev = 0;
+    while ((more = tk_wire_next(body, len, &pos, &f)) == 1) {
+        if (f.field == 1 && f.wire_type == 2 && f.len == TK_DOC_ID_LEN)
+            *id = f.data;
+        else if (f.field == 2 && f.wire_type == 0)
+            *rev = f.varint;
+    }
+    if (more < 0 || *id == NULL || *rev == 0)
+        return TK_ERR_TAMPERED;
+    return TK_OK;
+}
+
+static int find_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, uint64_t index)
+{
+    struct find *f = ctx;
+    const uint8_t *body, *id;
+    size_t body_len;
+    uint32_t kind;
+    uint64_t rev;
+    int rc;
+    (void)a;
+    (void)index;
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind != TK_REC_DOC)
+        return TK_OK;
+    if ((rc = record_id(body, body_len, &id, &rev)) != TK_OK)
+        return rc;
+    if (memcmp(id, f->doc_id, TK_DOC_ID_LEN) != 0)
+        return TK_OK;
+    f->latest = rev;
+    if (f->want == 0 || f->want == rev) {
+        if (body_len > TK_DOC_RECORD_MAX)
+            return TK_ERR_TAMPERED;
+        memcpy(f->rec, body, body_len);
+        f->rec_len = body_len;
+        f->found = true;
+    }
+    return TK_OK;
+}
+
+static int find_record(struct tk_call *c, struct find *f, const uint8_t *doc_id, uint64_t want)
+{
+    memset(f, 0, sizeof *f);
+    f->doc_id = doc_id;
+    f->want = want;
+    f->rec = tk_arena_scratch(c->arena, TK_DOC_RECORD_MAX);
+    if (f->rec == NULL)
+        return TK_ERR_NO_MEMORY;
+    return tk_log_scan(c->tk, c->arena, false, find_fn, f);
+}
+
+static size_t ref_len(uint64_t rev, uint64_t size, uint64_t cipher_size)
+{
+    return tk_field_len(1, TK_DOC_ID_LEN) + 1 + tk_varint_len(rev) +
+           tk_field_len(3, TK_DOC_HASH_LEN) + 1 + tk_varint_len(size) + 1 +
+           tk_varint_len(cipher_size);
+}
+
+static void ref_write(struct tk_wbuf *w, uint32_t field, const uint8_t *doc_id, uint64_t rev,
+                      const uint8_t *hash, uint64_t size, uint64_t cipher_size)
+{
+    tk_w_open(w, field, ref_len(rev, size, cipher_size));
+    tk_w_bytes(w, 1, doc_id, TK_DOC_ID_LEN);
+    tk_w_uint(w, 2, rev);
+    tk_w_bytes(w, 3, hash, TK_DOC_HASH_LEN);
+    tk_w_uint(w, 4, size);
+    tk_w_uint(w, 5, cipher_size);
+}
+
+/* A stored record, decoded into scratch and checked. */
+static int record_decode(Cohort__DocRecord **out, struct tk_arena *a, const uint8_t *rec,
+                         size_t len)
+{
+    int rc = TK_OK;
+    Cohort__DocRecord *r =
+        (Cohort__DocRecord *)tk_unpack(a, &cohort__doc_record__descriptor, rec, len, &rc);
+    if (r == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+    if (r->doc_id.len != TK_DOC_ID_LEN ||
+        r->key.len != crypto_secretstream_xchacha20poly1305_KEYBYTES ||
+        r->content_hash.len != TK_DOC_HASH_LEN || r->meta == NULL || r->revision == 0)
+        return TK_ERR_TAMPERED;
+    *out = r;
+    return TK_OK;
+}
+
+/* -------------------------------------------------------------- writing */
+
+int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
+{
+    struct tk_doc_session *s;
+    uint8_t doc_id[TK_DOC_ID_LEN];
+    uint64_t revision = 1;
+    size_t meta_len;
+    struct find f;
+    int rc;
+
+    if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
+        return TK_ERR_NOT_PROVISIONED;
+    if ((rc = meta_check(req->meta)) != TK_OK)
+        return rc;
+    meta_len = cohort__doc_meta__get_packed_size(req->meta);
+    if (meta_len > TK_DOC_META_MAX)
+        return TK_ERR_TOO_LARGE;
+    if (req->doc_id.len == 0) {
+        if (req->base_revision != 0)
+            return TK_ERR_CONFLICT;
+        randombytes_buf(doc_id, sizeof doc_id);
+    } else if (req->doc_id.len == TK_DOC_ID_LEN) {
+        memcpy(doc_id, req->doc_id.data, sizeof doc_id);
+        if ((rc = find_record(c, &f, doc_id, 0)) != TK_OK)
+            return rc;
+        if (f.latest == 0)
+            return TK_ERR_NOT_FOUND;
+        if (f.latest != req->base_revision)
+            return TK_ERR_CONFLICT;
+        revision = f.latest + 1;
+    } else {
+        return TK_ERR_MALFORMED;
+    }
+
+    if ((s = new_session(c, true)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    memcpy(s->doc_id, doc_id, sizeof doc_id);
+    s->revision = revision;
+    crypto_secretstream_xchacha20poly1305_keygen(s->key);
+    s->meta_len = cohort__doc_meta__pack(req->meta, s->meta);
+    open_session(c, s);
+
+    /* DocSession { session, max_chunk } */
+    tk_w_open(c->out, 16, tk_field_len(1, TK_SESSION_ID_LEN) + 1 + tk_varint_len(TK_DOC_DATA_MAX));
+    tk_w_bytes(c->out, 1, s->id, sizeof s->id);
+    tk_w_uint(c->out, 2, TK_DOC_DATA_MAX);
+    return TK_OK;
+}
+
+/* The session, data and last flag of a streamed DocWrite or DocRead. */
+static int parse_stream(const uint8_t *body, size_t len, const uint8_t **sid, size_t *sid_len,
+                        const uint8_t **data, size_t *data_len, bool *last)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    bool have_data = false;
+    int more;
+    *sid = NULL;
+    *sid_len = 0;
+    *data = NULL;
+    *data_len = 0;
+    *last = false;
+    while ((more = tk_wire_next(body, len, &pos, &f)) == 1) {
+        if (f.field == 1 && f.wire_type == 2) {
+            if (*sid != NULL)
+                return TK_ERR_MALFORMED;
+            *sid = f.data;
+            *sid_len = f.len;
+        } else if (f.field == 2 && f.wire_type == 2) {
+            if (have_data)
+                return TK_ERR_MALFORMED;
+            have_data = true;
+            *data = f.data;
+            *data_len = f.len;
+        } else if (f.field == 3 && f.wire_type == 0) {
+            *last = f.varint != 0;
+        }
+    }
+    if (more < 0)
+        return more;
+    if (*data_len > TK_DOC_DATA_MAX)
+        return TK_ERR_TOO_LARGE;
+    return *sid == NULL ? TK_ERR_SESSION : TK_OK;
+}
+
+/* Encrypt one chunk into out (its frame) and hash the frame. */
+static void push_chunk(struct tk_doc_session *s, uint8_t *out, const uint8_t *m, size_t m_len,
+                       uint8_t tag)
+{
+    uint8_t ad[AD_LEN];
+    chunk_ad(ad, s);
+    put_le32(out, (uint32_t)(m_len + ABYTES));
+    crypto_secretstream_xchacha20poly1305_push(&s->st, out + TK_DOC_FRAME_LEN, NULL, m, m_len, ad,
+                                               sizeof ad, tag);
+    crypto_generichash_update(hash_state(s), out, TK_DOC_FRAME_LEN + m_len + ABYTES);
+    s->cipher_bytes += TK_DOC_FRAME_LEN + m_len + ABYTES;
+}
+
+/* Append the finished revision's record and commit it. */
+static int store_revision(struct tk_call *c, struct tk_doc_session *s, uint8_t hash[32])
+{
+    Cohort__StoreRecord sr = COHORT__STORE_RECORD__INIT;
+    Cohort__DocRecord rec = COHORT__DOC_RECORD__INIT;
+    Cohort__DocMeta *meta;
+    int rc = TK_OK;
+
+    meta = (Cohort__DocMeta *)tk_unpack(c->arena, &cohort__doc_meta__descriptor, s->meta,
+                                        s->meta_len, &rc);
+    if (meta == NULL)
+        return rc;
+    meta->size = s->plain_bytes;
+    rec.doc_id = (ProtobufCBinaryData){TK_DOC_ID_LEN, s->doc_id};
+    rec.revision = s->revision;
+    rec.key = (ProtobufCBinaryData){sizeof s->key, s->key};
+    rec.content_hash = (ProtobufCBinaryData){TK_DOC_HASH_LEN, hash};
+    rec.size = s->plain_bytes;
+    rec.cipher_size = s->cipher_bytes;
+    rec.meta = meta;
+    sr.body_case = COHORT__STORE_RECORD__BODY_DOC;
+    sr.doc = &rec;
+    if (cohort__doc_record__get_packed_size(&rec) > TK_DOC_RECORD_MAX)
+        return TK_ERR_TOO_LARGE;
+    if ((rc = tk_log_append(c->tk, c->arena, &sr)) != TK_OK)
+        return rc;
+    return tk_log_commit(c->tk, c->arena);
+}
+
+int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len)
+{
+    struct tk_doc_session *s;
+    const uint8_t *sid, *data;
+    size_t sid_len, data_len, total, n_full, rest, out_len, pos = 0, i, payload;
+    uint64_t plain_after, cipher_after;
+    uint8_t hash[TK_DOC_HASH_LEN], *p;
+    bool last;
+    int rc;
+
+    if ((rc = parse_stream(body, len, &sid, &sid_len, &data, &data_len, &last)) != TK_OK)
+        return rc;
+    if ((s = find_session(c->tk, c->arena, sid, sid_len, true)) == NULL)
+        return TK_ERR_SESSION;
+
+    /* Full chunks go out while more bytes follow them; the rest waits. */
+    total = s->buf_len + data_len;
+    n_full = total > TK_DOC_CHUNK ? (total - 1) / TK_DOC_CHUNK : 0;
+    rest = total - n_full * TK_DOC_CHUNK;
+    out_len = (s->started ? 0 : HEADER_LEN) + n_full * FRAME_FULL +
+              (last ? TK_DOC_FRAME_LEN + rest + ABYTES : 0);
+    plain_after = s->plain_bytes + data_len;
+    cipher_after = s->cipher_bytes + out_len;
+    payload = tk_field_len(1, out_len) +
+              (last ? tk_field_len(2, ref_len(s->revision, plain_after, cipher_after)) : 0);
+    tk_w_open(c->out, 17, payload);
+    tk_w_open(c->out, 1, out_len);
+    if ((p = tk_w_reserve(c->out, out_len)) == NULL)
+        return TK_ERR_RESPONSE_SPACE;
+
+    if (!s->started) {
+        crypto_secretstream_xchacha20poly1305_init_push(&s->st, p, s->key);
+        crypto_generichash_update(hash_state(s), p, HEADER_LEN);
+        s->cipher_bytes += HEADER_LEN;
+        s->started = true;
+        p += HEADER_LEN;
+    }
+    for (i = 0; i < n_full; i++) {
+        if (s->buf_len > 0) {
+            size_t take = TK_DOC_CHUNK - s->buf_len;
+            memcpy(s->buf + s->buf_len, data + pos, take);
+            pos += take;
+            push_chunk(s, p, s->buf, TK_DOC_CHUNK,
+                       crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+            s->buf_len = 0;
+        } else {
+            push_chunk(s, p, data + pos, TK_DOC_CHUNK,
+                       crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+            pos += TK_DOC_CHUNK;
+        }
+        p += FRAME_FULL;
+    }
+    if (data_len > pos)
+        memcpy(s->buf + s->buf_len, data + pos, data_len - pos);
+    s->buf_len += data_len - pos;
+    s->plain_bytes = plain_after;
+    if (!last)
+        return TK_OK;
+
+    push_chunk(s, p, s->buf, s->buf_len, crypto_secretstream_xchacha20poly1305_TAG_FINAL);
+    sodium_memzero(s->buf, sizeof s->buf);
+    s->buf_len = 0;
+    crypto_generichash_final(hash_state(s), hash, sizeof hash);
+    if ((rc = store_revision(c, s, hash)) != TK_OK)
+        return rc;
+    ref_write(c->out, 2, s->doc_id, s->revision, hash, s->plain_bytes, s->cipher_bytes);
+    s->finished = true;
+    end_session(c);
+    return TK_OK;
+}
+
+/* -------------------------------------------------------------- reading */
+
+int tk_do_doc_open(struct tk_call *c, const Cohort__DocOpen *req)
+{
+    struct tk_doc_session *s;
+    Cohort__DocRecord *r;
+    struct find f;
+    size_t ref, meta_len;
+    int rc;
+
+    if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
+        return TK_ERR_NOT_PROVISIONED;
+    if (req->doc_id.len != TK_DOC_ID_LEN)
+        return TK_ERR_MALFORMED;
+    if ((rc = find_record(c, &f, req->doc_id.data, req->revision)) != TK_OK)
+        return rc;
+    if (!f.found)
+        return TK_ERR_NOT_FOUND;
+    if ((rc = record_decode(&r, c->arena, f.rec, f.rec_len)) != TK_OK)
+        return rc;
+    if ((s = new_session(c, false)) == NULL) {
+        sodium_memzero(f.rec, TK_DOC_RECORD_MAX);
+        return TK_ERR_NO_MEMORY;
+    }
+    memcpy(s->doc_id, r->doc_id.data, TK_DOC_ID_LEN);
+    s->revision = r->revision;
+    memcpy(s->key, r->key.data, sizeof s->key);
+    sodium_memzero(f.rec, TK_DOC_RECORD_MAX);
+    sodium_memzero(r->key.data, r->key.len);
+    memcpy(s->content_hash, r->content_hash.data, TK_DOC_HASH_LEN);
+    s->cipher_size = r->cipher_size;
+    open_session(c, s);
+
+    /* DocSession { session, max_chunk, ref, meta } */
+    ref = ref_len(r->revision, r->size, r->cipher_size);
+    meta_len = cohort__doc_meta__get_packed_size(r->meta);
+    tk_w_open(c->out, 16,
+              tk_field_len(1, TK_SESSION_ID_LEN) + 1 + tk_varint_len(TK_DOC_DATA_MAX) +
+                  tk_field_len(3, ref) + tk_field_len(4, meta_len));
+    tk_w_bytes(c->out, 1, s->id, sizeof s->id);
+    tk_w_uint(c->out, 2, TK_DOC_DATA_MAX);
+    ref_write(c->out, 3, r->doc_id.data, r->revision, r->content_hash.data, r->size,
+              r->cipher_size);
+    tk_w_message(c->out, 4, &r->meta->base);
+    return TK_OK;
+}
+
+/*
+ * Take n bytes of the file. With dry set nothing changes and nothing is
+ * decrypted: the framing is checked and *plain_len is what the real pass
+ * will write to out (the two passes agree unless a chunk fails to
+ * authenticate or carries the wrong tag, which the real pass refuses).
+ */
+static int read_feed(struct tk_doc_session *s, const uint8_t *d, size_t n, uint8_t *out,
+                     size_t *plain_len, bool dry)
+{
+    uint64_t pos = s->cipher_bytes;
+    size_t bl = s->buf_len, i = 0, o = 0, k;
+    uint8_t pre[TK_DOC_FRAME_LEN], ad[AD_LEN];
+    uint32_t flen = 0;
+
+    *plain_len = 0;
+    if (n > s->cipher_size - pos)
+        return TK_ERR_TAMPERED; /* beyond the recorded size */
+    memcpy(pre, s->buf, sizeof pre);
+    if (pos >= HEADER_LEN && bl >= TK_DOC_FRAME_LEN)
+        flen = get_le32(pre);
+    chunk_ad(ad, s);
+    while (i < n) {
+        size_t need, take;
+        bool header = pos < HEADER_LEN;
+        if (header)
+            need = HEADER_LEN - bl;
+        else if (bl < TK_DOC_FRAME_LEN)
+            need = TK_DOC_FRAME_LEN - bl;
+        else
+            need = TK_DOC_FRAME_LEN + flen - bl;
+        take = need < n - i ? need : n - i;
+        if (!header)
+            for (k = 0; k < take && bl + k < TK_DOC_FRAME_LEN; k++)
+                pre[bl + k] = d[i + k];
+        if (!dry)
+            memcpy(s->buf + bl, d + i, take);
+        bl += take;
+        i += take;
+        pos += take;
+        if (header) {
+            if (bl == HEADER_LEN) {
+                if (!dry) {
+                    crypto_generichash_update(hash_state(s), s->buf, HEADER_LEN);
+                    if (crypto_secretstream_xchacha20poly1305_init_pull(&s->st, s->buf, s->key) !=
+                        0)
+                        return TK_ERR_DECRYPT;
+                }
+                bl = 0;
+            }
+            continue;
+        }
+        if (bl == TK_DOC_FRAME_LEN && take > 0) {
+            flen = get_le32(pre);
+            if (flen < ABYTES || flen > TK_DOC_BOX_MAX || flen > s->cipher_size - pos)
+                return TK_ERR_TAMPERED;
+            continue;
+        }
+        if (bl > TK_DOC_FRAME_LEN && bl == TK_DOC_FRAME_LEN + flen) {
+            size_t m_len = flen - ABYTES;
+            bool end = pos == s->cipher_size;
+            if (!end && m_len != TK_DOC_CHUNK)
+                return TK_ERR_TAMPERED; /* only the last chunk may be short */
+            if (!dry) {
+                unsigned char tag = 0;
+                unsigned long long got = 0;
+                crypto_generichash_update(hash_state(s), s->buf, bl);
+                if (crypto_secretstream_xchacha20poly1305_pull(&s->st, out + o, &got, &tag,
+                                                               s->buf + TK_DOC_FRAME_LEN, flen, ad,
+                                                               sizeof ad) != 0)
+                    return TK_ERR_DECRYPT;
+                if (end != (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) ||
+                    (tag != crypto_secretstream_xchacha20poly1305_TAG_FINAL &&
+                     tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE))
+                    return TK_ERR_TAMPERED;
+            }
+            o += m_len;
+            bl = 0;
+        }
+    }
+    if (!dry) {
+        s->cipher_bytes = pos;
+        s->buf_len = bl;
+        s->plain_bytes += o;
+    }
+    *plain_len = o;
+    return TK_OK;
+}
+
+int tk_do_doc_read(struct tk_call *c, const uint8_t *body, size_t len)
+{
+    struct tk_doc_session *s;
+    const uint8_t *sid, *data;
+    size_t sid_len, data_len, plain_len, got;
+    uint8_t hash[TK_DOC_HASH_LEN], *p = NULL;
+    bool last, done = false;
+    int rc;
+
+    if ((rc = parse_stream(body, len, &sid, &sid_len, &data, &data_len, &last)) != TK_OK)
+        return rc;
+    if ((s = find_session(c->tk, c->arena, sid, sid_len, false)) == NULL)
+        return TK_ERR_SESSION;
+    if ((rc = read_feed(s, data, data_len, NULL, &plain_len, true)) != TK_OK)
+        return rc;
+    tk_w_open(c->out, 18, tk_field_len(1, plain_len) + 2);
+    tk_w_open(c->out, 1, plain_len);
+    if (plain_len > 0 && (p = tk_w_reserve(c->out, plain_len)) == NULL)
+        return TK_ERR_RESPONSE_SPACE;
+    if ((rc = read_feed(s, data, data_len, p, &got, false)) != TK_OK)
+        return rc;
+    if (got != plain_len)
+        abort(); /* the dry pass measured the same framing */
+    if (s->cipher_bytes == s->cipher_size) {
+        crypto_generichash_final(hash_state(s), hash, sizeof hash);
+        if (sodium_memcmp(hash, s->content_hash, sizeof hash) != 0)
+            return TK_ERR_TAMPERED;
+        done = true;
+    } else if (last) {
+        return TK_ERR_TAMPERED; /* the file ends early */
+    }
+    tk_w_tag(c->out, 2, 0);
+    tk_w_varint(c->out, done);
+    if (done) {
+        s->finished = true;
+        end_session(c);
+    }
+    return TK_OK;
+}
+
+/* ------------------------------------------------------ listing, deleting */
+
+#define PAGE_ROOM 7u /* DocPage's tag (2 bytes) and a length of up to 5 */
+
+static int page_end(struct tk_wbuf *w, size_t start)
+{
+    uint8_t hdr[PAGE_ROOM];
+    struct tk_wbuf h = {hdr, sizeof hdr, 0, false};
+    size_t n;
+    if (w->overflow)
+        return TK_ERR_RESPONSE_SPACE;
+    n = w->len - start - PAGE_ROOM;
+    tk_w_open(&h, 19, n);
+    memcpy(w->p + start, hdr, h.len);
+    memmove(w->p + start + h.len, w->p + start + PAGE_ROOM, n);
+    w->len = start + h.len + n;
+    return TK_OK;
+}
+
+struct lister {
+    uint64_t after;
+    uint32_t max;
+    /* Pass 1: the first max + 1 document records after the cursor. */
+    uint32_t n;
+    uint64_t index[TK_DOC_LIST_MAX + 1];
+    uint8_t id[TK_DOC_LIST_MAX + 1][TK_DOC_ID_LEN];
+    bool stale[TK_DOC_LIST_MAX + 1];
+    /* Pass 3: writing. */
+    struct tk_wbuf *out;
+    int pass;
+};
+
+static int list_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, uint64_t index)
+{
+    struct lister *l = ctx;
+    const uint8_t *body, *id;
+    size_t body_len;
+    uint32_t kind, i;
+    uint64_t rev;
+    int rc;
+
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind != TK_REC_DOC)
+        return TK_OK;
+    if ((rc = record_id(body, body_len, &id, &rev)) != TK_OK)
+        return rc;
+    if (l->pass == 1) {
+        if (index + 1 > l->after && l->n < l->max + 1) {
+            l->index[l->n] = index + 1;
+            memcpy(l->id[l->n], id, TK_DOC_ID_LEN);
+            l->n++;
+        }
+        return TK_OK;
+    }
+    if (l->pass == 2) {
+        for (i = 0; i < l->n; i++)
+            if (l->index[i] < index + 1 && memcmp(l->id[i], id, TK_DOC_ID_LEN) == 0)
+                l->stale[i] = true;
+        return TK_OK;
+    }
+    for (i = 0; i < l->n && i < l->max; i++) {
+        if (l->index[i] == index + 1 && !l->stale[i]) {
+            Cohort__DocRecord *r;
+            if ((rc = record_decode(&r, a, body, body_len)) != TK_OK)
+                return rc;
+            sodium_memzero(r->key.data, r->key.len);
+            tk_w_open(l->out, 1, ref_len(r->revision, r->size, r->cipher_size));
+            tk_w_bytes(l->out, 1, r->doc_id.data, TK_DOC_ID_LEN);
+            tk_w_uint(l->out, 2, r->revision);
+            tk_w_bytes(l->out, 3, r->content_hash.data, TK_DOC_HASH_LEN);
+            tk_w_uint(l->out, 4, r->size);
+            tk_w_uint(l->out, 5, r->cipher_size);
+            tk_w_message(l->out, 2, &r->meta->base);
+        }
+    }
+    return TK_OK;
+}
+
+/*
+ * A page of the current revisions. The cursor is a position in the log (a
+ * record's index + 1): a page holds the current revisions among the first
+ * max document records after the cursor, so it may hold fewer than max
+ * while more remain (the others were superseded).
+ */
+int tk_do_doc_list(struct tk_call *c, const Cohort__DocList *req)
+{
+    struct lister *l;
+    size_t start;
+    uint64_t next;
+    bool more;
+    int rc;
+
+    if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
+        return TK_ERR_NOT_PROVISIONED;
+    if (req->max < 1 || req->max > TK_DOC_LIST_MAX)
+        return TK_ERR_TOO_LARGE;
+    if ((l = tk_arena_scratch(c->arena, sizeof *l)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    memset(l, 0, sizeof *l);
+    l->after = req->after;
+    l->max = req->max;
+    for (l->pass = 1; l->pass <= 2; l->pass++)
+        if ((rc = tk_log_scan(c->tk, c->arena, false, list_fn, l)) != TK_OK)
+            return rc;
+    more = l->n > l->max;
+    next = l->n == 0 ? l->after : l->index[(more ? l->max : l->n) - 1];
+    /* DocPage { refs, metas, more, next }, its length written after it. */
+    start = c->out->len;
+    if (tk_w_reserve(c->out, PAGE_ROOM) == NULL)
+        return TK_ERR_RESPONSE_SPACE;
+    l->out = c->out;
+    l->pass = 3;
+    if (l->n > 0 && (rc = tk_log_scan(c->tk, c->arena, false, list_fn, l)) != TK_OK)
+        return rc;
+    tk_w_uint(c->out, 3, more);
+    tk_w_uint(c->out, 4, next);
+    return page_end(c->out, start);
+}
+
+struct eraser {
+    const uint8_t *doc_id;
+};
+
+static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, bool *keep)
+{
+    struct eraser *e = ctx;
+    const uint8_t *body, *id;
+    size_t body_len;
+    uint32_t kind;
+    uint64_t rev;
+    int rc;
+    (void)a;
+    *keep = false;
+    if (plain == NULL)
+        return TK_OK;
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind == TK_REC_DOC) {
+        if ((rc = record_id(body, body_len, &id, &rev)) != TK_OK)
+            return rc;
+        if (memcmp(id, e->doc_id, TK_DOC_ID_LEN) == 0)
+            return TK_OK;
+    }
+    *keep = true;
+    return TK_OK;
+}
+
+int tk_do_doc_delete(struct tk_call *c, const Cohort__DocDelete *req)
+{
+    Cohort__DocRecord *r;
+    struct eraser e;
+    struct find f;
+    int rc;
+
+    if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
+        return TK_ERR_NOT_PROVISIONED;
+    if (req->doc_id.len != TK_DOC_ID_LEN)
+        return TK_ERR_MALFORMED;
+    if ((rc = find_record(c, &f, req->doc_id.data, 0)) != TK_OK)
+        return rc;
+    if (!f.found)
+        return TK_ERR_NOT_FOUND;
+    if (f.latest != req->base_revision)
+        return TK_ERR_CONFLICT;
+    if ((rc = record_decode(&r, c->arena, f.rec, f.rec_len)) != TK_OK)
+        return rc;
+    sodium_memzero(r->key.data, r->key.len);
+    sodium_memzero(f.rec, TK_DOC_RECORD_MAX);
+    e.doc_id = req->doc_id.data;
+    if ((rc = tk_log_rewrite(c->tk, c->arena, erase_keep, &e)) != TK_OK)
+        return rc;
+    ref_write(c->out, 20, r->doc_id.data, r->revision, r->content_hash.data, r->size,
+              r->cipher_size);
+    return TK_OK;
+}
