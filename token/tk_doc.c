@@ -592,8 +592,6 @@ static int read_feed(struct tk_doc_session *s, const uint8_t *d, size_t n, uint8
         if (bl > TK_DOC_FRAME_LEN && bl == TK_DOC_FRAME_LEN + flen) {
             size_t m_len = flen - ABYTES;
             bool end = pos == s->cipher_size;
-            if (!end && m_len != TK_DOC_CHUNK)
-                return TK_ERR_TAMPERED; /* only the last chunk may be short */
             if (!dry) {
                 unsigned char tag = 0;
                 unsigned long long got = 0;
@@ -602,7 +600,9 @@ static int read_feed(struct tk_doc_session *s, const uint8_t *d, size_t n, uint8
                                                                s->buf + TK_DOC_FRAME_LEN, flen, ad,
                                                                sizeof ad) != 0)
                     return TK_ERR_DECRYPT;
-                if (end != (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) ||
+                /* Only the last chunk may be short, and it must be final. */
+                if ((!end && m_len != TK_DOC_CHUNK) ||
+                    end != (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) ||
                     (tag != crypto_secretstream_xchacha20poly1305_TAG_FINAL &&
                      tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE))
                     return TK_ERR_TAMPERED;
