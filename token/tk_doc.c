@@ -543,10 +543,12 @@ static int read_feed(struct tk_doc_session *s, const uint8_t *d, size_t n, uint8
 {
     uint64_t pos = s->cipher_bytes;
     size_t bl = s->buf_len, i = 0, o = 0, k;
-    uint8_t pre[TK_DOC_FRAME_LEN], ad[AD_LEN];
+    uint8_t pre[TK_DOC_FRAME_LEN], ad[AD_LEN], none[1];
     uint32_t flen = 0;
 
     *plain_len = 0;
+    if (out == NULL)
+        out = none; /* nothing is written through it: the dry pass, or no plaintext */
     if (n > s->cipher_size - pos)
         return TK_ERR_TAMPERED; /* beyond the recorded size */
     memcpy(pre, s->buf, sizeof pre);

@@ -16,7 +16,8 @@
  *   is plain data, about 1.5 KiB) and must not read or change it except
  *   through this interface.
  * - The owner's tables (and, with the policy module, the consent policy and
- *   the audit log) live in a log on host-provided flash (struct tk_flash)
+ *   the audit log; with the document module, each document revision's key
+ *   and metadata, token/tk_doc.c) live in a log on host-provided flash (struct tk_flash)
  *   that only ever receives records encrypted and authenticated under the
  *   token's storage key and hash-chained (token/tk_log.c).
  * - After every change the token commits: it hands the host an image of
@@ -29,8 +30,10 @@
  * - The arena is the device's RAM. Every request starts with an empty arena,
  *   except while an aggregation session is open: the session keeps its group
  *   table at the start of the arena, and the caller must pass the same
- *   arena, unchanged, to every call until AggEnd (as RAM would be). Any
- *   other request closes an open session.
+ *   arena, unchanged, to every call until AggEnd (as RAM would be). A
+ *   document session (DocBegin to the last DocWrite, DocOpen to the DocRead
+ *   that is done) keeps its stream state there the same way. Any other
+ *   request closes an open session, of either kind.
  *
  * Thread safety: calls on one token must be serialised; distinct tokens may
  * be used from distinct threads at once (libsodium must have been
