@@ -12,7 +12,8 @@
  * - Tampered files, each refused with its exact code.
  * - Records survive a reopen of the token from its image; DocList pages;
  *   DocDelete rewrites the log without the document.
- * - Hostile requests get their exact codes and change nothing.
+ * - Hostile requests get their exact codes and change nothing; a document
+ *   session and an aggregation session never answer for each other.
  */
 #include "tk_fixture.h"
 
@@ -317,14 +318,18 @@ static void documents_of_0_1_4k_and_16m_round_trip_in_the_least_arena(void **sta
         assert_int_equal(back.len, n);
         if (n)
             assert_memory_equal(back.p, plain, n);
-        if (n <= 4096) {
-            /* Any split of the file reads the same. */
-            assert_int_equal(doc_get(&t, ref.id, 1, f.p, f.len, 7, &back), TK_OK);
+        {
+            /* Any split of the file reads the same (chunks straddle calls). */
+            assert_int_equal(doc_get(&t, ref.id, 1, f.p, f.len, n <= 4096 ? 7 : PIECE - 15, &back),
+                             TK_OK);
             assert_int_equal(back.len, n);
             if (n)
                 assert_memory_equal(back.p, plain, n);
         }
+        /* Within the least arena, with room to spare: the session and one
+         * record at a time (7.3 KiB when this was written). */
         assert_true(t.max_peak <= TK_ARENA_MIN);
+        assert_true(t.max_peak <= 8192);
     }
     file_free(&f);
     file_free(&back);
@@ -714,6 +719,46 @@ static void hostile_requests_get_their_exact_codes_and_change_nothing(void **sta
     fx_token_free(&t);
 }
 
+/* The two kinds of session share one slot, and neither answers for the
+ * other; a response buffer too small for a DocWrite's output ends the
+ * session and stores nothing. */
+static void sessions_of_the_two_kinds_exclude_each_other(void **state)
+{
+    struct fx_world w;
+    struct fx_token t;
+    struct fx_snapshot snap;
+    struct file f = {0};
+    struct ref r;
+    Cohort__DocMeta meta;
+    uint8_t session[TK_SESSION_ID_LEN], data[PIECE];
+    (void)state;
+
+    token_make(&t, &w, TK_ARENA_MIN);
+    fill(data, sizeof data, 9);
+    fx_snapshot_take(&snap, &t);
+    meta_init(&meta, "x");
+    assert_int_equal(doc_begin(&t, NULL, 0, 0, &meta, session), TK_OK);
+    /* AggFeed and AggEnd (fields 8 and 9) naming the document session. */
+    assert_int_equal(doc_stream(&t, 8, session, sizeof session, NULL, 0, false, NULL),
+                     TK_ERR_SESSION);
+    assert_int_equal(doc_write(&t, session, data, 10, true, &f, &r), TK_ERR_SESSION);
+    assert_int_equal(doc_begin(&t, NULL, 0, 0, &meta, session), TK_OK);
+    assert_int_equal(doc_stream(&t, 9, session, sizeof session, NULL, 0, false, NULL),
+                     TK_ERR_SESSION);
+    assert_int_equal(doc_write(&t, session, data, 10, true, &f, &r), TK_ERR_SESSION);
+    /* A response buffer that cannot take the ciphertext. */
+    assert_int_equal(doc_begin(&t, NULL, 0, 0, &meta, session), TK_OK);
+    t.resp_cap = 4096;
+    assert_int_equal(doc_write(&t, session, data, sizeof data, true, &f, &r),
+                     TK_ERR_RESPONSE_SPACE);
+    t.resp_cap = FX_RESP_CAP;
+    assert_int_equal(doc_write(&t, session, data, sizeof data, true, &f, &r), TK_ERR_SESSION);
+    fx_snapshot_check(&snap, &t, true);
+    fx_snapshot_free(&snap);
+    file_free(&f);
+    fx_token_free(&t);
+}
+
 static void the_conflict_code_has_its_name(void **state)
 {
     (void)state;
@@ -731,6 +776,7 @@ int main(void)
         cmocka_unit_test(documents_survive_a_reopen_of_the_token),
         cmocka_unit_test(doc_list_pages_the_current_revisions_and_delete_removes_a_document),
         cmocka_unit_test(hostile_requests_get_their_exact_codes_and_change_nothing),
+        cmocka_unit_test(sessions_of_the_two_kinds_exclude_each_other),
     };
     if (tk_library_init() != TK_OK)
         return 1;
