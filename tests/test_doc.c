@@ -470,7 +470,7 @@ static void every_tampered_file_is_refused_with_its_exact_code(void **state)
 
 /* --------------------------------------------------- reopen, list, delete */
 
-static void documents_survive_a_reopen_of_the_token(void **state)
+static void documents_survive_a_compaction_and_a_reopen_of_the_token(void **state)
 {
     struct fx_world w;
     struct fx_token t;
@@ -484,6 +484,15 @@ static void documents_survive_a_reopen_of_the_token(void **state)
     token_make(&t, &w, TK_ARENA_MIN);
     fill(a, sizeof a, 5);
     assert_int_equal(doc_put(&t, NULL, 0, "bank.statement", a, sizeof a, PIECE, &f, &r), TK_OK);
+    /* Compaction keeps the record (it drops only rows and old policies). */
+    {
+        Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
+        Cohort__Compact cp = COHORT__COMPACT__INIT;
+        req.now = FX_NOW;
+        req.body_case = COHORT__TOKEN_REQUEST__BODY_COMPACT;
+        req.compact = &cp;
+        assert_int_equal(fx_call(&t, &req, NULL), TK_OK);
+    }
     assert_int_equal(tk_token_image(&t.tk, image, sizeof image, &image_len), TK_OK);
     fx_token_reopen(&t, image, image_len);
     assert_int_equal(doc_open(&t, r.id, TK_DOC_ID_LEN, 0, session, &r2, type), TK_OK);
@@ -773,7 +782,7 @@ int main(void)
         cmocka_unit_test(documents_of_0_1_4k_and_16m_round_trip_in_the_least_arena),
         cmocka_unit_test(an_update_needs_the_current_revision_and_old_ones_stay_readable),
         cmocka_unit_test(every_tampered_file_is_refused_with_its_exact_code),
-        cmocka_unit_test(documents_survive_a_reopen_of_the_token),
+        cmocka_unit_test(documents_survive_a_compaction_and_a_reopen_of_the_token),
         cmocka_unit_test(doc_list_pages_the_current_revisions_and_delete_removes_a_document),
         cmocka_unit_test(hostile_requests_get_their_exact_codes_and_change_nothing),
         cmocka_unit_test(sessions_of_the_two_kinds_exclude_each_other),

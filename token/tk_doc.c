@@ -42,10 +42,21 @@
  * flipped bit, a dropped, reordered or foreign chunk, another document's
  * or revision's file); what the authentication cannot see is checked
  * against the record and is TK_ERR_TAMPERED: a bad length prefix, bytes
- * beyond the recorded size, a final tag anywhere but at the recorded end
- * (or none there), a file that ends early (DocRead with `last`), and at the
- * end the content hash. `done` is set only when all of that held; a host
- * must not use the plaintext of a read that does not end with done.
+ * beyond the recorded size, a short chunk that is not the last, a final
+ * tag anywhere but at the recorded end (or none there), a file that ends
+ * early (DocRead with `last`), and at the end the content hash. `done` is
+ * set only when all of that held; a host must not use the plaintext of a
+ * read that does not end with done. Each DocRead first walks the framing of
+ * what it carries without decrypting (so that it knows the length of its
+ * answer), then decrypts.
+ *
+ * Invariants of a session: cipher_bytes <= cipher_size (reading) and
+ * buf_len < one frame; a writer's buf holds fewer than TK_DOC_CHUNK bytes,
+ * or exactly TK_DOC_CHUNK waiting to learn whether it is the last. The
+ * session needs about 6 KiB of the arena; nothing else outlives a call.
+ *
+ * Revisions. Every revision's record stays in the log, so an old revision
+ * remains readable (DocOpen with its number) until the document is deleted.
  *
  * Sessions. One session at a time, of either kind (tk->session): any
  * request that is not a DocWrite or DocRead closes a document session, and
@@ -53,7 +64,13 @@
  *
  * Deleting. DocDelete rewrites the log without any record of the document
  * (tk_log_rewrite), so that no revision's key remains on the flash once the
- * old segment is removed.
+ * old segment is removed; the agent's files become noise. It costs a pass
+ * over the whole log.
+ *
+ * Listing. DocList's cursor is a position in the log; a page lists the
+ * current revisions among the next `max` document records (three scans:
+ * pick, drop the superseded, write), so a page may be short while more
+ * remain.
  */
 #include "token/tk_int.h"
 
