@@ -327,9 +327,10 @@ static void documents_of_0_1_4k_and_16m_round_trip_in_the_least_arena(void **sta
                 assert_memory_equal(back.p, plain, n);
         }
         /* Within the least arena, with room to spare: the session and one
-         * record at a time (7.3 KiB when this was written). */
+         * record at a time (8.5 KiB when this was written). */
         assert_true(t.max_peak <= TK_ARENA_MIN);
-        assert_true(t.max_peak <= 8192);
+        if (t.max_peak > 9216)
+            fail_msg("arena peak %zu", t.max_peak);
     }
     file_free(&f);
     file_free(&back);
@@ -771,8 +772,10 @@ static void sessions_of_the_two_kinds_exclude_each_other(void **state)
 static void the_conflict_code_has_its_name(void **state)
 {
     (void)state;
-    assert_int_equal(TK_ERR_LAST, TK_ERR_CONFLICT);
+    assert_int_equal(TK_ERR_CONFLICT, -36);
     assert_string_equal(tk_errname(TK_ERR_CONFLICT), "TK_ERR_CONFLICT");
+    assert_string_equal(tk_errname(TK_ERR_AUTH), "TK_ERR_AUTH");
+    assert_string_equal(tk_errname(TK_ERR_DENIED), "TK_ERR_DENIED");
 }
 
 int main(void)

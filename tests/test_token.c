@@ -1572,11 +1572,11 @@ static void the_hostile_table_names_each_case_once(void **state)
 
 /*
  * An AggEnd request followed by unknown fields: first, if filler > 0, a
- * length-delimited field 30 of filler bytes, then one fixed64 field 31 per
+ * length-delimited field 49 of filler bytes, then one fixed64 field 50 per
  * 8-byte word of image, last word first. protobuf-c copies each unknown
  * field into its own allocation, in order, each below the previous one;
  * a fixed64 field's copy is exactly its 8 bytes. (TokenRequest uses every
- * field number up to 17, so these take two-byte tags.)
+ * field number up to 37, and 40, so these take two-byte tags.)
  */
 static uint8_t *padded_agg_end(size_t *len, const uint8_t session[TK_SESSION_ID_LEN], size_t filler,
                                const uint8_t *image, size_t words)
@@ -1587,7 +1587,7 @@ static uint8_t *padded_agg_end(size_t *len, const uint8_t session[TK_SESSION_ID_
     memcpy(big, req, n);
     i = n;
     if (filler > 0) {
-        i += fx_put_varint(big + i, (30 << 3) | 2);
+        i += fx_put_varint(big + i, (49 << 3) | 2);
         for (v = filler; v >= 0x80; v >>= 7)
             big[i++] = (uint8_t)(v | 0x80);
         big[i++] = (uint8_t)v;
@@ -1595,7 +1595,7 @@ static uint8_t *padded_agg_end(size_t *len, const uint8_t session[TK_SESSION_ID_
         i += filler;
     }
     for (w = words; w-- > 0;) {
-        i += fx_put_varint(big + i, (31 << 3) | 1);
+        i += fx_put_varint(big + i, (50 << 3) | 1);
         memcpy(big + i, image + 8 * w, 8);
         i += 8;
     }

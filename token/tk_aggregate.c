@@ -55,6 +55,7 @@ void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len)
             sodium_memzero(s, sizeof *s);
     }
     tk_doc_wipe(arena, arena_len);
+    tk_backup_wipe(arena, arena_len);
     sodium_memzero(tk->session, sizeof tk->session);
 }
 
@@ -73,6 +74,9 @@ static bool session_open(const struct tk_token *tk)
 size_t tk_session_extent(const struct tk_token *tk, const uint8_t *arena, size_t arena_len)
 {
     const struct tk_session *s = (const struct tk_session *)arena;
+    size_t backup = tk_backup_extent(tk, arena, arena_len);
+    if (backup != 0)
+        return backup;
     if (session_open(tk) && tk_doc_extent(arena, arena_len) != 0) {
         const struct tk_doc_session *d = (const struct tk_doc_session *)arena;
         return sodium_memcmp(d->id, tk->session, TK_SESSION_ID_LEN) == 0 ? d->arena_lo : 0;

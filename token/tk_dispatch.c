@@ -127,7 +127,7 @@ int tk_do_info(struct tk_call *c, const Cohort__GetInfo *req)
     return TK_OK;
 }
 
-#define BODY_LAST COHORT__TOKEN_REQUEST__BODY_DOC_DELETE
+#define BODY_LAST COHORT__TOKEN_REQUEST__BODY_RESTORE_FEED
 
 /* Which body field a request carries, and `now`; the framing is checked. */
 static int scan_request(const uint8_t *req, size_t len, uint32_t *body, const uint8_t **data,
@@ -181,10 +181,13 @@ static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_
         return tk_do_doc_write(c, data, data_len);
     if (body == COHORT__TOKEN_REQUEST__BODY_DOC_READ)
         return tk_do_doc_read(c, data, data_len);
+    if (body == COHORT__TOKEN_REQUEST__BODY_RESTORE_FEED)
+        return tk_do_restore_feed(c, data, data_len);
     r = (Cohort__TokenRequest *)tk_unpack(c->arena, &cohort__token_request__descriptor, req,
                                           req_len, &rc);
     if (r == NULL)
         return rc;
+    c->auth = r->auth;
     switch (r->body_case) {
     case COHORT__TOKEN_REQUEST__BODY_INFO:
         return tk_do_info(c, r->info);
@@ -226,6 +229,30 @@ static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_
         return tk_do_doc_list(c, r->doc_list);
     case COHORT__TOKEN_REQUEST__BODY_DOC_DELETE:
         return tk_do_doc_delete(c, r->doc_delete);
+    case COHORT__TOKEN_REQUEST__BODY_CRED_ISSUE:
+        return tk_do_cred_issue(c, r->cred_issue);
+    case COHORT__TOKEN_REQUEST__BODY_CRED_LIST:
+        return tk_do_cred_list(c, r->cred_list);
+    case COHORT__TOKEN_REQUEST__BODY_CRED_REVOKE:
+        return tk_do_cred_revoke(c, r->cred_revoke);
+    case COHORT__TOKEN_REQUEST__BODY_CRED_CHECK:
+        return tk_do_cred_check(c, r->cred_check);
+    case COHORT__TOKEN_REQUEST__BODY_SHARE_CREATE:
+        return tk_do_share_create(c, r->share_create);
+    case COHORT__TOKEN_REQUEST__BODY_SHARE_SYNC:
+        return tk_do_share_sync(c, r->share_sync);
+    case COHORT__TOKEN_REQUEST__BODY_SHARE_REVOKE:
+        return tk_do_share_revoke(c, r->share_revoke);
+    case COHORT__TOKEN_REQUEST__BODY_SHARE_ACCEPT:
+        return tk_do_share_accept(c, r->share_accept);
+    case COHORT__TOKEN_REQUEST__BODY_SHARE_LIST:
+        return tk_do_share_list(c, r->share_list);
+    case COHORT__TOKEN_REQUEST__BODY_BACKUP_BEGIN:
+        return tk_do_backup_begin(c, r->backup_begin);
+    case COHORT__TOKEN_REQUEST__BODY_BACKUP_NEXT:
+        return tk_do_backup_next(c, r->backup_next);
+    case COHORT__TOKEN_REQUEST__BODY_RESTORE_BEGIN:
+        return tk_do_restore_begin(c, r->restore_begin);
     default:
         return TK_ERR_MALFORMED;
     }
@@ -266,7 +293,9 @@ int tk_dispatch(struct tk_token *tk, uint8_t *arena, size_t arena_len, const uin
         in_session = body == COHORT__TOKEN_REQUEST__BODY_AGG_FEED ||
                      body == COHORT__TOKEN_REQUEST__BODY_AGG_END ||
                      body == COHORT__TOKEN_REQUEST__BODY_DOC_WRITE ||
-                     body == COHORT__TOKEN_REQUEST__BODY_DOC_READ;
+                     body == COHORT__TOKEN_REQUEST__BODY_DOC_READ ||
+                     body == COHORT__TOKEN_REQUEST__BODY_BACKUP_NEXT ||
+                     body == COHORT__TOKEN_REQUEST__BODY_RESTORE_FEED;
         if (!in_session)
             tk_session_close(tk, arena, arena_len);
         else
@@ -274,7 +303,7 @@ int tk_dispatch(struct tk_token *tk, uint8_t *arena, size_t arena_len, const uin
         if (tk->batch_open && body != COHORT__TOKEN_REQUEST__BODY_LOAD_TABLE)
             tk_log_abort(tk); /* any other request drops a pending batch */
         memcpy(&saved, tk, sizeof saved);
-        c = (struct tk_call){tk, &a, now, &w, {0}};
+        c = (struct tk_call){tk, &a, now, &w, {0}, NULL};
         rc = run(&c, body, req, req_len, data, data_len);
         if (w.overflow && rc == TK_OK)
             rc = TK_ERR_RESPONSE_SPACE;
@@ -358,6 +387,8 @@ static const struct {
     {TK_ERR_BUDGET, "TK_ERR_BUDGET", "the owner's privacy budget would be exceeded"},
     {TK_ERR_NOT_FOUND, "TK_ERR_NOT_FOUND", "no such table, row or document"},
     {TK_ERR_CONFLICT, "TK_ERR_CONFLICT", "the document changed since the revision given"},
+    {TK_ERR_AUTH, "TK_ERR_AUTH", "the credential is unknown, wrong, expired or revoked"},
+    {TK_ERR_DENIED, "TK_ERR_DENIED", "the credential's rules do not allow this"},
 };
 
 const char *tk_strerror(int code)

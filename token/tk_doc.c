@@ -504,48 +504,84 @@ int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len)
 
 /* -------------------------------------------------------------- reading */
 
+/* The revision to open: the owner's own record, else a received share's. */
+static int open_source(struct tk_call *c, const Cohort__DocOpen *req, struct tk_shared_doc *d)
+{
+    Cohort__DocRecord *r;
+    struct find f;
+    int rc;
+
+    if ((rc = find_record(c, &f, req->doc_id.data, req->revision)) != TK_OK)
+        return rc;
+    if (!f.found) {
+        if (f.latest != 0)
+            return TK_ERR_NOT_FOUND; /* an own document without that revision */
+        if ((rc = tk_share_find_doc(c, req->doc_id.data, req->revision, false, d)) != TK_OK)
+            return rc;
+        if ((rc = tk_cred_allow(c, COHORT__VERB__VERB_GET, d->meta, d->meta_len)) != TK_OK)
+            return rc;
+        return tk_share_find_doc(c, req->doc_id.data, req->revision, true, d);
+    }
+    rc = record_decode(&r, c->arena, f.rec, f.rec_len);
+    if (rc == TK_OK) {
+        memcpy(d->doc_id, r->doc_id.data, TK_DOC_ID_LEN);
+        d->revision = r->revision;
+        memcpy(d->key, r->key.data, sizeof d->key);
+        memcpy(d->content_hash, r->content_hash.data, TK_DOC_HASH_LEN);
+        d->size = r->size;
+        d->cipher_size = r->cipher_size;
+        d->meta_len = cohort__doc_meta__get_packed_size(r->meta);
+        if (d->meta_len > TK_DOC_META_MAX)
+            rc = TK_ERR_TAMPERED;
+        else
+            cohort__doc_meta__pack(r->meta, d->meta);
+        sodium_memzero(r->key.data, r->key.len);
+    }
+    sodium_memzero(f.rec, TK_DOC_RECORD_MAX);
+    if (rc == TK_OK)
+        rc = tk_cred_allow(c, COHORT__VERB__VERB_GET, d->meta, d->meta_len);
+    return rc;
+}
+
 int tk_do_doc_open(struct tk_call *c, const Cohort__DocOpen *req)
 {
     struct tk_doc_session *s;
-    Cohort__DocRecord *r;
-    struct find f;
-    size_t ref, meta_len;
+    struct tk_shared_doc *d;
+    size_t ref;
     int rc;
 
     if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
         return TK_ERR_NOT_PROVISIONED;
     if (req->doc_id.len != TK_DOC_ID_LEN)
         return TK_ERR_MALFORMED;
-    if ((rc = find_record(c, &f, req->doc_id.data, req->revision)) != TK_OK)
+    if ((d = tk_arena_scratch(c->arena, sizeof *d)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    memset(d, 0, sizeof *d);
+    if ((rc = open_source(c, req, d)) != TK_OK) {
+        sodium_memzero(d, sizeof *d);
         return rc;
-    if (!f.found)
-        return TK_ERR_NOT_FOUND;
-    if ((rc = record_decode(&r, c->arena, f.rec, f.rec_len)) != TK_OK)
-        return rc;
+    }
     if ((s = new_session(c, false)) == NULL) {
-        sodium_memzero(f.rec, TK_DOC_RECORD_MAX);
+        sodium_memzero(d, sizeof *d);
         return TK_ERR_NO_MEMORY;
     }
-    memcpy(s->doc_id, r->doc_id.data, TK_DOC_ID_LEN);
-    s->revision = r->revision;
-    memcpy(s->key, r->key.data, sizeof s->key);
-    sodium_memzero(f.rec, TK_DOC_RECORD_MAX);
-    sodium_memzero(r->key.data, r->key.len);
-    memcpy(s->content_hash, r->content_hash.data, TK_DOC_HASH_LEN);
-    s->cipher_size = r->cipher_size;
+    memcpy(s->doc_id, d->doc_id, TK_DOC_ID_LEN);
+    s->revision = d->revision;
+    memcpy(s->key, d->key, sizeof s->key);
+    memcpy(s->content_hash, d->content_hash, TK_DOC_HASH_LEN);
+    s->cipher_size = d->cipher_size;
     open_session(c, s);
 
     /* DocSession { session, max_chunk, ref, meta } */
-    ref = ref_len(r->revision, r->size, r->cipher_size);
-    meta_len = cohort__doc_meta__get_packed_size(r->meta);
+    ref = ref_len(d->revision, d->size, d->cipher_size);
     tk_w_open(c->out, 16,
               tk_field_len(1, TK_SESSION_ID_LEN) + 1 + tk_varint_len(TK_DOC_DATA_MAX) +
-                  tk_field_len(3, ref) + tk_field_len(4, meta_len));
+                  tk_field_len(3, ref) + tk_field_len(4, d->meta_len));
     tk_w_bytes(c->out, 1, s->id, sizeof s->id);
     tk_w_uint(c->out, 2, TK_DOC_DATA_MAX);
-    ref_write(c->out, 3, r->doc_id.data, r->revision, r->content_hash.data, r->size,
-              r->cipher_size);
-    tk_w_message(c->out, 4, &r->meta->base);
+    ref_write(c->out, 3, d->doc_id, d->revision, d->content_hash, d->size, d->cipher_size);
+    tk_w_bytes(c->out, 4, d->meta, d->meta_len);
+    sodium_memzero(d, sizeof *d);
     return TK_OK;
 }
 

@@ -476,6 +476,9 @@ int tk_record_body(const uint8_t *plain, size_t len, uint32_t *kind, const uint8
 #define TK_REC_POLICY 3u
 #define TK_REC_AUDIT 4u
 #define TK_REC_DOC 5u
+#define TK_REC_CRED 6u
+#define TK_REC_SHARE 7u
+#define TK_REC_SHARE_READ 8u
 
 /* ------------------------------------------------------------ tables */
 
@@ -523,8 +526,9 @@ struct tk_call {
     struct tk_token *tk;
     struct tk_arena *arena;
     int64_t now;
-    struct tk_wbuf *out;            /* the TokenResponse being written (status already in) */
-    char reason[TK_REASON_MAX + 1]; /* why a request was refused, for the owner; "" if none */
+    struct tk_wbuf *out;               /* the TokenResponse being written (status already in) */
+    char reason[TK_REASON_MAX + 1];    /* why a request was refused, for the owner; "" if none */
+    const Cohort__AppCredential *auth; /* the request's credential; NULL: the host link (owner) */
 };
 
 int tk_do_info(struct tk_call *c, const Cohort__GetInfo *req);
@@ -619,6 +623,63 @@ int tk_do_doc_open(struct tk_call *c, const Cohort__DocOpen *req);
 int tk_do_doc_read(struct tk_call *c, const uint8_t *body, size_t len);
 int tk_do_doc_list(struct tk_call *c, const Cohort__DocList *req);
 int tk_do_doc_delete(struct tk_call *c, const Cohort__DocDelete *req);
+
+/* -------------------------------------------------------- permissions */
+
+/*
+ * App credentials (tk_cred.c). tk_cred_allow decides whether the call's
+ * credential (c->auth) may apply `verb` (a Verb bit) to a document whose
+ * packed DocMeta is meta: TK_OK when c->auth is NULL (the host link, the
+ * owner's) or an owner credential, or when one of the credential's rules
+ * allows it; TK_ERR_AUTH when the credential does not authenticate (unknown,
+ * wrong secret, expired, revoked, or one up its chain is); TK_ERR_DENIED
+ * otherwise. tk_cred_owner: TK_OK for the host link or an owner
+ * credential, else TK_ERR_AUTH or TK_ERR_DENIED.
+ */
+int tk_cred_allow(struct tk_call *c, uint32_t verb, const uint8_t *meta, size_t meta_len);
+int tk_cred_owner(struct tk_call *c);
+int tk_do_cred_issue(struct tk_call *c, const Cohort__CredIssue *req);
+int tk_do_cred_list(struct tk_call *c, const Cohort__CredList *req);
+int tk_do_cred_revoke(struct tk_call *c, const Cohort__CredRevoke *req);
+int tk_do_cred_check(struct tk_call *c, const Cohort__CredCheck *req);
+
+/* ------------------------------------------------------------ sharing */
+
+/*
+ * Shares (tk_share.c). tk_share_find_doc looks for doc_id (revision rev,
+ * 0: the latest) among the received shares in force and fills *out with
+ * its SharedDoc fields: key, hash, sizes, packed meta. TK_ERR_NOT_FOUND when
+ * no share has it; TK_ERR_EXPIRED, TK_ERR_DENIED (reads used up, revoked)
+ * when its policy refuses. `count_read` appends a ShareRead record.
+ */
+struct tk_shared_doc {
+    uint8_t doc_id[TK_DOC_ID_LEN];
+    uint64_t revision;
+    uint8_t key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
+    uint8_t content_hash[TK_DOC_HASH_LEN];
+    uint64_t size, cipher_size;
+    size_t meta_len;
+    uint8_t meta[TK_DOC_META_MAX];
+    bool read_write;
+};
+int tk_share_find_doc(struct tk_call *c, const uint8_t *doc_id, uint64_t rev, bool count_read,
+                      struct tk_shared_doc *out);
+int tk_do_share_create(struct tk_call *c, const Cohort__ShareCreate *req);
+int tk_do_share_sync(struct tk_call *c, const Cohort__ShareSync *req);
+int tk_do_share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req);
+int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req);
+int tk_do_share_list(struct tk_call *c, const Cohort__ShareList *req);
+
+/* ------------------------------------------------- backup and recovery */
+
+/* tk_backup.c. Its sessions live at the arena's low end like a document
+ * session's (tk_backup_extent, tk_backup_wipe). */
+size_t tk_backup_extent(const struct tk_token *tk, const uint8_t *arena, size_t arena_len);
+void tk_backup_wipe(uint8_t *arena, size_t arena_len);
+int tk_do_backup_begin(struct tk_call *c, const Cohort__BackupBegin *req);
+int tk_do_backup_next(struct tk_call *c, const Cohort__BackupNext *req);
+int tk_do_restore_begin(struct tk_call *c, const Cohort__RestoreBegin *req);
+int tk_do_restore_feed(struct tk_call *c, const uint8_t *body, size_t len);
 
 /* ------------------------------------------------ aggregation sessions */
 

@@ -85,8 +85,10 @@ enum tk_error {
     TK_ERR_BUDGET = -34,          /* the owner's privacy budget would be exceeded */
     TK_ERR_NOT_FOUND = -35,       /* no such table or row */
     TK_ERR_CONFLICT = -36,        /* a document update on a stale revision */
+    TK_ERR_AUTH = -37,   /* a credential that does not authenticate (unknown, expired, revoked) */
+    TK_ERR_DENIED = -38, /* a credential whose rules do not allow the request */
 };
-#define TK_ERR_LAST TK_ERR_CONFLICT
+#define TK_ERR_LAST TK_ERR_DENIED
 
 /* Sizes and limits. */
 #define TK_ARENA_DEFAULT (64u * 1024u)
