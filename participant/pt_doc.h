@@ -1,0 +1,232 @@
+/*
+ * The owner's personal cloud, the agent's side: documents, app
+ * credentials, shares and backups, through a token link.
+ *
+ * The agent is not trusted. It keeps each document revision as a
+ * ciphertext file that only the token can read, named by the BLAKE2b-256
+ * of its bytes (content-addressed) in a store directory; it moves
+ * plaintext between an app and the token, and never holds a key. Every
+ * decision (who may read what, which revision is current, whether a share
+ * still allows a read) is the token's.
+ *
+ * Who asks: every call takes a `const struct pt_cred *who`. NULL is the
+ * owner at the token link (the CLI); an app's or the owner's credential
+ * (the HTTP API) is passed to the token, which authenticates it and
+ * evaluates its rules.
+ *
+ * Errors are 0 or a negative PT_ERR_*. PT_ERR_TOKEN: the token refused,
+ * and struct pt_status holds its TK_ERR_* and reason (the HTTP API maps
+ * them to status codes: TK_ERR_AUTH 401, TK_ERR_DENIED 403,
+ * TK_ERR_NOT_FOUND 404, TK_ERR_CONFLICT 409, ...). No error message ever
+ * holds plaintext, a key or a credential's secret.
+ */
+#ifndef COHORT_PT_DOC_H
+#define COHORT_PT_DOC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "participant/participant.h"
+
+/* ------------------------------------------------------------- limits */
+
+/* The token's own (token/tk_int.h). */
+#define PT_DOC_ID_LEN 16u
+#define PT_DOC_HASH_LEN 32u
+#define PT_DOC_TYPE_MAX 64u   /* [a-z0-9._-], and '*' in a pattern */
+#define PT_DOC_TEXT_MAX 128u  /* author, subject, a selector's value */
+#define PT_DOC_TAGS_MAX 16u
+#define PT_DOC_TAG_MAX 32u
+#define PT_DOC_LIST_MAX 64u   /* documents per page */
+#define PT_RULES_MAX 16u      /* rules of a credential */
+#define PT_VALUES_MAX 16u     /* values of a selector */
+#define PT_CRED_NAME_MAX 64u
+#define PT_SHARE_DOCS_MAX 32u /* documents of one share */
+#define PT_PACKAGE_MAX (64u << 20) /* a share package (grant and ciphertext files) */
+
+/* Verbs, as the token's Verb bits. */
+#define PT_VERB_GET 1u
+#define PT_VERB_POST 2u
+#define PT_VERB_PUT 4u
+#define PT_VERB_DELETE 8u
+#define PT_VERB_ALL 15u
+
+/* A credential: 16-byte id and 32-byte secret. As text, 96 lowercase hex
+ * digits (id then secret): what an app puts after "Bearer ". */
+#define PT_CRED_TEXT_LEN 96u
+struct pt_cred {
+    uint8_t id[16];
+    uint8_t secret[32];
+};
+int pt_cred_parse(struct pt_cred *out, const char *text, size_t len); /* PT_ERR_INPUT if not */
+void pt_cred_format(const struct pt_cred *c, char out[PT_CRED_TEXT_LEN + 1]);
+
+/* What the token answered when it refused. */
+struct pt_status {
+    int token_status; /* TK_ERR_*, or 0 */
+    char reason[256];
+};
+
+/* ----------------------------------------------------------- metadata */
+
+struct pt_doc_meta {
+    char type[PT_DOC_TYPE_MAX + 1];
+    char author[PT_DOC_TEXT_MAX + 1];
+    char subject[PT_DOC_TEXT_MAX + 1];
+    int64_t created, modified; /* Unix seconds; set by the agent when 0 */
+    uint32_t n_tags;
+    char tags[PT_DOC_TAGS_MAX][PT_DOC_TAG_MAX + 1];
+    uint64_t size; /* plaintext bytes: the token's */
+};
+
+struct pt_doc_ref {
+    uint8_t id[PT_DOC_ID_LEN];
+    uint64_t revision;
+    uint8_t hash[PT_DOC_HASH_LEN];
+    uint64_t size, cipher_size;
+};
+
+/* A permission rule; also a filter (verbs ignored) and a share's selector. */
+struct pt_rule {
+    char type[PT_DOC_TYPE_MAX + 1]; /* "bank.statement", "bank.*" or "*" */
+    uint32_t verbs;
+    char field[16];                 /* "", "author", "subject" or "tag" */
+    uint32_t n_values;
+    char values[PT_VALUES_MAX][PT_DOC_TEXT_MAX + 1];
+};
+
+/* ------------------------------------------------------ the file store */
+
+/*
+ * The ciphertext files: DIR/<first 2 hex digits>/<64 hex digits>, mode
+ * 0600, written to a temporary name and renamed once complete and synced.
+ * pt_docstore_open creates DIR (0700) if missing. Names are only ever
+ * built from hashes, so no input can name a path outside DIR.
+ */
+struct pt_docstore;
+int pt_docstore_open(struct pt_docstore **out, const char *dir);
+void pt_docstore_close(struct pt_docstore *ds); /* NULL is fine */
+
+/* ----------------------------------------------------------- documents */
+
+/* Plaintext in: up to n bytes into buf; the count, 0 at the end, < 0 an error. */
+typedef long (*pt_read_fn)(void *ctx, uint8_t *buf, size_t n);
+/* Plaintext out: 0, or < 0 to stop (that error is returned). */
+typedef int (*pt_write_fn)(void *ctx, const uint8_t *buf, size_t n);
+
+/*
+ * Store a document: a new one (id NULL) or a new revision of id at
+ * base_revision. The plaintext streams through the token; the file is in
+ * the store before the token commits the revision, and is removed if the
+ * token refuses. *out: the revision stored.
+ */
+int pt_doc_put(struct pt_link *link, struct pt_docstore *ds, int64_t now,
+               const struct pt_cred *who, const uint8_t *id, uint64_t base_revision,
+               const struct pt_doc_meta *meta, pt_read_fn rd, void *rd_ctx,
+               struct pt_doc_ref *out, struct pt_status *st);
+
+/*
+ * Read revision rev (0: the current) of a document, own or received in a
+ * share. The plaintext is given to wr as the token releases it; it may be
+ * used only if the call returns 0 (the whole file was checked). ref and
+ * meta, if not NULL, receive what the token says of the revision.
+ */
+int pt_doc_get(struct pt_link *link, struct pt_docstore *ds, int64_t now,
+               const struct pt_cred *who, const uint8_t id[PT_DOC_ID_LEN], uint64_t rev,
+               pt_write_fn wr, void *wr_ctx, struct pt_doc_ref *ref, struct pt_doc_meta *meta,
+               struct pt_status *st);
+
+/* One page of the current documents the caller may GET, matching filter
+ * (NULL: all), after the cursor (0: from the start). */
+struct pt_doc_page {
+    uint32_t n;
+    struct pt_doc_ref refs[PT_DOC_LIST_MAX];
+    struct pt_doc_meta metas[PT_DOC_LIST_MAX];
+    bool more;
+    uint64_t next;
+};
+int pt_doc_list(struct pt_link *link, int64_t now, const struct pt_cred *who,
+                const struct pt_rule *filter, uint64_t after, uint32_t max,
+                struct pt_doc_page *page, struct pt_status *st);
+
+/* Delete every revision (at base_revision); the store's files of the
+ * revisions the token removed are deleted. */
+int pt_doc_delete(struct pt_link *link, struct pt_docstore *ds, int64_t now,
+                  const struct pt_cred *who, const uint8_t id[PT_DOC_ID_LEN],
+                  uint64_t base_revision, struct pt_status *st);
+
+/* --------------------------------------------------------- credentials */
+
+struct pt_cred_info {
+    uint8_t id[16];
+    bool has_parent;
+    uint8_t parent[16];
+    char name[PT_CRED_NAME_MAX + 1];
+    uint32_t n_rules;
+    struct pt_rule rules[PT_RULES_MAX];
+    int64_t expires, created;
+    bool owner, revoked;
+};
+
+/* Issue (by the owner, or delegated from who's credential); *secret is the
+ * new credential, shown this once. */
+int pt_cred_issue(struct pt_link *link, int64_t now, const struct pt_cred *who, const char *name,
+                  const struct pt_rule *rules, uint32_t n_rules, int64_t expires, bool owner,
+                  struct pt_cred *secret, struct pt_cred_info *info, struct pt_status *st);
+int pt_cred_check(struct pt_link *link, int64_t now, const struct pt_cred *who,
+                  struct pt_cred_info *info, struct pt_status *st);
+int pt_cred_revoke(struct pt_link *link, int64_t now, const struct pt_cred *who,
+                   const uint8_t id[16], struct pt_status *st);
+/* Every credential, by pages of up to 64; *n receives the count (<= max). */
+int pt_cred_list(struct pt_link *link, int64_t now, const struct pt_cred *who,
+                 struct pt_cred_info *out, uint32_t max, uint32_t *n, struct pt_status *st);
+
+/* -------------------------------------------------------------- shares */
+
+struct pt_share_policy {
+    bool read_write;
+    int64_t expires;    /* 0: never */
+    uint32_t max_reads; /* 0: unlimited */
+};
+
+/*
+ * A share package: what the sender's agent gives the recipient's (a
+ * SharePackage message: the token's sealed grant and the ciphertext files
+ * it names). Packages are built by pt_share_create, pt_share_sync and
+ * pt_share_revoke (malloc'd; the caller frees) and taken by
+ * pt_share_accept, which checks every file against the hash the grant
+ * gives before storing it, and stores nothing if the token refuses.
+ */
+int pt_share_create(struct pt_link *link, struct pt_docstore *ds, int64_t now,
+                    const struct pt_cred *who, const uint8_t *recipient_cert,
+                    size_t recipient_cert_len, const uint8_t (*ids)[PT_DOC_ID_LEN], uint32_t n_ids,
+                    const struct pt_rule *selector, const struct pt_share_policy *policy,
+                    uint8_t share_id[16], uint8_t **pkg, size_t *pkg_len, struct pt_status *st);
+/* The next out-of-date share's package; *pkg NULL when none is. */
+int pt_share_sync(struct pt_link *link, struct pt_docstore *ds, int64_t now,
+                  const struct pt_cred *who, uint8_t share_id[16], uint8_t **pkg, size_t *pkg_len,
+                  struct pt_status *st);
+int pt_share_revoke(struct pt_link *link, struct pt_docstore *ds, int64_t now,
+                    const struct pt_cred *who, const uint8_t share_id[16], uint8_t **pkg,
+                    size_t *pkg_len, struct pt_status *st);
+int pt_share_accept(struct pt_link *link, struct pt_docstore *ds, int64_t now,
+                    const struct pt_cred *who, const uint8_t *pkg, size_t pkg_len,
+                    uint8_t share_id[16], struct pt_status *st);
+
+/* ------------------------------------------------------------- backups */
+
+/* Write the token's backup to wr. *phrase receives the recovery phrase
+ * when this backup drew a new one ("" otherwise). */
+#define PT_PHRASE_MAX 127u
+int pt_backup_export(struct pt_link *link, int64_t now, const struct pt_cred *who, bool new_phrase,
+                     pt_write_fn wr, void *wr_ctx, char phrase[PT_PHRASE_MAX + 1],
+                     struct pt_status *st);
+/* Restore a backup into a token that holds nothing of an owner yet: the
+ * file is read twice (verify, then store), so open() gives a fresh reader
+ * each time. */
+typedef int (*pt_open_fn)(void *ctx, pt_read_fn *rd, void **rd_ctx);
+int pt_backup_restore(struct pt_link *link, int64_t now, const char *phrase, pt_open_fn open,
+                      void *open_ctx, uint64_t *documents, struct pt_status *st);
+
+#endif
