@@ -45,6 +45,8 @@ static const struct command commands[] = {
      "--connect URL [--ca FILE] [--server-name NAME] --dir DIR [--dir DIR ...] "
      "[--dirs-from FILE] [--quiet] [--max-backoff SECONDS] [--pace MS]",
      "take part in studies: an agent per token, connected to a querier service", cli_run},
+    {"http", "--dir DIR [--docs PATH] [--listen 127.0.0.1:8088]",
+     "serve the documents to apps: the local HTTP API, on loopback", cli_http},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

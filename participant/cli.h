@@ -70,6 +70,7 @@ int cli_policy(int argc, char **argv, const struct cli_env *env);
 int cli_audit(int argc, char **argv, const struct cli_env *env);
 int cli_compact(int argc, char **argv, const struct cli_env *env);
 int cli_run(int argc, char **argv, const struct cli_env *env); /* the real network and tokens */
+int cli_http(int argc, char **argv, const struct cli_env *env); /* the local HTTP API */
 
 /* ------------------------------------------------------------ helpers */
 
