@@ -136,8 +136,7 @@ int pt_tk_call(struct pt_link *link, int64_t now, const struct pt_cred *who,
     cohort__token_request__pack(req, buf);
     req->auth = NULL;
     rc = link->transact(link->ctx, buf, len, &resp, &resp_len);
-    if (who != NULL)
-        sodium_memzero(buf, len);
+    sodium_memzero(buf, len); /* a secret, a phrase or plaintext, as often as not */
     free(buf);
     if (rc != 0)
         return rc == PT_ERR_NOMEM ? rc : PT_ERR_LINK;

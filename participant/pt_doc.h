@@ -234,6 +234,31 @@ int pt_share_accept(struct pt_link *link, struct pt_docstore *ds, int64_t now,
                     const struct pt_cred *who, const uint8_t *pkg, size_t pkg_len,
                     uint8_t share_id[16], struct pt_status *st);
 
+/*
+ * The shares the token knows, sent and received, a page at a time (max
+ * 1..16) after the cursor `after` (0: from the start): *n of them in out,
+ * *more and *next as for pt_doc_list. Owner only.
+ */
+struct pt_share_info {
+    uint8_t share_id[16];
+    bool incoming; /* received (true) or sent */
+    bool revoked;
+    uint8_t peer_pk[32]; /* the other token's key */
+    char peer[64];       /* its certificate's subject (from elsewhere: escape it) */
+    struct pt_share_policy policy;
+    uint64_t seq;
+    int64_t created;
+    bool has_selector;
+    struct pt_rule selector;
+    uint32_t n_docs;
+    struct pt_doc_ref refs[PT_SHARE_DOCS_MAX];
+    struct pt_doc_meta metas[PT_SHARE_DOCS_MAX]; /* zeros when the token gives none */
+    uint32_t reads[PT_SHARE_DOCS_MAX];           /* received: reads so far */
+};
+int pt_share_list(struct pt_link *link, int64_t now, const struct pt_cred *who, uint64_t after,
+                  uint32_t max, struct pt_share_info *out, uint32_t *n, bool *more, uint64_t *next,
+                  struct pt_status *st);
+
 /* ------------------------------------------------------------- backups */
 
 /* Write the token's backup to wr. *phrase receives the recovery phrase

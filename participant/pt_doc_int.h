@@ -26,7 +26,7 @@
  * answer must carry, or PT_ANY_BODY. A refusal is PT_ERR_TOKEN with st
  * holding its status and reason; a response of another shape is
  * PT_ERR_LINK. The packed request is wiped once sent (it may hold a
- * credential's secret). st may be NULL.
+ * credential's secret, a recovery phrase or plaintext). st may be NULL.
  */
 int pt_tk_call(struct pt_link *link, int64_t now, const struct pt_cred *who,
                Cohort__TokenRequest *req, int want, Cohort__TokenResponse **out,
