@@ -1,0 +1,761 @@
+/*
+ * test_pt_doc.c: the agent's side of the owner's documents, credentials,
+ * shares and backups (participant/pt_doc.c, pt_docstore.c, pt_cred.c,
+ * pt_share.c, pt_backup.c), over software tokens in a temporary directory
+ * (real files: the token's and the document store's).
+ *
+ * - Documents of 0 B, 1 B, 4 KiB and 16 MiB round trip through the store,
+ *   read by readers and writers that take odd amounts; the file is named
+ *   by its hash and has the size the token says.
+ * - No plaintext is ever on disk: every file of the store and of the
+ *   token's directory is searched for samples of every document and for
+ *   its metadata.
+ * - A refused write leaves no file (a reader that fails, a stale
+ *   revision, a token that refuses the last write); a tampered file is
+ *   refused with the token's exact code and gives no plaintext; a stale
+ *   revision is a conflict; deleting removes every revision's file.
+ * - Credentials: their text form, and the token's rules through the agent.
+ * - Shares: the package carries only ciphertext; a forged, foreign or
+ *   replayed package stores nothing.
+ * - Backups: exported and restored into a new software token, which then
+ *   reads the same documents from the same store.
+ */
+#define _DEFAULT_SOURCE
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tk_fixture.h"
+
+#include "participant/pt_doc.h"
+#include "participant/pt_doc_int.h"
+#include "participant/pt_int.h"
+#include "participant/pt_owner.h"
+
+#define BIG (16u * 1024u * 1024u)
+
+/* ------------------------------------------------------------ the world */
+
+struct agent {
+    char dir[256];  /* the token's directory */
+    char docs[256]; /* the document store */
+    struct pt_soft *soft;
+    struct pt_link link;
+    struct pt_docstore *ds;
+    uint8_t pk[32];
+};
+
+struct world {
+    char root[128];
+    struct fx_world fx;
+    struct agent a, b;
+};
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void rm_tree(const char *path)
+{
+    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void agent_open(struct agent *ag, const char *root, const char *name)
+{
+    char err[256];
+    snprintf(ag->dir, sizeof ag->dir, "%s/%s", root, name);
+    snprintf(ag->docs, sizeof ag->docs, "%s/%s-docs", root, name);
+    assert_int_equal(pt_soft_create(&ag->soft, ag->dir, TK_ARENA_DEFAULT, err, sizeof err), 0);
+    ag->link = pt_soft_link(ag->soft);
+    assert_int_equal(pt_docstore_open(&ag->ds, ag->docs), 0);
+}
+
+static void agent_keys(struct agent *ag, const char *subject, uint8_t **csr, size_t *csr_len)
+{
+    struct pt_owner o;
+    pt_owner_init(&o, &ag->link, FX_NOW);
+    assert_int_equal(pt_owner_provision_begin(&o, subject, csr, csr_len, ag->pk), 0);
+}
+
+static void agent_close(struct agent *ag)
+{
+    pt_docstore_close(ag->ds);
+    pt_soft_close(ag->soft);
+    ag->ds = NULL;
+    ag->soft = NULL;
+}
+
+static int setup(void **state)
+{
+    struct world *w = fx_alloc(sizeof *w);
+    uint8_t *csr;
+    size_t csr_len;
+    snprintf(w->root, sizeof w->root, "/tmp/test_pt_doc.XXXXXX");
+    assert_non_null(mkdtemp(w->root));
+    fx_world_init(&w->fx);
+    agent_open(&w->a, w->root, "a");
+    agent_keys(&w->a, "alice", &csr, &csr_len);
+    free(csr);
+    *state = w;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct world *w = *state;
+    agent_close(&w->a);
+    agent_close(&w->b);
+    rm_tree(w->root);
+    free(w);
+    return 0;
+}
+
+/* -------------------------------------------------- readers and writers */
+
+struct reader {
+    const uint8_t *p;
+    size_t len, pos, step; /* at most step bytes per call */
+    size_t fail_at;        /* fail once pos reaches it (0: never) */
+};
+
+static long mem_read(void *ctx, uint8_t *buf, size_t n)
+{
+    struct reader *r = ctx;
+    size_t k = r->len - r->pos;
+    if (r->fail_at != 0 && r->pos >= r->fail_at)
+        return PT_ERR_INPUT;
+    if (k > n)
+        k = n;
+    if (r->step != 0 && k > r->step)
+        k = r->step;
+    if (k)
+        memcpy(buf, r->p + r->pos, k);
+    r->pos += k;
+    return (long)k;
+}
+
+struct sink {
+    uint8_t *p;
+    size_t len, cap;
+    size_t calls;
+};
+
+static int mem_write(void *ctx, const uint8_t *buf, size_t n)
+{
+    struct sink *s = ctx;
+    if (s->len + n > s->cap) {
+        s->cap = (s->len + n) * 2 + 64;
+        s->p = realloc(s->p, s->cap);
+        assert_non_null(s->p);
+    }
+    memcpy(s->p + s->len, buf, n);
+    s->len += n;
+    s->calls++;
+    return 0;
+}
+
+static void sink_free(struct sink *s)
+{
+    free(s->p);
+    memset(s, 0, sizeof *s);
+}
+
+/* Random bytes from a seed (reproducible, high entropy). */
+static uint8_t *random_bytes(size_t n, uint64_t seed)
+{
+    uint8_t *p = fx_alloc(n), key[32] = {0}, nonce[8] = {0};
+    memcpy(key, &seed, sizeof seed);
+    crypto_stream_chacha20(p, n, nonce, key);
+    return p;
+}
+
+static void meta_init(struct pt_doc_meta *m, const char *type)
+{
+    memset(m, 0, sizeof *m);
+    snprintf(m->type, sizeof m->type, "%s", type);
+    snprintf(m->author, sizeof m->author, "Quillfeather Savings Bank");
+    snprintf(m->subject, sizeof m->subject, "Statement of account 4471");
+    m->n_tags = 2;
+    snprintf(m->tags[0], sizeof m->tags[0], "finance");
+    snprintf(m->tags[1], sizeof m->tags[1], "zanzibar-2026");
+}
+
+static int put(struct agent *ag, const struct pt_cred *who, const uint8_t *id, uint64_t base,
+               const struct pt_doc_meta *m, const uint8_t *data, size_t len, size_t step,
+               struct pt_doc_ref *ref, struct pt_status *st)
+{
+    struct reader r = {data, len, 0, step, 0};
+    return pt_doc_put(&ag->link, ag->ds, FX_NOW, who, id, base, m, mem_read, &r, ref, st);
+}
+
+static int get(struct agent *ag, const struct pt_cred *who, const uint8_t *id, uint64_t rev,
+               struct sink *out, struct pt_doc_ref *ref, struct pt_doc_meta *meta,
+               struct pt_status *st)
+{
+    memset(out, 0, sizeof *out);
+    return pt_doc_get(&ag->link, ag->ds, FX_NOW, who, id, rev, mem_write, out, ref, meta, st);
+}
+
+/* ------------------------------------------------------------- the disk */
+
+static char *store_path(struct agent *ag, const uint8_t hash[32], char *out, size_t cap)
+{
+    char h[65];
+    sodium_bin2hex(h, sizeof h, hash, 32);
+    snprintf(out, cap, "%s/%.2s/%s", ag->docs, h, h);
+    return out;
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    struct stat st;
+    uint8_t *p;
+    int fd = open(path, O_RDONLY);
+    size_t n = 0;
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    p = fx_alloc((size_t)st.st_size + 1);
+    while (n < (size_t)st.st_size) {
+        ssize_t k = read(fd, p + n, (size_t)st.st_size - n);
+        assert_true(k > 0);
+        n += (size_t)k;
+    }
+    close(fd);
+    *len = n;
+    return p;
+}
+
+static void spit(const char *path, const uint8_t *p, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(pt_write_all(fd, p, len), 0);
+    close(fd);
+}
+
+/* What a directory tree holds: its regular files, and needles found in them. */
+struct scan {
+    const uint8_t *const *needles;
+    const size_t *needle_lens;
+    size_t n_needles;
+    size_t files, found;
+    char where[256];
+};
+static struct scan *scanning;
+
+static int scan_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    uint8_t *p;
+    size_t len;
+    (void)ftw;
+    if (flag != FTW_F || !S_ISREG(sb->st_mode))
+        return 0;
+    scanning->files++;
+    p = slurp(path, &len);
+    for (size_t i = 0; i < scanning->n_needles; i++) {
+        if (memmem(p, len, scanning->needles[i], scanning->needle_lens[i]) != NULL) {
+            scanning->found++;
+            snprintf(scanning->where, sizeof scanning->where, "%s", path);
+        }
+    }
+    free(p);
+    return 0;
+}
+
+static void scan_tree(struct scan *s, const char *root)
+{
+    scanning = s;
+    assert_int_equal(nftw(root, scan_one, 16, FTW_PHYS), 0);
+    scanning = NULL;
+}
+
+static size_t count_files(const char *root)
+{
+    struct scan s;
+    memset(&s, 0, sizeof s);
+    scan_tree(&s, root);
+    return s.files;
+}
+
+/* ------------------------------------------------------------ documents */
+
+static void documents_of_0_1_4k_and_16m_round_trip_through_the_store(void **state)
+{
+    struct world *w = *state;
+    static const size_t sizes[] = {0, 1, 4096, BIG};
+    static const size_t steps[] = {0, 1, 4095, 65537};
+
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        uint8_t *data = random_bytes(sizes[i] + 1, 100 + i), *file;
+        struct pt_doc_meta m, got_meta;
+        struct pt_doc_ref ref, got_ref;
+        struct pt_status st;
+        struct sink out;
+        char path[512];
+        uint8_t hash[32];
+        size_t file_len;
+        int rc;
+
+        meta_init(&m, "bank.statement");
+        rc = put(&w->a, NULL, NULL, 0, &m, data, sizes[i], steps[i], &ref, &st);
+        if (rc != 0)
+            fail_msg("%zu bytes: %s, %s", sizes[i], pt_strerror(rc), tk_errname(st.token_status));
+        assert_int_equal(ref.revision, 1);
+        assert_int_equal(ref.size, sizes[i]);
+        assert_true(ref.cipher_size > sizes[i]);
+
+        /* The file is named by its hash and has the size the token says. */
+        file = slurp(store_path(&w->a, ref.hash, path, sizeof path), &file_len);
+        assert_int_equal(file_len, ref.cipher_size);
+        crypto_generichash(hash, sizeof hash, file, file_len, NULL, 0);
+        assert_memory_equal(hash, ref.hash, 32);
+        free(file);
+
+        assert_int_equal(get(&w->a, NULL, ref.id, 0, &out, &got_ref, &got_meta, &st), 0);
+        assert_int_equal(out.len, sizes[i]);
+        if (sizes[i])
+            assert_memory_equal(out.p, data, sizes[i]);
+        assert_memory_equal(&got_ref, &ref, sizeof ref);
+        assert_string_equal(got_meta.type, "bank.statement");
+        assert_string_equal(got_meta.author, m.author);
+        assert_int_equal(got_meta.n_tags, 2);
+        assert_string_equal(got_meta.tags[1], "zanzibar-2026");
+        assert_int_equal(got_meta.size, sizes[i]);
+        assert_int_equal(got_meta.created, FX_NOW); /* 0 became the agent's clock */
+        sink_free(&out);
+        free(data);
+    }
+}
+
+static void no_plaintext_and_no_metadata_is_ever_on_disk(void **state)
+{
+    struct world *w = *state;
+    enum { N = 3 };
+    static const size_t sizes[N] = {1000, 70000, 300000};
+    uint8_t *docs[N], *needles[64];
+    size_t lens[64], n = 0;
+    struct pt_doc_meta m;
+    struct pt_doc_ref ref;
+    struct pt_status st;
+    struct scan s;
+
+    meta_init(&m, "health.record");
+    for (int i = 0; i < N; i++) {
+        docs[i] = random_bytes(sizes[i], 7 + (uint64_t)i);
+        assert_int_equal(put(&w->a, NULL, NULL, 0, &m, docs[i], sizes[i], 0, &ref, &st), 0);
+        /* 16-byte samples every 4 KiB, and the start and end of each. */
+        for (size_t off = 0; off + 16 <= sizes[i] && n < 60; off += 4096) {
+            needles[n] = docs[i] + off;
+            lens[n++] = 16;
+        }
+        needles[n] = docs[i] + sizes[i] - 16;
+        lens[n++] = 16;
+    }
+    needles[n] = (uint8_t *)m.author;
+    lens[n++] = strlen(m.author);
+    needles[n] = (uint8_t *)"zanzibar-2026";
+    lens[n++] = strlen("zanzibar-2026");
+    assert_true(n <= 64);
+
+    memset(&s, 0, sizeof s);
+    s.needles = (const uint8_t *const *)needles;
+    s.needle_lens = lens;
+    s.n_needles = n;
+    scan_tree(&s, w->a.docs);
+    assert_int_equal(s.files, 2 * N); /* the files and their indexes */
+    scan_tree(&s, w->a.dir);
+    if (s.found != 0)
+        fail_msg("plaintext found in %s", s.where);
+
+    /* The scan does find what is there. */
+    spit("/tmp/test_pt_doc.canary", docs[1] + 8000, 300);
+    memset(&s, 0, sizeof s);
+    s.needles = (const uint8_t *const *)needles;
+    s.needle_lens = lens;
+    s.n_needles = n;
+    scanning = &s;
+    {
+        struct stat sb;
+        stat("/tmp/test_pt_doc.canary", &sb);
+        scan_one("/tmp/test_pt_doc.canary", &sb, FTW_F, NULL);
+    }
+    scanning = NULL;
+    unlink("/tmp/test_pt_doc.canary");
+    assert_int_equal(s.found, 1);
+    for (int i = 0; i < N; i++)
+        free(docs[i]);
+}
+
+/* A link that passes requests to another, but refuses the last DocWrite
+ * with `status` instead of sending it (a token that failed to commit). */
+struct refusing {
+    struct pt_link inner;
+    int status;
+    uint8_t resp[16];
+    int refused;
+};
+
+static int refusing_transact(void *ctx, const uint8_t *req, size_t req_len, const uint8_t **resp,
+                             size_t *resp_len)
+{
+    struct refusing *f = ctx;
+    Cohort__TokenRequest *r = cohort__token_request__unpack(NULL, req_len, req);
+    bool last_write;
+    assert_non_null(r);
+    last_write = r->body_case == COHORT__TOKEN_REQUEST__BODY_DOC_WRITE && r->doc_write->last;
+    cohort__token_request__free_unpacked(r, NULL);
+    if (last_write && f->status != 0) {
+        Cohort__TokenResponse out = COHORT__TOKEN_RESPONSE__INIT;
+        out.status = f->status;
+        *resp_len = cohort__token_response__pack(&out, f->resp);
+        *resp = f->resp;
+        f->refused++;
+        return 0;
+    }
+    return f->inner.transact(f->inner.ctx, req, req_len, resp, resp_len);
+}
+
+static void a_refused_write_leaves_no_file(void **state)
+{
+    struct world *w = *state;
+    uint8_t *data = random_bytes(200000, 3);
+    struct refusing f = {w->a.link, TK_ERR_STORE, {0}, 0};
+    struct pt_link faulty = {&f, refusing_transact};
+    struct reader r = {data, 200000, 0, 0, 150000};
+    struct pt_doc_meta m;
+    struct pt_doc_ref ref, ref2;
+    struct pt_doc_page page;
+    struct pt_status st;
+    uint8_t bad_id[16] = {1};
+
+    meta_init(&m, "bank.statement");
+    /* A reader that fails half-way: its error, no file, no document. */
+    assert_int_equal(
+        pt_doc_put(&w->a.link, w->a.ds, FX_NOW, NULL, NULL, 0, &m, mem_read, &r, &ref, &st),
+        PT_ERR_INPUT);
+    assert_int_equal(count_files(w->a.docs), 0);
+
+    /* The token refuses the last write: its code, no file. */
+    assert_int_equal(pt_doc_put(&faulty, w->a.ds, FX_NOW, NULL, NULL, 0, &m, mem_read,
+                                &(struct reader){data, 200000, 0, 0, 0}, &ref, &st),
+                     PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_STORE);
+    assert_int_equal(f.refused, 1);
+    assert_int_equal(count_files(w->a.docs), 0);
+
+    /* Metadata the token refuses at the start: nothing is written at all. */
+    snprintf(m.type, sizeof m.type, "Bank Statement");
+    assert_int_equal(put(&w->a, NULL, NULL, 0, &m, data, 10, 0, &ref, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_MALFORMED);
+    meta_init(&m, "bank.statement");
+    assert_int_equal(put(&w->a, NULL, bad_id, 1, &m, data, 10, 0, &ref, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_NOT_FOUND);
+    assert_int_equal(count_files(w->a.docs), 0);
+
+    assert_int_equal(pt_doc_list(&w->a.link, FX_NOW, NULL, NULL, 0, 64, &page, &st), 0);
+    assert_int_equal(page.n, 0);
+
+    /* A stale revision: a conflict, and no file beyond the first's. */
+    assert_int_equal(put(&w->a, NULL, NULL, 0, &m, data, 1000, 0, &ref, &st), 0);
+    assert_int_equal(put(&w->a, NULL, ref.id, 1, &m, data, 2000, 0, &ref2, &st), 0);
+    assert_int_equal(count_files(w->a.docs), 3); /* two files and the index */
+    assert_int_equal(put(&w->a, NULL, ref.id, 1, &m, data, 3000, 0, &ref2, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_CONFLICT);
+    assert_int_equal(count_files(w->a.docs), 3);
+    free(data);
+}
+
+static void a_stale_revision_is_a_conflict_and_old_revisions_stay_readable(void **state)
+{
+    struct world *w = *state;
+    uint8_t *v1 = random_bytes(5000, 1), *v2 = random_bytes(9000, 2);
+    struct pt_doc_meta m, got_meta;
+    struct pt_doc_ref r1, r2, got;
+    struct pt_status st;
+    struct sink out;
+
+    meta_init(&m, "note");
+    m.created = FX_NOW - 100;
+    assert_int_equal(put(&w->a, NULL, NULL, 0, &m, v1, 5000, 0, &r1, &st), 0);
+    snprintf(m.subject, sizeof m.subject, "second thoughts");
+    assert_int_equal(put(&w->a, NULL, r1.id, 1, &m, v2, 9000, 0, &r2, &st), 0);
+    assert_memory_equal(r2.id, r1.id, 16);
+    assert_int_equal(r2.revision, 2);
+    assert_int_equal(put(&w->a, NULL, r1.id, 1, &m, v1, 10, 0, &got, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_CONFLICT);
+    assert_string_equal(tk_errname(st.token_status), "TK_ERR_CONFLICT");
+    assert_int_equal(put(&w->a, NULL, r1.id, 3, &m, v1, 10, 0, &got, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_CONFLICT);
+
+    assert_int_equal(get(&w->a, NULL, r1.id, 0, &out, &got, &got_meta, &st), 0);
+    assert_int_equal(got.revision, 2);
+    assert_int_equal(out.len, 9000);
+    assert_memory_equal(out.p, v2, 9000);
+    assert_string_equal(got_meta.subject, "second thoughts");
+    assert_int_equal(got_meta.created, FX_NOW - 100);
+    sink_free(&out);
+    assert_int_equal(get(&w->a, NULL, r1.id, 1, &out, &got, &got_meta, &st), 0);
+    assert_int_equal(got.revision, 1);
+    assert_memory_equal(out.p, v1, 5000);
+    sink_free(&out);
+    assert_int_equal(get(&w->a, NULL, r1.id, 3, &out, &got, NULL, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_NOT_FOUND);
+    sink_free(&out);
+
+    /* Without a writer: what the token says of the revision, nothing read. */
+    memset(&got, 0, sizeof got);
+    assert_int_equal(
+        pt_doc_get(&w->a.link, w->a.ds, FX_NOW, NULL, r1.id, 1, NULL, NULL, &got, &got_meta, &st),
+        0);
+    assert_memory_equal(&got, &r1, sizeof got);
+    free(v1);
+    free(v2);
+}
+
+enum tamper {
+    FLIP_HEADER,
+    FLIP_CHUNK,
+    FLIP_LENGTH,
+    FLIP_LAST,
+    CUT_ONE,
+    CUT_CHUNK,
+    ADD_ONE,
+    EMPTY,
+    SWAP,
+    MISSING
+};
+
+static void every_tampered_file_is_refused_with_its_code(void **state)
+{
+    struct world *w = *state;
+    static const struct {
+        enum tamper how;
+        int rc, status;
+    } cases[] = {
+        {FLIP_HEADER, PT_ERR_TOKEN, TK_ERR_DECRYPT},  {FLIP_CHUNK, PT_ERR_TOKEN, TK_ERR_DECRYPT},
+        {FLIP_LENGTH, PT_ERR_TOKEN, TK_ERR_TAMPERED}, {FLIP_LAST, PT_ERR_TOKEN, TK_ERR_DECRYPT},
+        {CUT_ONE, PT_ERR_TOKEN, TK_ERR_TAMPERED},     {CUT_CHUNK, PT_ERR_TOKEN, TK_ERR_TAMPERED},
+        {ADD_ONE, PT_ERR_TOKEN, TK_ERR_TAMPERED},     {EMPTY, PT_ERR_TOKEN, TK_ERR_TAMPERED},
+        {SWAP, PT_ERR_TOKEN, TK_ERR_DECRYPT},         {MISSING, PT_ERR_IO, 0},
+    };
+    uint8_t *data = random_bytes(10000, 9), *other = random_bytes(10000, 10), *file, *copy;
+    struct pt_doc_meta m;
+    struct pt_doc_ref ref, ref2;
+    struct pt_status st;
+    struct sink out;
+    char path[512], path2[512];
+    size_t len, len2;
+
+    meta_init(&m, "bank.statement");
+    assert_int_equal(put(&w->a, NULL, NULL, 0, &m, data, 10000, 0, &ref, &st), 0);
+    assert_int_equal(put(&w->a, NULL, NULL, 0, &m, other, 10000, 0, &ref2, &st), 0);
+    file = slurp(store_path(&w->a, ref.hash, path, sizeof path), &len);
+    store_path(&w->a, ref2.hash, path2, sizeof path2);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = len;
+        copy = fx_alloc(len + 1);
+        memcpy(copy, file, len);
+        switch (cases[i].how) {
+        case FLIP_HEADER:
+            copy[3] ^= 1;
+            break;
+        case FLIP_CHUNK:
+            copy[24 + 4 + 100] ^= 0x80;
+            break;
+        case FLIP_LENGTH:
+            copy[24 + 1] ^= 0x40;
+            break;
+        case FLIP_LAST:
+            copy[len - 1] ^= 1;
+            break;
+        case CUT_ONE:
+            n = len - 1;
+            break;
+        case CUT_CHUNK:
+            n = 24 + 4 + 4096 + 17;
+            break;
+        case ADD_ONE:
+            copy[len] = 0;
+            n = len + 1;
+            break;
+        case EMPTY:
+            n = 0;
+            break;
+        case SWAP: {
+            size_t l2;
+            uint8_t *o = slurp(path2, &l2);
+            assert_int_equal(l2, len);
+            memcpy(copy, o, len);
+            free(o);
+            break;
+        }
+        case MISSING:
+            break;
+        }
+        if (cases[i].how == MISSING)
+            unlink(path);
+        else
+            spit(path, copy, n);
+        assert_int_equal(get(&w->a, NULL, ref.id, 0, &out, NULL, NULL, &st), cases[i].rc);
+        assert_int_equal(st.token_status, cases[i].status);
+        if (cases[i].how == MISSING)
+            assert_non_null(strstr(st.reason, "lacks"));
+        /* No plaintext of a refused read may be used, and little came out. */
+        assert_true(out.len < 10000);
+        sink_free(&out);
+        free(copy);
+        spit(path, file, len);
+    }
+    /* The file restored reads again. */
+    assert_int_equal(get(&w->a, NULL, ref.id, 0, &out, NULL, NULL, &st), 0);
+    assert_int_equal(out.len, 10000);
+    assert_memory_equal(out.p, data, 10000);
+    sink_free(&out);
+    (void)len2;
+    free(file);
+    free(data);
+    free(other);
+}
+
+static void deleting_removes_every_revision_and_its_files(void **state)
+{
+    struct world *w = *state;
+    uint8_t *data = random_bytes(30000, 4);
+    struct pt_doc_meta m;
+    struct pt_doc_ref ref, keep, got;
+    struct pt_doc_page page;
+    struct pt_status st;
+    struct sink out;
+    char path[512];
+
+    meta_init(&m, "photo");
+    assert_int_equal(put(&w->a, NULL, NULL, 0, &m, data, 30000, 0, &keep, &st), 0);
+    assert_int_equal(put(&w->a, NULL, NULL, 0, &m, data, 100, 0, &ref, &st), 0);
+    assert_int_equal(put(&w->a, NULL, ref.id, 1, &m, data, 200, 0, &ref, &st), 0);
+    assert_int_equal(put(&w->a, NULL, ref.id, 2, &m, data, 300, 0, &ref, &st), 0);
+    assert_int_equal(count_files(w->a.docs), 6); /* 4 files, 2 indexes */
+
+    /* A stale delete: a conflict, everything stays. */
+    assert_int_equal(pt_doc_delete(&w->a.link, w->a.ds, FX_NOW, NULL, ref.id, 2, &st),
+                     PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_CONFLICT);
+    assert_int_equal(count_files(w->a.docs), 6);
+
+    assert_int_equal(pt_doc_delete(&w->a.link, w->a.ds, FX_NOW, NULL, ref.id, 3, &st), 0);
+    assert_int_equal(count_files(w->a.docs), 2); /* the other document's file and index */
+    assert_true(access(store_path(&w->a, keep.hash, path, sizeof path), F_OK) == 0);
+    assert_int_equal(get(&w->a, NULL, ref.id, 0, &out, &got, NULL, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_NOT_FOUND);
+    sink_free(&out);
+    assert_int_equal(pt_doc_delete(&w->a.link, w->a.ds, FX_NOW, NULL, ref.id, 3, &st),
+                     PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_NOT_FOUND);
+    assert_int_equal(pt_doc_list(&w->a.link, FX_NOW, NULL, NULL, 0, 64, &page, &st), 0);
+    assert_int_equal(page.n, 1);
+    assert_memory_equal(page.refs[0].id, keep.id, 16);
+
+    assert_int_equal(pt_doc_delete(&w->a.link, w->a.ds, FX_NOW, NULL, keep.id, 1, &st), 0);
+    assert_int_equal(count_files(w->a.docs), 0);
+    free(data);
+}
+
+static void the_list_pages_through_the_current_revisions(void **state)
+{
+    struct world *w = *state;
+    static const char *types[] = {"bank.statement", "bank.card", "health.visit", "photo"};
+    struct pt_doc_meta m;
+    struct pt_doc_ref ref, first;
+    struct pt_doc_page page;
+    struct pt_status st;
+    uint64_t after = 0;
+    size_t seen = 0, pages = 0;
+    uint8_t byte = 1;
+
+    for (int i = 0; i < 20; i++) {
+        meta_init(&m, types[i % 4]);
+        snprintf(m.author, sizeof m.author, "author-%d", i % 3);
+        assert_int_equal(put(&w->a, NULL, NULL, 0, &m, &byte, 1, 0, &ref, &st), 0);
+        if (i == 0)
+            first = ref;
+    }
+    meta_init(&m, "bank.statement");
+    snprintf(m.author, sizeof m.author, "author-0");
+    assert_int_equal(put(&w->a, NULL, first.id, 1, &m, &byte, 1, 0, &ref, &st), 0);
+
+    do {
+        assert_int_equal(pt_doc_list(&w->a.link, FX_NOW, NULL, NULL, after, 7, &page, &st), 0);
+        assert_true(page.n <= 7);
+        for (uint32_t i = 0; i < page.n; i++)
+            if (memcmp(page.refs[i].id, first.id, 16) == 0)
+                assert_int_equal(page.refs[i].revision, 2);
+        seen += page.n;
+        after = page.next;
+        pages++;
+    } while (page.more && pages < 10);
+    assert_int_equal(seen, 20);
+
+    assert_int_equal(pt_doc_list(&w->a.link, FX_NOW, NULL, NULL, 0, 0, &page, &st), PT_ERR_INPUT);
+    assert_int_equal(pt_doc_list(&w->a.link, FX_NOW, NULL, NULL, 0, 65, &page, &st), PT_ERR_INPUT);
+}
+
+/* ---------------------------------------------------------- credentials */
+
+static void a_credential_reads_back_from_its_text_and_bad_texts_are_refused(void **state)
+{
+    struct pt_cred c, back;
+    char text[PT_CRED_TEXT_LEN + 1], bad[PT_CRED_TEXT_LEN + 2];
+    (void)state;
+    randombytes_buf(&c, sizeof c);
+    pt_cred_format(&c, text);
+    assert_int_equal(strlen(text), PT_CRED_TEXT_LEN);
+    assert_int_equal(pt_cred_parse(&back, text, strlen(text)), 0);
+    assert_memory_equal(&back, &c, sizeof c);
+    for (size_t i = 0; i < PT_CRED_TEXT_LEN; i++)
+        assert_true((text[i] >= '0' && text[i] <= '9') || (text[i] >= 'a' && text[i] <= 'f'));
+    assert_int_equal(pt_cred_parse(&back, text, PT_CRED_TEXT_LEN - 1), PT_ERR_INPUT);
+    memcpy(bad, text, sizeof text);
+    bad[10] = 'g';
+    assert_int_equal(pt_cred_parse(&back, bad, PT_CRED_TEXT_LEN), PT_ERR_INPUT);
+    bad[10] = ' ';
+    assert_int_equal(pt_cred_parse(&back, bad, PT_CRED_TEXT_LEN), PT_ERR_INPUT);
+    memcpy(bad, text, sizeof text);
+    bad[PT_CRED_TEXT_LEN] = '0';
+    bad[PT_CRED_TEXT_LEN + 1] = '\0';
+    assert_int_equal(pt_cred_parse(&back, bad, PT_CRED_TEXT_LEN + 1), PT_ERR_INPUT);
+    assert_int_equal(pt_cred_parse(&back, NULL, 0), PT_ERR_INPUT);
+    for (size_t i = 0; i < PT_CRED_TEXT_LEN; i++)
+        text[i] = (char)toupper((unsigned char)text[i]);
+    assert_int_equal(pt_cred_parse(&back, text, PT_CRED_TEXT_LEN), 0);
+    assert_memory_equal(&back, &c, sizeof c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_credential_reads_back_from_its_text_and_bad_texts_are_refused),
+        cmocka_unit_test_setup_teardown(documents_of_0_1_4k_and_16m_round_trip_through_the_store,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(no_plaintext_and_no_metadata_is_ever_on_disk, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_refused_write_leaves_no_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            a_stale_revision_is_a_conflict_and_old_revisions_stay_readable, setup, teardown),
+        cmocka_unit_test_setup_teardown(every_tampered_file_is_refused_with_its_code, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(deleting_removes_every_revision_and_its_files, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(the_list_pages_through_the_current_revisions, setup,
+                                        teardown),
+    };
+    if (tk_library_init() != TK_OK)
+        return 1;
+    return cmocka_run_group_tests_name("agent documents", tests, NULL, NULL);
+}
