@@ -76,7 +76,7 @@
 
 #define ID_HEX (2 * PT_DOC_ID_LEN)
 #define LOG_LINE_MAX 256u
-#define SHARE_PAGE 16u
+#define SHARE_PAGE 4u /* shares listed per token call (each is ~33 KiB here) */
 
 /* ------------------------------------------------------------- routes */
 
@@ -197,7 +197,8 @@ struct pt_http {
     size_t inflight; /* body bytes held */
     size_t live;     /* jobs that exist */
     pthread_cond_t live_cv;
-    bool stopping, closed;
+    bool stopping, closed, started;
+    int sync_failed; /* the last share sync's error (logged when it changes) */
     pthread_t workers[PT_HTTP_WORKERS];
     unsigned n_workers;
     uint64_t generation; /* of the outbox's due marks */
@@ -530,8 +531,14 @@ static void deliver_due(struct pt_http *h);
 static void *worker(void *arg)
 {
     struct pt_http *h = arg;
+    bool first;
 
-    deliver_due(h); /* what an earlier run left due */
+    pthread_mutex_lock(&h->q_mu);
+    first = !h->started;
+    h->started = true;
+    pthread_mutex_unlock(&h->q_mu);
+    if (first)
+        deliver_due(h); /* what an earlier run left due */
     for (;;) {
         struct job *j;
 
@@ -1414,10 +1421,14 @@ static void sync_shares(struct job *j)
         int rc = pt_share_sync(&h->cfg.link, h->cfg.ds, now_of(h), NULL, id, &pkg, &len, &st);
 
         if (rc != 0) {
-            log_line(h, "share sync failed: %s",
-                     rc == PT_ERR_TOKEN ? tk_errname(st.token_status) : pt_strerror(rc));
+            int code = rc == PT_ERR_TOKEN ? st.token_status : rc;
+            if (code != h->sync_failed)
+                log_line(h, "share sync failed: %s",
+                         rc == PT_ERR_TOKEN ? tk_errname(code) : pt_strerror(rc));
+            h->sync_failed = code;
             break;
         }
+        h->sync_failed = 0;
         if (pkg == NULL)
             break;
         outbox_store(h, id, pkg, len, NULL);
@@ -1630,7 +1641,7 @@ static void run_doc_get(struct job *j)
 }
 
 /* Whether a document came to this token in a share (the owner's view of the shares). */
-static int received(struct pt_http *h, const uint8_t id[PT_DOC_ID_LEN]);
+static bool received(struct pt_http *h, const uint8_t id[PT_DOC_ID_LEN]);
 
 static void run_doc_meta(struct job *j)
 {
@@ -1639,7 +1650,8 @@ static void run_doc_meta(struct job *j)
     struct pt_status st;
     struct pt_jw w;
     uint64_t rev = 0;
-    int rc, shared = -1;
+    bool shared = false;
+    int rc;
 
     if (m == NULL) {
         answer_fail(&j->ans, PT_ERR_NOMEM, NULL, false);
@@ -2215,28 +2227,28 @@ done:
     free(pkg);
 }
 
-static void write_share(struct pt_jw *w, struct pt_http *h, const Cohort__ShareInfo *s)
+static void write_share(struct pt_jw *w, struct pt_http *h, const struct pt_share_info *s)
 {
     uint8_t *url = NULL, *due = NULL;
     size_t url_len = 0, due_len = 0;
 
     pt_jw_object(w);
     pt_jw_key(w, "share");
-    pt_jw_hex(w, s->share_id.data, s->share_id.len);
+    pt_jw_hex(w, s->share_id, sizeof s->share_id);
     pt_jw_key(w, "incoming");
     pt_jw_bool(w, s->incoming);
     pt_jw_key(w, "peer");
-    pt_jw_hex(w, s->peer_pk.data, s->peer_pk.len);
+    pt_jw_hex(w, s->peer_pk, sizeof s->peer_pk);
     pt_jw_key(w, "peer_name");
-    pt_jw_str(w, s->peer != NULL ? s->peer : "");
+    pt_jw_str(w, s->peer);
     pt_jw_key(w, "policy");
     pt_jw_object(w);
     pt_jw_key(w, "read_write");
-    pt_jw_bool(w, s->policy != NULL && s->policy->read_write);
+    pt_jw_bool(w, s->policy.read_write);
     pt_jw_key(w, "expires");
-    pt_jw_i64(w, s->policy != NULL ? s->policy->expires : 0);
+    pt_jw_i64(w, s->policy.expires);
     pt_jw_key(w, "max_reads");
-    pt_jw_u64(w, s->policy != NULL ? s->policy->max_reads : 0);
+    pt_jw_u64(w, s->policy.max_reads);
     pt_jw_object_end(w);
     pt_jw_key(w, "seq");
     pt_jw_u64(w, s->seq);
@@ -2244,36 +2256,25 @@ static void write_share(struct pt_jw *w, struct pt_http *h, const Cohort__ShareI
     pt_jw_bool(w, s->revoked);
     pt_jw_key(w, "created");
     pt_jw_i64(w, s->created);
-    if (s->selector != NULL) {
-        struct pt_rule *r = calloc(1, sizeof *r);
-        if (r != NULL && pt_rule_from_pb(r, s->selector) == 0) {
-            pt_jw_key(w, "selector");
-            write_rule(w, r, false);
-        }
-        free(r);
+    if (s->has_selector) {
+        pt_jw_key(w, "selector");
+        write_rule(w, &s->selector, false);
     }
     pt_jw_key(w, "docs");
     pt_jw_array(w);
-    for (size_t i = 0; i < s->n_refs; i++) {
-        struct pt_doc_ref ref;
-        struct pt_doc_meta *m = calloc(1, sizeof *m);
-        if (m != NULL && pt_ref_from_pb(&ref, s->refs[i]) == 0 &&
-            (i >= s->n_metas || pt_meta_from_pb(m, s->metas[i]) == 0)) {
-            write_meta(w, &ref, m, -1);
-        }
-        free(m);
-    }
+    for (uint32_t i = 0; i < s->n_docs && i < PT_SHARE_DOCS_MAX; i++)
+        write_meta(w, &s->refs[i], &s->metas[i], -1);
     pt_jw_array_end(w);
     if (s->incoming) {
         pt_jw_key(w, "reads");
         pt_jw_array(w);
-        for (size_t i = 0; i < s->n_reads; i++)
+        for (uint32_t i = 0; i < s->n_docs && i < PT_SHARE_DOCS_MAX; i++)
             pt_jw_u64(w, s->reads[i]);
         pt_jw_array_end(w);
-    } else if (s->share_id.len == 16) {
+    } else {
         pthread_mutex_lock(&h->outbox_mu);
-        url = outbox_read(h, s->share_id.data, "url", PT_HTTP_URL_MAX, &url_len);
-        due = outbox_read(h, s->share_id.data, "due", 32, &due_len);
+        url = outbox_read(h, s->share_id, "url", PT_HTTP_URL_MAX, &url_len);
+        due = outbox_read(h, s->share_id, "due", 32, &due_len);
         pthread_mutex_unlock(&h->outbox_mu);
         pt_jw_key(w, "deliver");
         if (url != NULL)
@@ -2289,70 +2290,83 @@ static void write_share(struct pt_jw *w, struct pt_http *h, const Cohort__ShareI
 }
 
 /*
- * Every share, page by page, given to fn (the token lock held). who NULL:
+ * Every share, page by page, given to fn (the token lock held): a
+ * non-zero return stops (1: found, < 0: an error to return). cred NULL:
  * the owner at the link. 0, or the agent's error.
  */
 static int each_share(struct pt_http *h, const struct pt_cred *cred,
-                      int (*fn)(void *ctx, const Cohort__ShareInfo *s), void *ctx,
+                      int (*fn)(void *ctx, const struct pt_share_info *s), void *ctx,
                       struct pt_status *st)
 {
+    struct pt_share_info *page = calloc(SHARE_PAGE, sizeof *page);
     uint64_t after = 0;
+    int rc = 0;
 
-    for (unsigned pages = 0; pages < 4096; pages++) {
-        Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-        Cohort__ShareList sl = COHORT__SHARE_LIST__INIT;
-        Cohort__TokenResponse *r = NULL;
-        bool more;
-        int rc;
+    if (page == NULL)
+        return PT_ERR_NOMEM;
+    for (;;) {
+        uint32_t n = 0;
+        bool more = false;
+        uint64_t next = 0;
 
-        sl.after = after;
-        sl.max = SHARE_PAGE;
-        req.body_case = COHORT__TOKEN_REQUEST__BODY_SHARE_LIST;
-        req.share_list = &sl;
-        rc = pt_tk_call(&h->cfg.link, now_of(h), cred, &req, COHORT__TOKEN_RESPONSE__BODY_SHARE_PAGE,
-                        &r, st);
-        if (rc != 0)
-            return rc;
-        more = r->share_page->more && r->share_page->next > after;
-        after = r->share_page->next;
-        for (size_t i = 0; i < r->share_page->n_shares && rc == 0; i++)
-            rc = fn(ctx, r->share_page->shares[i]);
-        cohort__token_response__free_unpacked(r, NULL);
-        if (rc != 0)
-            return rc > 0 ? 0 : rc;
-        if (!more)
-            return 0;
+        rc = pt_share_list(&h->cfg.link, now_of(h), cred, after, SHARE_PAGE, page, &n, &more,
+                           &next, st);
+        for (uint32_t i = 0; rc == 0 && i < n; i++)
+            rc = fn(ctx, &page[i]);
+        if (rc != 0 || !more || next <= after)
+            break;
+        after = next;
     }
-    return 0;
+    free(page);
+    return rc > 0 ? 0 : rc;
 }
 
-struct find_received {
+struct find_share {
     const uint8_t *id;
+    bool incoming_only;
+    bool by_doc; /* id is a document's, in an incoming share */
     bool found;
+    uint32_t n_docs;
+    uint8_t docs[PT_SHARE_DOCS_MAX][PT_DOC_ID_LEN];
 };
 
-static int find_received_fn(void *ctx, const Cohort__ShareInfo *s)
+static int find_share_fn(void *ctx, const struct pt_share_info *s)
 {
-    struct find_received *f = ctx;
-    if (!s->incoming || s->revoked)
-        return 0;
-    for (size_t i = 0; i < s->n_refs; i++) {
-        const Cohort__DocRef *r = s->refs[i];
-        if (r->doc_id.len == PT_DOC_ID_LEN && memcmp(r->doc_id.data, f->id, PT_DOC_ID_LEN) == 0) {
-            f->found = true;
-            return 1; /* stop */
+    struct find_share *f = ctx;
+
+    if (f->by_doc) {
+        if (!s->incoming || s->revoked)
+            return 0;
+        for (uint32_t i = 0; i < s->n_docs && i < PT_SHARE_DOCS_MAX; i++) {
+            if (memcmp(s->refs[i].id, f->id, PT_DOC_ID_LEN) == 0) {
+                f->found = true;
+                return 1;
+            }
         }
+        return 0;
     }
-    return 0;
+    if (memcmp(s->share_id, f->id, 16) != 0 || (f->incoming_only && !s->incoming))
+        return 0;
+    f->found = true;
+    for (uint32_t i = 0; i < s->n_docs && i < PT_SHARE_DOCS_MAX; i++)
+        memcpy(f->docs[f->n_docs++], s->refs[i].id, PT_DOC_ID_LEN);
+    return 1;
 }
 
-static int received(struct pt_http *h, const uint8_t id[PT_DOC_ID_LEN])
+/* Whether a document came to this token in a share (false when that cannot be told). */
+static bool received(struct pt_http *h, const uint8_t id[PT_DOC_ID_LEN])
 {
-    struct find_received f = {id, false};
+    struct find_share *f = calloc(1, sizeof *f);
     struct pt_status st;
-    if (each_share(h, NULL, find_received_fn, &f, &st) != 0)
-        return -1;
-    return f.found;
+    bool found;
+
+    if (f == NULL)
+        return false;
+    f->id = id;
+    f->by_doc = true;
+    found = each_share(h, NULL, find_share_fn, f, &st) == 0 && f->found;
+    free(f);
+    return found;
 }
 
 struct share_writer {
@@ -2360,7 +2374,7 @@ struct share_writer {
     struct pt_http *h;
 };
 
-static int write_share_fn(void *ctx, const Cohort__ShareInfo *s)
+static int write_share_fn(void *ctx, const struct pt_share_info *s)
 {
     struct share_writer *sw = ctx;
     write_share(sw->w, sw->h, s);
@@ -2448,44 +2462,31 @@ static void run_share_package(struct job *j)
     j->ans.len = len;
 }
 
-struct find_share {
-    const uint8_t *id;
-    Cohort__ShareInfo *copy; /* packed and unpacked again */
-};
-
-static int find_share_fn(void *ctx, const Cohort__ShareInfo *s)
-{
-    struct find_share *f = ctx;
-    if (s->share_id.len != 16 || memcmp(s->share_id.data, f->id, 16) != 0 || !s->incoming)
-        return 0;
-    {
-        size_t n = cohort__share_info__get_packed_size(s);
-        uint8_t *buf = malloc(n ? n : 1);
-        if (buf == NULL)
-            return PT_ERR_NOMEM;
-        cohort__share_info__pack(s, buf);
-        f->copy = cohort__share_info__unpack(NULL, n, buf);
-        free(buf);
-    }
-    return 1;
-}
-
 static void run_inbox(struct job *j)
 {
     uint8_t share_id[16];
-    struct find_share f = {share_id, NULL};
+    struct find_share *f = calloc(1, sizeof *f);
     struct pt_status st;
     struct pt_jw w;
     int rc;
 
+    if (f == NULL) {
+        answer_fail(&j->ans, PT_ERR_NOMEM, NULL, true);
+        return;
+    }
     lock(j);
     rc = pt_share_accept(&j->h->cfg.link, j->h->cfg.ds, now_of(j->h), NULL, j->body, j->body_len,
                          share_id, &st);
-    if (rc == 0)
-        each_share(j->h, NULL, find_share_fn, &f, &st);
+    if (rc == 0) {
+        struct pt_status st2;
+        f->id = share_id;
+        f->incoming_only = true;
+        each_share(j->h, NULL, find_share_fn, f, &st2);
+    }
     unlock(j);
     if (rc != 0) {
         answer_fail(&j->ans, rc, &st, true);
+        free(f);
         return;
     }
     pt_jw_init(&w, 16384);
@@ -2494,13 +2495,12 @@ static void run_inbox(struct job *j)
     pt_jw_hex(&w, share_id, sizeof share_id);
     pt_jw_key(&w, "docs");
     pt_jw_array(&w);
-    for (size_t i = 0; f.copy != NULL && i < f.copy->n_refs; i++)
-        pt_jw_hex(&w, f.copy->refs[i]->doc_id.data, f.copy->refs[i]->doc_id.len);
+    for (uint32_t i = 0; i < f->n_docs; i++)
+        pt_jw_hex(&w, f->docs[i], PT_DOC_ID_LEN);
     pt_jw_array_end(&w);
     pt_jw_object_end(&w);
     answer_json(&j->ans, 201, &w);
-    if (f.copy != NULL)
-        cohort__share_info__free_unpacked(f.copy, NULL);
+    free(f);
 }
 
 /* --------------------------------------------------------------- audit */
