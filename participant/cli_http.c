@@ -32,12 +32,11 @@ static void help(FILE *f)
     cli_usage(f, CMD);
     fprintf(f, "\nServes the owner's documents to apps on a loopback address, until SIGINT or\n"
                "SIGTERM. Every request but GET /v1/identity and POST /v1/inbox needs\n"
-               "\"Authorization: Bearer <credential>\" (make one with `" CLI_PROG
-               " app add`).\n\n"
+               "\"Authorization: Bearer <credential>\" (make one with `" CLI_PROG " app add`).\n\n"
                "  --dir DIR          the token's directory\n"
                "  --docs PATH        the ciphertext store (default DIR/docs)\n"
-               "  --listen ADDR      127.0.0.1:PORT, [::1]:PORT or localhost:PORT (default " PT_HTTP_LISTEN_DEFAULT
-               ";\n"
+               "  --listen ADDR      127.0.0.1:PORT, [::1]:PORT or localhost:PORT "
+               "(default " PT_HTTP_LISTEN_DEFAULT ";\n"
                "                     port 0 picks a free one)\n");
 }
 
@@ -64,8 +63,8 @@ static int serve(const struct cli_env *env, struct pt_http_config *cfg)
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         return cli_fail(env, rc == PT_ERR_INPUT ? CLI_USAGE : CLI_TOKEN, CMD, "%s", err);
     }
-    fprintf(env->out, "listening on http://%s:%d\n",
-            cfg->listen[0] == '[' ? "[::1]" : "127.0.0.1", pt_http_port(h));
+    fprintf(env->out, "listening on http://%s:%d\n", cfg->listen[0] == '[' ? "[::1]" : "127.0.0.1",
+            pt_http_port(h));
     fflush(env->out);
     sh_log("serving the API on port %d", pt_http_port(h));
     while (sig <= 0) {

@@ -157,7 +157,12 @@ static void run_audit(struct job *j);
 static const struct endpoint endpoints[] = {
     {R_IDENTITY, M_GET, false, BODY_NONE, {NULL}, NULL, run_identity},
     {R_DOCS, M_POST, true, BODY_BYTES, {META_PARAMS, NULL}, "tag", run_doc_create},
-    {R_DOCS, M_GET, true, BODY_NONE, {"type", "field", "value", "after", "limit", NULL}, "value",
+    {R_DOCS,
+     M_GET,
+     true,
+     BODY_NONE,
+     {"type", "field", "value", "after", "limit", NULL},
+     "value",
      run_doc_list},
     {R_DOC, M_GET, true, BODY_NONE, {"rev", NULL}, NULL, run_doc_get},
     {R_DOC, M_PUT, true, BODY_BYTES, {"rev", META_PARAMS, NULL}, "tag", run_doc_put},
@@ -216,8 +221,8 @@ struct answer {
     const char *ctype;
     uint8_t *body; /* malloc'd */
     size_t len;
-    bool wipe;  /* the body holds plaintext */
-    bool close; /* close the connection after it */
+    bool wipe;        /* the body holds plaintext */
+    bool close;       /* close the connection after it */
     const char *code; /* for the log of a 5xx */
     char location[64];
     char revision[24];
@@ -607,8 +612,8 @@ static bool parse_id(uint8_t out[PT_DOC_ID_LEN], const char *s, size_t len)
 
 static bool path_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~' || c == '/';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~' || c == '/';
 }
 
 /*
@@ -647,8 +652,8 @@ static int route_of(const char *path, size_t len, enum route_id *route, uint8_t 
             *why = "a path may not hold . or .. segments";
             return 400;
         }
-        if (n == 5) {
-            *why = "no such route";
+        if (n == 5 || i == start) {
+            *why = "no such route"; /* too deep, or an empty segment ("//", a final "/") */
             return 404;
         }
         seg[n] = path + start;
@@ -756,8 +761,7 @@ static int parse_query(struct job *j, const char *q, size_t len, char *why, size
                 unsigned char c = (unsigned char)q[k];
                 if (c == '%') {
                     if (k + 2 >= ve || hexval(q[k + 1]) < 0 || hexval(q[k + 2]) < 0) {
-                        snprintf(why, why_len, "query parameter '%s': a bad percent-escape",
-                                 key);
+                        snprintf(why, why_len, "query parameter '%s': a bad percent-escape", key);
                         return 400;
                     }
                     c = (unsigned char)(hexval(q[k + 1]) << 4 | hexval(q[k + 2]));
@@ -780,8 +784,7 @@ static int parse_query(struct job *j, const char *q, size_t len, char *why, size
             for (size_t k = start; k < out; k++) {
                 unsigned char c = (unsigned char)j->qbuf[k];
                 if (c < 0x20 || c == 0x7f) {
-                    snprintf(why, why_len, "query parameter '%s' holds a control character",
-                             key);
+                    snprintf(why, why_len, "query parameter '%s' holds a control character", key);
                     return 400;
                 }
             }
@@ -930,8 +933,7 @@ static void on_request(nng_aio *aio)
         size_t n = 0;
         for (unsigned b = 0; b < 4; b++)
             if (allowed & (1u << b))
-                n += (size_t)snprintf(allow + n, sizeof allow - n, "%s%s", n ? ", " : "",
-                                      names[b]);
+                n += (size_t)snprintf(allow + n, sizeof allow - n, "%s%s", n ? ", " : "", names[b]);
         answer_error(&j->ans, 405, "METHOD_NOT_ALLOWED", "the route does not take that method");
         memcpy(j->ans.allow, allow, sizeof allow);
         finish(j);
@@ -988,8 +990,8 @@ static void on_request(nng_aio *aio)
         return;
     }
     if (length > limit) {
-        answer_now(j, 413, "TOO_LARGE", j->ep->body == BODY_JSON
-                                            ? "a JSON body is at most 64 KiB"
+        answer_now(j, 413, "TOO_LARGE",
+                   j->ep->body == BODY_JSON ? "a JSON body is at most 64 KiB"
                                             : "a document or package is at most 64 MiB",
                    true);
         return;
@@ -1008,8 +1010,7 @@ static void on_request(nng_aio *aio)
         enqueue(j, false);
         return;
     }
-    if ((j->body = malloc((size_t)length)) == NULL ||
-        nng_aio_alloc(&j->io, body_done, j) != 0) {
+    if ((j->body = malloc((size_t)length)) == NULL || nng_aio_alloc(&j->io, body_done, j) != 0) {
         answer_now(j, 503, "PT_ERR_NOMEM", "the agent is out of memory", true);
         return;
     }
@@ -1265,8 +1266,8 @@ static int outbox_store(struct pt_http *h, const uint8_t id[16], const uint8_t *
 }
 
 /* A file of the outbox, or NULL (len bytes, NUL-terminated). */
-static uint8_t *outbox_read(struct pt_http *h, const uint8_t id[16], const char *ext,
-                            size_t max, size_t *len)
+static uint8_t *outbox_read(struct pt_http *h, const uint8_t id[16], const char *ext, size_t max,
+                            size_t *len)
 {
     char path[PATH_MAX + 64], err[256];
     uint8_t *data = NULL;
@@ -1557,8 +1558,8 @@ static void run_doc_create(struct job *j)
     if (meta_of_params(j, m) != 0)
         goto done;
     lock(j);
-    rc = pt_doc_put(&j->h->cfg.link, j->h->cfg.ds, now_of(j->h), who(j), NULL, 0, m, read_body,
-                    &r, &ref, &st);
+    rc = pt_doc_put(&j->h->cfg.link, j->h->cfg.ds, now_of(j->h), who(j), NULL, 0, m, read_body, &r,
+                    &ref, &st);
     if (rc == 0)
         sync_shares(j);
     unlock(j);
@@ -1895,8 +1896,9 @@ static int rule_of_json(struct job *j, const struct pt_json_value *o, struct pt_
     }
     if ((bad = pt_json_unknown_member(o, known, want_verbs ? 4 : 4)) != NULL ||
         (!want_verbs && pt_json_member(o, "verbs") != NULL)) {
-        bad_request(j, "BAD_JSON", want_verbs ? "a rule has only type, verbs, field and values"
-                                              : "a selector has only type, field and values");
+        bad_request(j, "BAD_JSON",
+                    want_verbs ? "a rule has only type, verbs, field and values"
+                               : "a selector has only type, field and values");
         return -1;
     }
     if (!json_text(pt_json_member(o, "type"), r->type, sizeof r->type, false) ||
@@ -2109,7 +2111,7 @@ static void run_share_create(struct job *j)
     static const char *const policy_known[] = {"read_write", "expires", "max_reads"};
     const struct pt_json_value *root, *v, *docs, *sel;
     struct pt_json doc = {0};
-    uint8_t (*ids)[PT_DOC_ID_LEN] = NULL, *cert = NULL, share_id[16], *pkg = NULL;
+    uint8_t(*ids)[PT_DOC_ID_LEN] = NULL, *cert = NULL, share_id[16], *pkg = NULL;
     struct pt_rule *selector = NULL;
     struct pt_share_policy policy = {false, 0, 0};
     char deliver[PT_HTTP_URL_MAX + 1] = "";
@@ -2309,8 +2311,8 @@ static int each_share(struct pt_http *h, const struct pt_cred *cred,
         bool more = false;
         uint64_t next = 0;
 
-        rc = pt_share_list(&h->cfg.link, now_of(h), cred, after, SHARE_PAGE, page, &n, &more,
-                           &next, st);
+        rc = pt_share_list(&h->cfg.link, now_of(h), cred, after, SHARE_PAGE, page, &n, &more, &next,
+                           st);
         for (uint32_t i = 0; rc == 0 && i < n; i++)
             rc = fn(ctx, &page[i]);
         if (rc != 0 || !more || next <= after)
@@ -2415,8 +2417,8 @@ static void run_share_revoke(struct job *j)
     int rc;
 
     lock(j);
-    rc = pt_share_revoke(&j->h->cfg.link, j->h->cfg.ds, now_of(j->h), who(j), j->id, &pkg,
-                         &pkg_len, &st);
+    rc = pt_share_revoke(&j->h->cfg.link, j->h->cfg.ds, now_of(j->h), who(j), j->id, &pkg, &pkg_len,
+                         &st);
     unlock(j);
     if (rc != 0) {
         answer_fail(&j->ans, rc, &st, false);
@@ -2670,7 +2672,8 @@ int pt_http_listen_url(const char *listen, char *url, size_t cap)
     return 0;
 }
 
-static void say(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void say(char *err, size_t err_len, const char *fmt, ...)
 {
     va_list ap;
@@ -2681,8 +2684,7 @@ static void say(char *err, size_t err_len, const char *fmt, ...)
     va_end(ap);
 }
 
-int pt_http_start(struct pt_http **out, const struct pt_http_config *cfg, char *err,
-                  size_t err_len)
+int pt_http_start(struct pt_http **out, const struct pt_http_config *cfg, char *err, size_t err_len)
 {
     char url[128];
     struct pt_http *h;
@@ -2692,8 +2694,9 @@ int pt_http_start(struct pt_http **out, const struct pt_http_config *cfg, char *
 
     *out = NULL;
     if (pt_http_listen_url(cfg->listen, url, sizeof url) != 0) {
-        say(err, err_len, "the API listens on a loopback address only (127.0.0.1:PORT, "
-                          "[::1]:PORT or localhost:PORT)");
+        say(err, err_len,
+            "the API listens on a loopback address only (127.0.0.1:PORT, "
+            "[::1]:PORT or localhost:PORT)");
         return PT_ERR_INPUT;
     }
     if (cfg->outbox == NULL || strlen(cfg->outbox) >= PATH_MAX) {

@@ -37,20 +37,20 @@
 #include "participant/pt_doc.h"
 
 #define PT_HTTP_LISTEN_DEFAULT "127.0.0.1:8088"
-#define PT_HTTP_JSON_MAX (64u << 10)   /* a JSON request body */
-#define PT_HTTP_DOC_MAX (64u << 20)    /* a document, or a share package */
-#define PT_HTTP_URI_MAX 2048u          /* a request's target */
-#define PT_HTTP_PARAMS_MAX 40u         /* parameters of a query string */
-#define PT_HTTP_VALUE_MAX 256u         /* bytes of one parameter once decoded */
-#define PT_HTTP_WORKERS 4u             /* threads running the agent's calls */
-#define PT_HTTP_QUEUE_MAX 256u         /* requests waiting for a worker */
+#define PT_HTTP_JSON_MAX (64u << 10)      /* a JSON request body */
+#define PT_HTTP_DOC_MAX (64u << 20)       /* a document, or a share package */
+#define PT_HTTP_URI_MAX 2048u             /* a request's target */
+#define PT_HTTP_PARAMS_MAX 40u            /* parameters of a query string */
+#define PT_HTTP_VALUE_MAX 256u            /* bytes of one parameter once decoded */
+#define PT_HTTP_WORKERS 4u                /* threads running the agent's calls */
+#define PT_HTTP_QUEUE_MAX 256u            /* requests waiting for a worker */
 #define PT_HTTP_INFLIGHT_MAX (256u << 20) /* body bytes held at once (503 beyond) */
-#define PT_HTTP_ANSWER_MAX (32u << 20) /* a JSON answer */
-#define PT_HTTP_DELIVER_MS 10000       /* a delivery to another agent */
-#define PT_HTTP_SYNC_MAX 64u           /* share syncs after one write */
-#define PT_HTTP_URL_MAX 256u           /* a share's delivery URL */
-#define PT_HTTP_CREDS_MAX 256u         /* credentials listed */
-#define PT_HTTP_AUDIT_MAX 1000u        /* audit entries in one answer */
+#define PT_HTTP_ANSWER_MAX (32u << 20)    /* a JSON answer */
+#define PT_HTTP_DELIVER_MS 10000          /* a delivery to another agent */
+#define PT_HTTP_SYNC_MAX 64u              /* share syncs after one write */
+#define PT_HTTP_URL_MAX 256u              /* a share's delivery URL */
+#define PT_HTTP_CREDS_MAX 256u            /* credentials listed */
+#define PT_HTTP_AUDIT_MAX 1000u           /* audit entries in one answer */
 
 /* The log sink: one line, without its newline. NULL in the config: stderr. */
 typedef void (*pt_http_log_fn)(void *ctx, const char *line);
@@ -58,10 +58,10 @@ typedef void (*pt_http_log_fn)(void *ctx, const char *line);
 typedef int64_t (*pt_http_clock_fn)(void *ctx);
 
 struct pt_http_config {
-    const char *listen;      /* "127.0.0.1:8088", "[::1]:8088", "localhost:0" (0: any port) */
-    struct pt_link link;     /* the token; the server serialises its calls */
-    struct pt_docstore *ds;  /* the ciphertext files */
-    const char *outbox;      /* the shares' latest packages (created 0700 if missing) */
+    const char *listen;     /* "127.0.0.1:8088", "[::1]:8088", "localhost:0" (0: any port) */
+    struct pt_link link;    /* the token; the server serialises its calls */
+    struct pt_docstore *ds; /* the ciphertext files */
+    const char *outbox;     /* the shares' latest packages (created 0700 if missing) */
     pt_http_log_fn log;
     void *log_ctx;
     pt_http_clock_fn clock;
