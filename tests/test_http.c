@@ -1830,7 +1830,7 @@ static void requests_from_many_threads_are_all_served(void **state)
 static double rate(const struct agent *a, const char *method, const char *target, const char *body,
                    int n)
 {
-    char req[1024];
+    char req[4096];
     int fd = connect_to(a->port);
     int len = snprintf(req, sizeof req,
                        "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
@@ -1838,6 +1838,7 @@ static double rate(const struct agent *a, const char *method, const char *target
                        method, target, a->owner, strlen(body), body);
     int64_t t0 = sh_mono_ms();
 
+    assert_true(len > 0 && (size_t)len < sizeof req);
     for (int i = 0; i < n; i++) {
         struct resp r;
         send_all(fd, req, (size_t)len);
