@@ -667,13 +667,14 @@ static void deleting_removes_every_revision_and_its_files(void **state)
     free(data);
 }
 
-static void the_list_pages_through_the_current_revisions(void **state)
+static void the_list_pages_through_the_current_revisions_and_filters_them(void **state)
 {
     struct world *w = *state;
     static const char *types[] = {"bank.statement", "bank.card", "health.visit", "photo"};
     struct pt_doc_meta m;
     struct pt_doc_ref ref, first;
     struct pt_doc_page page;
+    struct pt_rule filter;
     struct pt_status st;
     uint64_t after = 0;
     size_t seen = 0, pages = 0;
@@ -701,6 +702,19 @@ static void the_list_pages_through_the_current_revisions(void **state)
         pages++;
     } while (page.more && pages < 10);
     assert_int_equal(seen, 20);
+
+    memset(&filter, 0, sizeof filter);
+    snprintf(filter.type, sizeof filter.type, "bank.*");
+    assert_int_equal(pt_doc_list(&w->a.link, FX_NOW, NULL, &filter, 0, 64, &page, &st), 0);
+    assert_int_equal(page.n, 10);
+    for (uint32_t i = 0; i < page.n; i++)
+        assert_int_equal(strncmp(page.metas[i].type, "bank.", 5), 0);
+    snprintf(filter.field, sizeof filter.field, "author");
+    filter.n_values = 1;
+    snprintf(filter.values[0], sizeof filter.values[0], "author-0");
+    assert_int_equal(pt_doc_list(&w->a.link, FX_NOW, NULL, &filter, 0, 64, &page, &st), 0);
+    for (uint32_t i = 0; i < page.n; i++)
+        assert_string_equal(page.metas[i].author, "author-0");
 
     assert_int_equal(pt_doc_list(&w->a.link, FX_NOW, NULL, NULL, 0, 0, &page, &st), PT_ERR_INPUT);
     assert_int_equal(pt_doc_list(&w->a.link, FX_NOW, NULL, NULL, 0, 65, &page, &st), PT_ERR_INPUT);
@@ -737,6 +751,186 @@ static void a_credential_reads_back_from_its_text_and_bad_texts_are_refused(void
     assert_memory_equal(&back, &c, sizeof c);
 }
 
+static void rule_set(struct pt_rule *r, const char *type, uint32_t verbs, const char *field,
+                     const char *value)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->type, sizeof r->type, "%s", type);
+    r->verbs = verbs;
+    if (field != NULL) {
+        snprintf(r->field, sizeof r->field, "%s", field);
+        r->n_values = 1;
+        snprintf(r->values[0], sizeof r->values[0], "%s", value);
+    }
+}
+
+static void an_app_reads_and_writes_only_what_its_rules_allow(void **state)
+{
+    struct world *w = *state;
+    uint8_t *data = random_bytes(20000, 21);
+    struct pt_doc_meta m;
+    struct pt_doc_ref stmt, card, visit, ref;
+    struct pt_doc_page page;
+    struct pt_cred_info info, list[8];
+    struct pt_rule rules[2];
+    struct pt_cred budget, uploader, forged;
+    struct pt_status st;
+    struct sink out;
+    uint32_t n = 0;
+    size_t files;
+
+    meta_init(&m, "bank.statement");
+    assert_int_equal(put(&w->a, NULL, NULL, 0, &m, data, 20000, 0, &stmt, &st), 0);
+    meta_init(&m, "bank.card");
+    snprintf(m.author, sizeof m.author, "Card Co");
+    assert_int_equal(put(&w->a, NULL, NULL, 0, &m, data, 300, 0, &card, &st), 0);
+    meta_init(&m, "health.visit");
+    assert_int_equal(put(&w->a, NULL, NULL, 0, &m, data, 400, 0, &visit, &st), 0);
+
+    rule_set(&rules[0], "bank.*", PT_VERB_GET, "author", "Quillfeather Savings Bank");
+    assert_int_equal(
+        pt_cred_issue(&w->a.link, FX_NOW, NULL, "budget", rules, 1, 0, false, &budget, &info, &st),
+        0);
+    assert_string_equal(info.name, "budget");
+    assert_int_equal(info.n_rules, 1);
+    assert_string_equal(info.rules[0].type, "bank.*");
+    assert_string_equal(info.rules[0].values[0], "Quillfeather Savings Bank");
+    assert_false(info.owner);
+    assert_false(info.has_parent);
+    assert_memory_equal(info.id, budget.id, 16);
+    rule_set(&rules[0], "bank.statement", PT_VERB_POST, NULL, NULL);
+    assert_int_equal(pt_cred_issue(&w->a.link, FX_NOW, NULL, "uploader", rules, 1, FX_NOW + FX_DAY,
+                                   false, &uploader, NULL, &st),
+                     0);
+
+    /* The budget app sees the bank's statement, and nothing else. */
+    assert_int_equal(get(&w->a, &budget, stmt.id, 0, &out, NULL, NULL, &st), 0);
+    assert_int_equal(out.len, 20000);
+    sink_free(&out);
+    assert_int_equal(get(&w->a, &budget, card.id, 0, &out, NULL, NULL, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+    assert_int_equal(out.len, 0);
+    sink_free(&out);
+    assert_int_equal(get(&w->a, &budget, visit.id, 0, &out, NULL, NULL, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+    sink_free(&out);
+    assert_int_equal(pt_doc_list(&w->a.link, FX_NOW, &budget, NULL, 0, 64, &page, &st), 0);
+    assert_int_equal(page.n, 1);
+    assert_memory_equal(page.refs[0].id, stmt.id, 16);
+
+    /* Writing needs POST (new) or PUT (update): refused, and no file left. */
+    files = count_files(w->a.docs);
+    meta_init(&m, "bank.statement");
+    assert_int_equal(put(&w->a, &budget, NULL, 0, &m, data, 100, 0, &ref, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+    assert_int_equal(put(&w->a, &budget, stmt.id, 1, &m, data, 100, 0, &ref, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+    assert_int_equal(pt_doc_delete(&w->a.link, w->a.ds, FX_NOW, &budget, stmt.id, 1, &st),
+                     PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+    assert_int_equal(count_files(w->a.docs), files);
+
+    /* The uploader may create statements, nothing else. */
+    assert_int_equal(put(&w->a, &uploader, NULL, 0, &m, data, 5000, 1000, &ref, &st), 0);
+    assert_int_equal(count_files(w->a.docs), files + 2);
+    meta_init(&m, "health.visit");
+    assert_int_equal(put(&w->a, &uploader, NULL, 0, &m, data, 100, 0, &ref, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+    assert_int_equal(get(&w->a, &uploader, stmt.id, 0, &out, NULL, NULL, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+    sink_free(&out);
+    assert_int_equal(count_files(w->a.docs), files + 2);
+
+    /* A wrong secret: the credential does not authenticate. */
+    forged = budget;
+    forged.secret[0] ^= 1;
+    assert_int_equal(get(&w->a, &forged, stmt.id, 0, &out, NULL, NULL, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_AUTH);
+    sink_free(&out);
+    assert_int_equal(pt_cred_check(&w->a.link, FX_NOW, &forged, &info, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_AUTH);
+    assert_int_equal(pt_cred_check(&w->a.link, FX_NOW, &budget, &info, &st), 0);
+    assert_string_equal(info.name, "budget");
+
+    /* Expiry, by the clock the agent gives the token. */
+    assert_int_equal(pt_cred_check(&w->a.link, FX_NOW + 2 * FX_DAY, &uploader, &info, &st),
+                     PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_AUTH);
+
+    /* The credentials are the owner's to list. */
+    assert_int_equal(pt_cred_list(&w->a.link, FX_NOW, &budget, list, 8, &n, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+    assert_int_equal(pt_cred_list(&w->a.link, FX_NOW, NULL, list, 8, &n, &st), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].name, "budget");
+    assert_string_equal(list[1].name, "uploader");
+    assert_int_equal(list[1].expires, FX_NOW + FX_DAY);
+
+    /* Revoked: refused from the next request on. */
+    assert_int_equal(pt_cred_revoke(&w->a.link, FX_NOW, NULL, budget.id, &st), 0);
+    assert_int_equal(get(&w->a, &budget, stmt.id, 0, &out, NULL, NULL, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_AUTH);
+    sink_free(&out);
+    free(data);
+}
+
+static void a_delegated_credential_stays_within_its_parent_and_falls_with_it(void **state)
+{
+    struct world *w = *state;
+    uint8_t byte = 7;
+    struct pt_doc_meta m;
+    struct pt_doc_ref stmt;
+    struct pt_cred_info info, list[8];
+    struct pt_rule rule;
+    struct pt_cred parent, child;
+    struct pt_status st;
+    struct sink out;
+    uint32_t n = 0;
+
+    meta_init(&m, "bank.statement");
+    assert_int_equal(put(&w->a, NULL, NULL, 0, &m, &byte, 1, 0, &stmt, &st), 0);
+    rule_set(&rule, "bank.*", PT_VERB_GET | PT_VERB_POST, NULL, NULL);
+    assert_int_equal(pt_cred_issue(&w->a.link, FX_NOW, NULL, "aggregator", &rule, 1, 0, false,
+                                   &parent, NULL, &st),
+                     0);
+
+    /* Wider than the parent, or an owner's: refused. */
+    rule_set(&rule, "health.*", PT_VERB_GET, NULL, NULL);
+    assert_int_equal(
+        pt_cred_issue(&w->a.link, FX_NOW, &parent, "wide", &rule, 1, 0, false, &child, NULL, &st),
+        PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+    rule_set(&rule, "bank.statement", PT_VERB_GET | PT_VERB_DELETE, NULL, NULL);
+    assert_int_equal(
+        pt_cred_issue(&w->a.link, FX_NOW, &parent, "wide", &rule, 1, 0, false, &child, NULL, &st),
+        PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+    assert_int_equal(
+        pt_cred_issue(&w->a.link, FX_NOW, &parent, "owner", NULL, 0, 0, true, &child, NULL, &st),
+        PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+
+    /* Within it: issued, and it reads. */
+    rule_set(&rule, "bank.statement", PT_VERB_GET, NULL, NULL);
+    assert_int_equal(pt_cred_issue(&w->a.link, FX_NOW, &parent, "reader", &rule, 1, 0, false,
+                                   &child, &info, &st),
+                     0);
+    assert_true(info.has_parent);
+    assert_memory_equal(info.parent, parent.id, 16);
+    assert_int_equal(get(&w->a, &child, stmt.id, 0, &out, NULL, NULL, &st), 0);
+    assert_int_equal(out.len, 1);
+    sink_free(&out);
+
+    /* The parent revoked: the child falls with it. */
+    assert_int_equal(pt_cred_revoke(&w->a.link, FX_NOW, NULL, parent.id, &st), 0);
+    assert_int_equal(get(&w->a, &child, stmt.id, 0, &out, NULL, NULL, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_AUTH);
+    sink_free(&out);
+    assert_int_equal(pt_cred_list(&w->a.link, FX_NOW, NULL, list, 8, &n, &st), 0);
+    assert_int_equal(n, 2);
+    assert_true(list[0].revoked);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -752,8 +946,12 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(deleting_removes_every_revision_and_its_files, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(the_list_pages_through_the_current_revisions, setup,
+        cmocka_unit_test_setup_teardown(
+            the_list_pages_through_the_current_revisions_and_filters_them, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_app_reads_and_writes_only_what_its_rules_allow, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            a_delegated_credential_stays_within_its_parent_and_falls_with_it, setup, teardown),
     };
     if (tk_library_init() != TK_OK)
         return 1;
