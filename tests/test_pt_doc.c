@@ -31,6 +31,7 @@
 
 #include "tk_fixture.h"
 
+#include "participant/cli.h"
 #include "participant/pt_doc.h"
 #include "participant/pt_doc_int.h"
 #include "participant/pt_int.h"
@@ -931,6 +932,275 @@ static void a_delegated_credential_stays_within_its_parent_and_falls_with_it(voi
     assert_true(list[0].revoked);
 }
 
+/* ------------------------------------------------------ the commands */
+
+/* cohort-participant's commands, run through cli_main on software tokens
+ * in the world's directory, their output captured. */
+struct cli_run {
+    char *out, *err;
+    size_t out_len, err_len;
+};
+
+static int soft_open(void *ctx, const char *dir, bool create, struct pt_link *link, void **handle,
+                     char *msg, size_t msg_len)
+{
+    struct pt_soft *s = NULL;
+    int rc;
+    (void)ctx;
+    rc = create ? pt_soft_create(&s, dir, TK_ARENA_DEFAULT, msg, msg_len)
+                : pt_soft_open(&s, dir, TK_ARENA_DEFAULT, msg, msg_len);
+    if (rc != 0)
+        return rc;
+    *link = pt_soft_link(s);
+    *handle = s;
+    return 0;
+}
+
+static void soft_close(void *ctx, void *handle)
+{
+    (void)ctx;
+    pt_soft_close(handle);
+}
+
+static void cli_free(struct cli_run *r)
+{
+    free(r->out);
+    free(r->err);
+    memset(r, 0, sizeof *r);
+}
+
+/* Run a command line: words separated by '|', '@' standing for the world's root. */
+static int cli(struct world *w, struct cli_run *r, const char *line)
+{
+    char *argv[40], words[40][600], *copy = strdup(line), *save = NULL;
+    struct cli_env env;
+    FILE *out, *err;
+    int argc = 0, rc;
+
+    assert_non_null(copy);
+    cli_free(r);
+    argv[argc++] = "cohort-participant";
+    for (char *t = strtok_r(copy, "|", &save); t != NULL; t = strtok_r(NULL, "|", &save)) {
+        size_t k = 0;
+        assert_true(argc < 40);
+        for (const char *p = t; *p && k + 200 < sizeof words[0]; p++) {
+            if (*p == '@')
+                k += (size_t)snprintf(words[argc] + k, sizeof words[0] - k, "%s", w->root);
+            else
+                words[argc][k++] = *p;
+        }
+        words[argc][k] = '\0';
+        argv[argc] = words[argc];
+        argc++;
+    }
+    free(copy);
+    out = open_memstream(&r->out, &r->out_len);
+    err = open_memstream(&r->err, &r->err_len);
+    env = (struct cli_env){out, err, FX_NOW, soft_open, soft_close, NULL};
+    rc = cli_main(argc, argv, &env);
+    fclose(out);
+    fclose(err);
+    return rc;
+}
+
+/* The 32 hex digits after `after` in text, as an id. */
+static void id_after(uint8_t id[16], char hex[33], const char *text, const char *after)
+{
+    const char *p = strstr(text, after);
+    if (p == NULL)
+        fail_msg("'%s' not in: %s", after, text);
+    p += strlen(after);
+    memcpy(hex, p, 32);
+    hex[32] = '\0';
+    assert_int_equal(sodium_hex2bin(id, 16, hex, 32, NULL, NULL, NULL), 0);
+}
+
+static void expect_has(const char *text, const char *part)
+{
+    if (text == NULL || strstr(text, part) == NULL)
+        fail_msg("'%s' not in: %s", part, text ? text : "(null)");
+}
+
+static int setup_cli(void **state)
+{
+    struct world *w = fx_alloc(sizeof *w);
+    snprintf(w->root, sizeof w->root, "/tmp/test_pt_doc.XXXXXX");
+    assert_non_null(mkdtemp(w->root));
+    fx_world_init(&w->fx);
+    *state = w;
+    return 0;
+}
+
+static void the_doc_commands_store_read_list_and_delete_documents(void **state)
+{
+    struct world *w = *state;
+    uint8_t *data = random_bytes(150000, 31), *back, id[16];
+    struct cli_run r = {0};
+    char path[512], hex[33], line[1024];
+    size_t len;
+
+    assert_int_equal(cli(w, &r, "init|--dir|@/t"), CLI_OK);
+    snprintf(path, sizeof path, "%s/in.bin", w->root);
+    spit(path, data, 150000);
+    assert_int_equal(cli(w, &r,
+                         "doc|put|--dir|@/t|--type|bank.statement|--author|Quillfeather "
+                         "Bank|--tag|2026|@/in.bin"),
+                     CLI_OK);
+    expect_has(r.out, "revision 1: 150000 bytes");
+    id_after(id, hex, r.out, "stored document ");
+
+    assert_int_equal(cli(w, &r, "doc|list|--dir|@/t|--json"), CLI_OK);
+    expect_has(r.out, hex);
+    expect_has(r.out, "\"author\":\"Quillfeather Bank\",\"subject\":\"\",\"tags\":[\"2026\"]");
+
+    snprintf(line, sizeof line, "doc|get|--dir|@/t|--id|%s|--out|@/out.bin", hex);
+    assert_int_equal(cli(w, &r, line), CLI_OK);
+    snprintf(path, sizeof path, "%s/out.bin", w->root);
+    back = slurp(path, &len);
+    assert_int_equal(len, 150000);
+    assert_memory_equal(back, data, len);
+    free(back);
+
+    /* A new revision; the old one still reads, to stdout. */
+    snprintf(path, sizeof path, "%s/in2.bin", w->root);
+    spit(path, data, 10);
+    snprintf(line, sizeof line, "doc|put|--dir|@/t|--type|bank.statement|--id|%s|--rev|1|@/in2.bin",
+             hex);
+    assert_int_equal(cli(w, &r, line), CLI_OK);
+    expect_has(r.out, "revision 2: 10 bytes");
+    assert_int_equal(cli(w, &r, line), CLI_DATA); /* revision 1 is stale now */
+    expect_has(r.err, "TK_ERR_CONFLICT");
+    snprintf(line, sizeof line, "doc|get|--dir|@/t|--id|%s", hex);
+    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(r.out_len, 10);
+    assert_memory_equal(r.out, data, 10);
+    snprintf(line, sizeof line, "doc|get|--dir|@/t|--id|%s|--rev|1", hex);
+    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(r.out_len, 150000);
+
+    /* Deleting: a stale revision is refused, the current one removes the files. */
+    snprintf(path, sizeof path, "%s/t/docs", w->root);
+    assert_int_equal(count_files(path), 3);
+    snprintf(line, sizeof line, "doc|rm|--dir|@/t|--id|%s|--rev|1", hex);
+    assert_int_equal(cli(w, &r, line), CLI_DATA);
+    expect_has(r.err, "TK_ERR_CONFLICT");
+    snprintf(line, sizeof line, "doc|rm|--dir|@/t|--id|%s|--rev|2", hex);
+    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(count_files(path), 0);
+    assert_int_equal(cli(w, &r, "doc|list|--dir|@/t"), CLI_OK);
+    expect_has(r.out, "no documents");
+    snprintf(line, sizeof line, "doc|get|--dir|@/t|--id|%s", hex);
+    assert_int_equal(cli(w, &r, line), CLI_DATA);
+    expect_has(r.err, "TK_ERR_NOT_FOUND");
+    cli_free(&r);
+    free(data);
+}
+
+static void a_tampered_document_is_never_written_out(void **state)
+{
+    struct world *w = *state;
+    uint8_t *data = random_bytes(9000, 32), id[16], *file;
+    struct cli_run r = {0};
+    char path[1024], hex[33], line[2048], store[256];
+    size_t len;
+    DIR *d;
+    struct dirent *e;
+
+    assert_int_equal(cli(w, &r, "init|--dir|@/t"), CLI_OK);
+    snprintf(path, sizeof path, "%s/in.bin", w->root);
+    spit(path, data, 9000);
+    assert_int_equal(cli(w, &r, "doc|put|--dir|@/t|--docs|@/store|--type|x|@/in.bin"), CLI_OK);
+    id_after(id, hex, r.out, "stored document ");
+
+    /* Find the file (the only one under DIR/xx/) and flip a bit near its end. */
+    snprintf(store, sizeof store, "%s/store", w->root);
+    assert_non_null(d = opendir(store));
+    while ((e = readdir(d)) != NULL)
+        if (strlen(e->d_name) == 2)
+            snprintf(path, sizeof path, "%s/%s", store, e->d_name);
+    closedir(d);
+    assert_non_null(d = opendir(path));
+    while ((e = readdir(d)) != NULL)
+        if (strlen(e->d_name) == 64)
+            snprintf(line, sizeof line, "%s/%s", path, e->d_name);
+    closedir(d);
+    file = slurp(line, &len);
+    file[len - 20] ^= 4;
+    spit(line, file, len);
+    free(file);
+
+    snprintf(line, sizeof line, "doc|get|--dir|@/t|--docs|@/store|--id|%s|--out|@/out.bin", hex);
+    assert_int_equal(cli(w, &r, line), CLI_DATA);
+    expect_has(r.err, "TK_ERR_DECRYPT");
+    snprintf(path, sizeof path, "%s/out.bin", w->root);
+    assert_int_equal(access(path, F_OK), -1);
+    snprintf(line, sizeof line, "doc|get|--dir|@/t|--docs|@/store|--id|%s", hex);
+    assert_int_equal(cli(w, &r, line), CLI_DATA);
+    assert_int_equal(r.out_len, 0); /* nothing on stdout either */
+    /* No temporary file was left beside out.bin. */
+    assert_non_null(d = opendir(w->root));
+    while ((e = readdir(d)) != NULL)
+        assert_null(strstr(e->d_name, "out.bin"));
+    closedir(d);
+    cli_free(&r);
+    free(data);
+}
+
+static void app_add_prints_a_credential_that_works_once_and_bad_lines_are_usage_errors(void **state)
+{
+    struct world *w = *state;
+    static const char *bad[] = {
+        "app|add|--dir|@/t|--name|x|--rule|bank.*",
+        "app|add|--dir|@/t|--name|x|--rule|bank.*:GET:color=red",
+        "app|add|--dir|@/t|--name|x|--rule|bank.*:FETCH",
+        "app|add|--dir|@/t|--name|x|--rule|:GET",
+        "app|add|--dir|@/t|--name|x|--rule|bank.*:GET|--expires|tomorrow",
+        "app|add|--dir|@/t|--name|x",
+        "app|revoke|--dir|@/t|--id|12",
+        "doc|get|--dir|@/t|--id|zz000000000000000000000000000000",
+        "doc|put|--dir|@/t|@/in.bin",
+        "doc|list|--dir|@/t|--filter|bank.*:GET",
+        "doc|rm|--dir|@/t|--id|00000000000000000000000000000000",
+        "doc|frobnicate|--dir|@/t",
+        "share|create|--dir|@/t|--to|@/x|--out|@/y",
+        "share|create|--dir|@/t|--to|@/x|--out|@/y|--doc|00000000000000000000000000000000|"
+        "--selector|x",
+    };
+    struct cli_run r = {0};
+    struct pt_soft *soft;
+    struct pt_link link;
+    struct pt_cred cred;
+    struct pt_doc_page page;
+    struct pt_status st;
+    char err[256];
+
+    assert_int_equal(cli(w, &r, "init|--dir|@/t"), CLI_OK);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (cli(w, &r, bad[i]) != CLI_USAGE)
+            fail_msg("not a usage error: %s: %s", bad[i], r.err);
+        expect_has(r.err, "usage: cohort-participant");
+    }
+    assert_int_equal(cli(w, &r, "app|add|--dir|@/t|--name|reader|--rule|note:GET:tag=a,b|--quiet"),
+                     CLI_OK);
+    assert_int_equal(r.out_len, PT_CRED_TEXT_LEN + 1);
+    assert_int_equal(r.err_len, 0);
+    assert_int_equal(pt_cred_parse(&cred, r.out, PT_CRED_TEXT_LEN), 0);
+    assert_int_equal(cli(w, &r, "app|list|--dir|@/t"), CLI_OK);
+    expect_has(r.out, "note:GET:tag=a,b");
+    assert_null(strstr(r.out, "Bearer")); /* the secret is never listed */
+
+    snprintf(err, sizeof err, "%s/t", w->root);
+    assert_int_equal(pt_soft_open(&soft, err, TK_ARENA_DEFAULT, err, sizeof err), 0);
+    link = pt_soft_link(soft);
+    assert_int_equal(pt_doc_list(&link, FX_NOW, &cred, NULL, 0, 64, &page, &st), 0);
+    assert_int_equal(page.n, 0);
+    cred.secret[31] ^= 1;
+    assert_int_equal(pt_doc_list(&link, FX_NOW, &cred, NULL, 0, 64, &page, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_AUTH);
+    pt_soft_close(soft);
+    cli_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -952,6 +1222,13 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             a_delegated_credential_stays_within_its_parent_and_falls_with_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_doc_commands_store_read_list_and_delete_documents,
+                                        setup_cli, teardown),
+        cmocka_unit_test_setup_teardown(a_tampered_document_is_never_written_out, setup_cli,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            app_add_prints_a_credential_that_works_once_and_bad_lines_are_usage_errors, setup_cli,
+            teardown),
     };
     if (tk_library_init() != TK_OK)
         return 1;
