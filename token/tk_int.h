@@ -466,9 +466,9 @@ typedef int (*tk_keep_fn)(void *ctx, struct tk_arena *a, const uint8_t *plain, s
                           bool *keep);
 int tk_log_rewrite(struct tk_token *tk, struct tk_arena *a, tk_keep_fn keep, void *ctx);
 
-/* The oneof field of a StoreRecord's plaintext (1 table, 2 rows, 3 policy,
- * 4 audit) and its payload, without decoding it; TK_ERR_TAMPERED if the
- * plaintext is not one StoreRecord. */
+/* The oneof field of a StoreRecord's plaintext (TK_REC_*) and its payload,
+ * without decoding it; TK_ERR_TAMPERED if the plaintext is not one
+ * StoreRecord. */
 int tk_record_body(const uint8_t *plain, size_t len, uint32_t *kind, const uint8_t **body,
                    size_t *body_len);
 #define TK_REC_TABLE 1u
@@ -645,6 +645,16 @@ int tk_do_cred_check(struct tk_call *c, const Cohort__CredCheck *req);
 
 /* ------------------------------------------------------------ sharing */
 
+#define TK_SHARE_ID_LEN 16u
+#define TK_SHARE_DOCS_MAX 32u     /* documents in one grant */
+#define TK_SHARE_GRANT_MAX 16384u /* a serialized ShareGrant */
+/* ShareAccept.sealed: the grant, its signature and framing, the seal. */
+#define TK_SHARE_SEALED_MAX (TK_SHARE_GRANT_MAX + 128u)
+#define TK_SHARE_HOLDERS 16u    /* received shares that ever held one document id */
+#define TK_SHARE_LIST_MAX 16u   /* shares per ShareList page */
+#define TK_SHARE_VALUES_MAX 16u /* values of a selector */
+#define TK_SHARE_BATCH 8u       /* sent shares ShareSync examines per scan */
+
 /*
  * Shares (tk_share.c). tk_share_find_doc looks for doc_id (revision rev,
  * 0: the latest) among the received shares in force and fills *out with
@@ -664,6 +674,10 @@ struct tk_shared_doc {
 };
 int tk_share_find_doc(struct tk_call *c, const uint8_t *doc_id, uint64_t rev, bool count_read,
                       struct tk_shared_doc *out);
+/* Whether the owner may write a revision of doc_id, which is not one of
+ * its own documents: TK_ERR_DENIED when a received share holds it (a
+ * received document is read-only), TK_ERR_NOT_FOUND otherwise. */
+int tk_share_write_check(struct tk_call *c, const uint8_t *doc_id);
 int tk_do_share_create(struct tk_call *c, const Cohort__ShareCreate *req);
 int tk_do_share_sync(struct tk_call *c, const Cohort__ShareSync *req);
 int tk_do_share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req);
