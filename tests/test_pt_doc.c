@@ -1244,6 +1244,7 @@ static void a_forged_foreign_or_replayed_package_stores_nothing(void **state)
                 p = fx_alloc(len);
                 cohort__share_package__pack(sp, p);
             }
+            sp->n_blobs = sp->n_blobs == 0 ? 1 : sp->n_blobs; /* what it was, to be freed */
             cohort__share_package__free_unpacked(sp, NULL);
             rc = accept_pkg(&w->b, FX_NOW, p, len, &st);
             if (rc != cases[i].rc || st.token_status != cases[i].status)
