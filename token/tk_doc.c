@@ -29,8 +29,8 @@
  * Writing. DocBegin checks the metadata's bounds and the revision (a new
  * document: no id and base_revision 0, the token draws the id; an update:
  * base_revision must be the current revision, else TK_ERR_CONFLICT) and
- * opens a write session. Each DocWrite encrypts what it carries (at most
- * TK_DOC_DATA_MAX bytes): full chunks go out at once, the rest waits in the
+ * opens a write session (see "Who may" for the credential's checks). Each DocWrite encrypts what it
+ * carries (at most TK_DOC_DATA_MAX bytes): full chunks go out at once, the rest waits in the
  * session (less than one chunk). The `last` DocWrite emits the final chunk,
  * appends the DocRecord and commits it: the revision exists once that
  * answer is given, not before (a session that is cut off leaves nothing).
@@ -60,17 +60,47 @@
  *
  * Sessions. One session at a time, of either kind (tk->session): any
  * request that is not a DocWrite or DocRead closes a document session, and
- * any error inside one closes it too, as for aggregation sessions.
+ * any error inside one closes it too, as for aggregation sessions. A
+ * DocWrite or DocRead is streamed and carries no credential: the session
+ * belongs to whoever opened it, and its random id is what the host must
+ * present.
+ *
+ * Who may. A request with a credential (tk_cred.c) is authenticated first,
+ * before anything about the document is looked at (TK_ERR_AUTH). Then:
+ * DocBegin of a new document needs POST on its metadata; of a new
+ * revision, PUT on the current metadata and on the new one (so that an
+ * app cannot move a document into or out of what it may write); DocOpen
+ * needs GET; DocDelete needs DELETE on the current metadata; DocList shows
+ * only what the credential may GET. Permissions are checked before the
+ * revision (a refused app learns nothing of it), after the document is
+ * found.
+ *
+ * Audit. Every revision stored ("doc.create", "doc.update"), every DocOpen
+ * ("doc.read") and every delete ("doc.delete") appends an audit line in the
+ * same commit, naming the credential and app (none for the host link). A
+ * refusal by the rules ("doc.denied") is logged and committed before the
+ * request fails: the document is untouched, the attempt is on record.
+ *
+ * The documents table. Each revision stored also writes the document's row
+ * of the token's `documents` table (tk_table.c), in the same commit, so
+ * that studies can aggregate over the documents' metadata under the
+ * owner's policy like over any table. A new document appends its row; a
+ * new revision replaces it, and a delete removes it, in a rewrite of the
+ * log. The last DocWrite therefore ends the session before it stores: what
+ * the store needs moves to scratch and the session's room is given back,
+ * so that a rewrite fits the least arena.
  *
  * Deleting. DocDelete rewrites the log without any record of the document
  * (tk_log_rewrite), so that no revision's key remains on the flash once the
  * old segment is removed; the agent's files become noise. It costs a pass
- * over the whole log.
+ * over the whole log, and so does an update (its row is replaced): a
+ * create costs an append.
  *
  * Listing. DocList's cursor is a position in the log; a page lists the
  * current revisions among the next `max` document records (three scans:
  * pick, drop the superseded, write), so a page may be short while more
- * remain.
+ * remain, and shorter still with a filter (DocList.filter: a rule whose
+ * verbs are ignored) or a credential that may not GET all of them.
  */
 #include "token/tk_int.h"
 
