@@ -302,8 +302,10 @@ static int doc_list_as(struct fx_token *t, const struct cred *who, uint32_t max,
         req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_LIST;
         req.doc_list = &l;
         req.auth = NULL;
-        if ((rc = call_as(t, who, FX_NOW, &req, &r)) != TK_OK)
+        if ((rc = call_as(t, who, FX_NOW, &req, &r)) != TK_OK) {
+            cohort__token_response__free_unpacked(r, NULL);
             return rc;
+        }
         assert_int_equal(r->doc_page->n_refs, r->doc_page->n_metas);
         for (i = 0; i < r->doc_page->n_metas; i++) {
             if (out[0])
@@ -342,8 +344,10 @@ static int audit_read(struct fx_token *t, const struct cred *who, struct audit *
         req.body_case = COHORT__TOKEN_REQUEST__BODY_READ_AUDIT;
         req.read_audit = &ra;
         req.auth = NULL;
-        if ((rc = call_as(t, who, FX_NOW, &req, &r)) != TK_OK)
+        if ((rc = call_as(t, who, FX_NOW, &req, &r)) != TK_OK) {
+            cohort__token_response__free_unpacked(r, NULL);
             return rc;
+        }
         a->pages = realloc(a->pages, (a->n_pages + 1) * sizeof *a->pages);
         a->pages[a->n_pages++] = r;
         a->e = realloc(a->e, (a->n + r->audit->n_entries + 1) * sizeof *a->e);
