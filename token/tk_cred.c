@@ -37,8 +37,11 @@
  * after them too, which the pass sees. Revocation therefore takes effect
  * for a credential and every credential delegated from it on the next
  * request. CredRevoke also appends a revoking record for every descendant
- * not revoked yet (in the same commit), so that CredList shows each
- * credential as it stands; the check down the chain does not rely on it.
+ * (in the same commit; one revoked before may get a second, the latest
+ * wins either way), so that CredList shows each credential as it stands;
+ * the check down the chain does not rely on it. A credential issued with
+ * an owner credential is the owner's own issue: it has no parent and does
+ * not fall with that owner credential.
  * An ancestor's expiry needs no check of its own: a delegated credential
  * never outlives its parent.
  *
