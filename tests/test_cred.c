@@ -1113,7 +1113,7 @@ static void docs_schema(struct docs_schema *d)
         {"subject", COHORT__VALUE_TYPE__VT_TEXT},
         {"created", COHORT__VALUE_TYPE__VT_TIMESTAMP},
         {"modified", COHORT__VALUE_TYPE__VT_TIMESTAMP},
-        {"size", COHORT__VALUE_TYPE__VT_INT},
+        {"bytes", COHORT__VALUE_TYPE__VT_INT},
         {"revision", COHORT__VALUE_TYPE__VT_INT},
     };
     size_t i;
