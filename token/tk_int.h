@@ -684,7 +684,7 @@ int tk_cred_owner(struct tk_call *c);
 #define TK_CRED_VALUES_MAX 16u
 #define TK_CRED_VALUE_MAX 128u
 #define TK_CRED_DEPTH 8u         /* ancestors of a delegated credential, at most */
-#define TK_CRED_RECORD_MAX 4096u /* a packed CredRecord */
+#define TK_CRED_RECORD_MAX 2048u /* a packed CredRecord */
 #define TK_CRED_LIST_MAX 64u     /* credentials per CredList page */
 
 /*
