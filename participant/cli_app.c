@@ -122,10 +122,10 @@ static int app_add(int argc, char **argv, const struct cli_env *env)
     } else {
         cli_hex(id, info.id, 16);
         cli_when_text(when, info.expires);
-        fprintf(env->out, "issued %s credential ", info.owner ? "an owner" : "a");
+        fprintf(env->out, "issued %s credential '", info.owner ? "an owner" : "a");
         cli_put(env->out, info.name);
         fprintf(env->out,
-                " (id %s, expires %s); the app sends it as\n"
+                "' (id %s, expires %s); the app sends it as\n"
                 "  Authorization: Bearer %s\n"
                 "(shown this once: the token keeps only a hash of it)\n",
                 id, when, text);

@@ -213,10 +213,18 @@ struct pt_share_policy {
 /*
  * A share package: what the sender's agent gives the recipient's (a
  * SharePackage message: the token's sealed grant and the ciphertext files
- * it names). Packages are built by pt_share_create, pt_share_sync and
- * pt_share_revoke (malloc'd; the caller frees) and taken by
- * pt_share_accept, which checks every file against the hash the grant
- * gives before storing it, and stores nothing if the token refuses.
+ * it names, every one of them in every package). Packages are built by
+ * pt_share_create, pt_share_sync and pt_share_revoke (malloc'd, at most
+ * PT_PACKAGE_MAX bytes: else PT_ERR_TOO_LARGE; the caller frees) and
+ * taken by pt_share_accept: a package that does not decode, a file that
+ * is not its hash's or one missing is PT_ERR_INPUT before the token sees
+ * it; the files are staged, and named only when the token has accepted
+ * the grant, and only those its answer names: a package the token refuses
+ * (PT_ERR_TOKEN: TK_ERR_DECRYPT, TK_ERR_BAD_SIGNATURE, TK_ERR_UNTRUSTED,
+ * TK_ERR_DENIED, TK_ERR_REPLAY, ...) stores nothing. The recipient's
+ * documents are then read with pt_doc_get, under the policy its token
+ * enforces. recipient_cert: the recipient token's device certificate, as
+ * pt_identity gives it.
  */
 int pt_share_create(struct pt_link *link, struct pt_docstore *ds, int64_t now,
                     const struct pt_cred *who, const uint8_t *recipient_cert,

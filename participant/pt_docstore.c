@@ -196,6 +196,7 @@ int pt_ds_tmp_commit(struct pt_docstore *ds, struct pt_ds_tmp *t,
                      const uint8_t hash[PT_DOC_HASH_LEN])
 {
     char sub[3], path[3 + 2 * PT_DOC_HASH_LEN + 1];
+    bool created = false;
     int rc;
 
     if (t->fd < 0)
@@ -207,12 +208,16 @@ int pt_ds_tmp_commit(struct pt_docstore *ds, struct pt_ds_tmp *t,
     if (rc != 0)
         return PT_ERR_IO;
     file_name(sub, path, hash);
-    if (mkdirat(ds->dirfd, sub, 0700) != 0 && errno != EEXIST)
+    if (mkdirat(ds->dirfd, sub, 0700) == 0)
+        created = true;
+    else if (errno != EEXIST)
         return PT_ERR_IO;
     if (renameat(ds->dirfd, t->name, ds->dirfd, path) != 0)
         return PT_ERR_IO;
     t->name[0] = '\0';
-    if (sync_dir(ds->dirfd, sub) != 0 || fsync(ds->dirfd) != 0)
+    /* The new name's directory; the store's own only for a new subdirectory
+     * (the temporary name's removal need not be durable). */
+    if (sync_dir(ds->dirfd, sub) != 0 || (created && fsync(ds->dirfd) != 0))
         return PT_ERR_IO;
     return 0;
 }

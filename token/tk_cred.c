@@ -36,8 +36,14 @@
  * first records, and the revocation of an ancestor is a record that comes
  * after them too, which the pass sees. Revocation therefore takes effect
  * for a credential and every credential delegated from it on the next
- * request. An ancestor's expiry needs no check of its own: a delegated
- * credential never outlives its parent.
+ * request. CredRevoke also appends a revoking record for every descendant
+ * (in the same commit; one revoked before may get a second, the latest
+ * wins either way), so that CredList shows each credential as it stands;
+ * the check down the chain does not rely on it. A credential issued with
+ * an owner credential is the owner's own issue: it has no parent and does
+ * not fall with that owner credential.
+ * An ancestor's expiry needs no check of its own: a delegated credential
+ * never outlives its parent.
  *
  * Trust. The request's credential is hostile until it authenticates; a
  * credential that does not (unknown, wrong secret, revoked, expired, or an
@@ -297,10 +303,17 @@ static int lookup_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t
     return TK_OK;
 }
 
-/* The latest record of id, decoded in scratch, and its lookup. */
+/*
+ * The latest record of id, decoded in scratch, and its lookup. The record
+ * is found in a buffer of the largest size, then moved up to the top of
+ * that buffer's room (which is given back first), so that only its own
+ * length stays taken below the decoded record.
+ */
 static int lookup(struct tk_call *c, struct lookup *l, const uint8_t *id, Cohort__CredRecord **out)
 {
+    size_t mark = tk_arena_mark(c->arena);
     Cohort__CredRecord *r;
+    uint8_t *rec;
     int rc = TK_OK;
 
     *out = NULL;
@@ -312,6 +325,10 @@ static int lookup(struct tk_call *c, struct lookup *l, const uint8_t *id, Cohort
         return rc;
     if (!l->found)
         return TK_ERR_NOT_FOUND;
+    tk_arena_release(c->arena, mark);
+    rec = tk_arena_scratch(c->arena, l->rec_len); /* at or above l->rec */
+    memmove(rec, l->rec, l->rec_len);
+    l->rec = rec;
     r = (Cohort__CredRecord *)tk_unpack(c->arena, &cohort__cred_record__descriptor, l->rec,
                                         l->rec_len, &rc);
     if (r == NULL)
@@ -362,24 +379,31 @@ int tk_cred_load(struct tk_call *c, const struct tk_cred **out)
 
 int tk_cred_allow(struct tk_call *c, uint32_t verb, const uint8_t *meta, size_t meta_len)
 {
+    size_t mark = tk_arena_mark(c->arena);
     const struct tk_cred *cr;
     Cohort__DocMeta *m;
     int rc;
-    if ((rc = tk_cred_load(c, &cr)) != TK_OK || cr == NULL || cr->info->owner)
-        return rc;
-    m = (Cohort__DocMeta *)tk_unpack(c->arena, &cohort__doc_meta__descriptor, meta, meta_len, &rc);
-    if (m == NULL)
-        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
-    return tk_cred_match(cr, verb, m);
+    if ((rc = tk_cred_load(c, &cr)) == TK_OK && cr != NULL && !cr->info->owner) {
+        m = (Cohort__DocMeta *)tk_unpack(c->arena, &cohort__doc_meta__descriptor, meta, meta_len,
+                                         &rc);
+        if (m == NULL)
+            rc = rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+        else
+            rc = tk_cred_match(cr, verb, m);
+    }
+    tk_arena_release(c->arena, mark);
+    return rc;
 }
 
 int tk_cred_owner(struct tk_call *c)
 {
+    size_t mark = tk_arena_mark(c->arena);
     const struct tk_cred *cr;
     int rc;
-    if ((rc = tk_cred_load(c, &cr)) != TK_OK)
-        return rc;
-    return cr == NULL || cr->info->owner ? TK_OK : TK_ERR_DENIED;
+    if ((rc = tk_cred_load(c, &cr)) == TK_OK)
+        rc = cr == NULL || cr->info->owner ? TK_OK : TK_ERR_DENIED;
+    tk_arena_release(c->arena, mark);
+    return rc;
 }
 
 /* ------------------------------------------------------------- audit */
@@ -535,6 +559,50 @@ int tk_do_cred_issue(struct tk_call *c, const Cohort__CredIssue *req)
 
 /* ---------------------------------------------------------- revoking */
 
+/* Every credential delegated from `id` and not revoked yet gets a record
+ * that revokes it (appended while the committed log is read). */
+struct cascade {
+    struct tk_call *c;
+    const uint8_t *id;
+};
+
+static int cascade_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
+                      uint64_t index)
+{
+    struct cascade *k = ctx;
+    const uint8_t *body, *id;
+    Cohort__CredRecord *r;
+    struct tk_wfield f;
+    size_t body_len, pos = 0;
+    uint32_t kind;
+    bool revoked, below = false;
+    int rc, more;
+    (void)index;
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind != TK_REC_CRED)
+        return TK_OK;
+    if ((rc = record_peek(body, body_len, &id, &revoked)) != TK_OK)
+        return rc;
+    if (revoked)
+        return TK_OK;
+    while ((more = tk_wire_next(body, body_len, &pos, &f)) == 1)
+        if (f.field == 3 && f.wire_type == 2 && f.len == TK_CRED_ID_LEN &&
+            memcmp(f.data, k->id, TK_CRED_ID_LEN) == 0)
+            below = true;
+    if (more < 0)
+        return TK_ERR_TAMPERED;
+    if (!below)
+        return TK_OK;
+    r = (Cohort__CredRecord *)tk_unpack(a, &cohort__cred_record__descriptor, body, body_len, &rc);
+    if (r == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+    if (r->info == NULL)
+        return TK_ERR_TAMPERED;
+    r->info->revoked = true;
+    return append_cred(k->c, r);
+}
+
 int tk_do_cred_revoke(struct tk_call *c, const Cohort__CredRevoke *req)
 {
     const struct tk_cred *who;
@@ -559,8 +627,10 @@ int tk_do_cred_revoke(struct tk_call *c, const Cohort__CredRevoke *req)
     if (who != NULL && !who->info->owner && !below)
         return TK_ERR_DENIED;
     if (!r->info->revoked) {
+        struct cascade k = {c, req->id.data};
         r->info->revoked = true;
-        if ((rc = append_cred(c, r)) != TK_OK ||
+        if ((rc = tk_log_scan(c->tk, c->arena, false, cascade_fn, &k)) != TK_OK ||
+            (rc = append_cred(c, r)) != TK_OK ||
             (rc = tk_audit_event(c, "cred.revoke", req->id.data, TK_CRED_ID_LEN, who, true)) !=
                 TK_OK ||
             (rc = tk_log_commit(c->tk, c->arena)) != TK_OK)

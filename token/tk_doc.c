@@ -29,8 +29,8 @@
  * Writing. DocBegin checks the metadata's bounds and the revision (a new
  * document: no id and base_revision 0, the token draws the id; an update:
  * base_revision must be the current revision, else TK_ERR_CONFLICT) and
- * opens a write session. Each DocWrite encrypts what it carries (at most
- * TK_DOC_DATA_MAX bytes): full chunks go out at once, the rest waits in the
+ * opens a write session (see "Who may" for the credential's checks). Each DocWrite encrypts what it
+ * carries (at most TK_DOC_DATA_MAX bytes): full chunks go out at once, the rest waits in the
  * session (less than one chunk). The `last` DocWrite emits the final chunk,
  * appends the DocRecord and commits it: the revision exists once that
  * answer is given, not before (a session that is cut off leaves nothing).
@@ -60,17 +60,47 @@
  *
  * Sessions. One session at a time, of either kind (tk->session): any
  * request that is not a DocWrite or DocRead closes a document session, and
- * any error inside one closes it too, as for aggregation sessions.
+ * any error inside one closes it too, as for aggregation sessions. A
+ * DocWrite or DocRead is streamed and carries no credential: the session
+ * belongs to whoever opened it, and its random id is what the host must
+ * present.
+ *
+ * Who may. A request with a credential (tk_cred.c) is authenticated first,
+ * before anything about the document is looked at (TK_ERR_AUTH). Then:
+ * DocBegin of a new document needs POST on its metadata; of a new
+ * revision, PUT on the current metadata and on the new one (so that an
+ * app cannot move a document into or out of what it may write); DocOpen
+ * needs GET; DocDelete needs DELETE on the current metadata; DocList shows
+ * only what the credential may GET. Permissions are checked before the
+ * revision (a refused app learns nothing of it), after the document is
+ * found.
+ *
+ * Audit. Every revision stored ("doc.create", "doc.update"), every DocOpen
+ * ("doc.read") and every delete ("doc.delete") appends an audit line in the
+ * same commit, naming the credential and app (none for the host link). A
+ * refusal by the rules ("doc.denied") is logged and committed before the
+ * request fails: the document is untouched, the attempt is on record.
+ *
+ * The documents table. Each revision stored also writes the document's row
+ * of the token's `documents` table (tk_table.c), in the same commit, so
+ * that studies can aggregate over the documents' metadata under the
+ * owner's policy like over any table. A new document appends its row; a
+ * new revision replaces it, and a delete removes it, in a rewrite of the
+ * log. The last DocWrite therefore ends the session before it stores: what
+ * the store needs moves to scratch and the session's room is given back,
+ * so that a rewrite fits the least arena.
  *
  * Deleting. DocDelete rewrites the log without any record of the document
  * (tk_log_rewrite), so that no revision's key remains on the flash once the
  * old segment is removed; the agent's files become noise. It costs a pass
- * over the whole log.
+ * over the whole log, and so does an update (its row is replaced): a
+ * create costs an append.
  *
  * Listing. DocList's cursor is a position in the log; a page lists the
  * current revisions among the next `max` document records (three scans:
  * pick, drop the superseded, write), so a page may be short while more
- * remain.
+ * remain, and shorter still with a filter (DocList.filter: a rule whose
+ * verbs are ignored) or a credential that may not GET all of them.
  */
 #include "token/tk_int.h"
 
@@ -325,13 +355,15 @@ static int allow(struct tk_call *c, const struct tk_cred *cr, uint32_t verb,
 
 int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
 {
+    size_t mark = tk_arena_mark(c->arena);
     struct tk_doc_session *s;
     const struct tk_cred *cr;
-    uint8_t doc_id[TK_DOC_ID_LEN];
+    uint8_t doc_id[TK_DOC_ID_LEN], cred_id[TK_CRED_ID_LEN];
+    char app[TK_CRED_NAME_MAX + 1];
     uint64_t revision = 1;
     size_t meta_len;
     struct find f;
-    bool declared;
+    bool declared, by_app;
     int rc;
 
     if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
@@ -355,7 +387,7 @@ int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
         if ((rc = find_record(c, &f, doc_id, 0)) != TK_OK)
             return rc;
         if (f.latest == 0)
-            return TK_ERR_NOT_FOUND;
+            return tk_share_write_check(c, doc_id); /* a received document is read-only */
         if ((rc = record_decode(&r, c->arena, f.rec, f.rec_len)) != TK_OK)
             return rc;
         sodium_memzero(r->key.data, r->key.len);
@@ -373,6 +405,15 @@ int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
     /* Known now, so that a full table list fails here rather than at the end. */
     if ((rc = tk_docs_declared(c->tk, c->arena, &declared)) != TK_OK)
         return rc;
+    /* Who asks, for the audit line; the rest of the checks' scratch goes. */
+    by_app = cr != NULL;
+    memset(cred_id, 0, sizeof cred_id);
+    app[0] = '\0';
+    if (by_app) {
+        memcpy(cred_id, cr->id, TK_CRED_ID_LEN);
+        tk_text_put(app, 0, sizeof app, cr->info->name);
+    }
+    tk_arena_release(c->arena, mark);
 
     if ((s = new_session(c, true)) == NULL)
         return TK_ERR_NO_MEMORY;
@@ -381,11 +422,9 @@ int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
     crypto_secretstream_xchacha20poly1305_keygen(s->key);
     s->meta_len = cohort__doc_meta__pack(req->meta, s->meta);
     s->docs_declared = declared;
-    if (cr != NULL) {
-        s->by_app = true;
-        memcpy(s->cred_id, cr->id, TK_CRED_ID_LEN);
-        tk_text_put(s->app, 0, sizeof s->app, cr->info->name);
-    }
+    s->by_app = by_app;
+    memcpy(s->cred_id, cred_id, sizeof cred_id);
+    memcpy(s->app, app, sizeof app);
     open_session(c, s);
 
     /* DocSession { session, max_chunk } */
@@ -501,8 +540,9 @@ struct eraser {
     const uint8_t *doc_id;
     bool drop_records;
     struct tk_docs_edit *docs;
-    const struct revision *store;  /* an update: the new revision */
-    const struct tk_cred *deleter; /* a delete: who asked */
+    const struct revision *store; /* an update: the new revision */
+    const uint8_t *cred_id;       /* a delete: who asked (NULL: the host link) */
+    const char *app;
 };
 
 static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, bool *keep);
@@ -511,7 +551,7 @@ static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_
  * revision replaces the document's row, which rewrites the log. */
 static int store_revision(struct tk_call *c, const struct revision *v)
 {
-    struct eraser e = {c, v->doc_id, false, NULL, v, NULL};
+    struct eraser e = {c, v->doc_id, false, NULL, v, NULL, NULL};
     int rc;
     if (v->revision == 1) {
         if ((rc = append_revision(c, v, !v->docs_declared)) != TK_OK)
@@ -615,8 +655,27 @@ int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len)
 
 /* -------------------------------------------------------------- reading */
 
+/* tk_cred_match over packed metadata, for a credential already loaded. */
+static int allow_packed(struct tk_call *c, const struct tk_cred *cr, uint32_t verb,
+                        const uint8_t *meta, size_t meta_len)
+{
+    size_t mark = tk_arena_mark(c->arena);
+    Cohort__DocMeta *m;
+    int rc = TK_OK;
+    if (cr == NULL || cr->info->owner)
+        return TK_OK;
+    m = (Cohort__DocMeta *)tk_unpack(c->arena, &cohort__doc_meta__descriptor, meta, meta_len, &rc);
+    if (m == NULL)
+        rc = rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+    else
+        rc = tk_cred_match(cr, verb, m);
+    tk_arena_release(c->arena, mark);
+    return rc;
+}
+
 /* The revision to open: the owner's own record, else a received share's. */
-static int open_source(struct tk_call *c, const Cohort__DocOpen *req, struct tk_shared_doc *d)
+static int open_source(struct tk_call *c, const struct tk_cred *cr, const Cohort__DocOpen *req,
+                       struct tk_shared_doc *d)
 {
     Cohort__DocRecord *r;
     struct find f;
@@ -629,7 +688,7 @@ static int open_source(struct tk_call *c, const Cohort__DocOpen *req, struct tk_
             return TK_ERR_NOT_FOUND; /* an own document without that revision */
         if ((rc = tk_share_find_doc(c, req->doc_id.data, req->revision, false, d)) != TK_OK)
             return rc;
-        if ((rc = tk_cred_allow(c, COHORT__VERB__VERB_GET, d->meta, d->meta_len)) != TK_OK)
+        if ((rc = allow_packed(c, cr, COHORT__VERB__VERB_GET, d->meta, d->meta_len)) != TK_OK)
             return rc;
         return tk_share_find_doc(c, req->doc_id.data, req->revision, true, d);
     }
@@ -650,7 +709,7 @@ static int open_source(struct tk_call *c, const Cohort__DocOpen *req, struct tk_
     }
     sodium_memzero(f.rec, TK_DOC_RECORD_MAX);
     if (rc == TK_OK)
-        rc = tk_cred_allow(c, COHORT__VERB__VERB_GET, d->meta, d->meta_len);
+        rc = allow_packed(c, cr, COHORT__VERB__VERB_GET, d->meta, d->meta_len);
     return rc;
 }
 
@@ -659,19 +718,20 @@ int tk_do_doc_open(struct tk_call *c, const Cohort__DocOpen *req)
     struct tk_doc_session *s;
     struct tk_shared_doc *d;
     const struct tk_cred *cr;
-    size_t ref;
+    size_t ref, mark;
     int rc;
 
     if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
         return TK_ERR_NOT_PROVISIONED;
+    if ((d = tk_arena_scratch(c->arena, sizeof *d)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    memset(d, 0, sizeof *d);
+    mark = tk_arena_mark(c->arena); /* what the checks use goes before the session */
     if ((rc = tk_cred_load(c, &cr)) != TK_OK)
         return rc;
     if (req->doc_id.len != TK_DOC_ID_LEN)
         return TK_ERR_MALFORMED;
-    if ((d = tk_arena_scratch(c->arena, sizeof *d)) == NULL)
-        return TK_ERR_NO_MEMORY;
-    memset(d, 0, sizeof *d);
-    rc = open_source(c, req, d);
+    rc = open_source(c, cr, req, d);
     /* Every read is on record, and so is a refusal (not a failure to
      * authenticate: that never reaches here). */
     if (rc == TK_OK || rc == TK_ERR_DENIED) {
@@ -682,6 +742,7 @@ int tk_do_doc_open(struct tk_call *c, const Cohort__DocOpen *req)
         if (lrc != TK_OK)
             rc = lrc;
     }
+    tk_arena_release(c->arena, mark);
     if (rc != TK_OK) {
         sodium_memzero(d, sizeof *d);
         return rc;
@@ -987,7 +1048,8 @@ static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_
         *keep = false; /* one pass */
         if (e->store != NULL)
             return append_revision(e->c, e->store, !tk_docs_edit_declared(e->docs));
-        return tk_audit_event(e->c, "doc.delete", e->doc_id, TK_DOC_ID_LEN, e->deleter, true);
+        return tk_audit_event_by(e->c, "doc.delete", e->doc_id, TK_DOC_ID_LEN, e->cred_id, e->app,
+                                 true);
     }
     *keep = false;
     if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
@@ -1003,6 +1065,10 @@ static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_
 
 int tk_do_doc_delete(struct tk_call *c, const Cohort__DocDelete *req)
 {
+    size_t mark = tk_arena_mark(c->arena);
+    uint8_t hash[TK_DOC_HASH_LEN], cred_id[TK_CRED_ID_LEN];
+    char app[TK_CRED_NAME_MAX + 1];
+    uint64_t rev, size, cipher_size;
     const struct tk_cred *cr;
     Cohort__DocRecord *r;
     struct eraser e;
@@ -1027,11 +1093,22 @@ int tk_do_doc_delete(struct tk_call *c, const Cohort__DocDelete *req)
         return rc;
     if (f.latest != req->base_revision)
         return TK_ERR_CONFLICT;
-    e = (struct eraser){c, req->doc_id.data, true, NULL, NULL, cr};
+    /* What the answer and the audit line need; the checks' scratch goes
+     * before the rewrite. */
+    rev = r->revision;
+    size = r->size;
+    cipher_size = r->cipher_size;
+    memcpy(hash, r->content_hash.data, sizeof hash);
+    app[0] = '\0';
+    if (cr != NULL) {
+        memcpy(cred_id, cr->id, sizeof cred_id);
+        tk_text_put(app, 0, sizeof app, cr->info->name);
+    }
+    e = (struct eraser){c, req->doc_id.data, true, NULL, NULL, cr ? cred_id : NULL, app};
+    tk_arena_release(c->arena, mark);
     if ((rc = tk_docs_edit_init(&e.docs, c->tk, c->arena, req->doc_id.data)) != TK_OK ||
         (rc = tk_log_rewrite(c->tk, c->arena, erase_keep, &e)) != TK_OK)
         return rc;
-    ref_write(c->out, 20, r->doc_id.data, r->revision, r->content_hash.data, r->size,
-              r->cipher_size);
+    ref_write(c->out, 20, req->doc_id.data, rev, hash, size, cipher_size);
     return TK_OK;
 }

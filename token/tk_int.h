@@ -466,8 +466,9 @@ typedef int (*tk_keep_fn)(void *ctx, struct tk_arena *a, const uint8_t *plain, s
                           bool *keep);
 int tk_log_rewrite(struct tk_token *tk, struct tk_arena *a, tk_keep_fn keep, void *ctx);
 
-/* The oneof field of a StoreRecord's plaintext (TK_REC_*) and its payload, without decoding it;
- * TK_ERR_TAMPERED if the plaintext is not one StoreRecord. */
+/* The oneof field of a StoreRecord's plaintext (a TK_REC_* kind, 1 to
+ * TK_REC_LAST) and its payload, without decoding it; TK_ERR_TAMPERED if the
+ * plaintext is not one StoreRecord of a known kind. */
 int tk_record_body(const uint8_t *plain, size_t len, uint32_t *kind, const uint8_t **body,
                    size_t *body_len);
 #define TK_REC_TABLE 1u
@@ -478,6 +479,8 @@ int tk_record_body(const uint8_t *plain, size_t len, uint32_t *kind, const uint8
 #define TK_REC_CRED 6u
 #define TK_REC_SHARE 7u
 #define TK_REC_SHARE_READ 8u
+#define TK_REC_BACKUP_KEY 9u
+#define TK_REC_LAST TK_REC_BACKUP_KEY /* the highest kind this token knows */
 
 /* ------------------------------------------------------------ tables */
 
@@ -681,7 +684,7 @@ int tk_cred_owner(struct tk_call *c);
 #define TK_CRED_VALUES_MAX 16u
 #define TK_CRED_VALUE_MAX 128u
 #define TK_CRED_DEPTH 8u         /* ancestors of a delegated credential, at most */
-#define TK_CRED_RECORD_MAX 4096u /* a packed CredRecord */
+#define TK_CRED_RECORD_MAX 2048u /* a packed CredRecord */
 #define TK_CRED_LIST_MAX 64u     /* credentials per CredList page */
 
 /*
@@ -726,6 +729,16 @@ int tk_do_cred_check(struct tk_call *c, const Cohort__CredCheck *req);
 
 /* ------------------------------------------------------------ sharing */
 
+#define TK_SHARE_ID_LEN 16u
+#define TK_SHARE_DOCS_MAX 32u     /* documents in one grant */
+#define TK_SHARE_GRANT_MAX 16384u /* a serialized ShareGrant */
+/* ShareAccept.sealed: the grant, its signature and framing, the seal. */
+#define TK_SHARE_SEALED_MAX (TK_SHARE_GRANT_MAX + 128u)
+#define TK_SHARE_HOLDERS 16u    /* received shares that ever held one document id */
+#define TK_SHARE_LIST_MAX 16u   /* shares per ShareList page */
+#define TK_SHARE_VALUES_MAX 16u /* values of a selector */
+#define TK_SHARE_BATCH 8u       /* sent shares ShareSync examines per scan */
+
 /*
  * Shares (tk_share.c). tk_share_find_doc looks for doc_id (revision rev,
  * 0: the latest) among the received shares in force and fills *out with
@@ -745,6 +758,10 @@ struct tk_shared_doc {
 };
 int tk_share_find_doc(struct tk_call *c, const uint8_t *doc_id, uint64_t rev, bool count_read,
                       struct tk_shared_doc *out);
+/* Whether the owner may write a revision of doc_id, which is not one of
+ * its own documents: TK_ERR_DENIED when a received share holds it (a
+ * received document is read-only), TK_ERR_NOT_FOUND otherwise. */
+int tk_share_write_check(struct tk_call *c, const uint8_t *doc_id);
 int tk_do_share_create(struct tk_call *c, const Cohort__ShareCreate *req);
 int tk_do_share_sync(struct tk_call *c, const Cohort__ShareSync *req);
 int tk_do_share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req);
@@ -753,10 +770,23 @@ int tk_do_share_list(struct tk_call *c, const Cohort__ShareList *req);
 
 /* ------------------------------------------------- backup and recovery */
 
-/* tk_backup.c. Its sessions live at the arena's low end like a document
- * session's (tk_backup_extent, tk_backup_wipe). */
+/*
+ * tk_backup.c. Its sessions (making a backup, restoring one) live at the
+ * arena's low end like a document session's: tk_backup_extent is what one
+ * keeps there, tk_backup_wipe erases it when a session closes, and then
+ * also drops a restore's appended but uncommitted records (the only ones
+ * that outlive a call without a LoadTable batch open).
+ */
+#define TK_BACKUP_MAGIC 0x42414b31u /* "BAK1" */
+#define TK_BACKUP_SECRET_LEN 20u    /* the phrase's 160 bits */
+#define TK_BACKUP_PHRASE_LEN 44u    /* 9 groups of 4 symbols and 8 '-' */
+#define TK_BACKUP_PHRASE_MAX 128u   /* what RestoreBegin accepts, spaces included */
+#define TK_BACKUP_HEADER_LEN 108u
+#define TK_BACKUP_CHUNK 2048u     /* stream bytes in a full chunk */
+#define TK_BACKUP_TRAILER_LEN 24u /* the final chunk's plaintext */
+#define TK_BACKUP_DATA_MAX 65536u /* file bytes in one BackupNext or RestoreFeed */
 size_t tk_backup_extent(const struct tk_token *tk, const uint8_t *arena, size_t arena_len);
-void tk_backup_wipe(uint8_t *arena, size_t arena_len);
+void tk_backup_wipe(struct tk_token *tk, uint8_t *arena, size_t arena_len);
 int tk_do_backup_begin(struct tk_call *c, const Cohort__BackupBegin *req);
 int tk_do_backup_next(struct tk_call *c, const Cohort__BackupNext *req);
 int tk_do_restore_begin(struct tk_call *c, const Cohort__RestoreBegin *req);

@@ -1231,7 +1231,7 @@ int tk_do_compact(struct tk_call *c, const Cohort__Compact *req)
  * The documents table (tk_int.h): one row per current document, kept in
  * step by tk_doc.c in the commit that changes the document. A row is
  *   id TEXT (the document's id, 32 hex digits), type TEXT, author TEXT,
- *   subject TEXT, created TIMESTAMP, modified TIMESTAMP, size INT,
+ *   subject TEXT, created TIMESTAMP, modified TIMESTAMP, bytes INT,
  *   revision INT,
  * with author and subject cut to TK_TEXT_MAX bytes (at a UTF-8 boundary)
  * and a created or modified time of 0 stored as NULL. Tags are not in it
@@ -1250,7 +1250,7 @@ static const struct {
     {"id", COHORT__VALUE_TYPE__VT_TEXT},           {"type", COHORT__VALUE_TYPE__VT_TEXT},
     {"author", COHORT__VALUE_TYPE__VT_TEXT},       {"subject", COHORT__VALUE_TYPE__VT_TEXT},
     {"created", COHORT__VALUE_TYPE__VT_TIMESTAMP}, {"modified", COHORT__VALUE_TYPE__VT_TIMESTAMP},
-    {"size", COHORT__VALUE_TYPE__VT_INT},          {"revision", COHORT__VALUE_TYPE__VT_INT},
+    {"bytes", COHORT__VALUE_TYPE__VT_INT},         {"revision", COHORT__VALUE_TYPE__VT_INT},
 };
 
 struct docs_schema {
