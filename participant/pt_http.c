@@ -204,6 +204,10 @@ struct pt_http {
     pthread_cond_t live_cv;
     bool stopping, closed, started;
     int sync_failed; /* the last share sync's error (logged when it changes) */
+    /* The documents received in shares (under token_mu): see received(). */
+    uint8_t (*recv_ids)[PT_DOC_ID_LEN];
+    size_t recv_n;
+    bool recv_valid;
     pthread_t workers[PT_HTTP_WORKERS];
     unsigned n_workers;
     uint64_t generation; /* of the outbox's due marks */
@@ -268,6 +272,7 @@ static void h_unref(struct pt_http *h)
     pthread_mutex_destroy(&h->q_mu);
     pthread_cond_destroy(&h->q_cv);
     pthread_cond_destroy(&h->live_cv);
+    free(h->recv_ids);
     free(h);
 }
 
@@ -2326,7 +2331,6 @@ static int each_share(struct pt_http *h, const struct pt_cred *cred,
 struct find_share {
     const uint8_t *id;
     bool incoming_only;
-    bool by_doc; /* id is a document's, in an incoming share */
     bool found;
     uint32_t n_docs;
     uint8_t docs[PT_SHARE_DOCS_MAX][PT_DOC_ID_LEN];
@@ -2336,17 +2340,6 @@ static int find_share_fn(void *ctx, const struct pt_share_info *s)
 {
     struct find_share *f = ctx;
 
-    if (f->by_doc) {
-        if (!s->incoming || s->revoked)
-            return 0;
-        for (uint32_t i = 0; i < s->n_docs && i < PT_SHARE_DOCS_MAX; i++) {
-            if (memcmp(s->refs[i].id, f->id, PT_DOC_ID_LEN) == 0) {
-                f->found = true;
-                return 1;
-            }
-        }
-        return 0;
-    }
     if (memcmp(s->share_id, f->id, 16) != 0 || (f->incoming_only && !s->incoming))
         return 0;
     f->found = true;
@@ -2355,20 +2348,58 @@ static int find_share_fn(void *ctx, const struct pt_share_info *s)
     return 1;
 }
 
-/* Whether a document came to this token in a share (false when that cannot be told). */
+struct received_ids {
+    uint8_t (*ids)[PT_DOC_ID_LEN];
+    size_t n, cap;
+};
+
+static int collect_received(void *ctx, const struct pt_share_info *s)
+{
+    struct received_ids *r = ctx;
+
+    if (!s->incoming || s->revoked)
+        return 0;
+    for (uint32_t i = 0; i < s->n_docs && i < PT_SHARE_DOCS_MAX; i++) {
+        if (r->n == r->cap) {
+            size_t cap = r->cap ? 2 * r->cap : 64;
+            uint8_t(*p)[PT_DOC_ID_LEN] = realloc(r->ids, cap * sizeof *p);
+            if (p == NULL)
+                return PT_ERR_NOMEM;
+            r->ids = p;
+            r->cap = cap;
+        }
+        memcpy(r->ids[r->n++], s->refs[i].id, PT_DOC_ID_LEN);
+    }
+    return 0;
+}
+
+/*
+ * Whether a document came to this token in a share (false when that
+ * cannot be told). The ids of the received documents are kept between
+ * calls: while this server holds the token, only its inbox changes them
+ * (which forgets them), and the software token is this process's alone.
+ * The token lock is held.
+ */
 static bool received(struct pt_http *h, const uint8_t id[PT_DOC_ID_LEN])
 {
-    struct find_share *f = calloc(1, sizeof *f);
-    struct pt_status st;
-    bool found;
-
-    if (f == NULL)
-        return false;
-    f->id = id;
-    f->by_doc = true;
-    found = each_share(h, NULL, find_share_fn, f, &st) == 0 && f->found;
-    free(f);
-    return found;
+    if (!h->recv_valid) {
+        struct received_ids r = {NULL, 0, 0};
+        struct pt_status st;
+        free(h->recv_ids);
+        h->recv_ids = NULL;
+        h->recv_n = 0;
+        if (each_share(h, NULL, collect_received, &r, &st) != 0) {
+            free(r.ids);
+            return false;
+        }
+        h->recv_ids = r.ids;
+        h->recv_n = r.n;
+        h->recv_valid = true;
+    }
+    for (size_t i = 0; i < h->recv_n; i++)
+        if (memcmp(h->recv_ids[i], id, PT_DOC_ID_LEN) == 0)
+            return true;
+    return false;
 }
 
 struct share_writer {
@@ -2481,6 +2512,7 @@ static void run_inbox(struct job *j)
                          share_id, &st);
     if (rc == 0) {
         struct pt_status st2;
+        j->h->recv_valid = false;
         f->id = share_id;
         f->incoming_only = true;
         each_share(j->h, NULL, find_share_fn, f, &st2);
