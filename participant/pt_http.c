@@ -884,6 +884,7 @@ static void on_request(nng_aio *aio)
     const char *sentence = NULL;
     struct job *j;
     unsigned allowed = 0;
+    bool stopping;
     int status;
 
     if ((j = calloc(1, sizeof *j)) == NULL) {
@@ -900,9 +901,10 @@ static void on_request(nng_aio *aio)
     snprintf(j->method_name, sizeof j->method_name, "%s", j->method != M_OTHER ? m : "OTHER");
     pthread_mutex_lock(&h->q_mu);
     h->live++;
+    stopping = h->stopping;
     pthread_mutex_unlock(&h->q_mu);
 
-    if (h->stopping) {
+    if (stopping) {
         answer_now(j, 503, "STOPPING", "the agent is stopping", true);
         return;
     }
@@ -1020,6 +1022,9 @@ static void on_request(nng_aio *aio)
         return;
     }
     j->body_len = (size_t)length;
+    /* The whole body within body_ms: a client that stops sending loses
+     * its connection, and the bytes it reserved. */
+    nng_aio_set_timeout(j->io, h->cfg.body_ms);
     if (expect != NULL && strcasecmp(expect, "100-continue") == 0) {
         static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         nng_iov iov = {.iov_buf = cont, .iov_len = sizeof cont - 1};
@@ -2746,6 +2751,8 @@ int pt_http_start(struct pt_http **out, const struct pt_http_config *cfg, char *
         h->cfg.json_max = PT_HTTP_JSON_MAX;
     if (h->cfg.doc_max == 0)
         h->cfg.doc_max = PT_HTTP_DOC_MAX;
+    if (h->cfg.body_ms <= 0)
+        h->cfg.body_ms = PT_HTTP_BODY_MS;
     snprintf(h->outbox, sizeof h->outbox, "%s", cfg->outbox);
     h->cfg.outbox = h->outbox;
     h->generation = (uint64_t)time(NULL) << 20;

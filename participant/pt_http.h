@@ -47,6 +47,7 @@
 #define PT_HTTP_INFLIGHT_MAX (256u << 20) /* body bytes held at once (503 beyond) */
 #define PT_HTTP_ANSWER_MAX (32u << 20)    /* a JSON answer */
 #define PT_HTTP_DELIVER_MS 10000          /* a delivery to another agent */
+#define PT_HTTP_BODY_MS 60000             /* a request body, from its head to its last byte */
 #define PT_HTTP_SYNC_MAX 64u              /* share syncs after one write */
 #define PT_HTTP_URL_MAX 256u              /* a share's delivery URL */
 #define PT_HTTP_CREDS_MAX 256u            /* credentials listed */
@@ -68,6 +69,7 @@ struct pt_http_config {
     void *clock_ctx;
     size_t json_max; /* 0: PT_HTTP_JSON_MAX */
     size_t doc_max;  /* 0: PT_HTTP_DOC_MAX */
+    int body_ms;     /* 0: PT_HTTP_BODY_MS; a body slower than this is dropped */
 };
 
 struct pt_http;

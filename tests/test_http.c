@@ -41,6 +41,7 @@
 #include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tk_fixture.h"
@@ -53,6 +54,7 @@
 #include "shell/shell.h"
 
 #define HEX_ID 32
+#define AGENT_BIN COHORT_BINARY_DIR "/participant/cohort-participant"
 #define BIG_BODY (PT_HTTP_DOC_MAX + 1u)
 
 /* ------------------------------------------------------------ the log */
@@ -1539,6 +1541,53 @@ static void a_body_sent_after_100_continue_is_read(void **state)
     close(fd);
 }
 
+static void a_body_that_stops_coming_is_dropped_and_stores_nothing(void **state)
+{
+    struct world *w = *state;
+    struct pt_http_config cfg;
+    struct pt_http *h = NULL;
+    struct agent slow = w->a;
+    char err[256], req[512];
+    uint8_t buf[256];
+    struct resp r;
+    struct jdoc j;
+    int fd, n;
+    ssize_t k;
+
+    /* A second server on the same token (idle otherwise), with a short body time. */
+    memset(&cfg, 0, sizeof cfg);
+    cfg.listen = "127.0.0.1:0";
+    cfg.link = w->a.link;
+    cfg.ds = w->a.ds;
+    cfg.outbox = w->a.outbox;
+    cfg.log = capture;
+    cfg.clock = test_clock;
+    cfg.body_ms = 300;
+    assert_int_equal(pt_http_start(&h, &cfg, err, sizeof err), 0);
+    slow.port = pt_http_port(h);
+
+    fd = connect_to(slow.port);
+    n = snprintf(req, sizeof req,
+                 "POST /v1/docs?type=note.text HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Authorization: Bearer %s\r\nContent-Length: 100\r\n\r\nonly ten..",
+                 slow.owner);
+    send_all(fd, req, (size_t)n);
+    k = recv(fd, buf, sizeof buf, 0); /* the server closes without an answer */
+    assert_true(k <= 0);
+    close(fd);
+    pt_http_stop(h);
+
+    pthread_mutex_lock(&log_mu);
+    assert_non_null(strstr(log_buf, "POST /v1/docs aborted while reading the body"));
+    pthread_mutex_unlock(&log_mu);
+    get(&w->a, "/v1/docs", w->a.owner, &r);
+    expect_status(&r, 200);
+    json_of(&j, &r);
+    assert_int_equal(jarr(j.root, "docs")->n, 0);
+    pt_json_free(&j.doc);
+    resp_free(&r);
+}
+
 /* ------------------------------------------------------------- the Host */
 
 static void only_a_loopback_host_is_served(void **state)
@@ -1936,6 +1985,111 @@ static void small_documents_are_served_at_a_measured_rate(void **state)
     free(m);
 }
 
+/* ------------------------------------------------------ the command */
+
+/* Run a program with its output in files; its pid. */
+static pid_t spawn(char *const argv[], const char *out, const char *err)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+            _exit(127);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Wait up to ms for pid to exit: its exit code, or -1. */
+static int wait_exit(pid_t pid, int ms)
+{
+    for (int waited = 0; waited <= ms; waited += 20) {
+        int status = 0;
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        usleep(20000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "r");
+    char *buf = calloc(1, 1 << 20);
+    *len = 0;
+    if (f != NULL) {
+        *len = fread(buf, 1, (1 << 20) - 1, f);
+        fclose(f);
+    }
+    return buf;
+}
+
+static void the_http_command_serves_as_a_process_and_stops_on_sigterm(void **state)
+{
+    struct world *w = *state;
+    char dir[200], out[200], err[200], out2[200], err2[200], id[HEX_ID + 1], target[128];
+    char *init[] = {AGENT_BIN, "init", "--dir", dir, NULL};
+    char *add[] = {AGENT_BIN, "app",   "add",     "--dir",   dir,
+                   "--name",  "owner", "--owner", "--quiet", NULL};
+    char *http[] = {AGENT_BIN, "http", "--dir", dir, "--listen", "127.0.0.1:0", NULL};
+    struct agent ag;
+    struct resp r;
+    char *text;
+    size_t len;
+    pid_t pid;
+
+    snprintf(dir, sizeof dir, "%s/c", w->root);
+    snprintf(out, sizeof out, "%s/c.out", w->root);
+    snprintf(err, sizeof err, "%s/c.err", w->root);
+    snprintf(out2, sizeof out2, "%s/c2.out", w->root);
+    snprintf(err2, sizeof err2, "%s/c2.err", w->root);
+    assert_int_equal(wait_exit(spawn(init, out, err), 30000), 0);
+    assert_int_equal(wait_exit(spawn(add, out, err), 30000), 0);
+    memset(&ag, 0, sizeof ag);
+    text = slurp(out, &len);
+    assert_true(len >= PT_CRED_TEXT_LEN);
+    memcpy(ag.owner, text, PT_CRED_TEXT_LEN);
+    free(text);
+
+    pid = spawn(http, out, err);
+    for (int i = 0; i < 500 && ag.port == 0; i++) {
+        const char *p;
+        text = slurp(out, &len);
+        if ((p = strstr(text, "listening on http://127.0.0.1:")) != NULL)
+            ag.port = atoi(p + strlen("listening on http://127.0.0.1:"));
+        free(text);
+        if (ag.port == 0)
+            usleep(20000);
+    }
+    assert_true(ag.port > 0);
+
+    /* A second server on the same token: busy. */
+    assert_int_equal(wait_exit(spawn(http, out2, err2), 30000), CLI_TOKEN);
+
+    put_doc(&ag, ag.owner, "type=note.text&author=" MARK_AUTHOR, MARK_CONTENT, id);
+    snprintf(target, sizeof target, "/v1/docs/%s", id);
+    get(&ag, target, ag.owner, &r);
+    expect_status(&r, 200);
+    expect_body(&r, MARK_CONTENT);
+    resp_free(&r);
+
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    assert_int_equal(wait_exit(pid, 30000), CLI_OK);
+    text = slurp(err, &len);
+    assert_non_null(strstr(text, "http: POST /v1/docs 201"));
+    assert_non_null(strstr(text, "http: GET /v1/docs/{id} 200"));
+    assert_non_null(strstr(text, "SIGTERM"));
+    assert_null(strstr(text, ag.owner + HEX_ID));
+    assert_null(strstr(text, MARK_AUTHOR));
+    assert_null(strstr(text, "PLAINTEXTMARK"));
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1955,6 +2109,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(oversized_bodies_are_413_before_they_are_read, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_body_sent_after_100_continue_is_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_body_that_stops_coming_is_dropped_and_stores_nothing,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(only_a_loopback_host_is_served, setup, teardown),
         cmocka_unit_test_setup_teardown(only_loopback_addresses_are_listened_on, setup, teardown),
         cmocka_unit_test_setup_teardown(the_log_and_errors_never_hold_a_secret_content_or_metadata,
@@ -1962,6 +2118,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(requests_from_many_threads_are_all_served, setup, teardown),
         cmocka_unit_test_setup_teardown(small_documents_are_served_at_a_measured_rate, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(the_http_command_serves_as_a_process_and_stops_on_sigterm,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
