@@ -253,6 +253,7 @@ struct job {
     uint8_t *body;
     size_t body_len, reserved;
     bool deliver_after; /* after the answer, deliver what is due */
+    bool unread;        /* a body was announced and not read */
     int64_t t0_ms;
     struct answer ans;
 };
@@ -864,7 +865,7 @@ static void answer_now(struct job *j, int status, const char *code, const char *
                        bool close)
 {
     answer_error(&j->ans, status, code, sentence);
-    j->ans.close = j->ans.close || close;
+    j->ans.close = j->ans.close || close || j->unread;
     finish(j);
     job_free(j, false);
 }
@@ -899,6 +900,11 @@ static void on_request(nng_aio *aio)
     j->t0_ms = sh_mono_ms();
     j->method = method_of(m);
     snprintf(j->method_name, sizeof j->method_name, "%s", j->method != M_OTHER ? m : "OTHER");
+    te = nng_http_req_get_header(req, "Transfer-Encoding");
+    cl = nng_http_req_get_header(req, "Content-Length");
+    /* Until its body is read, an answer closes the connection (the body
+     * would otherwise be read as the next request). */
+    j->unread = te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
     pthread_mutex_lock(&h->q_mu);
     h->live++;
     stopping = h->stopping;
@@ -943,6 +949,7 @@ static void on_request(nng_aio *aio)
                 n += (size_t)snprintf(allow + n, sizeof allow - n, "%s%s", n ? ", " : "", names[b]);
         answer_error(&j->ans, 405, "METHOD_NOT_ALLOWED", "the route does not take that method");
         memcpy(j->ans.allow, allow, sizeof allow);
+        j->ans.close = j->unread;
         finish(j);
         job_free(j, false);
         return;
@@ -970,8 +977,6 @@ static void on_request(nng_aio *aio)
     }
 
     /* The body. */
-    te = nng_http_req_get_header(req, "Transfer-Encoding");
-    cl = nng_http_req_get_header(req, "Content-Length");
     expect = nng_http_req_get_header(req, "Expect");
     if (te != NULL) {
         answer_now(j, 411, "LENGTH_REQUIRED", "send the body with a Content-Length", true);
@@ -1059,6 +1064,7 @@ static void body_done(void *arg)
         nng_http_conn_read_all(j->conn, j->io);
         return;
     }
+    j->unread = false;
     enqueue(j, true);
 }
 

@@ -1541,6 +1541,43 @@ static void a_body_sent_after_100_continue_is_read(void **state)
     close(fd);
 }
 
+/* A body the server refuses to read is never taken for the next request. */
+static void a_refused_body_is_never_read_as_a_request(void **state)
+{
+    struct world *w = *state;
+    struct agent *a = &w->a;
+    char inner[256], req[1024], v[32];
+    struct resp r;
+    int fd, n, m;
+
+    m = snprintf(inner, sizeof inner,
+                 "DELETE /v1/credentials/00112233445566778899aabbccddeeff HTTP/1.1\r\n"
+                 "Host: 127.0.0.1\r\nAuthorization: Bearer %s\r\n\r\n",
+                 a->owner);
+    /* Refused for its credential (none), its route, its method, its size. */
+    const char *heads[] = {
+        "POST /v1/docs?type=a HTTP/1.1",
+        "POST /v1/nothing HTTP/1.1",
+        "PATCH /v1/docs HTTP/1.1",
+    };
+    for (size_t i = 0; i < sizeof heads / sizeof heads[0]; i++) {
+        fd = connect_to(a->port);
+        n = snprintf(req, sizeof req, "%s\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s",
+                     heads[i], m, inner);
+        send_all(fd, req, (size_t)n);
+        assert_int_equal(read_response(fd, &r), 0);
+        assert_true(r.status >= 400);
+        assert_non_null(header(&r, "Connection", v, sizeof v));
+        assert_string_equal(v, "close");
+        resp_free(&r);
+        assert_int_equal(read_response(fd, &r), -1); /* closed: no second answer */
+        close(fd);
+    }
+    pthread_mutex_lock(&log_mu);
+    assert_null(strstr(log_buf, "DELETE"));
+    pthread_mutex_unlock(&log_mu);
+}
+
 static void a_body_that_stops_coming_is_dropped_and_stores_nothing(void **state)
 {
     struct world *w = *state;
@@ -2111,6 +2148,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_body_sent_after_100_continue_is_read, setup, teardown),
         cmocka_unit_test_setup_teardown(a_body_that_stops_coming_is_dropped_and_stores_nothing,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(a_refused_body_is_never_read_as_a_request, setup, teardown),
         cmocka_unit_test_setup_teardown(only_a_loopback_host_is_served, setup, teardown),
         cmocka_unit_test_setup_teardown(only_loopback_addresses_are_listened_on, setup, teardown),
         cmocka_unit_test_setup_teardown(the_log_and_errors_never_hold_a_secret_content_or_metadata,
