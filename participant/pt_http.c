@@ -32,11 +32,24 @@
  *      Content-Length within the route's limit (413, 411 for a chunked
  *      body), and the server not overloaded (503).
  *   2. still on nng's threads: the body is read (after "100 Continue" if
- *      the client asked for it) into a buffer of exactly its length.
+ *      the client asked for it) into a buffer of exactly its length,
+ *      within cfg.body_ms (else the connection is dropped). An answer
+ *      given before an announced body is read closes the connection, so
+ *      that the body is never parsed as a request.
  *   3. on a worker: the agent's call, under the token lock, and the answer.
  *      A write is followed by share syncs (still under the lock: the new
  *      packages go to the outbox) and, after the answer is sent, by the
  *      deliveries of every package still due.
+ * What nng refuses before step 1 (a request line that is not HTTP/1.x, a
+ * target that does not start with '/', an HTTP/1.1 request without Host)
+ * gets nng's own answer, and no log line: it never names a route.
+ *
+ * PUT takes the new revision's metadata from its query when it gives a
+ * type, and otherwise keeps the current revision's (read first, which
+ * needs the GET right too). A document's "shared" (received in a share)
+ * comes from the token's list of shares, kept between requests until the
+ * inbox takes a package: while this server holds the token, nothing else
+ * can change it.
  *
  * What the token refuses maps to a status (pt_http_status); its reason is
  * never sent, only tk_strerror's fixed sentence and the code's name. A
