@@ -1444,6 +1444,7 @@ static void sync_shares(struct job *j)
 {
     struct pt_http *h = j->h;
 
+    j->deliver_after = true; /* new packages, or ones an earlier delivery left due */
     for (unsigned i = 0; i < PT_HTTP_SYNC_MAX; i++) {
         uint8_t id[16], *pkg = NULL;
         size_t len = 0;
@@ -1463,7 +1464,6 @@ static void sync_shares(struct job *j)
             break;
         outbox_store(h, id, pkg, len, NULL);
         free(pkg);
-        j->deliver_after = true;
     }
 }
 

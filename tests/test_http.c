@@ -861,6 +861,145 @@ static void two_agents_share_over_http(void **state)
     resp_free(&r);
 }
 
+static void lists_and_the_audit_page_with_their_cursors(void **state)
+{
+    struct world *w = *state;
+    struct agent *a = &w->a;
+    char ids[5][HEX_ID + 1], target[128];
+    bool seen[5] = {false};
+    uint64_t after = 0;
+    int pages = 0;
+
+    for (int i = 0; i < 5; i++)
+        put_doc(a, a->owner, "type=page.test", "a page", ids[i]);
+    for (;;) {
+        struct resp r;
+        struct jdoc j;
+        bool more;
+        snprintf(target, sizeof target, "/v1/docs?type=page.*&limit=2&after=%llu",
+                 (unsigned long long)after);
+        get(a, target, a->owner, &r);
+        expect_status(&r, 200);
+        json_of(&j, &r);
+        assert_true(jarr(j.root, "docs")->n <= 2);
+        for (const struct pt_json_value *d = jarr(j.root, "docs")->child; d != NULL; d = d->next)
+            for (int i = 0; i < 5; i++)
+                if (strcmp(jstr(d, "id"), ids[i]) == 0) {
+                    assert_false(seen[i]);
+                    seen[i] = true;
+                }
+        more = jbool(j.root, "more");
+        after = (uint64_t)jint(j.root, "next");
+        pt_json_free(&j.doc);
+        resp_free(&r);
+        assert_true(++pages < 20);
+        if (!more)
+            break;
+    }
+    for (int i = 0; i < 5; i++)
+        assert_true(seen[i]);
+
+    /* The audit log, two entries at a time, in order. */
+    {
+        struct resp r;
+        struct jdoc j;
+        int64_t first_seq, next;
+        get(a, "/v1/audit?limit=2", a->owner, &r);
+        expect_status(&r, 200);
+        json_of(&j, &r);
+        assert_int_equal(jarr(j.root, "entries")->n, 2);
+        assert_true(jbool(j.root, "more"));
+        first_seq = jint(jarr(j.root, "entries")->child, "seq");
+        next = jint(j.root, "next");
+        assert_int_equal(next, jint(jarr(j.root, "entries")->child->next, "seq"));
+        pt_json_free(&j.doc);
+        resp_free(&r);
+        snprintf(target, sizeof target, "/v1/audit?limit=2&after=%lld", (long long)next);
+        get(a, target, a->owner, &r);
+        expect_status(&r, 200);
+        json_of(&j, &r);
+        assert_true(jint(jarr(j.root, "entries")->child, "seq") > next);
+        assert_true(next > first_seq);
+        pt_json_free(&j.doc);
+        resp_free(&r);
+    }
+}
+
+/* Restart an agent's server on the port it had. */
+static void restart_on(struct agent *ag, int port)
+{
+    char listen[32], err[256];
+    struct pt_http_config cfg;
+
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    memset(&cfg, 0, sizeof cfg);
+    cfg.listen = listen;
+    cfg.link = ag->link;
+    cfg.ds = ag->ds;
+    cfg.outbox = ag->outbox;
+    cfg.log = capture;
+    cfg.clock = test_clock;
+    assert_int_equal(pt_http_start(&ag->h, &cfg, err, sizeof err), 0);
+    assert_int_equal(pt_http_port(ag->h), port);
+}
+
+static bool share_due(const struct agent *a)
+{
+    struct resp r;
+    struct jdoc j;
+    bool due;
+    get(a, "/v1/shares", a->owner, &r);
+    expect_status(&r, 200);
+    json_of(&j, &r);
+    assert_int_equal(jarr(j.root, "shares")->n, 1);
+    assert_false(jbool(jarr(j.root, "shares")->child, "incoming"));
+    due = jbool(jarr(j.root, "shares")->child, "due");
+    pt_json_free(&j.doc);
+    resp_free(&r);
+    return due;
+}
+
+static void a_failed_delivery_is_retried_after_the_next_write(void **state)
+{
+    struct world *w = *state;
+    struct agent *a = &w->a, *b = &w->b;
+    char id[HEX_ID + 1], other[HEX_ID + 1], json[4096], cert[1024];
+    int port_b = b->port;
+    struct resp r;
+    struct jdoc j;
+
+    if (!share_supported(a))
+        skip();
+    get(b, "/v1/identity", NULL, &r);
+    json_of(&j, &r);
+    snprintf(cert, sizeof cert, "%s", jstr(j.root, "certificate"));
+    pt_json_free(&j.doc);
+    resp_free(&r);
+
+    /* The recipient's agent is down when the share is made. */
+    pt_http_stop(b->h);
+    b->h = NULL;
+    put_doc(a, a->owner, "type=health.record", "x-ray: clear", id);
+    snprintf(json, sizeof json,
+             "{\"recipient\":\"%s\",\"docs\":[\"%s\"],\"deliver\":\"http://127.0.0.1:%d/\"}", cert,
+             id, port_b);
+    post_json(a, "/v1/shares", a->owner, json, &r);
+    expect_status(&r, 201);
+    json_of(&j, &r);
+    assert_false(jbool(j.root, "delivered"));
+    pt_json_free(&j.doc);
+    resp_free(&r);
+    assert_true(share_due(a));
+
+    /* It comes back; the sender's next write delivers what was due. */
+    restart_on(b, port_b);
+    put_doc(a, a->owner, "type=note.text", "unrelated", other);
+    eventually_reads(b, id, "x-ray: clear");
+    for (int i = 0; i < 200 && share_due(a); i++)
+        usleep(25000);
+    assert_false(share_due(a));
+}
+
 /* ------------------------------------------------------------ 400: JSON */
 
 struct bad_json {
@@ -2132,6 +2271,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(every_route_answers_its_success, setup, teardown),
         cmocka_unit_test_setup_teardown(two_agents_share_over_http, setup, teardown),
+        cmocka_unit_test_setup_teardown(lists_and_the_audit_page_with_their_cursors, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_failed_delivery_is_retried_after_the_next_write, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(malformed_json_is_400_and_names_where, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_ids_and_parameters_are_400, setup, teardown),
         cmocka_unit_test_setup_teardown(paths_that_try_to_leave_the_store_are_400_and_touch_nothing,
