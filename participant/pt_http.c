@@ -262,7 +262,7 @@ struct job {
     struct pt_cred cred;
     uint32_t n_params;
     struct param params[PT_HTTP_PARAMS_MAX];
-    char qbuf[PT_HTTP_URI_MAX + 1];
+    char qbuf[PT_HTTP_URI_MAX + 2 * PT_HTTP_PARAMS_MAX + 2]; /* names and values, decoded */
     uint8_t *body;
     size_t body_len, reserved;
     bool deliver_after; /* after the answer, deliver what is due */
@@ -755,7 +755,13 @@ static int parse_query(struct job *j, const char *q, size_t len, char *why, size
             snprintf(why, why_len, "more than %u query parameters", PT_HTTP_PARAMS_MAX);
             return 400;
         }
-        /* The name, then the value decoded, into qbuf (never longer than q). */
+        /* The name, then the value decoded, into qbuf: each takes its NUL,
+         * so the names and values may take a little more than the query
+         * (a "tag" without '=' takes 5 bytes for its 3); bounded anyway. */
+        if (out + (ke - ks) + 1 + (ve - vs) + 1 > sizeof j->qbuf) {
+            snprintf(why, why_len, "the query string is too long");
+            return 400;
+        }
         key = j->qbuf + out;
         memcpy(j->qbuf + out, q + ks, ke - ks);
         out += ke - ks;

@@ -1169,6 +1169,25 @@ static void bad_ids_and_parameters_are_400(void **state)
     struct world *w = *state;
     struct agent *a = &w->a;
 
+    /* The longest target, of the most parameters, each taking its NULs. */
+    for (int eq = 0; eq < 2; eq++) {
+        char target[PT_HTTP_URI_MAX + 1];
+        struct resp r;
+        size_t n = (size_t)snprintf(target, sizeof target, "/v1/docs?type=a");
+        for (int i = 0; i < (int)PT_HTTP_PARAMS_MAX - 2; i++)
+            n += (size_t)snprintf(target + n, sizeof target - n, eq ? "&tag=" : "&tag");
+        n += (size_t)snprintf(target + n, sizeof target - n, "&tag=");
+        memset(target + n, 'v', PT_HTTP_URI_MAX - n);
+        target[PT_HTTP_URI_MAX] = '\0';
+        request(a, "POST", target, a->owner, "x", 1, &r);
+        expect_error(&r, 400, "BAD_PARAMETER");
+        resp_free(&r);
+        target[PT_HTTP_URI_MAX - 1] = '\0'; /* one shorter */
+        request(a, "POST", target, a->owner, "x", 1, &r);
+        expect_error(&r, 400, "BAD_PARAMETER");
+        resp_free(&r);
+    }
+
     for (size_t i = 0; i < sizeof bad_targets / sizeof bad_targets[0]; i++) {
         const struct bad_target *t = &bad_targets[i];
         struct resp r;
