@@ -1486,6 +1486,10 @@ static void run_identity(struct job *j)
     lock(j);
     rc = pt_identity(&j->h->cfg.link, now_of(j->h), pk, cert, &cert_len, &st);
     unlock(j);
+    if (rc == PT_ERR_INPUT) {
+        answer_error(&j->ans, 404, "NO_IDENTITY", "the token has no keys yet");
+        return;
+    }
     if (rc != 0) {
         answer_fail(&j->ans, rc, &st, false);
         return;
