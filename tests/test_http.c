@@ -2180,6 +2180,35 @@ static void small_documents_are_served_at_a_measured_rate(void **state)
     free(m);
 }
 
+static void a_token_without_keys_has_no_identity(void **state)
+{
+    struct world *w = *state;
+    struct fx_token t;
+    struct pt_inproc link;
+    struct pt_http_config cfg;
+    struct agent bare;
+    char err[256];
+    struct resp r;
+
+    fx_token_init(&t, TK_ARENA_DEFAULT);
+    pt_inproc_init(&link, &t.tk, t.arena, t.arena_len);
+    memset(&bare, 0, sizeof bare);
+    memset(&cfg, 0, sizeof cfg);
+    cfg.listen = "localhost:0";
+    cfg.link = pt_inproc_link(&link);
+    cfg.ds = w->a.ds;
+    cfg.outbox = w->a.outbox;
+    cfg.log = capture;
+    assert_int_equal(pt_http_start(&bare.h, &cfg, err, sizeof err), 0);
+    bare.port = pt_http_port(bare.h);
+    get(&bare, "/v1/identity", NULL, &r);
+    expect_error(&r, 404, "NO_IDENTITY");
+    resp_free(&r);
+    pt_http_stop(bare.h);
+    pt_inproc_free(&link);
+    fx_token_free(&t);
+}
+
 /* ------------------------------------------------------ the command */
 
 /* Run a program with its output in files; its pid. */
@@ -2318,6 +2347,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(requests_from_many_threads_are_all_served, setup, teardown),
         cmocka_unit_test_setup_teardown(small_documents_are_served_at_a_measured_rate, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(a_token_without_keys_has_no_identity, setup, teardown),
         cmocka_unit_test_setup_teardown(the_http_command_serves_as_a_process_and_stops_on_sigterm,
                                         setup, teardown),
     };
