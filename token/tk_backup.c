@@ -198,7 +198,7 @@ static struct bk_session *find_session(struct tk_call *c, const uint8_t *id, siz
     if (s == NULL || !session_open(c->tk) || id_len != TK_SESSION_ID_LEN ||
         sodium_memcmp(s->id, c->tk->session, TK_SESSION_ID_LEN) != 0 ||
         sodium_memcmp(id, c->tk->session, TK_SESSION_ID_LEN) != 0 || s->restore != restore ||
-        s->done)
+        s->done || (restore && s->arena_lo < SESSION_ROOM + sizeof(struct bk_restore)))
         return NULL;
     a->lo = s->arena_lo;
     return s;
