@@ -25,6 +25,9 @@
  *   bytes, an oversized feed, a commit into a token that holds documents
  *   or tables, a commit cut off by another request or by a failing last
  *   chunk. Backup sessions refuse what is not theirs.
+ * - Backups forged by someone who knows the phrase (sealed here by the
+ *   book): final counts or tags that lie, records no token writes, each
+ *   refused with its code.
  * - Sizes: the backup of a token with 100 documents, and the arena peaks
  *   of making and restoring it in the least arena.
  */
