@@ -538,6 +538,39 @@ static Cohort__TokenResponse *read_audit(struct fx_token *t)
     return r;
 }
 
+static void cred_issue(struct fx_token *t, const char *name, uint8_t id[16])
+{
+    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
+    Cohort__CredIssue ci = COHORT__CRED_ISSUE__INIT;
+    Cohort__PermRule rule = COHORT__PERM_RULE__INIT, *rules[1] = {&rule};
+    Cohort__TokenResponse *r;
+    rule.type = "bank.*";
+    rule.verbs = COHORT__VERB__VERB_GET;
+    ci.name = (char *)name;
+    ci.n_rules = 1;
+    ci.rules = rules;
+    req.now = FX_NOW;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_CRED_ISSUE;
+    req.cred_issue = &ci;
+    assert_int_equal(fx_call(t, &req, &r), TK_OK);
+    assert_int_equal(r->cred_issued->info->id.len, 16);
+    memcpy(id, r->cred_issued->info->id.data, 16);
+    cohort__token_response__free_unpacked(r, NULL);
+}
+
+static Cohort__TokenResponse *cred_list(struct fx_token *t)
+{
+    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
+    Cohort__CredList cl = COHORT__CRED_LIST__INIT;
+    Cohort__TokenResponse *r;
+    cl.max = 64;
+    req.now = FX_NOW;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_CRED_LIST;
+    req.cred_list = &cl;
+    assert_int_equal(fx_call(t, &req, &r), TK_OK);
+    return r;
+}
+
 static Cohort__TokenResponse *get_policy(struct fx_token *t)
 {
     Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
@@ -695,24 +728,29 @@ static void a_backup_restores_into_a_new_token_and_its_documents_read_back_ident
     struct opened o;
     struct done d;
     char phrase[64];
-    Cohort__TokenResponse *ra, *rb;
+    uint8_t cred_id[16];
+    Cohort__TokenResponse *ra, *rb, *audit_a;
     size_t i, k, total = 0, own;
     (void)state;
 
     fx_world_init(&w);
     source_make(&a, &w, 5, TK_ARENA_DEFAULT);
+    cred_issue(&a.t, "budget-app", cred_id);
     backup_make(&a.t, false, &f, phrase);
     assert_int_equal(strlen(phrase), TK_BACKUP_PHRASE_LEN);
 
-    /* What the file holds: the policy in force only (two were set), the
-     * audit entries (two policies, the study, the export), the table and
-     * its rows, every revision of every document; no BackupKey. */
+    /* What the file holds: the policy in force only (two were set), every
+     * audit entry (the export's last), the tables (health, documents) and
+     * their rows, every revision of every document, the credential; no
+     * BackupKey. */
     backup_open(&o, &f, phrase);
+    audit_a = read_audit(&a.t);
+    assert_int_equal(o.kinds[TK_REC_AUDIT], audit_a->audit->n_entries);
     assert_int_equal(o.kinds[TK_REC_POLICY], 1);
-    assert_int_equal(o.kinds[TK_REC_AUDIT], 4);
-    assert_int_equal(o.kinds[TK_REC_TABLE], 1);
-    assert_true(o.kinds[TK_REC_ROWS] >= 1);
+    assert_int_equal(o.kinds[TK_REC_TABLE], 2);
+    assert_true(o.kinds[TK_REC_ROWS] >= 2);
     assert_int_equal(o.kinds[TK_REC_DOC], 6);
+    assert_int_equal(o.kinds[TK_REC_CRED], 1);
     assert_int_equal(o.kinds[TK_REC_BACKUP_KEY], 0);
     for (k = 0; k < 16; k++)
         total += o.kinds[k];
@@ -739,6 +777,31 @@ static void a_backup_restores_into_a_new_token_and_its_documents_read_back_ident
     assert_int_equal(restore(&b, phrase, true, f.p, f.len, PIECE, &d), TK_OK);
     assert_int_equal(d.records, o.records);
     assert_int_equal(d.documents, 5);
+
+    /* The audit log: the token's own entry, the backup's entries numbered
+     * on from it, the restore. */
+    ra = audit_a;
+    rb = read_audit(&b);
+    own = 1;
+    assert_int_equal(rb->audit->n_entries, own + ra->audit->n_entries + 1);
+    for (i = 0; i < rb->audit->n_entries; i++)
+        assert_int_equal(rb->audit->entries[i]->seq, i + 1);
+    for (i = 0; i < ra->audit->n_entries; i++) {
+        const Cohort__AuditEntry *x = ra->audit->entries[i], *y = rb->audit->entries[own + i];
+        assert_string_equal(x->event, y->event);
+        assert_string_equal(x->study, y->study);
+        assert_int_equal(x->time, y->time);
+        assert_int_equal(x->accepted, y->accepted);
+        assert_true(x->epsilon == y->epsilon);
+        assert_int_equal(x->query_id.len, y->query_id.len);
+        assert_int_equal(x->doc_id.len, y->doc_id.len);
+        if (x->doc_id.len)
+            assert_memory_equal(x->doc_id.data, y->doc_id.data, x->doc_id.len);
+    }
+    assert_string_equal(ra->audit->entries[ra->audit->n_entries - 1]->event, "backup.export");
+    assert_string_equal(rb->audit->entries[rb->audit->n_entries - 1]->event, "backup.restore");
+    cohort__token_response__free_unpacked(rb, NULL);
+
     documents_read_back(&b, &a);
     documents_read_back(&a.t, &a);
     /* A token without the backup cannot open them. */
@@ -761,34 +824,20 @@ static void a_backup_restores_into_a_new_token_and_its_documents_read_back_ident
     cohort__token_response__free_unpacked(ra, NULL);
     cohort__token_response__free_unpacked(rb, NULL);
 
+    /* The credential is listed (the documents table's rows are the
+     * documents'). */
+    rb = cred_list(&b);
+    assert_int_equal(rb->cred_page->n_creds, 1);
+    assert_string_equal(rb->cred_page->creds[0]->name, "budget-app");
+    assert_memory_equal(rb->cred_page->creds[0]->id.data, cred_id, 16);
+    cohort__token_response__free_unpacked(rb, NULL);
+
     /* The backup's policy is in force. */
     ra = get_policy(&a.t);
     rb = get_policy(&b);
     assert_true(rb->policy->epsilon_total == 1.0);
     assert_true(ra->policy->epsilon_total == 1.0);
     assert_int_equal(rb->policy->set_at, ra->policy->set_at);
-    cohort__token_response__free_unpacked(ra, NULL);
-    cohort__token_response__free_unpacked(rb, NULL);
-
-    /* The audit log: the token's own entry, the backup's entries numbered
-     * on from it, the restore. */
-    ra = read_audit(&a.t);
-    rb = read_audit(&b);
-    own = 1;
-    assert_int_equal(rb->audit->n_entries, own + ra->audit->n_entries + 1);
-    for (i = 0; i < rb->audit->n_entries; i++)
-        assert_int_equal(rb->audit->entries[i]->seq, i + 1);
-    for (i = 0; i < ra->audit->n_entries; i++) {
-        const Cohort__AuditEntry *x = ra->audit->entries[i], *y = rb->audit->entries[own + i];
-        assert_string_equal(x->event, y->event);
-        assert_string_equal(x->study, y->study);
-        assert_int_equal(x->time, y->time);
-        assert_int_equal(x->accepted, y->accepted);
-        assert_true(x->epsilon == y->epsilon);
-        assert_int_equal(x->query_id.len, y->query_id.len);
-    }
-    assert_string_equal(ra->audit->entries[ra->audit->n_entries - 1]->event, "backup.export");
-    assert_string_equal(rb->audit->entries[rb->audit->n_entries - 1]->event, "backup.restore");
     cohort__token_response__free_unpacked(ra, NULL);
     cohort__token_response__free_unpacked(rb, NULL);
 
@@ -819,6 +868,7 @@ static void a_backup_restores_into_a_new_token_and_its_documents_read_back_ident
     assert_int_equal(restore(&b, phrase, false, f.p, f.len, PIECE, &d), TK_OK);
     assert_int_equal(restore(&a.t, phrase, false, f.p, f.len, PIECE, &d), TK_OK);
 
+    cohort__token_response__free_unpacked(audit_a, NULL);
     opened_free(&o);
     file_free(&f);
     file_free(&back);
