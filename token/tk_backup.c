@@ -11,7 +11,10 @@
  * of them is in the log), and the recovery phrase's own secret (a
  * BackupKey record, left out). A restored token thus has the owner's data
  * under its own identity: its documents decrypt with the same keys, so the
- * agent's ciphertext files read back unchanged.
+ * agent's ciphertext files read back unchanged. What a record means under
+ * the old token's own keys does not move with it: an app credential's
+ * secret is kept as a hash keyed from the storage key (tk_cred.c), so it
+ * does not authenticate on the new token; shares name the old device.
  *
  * The phrase. BackupBegin draws 160 random bits the first time (or when
  * asked for a new phrase), keeps them in a BackupKey record and shows them
@@ -80,8 +83,10 @@
  * chunk and one log record in scratch. A restore session holds one chunk
  * and one record (about 10.5 KiB), a RestoreFeed one chunk of plaintext in
  * scratch: both fit the least arena. Nothing depends on the log's size.
- * Time: each BackupNext reads the log once; the host's clock (c->now) is
- * only written into the audit entries and BackupKey, never trusted.
+ * Time: each BackupNext reads the log once, so a backup reads a log of L
+ * bytes about L / 64 KiB times (a token with 100 documents: once); the
+ * host's clock (c->now) is only written into the audit entries and
+ * BackupKey, never trusted.
  */
 #include "token/tk_int.h"
 
