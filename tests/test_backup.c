@@ -538,7 +538,7 @@ static Cohort__TokenResponse *read_audit(struct fx_token *t)
     return r;
 }
 
-static void cred_issue(struct fx_token *t, const char *name, uint8_t id[16])
+static void cred_issue(struct fx_token *t, const char *name, uint8_t id[16], uint8_t secret[32])
 {
     Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
     Cohort__CredIssue ci = COHORT__CRED_ISSUE__INIT;
@@ -555,7 +555,28 @@ static void cred_issue(struct fx_token *t, const char *name, uint8_t id[16])
     assert_int_equal(fx_call(t, &req, &r), TK_OK);
     assert_int_equal(r->cred_issued->info->id.len, 16);
     memcpy(id, r->cred_issued->info->id.data, 16);
+    assert_int_equal(r->cred_issued->secret.len, 32);
+    memcpy(secret, r->cred_issued->secret.data, 32);
     cohort__token_response__free_unpacked(r, NULL);
+}
+
+/* CredCheck with the credential id/secret: the token's status. */
+static int cred_check(struct fx_token *t, const uint8_t id[16], const uint8_t secret[32])
+{
+    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
+    Cohort__CredCheck cc = COHORT__CRED_CHECK__INIT;
+    Cohort__AppCredential cred = COHORT__APP_CREDENTIAL__INIT;
+    Cohort__TokenResponse *r;
+    int rc;
+    cred.id = (ProtobufCBinaryData){16, (uint8_t *)id};
+    cred.secret = (ProtobufCBinaryData){32, (uint8_t *)secret};
+    req.now = FX_NOW;
+    req.auth = &cred;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_CRED_CHECK;
+    req.cred_check = &cc;
+    rc = fx_call(t, &req, &r);
+    cohort__token_response__free_unpacked(r, NULL);
+    return rc;
 }
 
 static Cohort__TokenResponse *cred_list(struct fx_token *t)
@@ -728,14 +749,14 @@ static void a_backup_restores_into_a_new_token_and_its_documents_read_back_ident
     struct opened o;
     struct done d;
     char phrase[64];
-    uint8_t cred_id[16];
+    uint8_t cred_id[16], cred_secret[32];
     Cohort__TokenResponse *ra, *rb, *audit_a;
     size_t i, k, total = 0, own;
     (void)state;
 
     fx_world_init(&w);
     source_make(&a, &w, 5, TK_ARENA_DEFAULT);
-    cred_issue(&a.t, "budget-app", cred_id);
+    cred_issue(&a.t, "budget-app", cred_id, cred_secret);
     backup_make(&a.t, false, &f, phrase);
     assert_int_equal(strlen(phrase), TK_BACKUP_PHRASE_LEN);
 
@@ -831,6 +852,11 @@ static void a_backup_restores_into_a_new_token_and_its_documents_read_back_ident
     assert_string_equal(rb->cred_page->creds[0]->name, "budget-app");
     assert_memory_equal(rb->cred_page->creds[0]->id.data, cred_id, 16);
     cohort__token_response__free_unpacked(rb, NULL);
+    /* ... and the app's credential authenticates on the new token, so the
+     * owner's apps keep working after a recovery. */
+    assert_int_equal(cred_check(&b, cred_id, cred_secret), TK_OK);
+    cred_secret[0] ^= 1;
+    assert_int_equal(cred_check(&b, cred_id, cred_secret), TK_ERR_AUTH);
 
     /* The backup's policy is in force. */
     ra = get_policy(&a.t);

@@ -11,10 +11,11 @@
  * of them is in the log), and the recovery phrase's own secret (a
  * BackupKey record, left out). A restored token thus has the owner's data
  * under its own identity: its documents decrypt with the same keys, so the
- * agent's ciphertext files read back unchanged. What a record means under
- * the old token's own keys does not move with it: an app credential's
- * secret is kept as a hash keyed from the storage key (tk_cred.c), so it
- * does not authenticate on the new token; shares name the old device.
+ * agent's ciphertext files read back unchanged, and the owner's app
+ * credentials authenticate as before (their hashes depend on nothing of the
+ * device, tk_cred.c). What a record means under the old device's own keys
+ * does not move with it: shares name the old device, so a sender's later
+ * grants, sealed to the old device's key, cannot be opened by the new one.
  *
  * The phrase. BackupBegin draws 160 random bits the first time (or when
  * asked for a new phrase), keeps them in a BackupKey record and shows them
