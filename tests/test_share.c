@@ -83,8 +83,11 @@ static int put_meta(struct fx_token *t, struct doc *d, const Cohort__DocMeta *me
     req.now = T0;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_BEGIN;
     req.doc_begin = &b;
-    if ((rc = fx_call(t, &req, &r)) != TK_OK)
+    if ((rc = fx_call(t, &req, &r)) != TK_OK) {
+        if (r != NULL)
+            cohort__token_response__free_unpacked(r, NULL);
         return rc;
+    }
     memcpy(session, r->doc_session->session.data, TK_SESSION_ID_LEN);
     cohort__token_response__free_unpacked(r, NULL);
     free(d->file);
@@ -104,8 +107,11 @@ static int put_meta(struct fx_token *t, struct doc *d, const Cohort__DocMeta *me
         rc = fx_call_raw(t, raw, req_len, &r);
         free(raw);
         free(body);
-        if (rc != TK_OK)
+        if (rc != TK_OK) {
+            if (r != NULL)
+                cohort__token_response__free_unpacked(r, NULL);
             return rc;
+        }
         d->file = realloc(d->file, d->file_len + r->doc_cipher->data.len + 1);
         assert_non_null(d->file);
         memcpy(d->file + d->file_len, r->doc_cipher->data.data, r->doc_cipher->data.len);
@@ -149,8 +155,11 @@ static int get(struct fx_token *t, int64_t now, const uint8_t *id, uint64_t rev,
     req.now = now;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_OPEN;
     req.doc_open = &o;
-    if ((rc = fx_call(t, &req, &r)) != TK_OK)
+    if ((rc = fx_call(t, &req, &r)) != TK_OK) {
+        if (r != NULL)
+            cohort__token_response__free_unpacked(r, NULL);
         return rc;
+    }
     memcpy(session, r->doc_session->session.data, TK_SESSION_ID_LEN);
     assert_int_equal(r->doc_session->ref->cipher_size, file_len);
     cohort__token_response__free_unpacked(r, NULL);
@@ -170,6 +179,8 @@ static int get(struct fx_token *t, int64_t now, const uint8_t *id, uint64_t rev,
         free(raw);
         free(body);
         if (rc != TK_OK) {
+            if (r != NULL)
+                cohort__token_response__free_unpacked(r, NULL);
             free(*out);
             *out = NULL;
             return rc;
@@ -606,6 +617,17 @@ static void a_share_expires_and_a_clock_turned_back_does_not_revive_it(void **st
     accept_ok(&s.b, T0 + 200, &o2);
     assert_int_equal(try_read(&s.b, T0 + 10, &d), TK_ERR_EXPIRED);
     expect_read(&s.b, T0 + 10, &e, plain, sizeof plain);
+
+    /* Alice's token no longer sends grants for the expired share. */
+    assert_int_equal(put(&s.a, &d, "note", plain, 3), TK_OK);
+    {
+        struct sout none;
+        assert_int_equal(share_sync(&s.a, T0 + 150, &none), TK_OK);
+        assert_false(none.present);
+        assert_int_equal(share_sync(&s.a, T0 + 50, &none), TK_OK);
+        assert_true(none.present);
+        sout_free(&none);
+    }
     sout_free(&o);
     sout_free(&o2);
     doc_free(&d);

@@ -55,8 +55,18 @@
  * under that share below max_reads (TK_ERR_DENIED). A revoked share
  * remembers what it held, so a read of it is refused rather than unknown.
  * Each read appends a ShareRead and commits before the document opens.
- * DocBegin on a received document is TK_ERR_DENIED (read-only; a
- * read-write policy is refused as unsupported, TK_ERR_UNSUPPORTED).
+ * DocBegin on a received document is TK_ERR_DENIED (read-only).
+ *
+ * Read-write (not written yet: such a policy is TK_ERR_UNSUPPORTED). The
+ * design it would follow: the recipient's DocBegin on a read-write
+ * document opens a write session whose finished revision is not stored
+ * as the recipient's own document but answered as a return grant, sealed
+ * to the sender and signed by the recipient, holding the new revision's
+ * key and naming the share and the base revision; the sender's
+ * ShareAccept takes it as the next revision of its own document if that
+ * share is still in force, read-write and at that base (else
+ * TK_ERR_CONFLICT), and its next ShareSync carries it to every share of
+ * the document, the writer's included.
  *
  * Time. c->now is the host's clock, which the token cannot check. Expiry
  * is judged at the latest of now, every time this host has given the
@@ -1335,11 +1345,12 @@ int tk_do_share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req)
  * after the cursor, each with its latest record. */
 struct batch {
     uint64_t cursor;
+    int64_t now;
     uint32_t n;
     struct {
         uint8_t id[TK_SHARE_ID_LEN];
         uint64_t index;
-        bool revoked;
+        bool over; /* revoked or expired: never out of date */
     } s[TK_SHARE_BATCH];
     uint64_t next; /* where the next batch starts; UINT64_MAX: none */
 };
@@ -1375,7 +1386,7 @@ static int batch_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t 
         memcpy(b->s[b->n++].id, h.id, TK_SHARE_ID_LEN);
     }
     b->s[i].index = index;
-    b->s[i].revoked = h.revoked;
+    b->s[i].over = h.revoked || (h.expires != 0 && h.expires <= b->now);
     return TK_OK;
 }
 
@@ -1393,6 +1404,7 @@ int tk_do_share_sync(struct tk_call *c, const Cohort__ShareSync *req)
     if ((b = tk_arena_scratch(c->arena, sizeof *b)) == NULL)
         return TK_ERR_NO_MEMORY;
     memset(b, 0, sizeof *b);
+    b->now = c->now;
     for (;;) {
         b->n = 0;
         b->next = UINT64_MAX;
@@ -1402,7 +1414,7 @@ int tk_do_share_sync(struct tk_call *c, const Cohort__ShareSync *req)
             size_t mark = tk_arena_mark(c->arena);
             struct sent s;
             bool same = false;
-            if (b->s[i].revoked)
+            if (b->s[i].over)
                 continue;
             if ((rc = sent_load(c, &s, b->s[i].index)) != TK_OK ||
                 (rc = regrant(c, &s, false, &same)) != TK_OK)
