@@ -453,6 +453,32 @@ static void record_key(struct fx_token *t, const uint8_t *id, uint8_t key[32])
     memcpy(key, k.key, 32);
 }
 
+/* Whether any record of the token's log holds these bytes in its plaintext. */
+struct seek {
+    const uint8_t *p;
+    size_t n;
+    bool found;
+};
+
+static int seek_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, uint64_t index)
+{
+    struct seek *k = ctx;
+    (void)a;
+    (void)index;
+    if (contains(plain, len, k->p, k->n))
+        k->found = true;
+    return TK_OK;
+}
+
+static bool log_contains(struct fx_token *t, const uint8_t *p, size_t n)
+{
+    struct seek k = {p, n, false};
+    struct tk_arena a;
+    tk_arena_init(&a, t->arena, t->arena_len, 0);
+    assert_int_equal(tk_log_scan(&t->tk, &a, false, seek_fn, &k), TK_OK);
+    return k.found;
+}
+
 /* ------------------------------------------------------------- basic use */
 
 static void a_shared_document_reads_the_same_at_the_recipient(void **state)
@@ -862,7 +888,7 @@ static void revocation_stops_reads_at_the_recipient(void **state)
     struct fx_snapshot snap;
     struct sout o, rv, none;
     Cohort__TokenResponse *r;
-    uint8_t plain[64];
+    uint8_t plain[64], key[32];
     (void)state;
 
     world_make(&s, TK_ARENA_DEFAULT);
@@ -871,6 +897,8 @@ static void revocation_stops_reads_at_the_recipient(void **state)
     assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 1, NULL, NULL, &o), TK_OK);
     accept_ok(&s.b, T0, &o);
     expect_read(&s.b, T0, &d, plain, sizeof plain);
+    record_key(&s.a, d.id, key);
+    assert_true(log_contains(&s.b, key, sizeof key));
 
     assert_int_equal(share_revoke(&s.a, T0, o.id, TK_SHARE_ID_LEN, &rv), TK_OK);
     print_message("ShareRevoke arena peak %zu\n", s.a.last_peak);
@@ -891,11 +919,15 @@ static void revocation_stops_reads_at_the_recipient(void **state)
     fx_snapshot_check(&snap, &s.b, false);
     fx_snapshot_free(&snap);
 
+    /* Bob's token keeps what the share held, but not the keys. */
     assert_int_equal(share_list(&s.b, 0, 16, &r), TK_OK);
     assert_int_equal(r->share_page->n_shares, 1);
     assert_true(r->share_page->shares[0]->revoked);
-    assert_int_equal(r->share_page->shares[0]->n_refs, 0);
+    assert_int_equal(r->share_page->shares[0]->n_refs, 1);
+    assert_memory_equal(r->share_page->shares[0]->refs[0]->doc_id.data, d.id, TK_DOC_ID_LEN);
+    assert_int_equal(r->share_page->shares[0]->n_metas, 0);
     cohort__token_response__free_unpacked(r, NULL);
+    assert_false(log_contains(&s.b, key, sizeof key));
     assert_int_equal(share_list(&s.a, 0, 16, &r), TK_OK);
     assert_int_equal(r->share_page->n_shares, 1);
     assert_false(r->share_page->shares[0]->incoming);
