@@ -746,7 +746,7 @@ static void an_update_reaches_the_recipient_through_share_sync(void **state)
     struct doc d = {0}, e = {0}, d1;
     const struct doc *docs[2] = {&d, &e};
     struct sout o, o2, o3, none;
-    uint8_t v1[5000], v2[7000];
+    uint8_t v1[5000], v2[7000], key[32];
     Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
     Cohort__DocDelete dd = COHORT__DOC_DELETE__INIT;
     (void)state;
@@ -788,7 +788,10 @@ static void an_update_reaches_the_recipient_through_share_sync(void **state)
         free(back);
     }
 
-    /* Alice deletes the other document: it leaves the share. */
+    /* Alice deletes the other document: it leaves the share, and its key
+     * leaves Bob's log. */
+    record_key(&s.a, e.id, key);
+    assert_true(log_contains(&s.b, key, sizeof key));
     dd.doc_id = (ProtobufCBinaryData){TK_DOC_ID_LEN, e.id};
     dd.base_revision = 1;
     req.now = T0;
@@ -801,6 +804,7 @@ static void an_update_reaches_the_recipient_through_share_sync(void **state)
     expect_read(&s.b, T0, &e, v1, 10);
     accept_ok(&s.b, T0, &o3);
     assert_int_equal(try_read(&s.b, T0, &e), TK_ERR_NOT_FOUND);
+    assert_false(log_contains(&s.b, key, sizeof key));
     expect_read(&s.b, T0, &d, v2, sizeof v2);
 
     /* The older grants are refused now. */

@@ -52,11 +52,14 @@
  * it (at that revision, when one is asked for), and picks the newest
  * revision among those whose policy still allows a read: not revoked
  * (TK_ERR_DENIED), not expired (TK_ERR_EXPIRED), reads of that document
- * under that share below max_reads (TK_ERR_DENIED). Accepting a
- * revocation rewrites the log without the share's earlier records, so
- * that its keys leave the flash (as a deleted document's do); the revoked
- * record keeps the documents' refs, so that a read of one is refused
- * rather than unknown, and no other sender can claim them.
+ * under that share below max_reads (TK_ERR_DENIED). Accepting a grant
+ * that revokes the share or drops one of its documents rewrites the log
+ * without the share's earlier records, so that the keys it no longer
+ * grants leave the flash (as a deleted document's do; a grant that only
+ * brings new revisions leaves the old ones' keys, as the owner's own
+ * token keeps its old revisions). A revoked record keeps the documents'
+ * refs, so that a read of one is refused rather than unknown, and no
+ * other sender can claim them.
  * Each read appends a ShareRead and commits before the document opens.
  * DocBegin on a received document is TK_ERR_DENIED (read-only).
  *
@@ -1788,10 +1791,11 @@ static int store_part(struct tk_call *c, uint8_t *buf, size_t cap, const struct 
 }
 
 /*
- * A revocation erases what the share held: the log is rewritten without
- * any earlier record of the share (their keys go with them, as a deleted
- * document's do), and the revoked record, which keeps the documents' refs
- * only, is written at its end.
+ * A grant that revokes a share, or drops one of its documents, erases
+ * what the share held: the log is rewritten without any earlier record of
+ * the share (their keys go with them, as a deleted document's do), and
+ * the new grant's records are written at its end (a revocation's keeps
+ * the documents' refs only).
  */
 struct eraser {
     struct tk_call *c;
@@ -1808,11 +1812,16 @@ static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_
     size_t body_len;
     struct head h;
     uint32_t kind, next = 0;
-    int rc;
+    int rc = TK_OK;
     (void)a;
     *keep = false;
-    if (plain == NULL)
-        return store_part(e->c, e->buf, e->cap, e->g, e->info, 0, &next);
+    if (plain == NULL) {
+        uint32_t part = 0;
+        do {
+            rc = store_part(e->c, e->buf, e->cap, e->g, e->info, part++, &next);
+        } while (rc == TK_OK && next < e->g->n_docs);
+        return rc;
+    }
     if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
         return rc;
     if (kind == TK_REC_SHARE) {
@@ -1863,7 +1872,7 @@ int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
     uint8_t *plain, *buf, sig[SIG_LEN];
     size_t plain_len, gl = 0, pos = 0, start, cap;
     uint32_t i, j, part, next;
-    bool have_sig = false;
+    bool have_sig = false, erase = false;
     int rc, more;
 
     if (!tk_has_flag(tk, TK_FLAG_PROVISIONED))
@@ -2022,7 +2031,9 @@ int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
         rc = TK_ERR_NO_MEMORY;
         goto out;
     }
-    if (g->revoked && x->known) {
+    for (i = 0; i < x->n_held && !erase; i++)
+        erase = grant_doc_index(g, x->held[i].id) < 0;
+    if (x->known && (g->revoked || erase)) {
         struct eraser e = {c, g, &info, buf, cap};
         rc = tk_log_rewrite(tk, c->arena, erase_keep, &e);
         goto out;
