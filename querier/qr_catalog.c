@@ -88,6 +88,18 @@ static const struct qr_column location_visits_columns[] = {
     {"home_region", QR_TEXT, 0, 128, 1, "region of the person's home"},
 };
 
+/* The token keeps this table itself, from the owner's documents' metadata
+ * (token/tk_table.c); its id column is left out: a study has no use for it. */
+static const struct qr_column documents_columns[] = {
+    {"type", QR_TEXT, 0, 64, 0, "the document's type, as the app gave it: 'bank.statement', ..."},
+    {"author", QR_TEXT, 0, 1000, 0, "who wrote it, as the app gave it (cut to 64 bytes)"},
+    {"subject", QR_TEXT, 0, 1000, 0, "its subject, as the app gave it (cut to 64 bytes)"},
+    {"created", QR_TIMESTAMP, 0, 1000000, 0, "when it was created, UTC (NULL if not given)"},
+    {"modified", QR_TIMESTAMP, 0, 1000000, 0, "when it last changed, UTC (NULL if not given)"},
+    {"bytes", QR_INT, 0, 1000000, 0, "its size in bytes (the name size is a keyword of the SQL)"},
+    {"revision", QR_INT, 0, 100, 0, "its current revision: 1, 2, ..."},
+};
+
 #define COLUMNS(a) (sizeof(a) / sizeof((a)[0])), (a)
 
 static const struct qr_table tables[] = {
@@ -99,6 +111,10 @@ static const struct qr_table tables[] = {
      COLUMNS(bank_operations_columns)},
     {"location_visits", "one row per visit to a place, from the owner's phone",
      COLUMNS(location_visits_columns)},
+    {"documents",
+     "one row per document in the owner's personal cloud: its metadata, kept by the "
+     "token",
+     COLUMNS(documents_columns)},
 };
 
 #define N_TABLES (sizeof tables / sizeof tables[0])

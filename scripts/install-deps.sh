@@ -1,11 +1,12 @@
 #!/bin/sh
-# Installs the Debian 12 packages Cohort needs to build and test, if any is
+# Installs the Debian 12 packages Cohort needs to build and test (curl: the
+# end-to-end tests talk to the agent's HTTP API with it), if any is
 # missing. Run as root (or with sudo). Does nothing when all are present.
 # --papers: also what papers/*/run.sh needs to redraw the reproductions'
 # plots (gnuplot without X, Python 3).
 set -eu
 PKGS="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev libsodium-dev
-libcmocka-dev libnng-dev libusb-1.0-0-dev openssl"
+libcmocka-dev libnng-dev libusb-1.0-0-dev openssl curl"
 if [ "${1:-}" = "--papers" ]; then
     PKGS="$PKGS gnuplot-nox python3"
 fi

@@ -386,7 +386,7 @@ static void a_new_table_needs_its_schema_and_a_catalog_table_refuses_one(void **
     write_file(w, "in.csv", "night,minutes\n2026-01-01,420\n");
     assert_int_equal(run(w, "import --dir @ --table my_sleep @/in.csv"), CLI_USAGE);
     expect_err_has(w, "my_sleep is neither a table of this token nor a catalog table (health, "
-                      "energy, bank_operations, location_visits)");
+                      "energy, bank_operations, location_visits, documents)");
     assert_int_equal(run(w, "import --dir @ --table health --schema a~int @/in.csv"), CLI_USAGE);
     expect_err_has(w, "health is a catalog table: its columns are fixed");
     assert_int_equal(run(w, "import --dir @ --table my_sleep --schema night~date,minutes~flaot "

@@ -198,9 +198,10 @@ static void test_the_catalog_lists_the_health_table_with_its_columns_in_order(vo
  * token accepts, and a schema for the token that lists exactly the
  * catalog's columns. A query over each compiles.
  */
-static void test_the_catalog_has_four_documented_tables_with_schemas_for_the_token(void **state)
+static void test_the_catalog_has_five_documented_tables_with_schemas_for_the_token(void **state)
 {
-    static const char *const names[] = {"health", "energy", "bank_operations", "location_visits"};
+    static const char *const names[] = {"health", "energy", "bank_operations", "location_visits",
+                                        "documents"};
     static const char *const queries[] = {
         "SELECT age_band, AVG(steps) FROM health GROUP BY age_band",
         "SELECT heating, SUM(kwh), MAX(peak_kw) FROM energy WHERE solar AND day >= "
@@ -210,6 +211,8 @@ static void test_the_catalog_has_four_documented_tables_with_schemas_for_the_tok
         "GROUP BY merchant_category",
         "SELECT place_category, AVG(duration_min), MAX(distance_km) FROM location_visits WHERE "
         "arrival < TIMESTAMP '2026-07-01 00:00:00' GROUP BY place_category",
+        "SELECT type, COUNT(*), AVG(bytes) FROM documents WHERE created >= TIMESTAMP "
+        "'2026-01-01 00:00:00' GROUP BY type",
     };
     int seen_timestamp = 0, seen_bool = 0;
 
@@ -2007,7 +2010,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_the_catalog_lists_the_health_table_with_its_columns_in_order),
-        cmocka_unit_test(test_the_catalog_has_four_documented_tables_with_schemas_for_the_token),
+        cmocka_unit_test(test_the_catalog_has_five_documented_tables_with_schemas_for_the_token),
         cmocka_unit_test(test_catalog_lookups_ignore_case_and_reject_unknown_names),
         cmocka_unit_test(test_valid_queries_lower_to_the_expected_programs),
         cmocka_unit_test(test_a_plain_count_gets_every_default),

@@ -169,6 +169,36 @@ static bool saved_state_differs(const struct tk_token *a, const struct tk_token 
            a->plan_next != b->plan_next || a->audit_seq != b->audit_seq;
 }
 
+/*
+ * Requests that only the owner makes, and whose handlers do not look at a
+ * credential yet: with one, it must be an owner credential (an app's is
+ * TK_ERR_DENIED, one that does not authenticate TK_ERR_AUTH). Documents,
+ * credentials, shares, backups and the audit log judge the credential
+ * themselves; GetInfo answers anyone.
+ */
+static bool owner_only(uint32_t body)
+{
+    switch (body) {
+    case COHORT__TOKEN_REQUEST__BODY_PROVISION_BEGIN:
+    case COHORT__TOKEN_REQUEST__BODY_PROVISION_FINISH:
+    case COHORT__TOKEN_REQUEST__BODY_LOAD_TABLE:
+    case COHORT__TOKEN_REQUEST__BODY_COLLECT:
+    case COHORT__TOKEN_REQUEST__BODY_AGG_BEGIN:
+    case COHORT__TOKEN_REQUEST__BODY_AGG_END:
+    case COHORT__TOKEN_REQUEST__BODY_READ_ROWS:
+    case COHORT__TOKEN_REQUEST__BODY_DELETE_ROWS:
+    case COHORT__TOKEN_REQUEST__BODY_UPDATE_ROWS:
+    case COHORT__TOKEN_REQUEST__BODY_LIST_TABLES:
+    case COHORT__TOKEN_REQUEST__BODY_SET_POLICY:
+    case COHORT__TOKEN_REQUEST__BODY_GET_POLICY:
+    case COHORT__TOKEN_REQUEST__BODY_COMPACT:
+    case COHORT__TOKEN_REQUEST__BODY_ATTEST:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_len,
                const uint8_t *data, size_t data_len)
 {
@@ -188,6 +218,8 @@ static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_
     if (r == NULL)
         return rc;
     c->auth = r->auth;
+    if (c->auth != NULL && owner_only(r->body_case) && (rc = tk_cred_owner(c)) != TK_OK)
+        return rc;
     switch (r->body_case) {
     case COHORT__TOKEN_REQUEST__BODY_INFO:
         return tk_do_info(c, r->info);

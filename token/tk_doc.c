@@ -29,8 +29,8 @@
  * Writing. DocBegin checks the metadata's bounds and the revision (a new
  * document: no id and base_revision 0, the token draws the id; an update:
  * base_revision must be the current revision, else TK_ERR_CONFLICT) and
- * opens a write session. Each DocWrite encrypts what it carries (at most
- * TK_DOC_DATA_MAX bytes): full chunks go out at once, the rest waits in the
+ * opens a write session (see "Who may" for the credential's checks). Each DocWrite encrypts what it
+ * carries (at most TK_DOC_DATA_MAX bytes): full chunks go out at once, the rest waits in the
  * session (less than one chunk). The `last` DocWrite emits the final chunk,
  * appends the DocRecord and commits it: the revision exists once that
  * answer is given, not before (a session that is cut off leaves nothing).
@@ -60,17 +60,47 @@
  *
  * Sessions. One session at a time, of either kind (tk->session): any
  * request that is not a DocWrite or DocRead closes a document session, and
- * any error inside one closes it too, as for aggregation sessions.
+ * any error inside one closes it too, as for aggregation sessions. A
+ * DocWrite or DocRead is streamed and carries no credential: the session
+ * belongs to whoever opened it, and its random id is what the host must
+ * present.
+ *
+ * Who may. A request with a credential (tk_cred.c) is authenticated first,
+ * before anything about the document is looked at (TK_ERR_AUTH). Then:
+ * DocBegin of a new document needs POST on its metadata; of a new
+ * revision, PUT on the current metadata and on the new one (so that an
+ * app cannot move a document into or out of what it may write); DocOpen
+ * needs GET; DocDelete needs DELETE on the current metadata; DocList shows
+ * only what the credential may GET. Permissions are checked before the
+ * revision (a refused app learns nothing of it), after the document is
+ * found.
+ *
+ * Audit. Every revision stored ("doc.create", "doc.update"), every DocOpen
+ * ("doc.read") and every delete ("doc.delete") appends an audit line in the
+ * same commit, naming the credential and app (none for the host link). A
+ * refusal by the rules ("doc.denied") is logged and committed before the
+ * request fails: the document is untouched, the attempt is on record.
+ *
+ * The documents table. Each revision stored also writes the document's row
+ * of the token's `documents` table (tk_table.c), in the same commit, so
+ * that studies can aggregate over the documents' metadata under the
+ * owner's policy like over any table. A new document appends its row; a
+ * new revision replaces it, and a delete removes it, in a rewrite of the
+ * log. The last DocWrite therefore ends the session before it stores: what
+ * the store needs moves to scratch and the session's room is given back,
+ * so that a rewrite fits the least arena.
  *
  * Deleting. DocDelete rewrites the log without any record of the document
  * (tk_log_rewrite), so that no revision's key remains on the flash once the
  * old segment is removed; the agent's files become noise. It costs a pass
- * over the whole log.
+ * over the whole log, and so does an update (its row is replaced): a
+ * create costs an append.
  *
  * Listing. DocList's cursor is a position in the log; a page lists the
  * current revisions among the next `max` document records (three scans:
  * pick, drop the superseded, write), so a page may be short while more
- * remain.
+ * remain, and shorter still with a filter (DocList.filter: a rule whose
+ * verbs are ignored) or a credential that may not GET all of them.
  */
 #include "token/tk_int.h"
 
@@ -305,17 +335,41 @@ static int record_decode(Cohort__DocRecord **out, struct tk_arena *a, const uint
 
 /* -------------------------------------------------------------- writing */
 
+/*
+ * Whether cr may apply verb to a document of metadata m. A refusal is
+ * logged ("doc.denied") and committed before the request fails: the
+ * document is untouched, the attempt is on record. A credential that does
+ * not authenticate never gets this far (TK_ERR_AUTH, not logged).
+ */
+static int allow(struct tk_call *c, const struct tk_cred *cr, uint32_t verb,
+                 const Cohort__DocMeta *m, const uint8_t *doc_id)
+{
+    int rc = tk_cred_match(cr, verb, m), lrc;
+    if (rc != TK_ERR_DENIED)
+        return rc;
+    lrc = tk_audit_event(c, "doc.denied", doc_id, doc_id ? TK_DOC_ID_LEN : 0, cr, false);
+    if (lrc == TK_OK)
+        lrc = tk_log_commit(c->tk, c->arena);
+    return lrc != TK_OK ? lrc : rc;
+}
+
 int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
 {
+    size_t mark = tk_arena_mark(c->arena);
     struct tk_doc_session *s;
-    uint8_t doc_id[TK_DOC_ID_LEN];
+    const struct tk_cred *cr;
+    uint8_t doc_id[TK_DOC_ID_LEN], cred_id[TK_CRED_ID_LEN];
+    char app[TK_CRED_NAME_MAX + 1];
     uint64_t revision = 1;
     size_t meta_len;
     struct find f;
+    bool declared, by_app;
     int rc;
 
     if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
         return TK_ERR_NOT_PROVISIONED;
+    if ((rc = tk_cred_load(c, &cr)) != TK_OK)
+        return rc;
     if ((rc = meta_check(req->meta)) != TK_OK)
         return rc;
     meta_len = cohort__doc_meta__get_packed_size(req->meta);
@@ -324,19 +378,42 @@ int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
     if (req->doc_id.len == 0) {
         if (req->base_revision != 0)
             return TK_ERR_CONFLICT;
+        if ((rc = allow(c, cr, COHORT__VERB__VERB_POST, req->meta, NULL)) != TK_OK)
+            return rc;
         randombytes_buf(doc_id, sizeof doc_id);
     } else if (req->doc_id.len == TK_DOC_ID_LEN) {
+        Cohort__DocRecord *r;
         memcpy(doc_id, req->doc_id.data, sizeof doc_id);
         if ((rc = find_record(c, &f, doc_id, 0)) != TK_OK)
             return rc;
         if (f.latest == 0)
             return tk_share_write_check(c, doc_id); /* a received document is read-only */
+        if ((rc = record_decode(&r, c->arena, f.rec, f.rec_len)) != TK_OK)
+            return rc;
+        sodium_memzero(r->key.data, r->key.len);
+        sodium_memzero(f.rec, TK_DOC_RECORD_MAX);
+        /* PUT on what the document is and on what it becomes. */
+        if ((rc = allow(c, cr, COHORT__VERB__VERB_PUT, r->meta, doc_id)) != TK_OK ||
+            (rc = allow(c, cr, COHORT__VERB__VERB_PUT, req->meta, doc_id)) != TK_OK)
+            return rc;
         if (f.latest != req->base_revision)
             return TK_ERR_CONFLICT;
         revision = f.latest + 1;
     } else {
         return TK_ERR_MALFORMED;
     }
+    /* Known now, so that a full table list fails here rather than at the end. */
+    if ((rc = tk_docs_declared(c->tk, c->arena, &declared)) != TK_OK)
+        return rc;
+    /* Who asks, for the audit line; the rest of the checks' scratch goes. */
+    by_app = cr != NULL;
+    memset(cred_id, 0, sizeof cred_id);
+    app[0] = '\0';
+    if (by_app) {
+        memcpy(cred_id, cr->id, TK_CRED_ID_LEN);
+        tk_text_put(app, 0, sizeof app, cr->info->name);
+    }
+    tk_arena_release(c->arena, mark);
 
     if ((s = new_session(c, true)) == NULL)
         return TK_ERR_NO_MEMORY;
@@ -344,6 +421,10 @@ int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
     s->revision = revision;
     crypto_secretstream_xchacha20poly1305_keygen(s->key);
     s->meta_len = cohort__doc_meta__pack(req->meta, s->meta);
+    s->docs_declared = declared;
+    s->by_app = by_app;
+    memcpy(s->cred_id, cred_id, sizeof cred_id);
+    memcpy(s->app, app, sizeof app);
     open_session(c, s);
 
     /* DocSession { session, max_chunk } */
@@ -402,33 +483,84 @@ static void push_chunk(struct tk_doc_session *s, uint8_t *out, const uint8_t *m,
     s->cipher_bytes += TK_DOC_FRAME_LEN + m_len + ABYTES;
 }
 
-/* Append the finished revision's record and commit it. */
-static int store_revision(struct tk_call *c, struct tk_doc_session *s, uint8_t hash[32])
+/* What the last DocWrite stores, copied out of the session so that the
+ * session's room is free for the store's scans and rewrite. */
+struct revision {
+    uint8_t doc_id[TK_DOC_ID_LEN];
+    uint64_t revision;
+    uint8_t key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
+    uint8_t hash[TK_DOC_HASH_LEN];
+    uint64_t size, cipher_size;
+    bool docs_declared, by_app;
+    uint8_t cred_id[TK_CRED_ID_LEN];
+    char app[TK_CRED_NAME_MAX + 1];
+    size_t meta_len;
+    uint8_t meta[TK_DOC_META_MAX];
+};
+
+/* Append the revision's record, its row of the documents table and its
+ * audit line (not committed). */
+static int append_revision(struct tk_call *c, const struct revision *v, bool declare)
 {
     Cohort__StoreRecord sr = COHORT__STORE_RECORD__INIT;
     Cohort__DocRecord rec = COHORT__DOC_RECORD__INIT;
     Cohort__DocMeta *meta;
     int rc = TK_OK;
 
-    meta = (Cohort__DocMeta *)tk_unpack(c->arena, &cohort__doc_meta__descriptor, s->meta,
-                                        s->meta_len, &rc);
+    meta = (Cohort__DocMeta *)tk_unpack(c->arena, &cohort__doc_meta__descriptor, v->meta,
+                                        v->meta_len, &rc);
     if (meta == NULL)
         return rc;
-    meta->size = s->plain_bytes;
-    rec.doc_id = (ProtobufCBinaryData){TK_DOC_ID_LEN, s->doc_id};
-    rec.revision = s->revision;
-    rec.key = (ProtobufCBinaryData){sizeof s->key, s->key};
-    rec.content_hash = (ProtobufCBinaryData){TK_DOC_HASH_LEN, hash};
-    rec.size = s->plain_bytes;
-    rec.cipher_size = s->cipher_bytes;
+    meta->size = v->size;
+    rec.doc_id = (ProtobufCBinaryData){TK_DOC_ID_LEN, (uint8_t *)v->doc_id};
+    rec.revision = v->revision;
+    rec.key = (ProtobufCBinaryData){sizeof v->key, (uint8_t *)v->key};
+    rec.content_hash = (ProtobufCBinaryData){TK_DOC_HASH_LEN, (uint8_t *)v->hash};
+    rec.size = v->size;
+    rec.cipher_size = v->cipher_size;
     rec.meta = meta;
     sr.body_case = COHORT__STORE_RECORD__BODY_DOC;
     sr.doc = &rec;
     if (cohort__doc_record__get_packed_size(&rec) > TK_DOC_RECORD_MAX)
         return TK_ERR_TOO_LARGE;
-    if ((rc = tk_log_append(c->tk, c->arena, &sr)) != TK_OK)
+    if ((rc = tk_log_append(c->tk, c->arena, &sr)) != TK_OK ||
+        (rc = tk_docs_row(c->tk, c->arena, declare, v->doc_id, v->revision, meta)) != TK_OK)
         return rc;
-    return tk_log_commit(c->tk, c->arena);
+    return tk_audit_event_by(c, v->revision == 1 ? "doc.create" : "doc.update", v->doc_id,
+                             TK_DOC_ID_LEN, v->by_app ? v->cred_id : NULL, v->app, true);
+}
+
+/*
+ * A rewrite of the log for one document (tk_log_rewrite): its row of the
+ * documents table goes; on a delete its revisions' records go too. At the
+ * end of the pass, `finish` appends what replaces them.
+ */
+struct eraser {
+    struct tk_call *c;
+    const uint8_t *doc_id;
+    bool drop_records;
+    struct tk_docs_edit *docs;
+    const struct revision *store; /* an update: the new revision */
+    const uint8_t *cred_id;       /* a delete: who asked (NULL: the host link) */
+    const char *app;
+};
+
+static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, bool *keep);
+
+/* Store a finished revision and commit: a new document is appended; a new
+ * revision replaces the document's row, which rewrites the log. */
+static int store_revision(struct tk_call *c, const struct revision *v)
+{
+    struct eraser e = {c, v->doc_id, false, NULL, v, NULL, NULL};
+    int rc;
+    if (v->revision == 1) {
+        if ((rc = append_revision(c, v, !v->docs_declared)) != TK_OK)
+            return rc;
+        return tk_log_commit(c->tk, c->arena);
+    }
+    if ((rc = tk_docs_edit_init(&e.docs, c->tk, c->arena, v->doc_id)) != TK_OK)
+        return rc;
+    return tk_log_rewrite(c->tk, c->arena, erase_keep, &e);
 }
 
 int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len)
@@ -438,6 +570,7 @@ int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len)
     size_t sid_len, data_len, total, n_full, rest, out_len, pos = 0, i, payload;
     uint64_t plain_after, cipher_after;
     uint8_t hash[TK_DOC_HASH_LEN], *p;
+    struct revision *v;
     bool last;
     int rc;
 
@@ -494,18 +627,55 @@ int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len)
     sodium_memzero(s->buf, sizeof s->buf);
     s->buf_len = 0;
     crypto_generichash_final(hash_state(s), hash, sizeof hash);
-    if ((rc = store_revision(c, s, hash)) != TK_OK)
-        return rc;
-    ref_write(c->out, 2, s->doc_id, s->revision, hash, s->plain_bytes, s->cipher_bytes);
+    /* The session ends here: what the store needs moves to scratch, and
+     * the session's room goes back to the arena. */
+    if ((v = tk_arena_scratch(c->arena, sizeof *v)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    memcpy(v->doc_id, s->doc_id, TK_DOC_ID_LEN);
+    v->revision = s->revision;
+    memcpy(v->key, s->key, sizeof v->key);
+    memcpy(v->hash, hash, sizeof hash);
+    v->size = s->plain_bytes;
+    v->cipher_size = s->cipher_bytes;
+    v->docs_declared = s->docs_declared;
+    v->by_app = s->by_app;
+    memcpy(v->cred_id, s->cred_id, sizeof v->cred_id);
+    memcpy(v->app, s->app, sizeof v->app);
+    v->meta_len = s->meta_len;
+    memcpy(v->meta, s->meta, s->meta_len);
     s->finished = true;
     end_session(c);
-    return TK_OK;
+    c->arena->lo = 0;
+    rc = store_revision(c, v);
+    if (rc == TK_OK)
+        ref_write(c->out, 2, v->doc_id, v->revision, v->hash, v->size, v->cipher_size);
+    sodium_memzero(v->key, sizeof v->key);
+    return rc;
 }
 
 /* -------------------------------------------------------------- reading */
 
+/* tk_cred_match over packed metadata, for a credential already loaded. */
+static int allow_packed(struct tk_call *c, const struct tk_cred *cr, uint32_t verb,
+                        const uint8_t *meta, size_t meta_len)
+{
+    size_t mark = tk_arena_mark(c->arena);
+    Cohort__DocMeta *m;
+    int rc = TK_OK;
+    if (cr == NULL || cr->info->owner)
+        return TK_OK;
+    m = (Cohort__DocMeta *)tk_unpack(c->arena, &cohort__doc_meta__descriptor, meta, meta_len, &rc);
+    if (m == NULL)
+        rc = rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+    else
+        rc = tk_cred_match(cr, verb, m);
+    tk_arena_release(c->arena, mark);
+    return rc;
+}
+
 /* The revision to open: the owner's own record, else a received share's. */
-static int open_source(struct tk_call *c, const Cohort__DocOpen *req, struct tk_shared_doc *d)
+static int open_source(struct tk_call *c, const struct tk_cred *cr, const Cohort__DocOpen *req,
+                       struct tk_shared_doc *d)
 {
     Cohort__DocRecord *r;
     struct find f;
@@ -518,7 +688,7 @@ static int open_source(struct tk_call *c, const Cohort__DocOpen *req, struct tk_
             return TK_ERR_NOT_FOUND; /* an own document without that revision */
         if ((rc = tk_share_find_doc(c, req->doc_id.data, req->revision, false, d)) != TK_OK)
             return rc;
-        if ((rc = tk_cred_allow(c, COHORT__VERB__VERB_GET, d->meta, d->meta_len)) != TK_OK)
+        if ((rc = allow_packed(c, cr, COHORT__VERB__VERB_GET, d->meta, d->meta_len)) != TK_OK)
             return rc;
         return tk_share_find_doc(c, req->doc_id.data, req->revision, true, d);
     }
@@ -539,7 +709,7 @@ static int open_source(struct tk_call *c, const Cohort__DocOpen *req, struct tk_
     }
     sodium_memzero(f.rec, TK_DOC_RECORD_MAX);
     if (rc == TK_OK)
-        rc = tk_cred_allow(c, COHORT__VERB__VERB_GET, d->meta, d->meta_len);
+        rc = allow_packed(c, cr, COHORT__VERB__VERB_GET, d->meta, d->meta_len);
     return rc;
 }
 
@@ -547,17 +717,33 @@ int tk_do_doc_open(struct tk_call *c, const Cohort__DocOpen *req)
 {
     struct tk_doc_session *s;
     struct tk_shared_doc *d;
-    size_t ref;
+    const struct tk_cred *cr;
+    size_t ref, mark;
     int rc;
 
     if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
         return TK_ERR_NOT_PROVISIONED;
-    if (req->doc_id.len != TK_DOC_ID_LEN)
-        return TK_ERR_MALFORMED;
     if ((d = tk_arena_scratch(c->arena, sizeof *d)) == NULL)
         return TK_ERR_NO_MEMORY;
     memset(d, 0, sizeof *d);
-    if ((rc = open_source(c, req, d)) != TK_OK) {
+    mark = tk_arena_mark(c->arena); /* what the checks use goes before the session */
+    if ((rc = tk_cred_load(c, &cr)) != TK_OK)
+        return rc;
+    if (req->doc_id.len != TK_DOC_ID_LEN)
+        return TK_ERR_MALFORMED;
+    rc = open_source(c, cr, req, d);
+    /* Every read is on record, and so is a refusal (not a failure to
+     * authenticate: that never reaches here). */
+    if (rc == TK_OK || rc == TK_ERR_DENIED) {
+        int lrc = tk_audit_event(c, rc == TK_OK ? "doc.read" : "doc.denied", req->doc_id.data,
+                                 TK_DOC_ID_LEN, cr, rc == TK_OK);
+        if (lrc == TK_OK)
+            lrc = tk_log_commit(c->tk, c->arena);
+        if (lrc != TK_OK)
+            rc = lrc;
+    }
+    tk_arena_release(c->arena, mark);
+    if (rc != TK_OK) {
         sodium_memzero(d, sizeof *d);
         return rc;
     }
@@ -742,8 +928,10 @@ struct lister {
     uint64_t index[TK_DOC_LIST_MAX + 1];
     uint8_t id[TK_DOC_LIST_MAX + 1][TK_DOC_ID_LEN];
     bool stale[TK_DOC_LIST_MAX + 1];
-    /* Pass 3: writing. */
+    /* Pass 3: writing what the filter and the credential let through. */
     struct tk_wbuf *out;
+    const Cohort__PermRule *filter;
+    const struct tk_cred *cr;
     int pass;
 };
 
@@ -782,6 +970,9 @@ static int list_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
             if ((rc = record_decode(&r, a, body, body_len)) != TK_OK)
                 return rc;
             sodium_memzero(r->key.data, r->key.len);
+            if ((l->filter != NULL && !tk_rule_matches(l->filter, r->meta)) ||
+                tk_cred_match(l->cr, COHORT__VERB__VERB_GET, r->meta) != TK_OK)
+                continue;
             tk_w_open(l->out, 1, ref_len(r->revision, r->size, r->cipher_size));
             tk_w_bytes(l->out, 1, r->doc_id.data, TK_DOC_ID_LEN);
             tk_w_uint(l->out, 2, r->revision);
@@ -802,6 +993,7 @@ static int list_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
  */
 int tk_do_doc_list(struct tk_call *c, const Cohort__DocList *req)
 {
+    const struct tk_cred *cr;
     struct lister *l;
     size_t start;
     uint64_t next;
@@ -810,13 +1002,19 @@ int tk_do_doc_list(struct tk_call *c, const Cohort__DocList *req)
 
     if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
         return TK_ERR_NOT_PROVISIONED;
+    if ((rc = tk_cred_load(c, &cr)) != TK_OK)
+        return rc;
     if (req->max < 1 || req->max > TK_DOC_LIST_MAX)
         return TK_ERR_TOO_LARGE;
+    if (req->filter != NULL && (rc = tk_rule_check(req->filter, false)) != TK_OK)
+        return rc;
     if ((l = tk_arena_scratch(c->arena, sizeof *l)) == NULL)
         return TK_ERR_NO_MEMORY;
     memset(l, 0, sizeof *l);
     l->after = req->after;
     l->max = req->max;
+    l->filter = req->filter;
+    l->cr = cr;
     for (l->pass = 1; l->pass <= 2; l->pass++)
         if ((rc = tk_log_scan(c->tk, c->arena, false, list_fn, l)) != TK_OK)
             return rc;
@@ -835,10 +1033,6 @@ int tk_do_doc_list(struct tk_call *c, const Cohort__DocList *req)
     return page_end(c->out, start);
 }
 
-struct eraser {
-    const uint8_t *doc_id;
-};
-
 static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, bool *keep)
 {
     struct eraser *e = ctx;
@@ -847,24 +1041,35 @@ static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_
     uint32_t kind;
     uint64_t rev;
     int rc;
-    (void)a;
+
+    if (plain == NULL) {
+        if ((rc = tk_docs_edit_keep(e->docs, a, NULL, 0, keep)) != TK_OK)
+            return rc;
+        *keep = false; /* one pass */
+        if (e->store != NULL)
+            return append_revision(e->c, e->store, !tk_docs_edit_declared(e->docs));
+        return tk_audit_event_by(e->c, "doc.delete", e->doc_id, TK_DOC_ID_LEN, e->cred_id, e->app,
+                                 true);
+    }
     *keep = false;
-    if (plain == NULL)
-        return TK_OK;
     if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
         return rc;
-    if (kind == TK_REC_DOC) {
+    if (kind == TK_REC_DOC && e->drop_records) {
         if ((rc = record_id(body, body_len, &id, &rev)) != TK_OK)
             return rc;
         if (memcmp(id, e->doc_id, TK_DOC_ID_LEN) == 0)
             return TK_OK;
     }
-    *keep = true;
-    return TK_OK;
+    return tk_docs_edit_keep(e->docs, a, plain, len, keep);
 }
 
 int tk_do_doc_delete(struct tk_call *c, const Cohort__DocDelete *req)
 {
+    size_t mark = tk_arena_mark(c->arena);
+    uint8_t hash[TK_DOC_HASH_LEN], cred_id[TK_CRED_ID_LEN];
+    char app[TK_CRED_NAME_MAX + 1];
+    uint64_t rev, size, cipher_size;
+    const struct tk_cred *cr;
     Cohort__DocRecord *r;
     struct eraser e;
     struct find f;
@@ -872,22 +1077,38 @@ int tk_do_doc_delete(struct tk_call *c, const Cohort__DocDelete *req)
 
     if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
         return TK_ERR_NOT_PROVISIONED;
+    if ((rc = tk_cred_load(c, &cr)) != TK_OK)
+        return rc;
     if (req->doc_id.len != TK_DOC_ID_LEN)
         return TK_ERR_MALFORMED;
     if ((rc = find_record(c, &f, req->doc_id.data, 0)) != TK_OK)
         return rc;
     if (!f.found)
         return TK_ERR_NOT_FOUND;
-    if (f.latest != req->base_revision)
-        return TK_ERR_CONFLICT;
     if ((rc = record_decode(&r, c->arena, f.rec, f.rec_len)) != TK_OK)
         return rc;
     sodium_memzero(r->key.data, r->key.len);
     sodium_memzero(f.rec, TK_DOC_RECORD_MAX);
-    e.doc_id = req->doc_id.data;
-    if ((rc = tk_log_rewrite(c->tk, c->arena, erase_keep, &e)) != TK_OK)
+    if ((rc = allow(c, cr, COHORT__VERB__VERB_DELETE, r->meta, req->doc_id.data)) != TK_OK)
         return rc;
-    ref_write(c->out, 20, r->doc_id.data, r->revision, r->content_hash.data, r->size,
-              r->cipher_size);
+    if (f.latest != req->base_revision)
+        return TK_ERR_CONFLICT;
+    /* What the answer and the audit line need; the checks' scratch goes
+     * before the rewrite. */
+    rev = r->revision;
+    size = r->size;
+    cipher_size = r->cipher_size;
+    memcpy(hash, r->content_hash.data, sizeof hash);
+    app[0] = '\0';
+    if (cr != NULL) {
+        memcpy(cred_id, cr->id, sizeof cred_id);
+        tk_text_put(app, 0, sizeof app, cr->info->name);
+    }
+    e = (struct eraser){c, req->doc_id.data, true, NULL, NULL, cr ? cred_id : NULL, app};
+    tk_arena_release(c->arena, mark);
+    if ((rc = tk_docs_edit_init(&e.docs, c->tk, c->arena, req->doc_id.data)) != TK_OK ||
+        (rc = tk_log_rewrite(c->tk, c->arena, erase_keep, &e)) != TK_OK)
+        return rc;
+    ref_write(c->out, 20, req->doc_id.data, rev, hash, size, cipher_size);
     return TK_OK;
 }

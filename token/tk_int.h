@@ -466,9 +466,8 @@ typedef int (*tk_keep_fn)(void *ctx, struct tk_arena *a, const uint8_t *plain, s
                           bool *keep);
 int tk_log_rewrite(struct tk_token *tk, struct tk_arena *a, tk_keep_fn keep, void *ctx);
 
-/* The oneof field of a StoreRecord's plaintext (TK_REC_*) and its payload,
- * without decoding it; TK_ERR_TAMPERED if the plaintext is not one
- * StoreRecord. */
+/* The oneof field of a StoreRecord's plaintext (TK_REC_*) and its payload, without decoding it;
+ * TK_ERR_TAMPERED if the plaintext is not one StoreRecord. */
 int tk_record_body(const uint8_t *plain, size_t len, uint32_t *kind, const uint8_t **body,
                    size_t *body_len);
 #define TK_REC_TABLE 1u
@@ -496,6 +495,33 @@ int tk_table_scan(struct tk_token *tk, struct tk_arena *a, const char *table, tk
 int tk_table_exists(struct tk_token *tk, struct tk_arena *a, const char *table, bool *found);
 /* Names of the tables on the token (up to max). */
 int tk_table_names(struct tk_token *tk, struct tk_arena *a, char **names, size_t max, size_t *n);
+
+/*
+ * The documents table (tk_table.c): one row per current document of the
+ * owner's, with its metadata, which the token keeps in step with the
+ * documents so that studies can aggregate over it (the owner's policy
+ * decides whether they may) and the owner can search it. The owner cannot
+ * load, update or delete its rows (TK_ERR_DENIED): only the documents do.
+ *
+ * tk_docs_declared says whether the committed log declares the table
+ * (known_schema caches that it does); tk_docs_row appends (not commits) a
+ * document's row, after the table's declaration when `declare`. A rewrite that must drop a
+ * document's row runs its records through tk_docs_edit_keep: the table's row batches are written
+ * again without that row (*keep false), anything else is kept as it is (*keep true), after whatever
+ * rows were pending; at the end of the pass (plain NULL) the pending rows are written.
+ * tk_docs_edit_init takes the document's id (TK_DOC_ID_LEN bytes) and allocates in scratch.
+ */
+#define TK_DOCS_TABLE "documents"
+int tk_docs_declared(struct tk_token *tk, struct tk_arena *a, bool *declared);
+int tk_docs_row(struct tk_token *tk, struct tk_arena *a, bool declare, const uint8_t *doc_id,
+                uint64_t revision, const Cohort__DocMeta *m);
+struct tk_docs_edit;
+int tk_docs_edit_init(struct tk_docs_edit **out, struct tk_token *tk, struct tk_arena *a,
+                      const uint8_t *doc_id);
+int tk_docs_edit_keep(struct tk_docs_edit *e, struct tk_arena *a, const uint8_t *plain, size_t len,
+                      bool *keep);
+/* Whether the documents table was met in the rewrite so far. */
+bool tk_docs_edit_declared(const struct tk_docs_edit *e);
 
 /* ----------------------------------------------------- owner's policy */
 
@@ -547,6 +573,8 @@ int tk_do_update_rows(struct tk_call *c, const Cohort__UpdateRows *req);
 int tk_do_list_tables(struct tk_call *c, const Cohort__ListTables *req);
 int tk_do_compact(struct tk_call *c, const Cohort__Compact *req);
 /* The owner's consent policy and audit log (tk_policy.c). */
+/* Append an audit entry (seq and time are set here); not committed. */
+int tk_audit_append(struct tk_call *c, Cohort__AuditEntry *e);
 int tk_do_set_policy(struct tk_call *c, const Cohort__SetPolicy *req);
 int tk_do_get_policy(struct tk_call *c, const Cohort__GetPolicy *req);
 int tk_do_read_audit(struct tk_call *c, const Cohort__ReadAudit *req);
@@ -576,6 +604,8 @@ size_t tk_session_extent(const struct tk_token *tk, const uint8_t *arena, size_t
  * of either kind is open at a time. Both start with the magic and the id.
  */
 #define TK_DOC_MAGIC 0x444f4331u /* "DOC1" */
+#define TK_CRED_ID_LEN 16u
+#define TK_CRED_NAME_MAX 64u
 #define TK_DOC_ID_LEN 16u
 #define TK_DOC_CHUNK 4096u     /* plaintext of a file chunk (the last: 0..4096) */
 #define TK_DOC_DATA_MAX 65536u /* bytes of one DocWrite or DocRead */
@@ -606,6 +636,12 @@ struct tk_doc_session {
     /* Reading: what the record promises. */
     uint64_t cipher_size;
     uint8_t content_hash[TK_DOC_HASH_LEN];
+    /* Writing: who began it (DocWrite carries no credential), for the
+     * audit line: by_app, the credential's id and name. */
+    bool by_app;
+    bool docs_declared; /* the documents table is declared (DocBegin's finding) */
+    uint8_t cred_id[TK_CRED_ID_LEN];
+    char app[TK_CRED_NAME_MAX + 1];
     /* Writing: the DocMeta to store (packed). */
     size_t meta_len;
     uint8_t meta[TK_DOC_META_MAX];
@@ -638,6 +674,51 @@ int tk_do_doc_delete(struct tk_call *c, const Cohort__DocDelete *req);
  */
 int tk_cred_allow(struct tk_call *c, uint32_t verb, const uint8_t *meta, size_t meta_len);
 int tk_cred_owner(struct tk_call *c);
+
+#define TK_CRED_SECRET_LEN 32u
+#define TK_CRED_HASH_LEN 32u
+#define TK_CRED_RULES_MAX 16u
+#define TK_CRED_VALUES_MAX 16u
+#define TK_CRED_VALUE_MAX 128u
+#define TK_CRED_DEPTH 8u         /* ancestors of a delegated credential, at most */
+#define TK_CRED_RECORD_MAX 2048u /* a packed CredRecord */
+#define TK_CRED_LIST_MAX 64u     /* credentials per CredList page */
+
+/*
+ * A credential that authenticated (tk_cred_load): its id and its latest
+ * CredInfo, decoded in the call's scratch, with its ancestors. For
+ * handlers that ask more than once in one request (DocBegin's update,
+ * DocList's every document), so that the log is searched once.
+ */
+struct tk_cred {
+    uint8_t id[TK_CRED_ID_LEN];
+    const Cohort__CredInfo *info;
+    uint8_t chain[TK_CRED_DEPTH][TK_CRED_ID_LEN]; /* parent first */
+    uint32_t depth;
+};
+/* The call's credential: *out NULL for the host link (the owner's), else
+ * the credential, which authenticated (TK_ERR_AUTH otherwise). */
+int tk_cred_load(struct tk_call *c, const struct tk_cred **out);
+/* TK_OK if cr (NULL: the host link) may apply verb to a document with
+ * metadata m: an owner credential may do anything; else one of its rules
+ * must allow it (TK_ERR_DENIED). */
+int tk_cred_match(const struct tk_cred *cr, uint32_t verb, const Cohort__DocMeta *m);
+/* Whether rule r matches m, verbs aside (DocList's filter). */
+bool tk_rule_matches(const Cohort__PermRule *r, const Cohort__DocMeta *m);
+/* A filter's or a rule's bounds: TK_OK, TK_ERR_MALFORMED or TK_ERR_TOO_LARGE;
+ * with_verbs: verbs must be 1..15 (a credential's rule). */
+int tk_rule_check(const Cohort__PermRule *r, bool with_verbs);
+/*
+ * Append (not commit) an audit line of an owner's-cloud event: `event`
+ * ("doc.read", "cred.issue", ...), the object concerned (a document's or a
+ * credential's id; NULL for none), who asked (cr NULL: the host link) and
+ * whether it was allowed (a denial carries TK_ERR_DENIED as its status).
+ */
+int tk_audit_event(struct tk_call *c, const char *event, const uint8_t *object, size_t object_len,
+                   const struct tk_cred *cr, bool allowed);
+/* The same, for who is named by id and name (a document session's writer). */
+int tk_audit_event_by(struct tk_call *c, const char *event, const uint8_t *object,
+                      size_t object_len, const uint8_t *cred_id, const char *app, bool allowed);
 int tk_do_cred_issue(struct tk_call *c, const Cohort__CredIssue *req);
 int tk_do_cred_list(struct tk_call *c, const Cohort__CredList *req);
 int tk_do_cred_revoke(struct tk_call *c, const Cohort__CredRevoke *req);

@@ -39,7 +39,12 @@
  * Owner requests: SetPolicy replaces the policy (logged as an audit event
  * too), GetPolicy returns it, ReadAudit pages through the log. The host
  * link is the owner's: authenticating the owner to the token (a PIN) is
- * not done here.
+ * not done here. A request that carries a credential (the agent's HTTP
+ * API) reads the audit log only with an owner credential (tk_cred.c).
+ *
+ * The personal cloud logs here too (tk_audit_append): every document
+ * access and every credential issued or revoked (tk_doc.c, tk_cred.c),
+ * with the credential that asked; they debit nothing.
  */
 #include <math.h>
 
@@ -372,7 +377,7 @@ static size_t utf8_cut(const char *s, size_t len, size_t max)
     return max;
 }
 
-static int append_audit(struct tk_call *c, Cohort__AuditEntry *e)
+int tk_audit_append(struct tk_call *c, Cohort__AuditEntry *e)
 {
     Cohort__StoreRecord rec;
     int rc;
@@ -423,7 +428,7 @@ int tk_policy_record(struct tk_call *c, const struct tk_plan *plan, const struct
         memcpy(sql, plan->sql, sql_len);
     sql[sql_len] = '\0';
     e.sql = sql;
-    if ((rc = append_audit(c, &e)) != TK_OK)
+    if ((rc = tk_audit_append(c, &e)) != TK_OK)
         goto out;
     rc = tk_log_commit(c->tk, c->arena);
 out:
@@ -508,7 +513,7 @@ int tk_do_set_policy(struct tk_call *c, const Cohort__SetPolicy *req)
     cohort__audit_entry__init(&e);
     e.accepted = true;
     e.event = "policy";
-    if ((rc = append_audit(c, &e)) != TK_OK)
+    if ((rc = tk_audit_append(c, &e)) != TK_OK)
         return rc;
     if ((rc = tk_log_commit(c->tk, c->arena)) != TK_OK)
         return rc;
@@ -590,6 +595,8 @@ int tk_do_read_audit(struct tk_call *c, const Cohort__ReadAudit *req)
 
     if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
         return TK_ERR_NOT_PROVISIONED;
+    if ((rc = tk_cred_owner(c)) != TK_OK)
+        return rc; /* the audit log is the owner's alone */
     memset(&pg, 0, sizeof pg);
     pg.after = req->after;
     pg.max = req->max_entries == 0 || req->max_entries > AUDIT_PAGE_MAX ? AUDIT_PAGE_MAX

@@ -24,6 +24,9 @@
  * live records (every schema and row, the latest policy, every audit line),
  * one table per pass so that rows loaded a few at a time end up in full
  * batches. Every write commits before it answers, and answers Changed.
+ * The documents table is the token's own (see its section at the end):
+ * the owner reads it like any other, but loads, deletes and updates of it
+ * are TK_ERR_DENIED.
  *
  * RAM. Every operation streams: one record at a time is decrypted into
  * scratch, and its rows are walked in their wire form and decoded one at a
@@ -50,6 +53,8 @@
 #define RESP_TRAILER 16u /* what the dispatcher adds after a handler's body */
 #define CHANGED_ROOM (2u + 3u * 11u + RESP_TRAILER)
 #define PAGE_TRAILER (2u + RESP_TRAILER)
+
+static int reserved(struct tk_call *c);
 
 /* ------------------------------------------------------ schema checks */
 
@@ -640,6 +645,8 @@ int tk_do_load_table(struct tk_call *c, const Cohort__LoadTable *req)
         return TK_ERR_NOT_PROVISIONED;
     if ((rc = check_schema(s)) != TK_OK)
         return rc;
+    if (strcmp(s->name, TK_DOCS_TABLE) == 0)
+        return reserved(c);
     for (i = 0; i < req->n_rows; i++)
         if ((rc = check_row(s, req->rows[i])) != TK_OK ||
             (rc = check_row_size(req->rows[i])) != TK_OK)
@@ -1059,6 +1066,8 @@ int tk_do_delete_rows(struct tk_call *c, const Cohort__DeleteRows *req)
         return TK_ERR_NOT_PROVISIONED;
     if ((rc = check_table_name(req->table)) != TK_OK)
         return rc;
+    if (strcmp(req->table, TK_DOCS_TABLE) == 0)
+        return reserved(c);
     ways = (req->all ? 1 : 0) + (req->n_ids > 0 ? 1 : 0) + (req->n_where > 0 ? 1 : 0);
     if (ways != 1)
         return TK_ERR_MALFORMED; /* exactly one way of choosing rows */
@@ -1095,6 +1104,8 @@ int tk_do_update_rows(struct tk_call *c, const Cohort__UpdateRows *req)
         return TK_ERR_NOT_PROVISIONED;
     if ((rc = check_table_name(req->table)) != TK_OK)
         return rc;
+    if (strcmp(req->table, TK_DOCS_TABLE) == 0)
+        return reserved(c);
     if (req->n_ids != req->n_rows)
         return TK_ERR_MALFORMED;
     if (tk_w_room(c->out) < CHANGED_ROOM)
@@ -1212,4 +1223,251 @@ int tk_do_compact(struct tk_call *c, const Cohort__Compact *req)
         return rc;
     write_changed(c->out, k.rows, before, tk->log.length);
     return TK_OK;
+}
+
+/* ------------------------------------------------------ documents table */
+
+/*
+ * The documents table (tk_int.h): one row per current document, kept in
+ * step by tk_doc.c in the commit that changes the document. A row is
+ *   id TEXT (the document's id, 32 hex digits), type TEXT, author TEXT,
+ *   subject TEXT, created TIMESTAMP, modified TIMESTAMP, bytes INT,
+ *   revision INT,
+ * with author and subject cut to TK_TEXT_MAX bytes (at a UTF-8 boundary)
+ * and a created or modified time of 0 stored as NULL. Tags are not in it
+ * (a row holds no list). The owner's DocDelete removes the row in the
+ * rewrite that removes the document; an update replaces it in the rewrite
+ * that stores the new revision (the old row goes, the new one is appended
+ * with a new id), so the table never shows a document twice.
+ */
+#define DOCS_COLUMNS 8u
+#define DOCS_ID_HEX (2u * TK_DOC_ID_LEN)
+
+static const struct {
+    const char *name;
+    int type;
+} docs_columns[DOCS_COLUMNS] = {
+    {"id", COHORT__VALUE_TYPE__VT_TEXT},           {"type", COHORT__VALUE_TYPE__VT_TEXT},
+    {"author", COHORT__VALUE_TYPE__VT_TEXT},       {"subject", COHORT__VALUE_TYPE__VT_TEXT},
+    {"created", COHORT__VALUE_TYPE__VT_TIMESTAMP}, {"modified", COHORT__VALUE_TYPE__VT_TIMESTAMP},
+    {"bytes", COHORT__VALUE_TYPE__VT_INT},         {"revision", COHORT__VALUE_TYPE__VT_INT},
+};
+
+struct docs_schema {
+    Cohort__TableSchema s;
+    Cohort__Column cols[DOCS_COLUMNS];
+    Cohort__Column *ptrs[DOCS_COLUMNS];
+};
+
+static void docs_schema(struct docs_schema *d)
+{
+    size_t i;
+    cohort__table_schema__init(&d->s);
+    d->s.name = TK_DOCS_TABLE;
+    for (i = 0; i < DOCS_COLUMNS; i++) {
+        cohort__column__init(&d->cols[i]);
+        d->cols[i].name = (char *)docs_columns[i].name;
+        d->cols[i].type = (Cohort__ValueType)docs_columns[i].type;
+        d->ptrs[i] = &d->cols[i];
+    }
+    d->s.n_columns = DOCS_COLUMNS;
+    d->s.columns = d->ptrs;
+}
+
+static void docs_hex(char out[DOCS_ID_HEX], const uint8_t *doc_id)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i;
+    for (i = 0; i < TK_DOC_ID_LEN; i++) {
+        out[2 * i] = hex[doc_id[i] >> 4];
+        out[2 * i + 1] = hex[doc_id[i] & 15];
+    }
+}
+
+/* At most TK_TEXT_MAX bytes of s, not cutting a UTF-8 sequence. */
+static size_t text_cut(const char *s)
+{
+    size_t n = strlen(s);
+    if (n <= TK_TEXT_MAX)
+        return n;
+    n = TK_TEXT_MAX;
+    while (n > 0 && ((uint8_t)s[n] & 0xc0) == 0x80)
+        n--;
+    return n;
+}
+
+static int reserved(struct tk_call *c)
+{
+    c->reason[0] = '\0';
+    tk_text_put(c->reason, 0, sizeof c->reason,
+                "the documents table follows your documents: change the documents instead");
+    return TK_ERR_DENIED;
+}
+
+int tk_docs_declared(struct tk_token *tk, struct tk_arena *a, bool *declared)
+{
+    struct docs_schema d;
+    struct catalog cat;
+    uint8_t digest[32];
+    size_t lo = a->lo;
+    int rc;
+
+    *declared = false;
+    docs_schema(&d);
+    schema_digest(digest, &d.s);
+    if (memcmp(digest, tk->known_schema, sizeof digest) == 0) {
+        *declared = true;
+        return TK_OK;
+    }
+    memset(&cat, 0, sizeof cat);
+    cat.want = TK_DOCS_TABLE;
+    cat.decode = true;
+    rc = tk_log_scan(tk, a, false, catalog_record, &cat);
+    if (rc == TK_OK && cat.found && !same_schema(cat.schema, &d.s))
+        rc = TK_ERR_SCHEMA; /* a table of that name from before: documents cannot use it */
+    else if (rc == TK_OK && !cat.found && cat.tables >= TK_MAX_TABLES)
+        rc = TK_ERR_TOO_LARGE;
+    a->lo = lo;
+    if (rc != TK_OK)
+        return rc;
+    *declared = cat.found;
+    if (cat.found)
+        memcpy(tk->known_schema, digest, sizeof digest);
+    return TK_OK;
+}
+
+int tk_docs_row(struct tk_token *tk, struct tk_arena *a, bool declare, const uint8_t *doc_id,
+                uint64_t revision, const Cohort__DocMeta *m)
+{
+    Cohort__Value v[DOCS_COLUMNS], *vp[DOCS_COLUMNS];
+    Cohort__Row row = COHORT__ROW__INIT;
+    struct docs_schema d;
+    struct writer w;
+    char hex[DOCS_ID_HEX];
+    size_t i, mark = tk_arena_mark(a);
+    int rc = TK_OK;
+
+    docs_schema(&d);
+    for (i = 0; i < DOCS_COLUMNS; i++) {
+        cohort__value__init(&v[i]);
+        v[i].type = (Cohort__ValueType)docs_columns[i].type;
+        vp[i] = &v[i];
+    }
+    docs_hex(hex, doc_id);
+    v[0].s = (ProtobufCBinaryData){DOCS_ID_HEX, (uint8_t *)hex};
+    v[1].s = (ProtobufCBinaryData){text_cut(m->type), (uint8_t *)m->type};
+    v[2].s = (ProtobufCBinaryData){text_cut(m->author), (uint8_t *)m->author};
+    v[3].s = (ProtobufCBinaryData){text_cut(m->subject), (uint8_t *)m->subject};
+    v[4].i = m->created;
+    v[5].i = m->modified;
+    for (i = 4; i <= 5; i++)
+        if (v[i].i == 0)
+            v[i].type = COHORT__VALUE_TYPE__VT_NULL;
+    v[6].i = m->size > INT64_MAX ? INT64_MAX : (int64_t)m->size;
+    v[7].i = revision > INT64_MAX ? INT64_MAX : (int64_t)revision;
+    row.n_values = DOCS_COLUMNS;
+    row.values = vp;
+    if (declare) {
+        Cohort__StoreRecord rec = COHORT__STORE_RECORD__INIT;
+        rec.body_case = COHORT__STORE_RECORD__BODY_TABLE;
+        rec.table = &d.s;
+        if ((rc = tk_log_append(tk, a, &rec)) != TK_OK)
+            return rc;
+        schema_digest(tk->known_schema, &d.s);
+    }
+    if ((rc = writer_init(&w, tk, a)) == TK_OK &&
+        (rc = writer_add_pb(&w, TK_DOCS_TABLE, tk->next_row_id, &row)) == TK_OK &&
+        (rc = writer_flush(&w)) == TK_OK)
+        tk->next_row_id++;
+    tk_arena_release(a, mark);
+    return rc;
+}
+
+struct tk_docs_edit {
+    struct writer w;
+    char hex[DOCS_ID_HEX];
+    bool declared;
+};
+
+int tk_docs_edit_init(struct tk_docs_edit **out, struct tk_token *tk, struct tk_arena *a,
+                      const uint8_t *doc_id)
+{
+    struct tk_docs_edit *e = tk_arena_scratch(a, sizeof *e);
+    int rc;
+    *out = NULL;
+    if (e == NULL)
+        return TK_ERR_NO_MEMORY;
+    memset(e, 0, sizeof *e);
+    if ((rc = writer_init(&e->w, tk, a)) != TK_OK)
+        return rc;
+    docs_hex(e->hex, doc_id);
+    *out = e;
+    return TK_OK;
+}
+
+bool tk_docs_edit_declared(const struct tk_docs_edit *e)
+{
+    return e->declared;
+}
+
+/* Whether a stored row of the documents table is the document's. */
+static int docs_row_is(const struct tk_docs_edit *e, struct tk_arena *a, const uint8_t *row,
+                       size_t len)
+{
+    size_t mark = tk_arena_mark(a);
+    Cohort__Row *r;
+    int rc = TK_OK, is = 0;
+    r = (Cohort__Row *)tk_unpack(a, &cohort__row__descriptor, row, len, &rc);
+    if (r == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+    if (r->n_values < 1)
+        rc = TK_ERR_TAMPERED;
+    else
+        is = r->values[0]->s.len == DOCS_ID_HEX &&
+             memcmp(r->values[0]->s.data, e->hex, DOCS_ID_HEX) == 0;
+    tk_arena_release(a, mark);
+    return rc != TK_OK ? rc : is;
+}
+
+int tk_docs_edit_keep(struct tk_docs_edit *e, struct tk_arena *a, const uint8_t *plain, size_t len,
+                      bool *keep)
+{
+    const uint8_t *body, *name, *row;
+    size_t body_len, name_len, row_len;
+    uint32_t kind;
+    int rc, more;
+
+    *keep = false;
+    if (plain == NULL)
+        return writer_flush(&e->w);
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind == TK_REC_ROWS) {
+        struct batch b;
+        struct batch_iter it;
+        uint64_t id;
+        if ((rc = batch_parse(&b, body, body_len)) != TK_OK)
+            return rc;
+        if (name_is(b.table, b.table_len, TK_DOCS_TABLE)) {
+            memset(&it, 0, sizeof it);
+            it.b = &b;
+            while ((more = batch_next(&it, &row, &row_len, &id)) == 1) {
+                if ((rc = docs_row_is(e, a, row, row_len)) < 0)
+                    return rc;
+                if (rc == 0 &&
+                    (rc = writer_add_raw(&e->w, TK_DOCS_TABLE, id, row, row_len)) != TK_OK)
+                    return rc;
+            }
+            return more;
+        }
+    }
+    if (kind == TK_REC_TABLE) {
+        if ((rc = schema_name(body, body_len, &name, &name_len)) != TK_OK)
+            return rc;
+        if (name_is(name, name_len, TK_DOCS_TABLE))
+            e->declared = true;
+    }
+    /* Anything else stays as it is, after the rows written before it. */
+    *keep = true;
+    return writer_flush(&e->w);
 }

@@ -17,9 +17,14 @@
  *   through this interface.
  * - The owner's tables (and, with the policy module, the consent policy and
  *   the audit log; with the document module, each document revision's key
- *   and metadata, token/tk_doc.c) live in a log on host-provided flash (struct tk_flash)
- *   that only ever receives records encrypted and authenticated under the
- *   token's storage key and hash-chained (token/tk_log.c).
+ *   and metadata, token/tk_doc.c; the app credentials, token/tk_cred.c)
+ *   live in a log on host-provided flash (struct tk_flash) that only ever
+ *   receives records encrypted and authenticated under the token's storage
+ *   key and hash-chained (token/tk_log.c).
+ * - Who asks: a request without a credential comes from the host link,
+ *   which is the owner's. A request with one (TokenRequest.auth: an app's,
+ *   or an owner credential for the agent's HTTP API) is authenticated
+ *   (TK_ERR_AUTH) and judged by its rules (TK_ERR_DENIED) inside the token.
  * - After every change the token commits: it hands the host an image of
  *   its state (struct tk_secure's save(), at most TK_IMAGE_MAX bytes) that
  *   names the log's end and chain head, and advances a monotonic counter.
