@@ -387,7 +387,7 @@ int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
         if ((rc = find_record(c, &f, doc_id, 0)) != TK_OK)
             return rc;
         if (f.latest == 0)
-            return TK_ERR_NOT_FOUND;
+            return tk_share_write_check(c, doc_id); /* a received document is read-only */
         if ((rc = record_decode(&r, c->arena, f.rec, f.rec_len)) != TK_OK)
             return rc;
         sodium_memzero(r->key.data, r->key.len);

@@ -729,6 +729,16 @@ int tk_do_cred_check(struct tk_call *c, const Cohort__CredCheck *req);
 
 /* ------------------------------------------------------------ sharing */
 
+#define TK_SHARE_ID_LEN 16u
+#define TK_SHARE_DOCS_MAX 32u     /* documents in one grant */
+#define TK_SHARE_GRANT_MAX 16384u /* a serialized ShareGrant */
+/* ShareAccept.sealed: the grant, its signature and framing, the seal. */
+#define TK_SHARE_SEALED_MAX (TK_SHARE_GRANT_MAX + 128u)
+#define TK_SHARE_HOLDERS 16u    /* received shares that ever held one document id */
+#define TK_SHARE_LIST_MAX 16u   /* shares per ShareList page */
+#define TK_SHARE_VALUES_MAX 16u /* values of a selector */
+#define TK_SHARE_BATCH 8u       /* sent shares ShareSync examines per scan */
+
 /*
  * Shares (tk_share.c). tk_share_find_doc looks for doc_id (revision rev,
  * 0: the latest) among the received shares in force and fills *out with
@@ -748,6 +758,10 @@ struct tk_shared_doc {
 };
 int tk_share_find_doc(struct tk_call *c, const uint8_t *doc_id, uint64_t rev, bool count_read,
                       struct tk_shared_doc *out);
+/* Whether the owner may write a revision of doc_id, which is not one of
+ * its own documents: TK_ERR_DENIED when a received share holds it (a
+ * received document is read-only), TK_ERR_NOT_FOUND otherwise. */
+int tk_share_write_check(struct tk_call *c, const uint8_t *doc_id);
 int tk_do_share_create(struct tk_call *c, const Cohort__ShareCreate *req);
 int tk_do_share_sync(struct tk_call *c, const Cohort__ShareSync *req);
 int tk_do_share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req);

@@ -1,50 +1,2254 @@
 /*
- * Sharing with another person's token: not written yet.
+ * Sharing documents with another person's token, and enforcing what is
+ * shared on the recipient's side.
+ *
+ * The grant. The owner shares documents by id, or the set a selector
+ * (type pattern and optional metadata field; verbs ignored) defines, with
+ * a token whose device certificate chains to an authority this token
+ * trusts for tokens: the issuer of its own certificate (the manufacturer)
+ * or one of its trusted authorities. The sender's token resolves the share
+ * to document revisions and writes a ShareGrant: share id, sequence
+ * number, its own certificate, the recipient's key, the policy (read-only,
+ * expiry, reads per document), and for each document a SharedDoc, which
+ * carries the same fields as the DocRecord it keeps for the revision, key
+ * included (so the record's bytes are copied as they are). It signs
+ * TK_SIG_SHARE || grant with its device key and seals the SignedGrant
+ * (crypto_box_seal) to the X25519 key of the recipient's certificate,
+ * straight into the response; the plaintext is wiped. The agent moves the
+ * sealed grant and the ciphertext files: it sees document ids, sizes and
+ * hashes (ShareOut.refs), never a key. A grant holds at most
+ * TK_SHARE_DOCS_MAX documents and TK_SHARE_GRANT_MAX bytes; a share by id
+ * that does not fit is refused (TK_ERR_TOO_LARGE), a selector takes the
+ * documents that fit, in the order it met them in the log.
+ *
+ * Later grants. A sent share's record keeps what it asked for (ids or the
+ * selector), the recipient's certificate and the digest of the last
+ * grant's (id, revision) list. ShareSync finds the first sent share, in
+ * log order, whose resolution now (new revisions, deleted documents, new
+ * matches of its selector) has another digest, and issues its next grant
+ * (seq + 1); ShareRevoke issues a last one with no document and revoked
+ * set. The owner's agent delivers each; a sender never sends a document
+ * it holds only from a received share (TK_ERR_DENIED: no re-share; a
+ * selector only ever sees the token's own documents).
+ *
+ * The recipient. ShareAccept opens the seal (TK_ERR_DECRYPT), checks the
+ * signature by the key of the certificate inside (TK_ERR_BAD_SIGNATURE),
+ * then that certificate: issued by an authority trusted for tokens
+ * (TK_ERR_UNTRUSTED), signed (TK_ERR_BAD_CERT), valid now
+ * (TK_ERR_EXPIRED), a token's (TK_ERR_ROLE); that the grant names this
+ * token (TK_ERR_DENIED); that it is newer than the last grant of that
+ * share (TK_ERR_REPLAY: a replayed or older grant, or any grant after a
+ * revocation, which is final); that the share id is not one of another
+ * sender's or of this token's, and that no document id is this token's
+ * own or held by another sender's share (TK_ERR_CONFLICT: a sender cannot
+ * pass its document off as someone else's). Every bound is checked before
+ * anything is stored. The grant is kept as one ShareRecord (incoming),
+ * split into parts when its documents do not fit in one log record (see
+ * the proto). The latest record of a share id is its state.
+ *
+ * Enforcement. DocOpen asks tk_share_find_doc for a document that is not
+ * the owner's own. It looks at every received share that ever held the
+ * id (at most TK_SHARE_HOLDERS), takes the ones whose latest grant holds
+ * it (at that revision, when one is asked for), and picks the newest
+ * revision among those whose policy still allows a read: not revoked
+ * (TK_ERR_DENIED), not expired (TK_ERR_EXPIRED), reads of that document
+ * under that share below max_reads (TK_ERR_DENIED). Accepting a grant
+ * that revokes the share or drops one of its documents rewrites the log
+ * without the share's earlier records, so that the keys it no longer
+ * grants leave the flash (as a deleted document's do; a grant that only
+ * brings new revisions leaves the old ones' keys, as the owner's own
+ * token keeps its old revisions). A revoked record keeps the documents'
+ * refs, so that a read of one is refused rather than unknown, and no
+ * other sender can claim them.
+ * Each read appends a ShareRead and commits before the document opens.
+ * DocBegin on a received document is TK_ERR_DENIED (read-only).
+ *
+ * Read-write (not written yet: such a policy is TK_ERR_UNSUPPORTED). The
+ * design it would follow: the recipient's DocBegin on a read-write
+ * document opens a write session whose finished revision is not stored
+ * as the recipient's own document but answered as a return grant, sealed
+ * to the sender and signed by the recipient, holding the new revision's
+ * key and naming the share and the base revision; the sender's
+ * ShareAccept takes it as the next revision of its own document if that
+ * share is still in force, read-write and at that base (else
+ * TK_ERR_CONFLICT), and its next ShareSync carries it to every share of
+ * the document, the writer's included.
+ *
+ * Time. c->now is the host's clock, which the token cannot check. Expiry
+ * is judged at the latest of now, every time this host has given the
+ * share module before (shares created, grants issued and accepted, reads:
+ * all in the log) and the issue time of the share's own grant (the
+ * sender's clock, signed; another sender's clock never counts). A host
+ * that turns its clock back so gains nothing past the last time it gave;
+ * one that never moves it forward can read until the expiry it never
+ * reaches, which only a clock inside the token could prevent.
+ *
+ * Memory. Scans go through the log one record at a time (tk_log_scan);
+ * tables are bounded (a resolution of TK_SHARE_DOCS_MAX entries, the
+ * holders of one document, a page of shares). The largest working set is
+ * ShareAccept's: the request's copy of the sealed grant and its opened
+ * plaintext (each at most TK_SHARE_SEALED_MAX), one log record and one
+ * document; the signature is checked in place (the prefix is written
+ * into the bytes before the grant) rather than over a copy.
  */
 #include "token/tk_int.h"
+
+#define PREFIX_LEN (sizeof TK_SIG_SHARE - 1u)
+#define SIG_LEN crypto_sign_BYTES
+#define KEY_LEN crypto_secretstream_xchacha20poly1305_KEYBYTES
+#define WIDE_ROOM 7u   /* a 2-byte tag and a length of up to 5 bytes */
+#define PART_ROOM 512u /* a stored ShareInfo and a record's framing, at most */
+#define REF_ROOM 96u   /* a DocRef in a revoked share's info, at most */
+#define SIZE_MAX_DOC (1ull << 48)
+#define HEADER_LEN crypto_secretstream_xchacha20poly1305_HEADERBYTES
+#define FRAME_OVERHEAD (TK_DOC_FRAME_LEN + crypto_secretstream_xchacha20poly1305_ABYTES)
+
+static const Cohort__SharePolicy default_policy = COHORT__SHARE_POLICY__INIT;
+
+/* ------------------------------------------------------------ utilities */
+
+static int64_t later(int64_t a, int64_t b)
+{
+    return a > b ? a : b;
+}
+
+static void put_le64(uint8_t p[8], uint64_t v)
+{
+    size_t i;
+    for (i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void set_reason(struct tk_call *c, const char *why)
+{
+    tk_text_put(c->reason, 0, sizeof c->reason, why);
+}
+
+/* A length-delimited field of a number over 15 (a response's body) whose
+ * length is written once its payload is. */
+static size_t wide_begin(struct tk_wbuf *w)
+{
+    size_t start = w->len;
+    tk_w_reserve(w, WIDE_ROOM);
+    return start;
+}
+
+static void wide_end(struct tk_wbuf *w, uint32_t field, size_t start)
+{
+    uint8_t hdr[WIDE_ROOM];
+    struct tk_wbuf h = {hdr, sizeof hdr, 0, false};
+    size_t n;
+    if (w->overflow)
+        return;
+    n = w->len - start - WIDE_ROOM;
+    tk_w_open(&h, field, n);
+    if (h.overflow) {
+        w->overflow = true;
+        return;
+    }
+    memcpy(w->p + start, hdr, h.len);
+    memmove(w->p + start + h.len, w->p + start + WIDE_ROOM, n);
+    w->len = start + h.len + n;
+}
+
+static size_t ref_len(uint64_t rev, uint64_t size, uint64_t cipher_size)
+{
+    return tk_field_len(1, TK_DOC_ID_LEN) + 1 + tk_varint_len(rev) +
+           tk_field_len(3, TK_DOC_HASH_LEN) + 1 + tk_varint_len(size) + 1 +
+           tk_varint_len(cipher_size);
+}
+
+static void ref_write(struct tk_wbuf *w, uint32_t field, const uint8_t *id, uint64_t rev,
+                      const uint8_t *hash, uint64_t size, uint64_t cipher_size)
+{
+    tk_w_open(w, field, ref_len(rev, size, cipher_size));
+    tk_w_bytes(w, 1, id, TK_DOC_ID_LEN);
+    tk_w_uint(w, 2, rev);
+    tk_w_bytes(w, 3, hash, TK_DOC_HASH_LEN);
+    tk_w_uint(w, 4, size);
+    tk_w_uint(w, 5, cipher_size);
+}
+
+/* The bytes a document's ciphertext file has for `size` plaintext bytes. */
+static uint64_t file_size(uint64_t size)
+{
+    uint64_t chunks = size == 0 ? 1 : (size + TK_DOC_CHUNK - 1) / TK_DOC_CHUNK;
+    return HEADER_LEN + chunks * FRAME_OVERHEAD + size;
+}
+
+/* ------------------------------------------------- metadata and selectors */
+
+static bool type_text_ok(const char *t, size_t n)
+{
+    size_t i;
+    if (n < 1 || n > TK_DOC_TYPE_MAX)
+        return false;
+    for (i = 0; i < n; i++) {
+        char ch = t[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+              ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* The bounds DocBegin puts on metadata, for metadata another token sent. */
+static int meta_check(const Cohort__DocMeta *m)
+{
+    size_t i;
+    if (m == NULL)
+        return TK_ERR_MALFORMED;
+    if (strlen(m->type) > TK_DOC_TYPE_MAX || strlen(m->author) > TK_DOC_TEXT_MAX ||
+        strlen(m->subject) > TK_DOC_TEXT_MAX || m->n_tags > TK_DOC_TAGS_MAX)
+        return TK_ERR_TOO_LARGE;
+    for (i = 0; i < m->n_tags; i++)
+        if (strlen(m->tags[i]) > TK_DOC_TAG_MAX)
+            return TK_ERR_TOO_LARGE;
+    if (cohort__doc_meta__get_packed_size(m) > TK_DOC_META_MAX)
+        return TK_ERR_TOO_LARGE;
+    return type_text_ok(m->type, strlen(m->type)) ? TK_OK : TK_ERR_MALFORMED;
+}
+
+/* A selector's shape: a type pattern ("*", a type, or "prefix.*") and a
+ * field ("" with no value, or author, subject or tag with 1..16 values). */
+static int selector_check(const Cohort__PermRule *r)
+{
+    size_t n = strlen(r->type), i;
+    bool prefix = n > 2 && r->type[n - 1] == '*' && r->type[n - 2] == '.';
+    if (n > TK_DOC_TYPE_MAX)
+        return TK_ERR_TOO_LARGE;
+    if (strcmp(r->type, "*") != 0 && !type_text_ok(r->type, prefix ? n - 2 : n))
+        return TK_ERR_MALFORMED;
+    if (r->n_values > TK_SHARE_VALUES_MAX)
+        return TK_ERR_TOO_LARGE;
+    for (i = 0; i < r->n_values; i++)
+        if (strlen(r->values[i]) > TK_DOC_TEXT_MAX)
+            return TK_ERR_TOO_LARGE;
+    if (r->field[0] == '\0')
+        return r->n_values == 0 ? TK_OK : TK_ERR_MALFORMED;
+    if (strcmp(r->field, "author") != 0 && strcmp(r->field, "subject") != 0 &&
+        strcmp(r->field, "tag") != 0)
+        return TK_ERR_MALFORMED;
+    return r->n_values > 0 ? TK_OK : TK_ERR_MALFORMED;
+}
+
+/* "*" matches every type, "bank.*" "bank.x" and "bank.x.y" (not "bank"). */
+static bool type_matches(const char *pattern, const char *type)
+{
+    size_t n = strlen(pattern);
+    if (strcmp(pattern, "*") == 0)
+        return true;
+    if (n > 2 && pattern[n - 1] == '*' && pattern[n - 2] == '.')
+        return strlen(type) > n - 1 && memcmp(type, pattern, n - 1) == 0;
+    return strcmp(pattern, type) == 0;
+}
+
+static bool value_listed(char *const *values, size_t n, const char *s)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (strcmp(values[i], s) == 0)
+            return true;
+    return false;
+}
+
+static bool selector_matches(const Cohort__PermRule *r, const Cohort__DocMeta *m)
+{
+    size_t i;
+    if (!type_matches(r->type, m->type))
+        return false;
+    if (r->field[0] == '\0')
+        return true;
+    if (strcmp(r->field, "author") == 0)
+        return value_listed(r->values, r->n_values, m->author);
+    if (strcmp(r->field, "subject") == 0)
+        return value_listed(r->values, r->n_values, m->subject);
+    for (i = 0; i < m->n_tags; i++)
+        if (value_listed(r->values, r->n_values, m->tags[i]))
+            return true;
+    return false;
+}
+
+/* --------------------------------------------------------- certificates */
+
+/* The issuer of this token's own certificate (scratch). */
+static int own_issuer(struct tk_call *c, const uint8_t **pk)
+{
+    Cohort__Certificate *cert;
+    Cohort__CertBody *b;
+    int rc = TK_OK;
+    cert = (Cohort__Certificate *)tk_unpack(c->arena, &cohort__certificate__descriptor, c->tk->cert,
+                                            c->tk->cert_len, &rc);
+    if (cert == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+    b = (Cohort__CertBody *)tk_unpack(c->arena, &cohort__cert_body__descriptor, cert->body.data,
+                                      cert->body.len, &rc);
+    if (b == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+    if (b->issuer_pk.len != TK_PK_LEN)
+        return TK_ERR_TAMPERED;
+    *pk = b->issuer_pk.data;
+    return TK_OK;
+}
+
+/* The body of a certificate, decoded for its shape only (scratch). */
+static int cert_shape(Cohort__CertBody **out, struct tk_arena *a, const Cohort__Certificate *cert)
+{
+    Cohort__CertBody *b;
+    int rc = TK_OK;
+    if (cert == NULL || cert->body.len == 0 || cert->body.len > TK_CERT_MAX ||
+        cert->signature.len != SIG_LEN)
+        return TK_ERR_BAD_CERT;
+    b = (Cohort__CertBody *)tk_unpack(a, &cohort__cert_body__descriptor, cert->body.data,
+                                      cert->body.len, &rc);
+    if (b == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_BAD_CERT;
+    if (b->sign_pk.len != TK_PK_LEN || b->issuer_pk.len != TK_PK_LEN)
+        return TK_ERR_BAD_CERT;
+    *out = b;
+    return TK_OK;
+}
+
+/*
+ * Another token's device certificate: issued by the issuer of this
+ * token's own certificate or by a trusted authority (TK_ERR_UNTRUSTED),
+ * signed by it (TK_ERR_BAD_CERT), valid now (TK_ERR_EXPIRED), a token's
+ * with an X25519 key (TK_ERR_ROLE, TK_ERR_BAD_CERT).
+ */
+static int peer_cert_check(struct tk_call *c, const Cohort__Certificate *cert,
+                           Cohort__CertBody **out)
+{
+    Cohort__CertBody *shape = NULL, *b = NULL;
+    const uint8_t *issuer = NULL, *mine = NULL;
+    size_t i;
+    int rc;
+
+    if ((rc = cert_shape(&shape, c->arena, cert)) != TK_OK)
+        return rc;
+    if ((rc = own_issuer(c, &mine)) != TK_OK)
+        return rc;
+    if (sodium_memcmp(shape->issuer_pk.data, mine, TK_PK_LEN) == 0)
+        issuer = mine;
+    for (i = 0; i < c->tk->n_authorities && issuer == NULL; i++)
+        if (sodium_memcmp(shape->issuer_pk.data, c->tk->authorities[i], TK_PK_LEN) == 0)
+            issuer = c->tk->authorities[i];
+    if (issuer == NULL)
+        return TK_ERR_UNTRUSTED;
+    if ((rc = tk_cert_check(&b, c->arena, cert, issuer, c->now)) != TK_OK)
+        return rc;
+    if (b->role != COHORT__ROLE__ROLE_TOKEN)
+        return TK_ERR_ROLE;
+    if (b->box_pk.len != 32)
+        return TK_ERR_BAD_CERT;
+    *out = b;
+    return TK_OK;
+}
+
+/* ------------------------------------------------ records, field by field */
+
+/* What scans need of a ShareRecord, read without decoding it. */
+struct head {
+    const uint8_t *id;      /* TK_SHARE_ID_LEN bytes */
+    const uint8_t *peer_pk; /* TK_PK_LEN bytes, or NULL */
+    bool incoming, revoked, read_write;
+    uint64_t seq;
+    int64_t expires, created, issued;
+    uint32_t max_reads, part;
+};
+
+static int policy_fields(struct head *h, const uint8_t *p, size_t len)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    int more;
+    while ((more = tk_wire_next(p, len, &pos, &f)) == 1) {
+        if (f.wire_type != 0)
+            continue;
+        if (f.field == 1)
+            h->read_write = f.varint != 0;
+        else if (f.field == 2)
+            h->expires = (int64_t)f.varint;
+        else if (f.field == 3)
+            h->max_reads = (uint32_t)f.varint;
+    }
+    return more;
+}
+
+static int info_fields(struct head *h, const uint8_t *p, size_t len)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    int more;
+    while ((more = tk_wire_next(p, len, &pos, &f)) == 1) {
+        if (f.wire_type == 2) {
+            if (f.field == 1 && f.len == TK_SHARE_ID_LEN)
+                h->id = f.data;
+            else if (f.field == 3 && f.len == TK_PK_LEN)
+                h->peer_pk = f.data;
+            else if (f.field == 5 && policy_fields(h, f.data, f.len) < 0)
+                return TK_ERR_TAMPERED;
+        } else if (f.wire_type == 0) {
+            if (f.field == 2)
+                h->incoming = f.varint != 0;
+            else if (f.field == 6)
+                h->seq = f.varint;
+            else if (f.field == 10)
+                h->revoked = f.varint != 0;
+            else if (f.field == 11)
+                h->created = (int64_t)f.varint;
+            else if (f.field == 13)
+                h->issued = (int64_t)f.varint;
+        }
+    }
+    return more;
+}
+
+static int head_parse(struct head *h, const uint8_t *body, size_t len)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    int more;
+    memset(h, 0, sizeof *h);
+    while ((more = tk_wire_next(body, len, &pos, &f)) == 1) {
+        if (f.field == 1 && f.wire_type == 2) {
+            if (info_fields(h, f.data, f.len) < 0)
+                return TK_ERR_TAMPERED;
+        } else if (f.field == 6 && f.wire_type == 0) {
+            h->part = (uint32_t)f.varint;
+        }
+    }
+    if (more < 0 || h->id == NULL || h->seq == 0 ||
+        (h->incoming && h->part == 0 && h->peer_pk == NULL))
+        return TK_ERR_TAMPERED;
+    return TK_OK;
+}
+
+/* The next SharedDoc (field 2) of a ShareRecord's body: 1, 0 at the end. */
+static int next_doc(const uint8_t *body, size_t len, size_t *pos, const uint8_t **doc,
+                    size_t *doc_len)
+{
+    struct tk_wfield f;
+    int more;
+    while ((more = tk_wire_next(body, len, pos, &f)) == 1)
+        if (f.field == 2 && f.wire_type == 2) {
+            *doc = f.data;
+            *doc_len = f.len;
+            return 1;
+        }
+    return more < 0 ? TK_ERR_TAMPERED : 0;
+}
+
+/* The id and revision of a SharedDoc or a DocRecord (fields 1 and 2 of both). */
+static bool doc_ident(const uint8_t *doc, size_t len, const uint8_t **id, uint64_t *rev)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    int more;
+    *id = NULL;
+    *rev = 0;
+    while ((more = tk_wire_next(doc, len, &pos, &f)) == 1) {
+        if (f.field == 1 && f.wire_type == 2 && f.len == TK_DOC_ID_LEN)
+            *id = f.data;
+        else if (f.field == 2 && f.wire_type == 0)
+            *rev = f.varint;
+    }
+    return more == 0 && *id != NULL && *rev != 0;
+}
+
+/*
+ * The documents a received share's record names: each SharedDoc (field 2)
+ * and, in a revoked share's record, each DocRef of its info (what it held,
+ * without the keys, which the revocation erased). doc is the SharedDoc,
+ * or NULL for a ref.
+ */
+struct held {
+    const uint8_t *id, *hash;
+    uint64_t rev, size, cipher_size;
+    const uint8_t *doc;
+    size_t doc_len;
+};
+
+struct held_iter {
+    const uint8_t *body, *info;
+    size_t len, pos, info_len, info_pos;
+};
+
+static void held_start(struct held_iter *it, const uint8_t *body, size_t len)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    memset(it, 0, sizeof *it);
+    it->body = body;
+    it->len = len;
+    while (tk_wire_next(body, len, &pos, &f) == 1)
+        if (f.field == 1 && f.wire_type == 2) {
+            it->info = f.data;
+            it->info_len = f.len;
+        }
+}
+
+/* A DocRef's fields (ref) or a SharedDoc's (the same, after its key). */
+static bool held_fields(struct held *h, const uint8_t *p, size_t len, bool ref)
+{
+    uint32_t off = ref ? 0 : 1; /* a SharedDoc's hash, size, sizes come one field later */
+    struct tk_wfield f;
+    size_t pos = 0;
+    int more;
+    memset(h, 0, sizeof *h);
+    while ((more = tk_wire_next(p, len, &pos, &f)) == 1) {
+        if (f.field == 1 && f.wire_type == 2 && f.len == TK_DOC_ID_LEN)
+            h->id = f.data;
+        else if (f.field == 2 && f.wire_type == 0)
+            h->rev = f.varint;
+        else if (f.field == 3 + off && f.wire_type == 2 && f.len == TK_DOC_HASH_LEN)
+            h->hash = f.data;
+        else if (f.field == 4 + off && f.wire_type == 0)
+            h->size = f.varint;
+        else if (f.field == 5 + off && f.wire_type == 0)
+            h->cipher_size = f.varint;
+    }
+    return more == 0 && h->id != NULL && h->rev != 0 && h->hash != NULL;
+}
+
+/* 1 with the next document in *h, 0 at the end, or TK_ERR_TAMPERED. */
+static int held_next(struct held_iter *it, struct held *h)
+{
+    struct tk_wfield f;
+    int more;
+    while (it->info != NULL &&
+           (more = tk_wire_next(it->info, it->info_len, &it->info_pos, &f)) == 1)
+        if (f.field == 7 && f.wire_type == 2)
+            return held_fields(h, f.data, f.len, true) ? 1 : TK_ERR_TAMPERED;
+    if (it->info != NULL && more < 0)
+        return TK_ERR_TAMPERED;
+    it->info = NULL;
+    while ((more = tk_wire_next(it->body, it->len, &it->pos, &f)) == 1)
+        if (f.field == 2 && f.wire_type == 2) {
+            if (!held_fields(h, f.data, f.len, false))
+                return TK_ERR_TAMPERED;
+            h->doc = f.data;
+            h->doc_len = f.len;
+            return 1;
+        }
+    return more < 0 ? TK_ERR_TAMPERED : 0;
+}
+
+/* The fields of a ShareRead. */
+static bool read_parse(const uint8_t *body, size_t len, const uint8_t **share_id,
+                       const uint8_t **doc_id, int64_t *at)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    int more;
+    *share_id = *doc_id = NULL;
+    *at = 0;
+    while ((more = tk_wire_next(body, len, &pos, &f)) == 1) {
+        if (f.field == 1 && f.wire_type == 2 && f.len == TK_SHARE_ID_LEN)
+            *share_id = f.data;
+        else if (f.field == 2 && f.wire_type == 2 && f.len == TK_DOC_ID_LEN)
+            *doc_id = f.data;
+        else if (f.field == 3 && f.wire_type == 0)
+            *at = (int64_t)f.varint;
+    }
+    return more == 0 && *share_id != NULL && *doc_id != NULL;
+}
+
+/* A SharedDoc, decoded into scratch and checked (TK_ERR_MALFORMED,
+ * TK_ERR_TOO_LARGE). The caller wipes its key. */
+static int shared_doc_decode(Cohort__SharedDoc **out, struct tk_arena *a, const uint8_t *p,
+                             size_t len)
+{
+    Cohort__SharedDoc *d;
+    int rc = TK_OK;
+    if (len > TK_DOC_RECORD_MAX)
+        return TK_ERR_TOO_LARGE;
+    d = (Cohort__SharedDoc *)tk_unpack(a, &cohort__shared_doc__descriptor, p, len, &rc);
+    if (d == NULL)
+        return rc;
+    *out = d;
+    if (d->doc_id.len != TK_DOC_ID_LEN || d->revision == 0 || d->key.len != KEY_LEN ||
+        d->content_hash.len != TK_DOC_HASH_LEN)
+        return TK_ERR_MALFORMED;
+    if ((rc = meta_check(d->meta)) != TK_OK)
+        return rc;
+    if (d->size > SIZE_MAX_DOC)
+        return TK_ERR_TOO_LARGE;
+    if (d->cipher_size != file_size(d->size) || d->meta->size != d->size)
+        return TK_ERR_MALFORMED;
+    return TK_OK;
+}
+
+static void shared_doc_wipe(Cohort__SharedDoc *d)
+{
+    if (d != NULL && d->key.data != NULL)
+        sodium_memzero(d->key.data, d->key.len);
+}
+
+/* ------------------------------------------------ the recipient's holders */
+
+/* A received share that held a document, in its latest state. */
+struct holder {
+    uint8_t share_id[TK_SHARE_ID_LEN];
+    uint64_t seq;
+    bool revoked, read_write;
+    bool held;      /* its latest grant (or the last before its revocation) has the document */
+    uint64_t rev;   /* the revision it has */
+    uint64_t index; /* the log record that has it */
+    int64_t expires, floor;
+    uint32_t max_reads, reads;
+};
+
+struct finder {
+    const uint8_t *doc_id;
+    uint64_t want; /* a revision, or 0 for any */
+    int pass;
+    int64_t floor; /* the latest time this host gave the share module */
+    uint32_t n;
+    bool overflow;
+    struct holder h[TK_SHARE_HOLDERS];
+    struct holder cur; /* the state of the last part 0 read */
+    bool cur_open;
+    /* Pass 2: the chosen holder's record. */
+    const struct holder *chosen;
+    struct tk_shared_doc *out;
+    bool fetched;
+};
+
+static struct holder *holder_of(struct finder *f, const uint8_t *share_id)
+{
+    uint32_t i;
+    for (i = 0; i < f->n; i++)
+        if (memcmp(f->h[i].share_id, share_id, TK_SHARE_ID_LEN) == 0)
+            return &f->h[i];
+    return NULL;
+}
+
+static void holder_state(struct holder *e, const struct head *h)
+{
+    e->seq = h->seq;
+    e->revoked = h->revoked;
+    e->read_write = h->read_write;
+    e->expires = h->expires;
+    e->max_reads = h->max_reads;
+    e->floor = later(e->floor, h->issued);
+}
+
+static int fetch_doc(struct finder *f, struct tk_arena *a, const uint8_t *body, size_t len)
+{
+    const uint8_t *doc, *id;
+    size_t doc_len, pos = 0;
+    uint64_t rev;
+    int more, rc;
+    while ((more = next_doc(body, len, &pos, &doc, &doc_len)) == 1) {
+        Cohort__SharedDoc *d = NULL;
+        struct tk_shared_doc *o = f->out;
+        if (!doc_ident(doc, doc_len, &id, &rev))
+            return TK_ERR_TAMPERED;
+        if (memcmp(id, f->doc_id, TK_DOC_ID_LEN) != 0 || rev != f->chosen->rev)
+            continue;
+        rc = shared_doc_decode(&d, a, doc, doc_len);
+        if (rc == TK_OK) {
+            memcpy(o->doc_id, d->doc_id.data, TK_DOC_ID_LEN);
+            o->revision = d->revision;
+            memcpy(o->key, d->key.data, KEY_LEN);
+            memcpy(o->content_hash, d->content_hash.data, TK_DOC_HASH_LEN);
+            o->size = d->size;
+            o->cipher_size = d->cipher_size;
+            o->meta_len = cohort__doc_meta__pack(d->meta, o->meta);
+            o->read_write = f->chosen->read_write;
+            f->fetched = true;
+        }
+        shared_doc_wipe(d);
+        if (rc != TK_OK)
+            return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+        return TK_SCAN_STOP;
+    }
+    return more;
+}
+
+static int find_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, uint64_t index)
+{
+    struct finder *f = ctx;
+    const uint8_t *body, *id, *sid;
+    size_t body_len;
+    struct held_iter it;
+    struct held d;
+    struct holder *e;
+    struct head h;
+    uint32_t kind;
+    int64_t at;
+    int rc, more;
+
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (f->pass == 2)
+        return kind == TK_REC_SHARE && index == f->chosen->index ? fetch_doc(f, a, body, body_len)
+                                                                 : TK_OK;
+    if (kind == TK_REC_SHARE_READ) {
+        if (!read_parse(body, body_len, &sid, &id, &at))
+            return TK_ERR_TAMPERED;
+        f->floor = later(f->floor, at);
+        if ((e = holder_of(f, sid)) != NULL && memcmp(id, f->doc_id, TK_DOC_ID_LEN) == 0)
+            e->reads++;
+        return TK_OK;
+    }
+    if (kind != TK_REC_SHARE)
+        return TK_OK;
+    if ((rc = head_parse(&h, body, body_len)) != TK_OK)
+        return rc;
+    f->floor = later(f->floor, h.created);
+    if (!h.incoming) {
+        f->floor = later(f->floor, h.issued); /* a sent grant's: this host's clock */
+        return TK_OK;
+    }
+    if (h.part == 0) {
+        memset(&f->cur, 0, sizeof f->cur);
+        memcpy(f->cur.share_id, h.id, TK_SHARE_ID_LEN);
+        holder_state(&f->cur, &h);
+        f->cur_open = true;
+        if ((e = holder_of(f, h.id)) != NULL) {
+            holder_state(e, &h);
+            if (!h.revoked)
+                e->held = false; /* until a part of this grant has it */
+        }
+    } else if (!f->cur_open || memcmp(h.id, f->cur.share_id, TK_SHARE_ID_LEN) != 0 ||
+               h.seq != f->cur.seq) {
+        return TK_ERR_TAMPERED; /* a part without its part 0 */
+    }
+    held_start(&it, body, body_len);
+    while ((more = held_next(&it, &d)) == 1) {
+        if (memcmp(d.id, f->doc_id, TK_DOC_ID_LEN) != 0)
+            continue;
+        /* Its entry counts its reads from now on, whatever the revision. */
+        if ((e = holder_of(f, h.id)) == NULL) {
+            if (f->n == TK_SHARE_HOLDERS) {
+                f->overflow = true;
+                continue;
+            }
+            e = &f->h[f->n++];
+            *e = f->cur;
+        }
+        if (f->want != 0 && d.rev != f->want)
+            continue;
+        e->held = true;
+        e->rev = d.rev;
+        e->index = index;
+    }
+    return more;
+}
+
+/* Whether a holder's policy allows one more read at `now` (the host's
+ * clock, already raised to the token's floor). */
+static int holder_verdict(const struct holder *e, int64_t now)
+{
+    if (e->revoked)
+        return TK_ERR_DENIED;
+    if (e->expires != 0 && later(now, e->floor) >= e->expires)
+        return TK_ERR_EXPIRED;
+    if (e->max_reads != 0 && e->reads >= e->max_reads)
+        return TK_ERR_DENIED;
+    return TK_OK;
+}
+
+static int holders_scan(struct tk_call *c, struct finder *f, const uint8_t *doc_id, uint64_t rev)
+{
+    int rc;
+    memset(f, 0, sizeof *f);
+    f->doc_id = doc_id;
+    f->want = rev;
+    f->pass = 1;
+    if ((rc = tk_log_scan(c->tk, c->arena, false, find_fn, f)) != TK_OK)
+        return rc;
+    return f->overflow ? TK_ERR_TOO_LARGE : TK_OK;
+}
 
 int tk_share_find_doc(struct tk_call *c, const uint8_t *doc_id, uint64_t rev, bool count_read,
                       struct tk_shared_doc *out)
 {
-    (void)c;
-    (void)doc_id;
-    (void)rev;
-    (void)count_read;
-    (void)out;
+    const struct holder *best = NULL, *refused = NULL;
+    struct finder *f;
+    int64_t now;
+    uint32_t i;
+    int rc;
+
+    if ((f = tk_arena_scratch(c->arena, sizeof *f)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    if ((rc = holders_scan(c, f, doc_id, rev)) != TK_OK)
+        return rc;
+    now = later(c->now, f->floor);
+    for (i = 0; i < f->n; i++) {
+        const struct holder *e = &f->h[i];
+        if (!e->held)
+            continue;
+        if (holder_verdict(e, now) == TK_OK) {
+            if (best == NULL || e->rev > best->rev)
+                best = e;
+        } else if (refused == NULL || e->rev > refused->rev) {
+            refused = e;
+        }
+    }
+    if (best == NULL) {
+        if (refused == NULL)
+            return TK_ERR_NOT_FOUND;
+        set_reason(c, refused->revoked ? "the share was revoked"
+                                       : "the share's policy allows no more reads");
+        return holder_verdict(refused, now);
+    }
+    f->pass = 2;
+    f->chosen = best;
+    f->out = out;
+    if ((rc = tk_log_scan(c->tk, c->arena, false, find_fn, f)) != TK_OK)
+        return rc;
+    if (!f->fetched)
+        return TK_ERR_TAMPERED;
+    if (count_read) {
+        Cohort__StoreRecord sr = COHORT__STORE_RECORD__INIT;
+        Cohort__ShareRead r = COHORT__SHARE_READ__INIT;
+        r.share_id = (ProtobufCBinaryData){TK_SHARE_ID_LEN, (uint8_t *)best->share_id};
+        r.doc_id = (ProtobufCBinaryData){TK_DOC_ID_LEN, (uint8_t *)doc_id};
+        r.at = later(now, best->floor);
+        sr.body_case = COHORT__STORE_RECORD__BODY_SHARE_READ;
+        sr.share_read = &r;
+        if ((rc = tk_log_append(c->tk, c->arena, &sr)) != TK_OK ||
+            (rc = tk_log_commit(c->tk, c->arena)) != TK_OK)
+            return rc;
+    }
+    return TK_OK;
+}
+
+int tk_share_write_check(struct tk_call *c, const uint8_t *doc_id)
+{
+    struct finder *f;
+    uint32_t i;
+    int rc;
+    if ((f = tk_arena_scratch(c->arena, sizeof *f)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    if ((rc = holders_scan(c, f, doc_id, 0)) != TK_OK)
+        return rc;
+    for (i = 0; i < f->n; i++)
+        if (f->h[i].held) {
+            set_reason(c, "a received document is read-only");
+            return TK_ERR_DENIED;
+        }
     return TK_ERR_NOT_FOUND;
+}
+
+/* ------------------------------------------------- the sender's resolution */
+
+/* One document of a share, as it stands in the log now. */
+struct entry {
+    uint8_t id[TK_DOC_ID_LEN];
+    uint64_t rev;   /* its latest revision; 0: not one of this token's documents */
+    uint64_t index; /* the log record of that revision */
+    uint32_t len;   /* that DocRecord's bytes: the SharedDoc's */
+    bool received;  /* not this token's, but held from a received share */
+    bool in;        /* in the grant */
+    uint8_t hash[TK_DOC_HASH_LEN];
+    uint64_t size, cipher_size;
+};
+
+struct resolver {
+    const Cohort__PermRule *selector; /* NULL: by id, the entries given */
+    uint32_t n;
+    struct entry e[TK_SHARE_DOCS_MAX];
+    int pass;
+    struct tk_wbuf *grant; /* pass 2: where the SharedDocs go */
+    uint32_t written;
+};
+
+static struct entry *entry_of(struct resolver *r, const uint8_t *id)
+{
+    uint32_t i;
+    for (i = 0; i < r->n; i++)
+        if (memcmp(r->e[i].id, id, TK_DOC_ID_LEN) == 0)
+            return &r->e[i];
+    return NULL;
+}
+
+/* Whether a DocRecord's current metadata matches the selector. */
+static int record_matches(const Cohort__PermRule *sel, struct tk_arena *a, const uint8_t *body,
+                          size_t len, bool *match)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    int more, rc = TK_OK;
+    *match = false;
+    while ((more = tk_wire_next(body, len, &pos, &f)) == 1)
+        if (f.field == 7 && f.wire_type == 2) {
+            Cohort__DocMeta *m =
+                (Cohort__DocMeta *)tk_unpack(a, &cohort__doc_meta__descriptor, f.data, f.len, &rc);
+            if (m == NULL)
+                return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+            *match = selector_matches(sel, m);
+            return TK_OK;
+        }
+    return TK_ERR_TAMPERED;
+}
+
+/* Hash and sizes of a DocRecord, for the grant's refs. */
+static int record_ref(struct entry *e, const uint8_t *body, size_t len)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    bool hash = false;
+    int more;
+    while ((more = tk_wire_next(body, len, &pos, &f)) == 1) {
+        if (f.field == 4 && f.wire_type == 2 && f.len == TK_DOC_HASH_LEN) {
+            memcpy(e->hash, f.data, TK_DOC_HASH_LEN);
+            hash = true;
+        } else if (f.field == 5 && f.wire_type == 0) {
+            e->size = f.varint;
+        } else if (f.field == 6 && f.wire_type == 0) {
+            e->cipher_size = f.varint;
+        }
+    }
+    return more == 0 && hash ? TK_OK : TK_ERR_TAMPERED;
+}
+
+static int resolve_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
+                      uint64_t index)
+{
+    struct resolver *r = ctx;
+    const uint8_t *body, *id;
+    size_t body_len;
+    struct held_iter it;
+    struct held d;
+    struct entry *e;
+    struct head h;
+    uint32_t kind, i;
+    uint64_t rev;
+    bool match;
+    int rc, more;
+
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (r->pass == 2) {
+        if (kind != TK_REC_DOC)
+            return TK_OK;
+        for (i = 0; i < r->n; i++)
+            if (r->e[i].in && r->e[i].index == index) {
+                if (body_len != r->e[i].len)
+                    return TK_ERR_TAMPERED;
+                if ((rc = record_ref(&r->e[i], body, body_len)) != TK_OK)
+                    return rc;
+                tk_w_bytes(r->grant, 6, body, body_len);
+                r->written++;
+            }
+        return TK_OK;
+    }
+    if (kind == TK_REC_SHARE && r->selector == NULL) {
+        /* Ids held from a received share: no re-share. */
+        if ((rc = head_parse(&h, body, body_len)) != TK_OK)
+            return rc;
+        if (!h.incoming)
+            return TK_OK;
+        held_start(&it, body, body_len);
+        while ((more = held_next(&it, &d)) == 1)
+            if ((e = entry_of(r, d.id)) != NULL)
+                e->received = true;
+        return more;
+    }
+    if (kind != TK_REC_DOC)
+        return TK_OK;
+    if (!doc_ident(body, body_len, &id, &rev))
+        return TK_ERR_TAMPERED;
+    e = entry_of(r, id);
+    if (r->selector != NULL) {
+        if ((rc = record_matches(r->selector, a, body, body_len, &match)) != TK_OK)
+            return rc;
+        if (!match) {
+            if (e != NULL) { /* its latest revision no longer matches */
+                i = (uint32_t)(e - r->e);
+                memmove(&r->e[i], &r->e[i + 1], (r->n - i - 1) * sizeof r->e[0]);
+                r->n--;
+            }
+            return TK_OK;
+        }
+        if (e == NULL) {
+            if (r->n == TK_SHARE_DOCS_MAX)
+                return TK_OK; /* a selector takes the first that fit */
+            e = &r->e[r->n++];
+            memset(e, 0, sizeof *e);
+            memcpy(e->id, id, TK_DOC_ID_LEN);
+        }
+    } else if (e == NULL) {
+        return TK_OK;
+    }
+    e->rev = rev;
+    e->index = index;
+    e->len = (uint32_t)body_len;
+    return TK_OK;
+}
+
+/* What a grant holds besides its documents. */
+struct issue {
+    const uint8_t *share_id;
+    uint64_t seq;
+    int64_t created;
+    const Cohort__SharePolicy *policy;
+    const Cohort__PermRule *selector;
+    size_t n_ids;
+    const ProtobufCBinaryData *ids;
+    const Cohort__Certificate *recipient;
+    const Cohort__CertBody *recipient_body;
+    bool revoked;
+};
+
+static size_t grant_fixed_len(const struct issue *is, int64_t now)
+{
+    return tk_field_len(1, TK_SHARE_ID_LEN) + 1 + tk_varint_len(is->seq) +
+           tk_field_len(4, TK_PK_LEN) +
+           tk_field_len(5, cohort__share_policy__get_packed_size(is->policy)) +
+           (is->revoked ? 2u : 0u) + 1 + tk_varint_len((uint64_t)now);
+}
+
+/*
+ * Resolve a share now: pass 1 over the log, then the documents that fit,
+ * in the entries' order, and the digest of their (id, revision) list.
+ * Entries that are not this token's documents stay out.
+ */
+static int resolve(struct tk_call *c, struct resolver *r, const struct issue *is,
+                   uint8_t digest[32])
+{
+    crypto_generichash_state st;
+    size_t total = grant_fixed_len(is, c->now) + tk_field_len(3, c->tk->cert_len);
+    uint8_t part[TK_DOC_ID_LEN + 8];
+    uint32_t i;
+    int rc;
+
+    r->pass = 1;
+    if ((rc = tk_log_scan(c->tk, c->arena, false, resolve_fn, r)) != TK_OK)
+        return rc;
+    crypto_generichash_init(&st, NULL, 0, 32);
+    for (i = 0; i < r->n; i++) {
+        struct entry *e = &r->e[i];
+        size_t add = tk_field_len(6, e->len);
+        e->in = e->rev != 0 && total + add <= TK_SHARE_GRANT_MAX;
+        if (!e->in)
+            continue;
+        total += add;
+        memcpy(part, e->id, TK_DOC_ID_LEN);
+        put_le64(part + TK_DOC_ID_LEN, e->rev);
+        crypto_generichash_update(&st, part, sizeof part);
+    }
+    crypto_generichash_final(&st, digest, 32);
+    return TK_OK;
+}
+
+/* The sent share's record after a grant: what it asked for, what the
+ * grant holds (refs) and its digest. */
+static int store_sent(struct tk_call *c, const struct issue *is, const struct resolver *r,
+                      const uint8_t digest[32], uint64_t seq)
+{
+    Cohort__StoreRecord sr = COHORT__STORE_RECORD__INIT;
+    Cohort__ShareRecord rec = COHORT__SHARE_RECORD__INIT;
+    Cohort__ShareInfo info = COHORT__SHARE_INFO__INIT;
+    Cohort__DocRef *refs, **refp;
+    uint32_t i, n = 0;
+
+    for (i = 0; i < r->n; i++)
+        n += r->e[i].in;
+    refs = tk_arena_scratch(c->arena, (n + 1) * sizeof *refs);
+    refp = tk_arena_scratch(c->arena, (n + 1) * sizeof *refp);
+    if (refs == NULL || refp == NULL)
+        return TK_ERR_NO_MEMORY;
+    n = 0;
+    for (i = 0; i < r->n; i++) {
+        const struct entry *e = &r->e[i];
+        if (!e->in)
+            continue;
+        cohort__doc_ref__init(&refs[n]);
+        refs[n].doc_id = (ProtobufCBinaryData){TK_DOC_ID_LEN, (uint8_t *)e->id};
+        refs[n].revision = e->rev;
+        refs[n].content_hash = (ProtobufCBinaryData){TK_DOC_HASH_LEN, (uint8_t *)e->hash};
+        refs[n].size = e->size;
+        refs[n].cipher_size = e->cipher_size;
+        refp[n] = &refs[n];
+        n++;
+    }
+    info.share_id = (ProtobufCBinaryData){TK_SHARE_ID_LEN, (uint8_t *)is->share_id};
+    info.incoming = false;
+    info.peer_pk = is->recipient_body->sign_pk;
+    info.peer = is->recipient_body->subject;
+    info.policy = (Cohort__SharePolicy *)is->policy;
+    info.seq = seq;
+    info.n_refs = n;
+    info.refs = refp;
+    info.revoked = is->revoked;
+    info.created = is->created;
+    info.selector = (Cohort__PermRule *)is->selector;
+    info.issued = c->now;
+    rec.info = &info;
+    rec.peer_cert = (Cohort__Certificate *)is->recipient;
+    rec.grant_digest = (ProtobufCBinaryData){32, (uint8_t *)digest};
+    rec.n_doc_ids = is->n_ids;
+    rec.doc_ids = (ProtobufCBinaryData *)is->ids;
+    sr.body_case = COHORT__STORE_RECORD__BODY_SHARE;
+    sr.share = &rec;
+    return tk_log_append(c->tk, c->arena, &sr);
+}
+
+/*
+ * Issue a share's next grant (is->seq): write it, with the documents the
+ * resolution put in (a second scan copies their records), sign it, seal
+ * it to the recipient straight into the ShareOut answer, wipe it; then
+ * store the share's new record and commit.
+ */
+static int issue(struct tk_call *c, const struct issue *is, struct resolver *r,
+                 const uint8_t digest[32])
+{
+    size_t grant_len = grant_fixed_len(is, c->now) + tk_field_len(3, c->tk->cert_len);
+    size_t buf_len, sg_len, hdr, sealed_len, out_len, cert_len, mark;
+    uint8_t *buf, *sg, *p, sig[SIG_LEN];
+    struct tk_wbuf w, h;
+    uint32_t i, n_in = 0;
+    int rc = TK_OK;
+
+    for (i = 0; i < r->n; i++)
+        if (r->e[i].in) {
+            grant_len += tk_field_len(6, r->e[i].len);
+            n_in++;
+        }
+    hdr = tk_field_len(1, grant_len) - grant_len;
+    buf_len = PREFIX_LEN + grant_len + 2 + SIG_LEN;
+    mark = tk_arena_mark(c->arena);
+    if ((buf = tk_arena_scratch(c->arena, buf_len)) == NULL)
+        return TK_ERR_NO_MEMORY;
+
+    /* The grant, after room for the prefix. */
+    w = (struct tk_wbuf){buf + PREFIX_LEN, grant_len, 0, false};
+    tk_w_bytes(&w, 1, is->share_id, TK_SHARE_ID_LEN);
+    tk_w_uint(&w, 2, is->seq);
+    tk_w_bytes(&w, 3, c->tk->cert, c->tk->cert_len);
+    tk_w_bytes(&w, 4, is->recipient_body->sign_pk.data, TK_PK_LEN);
+    tk_w_message(&w, 5, &is->policy->base);
+    if (n_in > 0) {
+        r->pass = 2;
+        r->grant = &w;
+        r->written = 0;
+        rc = tk_log_scan(c->tk, c->arena, false, resolve_fn, r);
+        if (rc == TK_OK && r->written != n_in)
+            rc = TK_ERR_TAMPERED;
+    }
+    if (is->revoked)
+        tk_w_uint(&w, 7, 1);
+    tk_w_uint(&w, 8, (uint64_t)c->now);
+    if (rc == TK_OK && (w.overflow || w.len != grant_len))
+        abort(); /* the length was computed from the same fields */
+
+    /* Signed over the prefix and the grant, then framed as a SignedGrant. */
+    if (rc == TK_OK) {
+        memcpy(buf, TK_SIG_SHARE, PREFIX_LEN);
+        crypto_sign_detached(sig, NULL, buf, PREFIX_LEN + grant_len, c->tk->sign_sk);
+        sg = buf + PREFIX_LEN - hdr;
+        h = (struct tk_wbuf){sg, hdr, 0, false};
+        tk_w_open(&h, 1, grant_len);
+        p = buf + PREFIX_LEN + grant_len;
+        p[0] = (2u << 3) | 2u;
+        p[1] = SIG_LEN;
+        memcpy(p + 2, sig, SIG_LEN);
+        sg_len = hdr + grant_len + 2 + SIG_LEN;
+        sealed_len = sg_len + crypto_box_SEALBYTES;
+
+        /* ShareOut { share_id, seq, recipient, sealed, refs, revoked } */
+        cert_len = cohort__certificate__get_packed_size(is->recipient);
+        out_len = tk_field_len(1, TK_SHARE_ID_LEN) + 1 + tk_varint_len(is->seq) +
+                  tk_field_len(3, cert_len) + tk_field_len(4, sealed_len) + (is->revoked ? 2u : 0u);
+        for (i = 0; i < r->n; i++)
+            if (r->e[i].in)
+                out_len += tk_field_len(5, ref_len(r->e[i].rev, r->e[i].size, r->e[i].cipher_size));
+        tk_w_open(c->out, 24, out_len);
+        tk_w_bytes(c->out, 1, is->share_id, TK_SHARE_ID_LEN);
+        tk_w_uint(c->out, 2, is->seq);
+        tk_w_message(c->out, 3, &is->recipient->base);
+        tk_w_open(c->out, 4, sealed_len);
+        if ((p = tk_w_reserve(c->out, sealed_len)) != NULL &&
+            crypto_box_seal(p, sg, sg_len, is->recipient_body->box_pk.data) != 0)
+            rc = TK_ERR_RANDOM;
+        for (i = 0; i < r->n; i++)
+            if (r->e[i].in)
+                ref_write(c->out, 5, r->e[i].id, r->e[i].rev, r->e[i].hash, r->e[i].size,
+                          r->e[i].cipher_size);
+        if (is->revoked)
+            tk_w_uint(c->out, 6, 1);
+    }
+    sodium_memzero(buf, buf_len);
+    sodium_memzero(sig, sizeof sig);
+    tk_arena_release(c->arena, mark);
+    if (rc != TK_OK)
+        return rc;
+    if (c->out->overflow)
+        return TK_ERR_RESPONSE_SPACE;
+    if ((rc = store_sent(c, is, r, digest, is->seq)) != TK_OK)
+        return rc;
+    return tk_log_commit(c->tk, c->arena);
+}
+
+/* ------------------------------------------------------------- creating */
+
+static int policy_check(struct tk_call *c, const Cohort__SharePolicy *p)
+{
+    if (p->reshare || p->read_write) {
+        set_reason(c, p->reshare ? "a received document can never be shared on"
+                                 : "read-write shares are not supported");
+        return TK_ERR_UNSUPPORTED;
+    }
+    if (p->expires < 0)
+        return TK_ERR_MALFORMED;
+    if (p->expires != 0 && p->expires <= c->now)
+        return TK_ERR_EXPIRED;
+    return TK_OK;
 }
 
 int tk_do_share_create(struct tk_call *c, const Cohort__ShareCreate *req)
 {
-    (void)c;
-    (void)req;
-    return TK_ERR_UNSUPPORTED;
+    const Cohort__SharePolicy *policy = req->policy ? req->policy : &default_policy;
+    Cohort__CertBody *rb = NULL;
+    struct resolver *r;
+    struct issue is;
+    uint8_t share_id[TK_SHARE_ID_LEN], digest[32];
+    size_t i, j;
+    int rc;
+
+    if ((rc = tk_cred_owner(c)) != TK_OK)
+        return rc;
+    if (!tk_has_flag(c->tk, TK_FLAG_PROVISIONED))
+        return TK_ERR_NOT_PROVISIONED;
+    if ((req->n_docs == 0) == (req->selector == NULL))
+        return TK_ERR_MALFORMED; /* ids or a selector, one of them */
+    if (req->n_docs > TK_SHARE_DOCS_MAX)
+        return TK_ERR_TOO_LARGE;
+    for (i = 0; i < req->n_docs; i++) {
+        if (req->docs[i].len != TK_DOC_ID_LEN)
+            return TK_ERR_MALFORMED;
+        for (j = 0; j < i; j++)
+            if (memcmp(req->docs[i].data, req->docs[j].data, TK_DOC_ID_LEN) == 0)
+                return TK_ERR_MALFORMED;
+    }
+    if (req->selector != NULL && (rc = selector_check(req->selector)) != TK_OK)
+        return rc;
+    if ((rc = policy_check(c, policy)) != TK_OK)
+        return rc;
+    if ((rc = peer_cert_check(c, req->recipient, &rb)) != TK_OK)
+        return rc;
+    if (sodium_memcmp(rb->sign_pk.data, c->tk->sign_pk, TK_PK_LEN) == 0) {
+        set_reason(c, "a token does not share with itself");
+        return TK_ERR_DENIED;
+    }
+
+    if ((r = tk_arena_scratch(c->arena, sizeof *r)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    memset(r, 0, sizeof *r);
+    r->selector = req->selector;
+    for (i = 0; i < req->n_docs; i++)
+        memcpy(r->e[r->n++].id, req->docs[i].data, TK_DOC_ID_LEN);
+    randombytes_buf(share_id, sizeof share_id);
+    is = (struct issue){share_id,    1,         c->now,         policy, req->selector,
+                        req->n_docs, req->docs, req->recipient, rb,     false};
+    if ((rc = resolve(c, r, &is, digest)) != TK_OK)
+        return rc;
+    for (i = 0; i < r->n; i++) {
+        if (r->e[i].rev == 0 && r->e[i].received) {
+            set_reason(c, "a received document cannot be shared on");
+            return TK_ERR_DENIED;
+        }
+        if (r->e[i].rev == 0)
+            return TK_ERR_NOT_FOUND;
+        if (!r->e[i].in)
+            return TK_ERR_TOO_LARGE;
+    }
+    return issue(c, &is, r, digest);
 }
 
-int tk_do_share_sync(struct tk_call *c, const Cohort__ShareSync *req)
+/* ----------------------------------------------------- sync and revoke */
+
+/* A sent share's latest record, decoded into scratch. */
+struct sent {
+    Cohort__ShareRecord *rec;
+    Cohort__CertBody *recipient;
+};
+
+struct loader {
+    uint64_t index;
+    uint8_t *buf;
+    size_t len;
+    bool found;
+};
+
+/* The record at l->index: its length (buf NULL), then its bytes. */
+static int load_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, uint64_t index)
 {
-    (void)c;
-    (void)req;
-    return TK_ERR_UNSUPPORTED;
+    struct loader *l = ctx;
+    const uint8_t *body;
+    size_t body_len;
+    uint32_t kind;
+    int rc;
+    (void)a;
+    if (index != l->index)
+        return TK_OK;
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind != TK_REC_SHARE || (l->buf != NULL && body_len != l->len))
+        return TK_ERR_TAMPERED;
+    if (l->buf != NULL)
+        memcpy(l->buf, body, body_len);
+    l->len = body_len;
+    l->found = true;
+    return TK_SCAN_STOP;
+}
+
+/* Two scans, so that the copy takes only the record's own size. */
+static int sent_load(struct tk_call *c, struct sent *s, uint64_t index)
+{
+    struct loader l = {index, NULL, 0, false};
+    Cohort__ShareInfo *in;
+    int rc = TK_OK;
+
+    if ((rc = tk_log_scan(c->tk, c->arena, false, load_fn, &l)) != TK_OK)
+        return rc;
+    if (!l.found)
+        return TK_ERR_TAMPERED;
+    if ((l.buf = tk_arena_scratch(c->arena, l.len)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    l.found = false;
+    if ((rc = tk_log_scan(c->tk, c->arena, false, load_fn, &l)) != TK_OK)
+        return rc;
+    if (!l.found)
+        return TK_ERR_TAMPERED;
+    s->rec = (Cohort__ShareRecord *)tk_unpack(c->arena, &cohort__share_record__descriptor, l.buf,
+                                              l.len, &rc);
+    if (s->rec == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+    in = s->rec->info;
+    if (in == NULL || in->incoming || in->share_id.len != TK_SHARE_ID_LEN || in->seq == 0 ||
+        s->rec->grant_digest.len != 32 || s->rec->n_doc_ids > TK_SHARE_DOCS_MAX ||
+        (s->rec->n_doc_ids == 0) == (in->selector == NULL) ||
+        cert_shape(&s->recipient, c->arena, s->rec->peer_cert) != TK_OK ||
+        s->recipient->box_pk.len != 32)
+        return TK_ERR_TAMPERED;
+    return TK_OK;
+}
+
+/* A sent share's next grant: by id, the ids it asked for; by selector, its
+ * current matches. Sets *same when they have not changed (and issues
+ * nothing then, unless revoking). */
+static int regrant(struct tk_call *c, const struct sent *s, bool revoke, bool *same)
+{
+    Cohort__ShareInfo *in = s->rec->info;
+    const Cohort__SharePolicy *policy = in->policy ? in->policy : &default_policy;
+    struct resolver *r;
+    struct issue is;
+    uint8_t digest[32];
+    size_t i;
+    int rc;
+
+    if ((r = tk_arena_scratch(c->arena, sizeof *r)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    memset(r, 0, sizeof *r);
+    r->selector = in->selector;
+    for (i = 0; i < s->rec->n_doc_ids; i++) {
+        if (s->rec->doc_ids[i].len != TK_DOC_ID_LEN)
+            return TK_ERR_TAMPERED;
+        memcpy(r->e[r->n++].id, s->rec->doc_ids[i].data, TK_DOC_ID_LEN);
+    }
+    is = (struct issue){
+        in->share_id.data, in->seq + 1,     in->created,       policy,       in->selector,
+        s->rec->n_doc_ids, s->rec->doc_ids, s->rec->peer_cert, s->recipient, revoke};
+    if (revoke) {
+        r->n = 0; /* a revoking grant holds nothing */
+        crypto_generichash(digest, sizeof digest, NULL, 0, NULL, 0);
+    } else {
+        if ((rc = resolve(c, r, &is, digest)) != TK_OK)
+            return rc;
+        *same = memcmp(digest, s->rec->grant_digest.data, sizeof digest) == 0;
+        if (*same)
+            return TK_OK;
+    }
+    return issue(c, &is, r, digest);
+}
+
+/* The latest record of a share id: its index, and what it says. */
+struct latest {
+    const uint8_t *id;
+    bool found, incoming, revoked;
+    uint64_t index;
+};
+
+static int latest_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
+                     uint64_t index)
+{
+    struct latest *l = ctx;
+    const uint8_t *body;
+    size_t body_len;
+    struct head h;
+    uint32_t kind;
+    int rc;
+    (void)a;
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind != TK_REC_SHARE)
+        return TK_OK;
+    if ((rc = head_parse(&h, body, body_len)) != TK_OK)
+        return rc;
+    if (h.part != 0 || memcmp(h.id, l->id, TK_SHARE_ID_LEN) != 0)
+        return TK_OK;
+    l->found = true;
+    l->incoming = h.incoming;
+    l->revoked = h.revoked;
+    l->index = index;
+    return TK_OK;
 }
 
 int tk_do_share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req)
 {
-    (void)c;
+    struct latest l = {NULL, false, false, false, 0};
+    struct sent s;
+    bool same = false;
+    int rc;
+
+    if ((rc = tk_cred_owner(c)) != TK_OK)
+        return rc;
+    if (!tk_has_flag(c->tk, TK_FLAG_PROVISIONED))
+        return TK_ERR_NOT_PROVISIONED;
+    if (req->share_id.len != TK_SHARE_ID_LEN)
+        return TK_ERR_MALFORMED;
+    l.id = req->share_id.data;
+    if ((rc = tk_log_scan(c->tk, c->arena, false, latest_fn, &l)) != TK_OK)
+        return rc;
+    if (!l.found)
+        return TK_ERR_NOT_FOUND;
+    if (l.incoming) {
+        set_reason(c, "only the sender revokes a share");
+        return TK_ERR_DENIED;
+    }
+    if ((rc = sent_load(c, &s, l.index)) != TK_OK)
+        return rc;
+    return regrant(c, &s, true, &same);
+}
+
+/* A batch of sent shares: the first TK_SHARE_BATCH share ids met at or
+ * after the cursor, each with its latest record. */
+struct batch {
+    uint64_t cursor;
+    int64_t now;
+    uint32_t n;
+    struct {
+        uint8_t id[TK_SHARE_ID_LEN];
+        uint64_t index;
+        bool over; /* revoked or expired: never out of date */
+    } s[TK_SHARE_BATCH];
+    uint64_t next; /* where the next batch starts; UINT64_MAX: none */
+};
+
+static int batch_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, uint64_t index)
+{
+    struct batch *b = ctx;
+    const uint8_t *body;
+    size_t body_len;
+    struct head h;
+    uint32_t kind, i;
+    int rc;
+    (void)a;
+    if (index < b->cursor)
+        return TK_OK;
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind != TK_REC_SHARE)
+        return TK_OK;
+    if ((rc = head_parse(&h, body, body_len)) != TK_OK)
+        return rc;
+    if (h.incoming || h.part != 0)
+        return TK_OK;
+    for (i = 0; i < b->n; i++)
+        if (memcmp(b->s[i].id, h.id, TK_SHARE_ID_LEN) == 0)
+            break;
+    if (i == b->n) {
+        if (b->n == TK_SHARE_BATCH) {
+            if (b->next == UINT64_MAX)
+                b->next = index;
+            return TK_OK;
+        }
+        memcpy(b->s[b->n++].id, h.id, TK_SHARE_ID_LEN);
+    }
+    b->s[i].index = index;
+    b->s[i].over = h.revoked || (h.expires != 0 && h.expires <= b->now);
+    return TK_OK;
+}
+
+int tk_do_share_sync(struct tk_call *c, const Cohort__ShareSync *req)
+{
+    struct batch *b;
+    uint32_t i;
+    int rc;
+
     (void)req;
-    return TK_ERR_UNSUPPORTED;
+    if ((rc = tk_cred_owner(c)) != TK_OK)
+        return rc;
+    if (!tk_has_flag(c->tk, TK_FLAG_PROVISIONED))
+        return TK_ERR_NOT_PROVISIONED;
+    if ((b = tk_arena_scratch(c->arena, sizeof *b)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    memset(b, 0, sizeof *b);
+    b->now = c->now;
+    for (;;) {
+        b->n = 0;
+        b->next = UINT64_MAX;
+        if ((rc = tk_log_scan(c->tk, c->arena, false, batch_fn, b)) != TK_OK)
+            return rc;
+        for (i = 0; i < b->n; i++) {
+            size_t mark = tk_arena_mark(c->arena);
+            struct sent s;
+            bool same = false;
+            if (b->s[i].over)
+                continue;
+            if ((rc = sent_load(c, &s, b->s[i].index)) != TK_OK ||
+                (rc = regrant(c, &s, false, &same)) != TK_OK)
+                return rc;
+            if (!same)
+                return TK_OK;
+            tk_arena_release(c->arena, mark);
+        }
+        if (b->next == UINT64_MAX)
+            return TK_OK; /* nothing out of date: no ShareOut */
+        b->cursor = b->next;
+    }
+}
+
+/* ------------------------------------------------------------- accepting */
+
+/* A grant, read field by field (pointers into the opened seal). */
+struct grant {
+    const uint8_t *share_id, *recipient_pk;
+    uint64_t seq;
+    Cohort__Certificate *sender;
+    const Cohort__SharePolicy *policy;
+    uint32_t n_docs;
+    const uint8_t *doc[TK_SHARE_DOCS_MAX];
+    size_t doc_len[TK_SHARE_DOCS_MAX];
+    const uint8_t *doc_id[TK_SHARE_DOCS_MAX];
+    bool revoked;
+    int64_t issued;
+};
+
+static int grant_parse(struct grant *g, struct tk_arena *a, const uint8_t *p, size_t len)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    uint32_t seen = 0;
+    uint64_t rev;
+    int more, rc = TK_OK;
+
+    memset(g, 0, sizeof *g);
+    g->policy = &default_policy;
+    while ((more = tk_wire_next(p, len, &pos, &f)) == 1) {
+        uint32_t bit = f.field < 32 ? 1u << f.field : 0;
+        bool bytes = f.wire_type == 2;
+        if (f.field >= 1 && f.field <= 8 && f.field != 6) {
+            if (seen & bit)
+                return TK_ERR_MALFORMED; /* a field given twice */
+            seen |= bit;
+            if (bytes != (f.field == 1 || f.field == 3 || f.field == 4 || f.field == 5) ||
+                (!bytes && f.wire_type != 0))
+                return TK_ERR_MALFORMED;
+        }
+        switch (f.field) {
+        case 1:
+            if (f.len != TK_SHARE_ID_LEN)
+                return TK_ERR_MALFORMED;
+            g->share_id = f.data;
+            break;
+        case 2:
+            g->seq = f.varint;
+            break;
+        case 3:
+            g->sender = (Cohort__Certificate *)tk_unpack(a, &cohort__certificate__descriptor,
+                                                         f.data, f.len, &rc);
+            if (g->sender == NULL)
+                return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_BAD_CERT;
+            break;
+        case 4:
+            if (f.len != TK_PK_LEN)
+                return TK_ERR_MALFORMED;
+            g->recipient_pk = f.data;
+            break;
+        case 5:
+            g->policy = (Cohort__SharePolicy *)tk_unpack(a, &cohort__share_policy__descriptor,
+                                                         f.data, f.len, &rc);
+            if (g->policy == NULL)
+                return rc;
+            break;
+        case 6:
+            if (f.wire_type != 2)
+                return TK_ERR_MALFORMED;
+            if (g->n_docs == TK_SHARE_DOCS_MAX)
+                return TK_ERR_TOO_LARGE;
+            if (!doc_ident(f.data, f.len, &g->doc_id[g->n_docs], &rev))
+                return TK_ERR_MALFORMED;
+            g->doc[g->n_docs] = f.data;
+            g->doc_len[g->n_docs] = f.len;
+            g->n_docs++;
+            break;
+        case 7:
+            g->revoked = f.varint != 0;
+            break;
+        case 8:
+            g->issued = (int64_t)f.varint;
+            break;
+        default:
+            break;
+        }
+    }
+    if (more < 0)
+        return more;
+    if (g->share_id == NULL || g->seq == 0 || g->sender == NULL || g->recipient_pk == NULL)
+        return TK_ERR_MALFORMED;
+    return TK_OK;
+}
+
+/* What the log says of a grant about to be accepted. */
+struct acceptor {
+    const struct grant *g;
+    const uint8_t *sender_pk;
+    bool known, outgoing, other_sender, revoked;
+    uint64_t seq;
+    /* What the share holds now (a revocation keeps it, without keys). */
+    uint32_t n_held;
+    struct {
+        uint8_t id[TK_DOC_ID_LEN], hash[TK_DOC_HASH_LEN];
+        uint64_t rev, size, cipher_size;
+    } held[TK_SHARE_DOCS_MAX];
+    bool own_doc;
+    uint32_t reads[TK_SHARE_DOCS_MAX];
+    /* Other senders' shares whose latest grant holds one of the ids. */
+    struct {
+        uint8_t id[TK_SHARE_ID_LEN];
+        uint32_t mask;
+    } clash[TK_SHARE_HOLDERS];
+    uint32_t n_clash;
+    bool overflow;
+    uint8_t cur[TK_SHARE_ID_LEN];
+    uint64_t cur_seq;
+    bool cur_other, cur_open;
+};
+
+static int grant_doc_index(const struct grant *g, const uint8_t *id)
+{
+    uint32_t i;
+    for (i = 0; i < g->n_docs; i++)
+        if (memcmp(g->doc_id[i], id, TK_DOC_ID_LEN) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int accept_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
+                     uint64_t index)
+{
+    struct acceptor *x = ctx;
+    const uint8_t *body, *id, *sid;
+    size_t body_len;
+    struct held_iter it;
+    struct held d;
+    struct head h;
+    uint32_t kind, i;
+    uint64_t rev;
+    int64_t at;
+    int rc, more, k;
+    (void)a;
+    (void)index;
+
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind == TK_REC_DOC) {
+        if (!doc_ident(body, body_len, &id, &rev))
+            return TK_ERR_TAMPERED;
+        if (grant_doc_index(x->g, id) >= 0)
+            x->own_doc = true;
+        return TK_OK;
+    }
+    if (kind == TK_REC_SHARE_READ) {
+        if (!read_parse(body, body_len, &sid, &id, &at))
+            return TK_ERR_TAMPERED;
+        if (memcmp(sid, x->g->share_id, TK_SHARE_ID_LEN) == 0 &&
+            (k = grant_doc_index(x->g, id)) >= 0)
+            x->reads[k]++;
+        return TK_OK;
+    }
+    if (kind != TK_REC_SHARE)
+        return TK_OK;
+    if ((rc = head_parse(&h, body, body_len)) != TK_OK)
+        return rc;
+    if (memcmp(h.id, x->g->share_id, TK_SHARE_ID_LEN) == 0) {
+        if (h.part == 0) {
+            x->known = true;
+            x->outgoing = x->outgoing || !h.incoming;
+            x->other_sender =
+                x->other_sender ||
+                (h.incoming && sodium_memcmp(h.peer_pk, x->sender_pk, TK_PK_LEN) != 0);
+            x->seq = h.seq;
+            x->revoked = h.revoked;
+            x->n_held = 0;
+        }
+        if (!h.incoming || h.seq != x->seq)
+            return TK_OK;
+        held_start(&it, body, body_len);
+        while ((more = held_next(&it, &d)) == 1) {
+            if (x->n_held == TK_SHARE_DOCS_MAX)
+                return TK_ERR_TAMPERED;
+            memcpy(x->held[x->n_held].id, d.id, TK_DOC_ID_LEN);
+            memcpy(x->held[x->n_held].hash, d.hash, TK_DOC_HASH_LEN);
+            x->held[x->n_held].rev = d.rev;
+            x->held[x->n_held].size = d.size;
+            x->held[x->n_held].cipher_size = d.cipher_size;
+            x->n_held++;
+        }
+        return more;
+    }
+    if (!h.incoming)
+        return TK_OK;
+    if (h.part == 0) {
+        memcpy(x->cur, h.id, TK_SHARE_ID_LEN);
+        x->cur_seq = h.seq;
+        x->cur_other = sodium_memcmp(h.peer_pk, x->sender_pk, TK_PK_LEN) != 0;
+        x->cur_open = true;
+        for (i = 0; i < x->n_clash; i++)
+            if (memcmp(x->clash[i].id, h.id, TK_SHARE_ID_LEN) == 0 && !h.revoked)
+                x->clash[i].mask = 0; /* until a part of this grant has one */
+    } else if (!x->cur_open || memcmp(h.id, x->cur, TK_SHARE_ID_LEN) != 0 || h.seq != x->cur_seq) {
+        return TK_ERR_TAMPERED;
+    }
+    if (!x->cur_other)
+        return TK_OK; /* the same sender may share a document twice */
+    held_start(&it, body, body_len);
+    while ((more = held_next(&it, &d)) == 1) {
+        if ((k = grant_doc_index(x->g, d.id)) < 0)
+            continue;
+        for (i = 0; i < x->n_clash; i++)
+            if (memcmp(x->clash[i].id, h.id, TK_SHARE_ID_LEN) == 0)
+                break;
+        if (i == x->n_clash) {
+            if (x->n_clash == TK_SHARE_HOLDERS) {
+                x->overflow = true;
+                continue;
+            }
+            memcpy(x->clash[x->n_clash++].id, h.id, TK_SHARE_ID_LEN);
+            x->clash[i].mask = 0;
+        }
+        x->clash[i].mask |= 1u << k;
+    }
+    return more;
+}
+
+/* The grant's documents as a ShareRecord part: from doc *next on, as many
+ * as fit in one log record. Appended, not committed. */
+static int store_part(struct tk_call *c, uint8_t *buf, size_t cap, const struct grant *g,
+                      const Cohort__ShareInfo *info, uint32_t part, uint32_t *next)
+{
+    struct tk_wbuf w = {buf + TK_REC_HDR, cap, 0, false};
+    size_t start = tk_w_begin(&w), mark;
+    uint32_t first = *next;
+    int rc = TK_OK;
+
+    if (part == 0) {
+        tk_w_message(&w, 1, &info->base);
+        tk_w_message(&w, 3, &g->sender->base);
+    } else {
+        Cohort__ShareInfo cont = COHORT__SHARE_INFO__INIT;
+        cont.share_id = info->share_id;
+        cont.incoming = true;
+        cont.seq = info->seq;
+        tk_w_message(&w, 1, &cont.base);
+        tk_w_uint(&w, 6, part);
+    }
+    while (*next < g->n_docs && rc == TK_OK) {
+        Cohort__SharedDoc *d = NULL;
+        size_t n;
+        uint8_t *p;
+        mark = tk_arena_mark(c->arena);
+        rc = shared_doc_decode(&d, c->arena, g->doc[*next], g->doc_len[*next]);
+        if (rc == TK_OK) {
+            n = cohort__shared_doc__get_packed_size(d);
+            if (w.len + tk_field_len(2, n) > cap) {
+                shared_doc_wipe(d);
+                tk_arena_release(c->arena, mark);
+                break; /* the next part takes it */
+            }
+            tk_w_open(&w, 2, n);
+            if ((p = tk_w_reserve(&w, n)) != NULL)
+                cohort__shared_doc__pack(d, p);
+            (*next)++;
+        }
+        shared_doc_wipe(d);
+        tk_arena_release(c->arena, mark);
+    }
+    if (rc != TK_OK)
+        return rc;
+    tk_w_end(&w, TK_REC_SHARE, start);
+    if (w.overflow || (*next == first && part > 0))
+        return TK_ERR_TOO_LARGE; /* (a part always has room for one document) */
+    rc = tk_log_append_sealed(c->tk, buf, w.len);
+    sodium_memzero(buf, TK_REC_HDR + cap + TK_TAG_LEN);
+    return rc;
+}
+
+/*
+ * A grant that revokes a share, or drops one of its documents, erases
+ * what the share held: the log is rewritten without any earlier record of
+ * the share (their keys go with them, as a deleted document's do), and
+ * the new grant's records are written at its end (a revocation's keeps
+ * the documents' refs only).
+ */
+struct eraser {
+    struct tk_call *c;
+    const struct grant *g;
+    const Cohort__ShareInfo *info;
+    uint8_t *buf;
+    size_t cap;
+};
+
+static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, bool *keep)
+{
+    struct eraser *e = ctx;
+    const uint8_t *body;
+    size_t body_len;
+    struct head h;
+    uint32_t kind, next = 0;
+    int rc = TK_OK;
+    (void)a;
+    *keep = false;
+    if (plain == NULL) {
+        uint32_t part = 0;
+        do {
+            rc = store_part(e->c, e->buf, e->cap, e->g, e->info, part++, &next);
+        } while (rc == TK_OK && next < e->g->n_docs);
+        return rc;
+    }
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind == TK_REC_SHARE) {
+        if ((rc = head_parse(&h, body, body_len)) != TK_OK)
+            return rc;
+        if (memcmp(h.id, e->g->share_id, TK_SHARE_ID_LEN) == 0)
+            return TK_OK;
+    }
+    *keep = true;
+    return TK_OK;
+}
+
+/* One document of a ShareInfo: its ref, its metadata and its reads. */
+static int info_doc(struct tk_wbuf *w, struct tk_arena *a, const uint8_t *doc, size_t len,
+                    uint32_t reads)
+{
+    size_t mark = tk_arena_mark(a);
+    Cohort__SharedDoc *d = NULL;
+    int rc = shared_doc_decode(&d, a, doc, len);
+    if (rc == TK_OK) {
+        ref_write(w, 7, d->doc_id.data, d->revision, d->content_hash.data, d->size, d->cipher_size);
+        tk_w_message(w, 8, &d->meta->base);
+        tk_w_uint(w, 9, reads);
+    }
+    shared_doc_wipe(d);
+    tk_arena_release(a, mark);
+    return rc;
+}
+
+/* A ShareInfo's fields, written bare: its documents' follow. */
+static void info_head_write(struct tk_wbuf *w, const Cohort__ShareInfo *in)
+{
+    size_t n = cohort__share_info__get_packed_size(in);
+    uint8_t *p = tk_w_reserve(w, n);
+    if (p != NULL)
+        cohort__share_info__pack(in, p);
 }
 
 int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
 {
-    (void)c;
-    (void)req;
-    return TK_ERR_UNSUPPORTED;
+    struct tk_token *tk = c->tk;
+    Cohort__ShareInfo info = COHORT__SHARE_INFO__INIT;
+    Cohort__CertBody *sb = NULL;
+    struct acceptor *x;
+    struct grant *g = NULL;
+    struct tk_wfield f;
+    const uint8_t *gp = NULL;
+    uint8_t *plain, *buf, sig[SIG_LEN];
+    size_t plain_len, gl = 0, pos = 0, start, cap;
+    uint32_t i, j, part, next;
+    bool have_sig = false, erase = false;
+    int rc, more;
+
+    if (!tk_has_flag(tk, TK_FLAG_PROVISIONED))
+        return TK_ERR_NOT_PROVISIONED;
+    if (req->sealed.len > TK_SHARE_SEALED_MAX)
+        return TK_ERR_TOO_LARGE;
+    if (req->sealed.len <= crypto_box_SEALBYTES)
+        return TK_ERR_DECRYPT;
+    plain_len = req->sealed.len - crypto_box_SEALBYTES;
+    if ((plain = tk_arena_scratch(c->arena, PREFIX_LEN + plain_len)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    if (crypto_box_seal_open(plain + PREFIX_LEN, req->sealed.data, req->sealed.len, tk->box_pk,
+                             tk->box_sk) != 0) {
+        rc = TK_ERR_DECRYPT;
+        goto out;
+    }
+
+    /* SignedGrant { grant, signature }, each once. */
+    while ((more = tk_wire_next(plain + PREFIX_LEN, plain_len, &pos, &f)) == 1) {
+        if (f.field == 1 && f.wire_type == 2 && gp == NULL) {
+            gp = f.data;
+            gl = f.len;
+        } else if (f.field == 2 && f.wire_type == 2 && f.len == SIG_LEN && !have_sig) {
+            memcpy(sig, f.data, SIG_LEN);
+            have_sig = true;
+        } else if (f.field == 1 || f.field == 2) {
+            more = TK_ERR_MALFORMED;
+            break;
+        }
+    }
+    rc = more < 0 ? more : gp == NULL || !have_sig ? TK_ERR_MALFORMED : TK_OK;
+    if (rc == TK_OK && gl > TK_SHARE_GRANT_MAX)
+        rc = TK_ERR_TOO_LARGE;
+    if (rc == TK_OK && (g = tk_arena_scratch(c->arena, sizeof *g)) == NULL)
+        rc = TK_ERR_NO_MEMORY;
+    if (rc == TK_OK)
+        rc = grant_parse(g, c->arena, gp, gl);
+    if (rc == TK_OK)
+        rc = cert_shape(&sb, c->arena, g->sender);
+    if (rc != TK_OK)
+        goto out;
+
+    /* The signature, over the prefix written just before the grant. */
+    memcpy((uint8_t *)gp - PREFIX_LEN, TK_SIG_SHARE, PREFIX_LEN);
+    if (crypto_sign_verify_detached(sig, gp - PREFIX_LEN, gl + PREFIX_LEN, sb->sign_pk.data) != 0) {
+        rc = TK_ERR_BAD_SIGNATURE;
+        goto out;
+    }
+    if ((rc = peer_cert_check(c, g->sender, &sb)) != TK_OK)
+        goto out;
+    if (sodium_memcmp(g->recipient_pk, tk->sign_pk, TK_PK_LEN) != 0 ||
+        sodium_memcmp(sb->sign_pk.data, tk->sign_pk, TK_PK_LEN) == 0) {
+        set_reason(c, "the grant is not for this token");
+        rc = TK_ERR_DENIED;
+        goto out;
+    }
+    if (g->policy->reshare || g->policy->read_write) {
+        set_reason(c, "read-write shares and re-sharing are not supported");
+        rc = TK_ERR_UNSUPPORTED;
+        goto out;
+    }
+    if (g->policy->expires < 0 || (g->revoked && g->n_docs > 0)) {
+        rc = TK_ERR_MALFORMED;
+        goto out;
+    }
+    for (i = 0; i < g->n_docs && rc == TK_OK; i++) {
+        size_t mark = tk_arena_mark(c->arena);
+        Cohort__SharedDoc *d = NULL;
+        for (j = 0; j < i; j++)
+            if (memcmp(g->doc_id[i], g->doc_id[j], TK_DOC_ID_LEN) == 0)
+                rc = TK_ERR_MALFORMED;
+        if (rc == TK_OK)
+            rc = shared_doc_decode(&d, c->arena, g->doc[i], g->doc_len[i]);
+        shared_doc_wipe(d);
+        tk_arena_release(c->arena, mark);
+    }
+    if (rc != TK_OK)
+        goto out;
+
+    /* What the log already holds. */
+    if ((x = tk_arena_scratch(c->arena, sizeof *x)) == NULL) {
+        rc = TK_ERR_NO_MEMORY;
+        goto out;
+    }
+    memset(x, 0, sizeof *x);
+    x->g = g;
+    x->sender_pk = sb->sign_pk.data;
+    if ((rc = tk_log_scan(tk, c->arena, false, accept_fn, x)) != TK_OK)
+        goto out;
+    rc = TK_ERR_CONFLICT;
+    if (x->outgoing || (x->known && x->other_sender))
+        set_reason(c, "another share has that id");
+    else if (x->own_doc)
+        set_reason(c, "the grant names one of this token's own documents");
+    else if (x->overflow)
+        set_reason(c, "too many shares hold these documents");
+    else
+        rc = TK_OK;
+    for (i = 0; i < x->n_clash && rc == TK_OK; i++)
+        if (x->clash[i].mask != 0) {
+            set_reason(c, "another sender's share holds one of these documents");
+            rc = TK_ERR_CONFLICT;
+        }
+    if (rc == TK_OK && x->known && (g->seq <= x->seq || (x->revoked && !g->revoked))) {
+        set_reason(c, x->revoked ? "the share was revoked" : "an older or replayed grant");
+        rc = TK_ERR_REPLAY;
+    }
+    if (rc != TK_OK)
+        goto out;
+
+    /* The answer, then the records, then the commit. */
+    info.share_id = (ProtobufCBinaryData){TK_SHARE_ID_LEN, (uint8_t *)g->share_id};
+    info.incoming = true;
+    info.peer_pk = sb->sign_pk;
+    info.peer = sb->subject;
+    info.policy = (Cohort__SharePolicy *)g->policy;
+    info.seq = g->seq;
+    info.revoked = g->revoked;
+    info.created = c->now;
+    info.issued = g->issued;
+    if (g->revoked && x->n_held > 0) {
+        Cohort__DocRef *refs = tk_arena_scratch(c->arena, x->n_held * sizeof *refs);
+        Cohort__DocRef **refp = tk_arena_scratch(c->arena, x->n_held * sizeof *refp);
+        if (refs == NULL || refp == NULL) {
+            rc = TK_ERR_NO_MEMORY;
+            goto out;
+        }
+        for (i = 0; i < x->n_held; i++) {
+            cohort__doc_ref__init(&refs[i]);
+            refs[i].doc_id = (ProtobufCBinaryData){TK_DOC_ID_LEN, x->held[i].id};
+            refs[i].revision = x->held[i].rev;
+            refs[i].content_hash = (ProtobufCBinaryData){TK_DOC_HASH_LEN, x->held[i].hash};
+            refs[i].size = x->held[i].size;
+            refs[i].cipher_size = x->held[i].cipher_size;
+            refp[i] = &refs[i];
+        }
+        info.n_refs = x->n_held;
+        info.refs = refp;
+    }
+    start = wide_begin(c->out);
+    info_head_write(c->out, &info);
+    for (i = 0; i < g->n_docs && rc == TK_OK; i++)
+        rc = info_doc(c->out, c->arena, g->doc[i], g->doc_len[i], x->reads[i]);
+    wide_end(c->out, 25, start);
+    if (rc == TK_OK && c->out->overflow)
+        rc = TK_ERR_RESPONSE_SPACE;
+    if (rc != TK_OK)
+        goto out;
+    /* A part holds the info, the certificate and documents, each at most
+     * about as long as it was in the grant: the grant's length and room
+     * for the info bound it, and a record's limit. */
+    cap = gl + PART_ROOM + x->n_held * REF_ROOM;
+    if (cap > TK_RECORD_MAX)
+        cap = TK_RECORD_MAX;
+    if ((buf = tk_arena_scratch(c->arena, TK_REC_HDR + cap + TK_TAG_LEN)) == NULL) {
+        rc = TK_ERR_NO_MEMORY;
+        goto out;
+    }
+    for (i = 0; i < x->n_held && !erase; i++)
+        erase = grant_doc_index(g, x->held[i].id) < 0;
+    if (x->known && (g->revoked || erase)) {
+        struct eraser e = {c, g, &info, buf, cap};
+        rc = tk_log_rewrite(tk, c->arena, erase_keep, &e);
+        goto out;
+    }
+    next = 0;
+    part = 0;
+    do {
+        rc = store_part(c, buf, cap, g, &info, part++, &next);
+    } while (rc == TK_OK && next < g->n_docs);
+    if (rc == TK_OK)
+        rc = tk_log_commit(tk, c->arena);
+out:
+    sodium_memzero(plain, PREFIX_LEN + plain_len);
+    sodium_memzero(sig, sizeof sig);
+    return rc;
 }
 
+/* ---------------------------------------------------------------- listing */
+
+struct listed {
+    uint8_t id[TK_SHARE_ID_LEN];
+    uint64_t index; /* its latest record's index + 1: the cursor after it */
+    uint64_t seq;
+    bool stale, incoming;
+    uint32_t n_docs;
+    uint8_t doc[TK_SHARE_DOCS_MAX][TK_DOC_ID_LEN];
+    uint32_t reads[TK_SHARE_DOCS_MAX];
+};
+
+struct lister {
+    uint64_t after;
+    uint32_t max, n;
+    int pass;
+    struct listed *l; /* max + 1 */
+    struct tk_wbuf *out;
+    /* The record group being read (pass 2) or written (pass 4). */
+    struct listed *cur;
+    size_t cur_start;
+};
+
+/* The listed record of a share that no later record replaces. */
+static struct listed *listed_of(struct lister *s, const uint8_t *id)
+{
+    uint32_t i;
+    for (i = 0; i < s->n; i++)
+        if (!s->l[i].stale && memcmp(s->l[i].id, id, TK_SHARE_ID_LEN) == 0)
+            return &s->l[i];
+    return NULL;
+}
+
+/* The listed record at a log index. */
+static struct listed *listed_at(struct lister *s, uint64_t index)
+{
+    uint32_t i;
+    for (i = 0; i < s->n; i++)
+        if (s->l[i].index == index + 1)
+            return &s->l[i];
+    return NULL;
+}
+
+static void list_close(struct lister *s)
+{
+    if (s->pass == 4 && s->cur != NULL)
+        tk_w_end(s->out, 1, s->cur_start);
+    s->cur = NULL;
+}
+
+/* The docs of a listed share's record: their ids (pass 2), or their
+ * entries in its ShareInfo (pass 4). */
+static int list_docs(struct lister *s, struct tk_arena *a, const uint8_t *body, size_t len)
+{
+    struct listed *e = s->cur;
+    const uint8_t *doc, *id;
+    size_t doc_len, pos = 0;
+    uint64_t rev;
+    uint32_t k;
+    int more, rc;
+    while ((more = next_doc(body, len, &pos, &doc, &doc_len)) == 1) {
+        if (!doc_ident(doc, doc_len, &id, &rev))
+            return TK_ERR_TAMPERED;
+        if (s->pass == 2) {
+            if (e->n_docs == TK_SHARE_DOCS_MAX)
+                return TK_ERR_TAMPERED;
+            memcpy(e->doc[e->n_docs++], id, TK_DOC_ID_LEN);
+            continue;
+        }
+        for (k = 0; k < e->n_docs; k++)
+            if (memcmp(e->doc[k], id, TK_DOC_ID_LEN) == 0)
+                break;
+        rc = info_doc(s->out, a, doc, doc_len, k < e->n_docs ? e->reads[k] : 0);
+        if (rc != TK_OK)
+            return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+    }
+    return more;
+}
+
+static int list_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, uint64_t index)
+{
+    struct lister *s = ctx;
+    const uint8_t *body, *sid, *id;
+    size_t body_len;
+    struct listed *e;
+    struct tk_wfield f;
+    struct head h;
+    uint32_t kind, k;
+    int64_t at;
+    int rc;
+
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind == TK_REC_SHARE_READ && s->pass == 3) {
+        if (!read_parse(body, body_len, &sid, &id, &at))
+            return TK_ERR_TAMPERED;
+        if ((e = listed_of(s, sid)) != NULL)
+            for (k = 0; k < e->n_docs; k++)
+                if (memcmp(e->doc[k], id, TK_DOC_ID_LEN) == 0)
+                    e->reads[k]++;
+        return TK_OK;
+    }
+    if (kind != TK_REC_SHARE || s->pass == 3)
+        return TK_OK;
+    if ((rc = head_parse(&h, body, body_len)) != TK_OK)
+        return rc;
+    if (h.part > 0) {
+        if (s->cur != NULL && memcmp(h.id, s->cur->id, TK_SHARE_ID_LEN) == 0 &&
+            h.seq == s->cur->seq)
+            return list_docs(s, a, body, body_len);
+        return TK_OK;
+    }
+    if (s->pass == 1) {
+        if (index + 1 > s->after && s->n < s->max + 1) {
+            e = &s->l[s->n++];
+            memset(e, 0, sizeof *e);
+            memcpy(e->id, h.id, TK_SHARE_ID_LEN);
+            e->index = index + 1;
+            e->seq = h.seq;
+            e->incoming = h.incoming;
+        }
+        return TK_OK;
+    }
+    list_close(s);
+    if (s->pass == 2) {
+        for (k = 0; k < s->n; k++)
+            if (s->l[k].index < index + 1 && memcmp(s->l[k].id, h.id, TK_SHARE_ID_LEN) == 0)
+                s->l[k].stale = true; /* a later record replaces it */
+        if ((e = listed_at(s, index)) != NULL && h.incoming) {
+            s->cur = e;
+            return list_docs(s, a, body, body_len);
+        }
+        return TK_OK;
+    }
+    e = listed_at(s, index);
+    if (e == NULL || e->stale || (uint32_t)(e - s->l) >= s->max)
+        return TK_OK;
+    /* Pass 4: the stored info's fields, then each document's. */
+    s->cur = e;
+    s->cur_start = tk_w_begin(s->out);
+    {
+        size_t pos = 0;
+        int more;
+        while ((more = tk_wire_next(body, body_len, &pos, &f)) == 1)
+            if (f.field == 1 && f.wire_type == 2) {
+                uint8_t *p = tk_w_reserve(s->out, f.len);
+                if (p != NULL)
+                    memcpy(p, f.data, f.len);
+            }
+        if (more < 0)
+            return TK_ERR_TAMPERED;
+    }
+    return h.incoming ? list_docs(s, a, body, body_len) : TK_OK;
+}
+
+/*
+ * A page of shares, sent and received, each in its latest state. The
+ * cursor is a position in the log (a share's latest record's index + 1);
+ * a page holds the shares among the first max share records after the
+ * cursor that are still their share's latest, so it may be short while
+ * more remain. Four scans: pick, drop the superseded (and note the
+ * documents of received ones), count reads, write.
+ */
 int tk_do_share_list(struct tk_call *c, const Cohort__ShareList *req)
 {
-    (void)c;
-    (void)req;
-    return TK_ERR_UNSUPPORTED;
+    struct lister s;
+    size_t start;
+    uint64_t next;
+    bool more;
+    int rc;
+
+    if ((rc = tk_cred_owner(c)) != TK_OK)
+        return rc;
+    if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
+        return TK_ERR_NOT_PROVISIONED;
+    if (req->max < 1 || req->max > TK_SHARE_LIST_MAX)
+        return TK_ERR_TOO_LARGE;
+    memset(&s, 0, sizeof s);
+    s.after = req->after;
+    s.max = req->max;
+    if ((s.l = tk_arena_scratch(c->arena, (s.max + 1) * sizeof *s.l)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    for (s.pass = 1; s.pass <= 3; s.pass++) {
+        if ((rc = tk_log_scan(c->tk, c->arena, false, list_fn, &s)) != TK_OK)
+            return rc;
+        list_close(&s);
+    }
+    more = s.n > s.max;
+    next = s.n == 0 ? s.after : s.l[(more ? s.max : s.n) - 1].index;
+    /* SharePage { shares, more, next } */
+    start = wide_begin(c->out);
+    s.out = c->out;
+    s.pass = 4;
+    if (s.n > 0 && (rc = tk_log_scan(c->tk, c->arena, false, list_fn, &s)) != TK_OK)
+        return rc;
+    list_close(&s);
+    tk_w_uint(c->out, 2, more);
+    tk_w_uint(c->out, 3, next);
+    wide_end(c->out, 26, start);
+    return c->out->overflow ? TK_ERR_RESPONSE_SPACE : TK_OK;
 }
