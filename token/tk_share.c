@@ -31,9 +31,11 @@
  * it holds only from a received share (TK_ERR_DENIED: no re-share; a
  * selector only ever sees the token's own documents).
  *
- * The recipient. ShareAccept opens the seal (TK_ERR_DECRYPT), checks the
- * signature by the key of the certificate inside (TK_ERR_BAD_SIGNATURE),
- * then that certificate: issued by an authority trusted for tokens
+ * The recipient. ShareAccept opens the seal (TK_ERR_DECRYPT), reads the
+ * grant's framing and bounds (TK_ERR_MALFORMED, TK_ERR_TRUNCATED,
+ * TK_ERR_TOO_LARGE; nothing of it is used yet), checks the signature by
+ * the key of the certificate inside (TK_ERR_BAD_SIGNATURE), then that
+ * certificate: issued by an authority trusted for tokens
  * (TK_ERR_UNTRUSTED), signed (TK_ERR_BAD_CERT), valid now
  * (TK_ERR_EXPIRED), a token's (TK_ERR_ROLE); that the grant names this
  * token (TK_ERR_DENIED); that it is newer than the last grant of that
