@@ -12,8 +12,10 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "participant/cli.h"
+#include "participant/pt_doc.h"
 #include "shell/shell.h"
 
 _Static_assert(CLI_U64_DIGITS == SH_U64_DIGITS, "an id of --id is a number cli_u64 reads");
@@ -45,6 +47,18 @@ static const struct command commands[] = {
      "--connect URL [--ca FILE] [--server-name NAME] --dir DIR [--dir DIR ...] "
      "[--dirs-from FILE] [--quiet] [--max-backoff SECONDS] [--pace MS]",
      "take part in studies: an agent per token, connected to a querier service", cli_run},
+    {"doc", "put|get|list|rm --dir DIR [--docs PATH] ...  (doc SUBCOMMAND --help)",
+     "store, read, list and delete documents, encrypted by the token", cli_doc},
+    {"app", "add|list|revoke --dir DIR ...  (app SUBCOMMAND --help)",
+     "issue, list and revoke the credentials of the owner's apps", cli_app},
+    {"share", "create|list|revoke|sync|accept --dir DIR ...  (share SUBCOMMAND --help)",
+     "share documents with another person's token, and take their shares", cli_share},
+    {"backup", "export --dir DIR --out FILE [--new-phrase]",
+     "write an encrypted backup of the token, under a recovery phrase", cli_backup},
+    {"recover", "--dir DIR [--phrase-file FILE] BACKUP",
+     "restore a backup into a new token (made with init)", cli_recover},
+    {"identity", "--dir DIR [--json]",
+     "print the token's device certificate, for someone who shares with it", cli_identity},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
@@ -347,4 +361,205 @@ void cli_json_string(FILE *f, const char *s, size_t len)
         i++;
     }
     fputc('"', f);
+}
+
+/* --------------------------------------------- the personal cloud's */
+
+int cli_docs_open(const struct cli_env *env, const char *cmd, const char *dir, const char *docs,
+                  struct pt_docstore **ds)
+{
+    char path[CLI_PATH_MAX];
+    int rc;
+
+    if (docs == NULL) {
+        if ((size_t)snprintf(path, sizeof path, "%s/" CLI_DOCS_DIR, dir) >= sizeof path)
+            return cli_fail(env, CLI_USAGE, cmd, "the token's directory name is too long");
+        docs = path;
+    }
+    if ((rc = pt_docstore_open(ds, docs)) != 0) {
+        fprintf(env->err, CLI_PROG ": %s: cannot open the document store ", cmd);
+        cli_put(env->err, docs);
+        fprintf(env->err, ": %s\n", pt_strerror(rc));
+        return CLI_TOKEN;
+    }
+    return CLI_OK;
+}
+
+int cli_doc_fail(const struct cli_env *env, const char *cmd, int rc, const struct pt_status *st,
+                 const char *what)
+{
+    char reason[sizeof st->reason * 4 + 1] = "";
+
+    if (st->reason[0] != '\0')
+        cli_escape(reason, sizeof reason, st->reason, strlen(st->reason));
+    if (rc == PT_ERR_TOKEN) {
+        fprintf(env->err, CLI_PROG ": %s: %s: the token refused: %s (%s)", cmd, what,
+                tk_strerror(st->token_status), tk_errname(st->token_status));
+        if (reason[0] != '\0')
+            fprintf(env->err, ": %s", reason);
+        fputc('\n', env->err);
+        return token_trouble(st->token_status) ? CLI_TOKEN : CLI_DATA;
+    }
+    if (reason[0] != '\0')
+        return cli_fail(env, rc == PT_ERR_INPUT ? CLI_DATA : CLI_TOKEN, cmd, "%s: %s", what,
+                        reason);
+    if (rc == PT_ERR_INPUT)
+        return cli_fail(env, CLI_DATA, cmd, "%s: invalid input", what);
+    return cli_fail(env, CLI_TOKEN, cmd, "%s: %s", what, pt_strerror(rc));
+}
+
+int cli_id16(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
+             uint8_t id[static 16])
+{
+    if (strlen(text) == 32 && sh_unhex(id, 16, text) == 0)
+        return 0;
+    cli_usage_error(env, cmd, "%s: expected an id of 32 hex digits, not '%.40s'", opt, text);
+    return -1;
+}
+
+static int verb_bit(const char *s, size_t n)
+{
+    static const struct {
+        const char *name;
+        uint32_t bit;
+    } verbs[] = {{"GET", PT_VERB_GET},
+                 {"POST", PT_VERB_POST},
+                 {"PUT", PT_VERB_PUT},
+                 {"DELETE", PT_VERB_DELETE},
+                 {"ALL", PT_VERB_ALL}};
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+        if (strlen(verbs[i].name) == n && strncasecmp(verbs[i].name, s, n) == 0)
+            return (int)verbs[i].bit;
+    return -1;
+}
+
+static int rule_error(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
+                      const char *why)
+{
+    char shown[256];
+    cli_escape(shown, sizeof shown, text, strlen(text));
+    cli_usage_error(env, cmd, "%s '%s': %s", opt, shown, why);
+    return -1;
+}
+
+int cli_rule(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
+             bool need_verbs, struct pt_rule *out)
+{
+    const char *p = text, *colon = strchr(text, ':');
+    size_t n = colon ? (size_t)(colon - text) : strlen(text);
+    bool have_verbs = false, have_field = false;
+
+    memset(out, 0, sizeof *out);
+    if (n == 0 || n > PT_DOC_TYPE_MAX)
+        return rule_error(env, cmd, opt, text, "expected a document type first (1 to 64 bytes)");
+    memcpy(out->type, p, n);
+    p += n;
+    while (*p == ':') {
+        const char *part = ++p, *eq;
+        n = strcspn(part, ":");
+        eq = memchr(part, '=', n);
+        p = part + n;
+        if (eq == NULL) {
+            const char *v = part;
+            if (have_verbs || have_field || !need_verbs)
+                return rule_error(env, cmd, opt, text,
+                                  need_verbs ? "the verbs come once, before the selector"
+                                             : "a filter has no verbs: TYPE[:FIELD=V1,V2]");
+            while (v < part + n) {
+                size_t k = strcspn(v, ",:");
+                int bit = verb_bit(v, k);
+                if (bit < 0)
+                    return rule_error(env, cmd, opt, text,
+                                      "verbs are GET, POST, PUT, DELETE or ALL, separated by ','");
+                out->verbs |= (uint32_t)bit;
+                v += k;
+                if (*v == ',')
+                    v++;
+            }
+            have_verbs = true;
+            continue;
+        }
+        if (have_field)
+            return rule_error(env, cmd, opt, text, "one selector at most");
+        if ((size_t)(eq - part) >= sizeof out->field ||
+            !((eq - part == 6 && strncmp(part, "author", 6) == 0) ||
+              (eq - part == 7 && strncmp(part, "subject", 7) == 0) ||
+              (eq - part == 3 && strncmp(part, "tag", 3) == 0)))
+            return rule_error(env, cmd, opt, text, "a selector's field is author, subject or tag");
+        memcpy(out->field, part, (size_t)(eq - part));
+        for (const char *v = eq + 1; v <= part + n;) {
+            size_t k = strcspn(v, ",:");
+            if (k == 0 || k > PT_DOC_TEXT_MAX || out->n_values == PT_VALUES_MAX)
+                return rule_error(env, cmd, opt, text,
+                                  "a selector has 1 to 16 values of 1 to 128 bytes");
+            memcpy(out->values[out->n_values++], v, k);
+            v += k + 1;
+        }
+        have_field = true;
+    }
+    if (need_verbs && out->verbs == 0)
+        return rule_error(env, cmd, opt, text, "a rule needs its verbs: TYPE:GET,POST,...");
+    return 0;
+}
+
+void cli_rule_text(char *out, size_t cap, const struct pt_rule *r)
+{
+    static const char *names[] = {"GET", "POST", "PUT", "DELETE"};
+    size_t k = (size_t)snprintf(out, cap, "%s", r->type);
+    bool first = true;
+
+    for (int i = 0; i < 4 && k < cap; i++) {
+        if (!(r->verbs & (1u << i)))
+            continue;
+        k += (size_t)snprintf(out + k, cap - k, "%s%s", first ? ":" : ",", names[i]);
+        first = false;
+    }
+    if (r->field[0] != '\0' && k < cap)
+        k += (size_t)snprintf(out + k, cap - k, ":%s=", r->field);
+    for (uint32_t i = 0; i < r->n_values && k < cap; i++)
+        k += (size_t)snprintf(out + k, cap - k, "%s%s", i ? "," : "", r->values[i]);
+}
+
+int cli_when(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
+             int64_t *out)
+{
+    size_t len = strlen(text);
+    int64_t v;
+
+    if (strcmp(text, "never") == 0) {
+        *out = 0;
+        return 0;
+    }
+    if (len >= 2 && len <= 12 && strchr("smhd", text[len - 1]) != NULL) {
+        char digits[16];
+        uint64_t n;
+        static const int64_t unit[] = {1, 60, 3600, 86400};
+        memcpy(digits, text, len - 1);
+        digits[len - 1] = '\0';
+        if (sh_parse_u64(digits, 1, 100000000, &n) == 0) {
+            *out = env->now + (int64_t)n * unit[strchr("smhd", text[len - 1]) - "smhd"];
+            return 0;
+        }
+    }
+    if (pt_date_parse(&v, text, len) == 0) {
+        *out = v * 86400;
+        return 0;
+    }
+    if (pt_timestamp_parse(&v, text, len) == 0) {
+        *out = v;
+        return 0;
+    }
+    cli_usage_error(env, cmd,
+                    "%s: expected YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS, a duration such as 30d or "
+                    "12h, or never; not '%.40s'",
+                    opt, text);
+    return -1;
+}
+
+void cli_when_text(char out[PT_TIMESTAMP_TEXT], int64_t t)
+{
+    if (t == 0)
+        snprintf(out, PT_TIMESTAMP_TEXT, "never");
+    else
+        pt_timestamp_format(out, t);
 }

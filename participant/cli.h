@@ -70,6 +70,13 @@ int cli_policy(int argc, char **argv, const struct cli_env *env);
 int cli_audit(int argc, char **argv, const struct cli_env *env);
 int cli_compact(int argc, char **argv, const struct cli_env *env);
 int cli_run(int argc, char **argv, const struct cli_env *env); /* the real network and tokens */
+/* The personal cloud: documents, app credentials, shares, backups. */
+int cli_doc(int argc, char **argv, const struct cli_env *env);
+int cli_app(int argc, char **argv, const struct cli_env *env);
+int cli_share(int argc, char **argv, const struct cli_env *env);
+int cli_backup(int argc, char **argv, const struct cli_env *env);
+int cli_recover(int argc, char **argv, const struct cli_env *env);
+int cli_identity(int argc, char **argv, const struct cli_env *env);
 
 /* ------------------------------------------------------------ helpers */
 
@@ -124,6 +131,50 @@ void cli_close(const struct cli_env *env, struct cli_session *s);
  * reason for PT_ERR_TOKEN); returns the matching CLI_* status. */
 int cli_owner_fail(const struct cli_env *env, const char *cmd, const struct pt_owner *o, int rc,
                    const char *what);
+
+/* --------------------------------------------- the personal cloud's */
+
+#define CLI_DOCS_DIR "docs"     /* the document store: DIR/docs unless --docs PATH */
+#define CLI_OUTBOX_DIR "outbox" /* share packages to deliver: DIR/outbox */
+#define CLI_PATH_MAX 4096u
+
+struct pt_docstore;
+struct pt_status;
+struct pt_rule;
+
+/* The document store of the token in dir: docs, or dir/docs when docs is NULL. */
+int cli_docs_open(const struct cli_env *env, const char *cmd, const char *dir, const char *docs,
+                  struct pt_docstore **ds);
+
+/* Report a failed document, credential, share or backup call (pt_doc.h). */
+int cli_doc_fail(const struct cli_env *env, const char *cmd, int rc, const struct pt_status *st,
+                 const char *what);
+
+/* A document, credential or share id: 32 hex digits. 0 or -1 (reported). */
+int cli_id16(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
+             uint8_t id[static 16]);
+
+/*
+ * A rule, a filter or a selector as text: TYPE[:VERBS][:FIELD=V1,V2,...],
+ * as in "bank.*:GET,POST:author=Quillfeather Bank". VERBS is a list of
+ * GET, POST, PUT, DELETE (or ALL), in any case; values may hold any
+ * character but ','. need_verbs: a rule (verbs required) or a filter (no
+ * verbs allowed). 0 or -1 (reported).
+ */
+int cli_rule(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
+             bool need_verbs, struct pt_rule *out);
+/* The rule as that text (for listing). */
+void cli_rule_text(char *out, size_t cap, const struct pt_rule *r);
+
+/*
+ * A moment: YYYY-MM-DD (midnight UTC), YYYY-MM-DDTHH:MM:SS[Z], or a
+ * duration from now: N followed by s, m, h or d ("30d"). "never" is 0.
+ * 0 or -1 (reported).
+ */
+int cli_when(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
+             int64_t *out);
+/* "never", or the moment as YYYY-MM-DDTHH:MM:SSZ. */
+void cli_when_text(char out[PT_TIMESTAMP_TEXT], int64_t t);
 
 /*
  * Text from elsewhere, made safe for a terminal: control bytes and bytes

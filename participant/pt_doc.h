@@ -17,8 +17,13 @@
  * Errors are 0 or a negative PT_ERR_*. PT_ERR_TOKEN: the token refused,
  * and struct pt_status holds its TK_ERR_* and reason (the HTTP API maps
  * them to status codes: TK_ERR_AUTH 401, TK_ERR_DENIED 403,
- * TK_ERR_NOT_FOUND 404, TK_ERR_CONFLICT 409, ...). No error message ever
- * holds plaintext, a key or a credential's secret.
+ * TK_ERR_NOT_FOUND 404, TK_ERR_CONFLICT 409, ...). Other errors may leave
+ * a sentence in the status's reason too (a file missing from the store).
+ * No error message ever holds plaintext, a key or a credential's secret.
+ *
+ * Calls on one link must be serialised a whole call at a time, not only
+ * token request by token request: a document, share or backup call spans
+ * several requests of one token session, which any other request closes.
  */
 #ifndef COHORT_PT_DOC_H
 #define COHORT_PT_DOC_H
@@ -34,15 +39,15 @@
 /* The token's own (token/tk_int.h). */
 #define PT_DOC_ID_LEN 16u
 #define PT_DOC_HASH_LEN 32u
-#define PT_DOC_TYPE_MAX 64u   /* [a-z0-9._-], and '*' in a pattern */
-#define PT_DOC_TEXT_MAX 128u  /* author, subject, a selector's value */
+#define PT_DOC_TYPE_MAX 64u  /* [a-z0-9._-], and '*' in a pattern */
+#define PT_DOC_TEXT_MAX 128u /* author, subject, a selector's value */
 #define PT_DOC_TAGS_MAX 16u
 #define PT_DOC_TAG_MAX 32u
-#define PT_DOC_LIST_MAX 64u   /* documents per page */
-#define PT_RULES_MAX 16u      /* rules of a credential */
-#define PT_VALUES_MAX 16u     /* values of a selector */
+#define PT_DOC_LIST_MAX 64u /* documents per page */
+#define PT_RULES_MAX 16u    /* rules of a credential */
+#define PT_VALUES_MAX 16u   /* values of a selector */
 #define PT_CRED_NAME_MAX 64u
-#define PT_SHARE_DOCS_MAX 32u /* documents of one share */
+#define PT_SHARE_DOCS_MAX 32u      /* documents of one share */
 #define PT_PACKAGE_MAX (64u << 20) /* a share package (grant and ciphertext files) */
 
 /* Verbs, as the token's Verb bits. */
@@ -91,7 +96,7 @@ struct pt_doc_ref {
 struct pt_rule {
     char type[PT_DOC_TYPE_MAX + 1]; /* "bank.statement", "bank.*" or "*" */
     uint32_t verbs;
-    char field[16];                 /* "", "author", "subject" or "tag" */
+    char field[16]; /* "", "author", "subject" or "tag" */
     uint32_t n_values;
     char values[PT_VALUES_MAX][PT_DOC_TEXT_MAX + 1];
 };
@@ -117,25 +122,32 @@ typedef int (*pt_write_fn)(void *ctx, const uint8_t *buf, size_t n);
 
 /*
  * Store a document: a new one (id NULL) or a new revision of id at
- * base_revision. The plaintext streams through the token; the file is in
- * the store before the token commits the revision, and is removed if the
- * token refuses. *out: the revision stored.
+ * base_revision. meta's created and modified, when 0, become now; its size
+ * is the token's. The plaintext streams through the token and the
+ * ciphertext into a temporary file of the store, which becomes the
+ * revision's file once the token's last answer (which commits the
+ * revision) names it, and is removed if anything fails before: a refused
+ * write leaves no file. A reader's error is returned as it is. *out (if
+ * not NULL): the revision stored. PT_ERR_IO after the token committed (a
+ * file that cannot be synced or renamed) says so in st's reason.
  */
-int pt_doc_put(struct pt_link *link, struct pt_docstore *ds, int64_t now,
-               const struct pt_cred *who, const uint8_t *id, uint64_t base_revision,
-               const struct pt_doc_meta *meta, pt_read_fn rd, void *rd_ctx,
-               struct pt_doc_ref *out, struct pt_status *st);
+int pt_doc_put(struct pt_link *link, struct pt_docstore *ds, int64_t now, const struct pt_cred *who,
+               const uint8_t *id, uint64_t base_revision, const struct pt_doc_meta *meta,
+               pt_read_fn rd, void *rd_ctx, struct pt_doc_ref *out, struct pt_status *st);
 
 /*
  * Read revision rev (0: the current) of a document, own or received in a
  * share. The plaintext is given to wr as the token releases it; it may be
  * used only if the call returns 0 (the whole file was checked). ref and
- * meta, if not NULL, receive what the token says of the revision.
+ * meta, if not NULL, receive what the token says of the revision. With wr
+ * NULL only that is asked (the token opens the revision, which counts as
+ * a read of a received share's document, and nothing is read). A file
+ * that the token refuses is PT_ERR_TOKEN with its code (TK_ERR_DECRYPT,
+ * TK_ERR_TAMPERED); a missing one is PT_ERR_IO.
  */
-int pt_doc_get(struct pt_link *link, struct pt_docstore *ds, int64_t now,
-               const struct pt_cred *who, const uint8_t id[PT_DOC_ID_LEN], uint64_t rev,
-               pt_write_fn wr, void *wr_ctx, struct pt_doc_ref *ref, struct pt_doc_meta *meta,
-               struct pt_status *st);
+int pt_doc_get(struct pt_link *link, struct pt_docstore *ds, int64_t now, const struct pt_cred *who,
+               const uint8_t id[PT_DOC_ID_LEN], uint64_t rev, pt_write_fn wr, void *wr_ctx,
+               struct pt_doc_ref *ref, struct pt_doc_meta *meta, struct pt_status *st);
 
 /* One page of the current documents the caller may GET, matching filter
  * (NULL: all), after the cursor (0: from the start). */
@@ -151,10 +163,18 @@ int pt_doc_list(struct pt_link *link, int64_t now, const struct pt_cred *who,
                 struct pt_doc_page *page, struct pt_status *st);
 
 /* Delete every revision (at base_revision); the store's files of the
- * revisions the token removed are deleted. */
+ * revisions the token removed are deleted (those the agent stored, which
+ * the store's index lists). */
 int pt_doc_delete(struct pt_link *link, struct pt_docstore *ds, int64_t now,
                   const struct pt_cred *who, const uint8_t id[PT_DOC_ID_LEN],
                   uint64_t base_revision, struct pt_status *st);
+
+/* The token's identity, for a sharer: its Ed25519 key and its device
+ * certificate (a serialized Certificate; *cert_len 0 before the token is
+ * provisioned). PT_ERR_INPUT when it has no keys yet. */
+#define PT_CERT_MAX 384u /* the token's TK_CERT_MAX */
+int pt_identity(struct pt_link *link, int64_t now, uint8_t sign_pk[32], uint8_t cert[PT_CERT_MAX],
+                size_t *cert_len, struct pt_status *st);
 
 /* --------------------------------------------------------- credentials */
 
@@ -193,10 +213,21 @@ struct pt_share_policy {
 /*
  * A share package: what the sender's agent gives the recipient's (a
  * SharePackage message: the token's sealed grant and the ciphertext files
- * it names). Packages are built by pt_share_create, pt_share_sync and
- * pt_share_revoke (malloc'd; the caller frees) and taken by
- * pt_share_accept, which checks every file against the hash the grant
- * gives before storing it, and stores nothing if the token refuses.
+ * it names, every one of them in every package). Packages are built by
+ * pt_share_create, pt_share_sync and pt_share_revoke (malloc'd, at most
+ * PT_PACKAGE_MAX bytes: else PT_ERR_TOO_LARGE; the caller frees) and
+ * taken by pt_share_accept: a package that does not decode, a file that
+ * is not its hash's or one missing is PT_ERR_INPUT before the token sees
+ * it; the files are staged, and named only when the token has accepted
+ * the grant, and only those its answer names: a package the token refuses
+ * (PT_ERR_TOKEN: TK_ERR_DECRYPT, TK_ERR_BAD_SIGNATURE, TK_ERR_UNTRUSTED,
+ * TK_ERR_DENIED, TK_ERR_REPLAY, ...) stores nothing. The recipient's
+ * documents are then read with pt_doc_get, under the policy its token
+ * enforces. recipient_cert: the recipient token's device certificate, as
+ * pt_identity gives it. The token has issued its grant before the agent
+ * reads the files: a file missing from the sender's store is PT_ERR_IO
+ * (said in st's reason) with the grant issued but no package; a later
+ * change of the share's documents, or its revocation, makes a new one.
  */
 int pt_share_create(struct pt_link *link, struct pt_docstore *ds, int64_t now,
                     const struct pt_cred *who, const uint8_t *recipient_cert,
@@ -213,6 +244,31 @@ int pt_share_revoke(struct pt_link *link, struct pt_docstore *ds, int64_t now,
 int pt_share_accept(struct pt_link *link, struct pt_docstore *ds, int64_t now,
                     const struct pt_cred *who, const uint8_t *pkg, size_t pkg_len,
                     uint8_t share_id[16], struct pt_status *st);
+
+/*
+ * The shares the token knows, sent and received, a page at a time (max
+ * 1..16) after the cursor `after` (0: from the start): *n of them in out,
+ * *more and *next as for pt_doc_list. Owner only.
+ */
+struct pt_share_info {
+    uint8_t share_id[16];
+    bool incoming; /* received (true) or sent */
+    bool revoked;
+    uint8_t peer_pk[32]; /* the other token's key */
+    char peer[64];       /* its certificate's subject (from elsewhere: escape it) */
+    struct pt_share_policy policy;
+    uint64_t seq;
+    int64_t created;
+    bool has_selector;
+    struct pt_rule selector;
+    uint32_t n_docs;
+    struct pt_doc_ref refs[PT_SHARE_DOCS_MAX];
+    struct pt_doc_meta metas[PT_SHARE_DOCS_MAX]; /* zeros when the token gives none */
+    uint32_t reads[PT_SHARE_DOCS_MAX];           /* received: reads so far */
+};
+int pt_share_list(struct pt_link *link, int64_t now, const struct pt_cred *who, uint64_t after,
+                  uint32_t max, struct pt_share_info *out, uint32_t *n, bool *more, uint64_t *next,
+                  struct pt_status *st);
 
 /* ------------------------------------------------------------- backups */
 

@@ -55,7 +55,7 @@ void tk_session_close(struct tk_token *tk, uint8_t *arena, size_t arena_len)
             sodium_memzero(s, sizeof *s);
     }
     tk_doc_wipe(arena, arena_len);
-    tk_backup_wipe(arena, arena_len);
+    tk_backup_wipe(tk, arena, arena_len);
     sodium_memzero(tk->session, sizeof tk->session);
 }
 

@@ -466,8 +466,9 @@ typedef int (*tk_keep_fn)(void *ctx, struct tk_arena *a, const uint8_t *plain, s
                           bool *keep);
 int tk_log_rewrite(struct tk_token *tk, struct tk_arena *a, tk_keep_fn keep, void *ctx);
 
-/* The oneof field of a StoreRecord's plaintext (TK_REC_*) and its payload, without decoding it;
- * TK_ERR_TAMPERED if the plaintext is not one StoreRecord. */
+/* The oneof field of a StoreRecord's plaintext (a TK_REC_* kind, 1 to
+ * TK_REC_LAST) and its payload, without decoding it; TK_ERR_TAMPERED if the
+ * plaintext is not one StoreRecord of a known kind. */
 int tk_record_body(const uint8_t *plain, size_t len, uint32_t *kind, const uint8_t **body,
                    size_t *body_len);
 #define TK_REC_TABLE 1u
@@ -478,6 +479,8 @@ int tk_record_body(const uint8_t *plain, size_t len, uint32_t *kind, const uint8
 #define TK_REC_CRED 6u
 #define TK_REC_SHARE 7u
 #define TK_REC_SHARE_READ 8u
+#define TK_REC_BACKUP_KEY 9u
+#define TK_REC_LAST TK_REC_BACKUP_KEY /* the highest kind this token knows */
 
 /* ------------------------------------------------------------ tables */
 
@@ -767,10 +770,23 @@ int tk_do_share_list(struct tk_call *c, const Cohort__ShareList *req);
 
 /* ------------------------------------------------- backup and recovery */
 
-/* tk_backup.c. Its sessions live at the arena's low end like a document
- * session's (tk_backup_extent, tk_backup_wipe). */
+/*
+ * tk_backup.c. Its sessions (making a backup, restoring one) live at the
+ * arena's low end like a document session's: tk_backup_extent is what one
+ * keeps there, tk_backup_wipe erases it when a session closes, and then
+ * also drops a restore's appended but uncommitted records (the only ones
+ * that outlive a call without a LoadTable batch open).
+ */
+#define TK_BACKUP_MAGIC 0x42414b31u /* "BAK1" */
+#define TK_BACKUP_SECRET_LEN 20u    /* the phrase's 160 bits */
+#define TK_BACKUP_PHRASE_LEN 44u    /* 9 groups of 4 symbols and 8 '-' */
+#define TK_BACKUP_PHRASE_MAX 128u   /* what RestoreBegin accepts, spaces included */
+#define TK_BACKUP_HEADER_LEN 108u
+#define TK_BACKUP_CHUNK 2048u     /* stream bytes in a full chunk */
+#define TK_BACKUP_TRAILER_LEN 24u /* the final chunk's plaintext */
+#define TK_BACKUP_DATA_MAX 65536u /* file bytes in one BackupNext or RestoreFeed */
 size_t tk_backup_extent(const struct tk_token *tk, const uint8_t *arena, size_t arena_len);
-void tk_backup_wipe(uint8_t *arena, size_t arena_len);
+void tk_backup_wipe(struct tk_token *tk, uint8_t *arena, size_t arena_len);
 int tk_do_backup_begin(struct tk_call *c, const Cohort__BackupBegin *req);
 int tk_do_backup_next(struct tk_call *c, const Cohort__BackupNext *req);
 int tk_do_restore_begin(struct tk_call *c, const Cohort__RestoreBegin *req);

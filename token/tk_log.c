@@ -546,7 +546,7 @@ int tk_record_body(const uint8_t *plain, size_t len, uint32_t *kind, const uint8
     struct tk_wfield f;
     size_t pos = 0;
     if (tk_wire_next(plain, len, &pos, &f) != 1 || f.wire_type != 2 || f.field < TK_REC_TABLE ||
-        f.field > TK_REC_SHARE_READ || pos != len)
+        f.field > TK_REC_LAST || pos != len)
         return TK_ERR_TAMPERED;
     *kind = f.field;
     *body = f.data;
