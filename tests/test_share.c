@@ -8,9 +8,10 @@
  * received document cannot be written or shared on; expiry (also against
  * a clock turned back), reads per document, revocation. Later grants
  * (ShareSync) carry the owner's updates, deletions and new matches of a
- * selector. Grants of 1 and 32 documents, and one larger than a log
+ * selector. Bob's apps read received documents within their rules and
+ * never share. Grants of 1 and 32 documents, and one larger than a log
  * record (kept in parts), survive a reopen and a compaction of Bob's
- * token.
+ * token; sharing works in the least arena.
  *
  * Hostile packages are built here by hand, with libsodium and protobuf-c
  * (a "mallory" token identity the test holds the keys of, certified by the
@@ -135,8 +136,12 @@ static int put(struct fx_token *t, struct doc *d, const char *type, const uint8_
     return put_meta(t, d, &m, plain, len);
 }
 
+/* Who asks in the DocOpen and share requests below: NULL, the owner at
+ * the host link, or an app's credential. */
+static Cohort__AppCredential *who;
+
 /* Open (at `now`) and read a document from a file; the plaintext in *out
- * (malloc'd) when TK_OK. *meta_type gets the type DocOpen reports. */
+ * (malloc'd) when TK_OK. */
 static int get(struct fx_token *t, int64_t now, const uint8_t *id, uint64_t rev,
                const uint8_t *file, size_t file_len, uint8_t **out, size_t *out_len)
 {
@@ -153,6 +158,7 @@ static int get(struct fx_token *t, int64_t now, const uint8_t *id, uint64_t rev,
     o.doc_id = (ProtobufCBinaryData){TK_DOC_ID_LEN, (uint8_t *)id};
     o.revision = rev;
     req.now = now;
+    req.auth = who;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_OPEN;
     req.doc_open = &o;
     if ((rc = fx_call(t, &req, &r)) != TK_OK) {
@@ -288,6 +294,7 @@ static int share_create(struct fx_token *t, int64_t now, const Cohort__Certifica
     sc.selector = selector;
     sc.policy = policy;
     req.now = now;
+    req.auth = who;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_SHARE_CREATE;
     req.share_create = &sc;
     rc = fx_call(t, &req, &r);
@@ -304,6 +311,7 @@ static int share_sync(struct fx_token *t, int64_t now, struct sout *out)
     Cohort__TokenResponse *r;
     int rc;
     req.now = now;
+    req.auth = who;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_SHARE_SYNC;
     req.share_sync = &ss;
     rc = fx_call(t, &req, &r);
@@ -321,6 +329,7 @@ static int share_revoke(struct fx_token *t, int64_t now, const uint8_t *id, size
     int rc;
     sr.share_id = (ProtobufCBinaryData){id_len, (uint8_t *)id};
     req.now = now;
+    req.auth = who;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_SHARE_REVOKE;
     req.share_revoke = &sr;
     rc = fx_call(t, &req, &r);
@@ -340,6 +349,7 @@ static int share_accept(struct fx_token *t, int64_t now, const uint8_t *sealed, 
     int rc;
     sa.sealed = (ProtobufCBinaryData){len, (uint8_t *)sealed};
     req.now = now;
+    req.auth = who;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_SHARE_ACCEPT;
     req.share_accept = &sa;
     rc = fx_call(t, &req, &r);
@@ -365,6 +375,7 @@ static int share_list(struct fx_token *t, uint64_t after, uint32_t max, Cohort__
     sl.after = after;
     sl.max = max;
     req.now = T0;
+    req.auth = who;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_SHARE_LIST;
     req.share_list = &sl;
     return fx_call(t, &req, out);
@@ -912,7 +923,10 @@ static void revocation_stops_reads_at_the_recipient(void **state)
     assert_int_equal(share_sync(&s.a, T0, &none), TK_OK);
     assert_false(none.present);
 
-    accept_ok(&s.b, T0, &rv);
+    assert_int_equal(share_accept(&s.b, T0, rv.sealed, rv.sealed_len, &r), TK_OK);
+    assert_true(r->share_info->revoked);
+    assert_int_equal(r->share_info->n_refs, 0);
+    cohort__token_response__free_unpacked(r, NULL);
     assert_int_equal(try_read(&s.b, T0, &d), TK_ERR_DENIED);
     /* The grant before the revocation does not bring it back. */
     fx_snapshot_take(&snap, &s.b);
@@ -921,12 +935,11 @@ static void revocation_stops_reads_at_the_recipient(void **state)
     fx_snapshot_check(&snap, &s.b, false);
     fx_snapshot_free(&snap);
 
-    /* Bob's token keeps what the share held, but not the keys. */
+    /* The share grants nothing now, and the key has left Bob's log. */
     assert_int_equal(share_list(&s.b, 0, 16, &r), TK_OK);
     assert_int_equal(r->share_page->n_shares, 1);
     assert_true(r->share_page->shares[0]->revoked);
-    assert_int_equal(r->share_page->shares[0]->n_refs, 1);
-    assert_memory_equal(r->share_page->shares[0]->refs[0]->doc_id.data, d.id, TK_DOC_ID_LEN);
+    assert_int_equal(r->share_page->shares[0]->n_refs, 0);
     assert_int_equal(r->share_page->shares[0]->n_metas, 0);
     cohort__token_response__free_unpacked(r, NULL);
     assert_false(log_contains(&s.b, key, sizeof key));
@@ -939,6 +952,73 @@ static void revocation_stops_reads_at_the_recipient(void **state)
     cohort__token_response__free_unpacked(r, NULL);
     sout_free(&o);
     sout_free(&rv);
+    doc_free(&d);
+    world_free(&s);
+}
+
+/* An app credential of Bob's with one GET rule on a type pattern. */
+struct app {
+    uint8_t id[16], secret[32];
+    Cohort__AppCredential pb;
+};
+
+static void app_issue(struct fx_token *t, struct app *a, const char *type)
+{
+    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
+    Cohort__CredIssue ci = COHORT__CRED_ISSUE__INIT;
+    Cohort__PermRule rule = COHORT__PERM_RULE__INIT, *rules[1] = {&rule};
+    Cohort__TokenResponse *r;
+    rule.type = (char *)type;
+    rule.verbs = COHORT__VERB__VERB_GET;
+    ci.name = "reader";
+    ci.n_rules = 1;
+    ci.rules = rules;
+    req.now = T0;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_CRED_ISSUE;
+    req.cred_issue = &ci;
+    assert_int_equal(fx_call(t, &req, &r), TK_OK);
+    memcpy(a->id, r->cred_issued->info->id.data, 16);
+    memcpy(a->secret, r->cred_issued->secret.data, 32);
+    cohort__token_response__free_unpacked(r, NULL);
+    cohort__app_credential__init(&a->pb);
+    a->pb.id = (ProtobufCBinaryData){16, a->id};
+    a->pb.secret = (ProtobufCBinaryData){32, a->secret};
+}
+
+static void apps_read_received_documents_within_their_rules_and_never_share(void **state)
+{
+    struct world s;
+    struct doc d = {0};
+    const struct doc *docs[1] = {&d};
+    Cohort__SharePolicy once = policy_of(0, 1);
+    struct app bank, health;
+    struct sout o, none;
+    uint8_t plain[70];
+    (void)state;
+
+    world_make(&s, TK_ARENA_DEFAULT);
+    fill(plain, sizeof plain, 15);
+    assert_int_equal(put(&s.a, &d, "bank.statement", plain, sizeof plain), TK_OK);
+    assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 1, NULL, &once, &o), TK_OK);
+    app_issue(&s.b, &bank, "bank.*");
+    app_issue(&s.b, &health, "health.*");
+
+    /* A package authenticates itself: any caller may hand it in. */
+    who = &health.pb;
+    accept_ok(&s.b, T0, &o);
+    /* An app whose rules do not cover the document is refused, and its
+     * attempt does not use the one read; the other app reads it. */
+    assert_int_equal(try_read(&s.b, T0, &d), TK_ERR_DENIED);
+    who = &bank.pb;
+    expect_read(&s.b, T0, &d, plain, sizeof plain);
+    assert_int_equal(try_read(&s.b, T0, &d), TK_ERR_DENIED);
+    /* Sharing is the owner's. */
+    assert_int_equal(share_create(&s.b, T0, s.cert_c, docs, 1, NULL, NULL, NULL), TK_ERR_DENIED);
+    assert_int_equal(share_sync(&s.b, T0, &none), TK_ERR_DENIED);
+    assert_int_equal(share_revoke(&s.b, T0, o.id, TK_SHARE_ID_LEN, NULL), TK_ERR_DENIED);
+    assert_int_equal(share_list(&s.b, 0, 4, NULL), TK_ERR_DENIED);
+    who = NULL;
+    sout_free(&o);
     doc_free(&d);
     world_free(&s);
 }
@@ -1765,6 +1845,7 @@ int main(void)
         cmocka_unit_test(an_update_reaches_the_recipient_through_share_sync),
         cmocka_unit_test(a_selector_share_picks_up_new_matching_documents),
         cmocka_unit_test(revocation_stops_reads_at_the_recipient),
+        cmocka_unit_test(apps_read_received_documents_within_their_rules_and_never_share),
         cmocka_unit_test(grants_of_32_documents_fit_and_33_do_not),
         cmocka_unit_test(a_grant_larger_than_a_log_record_is_kept_in_parts),
         cmocka_unit_test(share_list_pages_sent_and_received_shares),

@@ -31,9 +31,11 @@
  * it holds only from a received share (TK_ERR_DENIED: no re-share; a
  * selector only ever sees the token's own documents).
  *
- * The recipient. ShareAccept opens the seal (TK_ERR_DECRYPT), checks the
- * signature by the key of the certificate inside (TK_ERR_BAD_SIGNATURE),
- * then that certificate: issued by an authority trusted for tokens
+ * The recipient. ShareAccept opens the seal (TK_ERR_DECRYPT), reads the
+ * grant's framing and bounds (TK_ERR_MALFORMED, TK_ERR_TRUNCATED,
+ * TK_ERR_TOO_LARGE; nothing of it is used yet), checks the signature by
+ * the key of the certificate inside (TK_ERR_BAD_SIGNATURE), then that
+ * certificate: issued by an authority trusted for tokens
  * (TK_ERR_UNTRUSTED), signed (TK_ERR_BAD_CERT), valid now
  * (TK_ERR_EXPIRED), a token's (TK_ERR_ROLE); that the grant names this
  * token (TK_ERR_DENIED); that it is newer than the last grant of that
@@ -58,8 +60,8 @@
  * grants leave the flash (as a deleted document's do; a grant that only
  * brings new revisions leaves the old ones' keys, as the owner's own
  * token keeps its old revisions). A revoked record keeps the documents'
- * refs, so that a read of one is refused rather than unknown, and no
- * other sender can claim them.
+ * refs (which no answer shows), so that a read of one is refused rather
+ * than unknown, and no other sender can claim them.
  * Each read appends a ShareRead and commits before the document opens.
  * DocBegin on a received document is TK_ERR_DENIED (read-only).
  *
@@ -1993,6 +1995,17 @@ int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
     info.revoked = g->revoked;
     info.created = c->now;
     info.issued = g->issued;
+    start = wide_begin(c->out);
+    info_head_write(c->out, &info);
+    for (i = 0; i < g->n_docs && rc == TK_OK; i++)
+        rc = info_doc(c->out, c->arena, g->doc[i], g->doc_len[i], x->reads[i]);
+    wide_end(c->out, 25, start);
+    if (rc == TK_OK && c->out->overflow)
+        rc = TK_ERR_RESPONSE_SPACE;
+    if (rc != TK_OK)
+        goto out;
+    /* A revoked share's record keeps what it held, without keys: the
+     * refs, which the answers do not show (they name what is granted). */
     if (g->revoked && x->n_held > 0) {
         Cohort__DocRef *refs = tk_arena_scratch(c->arena, x->n_held * sizeof *refs);
         Cohort__DocRef **refp = tk_arena_scratch(c->arena, x->n_held * sizeof *refp);
@@ -2012,15 +2025,6 @@ int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
         info.n_refs = x->n_held;
         info.refs = refp;
     }
-    start = wide_begin(c->out);
-    info_head_write(c->out, &info);
-    for (i = 0; i < g->n_docs && rc == TK_OK; i++)
-        rc = info_doc(c->out, c->arena, g->doc[i], g->doc_len[i], x->reads[i]);
-    wide_end(c->out, 25, start);
-    if (rc == TK_OK && c->out->overflow)
-        rc = TK_ERR_RESPONSE_SPACE;
-    if (rc != TK_OK)
-        goto out;
     /* A part holds the info, the certificate and documents, each at most
      * about as long as it was in the grant: the grant's length and room
      * for the info bound it, and a record's limit. */
@@ -2188,18 +2192,30 @@ static int list_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
     e = listed_at(s, index);
     if (e == NULL || e->stale || (uint32_t)(e - s->l) >= s->max)
         return TK_OK;
-    /* Pass 4: the stored info's fields, then each document's. */
+    /* Pass 4: the stored info's fields (but a revoked received share's
+     * refs, which name what it held, not what it grants), then each
+     * document's. */
     s->cur = e;
     s->cur_start = tk_w_begin(s->out);
     {
-        size_t pos = 0;
+        const uint8_t *info = NULL;
+        size_t info_len = 0, pos = 0, start;
         int more;
         while ((more = tk_wire_next(body, body_len, &pos, &f)) == 1)
             if (f.field == 1 && f.wire_type == 2) {
-                uint8_t *p = tk_w_reserve(s->out, f.len);
-                if (p != NULL)
-                    memcpy(p, f.data, f.len);
+                info = f.data;
+                info_len = f.len;
             }
+        if (more < 0 || info == NULL)
+            return TK_ERR_TAMPERED;
+        for (pos = 0, start = 0; (more = tk_wire_next(info, info_len, &pos, &f)) == 1;) {
+            if (!(h.incoming && f.field == 7)) {
+                uint8_t *p = tk_w_reserve(s->out, pos - start);
+                if (p != NULL)
+                    memcpy(p, info + start, pos - start);
+            }
+            start = pos;
+        }
         if (more < 0)
             return TK_ERR_TAMPERED;
     }
