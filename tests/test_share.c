@@ -492,6 +492,29 @@ static bool log_contains(struct fx_token *t, const uint8_t *p, size_t n)
 
 /* ------------------------------------------------------------- basic use */
 
+/* The token's audit log has a line of `event` about `object` (16 bytes). */
+static void expect_audit(struct fx_token *t, const char *event, const uint8_t *object)
+{
+    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
+    Cohort__ReadAudit ra = COHORT__READ_AUDIT__INIT;
+    Cohort__TokenResponse *r;
+    bool found = false;
+    size_t i;
+    ra.max_entries = 64;
+    req.now = T0;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_READ_AUDIT;
+    req.read_audit = &ra;
+    assert_int_equal(fx_call(t, &req, &r), TK_OK);
+    for (i = 0; i < r->audit->n_entries; i++) {
+        const Cohort__AuditEntry *e = r->audit->entries[i];
+        found |= strcmp(e->event, event) == 0 && e->doc_id.len == 16 &&
+                 memcmp(e->doc_id.data, object, 16) == 0 && e->accepted;
+    }
+    cohort__token_response__free_unpacked(r, NULL);
+    if (!found)
+        fail_msg("no %s line in the audit log", event);
+}
+
 static void a_shared_document_reads_the_same_at_the_recipient(void **state)
 {
     struct world s;
@@ -544,6 +567,11 @@ static void a_shared_document_reads_the_same_at_the_recipient(void **state)
     s.b.max_peak = 0;
     expect_read(&s.b, T0, &d, plain, sizeof plain);
     print_message("DocOpen and DocRead of a shared document: arena peak %zu\n", s.b.max_peak);
+
+    /* Both audit logs say so: Alice's shared it, Bob's took it and read it. */
+    expect_audit(&s.a, "share.create", o.id);
+    expect_audit(&s.b, "share.accept", o.id);
+    expect_audit(&s.b, "doc.read", d.id);
 
     /* Carol, whom the grant does not name, cannot open it. */
     assert_int_equal(share_accept(&s.c, T0, o.sealed, o.sealed_len, NULL), TK_ERR_DECRYPT);

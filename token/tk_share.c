@@ -1202,7 +1202,7 @@ static int policy_check(struct tk_call *c, const Cohort__SharePolicy *p)
     return TK_OK;
 }
 
-int tk_do_share_create(struct tk_call *c, const Cohort__ShareCreate *req)
+static int share_create(struct tk_call *c, const Cohort__ShareCreate *req)
 {
     const Cohort__SharePolicy *policy = req->policy ? req->policy : &default_policy;
     Cohort__CertBody *rb = NULL;
@@ -1401,7 +1401,7 @@ static int latest_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t
     return TK_OK;
 }
 
-int tk_do_share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req)
+static int share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req)
 {
     struct latest l = {NULL, false, false, false, 0};
     struct sent s;
@@ -1862,7 +1862,7 @@ static void info_head_write(struct tk_wbuf *w, const Cohort__ShareInfo *in)
         cohort__share_info__pack(in, p);
 }
 
-int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
+static int share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
 {
     struct tk_token *tk = c->tk;
     Cohort__ShareInfo info = COHORT__SHARE_INFO__INIT;
@@ -2267,4 +2267,52 @@ int tk_do_share_list(struct tk_call *c, const Cohort__ShareList *req)
     tk_w_uint(c->out, 3, next);
     wide_end(c->out, 26, start);
     return c->out->overflow ? TK_ERR_RESPONSE_SPACE : TK_OK;
+}
+
+/* ------------------------------------------------------------ the audit */
+
+/*
+ * Sharing is on the audit log: "share.create", "share.revoke" (by the
+ * sender's owner) and "share.accept" (at the recipient), with the share's
+ * id, read from the answer just written (ShareOut and ShareInfo both start
+ * with it), and who asked. Reads of a shared document are "doc.read" lines
+ * like any other (tk_doc.c). The line is appended after the request's own
+ * work and committed here (ShareAccept has committed its work already, and
+ * the dispatcher commits only a call that has not).
+ */
+static int audited(struct tk_call *c, const char *event, size_t out_start, int rc)
+{
+    const struct tk_cred *cr = NULL;
+    const uint8_t *id = NULL;
+    struct tk_wfield f, g;
+    size_t pos = out_start, inner = 0;
+    if (rc != TK_OK)
+        return rc;
+    if (tk_wire_next(c->out->p, c->out->len, &pos, &f) == 1 && f.wire_type == 2 &&
+        tk_wire_next(f.data, f.len, &inner, &g) == 1 && g.field == 1 && g.wire_type == 2 &&
+        g.len == TK_SHARE_ID_LEN)
+        id = g.data;
+    if ((rc = tk_cred_load(c, &cr)) != TK_OK)
+        return rc;
+    if ((rc = tk_audit_event(c, event, id, id != NULL ? TK_SHARE_ID_LEN : 0, cr, true)) != TK_OK)
+        return rc;
+    return tk_log_commit(c->tk, c->arena);
+}
+
+int tk_do_share_create(struct tk_call *c, const Cohort__ShareCreate *req)
+{
+    size_t start = c->out->len;
+    return audited(c, "share.create", start, share_create(c, req));
+}
+
+int tk_do_share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req)
+{
+    size_t start = c->out->len;
+    return audited(c, "share.revoke", start, share_revoke(c, req));
+}
+
+int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
+{
+    size_t start = c->out->len;
+    return audited(c, "share.accept", start, share_accept(c, req));
 }
