@@ -224,7 +224,10 @@ struct pt_share_policy {
  * TK_ERR_DENIED, TK_ERR_REPLAY, ...) stores nothing. The recipient's
  * documents are then read with pt_doc_get, under the policy its token
  * enforces. recipient_cert: the recipient token's device certificate, as
- * pt_identity gives it.
+ * pt_identity gives it. The token has issued its grant before the agent
+ * reads the files: a file missing from the sender's store is PT_ERR_IO
+ * (said in st's reason) with the grant issued but no package; a later
+ * change of the share's documents, or its revocation, makes a new one.
  */
 int pt_share_create(struct pt_link *link, struct pt_docstore *ds, int64_t now,
                     const struct pt_cred *who, const uint8_t *recipient_cert,

@@ -25,6 +25,9 @@
  *   bytes, an oversized feed, a commit into a token that holds documents
  *   or tables, a commit cut off by another request or by a failing last
  *   chunk. Backup sessions refuse what is not theirs.
+ * - Backups forged by someone who knows the phrase (sealed here by the
+ *   book): final counts or tags that lie, records no token writes, each
+ *   refused with its code.
  * - Sizes: the backup of a token with 100 documents, and the arena peaks
  *   of making and restoring it in the least arena.
  */
@@ -535,6 +538,60 @@ static Cohort__TokenResponse *read_audit(struct fx_token *t)
     return r;
 }
 
+static void cred_issue(struct fx_token *t, const char *name, uint8_t id[16], uint8_t secret[32])
+{
+    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
+    Cohort__CredIssue ci = COHORT__CRED_ISSUE__INIT;
+    Cohort__PermRule rule = COHORT__PERM_RULE__INIT, *rules[1] = {&rule};
+    Cohort__TokenResponse *r;
+    rule.type = "bank.*";
+    rule.verbs = COHORT__VERB__VERB_GET;
+    ci.name = (char *)name;
+    ci.n_rules = 1;
+    ci.rules = rules;
+    req.now = FX_NOW;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_CRED_ISSUE;
+    req.cred_issue = &ci;
+    assert_int_equal(fx_call(t, &req, &r), TK_OK);
+    assert_int_equal(r->cred_issued->info->id.len, 16);
+    memcpy(id, r->cred_issued->info->id.data, 16);
+    assert_int_equal(r->cred_issued->secret.len, 32);
+    memcpy(secret, r->cred_issued->secret.data, 32);
+    cohort__token_response__free_unpacked(r, NULL);
+}
+
+/* CredCheck with the credential id/secret: the token's status. */
+static int cred_check(struct fx_token *t, const uint8_t id[16], const uint8_t secret[32])
+{
+    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
+    Cohort__CredCheck cc = COHORT__CRED_CHECK__INIT;
+    Cohort__AppCredential cred = COHORT__APP_CREDENTIAL__INIT;
+    Cohort__TokenResponse *r;
+    int rc;
+    cred.id = (ProtobufCBinaryData){16, (uint8_t *)id};
+    cred.secret = (ProtobufCBinaryData){32, (uint8_t *)secret};
+    req.now = FX_NOW;
+    req.auth = &cred;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_CRED_CHECK;
+    req.cred_check = &cc;
+    rc = fx_call(t, &req, &r);
+    cohort__token_response__free_unpacked(r, NULL);
+    return rc;
+}
+
+static Cohort__TokenResponse *cred_list(struct fx_token *t)
+{
+    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
+    Cohort__CredList cl = COHORT__CRED_LIST__INIT;
+    Cohort__TokenResponse *r;
+    cl.max = 64;
+    req.now = FX_NOW;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_CRED_LIST;
+    req.cred_list = &cl;
+    assert_int_equal(fx_call(t, &req, &r), TK_OK);
+    return r;
+}
+
 static Cohort__TokenResponse *get_policy(struct fx_token *t)
 {
     Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
@@ -692,24 +749,29 @@ static void a_backup_restores_into_a_new_token_and_its_documents_read_back_ident
     struct opened o;
     struct done d;
     char phrase[64];
-    Cohort__TokenResponse *ra, *rb;
+    uint8_t cred_id[16], cred_secret[32];
+    Cohort__TokenResponse *ra, *rb, *audit_a;
     size_t i, k, total = 0, own;
     (void)state;
 
     fx_world_init(&w);
     source_make(&a, &w, 5, TK_ARENA_DEFAULT);
+    cred_issue(&a.t, "budget-app", cred_id, cred_secret);
     backup_make(&a.t, false, &f, phrase);
     assert_int_equal(strlen(phrase), TK_BACKUP_PHRASE_LEN);
 
-    /* What the file holds: the policy in force only (two were set), the
-     * audit entries (two policies, the study, the export), the table and
-     * its rows, every revision of every document; no BackupKey. */
+    /* What the file holds: the policy in force only (two were set), every
+     * audit entry (the export's last), the tables (health, documents) and
+     * their rows, every revision of every document, the credential; no
+     * BackupKey. */
     backup_open(&o, &f, phrase);
+    audit_a = read_audit(&a.t);
+    assert_int_equal(o.kinds[TK_REC_AUDIT], audit_a->audit->n_entries);
     assert_int_equal(o.kinds[TK_REC_POLICY], 1);
-    assert_int_equal(o.kinds[TK_REC_AUDIT], 4);
-    assert_int_equal(o.kinds[TK_REC_TABLE], 1);
-    assert_true(o.kinds[TK_REC_ROWS] >= 1);
+    assert_int_equal(o.kinds[TK_REC_TABLE], 2);
+    assert_true(o.kinds[TK_REC_ROWS] >= 2);
     assert_int_equal(o.kinds[TK_REC_DOC], 6);
+    assert_int_equal(o.kinds[TK_REC_CRED], 1);
     assert_int_equal(o.kinds[TK_REC_BACKUP_KEY], 0);
     for (k = 0; k < 16; k++)
         total += o.kinds[k];
@@ -736,6 +798,31 @@ static void a_backup_restores_into_a_new_token_and_its_documents_read_back_ident
     assert_int_equal(restore(&b, phrase, true, f.p, f.len, PIECE, &d), TK_OK);
     assert_int_equal(d.records, o.records);
     assert_int_equal(d.documents, 5);
+
+    /* The audit log: the token's own entry, the backup's entries numbered
+     * on from it, the restore. */
+    ra = audit_a;
+    rb = read_audit(&b);
+    own = 1;
+    assert_int_equal(rb->audit->n_entries, own + ra->audit->n_entries + 1);
+    for (i = 0; i < rb->audit->n_entries; i++)
+        assert_int_equal(rb->audit->entries[i]->seq, i + 1);
+    for (i = 0; i < ra->audit->n_entries; i++) {
+        const Cohort__AuditEntry *x = ra->audit->entries[i], *y = rb->audit->entries[own + i];
+        assert_string_equal(x->event, y->event);
+        assert_string_equal(x->study, y->study);
+        assert_int_equal(x->time, y->time);
+        assert_int_equal(x->accepted, y->accepted);
+        assert_true(x->epsilon == y->epsilon);
+        assert_int_equal(x->query_id.len, y->query_id.len);
+        assert_int_equal(x->doc_id.len, y->doc_id.len);
+        if (x->doc_id.len)
+            assert_memory_equal(x->doc_id.data, y->doc_id.data, x->doc_id.len);
+    }
+    assert_string_equal(ra->audit->entries[ra->audit->n_entries - 1]->event, "backup.export");
+    assert_string_equal(rb->audit->entries[rb->audit->n_entries - 1]->event, "backup.restore");
+    cohort__token_response__free_unpacked(rb, NULL);
+
     documents_read_back(&b, &a);
     documents_read_back(&a.t, &a);
     /* A token without the backup cannot open them. */
@@ -758,34 +845,25 @@ static void a_backup_restores_into_a_new_token_and_its_documents_read_back_ident
     cohort__token_response__free_unpacked(ra, NULL);
     cohort__token_response__free_unpacked(rb, NULL);
 
+    /* The credential is listed (the documents table's rows are the
+     * documents'). */
+    rb = cred_list(&b);
+    assert_int_equal(rb->cred_page->n_creds, 1);
+    assert_string_equal(rb->cred_page->creds[0]->name, "budget-app");
+    assert_memory_equal(rb->cred_page->creds[0]->id.data, cred_id, 16);
+    cohort__token_response__free_unpacked(rb, NULL);
+    /* ... and the app's credential authenticates on the new token, so the
+     * owner's apps keep working after a recovery. */
+    assert_int_equal(cred_check(&b, cred_id, cred_secret), TK_OK);
+    cred_secret[0] ^= 1;
+    assert_int_equal(cred_check(&b, cred_id, cred_secret), TK_ERR_AUTH);
+
     /* The backup's policy is in force. */
     ra = get_policy(&a.t);
     rb = get_policy(&b);
     assert_true(rb->policy->epsilon_total == 1.0);
     assert_true(ra->policy->epsilon_total == 1.0);
     assert_int_equal(rb->policy->set_at, ra->policy->set_at);
-    cohort__token_response__free_unpacked(ra, NULL);
-    cohort__token_response__free_unpacked(rb, NULL);
-
-    /* The audit log: the token's own entry, the backup's entries numbered
-     * on from it, the restore. */
-    ra = read_audit(&a.t);
-    rb = read_audit(&b);
-    own = 1;
-    assert_int_equal(rb->audit->n_entries, own + ra->audit->n_entries + 1);
-    for (i = 0; i < rb->audit->n_entries; i++)
-        assert_int_equal(rb->audit->entries[i]->seq, i + 1);
-    for (i = 0; i < ra->audit->n_entries; i++) {
-        const Cohort__AuditEntry *x = ra->audit->entries[i], *y = rb->audit->entries[own + i];
-        assert_string_equal(x->event, y->event);
-        assert_string_equal(x->study, y->study);
-        assert_int_equal(x->time, y->time);
-        assert_int_equal(x->accepted, y->accepted);
-        assert_true(x->epsilon == y->epsilon);
-        assert_int_equal(x->query_id.len, y->query_id.len);
-    }
-    assert_string_equal(ra->audit->entries[ra->audit->n_entries - 1]->event, "backup.export");
-    assert_string_equal(rb->audit->entries[rb->audit->n_entries - 1]->event, "backup.restore");
     cohort__token_response__free_unpacked(ra, NULL);
     cohort__token_response__free_unpacked(rb, NULL);
 
@@ -816,6 +894,7 @@ static void a_backup_restores_into_a_new_token_and_its_documents_read_back_ident
     assert_int_equal(restore(&b, phrase, false, f.p, f.len, PIECE, &d), TK_OK);
     assert_int_equal(restore(&a.t, phrase, false, f.p, f.len, PIECE, &d), TK_OK);
 
+    cohort__token_response__free_unpacked(audit_a, NULL);
     opened_free(&o);
     file_free(&f);
     file_free(&back);
@@ -1166,6 +1245,31 @@ static void hostile_restores_get_their_exact_codes_and_change_nothing(void **sta
         assert_int_equal(restore_feed(&b, session, f.p, f.len, true, &d), TK_ERR_SESSION);
         SAME(&snap, &b);
     }
+    /* Fields given twice, or that do not decode. */
+    for (i = 0; i < 3; i++) {
+        uint8_t body[64], *req;
+        size_t bl = 0, rl;
+        assert_int_equal(restore_begin(&b, phrase, true, session), TK_OK);
+        body[bl++] = 0x0a;
+        body[bl++] = TK_SESSION_ID_LEN;
+        memcpy(body + bl, session, TK_SESSION_ID_LEN);
+        bl += TK_SESSION_ID_LEN;
+        if (i == 0) {
+            memcpy(body + bl, body, bl);
+            bl *= 2;
+        } else if (i == 1) {
+            memcpy(body + bl, "\x12\x01x\x12\x01y", 6);
+            bl += 6;
+        } else {
+            memcpy(body + bl, "\x12\x05x", 3); /* runs past the end */
+            bl += 3;
+        }
+        req = fx_raw_request(&rl, FX_NOW, 37, body, bl);
+        assert_int_equal(fx_call_raw(&b, req, rl, NULL),
+                         i < 2 ? TK_ERR_MALFORMED : TK_ERR_TRUNCATED);
+        free(req);
+        SAME(&snap, &b);
+    }
     assert_int_equal(restore_begin(&b, phrase, true, session), TK_OK);
     assert_int_equal(stream_call(&b, 37, session, 0, f.p, 10, false, NULL), TK_ERR_SESSION);
     assert_int_equal(restore_begin(&b, phrase, true, session), TK_OK);
@@ -1232,6 +1336,223 @@ static void hostile_restores_get_their_exact_codes_and_change_nothing(void **sta
     fx_token_free(&b);
     fx_token_free(&c);
     fx_token_free(&t2);
+    source_free(&a);
+}
+
+/* -------------------------------------------------------------- forgeries */
+
+struct forgery {
+    uint64_t records, documents; /* what the final chunk claims */
+    int64_t stream_delta;        /* added to the stream length it claims */
+    bool first_final;            /* the first data chunk tagged FINAL */
+};
+
+/* A backup of `stream` made by the book, as anyone who knows the phrase
+ * can make one. */
+static void forge(struct file *out, const char *phrase, const struct file *stream,
+                  const struct forgery *fg)
+{
+    crypto_secretstream_xchacha20poly1305_state st;
+    crypto_generichash_state hs;
+    uint8_t secret[20], keys[64], hdr[HDR], trailer[24], box[FULL_BOX];
+    size_t at = 0;
+    int i;
+
+    phrase_bits(secret, phrase);
+    memcpy(hdr, "cohortbk", 8);
+    memset(hdr + 8, 0, 4);
+    hdr[8] = 1;
+    randombytes_buf(hdr + 12, 32);
+    crypto_generichash_init(&hs, secret, sizeof secret, sizeof keys);
+    crypto_generichash_update(&hs, (const uint8_t *)"cohort-backup-v1", 16);
+    crypto_generichash_update(&hs, hdr + 12, 32);
+    crypto_generichash_final(&hs, keys, sizeof keys);
+    crypto_secretstream_xchacha20poly1305_init_push(&st, hdr + 44, keys);
+    for (i = 0; i < 8; i++)
+        hdr[68 + i] = (uint8_t)((uint64_t)stream->len >> (8 * i));
+    crypto_generichash(hdr + 76, 32, hdr, 76, keys + 32, 32);
+    file_copy(out, hdr, HDR);
+    while (at < stream->len) {
+        size_t n = stream->len - at < CHUNK ? stream->len - at : CHUNK;
+        crypto_secretstream_xchacha20poly1305_push(
+            &st, box, NULL, stream->p + at, n, NULL, 0,
+            at == 0 && fg->first_final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
+                                       : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+        file_put(out, box, n + ABYTES);
+        at += n;
+    }
+    for (i = 0; i < 8; i++) {
+        trailer[i] = (uint8_t)(fg->records >> (8 * i));
+        trailer[8 + i] = (uint8_t)(fg->documents >> (8 * i));
+        trailer[16 + i] = (uint8_t)((uint64_t)((int64_t)stream->len + fg->stream_delta) >> (8 * i));
+    }
+    crypto_secretstream_xchacha20poly1305_push(&st, box, NULL, trailer, sizeof trailer, NULL, 0,
+                                               crypto_secretstream_xchacha20poly1305_TAG_FINAL);
+    file_put(out, box, sizeof trailer + ABYTES);
+}
+
+/* Append a record to a stream, framed; `len` is what the frame claims. */
+static void frame_put(struct file *stream, const uint8_t *rec, size_t n, uint32_t len)
+{
+    uint8_t pre[4] = {(uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16),
+                      (uint8_t)(len >> 24)};
+    file_put(stream, pre, 4);
+    file_put(stream, rec, n);
+}
+
+static void record_put(struct file *stream, const Cohort__StoreRecord *sr)
+{
+    uint8_t buf[2048];
+    size_t n = cohort__store_record__get_packed_size(sr);
+    assert_true(n <= sizeof buf);
+    cohort__store_record__pack(sr, buf);
+    frame_put(stream, buf, n, (uint32_t)n);
+}
+
+/* A backup that authenticates (its maker knew the phrase) but says what
+ * no token writes is refused where it lies, and changes nothing. */
+static void a_backup_forged_with_the_phrase_is_refused_where_it_lies(void **state)
+{
+    struct fx_world w;
+    struct source a;
+    struct fx_token b;
+    struct fx_snapshot snap;
+    struct file f = {0}, base = {0}, s = {0}, m = {0};
+    struct opened o;
+    struct forgery fg;
+    struct done d;
+    char phrase[64];
+    Cohort__StoreRecord sr = COHORT__STORE_RECORD__INIT;
+    uint8_t zeros[64] = {0}, odd[TK_RECORD_MAX + 1];
+    (void)state;
+
+    fx_world_init(&w);
+    source_make(&a, &w, 4, TK_ARENA_MIN);
+    backup_make(&a.t, false, &f, phrase);
+    backup_open(&o, &f, phrase);
+    file_copy(&base, o.stream, o.stream_len);
+    fx_token_init(&b, TK_ARENA_MIN);
+    fx_provision(&b, &w, "token-b");
+    fx_snapshot_take(&snap, &b);
+
+    /* Made by the book, it restores: the forger writes the format right. */
+    fg = (struct forgery){o.records, o.documents, 0, false};
+    forge(&m, phrase, &base, &fg);
+    assert_int_equal(m.len, f.len);
+    assert_int_equal(restore(&b, phrase, false, m.p, m.len, 999, &d), TK_OK);
+    assert_int_equal(d.records, o.records);
+    SAME(&snap, &b);
+
+    /* Final counts that disagree; a data chunk tagged final. */
+    fg = (struct forgery){o.records + 1, o.documents, 0, false};
+    forge(&m, phrase, &base, &fg);
+    refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
+    fg = (struct forgery){o.records, o.documents - 1, 0, false};
+    forge(&m, phrase, &base, &fg);
+    refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
+    fg = (struct forgery){o.records, o.documents, 1, false};
+    forge(&m, phrase, &base, &fg);
+    refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
+    fg = (struct forgery){o.records, o.documents, 0, true};
+    forge(&m, phrase, &base, &fg);
+    refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
+
+    /* Records no token writes, after honest ones (counts to match). */
+    fg = (struct forgery){o.records + 1, o.documents, 0, false};
+    {
+        Cohort__BackupKey k = COHORT__BACKUP_KEY__INIT;
+        k.secret = (ProtobufCBinaryData){20, zeros};
+        sr.body_case = COHORT__STORE_RECORD__BODY_BACKUP_KEY;
+        sr.backup_key = &k;
+        file_copy(&s, base.p, base.len);
+        record_put(&s, &sr);
+        forge(&m, phrase, &s, &fg);
+        refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED); /* a phrase's secret */
+    }
+    {
+        static const uint8_t unknown[] = {0xa2, 0x01, 0x01, 0x00}; /* field 20 */
+        static const uint8_t two[] = {0x0a, 0x00, 0x22, 0x00};     /* a table and an audit */
+        static const uint8_t cut[] = {0x2a, 0x05, 0x0a};           /* a doc that runs past */
+        file_copy(&s, base.p, base.len);
+        frame_put(&s, unknown, sizeof unknown, sizeof unknown);
+        forge(&m, phrase, &s, &fg);
+        refused(&b, &snap, phrase, m.p, m.len, TK_ERR_UNSUPPORTED);
+        file_copy(&s, base.p, base.len);
+        frame_put(&s, two, sizeof two, sizeof two);
+        forge(&m, phrase, &s, &fg);
+        refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
+        file_copy(&s, base.p, base.len);
+        frame_put(&s, cut, sizeof cut, sizeof cut);
+        forge(&m, phrase, &s, &fg);
+        refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
+        file_copy(&s, base.p, base.len);
+        frame_put(&s, NULL, 0, 0); /* an empty record */
+        forge(&m, phrase, &s, &fg);
+        refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
+        memset(odd, 0, sizeof odd);
+        file_copy(&s, base.p, base.len);
+        frame_put(&s, odd, sizeof odd, sizeof odd); /* over the record bound */
+        forge(&m, phrase, &s, &fg);
+        refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
+        file_copy(&s, base.p, base.len);
+        frame_put(&s, odd, 10, 100); /* the stream ends inside a record */
+        fg.records--;
+        forge(&m, phrase, &s, &fg);
+        refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
+        fg.records++;
+    }
+    {
+        Cohort__DocRecord dr = COHORT__DOC_RECORD__INIT;
+        Cohort__DocMeta meta = COHORT__DOC_META__INIT;
+        meta.type = "x";
+        dr.doc_id = (ProtobufCBinaryData){TK_DOC_ID_LEN, zeros};
+        dr.revision = 1;
+        dr.key = (ProtobufCBinaryData){31, zeros}; /* a key one byte short */
+        dr.content_hash = (ProtobufCBinaryData){32, zeros};
+        dr.meta = &meta;
+        sr.body_case = COHORT__STORE_RECORD__BODY_DOC;
+        sr.doc = &dr;
+        file_copy(&s, base.p, base.len);
+        record_put(&s, &sr);
+        fg.documents++;
+        forge(&m, phrase, &s, &fg);
+        refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
+        fg.documents--;
+    }
+    {
+        Cohort__RowBatch rb = COHORT__ROW_BATCH__INIT;
+        Cohort__Row row = COHORT__ROW__INIT, *rows[2] = {&row, &row};
+        uint64_t ids[1] = {5};
+        rb.table = "health";
+        rb.n_rows = 2;
+        rb.rows = rows;
+        rb.n_ids = 1; /* fewer ids than rows */
+        rb.ids = ids;
+        sr.body_case = COHORT__STORE_RECORD__BODY_ROWS;
+        sr.rows = &rb;
+        file_copy(&s, base.p, base.len);
+        record_put(&s, &sr);
+        forge(&m, phrase, &s, &fg);
+        refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
+    }
+    {
+        Cohort__AuditEntry e = COHORT__AUDIT_ENTRY__INIT;
+        e.event = "no.seq"; /* seq 0: the time comes first */
+        e.time = FX_NOW;
+        sr.body_case = COHORT__STORE_RECORD__BODY_AUDIT;
+        sr.audit = &e;
+        file_copy(&s, base.p, base.len);
+        record_put(&s, &sr);
+        forge(&m, phrase, &s, &fg);
+        refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
+    }
+    fx_snapshot_free(&snap);
+    opened_free(&o);
+    file_free(&f);
+    file_free(&base);
+    file_free(&s);
+    file_free(&m);
+    fx_token_free(&b);
     source_free(&a);
 }
 
@@ -1387,6 +1708,7 @@ int main(void)
         cmocka_unit_test(the_phrase_is_shown_only_when_drawn_and_later_backups_reuse_it),
         cmocka_unit_test(no_device_key_certificate_or_group_secret_is_in_a_backup),
         cmocka_unit_test(hostile_restores_get_their_exact_codes_and_change_nothing),
+        cmocka_unit_test(a_backup_forged_with_the_phrase_is_refused_where_it_lies),
         cmocka_unit_test(backup_sessions_refuse_what_is_not_theirs),
         cmocka_unit_test(a_token_of_100_documents_backs_up_and_restores_in_the_least_arena),
     };

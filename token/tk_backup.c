@@ -11,7 +11,11 @@
  * of them is in the log), and the recovery phrase's own secret (a
  * BackupKey record, left out). A restored token thus has the owner's data
  * under its own identity: its documents decrypt with the same keys, so the
- * agent's ciphertext files read back unchanged.
+ * agent's ciphertext files read back unchanged, and the owner's app
+ * credentials authenticate as before (their hashes depend on nothing of the
+ * device, tk_cred.c). What a record means under the old device's own keys
+ * does not move with it: shares name the old device, so a sender's later
+ * grants, sealed to the old device's key, cannot be opened by the new one.
  *
  * The phrase. BackupBegin draws 160 random bits the first time (or when
  * asked for a new phrase), keeps them in a BackupKey record and shows them
@@ -80,8 +84,10 @@
  * chunk and one log record in scratch. A restore session holds one chunk
  * and one record (about 10.5 KiB), a RestoreFeed one chunk of plaintext in
  * scratch: both fit the least arena. Nothing depends on the log's size.
- * Time: each BackupNext reads the log once; the host's clock (c->now) is
- * only written into the audit entries and BackupKey, never trusted.
+ * Time: each BackupNext reads the log once, so a backup reads a log of L
+ * bytes about L / 64 KiB times (a token with 100 documents: once); the
+ * host's clock (c->now) is only written into the audit entries and
+ * BackupKey, never trusted.
  */
 #include "token/tk_int.h"
 
@@ -137,6 +143,10 @@ struct bk_restore {
     uint8_t len_buf[FRAME_LEN];
     uint64_t audit_base, audits;
     uint64_t max_row_id;
+    /* Who began it, for the audit line (RestoreFeed carries no credential). */
+    bool by_cred;
+    uint8_t cred_id[TK_CRED_ID_LEN];
+    char app[TK_CRED_NAME_MAX + 1];
     /* The record: room for the log's header before it and tag after it,
      * so that a commit seals it in place. */
     uint8_t rec[TK_REC_HDR + TK_RECORD_MAX + TK_TAG_LEN];
@@ -198,7 +208,7 @@ static struct bk_session *find_session(struct tk_call *c, const uint8_t *id, siz
     if (s == NULL || !session_open(c->tk) || id_len != TK_SESSION_ID_LEN ||
         sodium_memcmp(s->id, c->tk->session, TK_SESSION_ID_LEN) != 0 ||
         sodium_memcmp(id, c->tk->session, TK_SESSION_ID_LEN) != 0 || s->restore != restore ||
-        s->done)
+        s->done || (restore && s->arena_lo < SESSION_ROOM + sizeof(struct bk_restore)))
         return NULL;
     a->lo = s->arena_lo;
     return s;
@@ -497,28 +507,6 @@ static int append_key(struct tk_call *c, const uint8_t secret[TK_BACKUP_SECRET_L
     return tk_log_append(c->tk, c->arena, &rec);
 }
 
-/* An owner's audit entry; *len is its record's packed size. */
-static int append_audit(struct tk_call *c, const char *event, size_t *len)
-{
-    Cohort__StoreRecord rec = COHORT__STORE_RECORD__INIT;
-    Cohort__AuditEntry e = COHORT__AUDIT_ENTRY__INIT;
-    int rc;
-    e.seq = c->tk->audit_seq + 1;
-    e.time = c->now;
-    e.accepted = true;
-    e.event = (char *)(uintptr_t)event;
-    if (c->auth != NULL)
-        e.cred_id = c->auth->id;
-    rec.body_case = COHORT__STORE_RECORD__BODY_AUDIT;
-    rec.audit = &e;
-    if (len != NULL)
-        *len = cohort__store_record__get_packed_size(&rec);
-    if ((rc = tk_log_append(c->tk, c->arena, &rec)) != TK_OK)
-        return rc;
-    c->tk->audit_seq++;
-    return TK_OK;
-}
-
 /* What a scan of the log learns: the phrase's secret in force, what a
  * backup of the log holds, and whether a restore would mix with data. */
 struct census {
@@ -583,18 +571,20 @@ static size_t session_body_len(bool phrase, bool header)
 int tk_do_backup_begin(struct tk_call *c, const Cohort__BackupBegin *req)
 {
     struct tk_token *tk = c->tk;
+    const struct tk_cred *cr;
     struct bk_session *s;
     struct census n;
     uint8_t secret[TK_BACKUP_SECRET_LEN], key[32], check_key[32];
     uint8_t header[TK_BACKUP_HEADER_LEN];
     char phrase[TK_BACKUP_PHRASE_LEN + 1];
+    uint64_t before;
     size_t audit_len = 0;
     bool drawn;
     int rc;
 
     if (!tk_has_flag(tk, TK_FLAG_KEYS))
         return TK_ERR_NOT_PROVISIONED;
-    if ((rc = tk_cred_owner(c)) != TK_OK)
+    if ((rc = tk_cred_owner(c)) != TK_OK || (rc = tk_cred_load(c, &cr)) != TK_OK)
         return rc;
     /* The answer must fit before anything is committed: a phrase drawn
      * and never shown would be kept and never shown again. */
@@ -611,10 +601,12 @@ int tk_do_backup_begin(struct tk_call *c, const Cohort__BackupBegin *req)
     } else {
         memcpy(secret, n.secret, sizeof secret);
     }
-    if (rc == TK_OK)
-        rc = append_audit(c, "backup.export", &audit_len);
-    if (rc == TK_OK)
+    before = tk->work.length;
+    if (rc == TK_OK && (rc = tk_audit_event(c, "backup.export", NULL, 0, cr, true)) == TK_OK) {
+        /* The audit line's plaintext, as the backup will hold it. */
+        audit_len = (size_t)(tk->work.length - before) - TK_REC_HDR - TK_TAG_LEN;
         rc = tk_log_commit(tk, c->arena);
+    }
     if (rc != TK_OK) {
         tk_log_abort(tk);
         goto out;
@@ -794,6 +786,7 @@ int tk_do_backup_next(struct tk_call *c, const Cohort__BackupNext *req)
 
 int tk_do_restore_begin(struct tk_call *c, const Cohort__RestoreBegin *req)
 {
+    const struct tk_cred *cr;
     struct bk_session *s;
     struct bk_restore *r;
     struct census n;
@@ -802,7 +795,7 @@ int tk_do_restore_begin(struct tk_call *c, const Cohort__RestoreBegin *req)
 
     if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
         return TK_ERR_NOT_PROVISIONED;
-    if ((rc = tk_cred_owner(c)) != TK_OK)
+    if ((rc = tk_cred_owner(c)) != TK_OK || (rc = tk_cred_load(c, &cr)) != TK_OK)
         return rc;
     if ((rc = phrase_parse(secret, req->phrase)) != TK_OK)
         return rc;
@@ -823,6 +816,11 @@ int tk_do_restore_begin(struct tk_call *c, const Cohort__RestoreBegin *req)
     memcpy(r->secret, secret, sizeof secret);
     sodium_memzero(secret, sizeof secret);
     r->audit_base = c->tk->audit_seq;
+    if (cr != NULL) {
+        r->by_cred = true;
+        memcpy(r->cred_id, cr->id, TK_CRED_ID_LEN);
+        tk_text_put(r->app, 0, sizeof r->app, cr->info->name);
+    }
     open_session(c, s);
 
     tk_w_open(c->out, 27, session_body_len(false, false));
@@ -1066,7 +1064,8 @@ static int restore_commit(struct tk_call *c, struct bk_restore *r)
     tk->audit_seq = r->audit_base + r->audits;
     if ((rc = append_key(c, r->secret)) != TK_OK)
         return rc;
-    if ((rc = append_audit(c, "backup.restore", NULL)) != TK_OK)
+    if ((rc = tk_audit_event_by(c, "backup.restore", NULL, 0, r->by_cred ? r->cred_id : NULL,
+                                r->app, true)) != TK_OK)
         return rc;
     return tk_log_commit(tk, c->arena);
 }

@@ -16,11 +16,12 @@
  * credential) is the owner's too.
  *
  * Storage. A credential is a CredRecord in the token's log. The secret is
- * never stored: only its BLAKE2b-256 keyed under a key derived from the
- * token's storage key, compared in constant time, so that neither the log
- * nor a backup of it can be used to present a credential. (A token
- * restored from a backup has another storage key: the credentials of the
- * old one do not authenticate there, and the owner issues new ones.)
+ * never stored: only the BLAKE2b-256 of a domain string, the id and the
+ * secret, compared in constant time. The secret is 256 random bits, so the
+ * hash cannot be inverted, and neither the log nor a backup of it can be
+ * used to present a credential. The hash depends on nothing of the device,
+ * so that a token restored from a backup (tk_backup.c) authenticates the
+ * same credentials as the token it replaces.
  * Revoking appends a record of the same id with `revoked` set; every scan
  * takes the latest record of an id ("latest wins"), and compaction keeps
  * every record.
@@ -60,19 +61,20 @@
  */
 #include "token/tk_int.h"
 
-#define KDF_ID 1u
-#define KDF_CTX "tkcred01" /* crypto_kdf_CONTEXTBYTES */
-#define PAGE_ROOM 7u       /* CredPage's tag (2 bytes) and a length of up to 5 */
+#define PAGE_ROOM 7u /* CredPage's tag (2 bytes) and a length of up to 5 */
 
 /* ---------------------------------------------------------- secrets */
 
-static void secret_hash(uint8_t out[TK_CRED_HASH_LEN], const struct tk_token *tk,
-                        const uint8_t *secret)
+static void secret_hash(uint8_t out[TK_CRED_HASH_LEN], const uint8_t *id, const uint8_t *secret)
 {
-    uint8_t key[crypto_generichash_KEYBYTES];
-    crypto_kdf_derive_from_key(key, sizeof key, KDF_ID, KDF_CTX, tk->storage_key);
-    crypto_generichash(out, TK_CRED_HASH_LEN, secret, TK_CRED_SECRET_LEN, key, sizeof key);
-    sodium_memzero(key, sizeof key);
+    static const char domain[] = "cohort-cred-v1";
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, TK_CRED_HASH_LEN);
+    crypto_generichash_update(&st, (const uint8_t *)domain, sizeof domain - 1);
+    crypto_generichash_update(&st, id, TK_CRED_ID_LEN);
+    crypto_generichash_update(&st, secret, TK_CRED_SECRET_LEN);
+    crypto_generichash_final(&st, out, TK_CRED_HASH_LEN);
+    sodium_memzero(&st, sizeof st);
 }
 
 /* ------------------------------------------------------------- rules */
@@ -363,7 +365,7 @@ int tk_cred_load(struct tk_call *c, const struct tk_cred **out)
         return TK_ERR_AUTH;
     if (rc != TK_OK)
         return rc;
-    secret_hash(hash, c->tk, auth->secret.data);
+    secret_hash(hash, auth->id.data, auth->secret.data);
     rc = sodium_memcmp(hash, r->secret_hash.data, sizeof hash) == 0 ? TK_OK : TK_ERR_AUTH;
     sodium_memzero(hash, sizeof hash);
     if (rc != TK_OK || r->info->revoked || l.ancestor_revoked ||
@@ -526,7 +528,7 @@ int tk_do_cred_issue(struct tk_call *c, const Cohort__CredIssue *req)
 
     randombytes_buf(id, sizeof id);
     randombytes_buf(secret, sizeof secret);
-    secret_hash(hash, c->tk, secret);
+    secret_hash(hash, id, secret);
     info.id = (ProtobufCBinaryData){sizeof id, id};
     info.name = req->name;
     info.n_rules = req->n_rules;

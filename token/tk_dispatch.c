@@ -343,6 +343,9 @@ int tk_dispatch(struct tk_token *tk, uint8_t *arena, size_t arena_len, const uin
             saved_state_differs(&saved, tk))
             rc = tk_log_commit(tk, &a);
         if (rc != TK_OK) {
+            /* Drop what this call appended while the state still knows
+             * it (the restored state would not), then restore. */
+            tk_log_abort(tk);
             if (tk->counter == saved.counter) {
                 bool tampered = tk->tampered, failed = tk->store_failed;
                 memcpy(tk, &saved, sizeof saved);

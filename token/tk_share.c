@@ -31,9 +31,11 @@
  * it holds only from a received share (TK_ERR_DENIED: no re-share; a
  * selector only ever sees the token's own documents).
  *
- * The recipient. ShareAccept opens the seal (TK_ERR_DECRYPT), checks the
- * signature by the key of the certificate inside (TK_ERR_BAD_SIGNATURE),
- * then that certificate: issued by an authority trusted for tokens
+ * The recipient. ShareAccept opens the seal (TK_ERR_DECRYPT), reads the
+ * grant's framing and bounds (TK_ERR_MALFORMED, TK_ERR_TRUNCATED,
+ * TK_ERR_TOO_LARGE; nothing of it is used yet), checks the signature by
+ * the key of the certificate inside (TK_ERR_BAD_SIGNATURE), then that
+ * certificate: issued by an authority trusted for tokens
  * (TK_ERR_UNTRUSTED), signed (TK_ERR_BAD_CERT), valid now
  * (TK_ERR_EXPIRED), a token's (TK_ERR_ROLE); that the grant names this
  * token (TK_ERR_DENIED); that it is newer than the last grant of that
@@ -52,11 +54,27 @@
  * it (at that revision, when one is asked for), and picks the newest
  * revision among those whose policy still allows a read: not revoked
  * (TK_ERR_DENIED), not expired (TK_ERR_EXPIRED), reads of that document
- * under that share below max_reads (TK_ERR_DENIED). A revoked share
- * remembers what it held, so a read of it is refused rather than unknown.
+ * under that share below max_reads (TK_ERR_DENIED). Accepting a grant
+ * that revokes the share or drops one of its documents rewrites the log
+ * without the share's earlier records, so that the keys it no longer
+ * grants leave the flash (as a deleted document's do; a grant that only
+ * brings new revisions leaves the old ones' keys, as the owner's own
+ * token keeps its old revisions). A revoked record keeps the documents'
+ * refs (which no answer shows), so that a read of one is refused rather
+ * than unknown, and no other sender can claim them.
  * Each read appends a ShareRead and commits before the document opens.
- * DocBegin on a received document is TK_ERR_DENIED (read-only; a
- * read-write policy is refused as unsupported, TK_ERR_UNSUPPORTED).
+ * DocBegin on a received document is TK_ERR_DENIED (read-only).
+ *
+ * Read-write (not written yet: such a policy is TK_ERR_UNSUPPORTED). The
+ * design it would follow: the recipient's DocBegin on a read-write
+ * document opens a write session whose finished revision is not stored
+ * as the recipient's own document but answered as a return grant, sealed
+ * to the sender and signed by the recipient, holding the new revision's
+ * key and naming the share and the base revision; the sender's
+ * ShareAccept takes it as the next revision of its own document if that
+ * share is still in force, read-write and at that base (else
+ * TK_ERR_CONFLICT), and its next ShareSync carries it to every share of
+ * the document, the writer's included.
  *
  * Time. c->now is the host's clock, which the token cannot check. Expiry
  * is judged at the latest of now, every time this host has given the
@@ -82,6 +100,7 @@
 #define KEY_LEN crypto_secretstream_xchacha20poly1305_KEYBYTES
 #define WIDE_ROOM 7u   /* a 2-byte tag and a length of up to 5 bytes */
 #define PART_ROOM 512u /* a stored ShareInfo and a record's framing, at most */
+#define REF_ROOM 96u   /* a DocRef in a revoked share's info, at most */
 #define SIZE_MAX_DOC (1ull << 48)
 #define HEADER_LEN crypto_secretstream_xchacha20poly1305_HEADERBYTES
 #define FRAME_OVERHEAD (TK_DOC_FRAME_LEN + crypto_secretstream_xchacha20poly1305_ABYTES)
@@ -438,6 +457,84 @@ static bool doc_ident(const uint8_t *doc, size_t len, const uint8_t **id, uint64
     return more == 0 && *id != NULL && *rev != 0;
 }
 
+/*
+ * The documents a received share's record names: each SharedDoc (field 2)
+ * and, in a revoked share's record, each DocRef of its info (what it held,
+ * without the keys, which the revocation erased). doc is the SharedDoc,
+ * or NULL for a ref.
+ */
+struct held {
+    const uint8_t *id, *hash;
+    uint64_t rev, size, cipher_size;
+    const uint8_t *doc;
+    size_t doc_len;
+};
+
+struct held_iter {
+    const uint8_t *body, *info;
+    size_t len, pos, info_len, info_pos;
+};
+
+static void held_start(struct held_iter *it, const uint8_t *body, size_t len)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    memset(it, 0, sizeof *it);
+    it->body = body;
+    it->len = len;
+    while (tk_wire_next(body, len, &pos, &f) == 1)
+        if (f.field == 1 && f.wire_type == 2) {
+            it->info = f.data;
+            it->info_len = f.len;
+        }
+}
+
+/* A DocRef's fields (ref) or a SharedDoc's (the same, after its key). */
+static bool held_fields(struct held *h, const uint8_t *p, size_t len, bool ref)
+{
+    uint32_t off = ref ? 0 : 1; /* a SharedDoc's hash, size, sizes come one field later */
+    struct tk_wfield f;
+    size_t pos = 0;
+    int more;
+    memset(h, 0, sizeof *h);
+    while ((more = tk_wire_next(p, len, &pos, &f)) == 1) {
+        if (f.field == 1 && f.wire_type == 2 && f.len == TK_DOC_ID_LEN)
+            h->id = f.data;
+        else if (f.field == 2 && f.wire_type == 0)
+            h->rev = f.varint;
+        else if (f.field == 3 + off && f.wire_type == 2 && f.len == TK_DOC_HASH_LEN)
+            h->hash = f.data;
+        else if (f.field == 4 + off && f.wire_type == 0)
+            h->size = f.varint;
+        else if (f.field == 5 + off && f.wire_type == 0)
+            h->cipher_size = f.varint;
+    }
+    return more == 0 && h->id != NULL && h->rev != 0 && h->hash != NULL;
+}
+
+/* 1 with the next document in *h, 0 at the end, or TK_ERR_TAMPERED. */
+static int held_next(struct held_iter *it, struct held *h)
+{
+    struct tk_wfield f;
+    int more;
+    while (it->info != NULL &&
+           (more = tk_wire_next(it->info, it->info_len, &it->info_pos, &f)) == 1)
+        if (f.field == 7 && f.wire_type == 2)
+            return held_fields(h, f.data, f.len, true) ? 1 : TK_ERR_TAMPERED;
+    if (it->info != NULL && more < 0)
+        return TK_ERR_TAMPERED;
+    it->info = NULL;
+    while ((more = tk_wire_next(it->body, it->len, &it->pos, &f)) == 1)
+        if (f.field == 2 && f.wire_type == 2) {
+            if (!held_fields(h, f.data, f.len, false))
+                return TK_ERR_TAMPERED;
+            h->doc = f.data;
+            h->doc_len = f.len;
+            return 1;
+        }
+    return more < 0 ? TK_ERR_TAMPERED : 0;
+}
+
 /* The fields of a ShareRead. */
 static bool read_parse(const uint8_t *body, size_t len, const uint8_t **share_id,
                        const uint8_t **doc_id, int64_t *at)
@@ -574,12 +671,13 @@ static int fetch_doc(struct finder *f, struct tk_arena *a, const uint8_t *body, 
 static int find_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, uint64_t index)
 {
     struct finder *f = ctx;
-    const uint8_t *body, *doc, *id, *sid;
-    size_t body_len, doc_len, pos = 0;
+    const uint8_t *body, *id, *sid;
+    size_t body_len;
+    struct held_iter it;
+    struct held d;
     struct holder *e;
     struct head h;
     uint32_t kind;
-    uint64_t rev;
     int64_t at;
     int rc, more;
 
@@ -619,10 +717,9 @@ static int find_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
                h.seq != f->cur.seq) {
         return TK_ERR_TAMPERED; /* a part without its part 0 */
     }
-    while ((more = next_doc(body, body_len, &pos, &doc, &doc_len)) == 1) {
-        if (!doc_ident(doc, doc_len, &id, &rev))
-            return TK_ERR_TAMPERED;
-        if (memcmp(id, f->doc_id, TK_DOC_ID_LEN) != 0)
+    held_start(&it, body, body_len);
+    while ((more = held_next(&it, &d)) == 1) {
+        if (memcmp(d.id, f->doc_id, TK_DOC_ID_LEN) != 0)
             continue;
         /* Its entry counts its reads from now on, whatever the revision. */
         if ((e = holder_of(f, h.id)) == NULL) {
@@ -633,10 +730,10 @@ static int find_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
             e = &f->h[f->n++];
             *e = f->cur;
         }
-        if (f->want != 0 && rev != f->want)
+        if (f->want != 0 && d.rev != f->want)
             continue;
         e->held = true;
-        e->rev = rev;
+        e->rev = d.rev;
         e->index = index;
     }
     return more;
@@ -814,8 +911,10 @@ static int resolve_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_
                       uint64_t index)
 {
     struct resolver *r = ctx;
-    const uint8_t *body, *id, *doc;
-    size_t body_len, doc_len, pos = 0;
+    const uint8_t *body, *id;
+    size_t body_len;
+    struct held_iter it;
+    struct held d;
     struct entry *e;
     struct head h;
     uint32_t kind, i;
@@ -845,12 +944,10 @@ static int resolve_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_
             return rc;
         if (!h.incoming)
             return TK_OK;
-        while ((more = next_doc(body, body_len, &pos, &doc, &doc_len)) == 1) {
-            if (!doc_ident(doc, doc_len, &id, &rev))
-                return TK_ERR_TAMPERED;
-            if ((e = entry_of(r, id)) != NULL)
+        held_start(&it, body, body_len);
+        while ((more = held_next(&it, &d)) == 1)
+            if ((e = entry_of(r, d.id)) != NULL)
                 e->received = true;
-        }
         return more;
     }
     if (kind != TK_REC_DOC)
@@ -1105,7 +1202,7 @@ static int policy_check(struct tk_call *c, const Cohort__SharePolicy *p)
     return TK_OK;
 }
 
-int tk_do_share_create(struct tk_call *c, const Cohort__ShareCreate *req)
+static int share_create(struct tk_call *c, const Cohort__ShareCreate *req)
 {
     const Cohort__SharePolicy *policy = req->policy ? req->policy : &default_policy;
     Cohort__CertBody *rb = NULL;
@@ -1304,7 +1401,7 @@ static int latest_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t
     return TK_OK;
 }
 
-int tk_do_share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req)
+static int share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req)
 {
     struct latest l = {NULL, false, false, false, 0};
     struct sent s;
@@ -1335,11 +1432,12 @@ int tk_do_share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req)
  * after the cursor, each with its latest record. */
 struct batch {
     uint64_t cursor;
+    int64_t now;
     uint32_t n;
     struct {
         uint8_t id[TK_SHARE_ID_LEN];
         uint64_t index;
-        bool revoked;
+        bool over; /* revoked or expired: never out of date */
     } s[TK_SHARE_BATCH];
     uint64_t next; /* where the next batch starts; UINT64_MAX: none */
 };
@@ -1375,7 +1473,7 @@ static int batch_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t 
         memcpy(b->s[b->n++].id, h.id, TK_SHARE_ID_LEN);
     }
     b->s[i].index = index;
-    b->s[i].revoked = h.revoked;
+    b->s[i].over = h.revoked || (h.expires != 0 && h.expires <= b->now);
     return TK_OK;
 }
 
@@ -1393,6 +1491,7 @@ int tk_do_share_sync(struct tk_call *c, const Cohort__ShareSync *req)
     if ((b = tk_arena_scratch(c->arena, sizeof *b)) == NULL)
         return TK_ERR_NO_MEMORY;
     memset(b, 0, sizeof *b);
+    b->now = c->now;
     for (;;) {
         b->n = 0;
         b->next = UINT64_MAX;
@@ -1402,7 +1501,7 @@ int tk_do_share_sync(struct tk_call *c, const Cohort__ShareSync *req)
             size_t mark = tk_arena_mark(c->arena);
             struct sent s;
             bool same = false;
-            if (b->s[i].revoked)
+            if (b->s[i].over)
                 continue;
             if ((rc = sent_load(c, &s, b->s[i].index)) != TK_OK ||
                 (rc = regrant(c, &s, false, &same)) != TK_OK)
@@ -1514,6 +1613,12 @@ struct acceptor {
     const uint8_t *sender_pk;
     bool known, outgoing, other_sender, revoked;
     uint64_t seq;
+    /* What the share holds now (a revocation keeps it, without keys). */
+    uint32_t n_held;
+    struct {
+        uint8_t id[TK_DOC_ID_LEN], hash[TK_DOC_HASH_LEN];
+        uint64_t rev, size, cipher_size;
+    } held[TK_SHARE_DOCS_MAX];
     bool own_doc;
     uint32_t reads[TK_SHARE_DOCS_MAX];
     /* Other senders' shares whose latest grant holds one of the ids. */
@@ -1541,8 +1646,10 @@ static int accept_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t
                      uint64_t index)
 {
     struct acceptor *x = ctx;
-    const uint8_t *body, *id, *sid, *doc;
-    size_t body_len, doc_len, pos = 0;
+    const uint8_t *body, *id, *sid;
+    size_t body_len;
+    struct held_iter it;
+    struct held d;
     struct head h;
     uint32_t kind, i;
     uint64_t rev;
@@ -1581,8 +1688,22 @@ static int accept_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t
                 (h.incoming && sodium_memcmp(h.peer_pk, x->sender_pk, TK_PK_LEN) != 0);
             x->seq = h.seq;
             x->revoked = h.revoked;
+            x->n_held = 0;
         }
-        return TK_OK;
+        if (!h.incoming || h.seq != x->seq)
+            return TK_OK;
+        held_start(&it, body, body_len);
+        while ((more = held_next(&it, &d)) == 1) {
+            if (x->n_held == TK_SHARE_DOCS_MAX)
+                return TK_ERR_TAMPERED;
+            memcpy(x->held[x->n_held].id, d.id, TK_DOC_ID_LEN);
+            memcpy(x->held[x->n_held].hash, d.hash, TK_DOC_HASH_LEN);
+            x->held[x->n_held].rev = d.rev;
+            x->held[x->n_held].size = d.size;
+            x->held[x->n_held].cipher_size = d.cipher_size;
+            x->n_held++;
+        }
+        return more;
     }
     if (!h.incoming)
         return TK_OK;
@@ -1599,10 +1720,9 @@ static int accept_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t
     }
     if (!x->cur_other)
         return TK_OK; /* the same sender may share a document twice */
-    while ((more = next_doc(body, body_len, &pos, &doc, &doc_len)) == 1) {
-        if (!doc_ident(doc, doc_len, &id, &rev))
-            return TK_ERR_TAMPERED;
-        if ((k = grant_doc_index(x->g, id)) < 0)
+    held_start(&it, body, body_len);
+    while ((more = held_next(&it, &d)) == 1) {
+        if ((k = grant_doc_index(x->g, d.id)) < 0)
             continue;
         for (i = 0; i < x->n_clash; i++)
             if (memcmp(x->clash[i].id, h.id, TK_SHARE_ID_LEN) == 0)
@@ -1672,6 +1792,50 @@ static int store_part(struct tk_call *c, uint8_t *buf, size_t cap, const struct 
     return rc;
 }
 
+/*
+ * A grant that revokes a share, or drops one of its documents, erases
+ * what the share held: the log is rewritten without any earlier record of
+ * the share (their keys go with them, as a deleted document's do), and
+ * the new grant's records are written at its end (a revocation's keeps
+ * the documents' refs only).
+ */
+struct eraser {
+    struct tk_call *c;
+    const struct grant *g;
+    const Cohort__ShareInfo *info;
+    uint8_t *buf;
+    size_t cap;
+};
+
+static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, bool *keep)
+{
+    struct eraser *e = ctx;
+    const uint8_t *body;
+    size_t body_len;
+    struct head h;
+    uint32_t kind, next = 0;
+    int rc = TK_OK;
+    (void)a;
+    *keep = false;
+    if (plain == NULL) {
+        uint32_t part = 0;
+        do {
+            rc = store_part(e->c, e->buf, e->cap, e->g, e->info, part++, &next);
+        } while (rc == TK_OK && next < e->g->n_docs);
+        return rc;
+    }
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind == TK_REC_SHARE) {
+        if ((rc = head_parse(&h, body, body_len)) != TK_OK)
+            return rc;
+        if (memcmp(h.id, e->g->share_id, TK_SHARE_ID_LEN) == 0)
+            return TK_OK;
+    }
+    *keep = true;
+    return TK_OK;
+}
+
 /* One document of a ShareInfo: its ref, its metadata and its reads. */
 static int info_doc(struct tk_wbuf *w, struct tk_arena *a, const uint8_t *doc, size_t len,
                     uint32_t reads)
@@ -1698,7 +1862,7 @@ static void info_head_write(struct tk_wbuf *w, const Cohort__ShareInfo *in)
         cohort__share_info__pack(in, p);
 }
 
-int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
+static int share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
 {
     struct tk_token *tk = c->tk;
     Cohort__ShareInfo info = COHORT__SHARE_INFO__INIT;
@@ -1710,7 +1874,7 @@ int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
     uint8_t *plain, *buf, sig[SIG_LEN];
     size_t plain_len, gl = 0, pos = 0, start, cap;
     uint32_t i, j, part, next;
-    bool have_sig = false;
+    bool have_sig = false, erase = false;
     int rc, more;
 
     if (!tk_has_flag(tk, TK_FLAG_PROVISIONED))
@@ -1840,12 +2004,42 @@ int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
         rc = TK_ERR_RESPONSE_SPACE;
     if (rc != TK_OK)
         goto out;
+    /* A revoked share's record keeps what it held, without keys: the
+     * refs, which the answers do not show (they name what is granted). */
+    if (g->revoked && x->n_held > 0) {
+        Cohort__DocRef *refs = tk_arena_scratch(c->arena, x->n_held * sizeof *refs);
+        Cohort__DocRef **refp = tk_arena_scratch(c->arena, x->n_held * sizeof *refp);
+        if (refs == NULL || refp == NULL) {
+            rc = TK_ERR_NO_MEMORY;
+            goto out;
+        }
+        for (i = 0; i < x->n_held; i++) {
+            cohort__doc_ref__init(&refs[i]);
+            refs[i].doc_id = (ProtobufCBinaryData){TK_DOC_ID_LEN, x->held[i].id};
+            refs[i].revision = x->held[i].rev;
+            refs[i].content_hash = (ProtobufCBinaryData){TK_DOC_HASH_LEN, x->held[i].hash};
+            refs[i].size = x->held[i].size;
+            refs[i].cipher_size = x->held[i].cipher_size;
+            refp[i] = &refs[i];
+        }
+        info.n_refs = x->n_held;
+        info.refs = refp;
+    }
     /* A part holds the info, the certificate and documents, each at most
      * about as long as it was in the grant: the grant's length and room
      * for the info bound it, and a record's limit. */
-    cap = gl + PART_ROOM < TK_RECORD_MAX ? gl + PART_ROOM : TK_RECORD_MAX;
+    cap = gl + PART_ROOM + x->n_held * REF_ROOM;
+    if (cap > TK_RECORD_MAX)
+        cap = TK_RECORD_MAX;
     if ((buf = tk_arena_scratch(c->arena, TK_REC_HDR + cap + TK_TAG_LEN)) == NULL) {
         rc = TK_ERR_NO_MEMORY;
+        goto out;
+    }
+    for (i = 0; i < x->n_held && !erase; i++)
+        erase = grant_doc_index(g, x->held[i].id) < 0;
+    if (x->known && (g->revoked || erase)) {
+        struct eraser e = {c, g, &info, buf, cap};
+        rc = tk_log_rewrite(tk, c->arena, erase_keep, &e);
         goto out;
     }
     next = 0;
@@ -1998,18 +2192,30 @@ static int list_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
     e = listed_at(s, index);
     if (e == NULL || e->stale || (uint32_t)(e - s->l) >= s->max)
         return TK_OK;
-    /* Pass 4: the stored info's fields, then each document's. */
+    /* Pass 4: the stored info's fields (but a revoked received share's
+     * refs, which name what it held, not what it grants), then each
+     * document's. */
     s->cur = e;
     s->cur_start = tk_w_begin(s->out);
     {
-        size_t pos = 0;
+        const uint8_t *info = NULL;
+        size_t info_len = 0, pos = 0, start;
         int more;
         while ((more = tk_wire_next(body, body_len, &pos, &f)) == 1)
             if (f.field == 1 && f.wire_type == 2) {
-                uint8_t *p = tk_w_reserve(s->out, f.len);
-                if (p != NULL)
-                    memcpy(p, f.data, f.len);
+                info = f.data;
+                info_len = f.len;
             }
+        if (more < 0 || info == NULL)
+            return TK_ERR_TAMPERED;
+        for (pos = 0, start = 0; (more = tk_wire_next(info, info_len, &pos, &f)) == 1;) {
+            if (!(h.incoming && f.field == 7)) {
+                uint8_t *p = tk_w_reserve(s->out, pos - start);
+                if (p != NULL)
+                    memcpy(p, info + start, pos - start);
+            }
+            start = pos;
+        }
         if (more < 0)
             return TK_ERR_TAMPERED;
     }
@@ -2061,4 +2267,52 @@ int tk_do_share_list(struct tk_call *c, const Cohort__ShareList *req)
     tk_w_uint(c->out, 3, next);
     wide_end(c->out, 26, start);
     return c->out->overflow ? TK_ERR_RESPONSE_SPACE : TK_OK;
+}
+
+/* ------------------------------------------------------------ the audit */
+
+/*
+ * Sharing is on the audit log: "share.create", "share.revoke" (by the
+ * sender's owner) and "share.accept" (at the recipient), with the share's
+ * id, read from the answer just written (ShareOut and ShareInfo both start
+ * with it), and who asked. Reads of a shared document are "doc.read" lines
+ * like any other (tk_doc.c). The line is appended after the request's own
+ * work and committed here (ShareAccept has committed its work already, and
+ * the dispatcher commits only a call that has not).
+ */
+static int audited(struct tk_call *c, const char *event, size_t out_start, int rc)
+{
+    const struct tk_cred *cr = NULL;
+    const uint8_t *id = NULL;
+    struct tk_wfield f, g;
+    size_t pos = out_start, inner = 0;
+    if (rc != TK_OK)
+        return rc;
+    if (tk_wire_next(c->out->p, c->out->len, &pos, &f) == 1 && f.wire_type == 2 &&
+        tk_wire_next(f.data, f.len, &inner, &g) == 1 && g.field == 1 && g.wire_type == 2 &&
+        g.len == TK_SHARE_ID_LEN)
+        id = g.data;
+    if ((rc = tk_cred_load(c, &cr)) != TK_OK)
+        return rc;
+    if ((rc = tk_audit_event(c, event, id, id != NULL ? TK_SHARE_ID_LEN : 0, cr, true)) != TK_OK)
+        return rc;
+    return tk_log_commit(c->tk, c->arena);
+}
+
+int tk_do_share_create(struct tk_call *c, const Cohort__ShareCreate *req)
+{
+    size_t start = c->out->len;
+    return audited(c, "share.create", start, share_create(c, req));
+}
+
+int tk_do_share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req)
+{
+    size_t start = c->out->len;
+    return audited(c, "share.revoke", start, share_revoke(c, req));
+}
+
+int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
+{
+    size_t start = c->out->len;
+    return audited(c, "share.accept", start, share_accept(c, req));
 }
