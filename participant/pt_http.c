@@ -1518,7 +1518,8 @@ static long read_body(void *ctx, uint8_t *buf, size_t n)
 {
     struct body_reader *r = ctx;
     size_t k = r->len - r->pos < n ? r->len - r->pos : n;
-    memcpy(buf, r->p + r->pos, k);
+    if (k > 0) /* an empty body has no buffer */
+        memcpy(buf, r->p + r->pos, k);
     r->pos += k;
     return (long)k;
 }

@@ -572,6 +572,21 @@ static void every_route_answers_its_success(void **state)
     assert_string_equal(header(&r, "Cache-Control", v, sizeof v), "no-store");
     resp_free(&r);
 
+    /* An empty document is a document. */
+    {
+        char empty[HEX_ID + 1];
+        put_doc(a, a->owner, "type=note.empty", "", empty);
+        snprintf(target, sizeof target, "/v1/docs/%s", empty);
+        get(a, target, a->owner, &r);
+        expect_status(&r, 200);
+        assert_int_equal(r.len, 0);
+        resp_free(&r);
+        snprintf(target, sizeof target, "/v1/docs/%s?rev=1", empty);
+        request(a, "DELETE", target, a->owner, NULL, 0, &r);
+        expect_status(&r, 204);
+        resp_free(&r);
+    }
+
     /* GET /v1/docs/{id}/meta */
     snprintf(target, sizeof target, "/v1/docs/%s/meta", id);
     get(a, target, a->owner, &r);
