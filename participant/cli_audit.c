@@ -58,6 +58,11 @@ static int on_entry(void *ctx, const struct pt_audit_entry *e)
         json_field(s->out, "reason", e->reason);
         cli_hex(hex, e->query_id, e->query_id_len);
         json_field(s->out, "query_id", hex);
+        cli_hex(hex, e->object, e->has_object ? sizeof e->object : 0);
+        json_field(s->out, "object", hex);
+        cli_hex(hex, e->cred_id, e->has_cred ? sizeof e->cred_id : 0);
+        json_field(s->out, "credential", hex);
+        json_field(s->out, "app", e->app);
         json_field(s->out, "sql", e->sql);
         fprintf(s->out, "}\n");
         return 0;
@@ -71,6 +76,24 @@ static int on_entry(void *ctx, const struct pt_audit_entry *e)
     cli_escape(buf, sizeof buf, event, strlen(event));
     cli_pad(s->out, buf, 8);
     fprintf(s->out, "  %-8s  ", e->accepted ? "accepted" : "refused");
+    if (e->has_object || e->has_cred || strchr(event, '.') != NULL) {
+        /* The personal cloud's events: what, and who asked. */
+        cli_hex(hex, e->object, e->has_object ? sizeof e->object : 0);
+        fprintf(s->out, "%s  by ", hex[0] ? hex : "-");
+        if (e->has_cred) {
+            cli_escape(buf, sizeof buf, e->app, strlen(e->app));
+            cli_hex(hex, e->cred_id, sizeof e->cred_id);
+            fprintf(s->out, "%s (credential %s)", buf[0] ? buf : "?", hex);
+        } else {
+            fputs("the owner (token link)", s->out);
+        }
+        if (!e->accepted) {
+            fputs(": ", s->out);
+            fputs(e->status ? tk_strerror(e->status) : "refused", s->out);
+        }
+        fputc('\n', s->out);
+        return 0;
+    }
     cli_escape(buf, sizeof buf, e->study, strlen(e->study));
     cli_pad(s->out, buf[0] ? buf : "-", 16);
     fputs("  ", s->out);

@@ -725,6 +725,15 @@ static void audit_from_pb(struct pt_audit_entry *e, const Cohort__AuditEntry *pb
     e->epsilon = pb->epsilon;
     copy_text(e->sql, sizeof e->sql, pb->sql);
     copy_text(e->event, sizeof e->event, pb->event);
+    if (pb->doc_id.len == sizeof e->object) {
+        memcpy(e->object, pb->doc_id.data, sizeof e->object);
+        e->has_object = true;
+    }
+    if (pb->cred_id.len == sizeof e->cred_id) {
+        memcpy(e->cred_id, pb->cred_id.data, sizeof e->cred_id);
+        e->has_cred = true;
+    }
+    copy_text(e->app, sizeof e->app, pb->app);
 }
 
 int pt_owner_audit(struct pt_owner *o, uint64_t after, uint64_t limit, pt_audit_fn fn, void *ctx,

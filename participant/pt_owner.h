@@ -39,6 +39,7 @@
 #define PT_STUDY_MAX 64u        /* bytes of a study name */
 #define PT_SUBJECT_MAX 63u      /* bytes of a certificate's subject */
 #define PT_EVENT_MAX 31u        /* bytes of an audit entry's event name */
+#define PT_APP_MAX 64u          /* bytes of a credential's name in an audit entry */
 #define PT_AUDIT_SQL_MAX 1024u  /* bytes of an audit entry's SQL (the token cuts it there) */
 #define PT_POLICY_KEYS_MAX 16u  /* authorities, or researchers, in a policy */
 #define PT_POLICY_NAMES_MAX 64u /* studies, or tables and columns, in a policy */
@@ -316,6 +317,14 @@ struct pt_audit_entry {
     double epsilon;
     char sql[PT_AUDIT_SQL_MAX + 1];
     char event[PT_EVENT_MAX + 1];
+    /* The personal cloud's events ("doc.read", "share.accept", ...): the
+     * document, share or credential concerned, and the credential that
+     * asked (none: the owner at the token link). */
+    uint8_t object[16];
+    bool has_object;
+    uint8_t cred_id[16];
+    bool has_cred;
+    char app[PT_APP_MAX + 1];
 };
 
 /*
