@@ -58,11 +58,15 @@ static int on_entry(void *ctx, const struct pt_audit_entry *e)
         json_field(s->out, "reason", e->reason);
         cli_hex(hex, e->query_id, e->query_id_len);
         json_field(s->out, "query_id", hex);
-        cli_hex(hex, e->object, e->has_object ? sizeof e->object : 0);
-        json_field(s->out, "object", hex);
-        cli_hex(hex, e->cred_id, e->has_cred ? sizeof e->cred_id : 0);
-        json_field(s->out, "credential", hex);
-        json_field(s->out, "app", e->app);
+        if (e->has_object) { /* the personal cloud's events */
+            cli_hex(hex, e->object, sizeof e->object);
+            json_field(s->out, "object", hex);
+        }
+        if (e->has_cred) {
+            cli_hex(hex, e->cred_id, sizeof e->cred_id);
+            json_field(s->out, "credential", hex);
+            json_field(s->out, "app", e->app);
+        }
         json_field(s->out, "sql", e->sql);
         fprintf(s->out, "}\n");
         return 0;
