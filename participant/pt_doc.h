@@ -145,7 +145,7 @@ int pt_doc_put(struct pt_link *link, struct pt_docstore *ds, int64_t now, const 
  * *reply then holds the return package (a SharePackage: that grant and
  * the revision's ciphertext file; malloc'd, the caller frees pkg) to
  * deliver to the owner's agent, whose pt_share_accept takes it, and
- * reply_to, the owner agent's inbox URL as the share's last package gave
+ * reply_to, the owner agent's URL as the share's last package gave
  * it ("" if none did). For one of the owner's own documents it is
  * pt_doc_put, with reply->pkg NULL. The token committed the revision
  * before the package is made: a file that cannot be read back for it is
@@ -288,9 +288,10 @@ int pt_share_update(struct pt_link *link, struct pt_docstore *ds, int64_t now,
  * agent like any other: its token checks it and stores the revision as
  * the document's next, and the file is kept (and indexed under the
  * document, for its delete). So that the recipient's agent knows where
- * return packages go, the owner's agent sets reply_to, its inbox URL, on
- * a package before it delivers it (pt_share_package_reply_to: a new
- * package in *out, malloc'd); the recipient's pt_share_accept keeps it
+ * return packages go, the owner's agent sets reply_to, its own URL (given
+ * as a share's delivery URL is: the inbox is URL/v1/inbox), on a package
+ * before it delivers it (pt_share_package_reply_to: a new package in
+ * *out, malloc'd); the recipient's pt_share_accept keeps it
  * for the share once the token accepted the grant (in the store, beside
  * the files). reply_to is outside the seal: anyone who relays a package
  * can change it, and so only learns that a revision was written, and its
