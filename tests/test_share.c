@@ -13,6 +13,18 @@
  * record (kept in parts), survive a reopen and a compaction of Bob's
  * token; sharing works in the least arena.
  *
+ * Read-write shares: Bob writes a revision of Alice's document on the
+ * share's current one, reads it, and his token's return grant brings it
+ * to Alice's token, whose next syncs carry it to every share of the
+ * document (Carol's read-only one, Bob's own). Carol cannot write; stale
+ * bases, the owner's metadata changed, concurrent writes (a lost update
+ * is a conflict, and the recipient then follows the owner), writes that
+ * wait for a grant (bounded, kept across a reopen and a compaction), and
+ * return grants forged, from another token, naming another sender or
+ * share or document, replayed, or arriving after the share was revoked,
+ * expired or made read-only (ShareUpdate): each refused with its code and
+ * nothing changed. Read-write sharing works in the least arena.
+ *
  * Hostile packages are built here by hand, with libsodium and protobuf-c
  * (a "mallory" token identity the test holds the keys of, certified by the
  * manufacturer or by a rogue authority): forged signatures, grants sealed
@@ -2482,8 +2494,8 @@ static void
 writes_waiting_for_a_grant_are_bounded_and_survive_a_reopen_and_a_compaction(void **state)
 {
     struct world s;
-    struct doc d = {0}, bd;
-    const struct doc *docs[1] = {&d};
+    struct doc d = {0}, e = {0}, bd;
+    const struct doc *docs[2] = {&d, &e};
     Cohort__SharePolicy rw = rw_policy(0);
     Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
     Cohort__Compact cp = COHORT__COMPACT__INIT;
@@ -2497,7 +2509,8 @@ writes_waiting_for_a_grant_are_bounded_and_survive_a_reopen_and_a_compaction(voi
     for (i = 0; i <= TK_SHARE_WRITES_MAX; i++)
         fill(plain[i], sizeof plain[i], (uint32_t)(70 + i));
     assert_int_equal(put(&s.a, &d, "note", plain[0], sizeof plain[0]), TK_OK);
-    assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 1, NULL, &rw, &ob), TK_OK);
+    assert_int_equal(put(&s.a, &e, "note", plain[1], 9), TK_OK);
+    assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 2, NULL, &rw, &ob), TK_OK);
     accept_ok(&s.b, T0, &ob);
     bd = view_of(&d);
     for (i = 0; i < TK_SHARE_WRITES_MAX; i++) {
@@ -2520,6 +2533,14 @@ writes_waiting_for_a_grant_are_bounded_and_survive_a_reopen_and_a_compaction(voi
     assert_int_equal(fx_call(&s.b, &req, NULL), TK_OK);
     expect_read(&s.b, T0, &bd, plain[TK_SHARE_WRITES_MAX], sizeof plain[0]);
 
+    /* A grant that moves only the share's other document leaves them be. */
+    assert_int_equal(put(&s.a, &e, "note", plain[2], 9), TK_OK);
+    assert_int_equal(share_sync(&s.a, T0, &sync), TK_OK);
+    accept_ok(&s.b, T0, &sync);
+    sout_free(&sync);
+    expect_read(&s.b, T0, &bd, plain[TK_SHARE_WRITES_MAX], sizeof plain[0]);
+    expect_read(&s.b, T0, &e, plain[2], 9);
+
     /* Alice takes them in order; her grant frees Bob's room. */
     for (i = 0; i < TK_SHARE_WRITES_MAX; i++)
         assert_int_equal(take_back(&s.a, T0, &r[i], NULL), TK_OK);
@@ -2528,6 +2549,7 @@ writes_waiting_for_a_grant_are_bounded_and_survive_a_reopen_and_a_compaction(voi
     accept_ok(&s.b, T0, &sync);
     expect_read(&s.b, T0, &bd, plain[TK_SHARE_WRITES_MAX], sizeof plain[0]);
     assert_int_equal(put(&s.b, &bd, "note", plain[0], 8), TK_OK);
+    doc_free(&e);
     for (i = 0; i < TK_SHARE_WRITES_MAX; i++)
         sout_free(&r[i]);
     sout_free(&back.reply);

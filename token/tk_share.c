@@ -146,7 +146,11 @@
  * ShareAccept's: the request's copy of the sealed grant and its opened
  * plaintext (each at most TK_SHARE_SEALED_MAX), one log record and one
  * document; the signature is checked in place (the prefix is written
- * into the bytes before the grant) rather than over a copy.
+ * into the bytes before the grant) rather than over a copy. A return
+ * grant is small (a SharedDoc and some 200 bytes): its ShareAccept gives
+ * back the share's record and the checks' scratch before the store's
+ * rewrite, and the writer's last DocWrite builds it once the document
+ * session's room is free, so both fit the least arena.
  */
 #include "token/tk_int.h"
 
