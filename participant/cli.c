@@ -59,6 +59,8 @@ static const struct command commands[] = {
      "restore a backup into a new token (made with init)", cli_recover},
     {"identity", "--dir DIR [--json]",
      "print the token's device certificate, for someone who shares with it", cli_identity},
+    {"http", "--dir DIR [--docs PATH] [--listen 127.0.0.1:8088]",
+     "serve the documents to apps: the local HTTP API, on loopback", cli_http},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -77,6 +77,7 @@ int cli_share(int argc, char **argv, const struct cli_env *env);
 int cli_backup(int argc, char **argv, const struct cli_env *env);
 int cli_recover(int argc, char **argv, const struct cli_env *env);
 int cli_identity(int argc, char **argv, const struct cli_env *env);
+int cli_http(int argc, char **argv, const struct cli_env *env); /* the local HTTP API */
 
 /* ------------------------------------------------------------ helpers */
 
