@@ -18,6 +18,15 @@
  * after the token committed; that is PT_ERR_IO, with the revision named in
  * the reason, and the revision cannot be read until its file is restored.
  *
+ * Writing back. DocBegin on a document received in a read-write share
+ * names the share: the revision goes back to the document's owner. The
+ * last DocWrite's answer then also carries the return grant (reply, which
+ * must name the revision the agent just got the file of); once the file
+ * is kept, the return package is made of the reply and that file, as a
+ * share's package is (pt_share.c), for the caller to deliver. pt_doc_put,
+ * which has nowhere to give it, stops at DocBegin's answer (the token's
+ * session closes with the next request, nothing written).
+ *
  * Get. DocOpen names the revision's file (by its hash) and the file is fed
  * to the token in pieces of max_chunk bytes, the last piece marked; the
  * token answers the plaintext of each chunk it authenticated, and `done`
@@ -295,10 +304,12 @@ static long fill(pt_read_fn rd, void *ctx, uint8_t *buf, size_t cap)
     return (long)n;
 }
 
-/* One DocWrite: its ciphertext into t; with last, the revision's ref in *ref. */
+/* One DocWrite: its ciphertext into t; with last, the revision's ref in
+ * *ref and, for a write back, the answer that holds the reply in *kept. */
 static int put_piece(struct pt_link *link, int64_t now, const struct pt_cred *who,
                      const ProtobufCBinaryData *session, const uint8_t *data, size_t n, bool last,
-                     struct pt_ds_tmp *t, struct pt_doc_ref *ref, struct pt_status *st)
+                     bool back, struct pt_ds_tmp *t, struct pt_doc_ref *ref,
+                     Cohort__TokenResponse **kept, struct pt_status *st)
 {
     Cohort__TokenRequest req;
     Cohort__DocWrite w = COHORT__DOC_WRITE__INIT;
@@ -320,29 +331,68 @@ static int put_piece(struct pt_link *link, int64_t now, const struct pt_cred *wh
         rc = pt_ref_from_pb(ref, dc->ref);
     else if (rc == 0 && dc->ref != NULL)
         rc = PT_ERR_LINK; /* a revision before the last write */
+    if (rc == 0 && (dc->reply != NULL) != (last && back))
+        rc = PT_ERR_LINK; /* a reply comes with the last write back, and only then */
+    if (rc == 0 && dc->reply != NULL) {
+        *kept = r;
+        return 0;
+    }
     cohort__token_response__free_unpacked(r, NULL);
     return rc;
 }
 
-int pt_doc_put(struct pt_link *link, struct pt_docstore *ds, int64_t now, const struct pt_cred *who,
-               const uint8_t *id, uint64_t base_revision, const struct pt_doc_meta *meta,
-               pt_read_fn rd, void *rd_ctx, struct pt_doc_ref *out, struct pt_status *st)
+/* The return package of a write back: the reply, which must name the
+ * revision just stored, and its file. */
+static int reply_make(struct pt_docstore *ds, Cohort__TokenResponse *r,
+                      const struct pt_doc_ref *ref, const uint8_t share_id[16],
+                      struct pt_reply *reply, struct pt_status *st)
+{
+    Cohort__ShareOut *so = r->doc_cipher->reply;
+    struct pt_doc_ref got;
+    uint8_t sid[16];
+    int rc;
+
+    if (so->n_refs != 1 || so->share_id.len != 16 || memcmp(so->share_id.data, share_id, 16) != 0 ||
+        pt_ref_from_pb(&got, so->refs[0]) != 0 || memcmp(got.id, ref->id, PT_DOC_ID_LEN) != 0 ||
+        got.revision != ref->revision || memcmp(got.hash, ref->hash, PT_DOC_HASH_LEN) != 0 ||
+        got.cipher_size != ref->cipher_size) {
+        pt_status_say(st, "the token stored revision %llu but its reply names another",
+                      (unsigned long long)ref->revision);
+        return PT_ERR_LINK;
+    }
+    if ((rc = pt_share_package_build(ds, so, sid, &reply->pkg, &reply->pkg_len, st)) != 0) {
+        pt_status_say(st, "the token stored revision %llu but its return package could not be made",
+                      (unsigned long long)ref->revision);
+        return rc;
+    }
+    memcpy(reply->share_id, sid, 16);
+    pt_share_reply_to_load(ds, sid, reply->reply_to);
+    return 0;
+}
+
+/* A revision; reply NULL: pt_doc_put's, which refuses a write back. */
+static int doc_put(struct pt_link *link, struct pt_docstore *ds, int64_t now,
+                   const struct pt_cred *who, const uint8_t *id, uint64_t base_revision,
+                   const struct pt_doc_meta *meta, pt_read_fn rd, void *rd_ctx,
+                   struct pt_doc_ref *out, struct pt_reply *reply, struct pt_status *st)
 {
     Cohort__TokenRequest req;
     Cohort__DocBegin b = COHORT__DOC_BEGIN__INIT;
     Cohort__DocMeta m;
-    Cohort__TokenResponse *r = NULL;
+    Cohort__TokenResponse *r = NULL, *kept = NULL;
     ProtobufCBinaryData session;
     struct pt_doc_meta stamped;
     struct pt_doc_ref ref;
     struct pt_ds_tmp t;
-    uint8_t sid[32], hash[PT_DOC_HASH_LEN], *buf = NULL;
+    uint8_t sid[32], hash[PT_DOC_HASH_LEN], share_id[16], *buf = NULL;
     char *tags[PT_DOC_TAGS_MAX];
     size_t max_chunk = 0;
-    bool tmp_open = false, done = false;
+    bool tmp_open = false, done = false, back = false;
     int rc;
 
     pt_status_clear(st);
+    if (reply != NULL)
+        memset(reply, 0, sizeof *reply);
     if (meta == NULL || rd == NULL)
         return PT_ERR_INPUT;
     stamped = *meta;
@@ -367,6 +417,21 @@ int pt_doc_put(struct pt_link *link, struct pt_docstore *ds, int64_t now, const 
         cohort__token_response__free_unpacked(r, NULL);
         return PT_ERR_LINK;
     }
+    if (r->doc_session->share_id.len != 0) {
+        /* A document received in a read-write share: it goes back. */
+        back = true;
+        if (r->doc_session->share_id.len != 16 || id == NULL) {
+            cohort__token_response__free_unpacked(r, NULL);
+            return PT_ERR_LINK;
+        }
+        memcpy(share_id, r->doc_session->share_id.data, 16);
+        if (reply == NULL) {
+            cohort__token_response__free_unpacked(r, NULL);
+            pt_status_say(st, "this document was received in a read-write share: its revisions "
+                              "go back to its owner, in a return package to deliver");
+            return PT_ERR_INPUT; /* the token's session closes with the next request */
+        }
+    }
     memcpy(sid, r->doc_session->session.data, r->doc_session->session.len);
     session = (ProtobufCBinaryData){r->doc_session->session.len, sid};
     max_chunk = r->doc_session->max_chunk;
@@ -388,7 +453,7 @@ int pt_doc_put(struct pt_link *link, struct pt_docstore *ds, int64_t now, const 
             goto out;
         }
         done = (size_t)n < max_chunk;
-        rc = put_piece(link, now, who, &session, buf, (size_t)n, done, &t, &ref, st);
+        rc = put_piece(link, now, who, &session, buf, (size_t)n, done, back, &t, &ref, &kept, st);
         sodium_memzero(buf, (size_t)n);
         if (rc != 0) {
             if (rc == PT_ERR_IO)
@@ -410,9 +475,13 @@ int pt_doc_put(struct pt_link *link, struct pt_docstore *ds, int64_t now, const 
                       (unsigned long long)ref.revision);
         goto out;
     }
+    if (kept != NULL && (rc = reply_make(ds, kept, &ref, share_id, reply, st)) != 0)
+        goto out;
     if (out != NULL)
         *out = ref;
 out:
+    if (kept != NULL)
+        cohort__token_response__free_unpacked(kept, NULL);
     if (tmp_open)
         pt_ds_tmp_abort(ds, &t);
     if (buf != NULL) {
@@ -420,6 +489,23 @@ out:
         free(buf);
     }
     return rc;
+}
+
+int pt_doc_put(struct pt_link *link, struct pt_docstore *ds, int64_t now, const struct pt_cred *who,
+               const uint8_t *id, uint64_t base_revision, const struct pt_doc_meta *meta,
+               pt_read_fn rd, void *rd_ctx, struct pt_doc_ref *out, struct pt_status *st)
+{
+    return doc_put(link, ds, now, who, id, base_revision, meta, rd, rd_ctx, out, NULL, st);
+}
+
+int pt_doc_put_reply(struct pt_link *link, struct pt_docstore *ds, int64_t now,
+                     const struct pt_cred *who, const uint8_t *id, uint64_t base_revision,
+                     const struct pt_doc_meta *meta, pt_read_fn rd, void *rd_ctx,
+                     struct pt_doc_ref *out, struct pt_reply *reply, struct pt_status *st)
+{
+    if (reply == NULL)
+        return PT_ERR_INPUT;
+    return doc_put(link, ds, now, who, id, base_revision, meta, rd, rd_ctx, out, reply, st);
 }
 
 /* ------------------------------------------------------------- getting */

@@ -136,6 +136,35 @@ int pt_doc_put(struct pt_link *link, struct pt_docstore *ds, int64_t now, const 
                pt_read_fn rd, void *rd_ctx, struct pt_doc_ref *out, struct pt_status *st);
 
 /*
+ * A document received in a read-write share is written with
+ * pt_doc_put_reply (pt_doc_put refuses it, PT_ERR_INPUT, before anything
+ * is written: it would have nowhere to give what goes back). The base is
+ * the share's current revision; the owner's metadata must be kept (but
+ * modified). The recipient's token keeps the revision (its reader reads
+ * its own write) and answers a return grant sealed to the owner's token:
+ * *reply then holds the return package (a SharePackage: that grant and
+ * the revision's ciphertext file; malloc'd, the caller frees pkg) to
+ * deliver to the owner's agent, whose pt_share_accept takes it, and
+ * reply_to, the owner agent's URL as the share's last package gave
+ * it ("" if none did). For one of the owner's own documents it is
+ * pt_doc_put, with reply->pkg NULL. The token committed the revision
+ * before the package is made: a file that cannot be read back for it is
+ * PT_ERR_IO with the revision stored and no package (the owner's agent
+ * will not have it).
+ */
+#define PT_REPLY_TO_MAX 256u
+struct pt_reply {
+    uint8_t share_id[16];
+    uint8_t *pkg;
+    size_t pkg_len;
+    char reply_to[PT_REPLY_TO_MAX + 1];
+};
+int pt_doc_put_reply(struct pt_link *link, struct pt_docstore *ds, int64_t now,
+                     const struct pt_cred *who, const uint8_t *id, uint64_t base_revision,
+                     const struct pt_doc_meta *meta, pt_read_fn rd, void *rd_ctx,
+                     struct pt_doc_ref *out, struct pt_reply *reply, struct pt_status *st);
+
+/*
  * Read revision rev (0: the current) of a document, own or received in a
  * share. The plaintext is given to wr as the token releases it; it may be
  * used only if the call returns 0 (the whole file was checked). ref and
@@ -244,6 +273,37 @@ int pt_share_revoke(struct pt_link *link, struct pt_docstore *ds, int64_t now,
 int pt_share_accept(struct pt_link *link, struct pt_docstore *ds, int64_t now,
                     const struct pt_cred *who, const uint8_t *pkg, size_t pkg_len,
                     uint8_t share_id[16], struct pt_status *st);
+/*
+ * A new policy for a share the owner made (not revoked; read-write to
+ * read-only, a new expiry, ...): the package of the grant that carries it.
+ */
+int pt_share_update(struct pt_link *link, struct pt_docstore *ds, int64_t now,
+                    const struct pt_cred *who, const uint8_t share_id[16],
+                    const struct pt_share_policy *policy, uint8_t **pkg, size_t *pkg_len,
+                    struct pt_status *st);
+
+/*
+ * Return packages. pt_share_accept takes a return package (what a
+ * read-write share's recipient wrote, pt_doc_put_reply) at the owner's
+ * agent like any other: its token checks it and stores the revision as
+ * the document's next, and the file is kept (and indexed under the
+ * document, for its delete). So that the recipient's agent knows where
+ * return packages go, the owner's agent sets reply_to, its own URL (given
+ * as a share's delivery URL is: the inbox is URL/v1/inbox), on a package
+ * before it delivers it (pt_share_package_reply_to: a new package in
+ * *out, malloc'd); the recipient's pt_share_accept keeps it
+ * for the share once the token accepted the grant (in the store, beside
+ * the files). reply_to is outside the seal: anyone who relays a package
+ * can change it, and so only learns that a revision was written, and its
+ * size. A URL is "http://" or "https://" then printable ASCII, at most
+ * PT_REPLY_TO_MAX bytes (PT_ERR_INPUT otherwise).
+ * pt_share_package_peek: a package's share id and reply_to ("" if none),
+ * without a token.
+ */
+int pt_share_package_reply_to(const uint8_t *pkg, size_t pkg_len, const char *url, uint8_t **out,
+                              size_t *out_len);
+int pt_share_package_peek(const uint8_t *pkg, size_t pkg_len, uint8_t share_id[16],
+                          char reply_to[PT_REPLY_TO_MAX + 1]);
 
 /*
  * The shares the token knows, sent and received, a page at a time (max

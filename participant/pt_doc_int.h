@@ -95,4 +95,14 @@ int pt_ds_index_remove(struct pt_docstore *ds, const uint8_t id[PT_DOC_ID_LEN]);
 /* The store's directory, as given to pt_docstore_open. */
 const char *pt_ds_dir(const struct pt_docstore *ds);
 
+/* ------------------------------------------------------------- shares */
+
+/* The package of a token's ShareOut: the files its refs name, read from
+ * the store and checked, and the message (pt_share.c). */
+int pt_share_package_build(struct pt_docstore *ds, Cohort__ShareOut *so, uint8_t share_id[16],
+                           uint8_t **pkg, size_t *pkg_len, struct pt_status *st);
+/* The reply_to a received share's last package gave ("" if none). */
+void pt_share_reply_to_load(struct pt_docstore *ds, const uint8_t share_id[16],
+                            char out[PT_REPLY_TO_MAX + 1]);
+
 #endif

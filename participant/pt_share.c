@@ -22,15 +22,36 @@
  * the files that the token's own answer names (its ShareInfo, not the
  * package's clear references) get their names; the others are dropped.
  *
+ * Read-write shares. What the recipient writes goes back in a return
+ * package (pt_doc_put_reply, pt_doc.c): the same message, whose ShareOut
+ * is the token's reply (a return grant sealed to the sender's token) and
+ * whose one file is the new revision's. The sender's agent takes it with
+ * pt_share_accept like any package; its token answers with the share's
+ * ShareInfo naming that revision, which is now one of the owner's own
+ * documents: its file is kept and indexed under the document. The
+ * sender's agent says where its inbox is (reply_to, set on a package as
+ * it is delivered); the recipient's keeps the latest for each share it
+ * accepted (DIR/replies/<share id>, beside the files) and gives it with
+ * each return package. It is not authenticated: whoever relays a package
+ * can change it, and can only drop what is sent there, which is sealed.
+ * pt_share_update gives a share a new policy (read-only, say) and makes
+ * the package of the grant that carries it.
+ *
  * What is left to the next version: files of a received share's earlier
  * grants, once a later grant or a revocation no longer names them, stay
  * in the store (ciphertext whose keys the token no longer holds).
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "participant/pt_doc_int.h"
+#include "participant/pt_int.h"
 
 #define SHARE_PAGE_MAX 16u
 
@@ -85,8 +106,8 @@ static int read_file(struct pt_docstore *ds, const struct pt_doc_ref *ref, uint8
 }
 
 /* The package of a ShareOut: its files from the store, and the message. */
-static int package_build(struct pt_docstore *ds, Cohort__ShareOut *so, uint8_t share_id[16],
-                         uint8_t **pkg, size_t *pkg_len, struct pt_status *st)
+int pt_share_package_build(struct pt_docstore *ds, Cohort__ShareOut *so, uint8_t share_id[16],
+                           uint8_t **pkg, size_t *pkg_len, struct pt_status *st)
 {
     Cohort__SharePackage sp = COHORT__SHARE_PACKAGE__INIT;
     Cohort__Blob blobs[PT_SHARE_DOCS_MAX], *ptrs[PT_SHARE_DOCS_MAX];
@@ -153,7 +174,7 @@ static int share_call(struct pt_link *link, struct pt_docstore *ds, int64_t now,
     if (rc != 0)
         return rc;
     if (r->body_case == COHORT__TOKEN_RESPONSE__BODY_SHARE_OUT)
-        rc = package_build(ds, r->share_out, share_id, pkg, pkg_len, st);
+        rc = pt_share_package_build(ds, r->share_out, share_id, pkg, pkg_len, st);
     else if (!(may_be_empty && r->body_case == COHORT__TOKEN_RESPONSE__BODY__NOT_SET))
         rc = PT_ERR_LINK;
     cohort__token_response__free_unpacked(r, NULL);
@@ -219,14 +240,29 @@ int pt_share_sync(struct pt_link *link, struct pt_docstore *ds, int64_t now,
     return share_call(link, ds, now, who, &req, true, share_id, pkg, pkg_len, st);
 }
 
+/* A call about one share, answered by that share's package. */
+static int share_of(struct pt_link *link, struct pt_docstore *ds, int64_t now,
+                    const struct pt_cred *who, Cohort__TokenRequest *req,
+                    const uint8_t share_id[16], uint8_t **pkg, size_t *pkg_len,
+                    struct pt_status *st)
+{
+    uint8_t got[16];
+    int rc = share_call(link, ds, now, who, req, false, got, pkg, pkg_len, st);
+    if (rc == 0 && memcmp(got, share_id, 16) != 0) {
+        free(*pkg);
+        *pkg = NULL;
+        *pkg_len = 0;
+        rc = PT_ERR_LINK;
+    }
+    return rc;
+}
+
 int pt_share_revoke(struct pt_link *link, struct pt_docstore *ds, int64_t now,
                     const struct pt_cred *who, const uint8_t share_id[16], uint8_t **pkg,
                     size_t *pkg_len, struct pt_status *st)
 {
     Cohort__TokenRequest req;
     Cohort__ShareRevoke sr = COHORT__SHARE_REVOKE__INIT;
-    uint8_t got[16];
-    int rc;
 
     pt_status_clear(st);
     *pkg = NULL;
@@ -236,14 +272,155 @@ int pt_share_revoke(struct pt_link *link, struct pt_docstore *ds, int64_t now,
     sr.share_id = (ProtobufCBinaryData){16, (uint8_t *)share_id};
     request(&req, COHORT__TOKEN_REQUEST__BODY_SHARE_REVOKE);
     req.share_revoke = &sr;
-    rc = share_call(link, ds, now, who, &req, false, got, pkg, pkg_len, st);
-    if (rc == 0 && memcmp(got, share_id, 16) != 0) {
-        free(*pkg);
-        *pkg = NULL;
-        *pkg_len = 0;
-        rc = PT_ERR_LINK;
+    return share_of(link, ds, now, who, &req, share_id, pkg, pkg_len, st);
+}
+
+int pt_share_update(struct pt_link *link, struct pt_docstore *ds, int64_t now,
+                    const struct pt_cred *who, const uint8_t share_id[16],
+                    const struct pt_share_policy *policy, uint8_t **pkg, size_t *pkg_len,
+                    struct pt_status *st)
+{
+    Cohort__TokenRequest req;
+    Cohort__ShareUpdate su = COHORT__SHARE_UPDATE__INIT;
+    Cohort__SharePolicy pol = COHORT__SHARE_POLICY__INIT;
+
+    pt_status_clear(st);
+    *pkg = NULL;
+    *pkg_len = 0;
+    if (share_id == NULL || policy == NULL)
+        return PT_ERR_INPUT;
+    pol.read_write = policy->read_write;
+    pol.expires = policy->expires;
+    pol.max_reads = policy->max_reads;
+    su.share_id = (ProtobufCBinaryData){16, (uint8_t *)share_id};
+    su.policy = &pol;
+    request(&req, COHORT__TOKEN_REQUEST__BODY_SHARE_UPDATE);
+    req.share_update = &su;
+    return share_of(link, ds, now, who, &req, share_id, pkg, pkg_len, st);
+}
+
+/* ------------------------------------------------------------ reply_to */
+
+static bool url_ok(const char *url, size_t len)
+{
+    if (len > PT_REPLY_TO_MAX || !((len > 7 && memcmp(url, "http://", 7) == 0) ||
+                                   (len > 8 && memcmp(url, "https://", 8) == 0)))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (url[i] <= 0x20 || url[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+int pt_share_package_reply_to(const uint8_t *pkg, size_t pkg_len, const char *url, uint8_t **out,
+                              size_t *out_len)
+{
+    Cohort__SharePackage *sp;
+    size_t len;
+    uint8_t *buf;
+
+    *out = NULL;
+    *out_len = 0;
+    if (pkg == NULL || url == NULL || !url_ok(url, strlen(url)))
+        return PT_ERR_INPUT;
+    if (pkg_len > PT_PACKAGE_MAX)
+        return PT_ERR_TOO_LARGE;
+    if ((sp = cohort__share_package__unpack(NULL, pkg_len, pkg)) == NULL)
+        return PT_ERR_INPUT;
+    if (sp->reply_to != NULL && sp->reply_to != protobuf_c_empty_string)
+        free(sp->reply_to);
+    sp->reply_to = (char *)url;
+    len = cohort__share_package__get_packed_size(sp);
+    if (len > PT_PACKAGE_MAX || (buf = malloc(len ? len : 1)) == NULL) {
+        sp->reply_to = NULL;
+        cohort__share_package__free_unpacked(sp, NULL);
+        return len > PT_PACKAGE_MAX ? PT_ERR_TOO_LARGE : PT_ERR_NOMEM;
     }
+    cohort__share_package__pack(sp, buf);
+    sp->reply_to = NULL;
+    cohort__share_package__free_unpacked(sp, NULL);
+    *out = buf;
+    *out_len = len;
+    return 0;
+}
+
+int pt_share_package_peek(const uint8_t *pkg, size_t pkg_len, uint8_t share_id[16],
+                          char reply_to[PT_REPLY_TO_MAX + 1])
+{
+    Cohort__SharePackage *sp;
+    size_t n;
+    int rc = 0;
+
+    reply_to[0] = '\0';
+    if (pkg == NULL || pkg_len == 0)
+        return PT_ERR_INPUT;
+    if (pkg_len > PT_PACKAGE_MAX)
+        return PT_ERR_TOO_LARGE;
+    if ((sp = cohort__share_package__unpack(NULL, pkg_len, pkg)) == NULL)
+        return PT_ERR_INPUT;
+    n = sp->reply_to != NULL ? strlen(sp->reply_to) : 0;
+    if (sp->out == NULL || sp->out->share_id.len != 16 || (n > 0 && !url_ok(sp->reply_to, n))) {
+        rc = PT_ERR_INPUT;
+    } else {
+        memcpy(share_id, sp->out->share_id.data, 16);
+        memcpy(reply_to, sp->reply_to != NULL ? sp->reply_to : "", n + 1);
+    }
+    cohort__share_package__free_unpacked(sp, NULL);
     return rc;
+}
+
+/* DIR/replies/<32 hex digits of the share id>: the URL, synced and
+ * renamed into place. */
+static void reply_to_path(char *out, size_t cap, struct pt_docstore *ds, const uint8_t id[16],
+                          const char *suffix)
+{
+    char hex[33];
+    sodium_bin2hex(hex, sizeof hex, id, 16);
+    snprintf(out, cap, "%s/replies/%s%s", pt_ds_dir(ds), hex, suffix);
+}
+
+static int reply_to_save(struct pt_docstore *ds, const uint8_t id[16], const char *url)
+{
+    char dir[PATH_MAX], tmp[PATH_MAX], path[PATH_MAX];
+    size_t n = strlen(url);
+    int fd, rc = 0;
+
+    snprintf(dir, sizeof dir, "%s/replies", pt_ds_dir(ds));
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return PT_ERR_IO;
+    reply_to_path(tmp, sizeof tmp, ds, id, ".tmp");
+    reply_to_path(path, sizeof path, ds, id, "");
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return PT_ERR_IO;
+    if (pt_write_all(fd, (const uint8_t *)url, n) != 0 || fsync(fd) != 0)
+        rc = PT_ERR_IO;
+    if (close(fd) != 0)
+        rc = PT_ERR_IO;
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = PT_ERR_IO;
+    if (rc != 0)
+        unlink(tmp);
+    return rc;
+}
+
+void pt_share_reply_to_load(struct pt_docstore *ds, const uint8_t share_id[16],
+                            char out[PT_REPLY_TO_MAX + 1])
+{
+    char path[PATH_MAX];
+    ssize_t n = 0, k;
+    int fd;
+
+    out[0] = '\0';
+    reply_to_path(path, sizeof path, ds, share_id, "");
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+        return;
+    while (n < (ssize_t)PT_REPLY_TO_MAX && (k = read(fd, out + n, PT_REPLY_TO_MAX - (size_t)n)) > 0)
+        n += k;
+    close(fd);
+    out[n] = '\0';
+    if (!url_ok(out, (size_t)n))
+        out[0] = '\0';
 }
 
 /* ------------------------------------------------------- taking one in */
@@ -365,7 +542,9 @@ int pt_share_accept(struct pt_link *link, struct pt_docstore *ds, int64_t now,
         rc = PT_ERR_LINK;
         goto out;
     }
-    /* The token's word on which files its grant names. */
+    /* The token's word on which files its grant names (a return grant's
+     * ShareInfo, of a share this token made, names the revision written
+     * back, now one of the owner's own: indexed as pt_doc_put would). */
     for (size_t i = 0; i < info->n_refs; i++) {
         struct pt_doc_ref ref;
         size_t k;
@@ -389,8 +568,21 @@ int pt_share_accept(struct pt_link *link, struct pt_docstore *ds, int64_t now,
         } else if (!pt_ds_has(ds, ref.hash)) {
             lacking = true;
         }
+        if (!info->incoming && !lacking &&
+            (rc = pt_ds_index_add(ds, ref.id, ref.revision, ref.hash)) != 0) {
+            pt_status_say(st, "the revision is taken, but its file could not be indexed");
+            goto out;
+        }
     }
     memcpy(share_id, info->share_id.data, 16);
+    /* Where this share's return packages go, if the sender said. */
+    if (info->incoming && sp->reply_to != NULL && sp->reply_to[0] != '\0' &&
+        url_ok(sp->reply_to, strlen(sp->reply_to)) &&
+        reply_to_save(ds, share_id, sp->reply_to) != 0) {
+        pt_status_say(st, "the share is accepted, but where its writes go could not be kept");
+        rc = PT_ERR_IO;
+        goto out;
+    }
     if (lacking) {
         pt_status_say(st, "the share is accepted, but the package lacks a file its grant names");
         rc = PT_ERR_INPUT;

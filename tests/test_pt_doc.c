@@ -16,7 +16,12 @@
  *   revision is a conflict; deleting removes every revision's file.
  * - Credentials: their text form, and the token's rules through the agent.
  * - Shares: the package carries only ciphertext; a forged, foreign or
- *   replayed package stores nothing.
+ *   replayed package stores nothing. A read-write share's recipient writes
+ *   a revision that goes back in a return package (addressed to the
+ *   owner's agent as its package said) and on to the share's other
+ *   recipients; pt_doc_put refuses such a document, a read-only or stale
+ *   write or a return package after the share was made read-only stores
+ *   nothing.
  * - Backups: exported and restored into a new software token, which then
  *   reads the same documents from the same store.
  */
@@ -1327,6 +1332,216 @@ static void the_recipient_enforces_max_reads_and_expiry(void **state)
     free(data);
 }
 
+/* Write a received document back (the recipient's agent). */
+static int put_back(struct agent *ag, const uint8_t *id, uint64_t base, const struct pt_doc_meta *m,
+                    const uint8_t *data, size_t len, struct pt_doc_ref *ref, struct pt_reply *reply,
+                    struct pt_status *st)
+{
+    struct reader r = {data, len, 0, 0, 0};
+    return pt_doc_put_reply(&ag->link, ag->ds, FX_NOW, NULL, id, base, m, mem_read, &r, ref, reply,
+                            st);
+}
+
+static void
+a_read_write_share_carries_the_recipients_revision_back_in_a_return_package(void **state)
+{
+    struct world *w = *state;
+    struct agent c;
+    uint8_t *v1 = random_bytes(30000, 71), *v2 = random_bytes(20000, 72),
+            *v3 = random_bytes(500, 73);
+    uint8_t cert[PT_CERT_MAX], ids[1][16], sid[16], sid_c[16], got_sid[16], *pkg = NULL,
+                                                                            *pkg_c = NULL;
+    uint8_t *addressed = NULL, *sync = NULL, *p = NULL;
+    size_t cert_len, pkg_len, pkg_c_len, addressed_len, sync_len, len, files_a, files_b;
+    struct pt_share_policy rw = {true, 0, 0}, ro = {false, 0, 0};
+    char reply_to[PT_REPLY_TO_MAX + 1], path[512], long_url[PT_REPLY_TO_MAX + 2];
+    struct pt_doc_meta m;
+    struct pt_doc_ref ref, got, bob2;
+    struct pt_reply reply, again;
+    struct pt_status st;
+    struct sink out;
+    Cohort__SharePackage *sp;
+
+    memset(&c, 0, sizeof c);
+    agent_open(&c, w->root, "c");
+    agent_provision_by(&c, &w->fx, &w->fx.maker, NULL, "carol");
+    meta_init(&m, "health.record");
+    assert_int_equal(put(&w->a, NULL, NULL, 0, &m, v1, 30000, 0, &ref, &st), 0);
+    memcpy(ids[0], ref.id, 16);
+    identity_of(&w->b, cert, &cert_len);
+    assert_int_equal(pt_share_create(&w->a.link, w->a.ds, FX_NOW, NULL, cert, cert_len,
+                                     (const uint8_t(*)[16])ids, 1, NULL, &rw, sid, &pkg, &pkg_len,
+                                     &st),
+                     0);
+    identity_of(&c, cert, &cert_len);
+    assert_int_equal(pt_share_create(&w->a.link, w->a.ds, FX_NOW, NULL, cert, cert_len,
+                                     (const uint8_t(*)[16])ids, 1, NULL, &ro, sid_c, &pkg_c,
+                                     &pkg_c_len, &st),
+                     0);
+
+    /* Alice's agent says where its inbox is as it delivers; Bob's keeps it. */
+    assert_int_equal(pt_share_package_peek(pkg, pkg_len, got_sid, reply_to), 0);
+    assert_memory_equal(got_sid, sid, 16);
+    assert_string_equal(reply_to, "");
+    memset(long_url, 'a', sizeof long_url - 1);
+    memcpy(long_url, "http://", 7);
+    long_url[sizeof long_url - 1] = '\0';
+    {
+        static const char *const bad[] = {"ftp://127.0.0.1:8088", "http://a b", "http://", "",
+                                          "127.0.0.1:8088"};
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+            assert_int_equal(
+                pt_share_package_reply_to(pkg, pkg_len, bad[i], &addressed, &addressed_len),
+                PT_ERR_INPUT);
+        assert_int_equal(
+            pt_share_package_reply_to(pkg, pkg_len, long_url, &addressed, &addressed_len),
+            PT_ERR_INPUT);
+        assert_null(addressed);
+    }
+    assert_int_equal(pt_share_package_reply_to(pkg, pkg_len, "http://127.0.0.1:8088", &addressed,
+                                               &addressed_len),
+                     0);
+    assert_int_equal(pt_share_package_peek(addressed, addressed_len, got_sid, reply_to), 0);
+    assert_string_equal(reply_to, "http://127.0.0.1:8088");
+    assert_int_equal(accept_pkg(&w->b, FX_NOW, addressed, addressed_len, &st), 0);
+    assert_int_equal(accept_pkg(&c, FX_NOW, pkg_c, pkg_c_len, &st), 0);
+
+    /* pt_doc_put has nowhere to give the return package: it stops first. */
+    files_b = count_files(w->b.docs);
+    assert_int_equal(put(&w->b, NULL, ref.id, 1, &m, v2, 100, 0, &got, &st), PT_ERR_INPUT);
+    assert_int_equal(count_files(w->b.docs), files_b);
+
+    /* Bob writes revision 2; his agent gets the package for Alice's. */
+    assert_int_equal(put_back(&w->b, ref.id, 1, &m, v2, 20000, &got, &reply, &st), 0);
+    assert_int_equal(got.revision, 2);
+    bob2 = got;
+    assert_non_null(reply.pkg);
+    assert_memory_equal(reply.share_id, sid, 16);
+    assert_string_equal(reply.reply_to, "http://127.0.0.1:8088");
+    assert_null(memmem(reply.pkg, reply.pkg_len, v2 + 1000, 32));
+    assert_null(memmem(reply.pkg, reply.pkg_len, m.author, strlen(m.author)));
+    sp = cohort__share_package__unpack(NULL, reply.pkg_len, reply.pkg);
+    assert_non_null(sp);
+    assert_int_equal(sp->n_blobs, 1);
+    assert_int_equal(sp->blobs[0]->data.len, got.cipher_size);
+    cohort__share_package__free_unpacked(sp, NULL);
+    assert_int_equal(get(&w->b, NULL, ref.id, 0, &out, NULL, NULL, &st), 0);
+    assert_int_equal(out.len, 20000);
+    assert_memory_equal(out.p, v2, 20000);
+    sink_free(&out);
+
+    /* Alice's agent takes it: her token's revision 2 is Bob's, its file kept. */
+    files_a = count_files(w->a.docs);
+    {
+        uint8_t flipped_sid[16];
+        p = fx_alloc(reply.pkg_len);
+        memcpy(p, reply.pkg, reply.pkg_len);
+        sp = cohort__share_package__unpack(NULL, reply.pkg_len, reply.pkg);
+        sp->out->sealed.data[10] ^= 1;
+        len = cohort__share_package__get_packed_size(sp);
+        free(p);
+        p = fx_alloc(len);
+        cohort__share_package__pack(sp, p);
+        cohort__share_package__free_unpacked(sp, NULL);
+        assert_int_equal(
+            pt_share_accept(&w->a.link, w->a.ds, FX_NOW, NULL, p, len, flipped_sid, &st),
+            PT_ERR_TOKEN);
+        assert_int_equal(st.token_status, TK_ERR_DECRYPT);
+        assert_int_equal(count_files(w->a.docs), files_a);
+        free(p);
+        p = NULL;
+    }
+    assert_int_equal(
+        pt_share_accept(&w->a.link, w->a.ds, FX_NOW, NULL, reply.pkg, reply.pkg_len, got_sid, &st),
+        0);
+    assert_memory_equal(got_sid, sid, 16);
+    assert_int_equal(access(store_path(&w->a, bob2.hash, path, sizeof path), F_OK), 0);
+    assert_int_equal(get(&w->a, NULL, ref.id, 0, &out, &got, NULL, &st), 0);
+    assert_int_equal(got.revision, 2);
+    assert_int_equal(out.len, 20000);
+    assert_memory_equal(out.p, v2, 20000);
+    sink_free(&out);
+    files_a = count_files(w->a.docs);
+    assert_int_equal(
+        pt_share_accept(&w->a.link, w->a.ds, FX_NOW, NULL, reply.pkg, reply.pkg_len, got_sid, &st),
+        PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_REPLAY);
+    assert_int_equal(count_files(w->a.docs), files_a);
+
+    /* Alice's syncs carry it to Bob's share and to Carol's. */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(
+            pt_share_sync(&w->a.link, w->a.ds, FX_NOW, NULL, got_sid, &sync, &sync_len, &st), 0);
+        assert_non_null(sync);
+        if (memcmp(got_sid, sid_c, 16) == 0)
+            assert_int_equal(accept_pkg(&c, FX_NOW, sync, sync_len, &st), 0);
+        else
+            assert_int_equal(accept_pkg(&w->b, FX_NOW, sync, sync_len, &st), 0);
+        free(sync);
+        sync = NULL;
+    }
+    assert_int_equal(
+        pt_share_sync(&w->a.link, w->a.ds, FX_NOW, NULL, got_sid, &sync, &sync_len, &st), 0);
+    assert_null(sync);
+    assert_int_equal(get(&c, NULL, ref.id, 0, &out, &got, NULL, &st), 0);
+    assert_int_equal(got.revision, 2);
+    assert_memory_equal(out.p, v2, 20000);
+    sink_free(&out);
+
+    /* Carol's share is read-only; Bob's base 1 is stale now. Neither
+     * leaves a file. */
+    files_b = count_files(c.docs);
+    assert_int_equal(put_back(&c, ref.id, 2, &m, v3, 500, &got, &again, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+    assert_null(again.pkg);
+    assert_int_equal(count_files(c.docs), files_b);
+    files_b = count_files(w->b.docs);
+    assert_int_equal(put_back(&w->b, ref.id, 1, &m, v3, 500, &got, &again, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_CONFLICT);
+    assert_int_equal(count_files(w->b.docs), files_b);
+
+    /* Bob writes 3, Alice makes the share read-only before it arrives:
+     * refused, nothing kept; Bob's next write is refused at his token. */
+    assert_int_equal(put_back(&w->b, ref.id, 2, &m, v3, 500, &got, &again, &st), 0);
+    assert_non_null(again.pkg);
+    assert_int_equal(
+        pt_share_update(&w->a.link, w->a.ds, FX_NOW, NULL, sid, &ro, &sync, &sync_len, &st), 0);
+    files_a = count_files(w->a.docs);
+    assert_int_equal(
+        pt_share_accept(&w->a.link, w->a.ds, FX_NOW, NULL, again.pkg, again.pkg_len, got_sid, &st),
+        PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+    assert_int_equal(count_files(w->a.docs), files_a);
+    assert_int_equal(accept_pkg(&w->b, FX_NOW, sync, sync_len, &st), 0);
+    assert_int_equal(get(&w->b, NULL, ref.id, 0, &out, &got, NULL, &st), 0);
+    assert_int_equal(got.revision, 2);
+    sink_free(&out);
+    free(again.pkg);
+    assert_int_equal(put_back(&w->b, ref.id, 2, &m, v3, 500, &got, &again, &st), PT_ERR_TOKEN);
+    assert_int_equal(st.token_status, TK_ERR_DENIED);
+
+    /* Deleting the document removes Bob's revision's file from Alice's store. */
+    {
+        struct pt_reply none;
+        struct pt_doc_ref cur;
+        assert_int_equal(get(&w->a, NULL, ref.id, 0, &out, &cur, NULL, &st), 0);
+        sink_free(&out);
+        assert_int_equal(put_back(&w->a, ref.id, 2, &m, v3, 500, &cur, &none, &st), 0);
+        assert_null(none.pkg); /* Alice's own: nothing goes back */
+        assert_int_equal(pt_doc_delete(&w->a.link, w->a.ds, FX_NOW, NULL, ref.id, 3, &st), 0);
+        assert_int_equal(access(store_path(&w->a, bob2.hash, path, sizeof path), F_OK), -1);
+    }
+    free(sync);
+    free(reply.pkg);
+    free(addressed);
+    free(pkg);
+    free(pkg_c);
+    free(v1);
+    free(v2);
+    free(v3);
+    agent_close(&c);
+}
+
 /* ------------------------------------------------------------ backups */
 
 struct mem_backup {
@@ -1951,6 +2166,9 @@ int main(void)
                                         setup_two, teardown),
         cmocka_unit_test_setup_teardown(the_recipient_enforces_max_reads_and_expiry, setup_two,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            a_read_write_share_carries_the_recipients_revision_back_in_a_return_package, setup_two,
+            teardown),
         cmocka_unit_test_setup_teardown(a_backup_restored_into_a_new_token_reads_the_same_documents,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(

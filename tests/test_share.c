@@ -13,6 +13,18 @@
  * record (kept in parts), survive a reopen and a compaction of Bob's
  * token; sharing works in the least arena.
  *
+ * Read-write shares: Bob writes a revision of Alice's document on the
+ * share's current one, reads it, and his token's return grant brings it
+ * to Alice's token, whose next syncs carry it to every share of the
+ * document (Carol's read-only one, Bob's own). Carol cannot write; stale
+ * bases, the owner's metadata changed, concurrent writes (a lost update
+ * is a conflict, and the recipient then follows the owner), writes that
+ * wait for a grant (bounded, kept across a reopen and a compaction), and
+ * return grants forged, from another token, naming another sender or
+ * share or document, replayed, or arriving after the share was revoked,
+ * expired or made read-only (ShareUpdate): each refused with its code and
+ * nothing changed. Read-write sharing works in the least arena.
+ *
  * Hostile packages are built here by hand, with libsodium and protobuf-c
  * (a "mallory" token identity the test holds the keys of, certified by the
  * manufacturer or by a rogue authority): forged signatures, grants sealed
@@ -66,6 +78,61 @@ static void meta_make(Cohort__DocMeta *m, const char *type, char **tags, size_t 
     m->n_tags = n_tags;
 }
 
+/* What a ShareOut said. */
+struct sout {
+    bool present;
+    uint8_t id[TK_SHARE_ID_LEN];
+    uint64_t seq;
+    uint8_t *sealed;
+    size_t sealed_len;
+    size_t n_refs;
+    uint8_t refs[TK_SHARE_DOCS_MAX][TK_DOC_ID_LEN];
+    uint64_t ref_rev[TK_SHARE_DOCS_MAX];
+    bool revoked;
+};
+
+static void sout_free(struct sout *o)
+{
+    free(o->sealed);
+    memset(o, 0, sizeof *o);
+}
+
+static void sout_from(struct sout *o, const Cohort__ShareOut *so)
+{
+    size_t i;
+    memset(o, 0, sizeof *o);
+    o->present = true;
+    assert_int_equal(so->share_id.len, TK_SHARE_ID_LEN);
+    memcpy(o->id, so->share_id.data, TK_SHARE_ID_LEN);
+    o->seq = so->seq;
+    o->sealed_len = so->sealed.len;
+    o->sealed = fx_alloc(o->sealed_len);
+    memcpy(o->sealed, so->sealed.data, o->sealed_len);
+    assert_true(so->n_refs <= TK_SHARE_DOCS_MAX);
+    o->n_refs = so->n_refs;
+    for (i = 0; i < o->n_refs; i++) {
+        memcpy(o->refs[i], so->refs[i]->doc_id.data, TK_DOC_ID_LEN);
+        o->ref_rev[i] = so->refs[i]->revision;
+    }
+    o->revoked = so->revoked;
+    assert_non_null(so->recipient);
+}
+
+/* Who asks in the DocBegin, DocOpen and share requests below: NULL, the
+ * owner at the host link, or an app's credential. */
+static Cohort__AppCredential *who;
+
+/* The clock the puts below give their token. */
+static int64_t when = T0;
+
+/* What the last put of a received document said: the share DocBegin named
+ * (a write back), and the return grant of its last DocWrite (reply). */
+static struct {
+    bool shared;
+    uint8_t share_id[TK_SHARE_ID_LEN];
+    struct sout reply;
+} back;
+
 /* Write a document (a new one, or a revision of d when d->rev is set). */
 static int put_meta(struct fx_token *t, struct doc *d, const Cohort__DocMeta *meta,
                     const uint8_t *plain, size_t len)
@@ -81,13 +148,21 @@ static int put_meta(struct fx_token *t, struct doc *d, const Cohort__DocMeta *me
         b.doc_id = (ProtobufCBinaryData){TK_DOC_ID_LEN, d->id};
     b.base_revision = d->rev;
     b.meta = (Cohort__DocMeta *)meta;
-    req.now = T0;
+    req.now = when;
+    req.auth = who;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_BEGIN;
     req.doc_begin = &b;
+    sout_free(&back.reply);
+    back.shared = false;
     if ((rc = fx_call(t, &req, &r)) != TK_OK) {
         if (r != NULL)
             cohort__token_response__free_unpacked(r, NULL);
         return rc;
+    }
+    if (r->doc_session->share_id.len != 0) {
+        assert_int_equal(r->doc_session->share_id.len, TK_SHARE_ID_LEN);
+        memcpy(back.share_id, r->doc_session->share_id.data, TK_SHARE_ID_LEN);
+        back.shared = true;
     }
     memcpy(session, r->doc_session->session.data, TK_SESSION_ID_LEN);
     cohort__token_response__free_unpacked(r, NULL);
@@ -104,7 +179,7 @@ static int put_meta(struct fx_token *t, struct doc *d, const Cohort__DocMeta *me
         body_len = cohort__doc_write__get_packed_size(&w);
         body = fx_alloc(body_len);
         cohort__doc_write__pack(&w, body);
-        raw = fx_raw_request(&req_len, T0, 20, body, body_len);
+        raw = fx_raw_request(&req_len, when, 20, body, body_len);
         rc = fx_call_raw(t, raw, req_len, &r);
         free(raw);
         free(body);
@@ -121,6 +196,17 @@ static int put_meta(struct fx_token *t, struct doc *d, const Cohort__DocMeta *me
             memcpy(d->id, r->doc_cipher->ref->doc_id.data, TK_DOC_ID_LEN);
             d->rev = r->doc_cipher->ref->revision;
             memcpy(d->hash, r->doc_cipher->ref->content_hash.data, 32);
+            /* A reply comes with a write back, and only then. */
+            assert_int_equal(r->doc_cipher->reply != NULL, back.shared);
+            if (r->doc_cipher->reply != NULL) {
+                sout_from(&back.reply, r->doc_cipher->reply);
+                assert_int_equal(back.reply.n_refs, 1);
+                assert_memory_equal(back.reply.refs[0], d->id, TK_DOC_ID_LEN);
+                assert_int_equal(back.reply.ref_rev[0], d->rev);
+                assert_memory_equal(back.reply.id, back.share_id, TK_SHARE_ID_LEN);
+            }
+        } else {
+            assert_null(r->doc_cipher->reply);
         }
         cohort__token_response__free_unpacked(r, NULL);
         at += n;
@@ -135,10 +221,6 @@ static int put(struct fx_token *t, struct doc *d, const char *type, const uint8_
     meta_make(&m, type, NULL, 0);
     return put_meta(t, d, &m, plain, len);
 }
-
-/* Who asks in the DocOpen and share requests below: NULL, the owner at
- * the host link, or an app's credential. */
-static Cohort__AppCredential *who;
 
 /* Open (at `now`) and read a document from a file; the plaintext in *out
  * (malloc'd) when TK_OK. */
@@ -225,46 +307,11 @@ static int try_read(struct fx_token *t, int64_t now, const struct doc *d)
 
 /* ---------------------------------------------------------------- shares */
 
-/* What a ShareOut said. */
-struct sout {
-    bool present;
-    uint8_t id[TK_SHARE_ID_LEN];
-    uint64_t seq;
-    uint8_t *sealed;
-    size_t sealed_len;
-    size_t n_refs;
-    uint8_t refs[TK_SHARE_DOCS_MAX][TK_DOC_ID_LEN];
-    uint64_t ref_rev[TK_SHARE_DOCS_MAX];
-    bool revoked;
-};
-
-static void sout_free(struct sout *o)
-{
-    free(o->sealed);
-    memset(o, 0, sizeof *o);
-}
-
 static void sout_take(struct sout *o, Cohort__TokenResponse *r)
 {
-    size_t i;
     memset(o, 0, sizeof *o);
-    if (r->body_case != COHORT__TOKEN_RESPONSE__BODY_SHARE_OUT)
-        return;
-    o->present = true;
-    assert_int_equal(r->share_out->share_id.len, TK_SHARE_ID_LEN);
-    memcpy(o->id, r->share_out->share_id.data, TK_SHARE_ID_LEN);
-    o->seq = r->share_out->seq;
-    o->sealed_len = r->share_out->sealed.len;
-    o->sealed = fx_alloc(o->sealed_len);
-    memcpy(o->sealed, r->share_out->sealed.data, o->sealed_len);
-    assert_true(r->share_out->n_refs <= TK_SHARE_DOCS_MAX);
-    o->n_refs = r->share_out->n_refs;
-    for (i = 0; i < o->n_refs; i++) {
-        memcpy(o->refs[i], r->share_out->refs[i]->doc_id.data, TK_DOC_ID_LEN);
-        o->ref_rev[i] = r->share_out->refs[i]->revision;
-    }
-    o->revoked = r->share_out->revoked;
-    assert_non_null(r->share_out->recipient);
+    if (r->body_case == COHORT__TOKEN_RESPONSE__BODY_SHARE_OUT)
+        sout_from(o, r->share_out);
 }
 
 static Cohort__SharePolicy policy_of(int64_t expires, uint32_t max_reads)
@@ -1448,7 +1495,6 @@ enum fault {
     F_DUPLICATE_DOC,
     F_REVOKED_WITH_DOCS,
     F_RESHARE,
-    F_READ_WRITE,
     F_TWO_SIGNATURES,
     F_EMPTY_SEAL,
     F_NO_SEQ,
@@ -1478,7 +1524,6 @@ static const struct {
     {F_DUPLICATE_DOC, "a document twice", TK_ERR_MALFORMED},
     {F_REVOKED_WITH_DOCS, "a revocation that holds documents", TK_ERR_MALFORMED},
     {F_RESHARE, "a policy that allows re-sharing", TK_ERR_UNSUPPORTED},
-    {F_READ_WRITE, "a read-write policy", TK_ERR_UNSUPPORTED},
     {F_TWO_SIGNATURES, "a signed grant with two signatures", TK_ERR_MALFORMED},
     {F_EMPTY_SEAL, "an empty seal", TK_ERR_DECRYPT},
     {F_NO_SEQ, "a grant without a sequence number", TK_ERR_MALFORMED},
@@ -1579,9 +1624,6 @@ static void hostile_packages_are_refused_with_their_codes_and_change_nothing(voi
             break;
         case F_RESHARE:
             g.policy.reshare = true;
-            break;
-        case F_READ_WRITE:
-            g.policy.read_write = true;
             break;
         case F_TWO_SIGNATURES:
             g.double_sig = true;
@@ -1765,7 +1807,7 @@ static void hostile_share_requests_are_refused_and_change_nothing(void **state)
     struct mallory other_maker_token;
     Cohort__Certificate rogue_pb;
     Cohort__PermRule sel = COHORT__PERM_RULE__INIT;
-    Cohort__SharePolicy rw = policy_of(0, 0), reshare = policy_of(0, 0), neg = policy_of(-5, 0);
+    Cohort__SharePolicy reshare = policy_of(0, 0), neg = policy_of(-5, 0);
     Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
     Cohort__ShareList sl = COHORT__SHARE_LIST__INIT;
     Cohort__AppCredential app = COHORT__APP_CREDENTIAL__INIT;
@@ -1780,7 +1822,6 @@ static void hostile_share_requests_are_refused_and_change_nothing(void **state)
     fx_key_make(&rogue);
     mallory_make(&other_maker_token, &rogue, COHORT__ROLE__ROLE_TOKEN, T0 - FX_DAY, T0 + FX_DAY);
     fx_cert_pb(&rogue_pb, &other_maker_token.cert);
-    rw.read_write = true;
     reshare.reshare = true;
 
     fx_snapshot_take(&snap, &s.a);
@@ -1809,8 +1850,6 @@ static void hostile_share_requests_are_refused_and_change_nothing(void **state)
     assert_int_equal(share_create(&s.a, T0, s.cert_b, NULL, 0, &sel, NULL, NULL), TK_ERR_MALFORMED);
     sel.field = "";
     /* Policies. */
-    assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 1, NULL, &rw, NULL),
-                     TK_ERR_UNSUPPORTED);
     assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 1, NULL, &reshare, NULL),
                      TK_ERR_UNSUPPORTED);
     assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 1, NULL, &neg, NULL), TK_ERR_MALFORMED);
@@ -1849,6 +1888,779 @@ static void hostile_share_requests_are_refused_and_change_nothing(void **state)
     world_free(&s);
 }
 
+/* ------------------------------------------------------------ read-write */
+
+static Cohort__SharePolicy rw_policy(int64_t expires)
+{
+    Cohort__SharePolicy p = policy_of(expires, 0);
+    p.read_write = true;
+    return p;
+}
+
+static int share_update(struct fx_token *t, int64_t now, const uint8_t *id, size_t id_len,
+                        Cohort__SharePolicy *policy, struct sout *out)
+{
+    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
+    Cohort__ShareUpdate su = COHORT__SHARE_UPDATE__INIT;
+    Cohort__TokenResponse *r;
+    int rc;
+    su.share_id = (ProtobufCBinaryData){id_len, (uint8_t *)id};
+    su.policy = policy;
+    req.now = now;
+    req.auth = who;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_SHARE_UPDATE;
+    req.share_update = &su;
+    rc = fx_call(t, &req, &r);
+    if (out != NULL)
+        sout_take(out, r);
+    cohort__token_response__free_unpacked(r, NULL);
+    return rc;
+}
+
+/* The recipient's view of a received document: its id and revision. */
+static struct doc view_of(const struct doc *d)
+{
+    struct doc v = {{0}, 0, {0}, NULL, 0};
+    memcpy(v.id, d->id, TK_DOC_ID_LEN);
+    v.rev = d->rev;
+    memcpy(v.hash, d->hash, sizeof v.hash);
+    return v;
+}
+
+/* Hand the last write back's reply to the sender: its status; *r the
+ * ShareInfo when out is given. */
+static int take_back(struct fx_token *t, int64_t now, const struct sout *reply,
+                     Cohort__TokenResponse **out)
+{
+    assert_true(reply->present);
+    return share_accept(t, now, reply->sealed, reply->sealed_len, out);
+}
+
+/* A return grant as its sender's token opens it (the test holds the keys). */
+static Cohort__ReturnGrant *reply_open(const struct fx_token *to, const struct sout *o)
+{
+    uint8_t *plain = fx_alloc(o->sealed_len);
+    Cohort__SignedGrant *sg;
+    Cohort__ReturnGrant *rg;
+    assert_true(o->sealed_len > crypto_box_SEALBYTES);
+    assert_int_equal(
+        crypto_box_seal_open(plain, o->sealed, o->sealed_len, to->tk.box_pk, to->tk.box_sk), 0);
+    sg = cohort__signed_grant__unpack(NULL, o->sealed_len - crypto_box_SEALBYTES, plain);
+    assert_non_null(sg);
+    assert_int_equal(sg->grant.len, 0);
+    rg = cohort__return_grant__unpack(NULL, sg->write.len, sg->write.data);
+    assert_non_null(rg);
+    cohort__signed_grant__free_unpacked(sg, NULL);
+    free(plain);
+    return rg;
+}
+
+/* A return grant signed with sk and sealed to box_pk (with_grant: the
+ * SignedGrant carries a grant as well). */
+static uint8_t *reply_seal(const Cohort__ReturnGrant *rg, const uint8_t *sk, const uint8_t *box_pk,
+                           bool with_grant, size_t *len)
+{
+    Cohort__SignedGrant sg = COHORT__SIGNED_GRANT__INIT;
+    size_t n = cohort__return_grant__get_packed_size(rg), sg_len;
+    uint8_t *w = fx_alloc(n + 1), sig[64], *p, *sealed;
+    cohort__return_grant__pack(rg, w);
+    fx_sign(sig, TK_SIG_SHARE_WRITE, w, n, sk);
+    sg.write = (ProtobufCBinaryData){n, w};
+    sg.signature = (ProtobufCBinaryData){64, sig};
+    if (with_grant)
+        sg.grant = (ProtobufCBinaryData){n, w};
+    sg_len = cohort__signed_grant__get_packed_size(&sg);
+    p = fx_alloc(sg_len);
+    cohort__signed_grant__pack(&sg, p);
+    *len = sg_len + crypto_box_SEALBYTES;
+    sealed = fx_alloc(*len);
+    crypto_box_seal(sealed, p, sg_len, box_pk);
+    free(w);
+    free(p);
+    return sealed;
+}
+
+/* The key of the revision a reply brings (the test holds the sender's keys). */
+static void reply_key(const struct fx_token *to, const struct sout *o, uint8_t key[32])
+{
+    Cohort__ReturnGrant *rg = reply_open(to, o);
+    assert_int_equal(rg->doc->key.len, 32);
+    memcpy(key, rg->doc->key.data, 32);
+    cohort__return_grant__free_unpacked(rg, NULL);
+}
+
+static void
+a_read_write_share_brings_the_recipients_revision_back_and_on_to_every_share(void **state)
+{
+    struct world s;
+    struct doc d = {0}, bd, cd;
+    const struct doc *docs[1] = {&d};
+    Cohort__SharePolicy rw = rw_policy(0);
+    Cohort__TokenResponse *r;
+    struct sout ob, oc, sync1, sync2, none;
+    uint8_t v1[6000], v2[9000], v3[100], key[32];
+    (void)state;
+
+    world_make(&s, TK_ARENA_DEFAULT);
+    fill(v1, sizeof v1, 30);
+    fill(v2, sizeof v2, 31);
+    fill(v3, sizeof v3, 32);
+    assert_int_equal(put(&s.a, &d, "note", v1, sizeof v1), TK_OK);
+    assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 1, NULL, &rw, &ob), TK_OK);
+    assert_int_equal(share_create(&s.a, T0, s.cert_c, docs, 1, NULL, NULL, &oc), TK_OK);
+    assert_int_equal(share_accept(&s.b, T0, ob.sealed, ob.sealed_len, &r), TK_OK);
+    assert_true(r->share_info->policy->read_write);
+    cohort__token_response__free_unpacked(r, NULL);
+    accept_ok(&s.c, T0, &oc);
+
+    /* Bob writes revision 2 on revision 1: his token names the share it
+     * goes back through, keeps the revision (he reads his own write) and
+     * answers the return grant, sealed to Alice, with the new file's ref. */
+    bd = view_of(&d);
+    assert_int_equal(put(&s.b, &bd, "note", v2, sizeof v2), TK_OK);
+    print_message("the last DocWrite of a write back: arena peak %zu, return grant %zu bytes "
+                  "sealed\n",
+                  s.b.last_peak, back.reply.sealed_len);
+    assert_true(back.shared);
+    assert_memory_equal(back.share_id, ob.id, TK_SHARE_ID_LEN);
+    assert_int_equal(bd.rev, 2);
+    expect_read(&s.b, T0, &bd, v2, sizeof v2);
+    {
+        uint8_t *old;
+        size_t n;
+        assert_int_equal(get(&s.b, T0, d.id, 1, d.file, d.file_len, &old, &n), TK_OK);
+        assert_int_equal(n, sizeof v1);
+        free(old);
+    }
+    expect_audit(&s.b, "share.write", d.id);
+    /* What the agent moves holds neither the key nor the plaintext. */
+    reply_key(&s.a, &back.reply, key);
+    assert_false(contains(back.reply.sealed, back.reply.sealed_len, key, 32));
+    assert_false(contains(back.reply.sealed, back.reply.sealed_len, v2, 32));
+    /* Only Alice's token opens it. */
+    assert_int_equal(take_back(&s.c, T0, &back.reply, NULL), TK_ERR_DECRYPT);
+    assert_int_equal(take_back(&s.b, T0, &back.reply, NULL), TK_ERR_DECRYPT);
+
+    /* Carol, whose share is read-only, reads revision 1 until Alice's
+     * token takes Bob's revision as its own document's next. */
+    expect_read(&s.c, T0, &d, v1, sizeof v1);
+    assert_int_equal(take_back(&s.a, T0, &back.reply, &r), TK_OK);
+    print_message("ShareAccept of a return grant: arena peak %zu\n", s.a.last_peak);
+    assert_false(r->share_info->incoming);
+    assert_memory_equal(r->share_info->share_id.data, ob.id, TK_SHARE_ID_LEN);
+    assert_string_equal(r->share_info->peer, "bob");
+    assert_int_equal(r->share_info->n_refs, 1);
+    assert_int_equal(r->share_info->refs[0]->revision, 2);
+    assert_memory_equal(r->share_info->refs[0]->content_hash.data, bd.hash, 32);
+    cohort__token_response__free_unpacked(r, NULL);
+    expect_read(&s.a, T0, &bd, v2, sizeof v2);
+    expect_audit(&s.a, "share.write-back", d.id);
+    record_key(&s.a, d.id, key);
+    {
+        uint8_t bob_key[32];
+        reply_key(&s.a, &back.reply, bob_key);
+        assert_memory_equal(key, bob_key, 32);
+    }
+
+    /* Alice's next syncs carry it to both shares, Bob's included. */
+    assert_int_equal(share_sync(&s.a, T0, &sync1), TK_OK);
+    assert_int_equal(share_sync(&s.a, T0, &sync2), TK_OK);
+    assert_int_equal(share_sync(&s.a, T0, &none), TK_OK);
+    assert_false(none.present);
+    assert_memory_equal(sync1.id, ob.id, TK_SHARE_ID_LEN);
+    assert_memory_equal(sync2.id, oc.id, TK_SHARE_ID_LEN);
+    assert_int_equal(sync1.ref_rev[0], 2);
+    assert_int_equal(sync2.ref_rev[0], 2);
+    accept_ok(&s.c, T0, &sync2);
+    expect_read(&s.c, T0, &bd, v2, sizeof v2);
+    accept_ok(&s.b, T0, &sync1);
+    print_message("ShareAccept of the grant that takes the write back in: arena peak %zu\n",
+                  s.b.last_peak);
+    expect_read(&s.b, T0, &bd, v2, sizeof v2);
+
+    /* Carol cannot write; Bob goes on from revision 2, and so does Alice. */
+    cd = view_of(&bd);
+    assert_int_equal(put(&s.c, &cd, "note", v3, sizeof v3), TK_ERR_DENIED);
+    assert_int_equal(put(&s.b, &bd, "note", v3, sizeof v3), TK_OK);
+    assert_int_equal(bd.rev, 3);
+    assert_int_equal(take_back(&s.a, T0, &back.reply, NULL), TK_OK);
+    expect_read(&s.a, T0, &bd, v3, sizeof v3);
+    sout_free(&back.reply);
+    sout_free(&ob);
+    sout_free(&oc);
+    sout_free(&sync1);
+    sout_free(&sync2);
+    doc_free(&d);
+    doc_free(&bd);
+    doc_free(&cd);
+    world_free(&s);
+}
+
+static void a_read_only_recipient_a_stale_base_and_new_metadata_are_refused(void **state)
+{
+    struct world s;
+    struct doc d = {0}, bd, cd;
+    const struct doc *docs[1] = {&d};
+    Cohort__SharePolicy rw = rw_policy(0);
+    Cohort__DocMeta m;
+    char *tags[] = {"x"};
+    struct fx_snapshot snap;
+    struct sout ob, oc, reply;
+    struct app reader;
+    uint8_t plain[300];
+    (void)state;
+
+    world_make(&s, TK_ARENA_DEFAULT);
+    fill(plain, sizeof plain, 33);
+    assert_int_equal(put(&s.a, &d, "note", plain, sizeof plain), TK_OK);
+    assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 1, NULL, &rw, &ob), TK_OK);
+    assert_int_equal(share_create(&s.a, T0, s.cert_c, docs, 1, NULL, NULL, &oc), TK_OK);
+    accept_ok(&s.b, T0, &ob);
+    accept_ok(&s.c, T0, &oc);
+    app_issue(&s.b, &reader, "*"); /* GET only */
+
+    /* Carol's share is read-only, at any base. */
+    fx_snapshot_take(&snap, &s.c);
+    cd = view_of(&d);
+    assert_int_equal(put(&s.c, &cd, "note", plain, 10), TK_ERR_DENIED);
+    cd.rev = 9;
+    assert_int_equal(put(&s.c, &cd, "note", plain, 10), TK_ERR_DENIED);
+    fx_snapshot_check(&snap, &s.c, false);
+    fx_snapshot_free(&snap);
+
+    /* Bob: a base that is not the share's current revision, the owner's
+     * metadata changed (type, tags, author): refused, nothing changes. */
+    fx_snapshot_take(&snap, &s.b);
+    bd = view_of(&d);
+    bd.rev = 2;
+    assert_int_equal(put(&s.b, &bd, "note", plain, 10), TK_ERR_CONFLICT);
+    bd.rev = 1;
+    assert_int_equal(put(&s.b, &bd, "memo", plain, 10), TK_ERR_DENIED);
+    meta_make(&m, "note", tags, 1);
+    assert_int_equal(put_meta(&s.b, &bd, &m, plain, 10), TK_ERR_DENIED);
+    meta_make(&m, "note", NULL, 0);
+    m.author = "mallory";
+    assert_int_equal(put_meta(&s.b, &bd, &m, plain, 10), TK_ERR_DENIED);
+    fx_snapshot_check(&snap, &s.b, false);
+    fx_snapshot_free(&snap);
+    /* An app of Bob's that may only read: refused, and the attempt is on
+     * Bob's audit log (the exception to "nothing changes"). */
+    who = &reader.pb;
+    assert_int_equal(put(&s.b, &bd, "note", plain, 10), TK_ERR_DENIED);
+    who = NULL;
+
+    /* A new modified time is his to set; then base 1 is stale. */
+    meta_make(&m, "note", NULL, 0);
+    m.modified = T0 + 60;
+    assert_int_equal(put_meta(&s.b, &bd, &m, plain, 20), TK_OK);
+    assert_int_equal(bd.rev, 2);
+    reply = back.reply;
+    memset(&back.reply, 0, sizeof back.reply);
+    fx_snapshot_take(&snap, &s.b);
+    bd.rev = 1;
+    assert_int_equal(put(&s.b, &bd, "note", plain, 10), TK_ERR_CONFLICT);
+    fx_snapshot_check(&snap, &s.b, false);
+    fx_snapshot_free(&snap);
+    assert_int_equal(take_back(&s.a, T0, &reply, NULL), TK_OK);
+    sout_free(&reply);
+    sout_free(&ob);
+    sout_free(&oc);
+    doc_free(&d);
+    doc_free(&bd);
+    doc_free(&cd);
+    world_free(&s);
+}
+
+static void concurrent_writes_conflict_and_the_recipient_follows_the_owner(void **state)
+{
+    struct world s;
+    struct doc d = {0}, bd, w1, w2;
+    const struct doc *docs[1] = {&d};
+    Cohort__SharePolicy rw = rw_policy(0);
+    struct fx_snapshot snap;
+    struct sout ob, r1, r2, sync;
+    uint8_t v1[100], va[200], vb1[300], vb2[400], vb3[500], key[32];
+    (void)state;
+
+    world_make(&s, TK_ARENA_DEFAULT);
+    fill(v1, sizeof v1, 40);
+    fill(va, sizeof va, 41);
+    fill(vb1, sizeof vb1, 42);
+    fill(vb2, sizeof vb2, 43);
+    fill(vb3, sizeof vb3, 44);
+    assert_int_equal(put(&s.a, &d, "note", v1, sizeof v1), TK_OK);
+    assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 1, NULL, &rw, &ob), TK_OK);
+    accept_ok(&s.b, T0, &ob);
+
+    /* Bob writes 2 on 1 and 3 on his 2; Alice meanwhile writes her own 2. */
+    bd = view_of(&d);
+    assert_int_equal(put(&s.b, &bd, "note", vb1, sizeof vb1), TK_OK);
+    r1 = back.reply;
+    memset(&back.reply, 0, sizeof back.reply);
+    w1 = bd;
+    w1.file = NULL;
+    assert_int_equal(put(&s.b, &bd, "note", vb2, sizeof vb2), TK_OK);
+    assert_int_equal(bd.rev, 3);
+    r2 = back.reply;
+    memset(&back.reply, 0, sizeof back.reply);
+    expect_read(&s.b, T0, &bd, vb2, sizeof vb2);
+    assert_int_equal(put(&s.a, &d, "note", va, sizeof va), TK_OK);
+    assert_int_equal(d.rev, 2);
+
+    /* Neither of Bob's applies to Alice's 2: his 3 is on his 2, not hers
+     * (the same number, another content). */
+    fx_snapshot_take(&snap, &s.a);
+    assert_int_equal(take_back(&s.a, T0, &r2, NULL), TK_ERR_CONFLICT);
+    assert_int_equal(take_back(&s.a, T0, &r1, NULL), TK_ERR_CONFLICT);
+    fx_snapshot_check(&snap, &s.a, false);
+    fx_snapshot_free(&snap);
+    expect_read(&s.a, T0, &d, va, sizeof va);
+
+    /* Alice's grant moves Bob's share on: his writes are dropped (their
+     * keys leave his log) and he reads her revision, then writes on it. */
+    reply_key(&s.a, &r2, key);
+    assert_true(log_contains(&s.b, key, sizeof key));
+    assert_int_equal(share_sync(&s.a, T0, &sync), TK_OK);
+    accept_ok(&s.b, T0, &sync);
+    assert_false(log_contains(&s.b, key, sizeof key));
+    expect_read(&s.b, T0, &d, va, sizeof va);
+    doc_free(&bd);
+    bd = view_of(&d);
+    bd.rev = 3;
+    assert_int_equal(put(&s.b, &bd, "note", vb3, sizeof vb3), TK_ERR_CONFLICT);
+    bd.rev = 2;
+    assert_int_equal(put(&s.b, &bd, "note", vb3, sizeof vb3), TK_OK);
+    assert_int_equal(take_back(&s.a, T0, &back.reply, NULL), TK_OK);
+    expect_read(&s.a, T0, &bd, vb3, sizeof vb3);
+    sout_free(&sync);
+
+    /* Two writes in a row are taken in order; the second first is a
+     * conflict, and is taken after the first. */
+    w1 = bd;
+    w1.file = NULL;
+    assert_int_equal(share_sync(&s.a, T0, &sync), TK_OK);
+    accept_ok(&s.b, T0, &sync);
+    sout_free(&r1);
+    sout_free(&r2);
+    assert_int_equal(put(&s.b, &w1, "note", vb1, sizeof vb1), TK_OK);
+    r1 = back.reply;
+    memset(&back.reply, 0, sizeof back.reply);
+    w2 = w1;
+    w2.file = NULL;
+    assert_int_equal(put(&s.b, &w2, "note", vb2, sizeof vb2), TK_OK);
+    r2 = back.reply;
+    memset(&back.reply, 0, sizeof back.reply);
+    assert_int_equal(take_back(&s.a, T0, &r2, NULL), TK_ERR_CONFLICT);
+    assert_int_equal(take_back(&s.a, T0, &r1, NULL), TK_OK);
+    assert_int_equal(take_back(&s.a, T0, &r2, NULL), TK_OK);
+    expect_read(&s.a, T0, &w2, vb2, sizeof vb2);
+    assert_int_equal(take_back(&s.a, T0, &r1, NULL), TK_ERR_REPLAY);
+    sout_free(&sync);
+    assert_int_equal(share_sync(&s.a, T0, &sync), TK_OK);
+    assert_int_equal(sync.ref_rev[0], 5);
+    accept_ok(&s.b, T0, &sync);
+    expect_read(&s.b, T0, &w2, vb2, sizeof vb2);
+    sout_free(&sync);
+    sout_free(&r1);
+    sout_free(&r2);
+    sout_free(&ob);
+    doc_free(&d);
+    doc_free(&bd);
+    doc_free(&w1);
+    doc_free(&w2);
+    world_free(&s);
+}
+
+enum rfault {
+    R_OTHER_KEY,
+    R_CAROLS_TOKEN,
+    R_OTHER_SENDER,
+    R_UNKNOWN_SHARE,
+    R_RECEIVED_SHARE,
+    R_OTHER_DOC,
+    R_META,
+    R_NOT_NEXT,
+    R_BASE_HASH,
+    R_FLIPPED,
+    R_BOTH,
+    R_LATE,
+    R_TO_CAROL,
+};
+
+static const struct {
+    enum rfault fault;
+    const char *what;
+    int code;
+} rhostile[] = {
+    {R_OTHER_KEY, "Bob named as the writer, another key's signature", TK_ERR_BAD_SIGNATURE},
+    {R_CAROLS_TOKEN, "signed by Carol's token, not the share's recipient", TK_ERR_DENIED},
+    {R_OTHER_SENDER, "naming Carol as the sender", TK_ERR_DENIED},
+    {R_UNKNOWN_SHARE, "a share nobody made", TK_ERR_NOT_FOUND},
+    {R_RECEIVED_SHARE, "a share Alice received, not one she made", TK_ERR_DENIED},
+    {R_OTHER_DOC, "another of Alice's documents, which the share does not hold", TK_ERR_DENIED},
+    {R_META, "the owner's metadata changed", TK_ERR_DENIED},
+    {R_NOT_NEXT, "a revision that is not the base's next", TK_ERR_MALFORMED},
+    {R_BASE_HASH, "a base of the same number and another content", TK_ERR_CONFLICT},
+    {R_FLIPPED, "a bit flipped in the seal", TK_ERR_DECRYPT},
+    {R_BOTH, "a grant and a return grant in one", TK_ERR_MALFORMED},
+    {R_LATE, "after the recipient's certificate expired", TK_ERR_EXPIRED},
+    {R_TO_CAROL, "sealed to Carol", TK_ERR_DECRYPT},
+};
+
+static void forged_foreign_and_replayed_return_grants_are_refused_and_change_nothing(void **state)
+{
+    struct world s;
+    struct doc d = {0}, e = {0}, cs = {0}, bd;
+    const struct doc *docs[1] = {&d}, *carols[1] = {&cs};
+    Cohort__SharePolicy rw = rw_policy(0);
+    struct fx_snapshot snap;
+    struct fx_key other;
+    struct sout ob, oc;
+    uint8_t plain[500];
+    size_t i;
+    (void)state;
+
+    world_make(&s, TK_ARENA_DEFAULT);
+    fill(plain, sizeof plain, 50);
+    fx_key_make(&other);
+    assert_int_equal(put(&s.a, &d, "note", plain, sizeof plain), TK_OK);
+    assert_int_equal(put(&s.a, &e, "note", plain, 50), TK_OK);
+    assert_int_equal(put(&s.c, &cs, "note", plain, 60), TK_OK);
+    assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 1, NULL, &rw, &ob), TK_OK);
+    assert_int_equal(share_create(&s.c, T0, s.cert_a, carols, 1, NULL, &rw, &oc), TK_OK);
+    accept_ok(&s.b, T0, &ob);
+    accept_ok(&s.a, T0, &oc);
+    bd = view_of(&d);
+    assert_int_equal(put(&s.b, &bd, "note", plain, 200), TK_OK);
+
+    fx_snapshot_take(&snap, &s.a);
+    for (i = 0; i < sizeof rhostile / sizeof rhostile[0]; i++) {
+        Cohort__ReturnGrant *rg = reply_open(&s.a, &back.reply);
+        const uint8_t *sk = s.b.tk.sign_sk, *box = s.a.tk.box_pk;
+        char *author = rg->doc->meta->author;
+        int64_t now = T0;
+        uint8_t *sealed;
+        size_t len;
+        int rc;
+        switch (rhostile[i].fault) {
+        case R_OTHER_KEY:
+            sk = other.sk;
+            break;
+        case R_CAROLS_TOKEN:
+            memcpy(rg->writer_pk.data, s.c.tk.sign_pk, TK_PK_LEN);
+            sk = s.c.tk.sign_sk;
+            break;
+        case R_OTHER_SENDER:
+            memcpy(rg->sender_pk.data, s.c.tk.sign_pk, TK_PK_LEN);
+            break;
+        case R_UNKNOWN_SHARE:
+            randombytes_buf(rg->share_id.data, TK_SHARE_ID_LEN);
+            break;
+        case R_RECEIVED_SHARE:
+            memcpy(rg->share_id.data, oc.id, TK_SHARE_ID_LEN);
+            break;
+        case R_OTHER_DOC:
+            memcpy(rg->doc->doc_id.data, e.id, TK_DOC_ID_LEN);
+            break;
+        case R_META:
+            rg->doc->meta->author = "mallory";
+            break;
+        case R_NOT_NEXT:
+            rg->doc->revision++;
+            break;
+        case R_BASE_HASH:
+            rg->base_hash.data[0] ^= 1;
+            break;
+        case R_LATE:
+            now = T0 + 400 * FX_DAY;
+            break;
+        case R_TO_CAROL:
+            box = s.c.tk.box_pk;
+            break;
+        default:
+            break;
+        }
+        sealed = reply_seal(rg, sk, box, rhostile[i].fault == R_BOTH, &len);
+        if (rhostile[i].fault == R_FLIPPED)
+            sealed[len / 3] ^= 0x20;
+        rc = share_accept(&s.a, now, sealed, len, NULL);
+        if (rc != rhostile[i].code)
+            fail_msg("%s: %s, expected %s", rhostile[i].what, tk_errname(rc),
+                     tk_errname(rhostile[i].code));
+        fx_snapshot_check(&snap, &s.a, false);
+        free(sealed);
+        rg->doc->meta->author = author;
+        cohort__return_grant__free_unpacked(rg, NULL);
+    }
+    fx_snapshot_free(&snap);
+
+    /* Resealed as it was, it is taken; once taken, a replay. */
+    {
+        Cohort__ReturnGrant *rg = reply_open(&s.a, &back.reply);
+        uint8_t *sealed;
+        size_t len;
+        sealed = reply_seal(rg, s.b.tk.sign_sk, s.a.tk.box_pk, false, &len);
+        assert_int_equal(share_accept(&s.a, T0, sealed, len, NULL), TK_OK);
+        fx_snapshot_take(&snap, &s.a);
+        assert_int_equal(share_accept(&s.a, T0, sealed, len, NULL), TK_ERR_REPLAY);
+        assert_int_equal(take_back(&s.a, T0, &back.reply, NULL), TK_ERR_REPLAY);
+        fx_snapshot_check(&snap, &s.a, false);
+        fx_snapshot_free(&snap);
+        free(sealed);
+        cohort__return_grant__free_unpacked(rg, NULL);
+    }
+    expect_read(&s.a, T0, &bd, plain, 200);
+    sout_free(&back.reply);
+    sout_free(&ob);
+    sout_free(&oc);
+    doc_free(&d);
+    doc_free(&e);
+    doc_free(&cs);
+    doc_free(&bd);
+    world_free(&s);
+}
+
+static void return_grants_after_revocation_expiry_or_read_only_are_refused(void **state)
+{
+    struct world s;
+    struct doc d[3] = {{{0}, 0, {0}, NULL, 0}}, bd[3];
+    const struct doc *one[1];
+    Cohort__SharePolicy rw = rw_policy(0), soon = rw_policy(T0 + 100), ro = policy_of(0, 0);
+    struct sout o[3], r[3], rv, up;
+    struct fx_snapshot snap;
+    uint8_t plain[64], key[32];
+    size_t i;
+    (void)state;
+
+    world_make(&s, TK_ARENA_DEFAULT);
+    fill(plain, sizeof plain, 60);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(put(&s.a, &d[i], "note", plain, sizeof plain), TK_OK);
+        one[0] = &d[i];
+        assert_int_equal(
+            share_create(&s.a, T0, s.cert_b, one, 1, NULL, i == 1 ? &soon : &rw, &o[i]), TK_OK);
+        accept_ok(&s.b, T0, &o[i]);
+        bd[i] = view_of(&d[i]);
+        assert_int_equal(put(&s.b, &bd[i], "note", plain, 32), TK_OK);
+        r[i] = back.reply;
+        memset(&back.reply, 0, sizeof back.reply);
+    }
+    /* Alice revokes the first share and makes the third read-only; the
+     * second expires. */
+    assert_int_equal(share_revoke(&s.a, T0, o[0].id, TK_SHARE_ID_LEN, &rv), TK_OK);
+    assert_int_equal(share_update(&s.a, T0, o[2].id, TK_SHARE_ID_LEN, &ro, &up), TK_OK);
+    assert_int_equal(up.seq, 2);
+    assert_int_equal(up.n_refs, 1);
+    fx_snapshot_take(&snap, &s.a);
+    assert_int_equal(take_back(&s.a, T0, &r[0], NULL), TK_ERR_DENIED);
+    assert_int_equal(take_back(&s.a, T0 + 100, &r[1], NULL), TK_ERR_EXPIRED);
+    assert_int_equal(take_back(&s.a, T0, &r[2], NULL), TK_ERR_DENIED);
+    fx_snapshot_check(&snap, &s.a, false);
+    fx_snapshot_free(&snap);
+    for (i = 0; i < 3; i++)
+        expect_read(&s.a, T0, &d[i], plain, sizeof plain);
+
+    /* Bob's side: no more writes through them, and the read-only share's
+     * grant drops his write (its key leaves his log): he reads Alice's. */
+    accept_ok(&s.b, T0, &rv);
+    reply_key(&s.a, &r[2], key);
+    assert_true(log_contains(&s.b, key, sizeof key));
+    accept_ok(&s.b, T0, &up);
+    assert_false(log_contains(&s.b, key, sizeof key));
+    expect_read(&s.b, T0, &d[2], plain, sizeof plain);
+    fx_snapshot_take(&snap, &s.b);
+    for (i = 0; i < 3; i++) {
+        static const int want[3] = {TK_ERR_DENIED, TK_ERR_EXPIRED, TK_ERR_DENIED};
+        struct doc v = view_of(&bd[i]);
+        when = i == 1 ? T0 + 150 : T0; /* past the second's expiry */
+        assert_int_equal(put(&s.b, &v, "note", plain, 8), want[i]);
+        when = T0;
+        doc_free(&v);
+    }
+    fx_snapshot_check(&snap, &s.b, false);
+    fx_snapshot_free(&snap);
+    for (i = 0; i < 3; i++) {
+        sout_free(&o[i]);
+        sout_free(&r[i]);
+        doc_free(&d[i]);
+        doc_free(&bd[i]);
+    }
+    sout_free(&rv);
+    sout_free(&up);
+    world_free(&s);
+}
+
+static void
+writes_waiting_for_a_grant_are_bounded_and_survive_a_reopen_and_a_compaction(void **state)
+{
+    struct world s;
+    struct doc d = {0}, e = {0}, bd;
+    const struct doc *docs[2] = {&d, &e};
+    Cohort__SharePolicy rw = rw_policy(0);
+    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
+    Cohort__Compact cp = COHORT__COMPACT__INIT;
+    struct sout ob, r[TK_SHARE_WRITES_MAX], sync;
+    struct fx_snapshot snap;
+    uint8_t plain[TK_SHARE_WRITES_MAX + 1][40], image[TK_IMAGE_MAX];
+    size_t i, image_len;
+    (void)state;
+
+    world_make(&s, TK_ARENA_DEFAULT);
+    for (i = 0; i <= TK_SHARE_WRITES_MAX; i++)
+        fill(plain[i], sizeof plain[i], (uint32_t)(70 + i));
+    assert_int_equal(put(&s.a, &d, "note", plain[0], sizeof plain[0]), TK_OK);
+    assert_int_equal(put(&s.a, &e, "note", plain[1], 9), TK_OK);
+    assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 2, NULL, &rw, &ob), TK_OK);
+    accept_ok(&s.b, T0, &ob);
+    bd = view_of(&d);
+    for (i = 0; i < TK_SHARE_WRITES_MAX; i++) {
+        assert_int_equal(put(&s.b, &bd, "note", plain[i + 1], sizeof plain[i + 1]), TK_OK);
+        r[i] = back.reply;
+        memset(&back.reply, 0, sizeof back.reply);
+    }
+    assert_int_equal(bd.rev, 1 + TK_SHARE_WRITES_MAX);
+    fx_snapshot_take(&snap, &s.b);
+    assert_int_equal(put(&s.b, &bd, "note", plain[0], 8), TK_ERR_TOO_LARGE);
+    fx_snapshot_check(&snap, &s.b, false);
+    fx_snapshot_free(&snap);
+
+    /* Bob's writes survive a power cycle and a compaction of his token. */
+    assert_int_equal(tk_token_image(&s.b.tk, image, sizeof image, &image_len), TK_OK);
+    fx_token_reopen(&s.b, image, image_len);
+    req.now = T0;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_COMPACT;
+    req.compact = &cp;
+    assert_int_equal(fx_call(&s.b, &req, NULL), TK_OK);
+    expect_read(&s.b, T0, &bd, plain[TK_SHARE_WRITES_MAX], sizeof plain[0]);
+
+    /* A grant that moves only the share's other document leaves them be. */
+    assert_int_equal(put(&s.a, &e, "note", plain[2], 9), TK_OK);
+    assert_int_equal(share_sync(&s.a, T0, &sync), TK_OK);
+    accept_ok(&s.b, T0, &sync);
+    sout_free(&sync);
+    expect_read(&s.b, T0, &bd, plain[TK_SHARE_WRITES_MAX], sizeof plain[0]);
+    expect_read(&s.b, T0, &e, plain[2], 9);
+
+    /* Alice takes them in order; her grant frees Bob's room. */
+    for (i = 0; i < TK_SHARE_WRITES_MAX; i++)
+        assert_int_equal(take_back(&s.a, T0, &r[i], NULL), TK_OK);
+    assert_int_equal(share_sync(&s.a, T0, &sync), TK_OK);
+    assert_int_equal(sync.ref_rev[0], 1 + TK_SHARE_WRITES_MAX);
+    accept_ok(&s.b, T0, &sync);
+    expect_read(&s.b, T0, &bd, plain[TK_SHARE_WRITES_MAX], sizeof plain[0]);
+    assert_int_equal(put(&s.b, &bd, "note", plain[0], 8), TK_OK);
+    doc_free(&e);
+    for (i = 0; i < TK_SHARE_WRITES_MAX; i++)
+        sout_free(&r[i]);
+    sout_free(&back.reply);
+    sout_free(&sync);
+    sout_free(&ob);
+    doc_free(&d);
+    doc_free(&bd);
+    world_free(&s);
+}
+
+static void read_write_sharing_works_in_the_least_arena(void **state)
+{
+    struct world s;
+    struct doc d = {0}, bd;
+    const struct doc *docs[1] = {&d};
+    Cohort__SharePolicy rw = rw_policy(0);
+    struct sout ob, oc, sync;
+    uint8_t v1[5000], v2[7000];
+    (void)state;
+
+    world_make(&s, TK_ARENA_MIN);
+    fill(v1, sizeof v1, 80);
+    fill(v2, sizeof v2, 81);
+    assert_int_equal(put(&s.a, &d, "bank.statement", v1, sizeof v1), TK_OK);
+    s.a.max_peak = s.b.max_peak = 0;
+    assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 1, NULL, &rw, &ob), TK_OK);
+    assert_int_equal(share_create(&s.a, T0, s.cert_c, docs, 1, NULL, NULL, &oc), TK_OK);
+    accept_ok(&s.b, T0, &ob);
+    accept_ok(&s.c, T0, &oc);
+    bd = view_of(&d);
+    assert_int_equal(put(&s.b, &bd, "bank.statement", v2, sizeof v2), TK_OK);
+    expect_read(&s.b, T0, &bd, v2, sizeof v2);
+    assert_int_equal(take_back(&s.a, T0, &back.reply, NULL), TK_OK);
+    expect_read(&s.a, T0, &bd, v2, sizeof v2);
+    assert_int_equal(share_sync(&s.a, T0, &sync), TK_OK);
+    accept_ok(&s.b, T0, &sync);
+    sout_free(&sync);
+    assert_int_equal(share_sync(&s.a, T0, &sync), TK_OK);
+    accept_ok(&s.c, T0, &sync);
+    expect_read(&s.c, T0, &bd, v2, sizeof v2);
+    print_message("read-write in the least arena (%u): sender's peak %zu, writer's %zu\n",
+                  TK_ARENA_MIN, s.a.max_peak, s.b.max_peak);
+    sout_free(&back.reply);
+    sout_free(&sync);
+    sout_free(&ob);
+    sout_free(&oc);
+    doc_free(&d);
+    doc_free(&bd);
+    world_free(&s);
+}
+
+static void hostile_share_updates_are_refused_and_change_nothing(void **state)
+{
+    struct world s;
+    struct doc d = {0};
+    const struct doc *docs[1] = {&d};
+    Cohort__SharePolicy rw = rw_policy(0), past = policy_of(T0, 0), reshare = policy_of(0, 0),
+                        longer = rw_policy(T0 + FX_DAY);
+    struct fx_snapshot snap;
+    struct sout o, o2, rv, up;
+    struct app reader;
+    Cohort__TokenResponse *r;
+    uint8_t plain[16], ghost[TK_SHARE_ID_LEN] = {7};
+    (void)state;
+
+    world_make(&s, TK_ARENA_DEFAULT);
+    fill(plain, sizeof plain, 90);
+    reshare.reshare = true;
+    assert_int_equal(put(&s.a, &d, "note", plain, sizeof plain), TK_OK);
+    assert_int_equal(share_create(&s.a, T0, s.cert_b, docs, 1, NULL, &rw, &o), TK_OK);
+    assert_int_equal(share_create(&s.a, T0, s.cert_c, docs, 1, NULL, &rw, &o2), TK_OK);
+    assert_int_equal(share_revoke(&s.a, T0, o2.id, TK_SHARE_ID_LEN, &rv), TK_OK);
+    accept_ok(&s.b, T0, &o);
+    app_issue(&s.a, &reader, "*");
+
+    fx_snapshot_take(&snap, &s.a);
+    assert_int_equal(share_update(&s.a, T0, ghost, sizeof ghost, &rw, NULL), TK_ERR_NOT_FOUND);
+    assert_int_equal(share_update(&s.a, T0, plain, 4, &rw, NULL), TK_ERR_MALFORMED);
+    assert_int_equal(share_update(&s.a, T0, o.id, TK_SHARE_ID_LEN, NULL, NULL), TK_ERR_MALFORMED);
+    assert_int_equal(share_update(&s.a, T0, o.id, TK_SHARE_ID_LEN, &past, NULL), TK_ERR_EXPIRED);
+    assert_int_equal(share_update(&s.a, T0, o.id, TK_SHARE_ID_LEN, &reshare, NULL),
+                     TK_ERR_UNSUPPORTED);
+    assert_int_equal(share_update(&s.a, T0, o2.id, TK_SHARE_ID_LEN, &rw, NULL), TK_ERR_DENIED);
+    who = &reader.pb;
+    assert_int_equal(share_update(&s.a, T0, o.id, TK_SHARE_ID_LEN, &rw, NULL), TK_ERR_DENIED);
+    who = NULL;
+    fx_snapshot_check(&snap, &s.a, false);
+    fx_snapshot_free(&snap);
+    fx_snapshot_take(&snap, &s.b);
+    assert_int_equal(share_update(&s.b, T0, o.id, TK_SHARE_ID_LEN, &rw, NULL), TK_ERR_DENIED);
+    fx_snapshot_check(&snap, &s.b, false);
+    fx_snapshot_free(&snap);
+
+    /* The same documents, a new policy: a grant is issued all the same,
+     * and the recipient's list shows it. */
+    assert_int_equal(share_update(&s.a, T0, o.id, TK_SHARE_ID_LEN, &longer, &up), TK_OK);
+    assert_int_equal(up.seq, 2);
+    expect_audit(&s.a, "share.update", o.id);
+    accept_ok(&s.b, T0, &up);
+    assert_int_equal(share_list(&s.b, 0, 4, &r), TK_OK);
+    assert_int_equal(r->share_page->shares[0]->policy->expires, T0 + FX_DAY);
+    assert_true(r->share_page->shares[0]->policy->read_write);
+    cohort__token_response__free_unpacked(r, NULL);
+    sout_free(&o);
+    sout_free(&o2);
+    sout_free(&rv);
+    sout_free(&up);
+    doc_free(&d);
+    world_free(&s);
+}
+
 static void an_unprovisioned_token_neither_shares_nor_accepts(void **state)
 {
     struct fx_token t;
@@ -1883,6 +2695,16 @@ int main(void)
         cmocka_unit_test(a_truncated_request_or_an_empty_one_is_refused),
         cmocka_unit_test(replayed_older_and_conflicting_grants_are_refused),
         cmocka_unit_test(hostile_share_requests_are_refused_and_change_nothing),
+        cmocka_unit_test(
+            a_read_write_share_brings_the_recipients_revision_back_and_on_to_every_share),
+        cmocka_unit_test(a_read_only_recipient_a_stale_base_and_new_metadata_are_refused),
+        cmocka_unit_test(concurrent_writes_conflict_and_the_recipient_follows_the_owner),
+        cmocka_unit_test(forged_foreign_and_replayed_return_grants_are_refused_and_change_nothing),
+        cmocka_unit_test(return_grants_after_revocation_expiry_or_read_only_are_refused),
+        cmocka_unit_test(
+            writes_waiting_for_a_grant_are_bounded_and_survive_a_reopen_and_a_compaction),
+        cmocka_unit_test(read_write_sharing_works_in_the_least_arena),
+        cmocka_unit_test(hostile_share_updates_are_refused_and_change_nothing),
         cmocka_unit_test(an_unprovisioned_token_neither_shares_nor_accepts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

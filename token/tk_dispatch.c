@@ -127,7 +127,7 @@ int tk_do_info(struct tk_call *c, const Cohort__GetInfo *req)
     return TK_OK;
 }
 
-#define BODY_LAST COHORT__TOKEN_REQUEST__BODY_RESTORE_FEED
+#define BODY_LAST COHORT__TOKEN_REQUEST__BODY_SHARE_UPDATE
 
 /* Which body field a request carries, and `now`; the framing is checked. */
 static int scan_request(const uint8_t *req, size_t len, uint32_t *body, const uint8_t **data,
@@ -279,6 +279,8 @@ static int run(struct tk_call *c, uint32_t body, const uint8_t *req, size_t req_
         return tk_do_share_accept(c, r->share_accept);
     case COHORT__TOKEN_REQUEST__BODY_SHARE_LIST:
         return tk_do_share_list(c, r->share_list);
+    case COHORT__TOKEN_REQUEST__BODY_SHARE_UPDATE:
+        return tk_do_share_update(c, r->share_update);
     case COHORT__TOKEN_REQUEST__BODY_BACKUP_BEGIN:
         return tk_do_backup_begin(c, r->backup_begin);
     case COHORT__TOKEN_REQUEST__BODY_BACKUP_NEXT:

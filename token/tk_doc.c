@@ -90,6 +90,15 @@
  * the store needs moves to scratch and the session's room is given back,
  * so that a rewrite fits the least arena.
  *
+ * Received documents. DocBegin on a document that is not the owner's own
+ * is a revision of a document received in a read-write share
+ * (tk_share.c decides, and says which share): the session remembers the
+ * share and the base's content hash, and the last DocWrite hands the
+ * finished revision to tk_share_write_back instead of storing it, so its
+ * DocCipher is framed once the return grant (reply) is written. The other
+ * way, tk_doc_store stores a revision a recipient wrote back as the
+ * owner's own document's next.
+ *
  * Deleting. DocDelete rewrites the log without any record of the document
  * (tk_log_rewrite), so that no revision's key remains on the flash once the
  * old segment is removed; the agent's files become noise. It costs a pass
@@ -353,17 +362,56 @@ static int allow(struct tk_call *c, const struct tk_cred *cr, uint32_t verb,
     return lrc != TK_OK ? lrc : rc;
 }
 
+/*
+ * DocBegin on a document that is not one of the owner's: a revision of a
+ * document received in a read-write share (tk_share.c), at the share's
+ * current revision, with PUT on what it is and what it becomes and the
+ * owner's metadata kept. The scratch it uses is the caller's to release.
+ */
+static int shared_begin(struct tk_call *c, const struct tk_cred *cr, const Cohort__DocBegin *req,
+                        uint8_t share_id[TK_SHARE_ID_LEN], uint8_t base_hash[TK_DOC_HASH_LEN],
+                        uint64_t *revision)
+{
+    struct tk_share_write *w;
+    Cohort__DocMeta *m;
+    int rc = TK_OK;
+
+    if ((w = tk_arena_scratch(c->arena, sizeof *w)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    if ((rc = tk_share_write_begin(c, req->doc_id.data, w)) != TK_OK)
+        return rc;
+    m = (Cohort__DocMeta *)tk_unpack(c->arena, &cohort__doc_meta__descriptor, w->meta, w->meta_len,
+                                     &rc);
+    if (m == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+    if ((rc = allow(c, cr, COHORT__VERB__VERB_PUT, m, req->doc_id.data)) != TK_OK ||
+        (rc = allow(c, cr, COHORT__VERB__VERB_PUT, req->meta, req->doc_id.data)) != TK_OK)
+        return rc;
+    if (!tk_share_meta_kept(m, req->meta)) {
+        tk_text_put(c->reason, 0, sizeof c->reason,
+                    "a received document keeps its owner's metadata (but modified)");
+        return TK_ERR_DENIED;
+    }
+    if (w->revision != req->base_revision)
+        return TK_ERR_CONFLICT;
+    memcpy(share_id, w->share_id, TK_SHARE_ID_LEN);
+    memcpy(base_hash, w->hash, TK_DOC_HASH_LEN);
+    *revision = w->revision + 1;
+    return TK_OK;
+}
+
 int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
 {
     size_t mark = tk_arena_mark(c->arena);
     struct tk_doc_session *s;
     const struct tk_cred *cr;
     uint8_t doc_id[TK_DOC_ID_LEN], cred_id[TK_CRED_ID_LEN];
+    uint8_t share_id[TK_SHARE_ID_LEN], base_hash[TK_DOC_HASH_LEN];
     char app[TK_CRED_NAME_MAX + 1];
     uint64_t revision = 1;
-    size_t meta_len;
+    size_t meta_len, session_len;
     struct find f;
-    bool declared, by_app;
+    bool declared = false, by_app, shared = false;
     int rc;
 
     if (!tk_has_flag(c->tk, TK_FLAG_KEYS))
@@ -386,24 +434,29 @@ int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
         memcpy(doc_id, req->doc_id.data, sizeof doc_id);
         if ((rc = find_record(c, &f, doc_id, 0)) != TK_OK)
             return rc;
-        if (f.latest == 0)
-            return tk_share_write_check(c, doc_id); /* a received document is read-only */
-        if ((rc = record_decode(&r, c->arena, f.rec, f.rec_len)) != TK_OK)
-            return rc;
-        sodium_memzero(r->key.data, r->key.len);
-        sodium_memzero(f.rec, TK_DOC_RECORD_MAX);
-        /* PUT on what the document is and on what it becomes. */
-        if ((rc = allow(c, cr, COHORT__VERB__VERB_PUT, r->meta, doc_id)) != TK_OK ||
-            (rc = allow(c, cr, COHORT__VERB__VERB_PUT, req->meta, doc_id)) != TK_OK)
-            return rc;
-        if (f.latest != req->base_revision)
-            return TK_ERR_CONFLICT;
-        revision = f.latest + 1;
+        if (f.latest == 0) {
+            if ((rc = shared_begin(c, cr, req, share_id, base_hash, &revision)) != TK_OK)
+                return rc;
+            shared = true;
+        } else {
+            if ((rc = record_decode(&r, c->arena, f.rec, f.rec_len)) != TK_OK)
+                return rc;
+            sodium_memzero(r->key.data, r->key.len);
+            sodium_memzero(f.rec, TK_DOC_RECORD_MAX);
+            /* PUT on what the document is and on what it becomes. */
+            if ((rc = allow(c, cr, COHORT__VERB__VERB_PUT, r->meta, doc_id)) != TK_OK ||
+                (rc = allow(c, cr, COHORT__VERB__VERB_PUT, req->meta, doc_id)) != TK_OK)
+                return rc;
+            if (f.latest != req->base_revision)
+                return TK_ERR_CONFLICT;
+            revision = f.latest + 1;
+        }
     } else {
         return TK_ERR_MALFORMED;
     }
-    /* Known now, so that a full table list fails here rather than at the end. */
-    if ((rc = tk_docs_declared(c->tk, c->arena, &declared)) != TK_OK)
+    /* Known now, so that a full table list fails here rather than at the
+     * end (a received document has no row here: it is its owner's). */
+    if (!shared && (rc = tk_docs_declared(c->tk, c->arena, &declared)) != TK_OK)
         return rc;
     /* Who asks, for the audit line; the rest of the checks' scratch goes. */
     by_app = cr != NULL;
@@ -425,12 +478,21 @@ int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
     s->by_app = by_app;
     memcpy(s->cred_id, cred_id, sizeof cred_id);
     memcpy(s->app, app, sizeof app);
+    s->shared = shared;
+    if (shared) {
+        memcpy(s->share_id, share_id, sizeof share_id);
+        memcpy(s->base_hash, base_hash, sizeof base_hash);
+    }
     open_session(c, s);
 
-    /* DocSession { session, max_chunk } */
-    tk_w_open(c->out, 16, tk_field_len(1, TK_SESSION_ID_LEN) + 1 + tk_varint_len(TK_DOC_DATA_MAX));
+    /* DocSession { session, max_chunk, share_id (a write back) } */
+    session_len = tk_field_len(1, TK_SESSION_ID_LEN) + 1 + tk_varint_len(TK_DOC_DATA_MAX) +
+                  (shared ? tk_field_len(5, TK_SHARE_ID_LEN) : 0);
+    tk_w_open(c->out, 16, session_len);
     tk_w_bytes(c->out, 1, s->id, sizeof s->id);
     tk_w_uint(c->out, 2, TK_DOC_DATA_MAX);
+    if (shared)
+        tk_w_bytes(c->out, 5, s->share_id, TK_SHARE_ID_LEN);
     return TK_OK;
 }
 
@@ -494,6 +556,7 @@ struct revision {
     bool docs_declared, by_app;
     uint8_t cred_id[TK_CRED_ID_LEN];
     char app[TK_CRED_NAME_MAX + 1];
+    Cohort__AuditEntry *audit; /* the audit line, when not doc.create or doc.update */
     size_t meta_len;
     uint8_t meta[TK_DOC_META_MAX];
 };
@@ -526,6 +589,8 @@ static int append_revision(struct tk_call *c, const struct revision *v, bool dec
     if ((rc = tk_log_append(c->tk, c->arena, &sr)) != TK_OK ||
         (rc = tk_docs_row(c->tk, c->arena, declare, v->doc_id, v->revision, meta)) != TK_OK)
         return rc;
+    if (v->audit != NULL)
+        return tk_audit_append(c, v->audit);
     return tk_audit_event_by(c, v->revision == 1 ? "doc.create" : "doc.update", v->doc_id,
                              TK_DOC_ID_LEN, v->by_app ? v->cred_id : NULL, v->app, true);
 }
@@ -563,15 +628,87 @@ static int store_revision(struct tk_call *c, const struct revision *v)
     return tk_log_rewrite(c->tk, c->arena, erase_keep, &e);
 }
 
+int tk_doc_store(struct tk_call *c, const struct tk_doc_rev *r, Cohort__AuditEntry *audit)
+{
+    struct revision *v;
+    int rc;
+    if (r->revision < 2 || r->meta_len > TK_DOC_META_MAX)
+        return TK_ERR_MALFORMED;
+    if ((v = tk_arena_scratch(c->arena, sizeof *v)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    memset(v, 0, sizeof *v);
+    memcpy(v->doc_id, r->doc_id, TK_DOC_ID_LEN);
+    v->revision = r->revision;
+    memcpy(v->key, r->key, sizeof v->key);
+    memcpy(v->hash, r->hash, TK_DOC_HASH_LEN);
+    v->size = r->size;
+    v->cipher_size = r->cipher_size;
+    v->audit = audit;
+    v->meta_len = r->meta_len;
+    memcpy(v->meta, r->meta, r->meta_len);
+    rc = store_revision(c, v);
+    sodium_memzero(v->key, sizeof v->key);
+    return rc;
+}
+
+/* The DocCipher of the last write back of a received document, whose
+ * length is known once its reply is written: its tag and length are put
+ * in the room reserved for them, and the fields moved up to them. */
+#define CIPHER_ROOM 7u /* a 2-byte tag and a length of up to 5 bytes */
+
+static void cipher_end(struct tk_wbuf *w, size_t start)
+{
+    uint8_t hdr[CIPHER_ROOM];
+    struct tk_wbuf h = {hdr, sizeof hdr, 0, false};
+    size_t n;
+    if (w->overflow)
+        return;
+    n = w->len - start - CIPHER_ROOM;
+    tk_w_open(&h, 17, n);
+    memcpy(w->p + start, hdr, h.len);
+    memmove(w->p + start + h.len, w->p + start + CIPHER_ROOM, n);
+    w->len = start + h.len + n;
+}
+
+/* A received document's revision goes back to its owner (tk_share.c):
+ * the recipient keeps it in its share, and answers the return grant. */
+static int write_back(struct tk_call *c, const struct revision *v, const uint8_t *share_id,
+                      const uint8_t *base_hash)
+{
+    struct tk_doc_rev *r;
+    Cohort__DocMeta *meta;
+    int rc = TK_OK;
+
+    if ((r = tk_arena_scratch(c->arena, sizeof *r)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    meta = (Cohort__DocMeta *)tk_unpack(c->arena, &cohort__doc_meta__descriptor, v->meta,
+                                        v->meta_len, &rc);
+    if (meta == NULL)
+        return rc;
+    meta->size = v->size;
+    if (cohort__doc_meta__get_packed_size(meta) > TK_DOC_META_MAX)
+        return TK_ERR_TOO_LARGE;
+    memcpy(r->doc_id, v->doc_id, TK_DOC_ID_LEN);
+    r->revision = v->revision;
+    memcpy(r->key, v->key, sizeof r->key);
+    memcpy(r->hash, v->hash, TK_DOC_HASH_LEN);
+    r->size = v->size;
+    r->cipher_size = v->cipher_size;
+    r->meta_len = cohort__doc_meta__pack(meta, r->meta);
+    rc = tk_share_write_back(c, r, share_id, base_hash, v->by_app ? v->cred_id : NULL, v->app);
+    sodium_memzero(r->key, sizeof r->key);
+    return rc;
+}
+
 int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len)
 {
     struct tk_doc_session *s;
     const uint8_t *sid, *data;
-    size_t sid_len, data_len, total, n_full, rest, out_len, pos = 0, i, payload;
+    size_t sid_len, data_len, total, n_full, rest, out_len, pos = 0, i, payload, start;
     uint64_t plain_after, cipher_after;
     uint8_t hash[TK_DOC_HASH_LEN], *p;
     struct revision *v;
-    bool last;
+    bool last, back;
     int rc;
 
     if ((rc = parse_stream(body, len, &sid, &sid_len, &data, &data_len, &last)) != TK_OK)
@@ -589,7 +726,12 @@ int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len)
     cipher_after = s->cipher_bytes + out_len;
     payload = tk_field_len(1, out_len) +
               (last ? tk_field_len(2, ref_len(s->revision, plain_after, cipher_after)) : 0);
-    tk_w_open(c->out, 17, payload);
+    back = last && s->shared; /* its length is known at the end */
+    start = c->out->len;
+    if (back)
+        tk_w_reserve(c->out, CIPHER_ROOM);
+    else
+        tk_w_open(c->out, 17, payload);
     tk_w_open(c->out, 1, out_len);
     if ((p = tk_w_reserve(c->out, out_len)) == NULL)
         return TK_ERR_RESPONSE_SPACE;
@@ -641,9 +783,22 @@ int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len)
     v->by_app = s->by_app;
     memcpy(v->cred_id, s->cred_id, sizeof v->cred_id);
     memcpy(v->app, s->app, sizeof v->app);
+    v->audit = NULL;
     v->meta_len = s->meta_len;
     memcpy(v->meta, s->meta, s->meta_len);
     s->finished = true;
+    if (back) {
+        uint8_t share_id[TK_SHARE_ID_LEN], base_hash[TK_DOC_HASH_LEN];
+        memcpy(share_id, s->share_id, sizeof share_id);
+        memcpy(base_hash, s->base_hash, sizeof base_hash);
+        end_session(c);
+        c->arena->lo = 0;
+        ref_write(c->out, 2, v->doc_id, v->revision, v->hash, v->size, v->cipher_size);
+        rc = write_back(c, v, share_id, base_hash);
+        cipher_end(c->out, start);
+        sodium_memzero(v->key, sizeof v->key);
+        return rc;
+    }
     end_session(c);
     c->arena->lo = 0;
     rc = store_revision(c, v);

@@ -480,7 +480,8 @@ int tk_record_body(const uint8_t *plain, size_t len, uint32_t *kind, const uint8
 #define TK_REC_SHARE 7u
 #define TK_REC_SHARE_READ 8u
 #define TK_REC_BACKUP_KEY 9u
-#define TK_REC_LAST TK_REC_BACKUP_KEY /* the highest kind this token knows */
+#define TK_REC_SHARE_WRITE 10u
+#define TK_REC_LAST TK_REC_SHARE_WRITE /* the highest kind this token knows */
 
 /* ------------------------------------------------------------ tables */
 
@@ -610,6 +611,7 @@ size_t tk_session_extent(const struct tk_token *tk, const uint8_t *arena, size_t
 #define TK_CRED_ID_LEN 16u
 #define TK_CRED_NAME_MAX 64u
 #define TK_DOC_ID_LEN 16u
+#define TK_SHARE_ID_LEN 16u
 #define TK_DOC_CHUNK 4096u     /* plaintext of a file chunk (the last: 0..4096) */
 #define TK_DOC_DATA_MAX 65536u /* bytes of one DocWrite or DocRead */
 #define TK_DOC_HASH_LEN 32u    /* BLAKE2b-256 of the file */
@@ -645,6 +647,11 @@ struct tk_doc_session {
     bool docs_declared; /* the documents table is declared (DocBegin's finding) */
     uint8_t cred_id[TK_CRED_ID_LEN];
     char app[TK_CRED_NAME_MAX + 1];
+    /* Writing a received document back through a read-write share: the
+     * share, and the content hash of the base revision (revision - 1). */
+    bool shared;
+    uint8_t share_id[TK_SHARE_ID_LEN];
+    uint8_t base_hash[TK_DOC_HASH_LEN];
     /* Writing: the DocMeta to store (packed). */
     size_t meta_len;
     uint8_t meta[TK_DOC_META_MAX];
@@ -663,6 +670,22 @@ int tk_do_doc_read(struct tk_call *c, const uint8_t *body, size_t len);
 int tk_do_doc_list(struct tk_call *c, const Cohort__DocList *req);
 int tk_do_doc_delete(struct tk_call *c, const Cohort__DocDelete *req);
 
+/* A revision of a document, as a DocRecord holds it (meta packed, its
+ * size set). */
+struct tk_doc_rev {
+    uint8_t doc_id[TK_DOC_ID_LEN];
+    uint64_t revision;
+    uint8_t key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
+    uint8_t hash[TK_DOC_HASH_LEN];
+    uint64_t size, cipher_size;
+    size_t meta_len;
+    uint8_t meta[TK_DOC_META_MAX];
+};
+/* Store a new revision (> 1) of one of the owner's documents that was
+ * written elsewhere (tk_share.c: a read-write share's recipient wrote it):
+ * its record, its row of the documents table and the audit line `audit`
+ * (seq and time set here), committed. The caller checked it is the next. */
+int tk_doc_store(struct tk_call *c, const struct tk_doc_rev *r, Cohort__AuditEntry *audit);
 /* -------------------------------------------------------- permissions */
 
 /*
@@ -729,7 +752,6 @@ int tk_do_cred_check(struct tk_call *c, const Cohort__CredCheck *req);
 
 /* ------------------------------------------------------------ sharing */
 
-#define TK_SHARE_ID_LEN 16u
 #define TK_SHARE_DOCS_MAX 32u     /* documents in one grant */
 #define TK_SHARE_GRANT_MAX 16384u /* a serialized ShareGrant */
 /* ShareAccept.sealed: the grant, its signature and framing, the seal. */
@@ -738,6 +760,7 @@ int tk_do_cred_check(struct tk_call *c, const Cohort__CredCheck *req);
 #define TK_SHARE_LIST_MAX 16u   /* shares per ShareList page */
 #define TK_SHARE_VALUES_MAX 16u /* values of a selector */
 #define TK_SHARE_BATCH 8u       /* sent shares ShareSync examines per scan */
+#define TK_SHARE_WRITES_MAX 8u  /* a recipient's revisions of one document awaiting a grant */
 
 /*
  * Shares (tk_share.c). tk_share_find_doc looks for doc_id (revision rev,
@@ -758,15 +781,37 @@ struct tk_shared_doc {
 };
 int tk_share_find_doc(struct tk_call *c, const uint8_t *doc_id, uint64_t rev, bool count_read,
                       struct tk_shared_doc *out);
-/* Whether the owner may write a revision of doc_id, which is not one of
- * its own documents: TK_ERR_DENIED when a received share holds it (a
- * received document is read-only), TK_ERR_NOT_FOUND otherwise. */
-int tk_share_write_check(struct tk_call *c, const uint8_t *doc_id);
+/*
+ * Writing a received document (DocBegin on a document that is not one of
+ * the owner's own). tk_share_write_begin finds the read-write share in
+ * force that holds doc_id and fills *w with the share and its current
+ * revision of the document (the only base a new revision may have):
+ * TK_ERR_NOT_FOUND when no received share holds it, TK_ERR_DENIED when
+ * those that do are read-only or revoked, TK_ERR_EXPIRED, TK_ERR_TOO_LARGE
+ * when TK_SHARE_WRITES_MAX revisions of it already wait for a grant.
+ * tk_share_meta_kept: whether a written revision's metadata keeps what
+ * the owner's said (all but modified and size). tk_share_write_back, at
+ * the last DocWrite of such a session: writes DocCipher's reply (the
+ * return grant, sealed to the sender) into c->out, appends the ShareWrite
+ * and the audit line, and commits.
+ */
+struct tk_share_write {
+    uint8_t share_id[TK_SHARE_ID_LEN];
+    uint64_t revision;
+    uint8_t hash[TK_DOC_HASH_LEN];
+    size_t meta_len;
+    uint8_t meta[TK_DOC_META_MAX];
+};
+int tk_share_write_begin(struct tk_call *c, const uint8_t *doc_id, struct tk_share_write *w);
+bool tk_share_meta_kept(const Cohort__DocMeta *was, const Cohort__DocMeta *now);
+int tk_share_write_back(struct tk_call *c, const struct tk_doc_rev *r, const uint8_t *share_id,
+                        const uint8_t *base_hash, const uint8_t *cred_id, const char *app);
 int tk_do_share_create(struct tk_call *c, const Cohort__ShareCreate *req);
 int tk_do_share_sync(struct tk_call *c, const Cohort__ShareSync *req);
 int tk_do_share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req);
 int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req);
 int tk_do_share_list(struct tk_call *c, const Cohort__ShareList *req);
+int tk_do_share_update(struct tk_call *c, const Cohort__ShareUpdate *req);
 
 /* ------------------------------------------------- backup and recovery */
 

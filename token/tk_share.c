@@ -63,27 +63,82 @@
  * refs (which no answer shows), so that a read of one is refused rather
  * than unknown, and no other sender can claim them.
  * Each read appends a ShareRead and commits before the document opens.
- * DocBegin on a received document is TK_ERR_DENIED (read-only).
+ * DocBegin on a document received read-only is TK_ERR_DENIED.
  *
- * Read-write (not written yet: such a policy is TK_ERR_UNSUPPORTED). The
- * design it would follow: the recipient's DocBegin on a read-write
- * document opens a write session whose finished revision is not stored
- * as the recipient's own document but answered as a return grant, sealed
- * to the sender and signed by the recipient, holding the new revision's
- * key and naming the share and the base revision; the sender's
- * ShareAccept takes it as the next revision of its own document if that
- * share is still in force, read-write and at that base (else
- * TK_ERR_CONFLICT), and its next ShareSync carries it to every share of
- * the document, the writer's included.
+ * Read-write. A policy with read_write lets the recipient write new
+ * revisions of the documents it received; the sender's token keeps the
+ * last word on what its documents are.
+ * - The recipient's DocBegin on a received document (tk_doc.c asks
+ *   tk_share_write_begin) finds the read-write share in force that holds
+ *   it (a read-only one: TK_ERR_DENIED; revoked: TK_ERR_DENIED; expired:
+ *   TK_ERR_EXPIRED) and allows a revision only on that share's current
+ *   revision (else TK_ERR_CONFLICT), with PUT for an app on what the
+ *   document is and becomes, and the owner's metadata kept: type, author,
+ *   subject, created and tags are the owner's, only modified (and the
+ *   size) are the writer's (TK_ERR_DENIED), so that a recipient cannot
+ *   move a document into or out of a selector's share, or rename what it
+ *   is. DocSession names the share.
+ * - The last DocWrite does not store a document of the recipient's (a
+ *   received document is never one: it could then be shared on). It
+ *   appends a ShareWrite (the share, the base revision and its content
+ *   hash, the new revision's SharedDoc, key included) and answers, besides
+ *   the DocRef, DocCipher.reply: a ShareOut whose sealed part is a
+ *   ReturnGrant (share, sender's and writer's keys, base, the SharedDoc),
+ *   signed by the recipient's device key over TK_SIG_SHARE_WRITE ||
+ *   ReturnGrant (another prefix than a grant's, so neither passes for the
+ *   other) and sealed to the X25519 key of the sender's certificate kept in
+ *   the share's record. Its refs name the new file, for the agent to send.
+ * - The recipient reads its own write: a holder's revisions are its
+ *   latest grant's, then the chain of ShareWrites of that share each on
+ *   the one before (same revision number and content hash), so a writer
+ *   may write several revisions before the sender answers (at most
+ *   TK_SHARE_WRITES_MAX of one document wait: TK_ERR_TOO_LARGE). The
+ *   chain holds while the sender's grants leave the document where it was;
+ *   a grant that moves it on (to the writer's own revision, or to one of
+ *   the sender's that won the race), drops it, makes the share read-only
+ *   or revokes it, ends the chain: ShareAccept then rewrites the log
+ *   without the writes that no longer chain on it (their keys leave the
+ *   flash) and the grant's revision is what the recipient reads.
+ * - The sender's ShareAccept of a return grant (SignedGrant.write):
+ *   addressed to this token (TK_ERR_DENIED), for a share this token made
+ *   (TK_ERR_NOT_FOUND, TK_ERR_DENIED for a received one), from its
+ *   recipient: the writer's key must be the one of the certificate the
+ *   share's record keeps (TK_ERR_DENIED) and sign it (TK_ERR_BAD_SIGNATURE),
+ *   that certificate still valid (TK_ERR_EXPIRED ...); a revision this
+ *   token already has (the same content hash among the document's
+ *   records) is TK_ERR_REPLAY; then the share must be in force (revoked:
+ *   TK_ERR_DENIED, expired by this host's clock: TK_ERR_EXPIRED) and
+ *   read-write (TK_ERR_DENIED), its last grant must hold the document (and
+ *   a selector still match it: TK_ERR_DENIED), the document still exist
+ *   (TK_ERR_NOT_FOUND) at the base, revision and content hash both (else
+ *   TK_ERR_CONFLICT: a base of the same number but another content is a
+ *   lost update refused), with the owner's metadata (TK_ERR_DENIED).
+ *   Nothing is written before every check passed, and a refusal logs
+ *   nothing. Then the revision is the owner's document's next, stored as
+ *   DocBegin/DocWrite would (tk_doc_store: record, documents-table row,
+ *   in one rewrite), with the audit line "share.write-back" naming the
+ *   document and the writer (the recipient certificate's subject and key,
+ *   in the entry's researcher fields) and who handed the package in. The
+ *   answer is the share's ShareInfo whose refs name only that revision, so
+ *   that the agent keeps the file. The next ShareSync carries the
+ *   revision to every share of the document, the writer's included.
+ * - ShareUpdate gives a share the owner made (not revoked) a new policy:
+ *   the next grant carries it whether or not its documents changed
+ *   ("share.update" on the audit log). It is how a share is made
+ *   read-only, or its expiry moved.
+ * What the recipient's agent learns: that it wrote, sizes and hashes;
+ * the ReturnGrant, key included, is sealed to the sender.
  *
  * Time. c->now is the host's clock, which the token cannot check. Expiry
  * is judged at the latest of now, every time this host has given the
- * share module before (shares created, grants issued and accepted, reads:
- * all in the log) and the issue time of the share's own grant (the
+ * share module before (shares created, grants issued and accepted, reads
+ * and writes back: all in the log) and the issue time of the share's own grant (the
  * sender's clock, signed; another sender's clock never counts). A host
  * that turns its clock back so gains nothing past the last time it gave;
  * one that never moves it forward can read until the expiry it never
- * reaches, which only a clock inside the token could prevent.
+ * reaches, which only a clock inside the token could prevent. A return
+ * grant is judged by the sender's own clock when it arrives (the writer's
+ * is in it, signed, but not trusted for that).
  *
  * Memory. Scans go through the log one record at a time (tk_log_scan);
  * tables are bounded (a resolution of TK_SHARE_DOCS_MAX entries, the
@@ -91,11 +146,17 @@
  * ShareAccept's: the request's copy of the sealed grant and its opened
  * plaintext (each at most TK_SHARE_SEALED_MAX), one log record and one
  * document; the signature is checked in place (the prefix is written
- * into the bytes before the grant) rather than over a copy.
+ * into the bytes before the grant) rather than over a copy. A return
+ * grant is small (a SharedDoc and some 200 bytes): its ShareAccept gives
+ * back the share's record and the checks' scratch before the store's
+ * rewrite, and the writer's last DocWrite builds it once the document
+ * session's room is free, so both fit the least arena.
  */
 #include "token/tk_int.h"
 
 #define PREFIX_LEN (sizeof TK_SIG_SHARE - 1u)
+#define WPREFIX_LEN (sizeof TK_SIG_SHARE_WRITE - 1u)
+#define OPEN_ROOM WPREFIX_LEN /* before an opened seal: room for either prefix */
 #define SIG_LEN crypto_sign_BYTES
 #define KEY_LEN crypto_secretstream_xchacha20poly1305_KEYBYTES
 #define WIDE_ROOM 7u   /* a 2-byte tag and a length of up to 5 bytes */
@@ -588,27 +649,76 @@ static void shared_doc_wipe(Cohort__SharedDoc *d)
 
 /* ------------------------------------------------ the recipient's holders */
 
+/* A ShareWrite's fields: its share, its base and its SharedDoc. */
+struct wrote {
+    const uint8_t *share_id, *base_hash, *doc;
+    size_t doc_len;
+    uint64_t base_rev;
+    int64_t at;
+    struct held d; /* the SharedDoc's id, revision, hash and sizes */
+};
+
+static int wrote_parse(struct wrote *w, const uint8_t *body, size_t len)
+{
+    struct tk_wfield f;
+    size_t pos = 0;
+    int more;
+    memset(w, 0, sizeof *w);
+    while ((more = tk_wire_next(body, len, &pos, &f)) == 1) {
+        if (f.field == 1 && f.wire_type == 2 && f.len == TK_SHARE_ID_LEN) {
+            w->share_id = f.data;
+        } else if (f.field == 2 && f.wire_type == 0) {
+            w->base_rev = f.varint;
+        } else if (f.field == 3 && f.wire_type == 2 && f.len == TK_DOC_HASH_LEN) {
+            w->base_hash = f.data;
+        } else if (f.field == 4 && f.wire_type == 2) {
+            w->doc = f.data;
+            w->doc_len = f.len;
+        } else if (f.field == 5 && f.wire_type == 0) {
+            w->at = (int64_t)f.varint;
+        }
+    }
+    if (more < 0 || w->share_id == NULL || w->base_hash == NULL || w->doc == NULL ||
+        !held_fields(&w->d, w->doc, w->doc_len, false) || w->d.rev != w->base_rev + 1)
+        return TK_ERR_TAMPERED;
+    return TK_OK;
+}
+
+/* A revision of the document that a received share's recipient wrote. */
+struct wnote {
+    uint8_t share_id[TK_SHARE_ID_LEN];
+    uint64_t base_rev, rev, index;
+    uint8_t base_hash[TK_DOC_HASH_LEN], hash[TK_DOC_HASH_LEN];
+};
+
 /* A received share that held a document, in its latest state. */
 struct holder {
     uint8_t share_id[TK_SHARE_ID_LEN];
     uint64_t seq;
     bool revoked, read_write;
-    bool held;      /* its latest grant (or the last before its revocation) has the document */
-    uint64_t rev;   /* the revision it has */
+    bool held; /* its latest grant (or the last before its revocation) has the document */
+    uint64_t grant_rev, grant_index; /* the revision that grant has, and its log record */
+    uint8_t grant_hash[TK_DOC_HASH_LEN];
+    /* Resolved after the scan (holder_resolve): the revision asked for. */
+    bool found;
+    bool wrote;     /* a ShareWrite of this token's has it, not a grant */
+    uint64_t rev;   /* the revision */
     uint64_t index; /* the log record that has it */
+    uint8_t hash[TK_DOC_HASH_LEN];
     int64_t expires, floor;
     uint32_t max_reads, reads;
 };
 
 struct finder {
     const uint8_t *doc_id;
-    uint64_t want; /* a revision, or 0 for any */
+    uint64_t want; /* a revision, or 0 for the current one */
     int pass;
     int64_t floor; /* the latest time this host gave the share module */
-    uint32_t n;
+    uint32_t n, n_w;
     bool overflow;
     struct holder h[TK_SHARE_HOLDERS];
-    struct holder cur; /* the state of the last part 0 read */
+    struct wnote w[TK_SHARE_WRITES_MAX]; /* every ShareWrite of the document */
+    struct holder cur;                   /* the state of the last part 0 read */
     bool cur_open;
     /* Pass 2: the chosen holder's record. */
     const struct holder *chosen;
@@ -635,35 +745,40 @@ static void holder_state(struct holder *e, const struct head *h)
     e->floor = later(e->floor, h->issued);
 }
 
+/* A SharedDoc, decoded and copied out as the chosen holder's revision. */
+static int fetch_one(struct finder *f, struct tk_arena *a, const uint8_t *doc, size_t doc_len)
+{
+    struct tk_shared_doc *o = f->out;
+    Cohort__SharedDoc *d = NULL;
+    int rc = shared_doc_decode(&d, a, doc, doc_len);
+    if (rc == TK_OK) {
+        memcpy(o->doc_id, d->doc_id.data, TK_DOC_ID_LEN);
+        o->revision = d->revision;
+        memcpy(o->key, d->key.data, KEY_LEN);
+        memcpy(o->content_hash, d->content_hash.data, TK_DOC_HASH_LEN);
+        o->size = d->size;
+        o->cipher_size = d->cipher_size;
+        o->meta_len = cohort__doc_meta__pack(d->meta, o->meta);
+        o->read_write = f->chosen->read_write;
+        f->fetched = true;
+    }
+    shared_doc_wipe(d);
+    if (rc != TK_OK)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+    return TK_SCAN_STOP;
+}
+
 static int fetch_doc(struct finder *f, struct tk_arena *a, const uint8_t *body, size_t len)
 {
     const uint8_t *doc, *id;
     size_t doc_len, pos = 0;
     uint64_t rev;
-    int more, rc;
+    int more;
     while ((more = next_doc(body, len, &pos, &doc, &doc_len)) == 1) {
-        Cohort__SharedDoc *d = NULL;
-        struct tk_shared_doc *o = f->out;
         if (!doc_ident(doc, doc_len, &id, &rev))
             return TK_ERR_TAMPERED;
-        if (memcmp(id, f->doc_id, TK_DOC_ID_LEN) != 0 || rev != f->chosen->rev)
-            continue;
-        rc = shared_doc_decode(&d, a, doc, doc_len);
-        if (rc == TK_OK) {
-            memcpy(o->doc_id, d->doc_id.data, TK_DOC_ID_LEN);
-            o->revision = d->revision;
-            memcpy(o->key, d->key.data, KEY_LEN);
-            memcpy(o->content_hash, d->content_hash.data, TK_DOC_HASH_LEN);
-            o->size = d->size;
-            o->cipher_size = d->cipher_size;
-            o->meta_len = cohort__doc_meta__pack(d->meta, o->meta);
-            o->read_write = f->chosen->read_write;
-            f->fetched = true;
-        }
-        shared_doc_wipe(d);
-        if (rc != TK_OK)
-            return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
-        return TK_SCAN_STOP;
+        if (memcmp(id, f->doc_id, TK_DOC_ID_LEN) == 0 && rev == f->chosen->rev)
+            return fetch_one(f, a, doc, doc_len);
     }
     return more;
 }
@@ -676,6 +791,7 @@ static int find_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
     struct held_iter it;
     struct held d;
     struct holder *e;
+    struct wrote wr;
     struct head h;
     uint32_t kind;
     int64_t at;
@@ -683,15 +799,44 @@ static int find_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
 
     if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
         return rc;
-    if (f->pass == 2)
-        return kind == TK_REC_SHARE && index == f->chosen->index ? fetch_doc(f, a, body, body_len)
-                                                                 : TK_OK;
+    if (f->pass == 2) {
+        if (index != f->chosen->index)
+            return TK_OK;
+        if (kind == TK_REC_SHARE && !f->chosen->wrote)
+            return fetch_doc(f, a, body, body_len);
+        if (kind == TK_REC_SHARE_WRITE && f->chosen->wrote) {
+            if ((rc = wrote_parse(&wr, body, body_len)) != TK_OK)
+                return rc;
+            return fetch_one(f, a, wr.doc, wr.doc_len);
+        }
+        return TK_ERR_TAMPERED;
+    }
     if (kind == TK_REC_SHARE_READ) {
         if (!read_parse(body, body_len, &sid, &id, &at))
             return TK_ERR_TAMPERED;
         f->floor = later(f->floor, at);
         if ((e = holder_of(f, sid)) != NULL && memcmp(id, f->doc_id, TK_DOC_ID_LEN) == 0)
             e->reads++;
+        return TK_OK;
+    }
+    if (kind == TK_REC_SHARE_WRITE) {
+        struct wnote *w;
+        if ((rc = wrote_parse(&wr, body, body_len)) != TK_OK)
+            return rc;
+        f->floor = later(f->floor, wr.at);
+        if (memcmp(wr.d.id, f->doc_id, TK_DOC_ID_LEN) != 0)
+            return TK_OK;
+        if (f->n_w == TK_SHARE_WRITES_MAX) {
+            f->overflow = true;
+            return TK_OK;
+        }
+        w = &f->w[f->n_w++];
+        memcpy(w->share_id, wr.share_id, TK_SHARE_ID_LEN);
+        w->base_rev = wr.base_rev;
+        memcpy(w->base_hash, wr.base_hash, TK_DOC_HASH_LEN);
+        w->rev = wr.d.rev;
+        memcpy(w->hash, wr.d.hash, TK_DOC_HASH_LEN);
+        w->index = index;
         return TK_OK;
     }
     if (kind != TK_REC_SHARE)
@@ -730,13 +875,51 @@ static int find_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
             e = &f->h[f->n++];
             *e = f->cur;
         }
-        if (f->want != 0 && d.rev != f->want)
-            continue;
         e->held = true;
-        e->rev = d.rev;
-        e->index = index;
+        e->grant_rev = d.rev;
+        memcpy(e->grant_hash, d.hash, TK_DOC_HASH_LEN);
+        e->grant_index = index;
     }
     return more;
+}
+
+/*
+ * A holder's revisions of the document: its latest grant's and, in a
+ * read-write share, the revisions this token wrote on it, each on the one
+ * before (same revision and content hash). Found: the one asked for, or
+ * the last. A write whose base is no longer in the chain (the sender's
+ * grant moved the document on) is not in force.
+ */
+static void holder_resolve(const struct finder *f, struct holder *e)
+{
+    const uint8_t *hash = e->grant_hash;
+    uint64_t rev = e->grant_rev, index = e->grant_index;
+    bool wrote = false, next = true;
+    uint32_t i;
+
+    e->found = false;
+    if (!e->held)
+        return;
+    while (f->want != rev && next && e->read_write) {
+        next = false;
+        for (i = 0; i < f->n_w && !next; i++) {
+            const struct wnote *w = &f->w[i];
+            if (memcmp(w->share_id, e->share_id, TK_SHARE_ID_LEN) == 0 && w->base_rev == rev &&
+                memcmp(w->base_hash, hash, TK_DOC_HASH_LEN) == 0) {
+                rev = w->rev; /* base_rev + 1: the chain ends */
+                hash = w->hash;
+                index = w->index;
+                wrote = next = true;
+            }
+        }
+    }
+    if (f->want != 0 && f->want != rev)
+        return;
+    e->found = true;
+    e->wrote = wrote;
+    e->rev = rev;
+    e->index = index;
+    memcpy(e->hash, hash, TK_DOC_HASH_LEN);
 }
 
 /* Whether a holder's policy allows one more read at `now` (the host's
@@ -754,6 +937,7 @@ static int holder_verdict(const struct holder *e, int64_t now)
 
 static int holders_scan(struct tk_call *c, struct finder *f, const uint8_t *doc_id, uint64_t rev)
 {
+    uint32_t i;
     int rc;
     memset(f, 0, sizeof *f);
     f->doc_id = doc_id;
@@ -761,7 +945,25 @@ static int holders_scan(struct tk_call *c, struct finder *f, const uint8_t *doc_
     f->pass = 1;
     if ((rc = tk_log_scan(c->tk, c->arena, false, find_fn, f)) != TK_OK)
         return rc;
-    return f->overflow ? TK_ERR_TOO_LARGE : TK_OK;
+    if (f->overflow)
+        return TK_ERR_TOO_LARGE;
+    for (i = 0; i < f->n; i++)
+        holder_resolve(f, &f->h[i]);
+    return TK_OK;
+}
+
+/* Pass 2: the chosen holder's revision into *out. */
+static int holder_fetch(struct tk_call *c, struct finder *f, const struct holder *e,
+                        struct tk_shared_doc *out)
+{
+    int rc;
+    f->pass = 2;
+    f->chosen = e;
+    f->out = out;
+    f->fetched = false;
+    if ((rc = tk_log_scan(c->tk, c->arena, false, find_fn, f)) != TK_OK)
+        return rc;
+    return f->fetched ? TK_OK : TK_ERR_TAMPERED;
 }
 
 int tk_share_find_doc(struct tk_call *c, const uint8_t *doc_id, uint64_t rev, bool count_read,
@@ -780,7 +982,7 @@ int tk_share_find_doc(struct tk_call *c, const uint8_t *doc_id, uint64_t rev, bo
     now = later(c->now, f->floor);
     for (i = 0; i < f->n; i++) {
         const struct holder *e = &f->h[i];
-        if (!e->held)
+        if (!e->found)
             continue;
         if (holder_verdict(e, now) == TK_OK) {
             if (best == NULL || e->rev > best->rev)
@@ -796,13 +998,8 @@ int tk_share_find_doc(struct tk_call *c, const uint8_t *doc_id, uint64_t rev, bo
                                        : "the share's policy allows no more reads");
         return holder_verdict(refused, now);
     }
-    f->pass = 2;
-    f->chosen = best;
-    f->out = out;
-    if ((rc = tk_log_scan(c->tk, c->arena, false, find_fn, f)) != TK_OK)
+    if ((rc = holder_fetch(c, f, best, out)) != TK_OK)
         return rc;
-    if (!f->fetched)
-        return TK_ERR_TAMPERED;
     if (count_read) {
         Cohort__StoreRecord sr = COHORT__STORE_RECORD__INIT;
         Cohort__ShareRead r = COHORT__SHARE_READ__INIT;
@@ -818,21 +1015,272 @@ int tk_share_find_doc(struct tk_call *c, const uint8_t *doc_id, uint64_t rev, bo
     return TK_OK;
 }
 
-int tk_share_write_check(struct tk_call *c, const uint8_t *doc_id)
+/* ------------------------------------------------ the recipient's writes */
+
+/* Whether a read-write holder's share still allows a write at `now`
+ * (raised to the token's floor): not revoked, not expired. Reads used up
+ * do not stop writes. */
+static int write_verdict(struct tk_call *c, const struct holder *e, int64_t now)
 {
+    if (e->revoked) {
+        set_reason(c, "the share was revoked");
+        return TK_ERR_DENIED;
+    }
+    if (e->expires != 0 && later(now, e->floor) >= e->expires) {
+        set_reason(c, "the share has expired");
+        return TK_ERR_EXPIRED;
+    }
+    return TK_OK;
+}
+
+int tk_share_write_begin(struct tk_call *c, const uint8_t *doc_id, struct tk_share_write *w)
+{
+    const struct holder *best = NULL, *refused = NULL;
+    struct tk_shared_doc *d;
     struct finder *f;
+    bool held = false;
+    int64_t now;
     uint32_t i;
     int rc;
-    if ((f = tk_arena_scratch(c->arena, sizeof *f)) == NULL)
+
+    if ((f = tk_arena_scratch(c->arena, sizeof *f)) == NULL ||
+        (d = tk_arena_scratch(c->arena, sizeof *d)) == NULL)
         return TK_ERR_NO_MEMORY;
     if ((rc = holders_scan(c, f, doc_id, 0)) != TK_OK)
         return rc;
-    for (i = 0; i < f->n; i++)
-        if (f->h[i].held) {
-            set_reason(c, "a received document is read-only");
-            return TK_ERR_DENIED;
+    now = later(c->now, f->floor);
+    for (i = 0; i < f->n; i++) {
+        const struct holder *e = &f->h[i];
+        if (!e->found)
+            continue;
+        held = true;
+        if (!e->read_write)
+            continue;
+        if (e->revoked || (e->expires != 0 && later(now, e->floor) >= e->expires)) {
+            if (refused == NULL || e->rev > refused->rev)
+                refused = e;
+        } else if (best == NULL || e->rev > best->rev) {
+            best = e;
         }
-    return TK_ERR_NOT_FOUND;
+    }
+    if (!held)
+        return TK_ERR_NOT_FOUND;
+    if (best == NULL) {
+        if (refused != NULL)
+            return write_verdict(c, refused, now);
+        set_reason(c, "a received document is read-only");
+        return TK_ERR_DENIED;
+    }
+    if (f->n_w >= TK_SHARE_WRITES_MAX) {
+        set_reason(c, "too many revisions of this document wait for its owner's grant");
+        return TK_ERR_TOO_LARGE;
+    }
+    if ((rc = holder_fetch(c, f, best, d)) == TK_OK) {
+        memcpy(w->share_id, best->share_id, TK_SHARE_ID_LEN);
+        w->revision = d->revision;
+        memcpy(w->hash, d->content_hash, TK_DOC_HASH_LEN);
+        w->meta_len = d->meta_len;
+        memcpy(w->meta, d->meta, d->meta_len);
+    }
+    sodium_memzero(d, sizeof *d);
+    return rc;
+}
+
+static bool same_text(const char *a, const char *b)
+{
+    return strcmp(a != NULL ? a : "", b != NULL ? b : "") == 0;
+}
+
+bool tk_share_meta_kept(const Cohort__DocMeta *was, const Cohort__DocMeta *now)
+{
+    size_t i;
+    if (!same_text(was->type, now->type) || !same_text(was->author, now->author) ||
+        !same_text(was->subject, now->subject) || was->created != now->created ||
+        was->n_tags != now->n_tags)
+        return false;
+    for (i = 0; i < was->n_tags; i++)
+        if (!same_text(was->tags[i], now->tags[i]))
+            return false;
+    return true;
+}
+
+/* The latest part 0 of a share's records: its head (its pointers
+ * cleared) and the other token's certificate. */
+struct peer {
+    const uint8_t *id;
+    bool found;
+    struct head h;
+    uint8_t cert[TK_CERT_MAX];
+    size_t cert_len;
+};
+
+static int peer_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, uint64_t index)
+{
+    struct peer *p = ctx;
+    const uint8_t *body;
+    size_t body_len, pos = 0;
+    struct tk_wfield f;
+    struct head h;
+    uint32_t kind;
+    int rc, more;
+    (void)a;
+    (void)index;
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind != TK_REC_SHARE)
+        return TK_OK;
+    if ((rc = head_parse(&h, body, body_len)) != TK_OK)
+        return rc;
+    if (h.part != 0 || memcmp(h.id, p->id, TK_SHARE_ID_LEN) != 0)
+        return TK_OK;
+    p->h = h;
+    p->h.id = p->h.peer_pk = NULL; /* they point into this record */
+    p->found = true;
+    p->cert_len = 0;
+    while ((more = tk_wire_next(body, body_len, &pos, &f)) == 1)
+        if (f.field == 3 && f.wire_type == 2) {
+            if (f.len > TK_CERT_MAX)
+                return TK_ERR_TAMPERED;
+            memcpy(p->cert, f.data, f.len);
+            p->cert_len = f.len;
+        }
+    return more;
+}
+
+/*
+ * The last DocWrite of a revision written back through a read-write
+ * share. DocBegin found the share in force and the base current; no other
+ * request ran since (it would have closed the session), but the clock
+ * moved: the expiry is checked again. The return grant is written and
+ * signed in scratch (after room for the signing prefix, as issue() does),
+ * sealed to the sender straight into DocCipher.reply, and wiped; then the
+ * ShareWrite (the key, so that this token reads its own write) and the
+ * audit line are stored and committed.
+ */
+int tk_share_write_back(struct tk_call *c, const struct tk_doc_rev *r, const uint8_t *share_id,
+                        const uint8_t *base_hash, const uint8_t *cred_id, const char *app)
+{
+    Cohort__StoreRecord sr = COHORT__STORE_RECORD__INIT;
+    Cohort__ShareWrite sw = COHORT__SHARE_WRITE__INIT;
+    Cohort__SharedDoc sd = COHORT__SHARED_DOC__INIT;
+    Cohort__Certificate *cert;
+    Cohort__CertBody *sb = NULL;
+    Cohort__DocMeta *meta;
+    struct peer *p;
+    struct tk_wbuf w, h;
+    uint8_t *buf, *sg, *q, sig[SIG_LEN];
+    size_t doc_len, rg_len, hdr, buf_len, sg_len, sealed_len, out_len;
+    int rc = TK_OK;
+
+    if ((p = tk_arena_scratch(c->arena, sizeof *p)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    memset(p, 0, sizeof *p);
+    p->id = share_id;
+    if ((rc = tk_log_scan(c->tk, c->arena, false, peer_fn, p)) != TK_OK)
+        return rc;
+    if (!p->found || !p->h.incoming || p->cert_len == 0)
+        return TK_ERR_TAMPERED;
+    if (p->h.revoked || !p->h.read_write) {
+        set_reason(c, "the share no longer allows writing");
+        return TK_ERR_DENIED;
+    }
+    if (p->h.expires != 0 && later(c->now, p->h.issued) >= p->h.expires) {
+        set_reason(c, "the share has expired");
+        return TK_ERR_EXPIRED;
+    }
+    cert = (Cohort__Certificate *)tk_unpack(c->arena, &cohort__certificate__descriptor, p->cert,
+                                            p->cert_len, &rc);
+    if (cert == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+    if ((rc = cert_shape(&sb, c->arena, cert)) != TK_OK)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+    if (sb->box_pk.len != 32)
+        return TK_ERR_TAMPERED;
+    meta = (Cohort__DocMeta *)tk_unpack(c->arena, &cohort__doc_meta__descriptor, r->meta,
+                                        r->meta_len, &rc);
+    if (meta == NULL)
+        return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+
+    /* The new revision, as the sender's grants carry one. */
+    sd.doc_id = (ProtobufCBinaryData){TK_DOC_ID_LEN, (uint8_t *)r->doc_id};
+    sd.revision = r->revision;
+    sd.key = (ProtobufCBinaryData){KEY_LEN, (uint8_t *)r->key};
+    sd.content_hash = (ProtobufCBinaryData){TK_DOC_HASH_LEN, (uint8_t *)r->hash};
+    sd.size = r->size;
+    sd.cipher_size = r->cipher_size;
+    sd.meta = meta;
+    doc_len = cohort__shared_doc__get_packed_size(&sd);
+
+    /* ReturnGrant { share_id, sender_pk, writer_pk, base_revision,
+     * base_hash, doc, written }, after room for the prefix. */
+    rg_len = tk_field_len(1, TK_SHARE_ID_LEN) + 2 * tk_field_len(2, TK_PK_LEN) + 1 +
+             tk_varint_len(r->revision - 1) + tk_field_len(5, TK_DOC_HASH_LEN) +
+             tk_field_len(6, doc_len) + 1 + tk_varint_len((uint64_t)c->now);
+    hdr = tk_field_len(3, rg_len) - rg_len;
+    buf_len = WPREFIX_LEN + rg_len + 2 + SIG_LEN;
+    if ((buf = tk_arena_scratch(c->arena, buf_len)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    w = (struct tk_wbuf){buf + WPREFIX_LEN, rg_len, 0, false};
+    tk_w_bytes(&w, 1, share_id, TK_SHARE_ID_LEN);
+    tk_w_bytes(&w, 2, sb->sign_pk.data, TK_PK_LEN);
+    tk_w_bytes(&w, 3, c->tk->sign_pk, TK_PK_LEN);
+    tk_w_uint(&w, 4, r->revision - 1);
+    tk_w_bytes(&w, 5, base_hash, TK_DOC_HASH_LEN);
+    tk_w_open(&w, 6, doc_len);
+    if ((q = tk_w_reserve(&w, doc_len)) != NULL)
+        cohort__shared_doc__pack(&sd, q);
+    tk_w_uint(&w, 7, (uint64_t)c->now);
+    if (w.overflow || w.len != rg_len)
+        abort(); /* the length was computed from the same fields */
+
+    /* Signed over the prefix and the return grant, framed as a
+     * SignedGrant { write = 3, signature = 2 }, sealed into the answer. */
+    memcpy(buf, TK_SIG_SHARE_WRITE, WPREFIX_LEN);
+    crypto_sign_detached(sig, NULL, buf, WPREFIX_LEN + rg_len, c->tk->sign_sk);
+    sg = buf + WPREFIX_LEN - hdr;
+    h = (struct tk_wbuf){sg, hdr, 0, false};
+    tk_w_open(&h, 3, rg_len);
+    q = buf + WPREFIX_LEN + rg_len;
+    q[0] = (2u << 3) | 2u;
+    q[1] = SIG_LEN;
+    memcpy(q + 2, sig, SIG_LEN);
+    sg_len = hdr + rg_len + 2 + SIG_LEN;
+    sealed_len = sg_len + crypto_box_SEALBYTES;
+
+    /* DocCipher.reply: ShareOut { share_id, seq, recipient (the sender,
+     * whom it goes to), sealed, refs (the new revision) }. */
+    out_len = tk_field_len(1, TK_SHARE_ID_LEN) + 1 + tk_varint_len(p->h.seq) +
+              tk_field_len(3, p->cert_len) + tk_field_len(4, sealed_len) +
+              tk_field_len(5, ref_len(r->revision, r->size, r->cipher_size));
+    tk_w_open(c->out, 3, out_len);
+    tk_w_bytes(c->out, 1, share_id, TK_SHARE_ID_LEN);
+    tk_w_uint(c->out, 2, p->h.seq);
+    tk_w_bytes(c->out, 3, p->cert, p->cert_len);
+    tk_w_open(c->out, 4, sealed_len);
+    if ((q = tk_w_reserve(c->out, sealed_len)) != NULL &&
+        crypto_box_seal(q, sg, sg_len, sb->box_pk.data) != 0)
+        rc = TK_ERR_RANDOM;
+    ref_write(c->out, 5, r->doc_id, r->revision, r->hash, r->size, r->cipher_size);
+    sodium_memzero(buf, buf_len);
+    sodium_memzero(sig, sizeof sig);
+    if (rc != TK_OK)
+        return rc;
+    if (c->out->overflow)
+        return TK_ERR_RESPONSE_SPACE;
+
+    /* This token's own copy, then the audit line, in one commit. */
+    sw.share_id = (ProtobufCBinaryData){TK_SHARE_ID_LEN, (uint8_t *)share_id};
+    sw.base_revision = r->revision - 1;
+    sw.base_hash = (ProtobufCBinaryData){TK_DOC_HASH_LEN, (uint8_t *)base_hash};
+    sw.doc = &sd;
+    sw.at = c->now;
+    sr.body_case = COHORT__STORE_RECORD__BODY_SHARE_WRITE;
+    sr.share_write = &sw;
+    if ((rc = tk_log_append(c->tk, c->arena, &sr)) != TK_OK ||
+        (rc = tk_audit_event_by(c, "share.write", r->doc_id, TK_DOC_ID_LEN, cred_id, app, true)) !=
+            TK_OK)
+        return rc;
+    return tk_log_commit(c->tk, c->arena);
 }
 
 /* ------------------------------------------------- the sender's resolution */
@@ -1190,9 +1638,8 @@ static int issue(struct tk_call *c, const struct issue *is, struct resolver *r,
 
 static int policy_check(struct tk_call *c, const Cohort__SharePolicy *p)
 {
-    if (p->reshare || p->read_write) {
-        set_reason(c, p->reshare ? "a received document can never be shared on"
-                                 : "read-write shares are not supported");
+    if (p->reshare) {
+        set_reason(c, "a received document can never be shared on");
         return TK_ERR_UNSUPPORTED;
     }
     if (p->expires < 0)
@@ -1333,11 +1780,14 @@ static int sent_load(struct tk_call *c, struct sent *s, uint64_t index)
 
 /* A sent share's next grant: by id, the ids it asked for; by selector, its
  * current matches. Sets *same when they have not changed (and issues
- * nothing then, unless revoking). */
-static int regrant(struct tk_call *c, const struct sent *s, bool revoke, bool *same)
+ * nothing then, unless revoking or given a new policy). */
+static int regrant(struct tk_call *c, const struct sent *s, bool revoke,
+                   const Cohort__SharePolicy *new_policy, bool *same)
 {
     Cohort__ShareInfo *in = s->rec->info;
-    const Cohort__SharePolicy *policy = in->policy ? in->policy : &default_policy;
+    const Cohort__SharePolicy *policy = new_policy   ? new_policy
+                                        : in->policy ? in->policy
+                                                     : &default_policy;
     struct resolver *r;
     struct issue is;
     uint8_t digest[32];
@@ -1363,7 +1813,7 @@ static int regrant(struct tk_call *c, const struct sent *s, bool revoke, bool *s
         if ((rc = resolve(c, r, &is, digest)) != TK_OK)
             return rc;
         *same = memcmp(digest, s->rec->grant_digest.data, sizeof digest) == 0;
-        if (*same)
+        if (*same && new_policy == NULL)
             return TK_OK;
     }
     return issue(c, &is, r, digest);
@@ -1425,7 +1875,38 @@ static int share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req)
     }
     if ((rc = sent_load(c, &s, l.index)) != TK_OK)
         return rc;
-    return regrant(c, &s, true, &same);
+    return regrant(c, &s, true, NULL, &same);
+}
+
+/* A new policy for a share this token made: its next grant carries it. A
+ * revocation is final. */
+static int share_update(struct tk_call *c, const Cohort__ShareUpdate *req)
+{
+    struct latest l = {NULL, false, false, false, 0};
+    struct sent s;
+    bool same = false;
+    int rc;
+
+    if ((rc = tk_cred_owner(c)) != TK_OK)
+        return rc;
+    if (!tk_has_flag(c->tk, TK_FLAG_PROVISIONED))
+        return TK_ERR_NOT_PROVISIONED;
+    if (req->share_id.len != TK_SHARE_ID_LEN || req->policy == NULL)
+        return TK_ERR_MALFORMED;
+    if ((rc = policy_check(c, req->policy)) != TK_OK)
+        return rc;
+    l.id = req->share_id.data;
+    if ((rc = tk_log_scan(c->tk, c->arena, false, latest_fn, &l)) != TK_OK)
+        return rc;
+    if (!l.found)
+        return TK_ERR_NOT_FOUND;
+    if (l.incoming || l.revoked) {
+        set_reason(c, l.incoming ? "only the sender changes a share" : "the share was revoked");
+        return TK_ERR_DENIED;
+    }
+    if ((rc = sent_load(c, &s, l.index)) != TK_OK)
+        return rc;
+    return regrant(c, &s, false, req->policy, &same);
 }
 
 /* A batch of sent shares: the first TK_SHARE_BATCH share ids met at or
@@ -1504,7 +1985,7 @@ int tk_do_share_sync(struct tk_call *c, const Cohort__ShareSync *req)
             if (b->s[i].over)
                 continue;
             if ((rc = sent_load(c, &s, b->s[i].index)) != TK_OK ||
-                (rc = regrant(c, &s, false, &same)) != TK_OK)
+                (rc = regrant(c, &s, false, NULL, &same)) != TK_OK)
                 return rc;
             if (!same)
                 return TK_OK;
@@ -1631,6 +2112,10 @@ struct acceptor {
     uint8_t cur[TK_SHARE_ID_LEN];
     uint64_t cur_seq;
     bool cur_other, cur_open;
+    /* This token's writes through the share: whether one no longer
+     * chains on the new grant (it is then erased). */
+    struct chain *chain;
+    bool drop_write;
 };
 
 static int grant_doc_index(const struct grant *g, const uint8_t *id)
@@ -1640,6 +2125,43 @@ static int grant_doc_index(const struct grant *g, const uint8_t *id)
         if (memcmp(g->doc_id[i], id, TK_DOC_ID_LEN) == 0)
             return (int)i;
     return -1;
+}
+
+/*
+ * The revisions this token wrote through a read-write share, when a new
+ * grant of it comes: for each of the grant's documents, the revision a
+ * write must be on to stay in force (the grant's, then each write kept in
+ * turn, in log order, which is the order they were written in). A write
+ * on anything else (the sender took it, or refused it, or the document
+ * left the share, or the share is revoked or read-only now) is dropped.
+ */
+struct chain {
+    uint64_t rev[TK_SHARE_DOCS_MAX];
+    uint8_t hash[TK_SHARE_DOCS_MAX][TK_DOC_HASH_LEN];
+};
+
+static void chain_start(struct chain *ch, const struct grant *g)
+{
+    struct held d;
+    uint32_t i;
+    for (i = 0; i < g->n_docs; i++) {
+        ch->rev[i] = 0;
+        if (held_fields(&d, g->doc[i], g->doc_len[i], false)) { /* checked by the decode */
+            ch->rev[i] = d.rev;
+            memcpy(ch->hash[i], d.hash, TK_DOC_HASH_LEN);
+        }
+    }
+}
+
+static bool chain_keeps(struct chain *ch, const struct grant *g, const struct wrote *w)
+{
+    int k;
+    if (g->revoked || !g->policy->read_write || (k = grant_doc_index(g, w->d.id)) < 0 ||
+        w->base_rev != ch->rev[k] || memcmp(w->base_hash, ch->hash[k], TK_DOC_HASH_LEN) != 0)
+        return false;
+    ch->rev[k] = w->d.rev;
+    memcpy(ch->hash[k], w->d.hash, TK_DOC_HASH_LEN);
+    return true;
 }
 
 static int accept_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
@@ -1673,6 +2195,15 @@ static int accept_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t
         if (memcmp(sid, x->g->share_id, TK_SHARE_ID_LEN) == 0 &&
             (k = grant_doc_index(x->g, id)) >= 0)
             x->reads[k]++;
+        return TK_OK;
+    }
+    if (kind == TK_REC_SHARE_WRITE) {
+        struct wrote w;
+        if ((rc = wrote_parse(&w, body, body_len)) != TK_OK)
+            return rc;
+        if (memcmp(w.share_id, x->g->share_id, TK_SHARE_ID_LEN) == 0 &&
+            !chain_keeps(x->chain, x->g, &w))
+            x->drop_write = true;
         return TK_OK;
     }
     if (kind != TK_REC_SHARE)
@@ -1805,6 +2336,7 @@ struct eraser {
     const Cohort__ShareInfo *info;
     uint8_t *buf;
     size_t cap;
+    struct chain *chain; /* started again: the same verdicts as accept_fn's */
 };
 
 static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, bool *keep)
@@ -1830,6 +2362,14 @@ static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_
         if ((rc = head_parse(&h, body, body_len)) != TK_OK)
             return rc;
         if (memcmp(h.id, e->g->share_id, TK_SHARE_ID_LEN) == 0)
+            return TK_OK;
+    }
+    if (kind == TK_REC_SHARE_WRITE) {
+        struct wrote w;
+        if ((rc = wrote_parse(&w, body, body_len)) != TK_OK)
+            return rc;
+        if (memcmp(w.share_id, e->g->share_id, TK_SHARE_ID_LEN) == 0 &&
+            !chain_keeps(e->chain, e->g, &w))
             return TK_OK;
     }
     *keep = true;
@@ -1862,17 +2402,330 @@ static void info_head_write(struct tk_wbuf *w, const Cohort__ShareInfo *in)
         cohort__share_info__pack(in, p);
 }
 
-static int share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
+/* ------------------------------------------------------- write-backs */
+
+/* A return grant, read field by field (pointers into the opened seal). */
+struct ret {
+    const uint8_t *share_id, *sender_pk, *writer_pk, *base_hash, *doc;
+    size_t doc_len;
+    uint64_t base_rev;
+};
+
+static int ret_parse(struct ret *r, const uint8_t *p, size_t len)
+{
+    static const uint32_t lens[8] = {0, TK_SHARE_ID_LEN, TK_PK_LEN, TK_PK_LEN,
+                                     0, TK_DOC_HASH_LEN, 0,         0};
+    struct tk_wfield f;
+    size_t pos = 0;
+    uint32_t seen = 0;
+    int more;
+
+    memset(r, 0, sizeof *r);
+    while ((more = tk_wire_next(p, len, &pos, &f)) == 1) {
+        bool bytes = f.field != 4 && f.field != 7;
+        if (f.field < 1 || f.field > 7)
+            continue;
+        if ((seen & (1u << f.field)) || f.wire_type != (bytes ? 2 : 0) ||
+            (bytes && lens[f.field] != 0 && f.len != lens[f.field]))
+            return TK_ERR_MALFORMED;
+        seen |= 1u << f.field;
+        if (f.field == 1)
+            r->share_id = f.data;
+        else if (f.field == 2)
+            r->sender_pk = f.data;
+        else if (f.field == 3)
+            r->writer_pk = f.data;
+        else if (f.field == 4)
+            r->base_rev = f.varint;
+        else if (f.field == 5)
+            r->base_hash = f.data;
+        else if (f.field == 6) {
+            r->doc = f.data;
+            r->doc_len = f.len;
+        }
+    }
+    if (more < 0)
+        return more;
+    if (r->share_id == NULL || r->sender_pk == NULL || r->writer_pk == NULL ||
+        r->base_hash == NULL || r->doc == NULL || r->base_rev == 0 || r->base_rev >= SIZE_MAX_DOC)
+        return TK_ERR_MALFORMED;
+    return TK_OK;
+}
+
+/* The owner's document a return grant names: its latest record, and
+ * whether the revision it brings is already here (a replay). */
+struct own {
+    const uint8_t *doc_id, *hash;
+    uint64_t latest;
+    uint8_t latest_hash[TK_DOC_HASH_LEN];
+    bool replay;
+    uint8_t *rec; /* TK_DOC_RECORD_MAX bytes */
+    size_t rec_len;
+};
+
+static int own_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, uint64_t index)
+{
+    struct own *o = ctx;
+    const uint8_t *body, *id;
+    size_t body_len;
+    struct entry e;
+    uint32_t kind;
+    uint64_t rev;
+    int rc;
+    (void)a;
+    (void)index;
+    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+        return rc;
+    if (kind != TK_REC_DOC)
+        return TK_OK;
+    if (!doc_ident(body, body_len, &id, &rev))
+        return TK_ERR_TAMPERED;
+    if (memcmp(id, o->doc_id, TK_DOC_ID_LEN) != 0)
+        return TK_OK;
+    if (body_len > TK_DOC_RECORD_MAX || (rc = record_ref(&e, body, body_len)) != TK_OK)
+        return TK_ERR_TAMPERED;
+    if (sodium_memcmp(e.hash, o->hash, TK_DOC_HASH_LEN) == 0)
+        o->replay = true;
+    o->latest = rev;
+    memcpy(o->latest_hash, e.hash, TK_DOC_HASH_LEN);
+    memcpy(o->rec, body, body_len);
+    o->rec_len = body_len;
+    return TK_OK;
+}
+
+/* What the store needs once the checks' scratch is given back. */
+struct back {
+    struct tk_doc_rev r;
+    Cohort__AuditEntry audit;
+    uint8_t cred_id[TK_CRED_ID_LEN], peer_pk[TK_PK_LEN];
+    char app[TK_CRED_NAME_MAX + 1], peer[TK_DOC_TEXT_MAX + 1];
+};
+
+/*
+ * ShareAccept of a return grant (wp: the ReturnGrant inside the opened
+ * seal, with room before it for the signing prefix). It must name this
+ * token as the sender and a share this token made, be signed by the key
+ * of the recipient's certificate that the share's record holds (and that
+ * certificate still be valid), bring a revision this token does not have
+ * yet (else TK_ERR_REPLAY), through a share still in force and read-write
+ * that holds the document, which is still at the base revision (else
+ * TK_ERR_CONFLICT), with the owner's metadata. Then it is stored as the
+ * owner's own next revision (tk_doc_store: record, documents-table row,
+ * audit line "share.write-back" naming the writer), and the answer is the
+ * share's ShareInfo with the new revision's ref for the agent to keep its
+ * file. The checks' scratch is given back before the store's rewrite.
+ */
+static int accept_return(struct tk_call *c, uint8_t *wp, size_t wl, const uint8_t sig[SIG_LEN])
+{
+    struct latest l = {NULL, false, false, false, 0};
+    Cohort__ShareInfo info = COHORT__SHARE_INFO__INIT;
+    Cohort__DocRef ref = COHORT__DOC_REF__INIT, *refp = &ref;
+    const Cohort__SharePolicy *policy;
+    Cohort__SharedDoc *d = NULL;
+    Cohort__DocRecord *cur = NULL;
+    Cohort__CertBody *rb = NULL;
+    const struct tk_cred *cr;
+    Cohort__ShareInfo *in;
+    struct back *b;
+    struct own *o;
+    struct sent s;
+    struct ret rg;
+    size_t mark, i;
+    bool held = false;
+    int rc;
+
+    if (wl > TK_SHARE_GRANT_MAX)
+        return TK_ERR_TOO_LARGE;
+    if ((b = tk_arena_scratch(c->arena, sizeof *b)) == NULL)
+        return TK_ERR_NO_MEMORY;
+    memset(b, 0, sizeof *b);
+    mark = tk_arena_mark(c->arena);
+    if ((rc = tk_cred_load(c, &cr)) != TK_OK)
+        return rc;
+    if (cr != NULL) {
+        memcpy(b->cred_id, cr->id, TK_CRED_ID_LEN);
+        tk_text_put(b->app, 0, sizeof b->app, cr->info->name);
+    }
+    if ((rc = ret_parse(&rg, wp, wl)) != TK_OK)
+        return rc;
+    if ((rc = shared_doc_decode(&d, c->arena, rg.doc, rg.doc_len)) != TK_OK)
+        goto out;
+    rc = TK_ERR_MALFORMED;
+    if (d->revision != rg.base_rev + 1)
+        goto out;
+    rc = TK_ERR_DENIED;
+    if (sodium_memcmp(rg.sender_pk, c->tk->sign_pk, TK_PK_LEN) != 0) {
+        set_reason(c, "the return grant is not for this token");
+        goto out;
+    }
+
+    /* The share, as this token made it. */
+    l.id = rg.share_id;
+    if ((rc = tk_log_scan(c->tk, c->arena, false, latest_fn, &l)) != TK_OK)
+        goto out;
+    if (!l.found) {
+        rc = TK_ERR_NOT_FOUND;
+        goto out;
+    }
+    if (l.incoming) {
+        set_reason(c, "the share is not one this token made");
+        rc = TK_ERR_DENIED;
+        goto out;
+    }
+    if ((rc = sent_load(c, &s, l.index)) != TK_OK)
+        goto out;
+    in = s.rec->info;
+    if (sodium_memcmp(rg.writer_pk, s.recipient->sign_pk.data, TK_PK_LEN) != 0) {
+        set_reason(c, "the return grant is not from the share's recipient");
+        rc = TK_ERR_DENIED;
+        goto out;
+    }
+    memcpy(wp - WPREFIX_LEN, TK_SIG_SHARE_WRITE, WPREFIX_LEN);
+    if (crypto_sign_verify_detached(sig, wp - WPREFIX_LEN, wl + WPREFIX_LEN,
+                                    s.recipient->sign_pk.data) != 0) {
+        rc = TK_ERR_BAD_SIGNATURE;
+        goto out;
+    }
+    if ((rc = peer_cert_check(c, s.rec->peer_cert, &rb)) != TK_OK)
+        goto out;
+
+    /* The document, as this token has it. */
+    if ((o = tk_arena_scratch(c->arena, sizeof *o)) == NULL ||
+        (o->rec = tk_arena_scratch(c->arena, TK_DOC_RECORD_MAX)) == NULL) {
+        rc = TK_ERR_NO_MEMORY;
+        goto out;
+    }
+    o->doc_id = d->doc_id.data;
+    o->hash = d->content_hash.data;
+    o->latest = 0;
+    o->replay = false;
+    o->rec_len = 0;
+    if ((rc = tk_log_scan(c->tk, c->arena, false, own_fn, o)) != TK_OK)
+        goto out;
+    if (o->replay) {
+        set_reason(c, "this revision is already here");
+        rc = TK_ERR_REPLAY;
+        goto out;
+    }
+
+    /* The share's policy and what it holds. */
+    policy = in->policy ? in->policy : &default_policy;
+    rc = TK_ERR_DENIED;
+    if (in->revoked) {
+        set_reason(c, "the share was revoked");
+        goto out;
+    }
+    if (policy->expires != 0 && c->now >= policy->expires) {
+        set_reason(c, "the share has expired");
+        rc = TK_ERR_EXPIRED;
+        goto out;
+    }
+    if (!policy->read_write) {
+        set_reason(c, "the share is read-only");
+        goto out;
+    }
+    for (i = 0; i < in->n_refs; i++)
+        held |= in->refs[i]->doc_id.len == TK_DOC_ID_LEN &&
+                memcmp(in->refs[i]->doc_id.data, d->doc_id.data, TK_DOC_ID_LEN) == 0;
+    if (!held) {
+        set_reason(c, "the share does not hold this document");
+        goto out;
+    }
+    if (o->latest == 0) {
+        set_reason(c, "the document was deleted");
+        rc = TK_ERR_NOT_FOUND;
+        goto out;
+    }
+    cur = (Cohort__DocRecord *)tk_unpack(c->arena, &cohort__doc_record__descriptor, o->rec,
+                                         o->rec_len, &rc);
+    sodium_memzero(o->rec, TK_DOC_RECORD_MAX);
+    if (cur == NULL || cur->meta == NULL) {
+        rc = rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
+        goto out;
+    }
+    if (cur->key.data != NULL)
+        sodium_memzero(cur->key.data, cur->key.len);
+    rc = TK_ERR_DENIED;
+    if (in->selector != NULL && !selector_matches(in->selector, cur->meta)) {
+        set_reason(c, "the document no longer matches the share's selector");
+        goto out;
+    }
+    if (o->latest != rg.base_rev ||
+        sodium_memcmp(o->latest_hash, rg.base_hash, TK_DOC_HASH_LEN) != 0) {
+        set_reason(c, "the document changed since the revision it was written on");
+        rc = TK_ERR_CONFLICT;
+        goto out;
+    }
+    if (!tk_share_meta_kept(cur->meta, d->meta)) {
+        set_reason(c, "a shared document keeps its owner's metadata (but modified)");
+        goto out;
+    }
+
+    /* ShareInfo { share_id, incoming, peer_pk, peer, policy, seq, refs } */
+    ref.doc_id = d->doc_id;
+    ref.revision = d->revision;
+    ref.content_hash = d->content_hash;
+    ref.size = d->size;
+    ref.cipher_size = d->cipher_size;
+    info.share_id = in->share_id;
+    info.incoming = false;
+    info.peer_pk = s.recipient->sign_pk;
+    info.peer = s.recipient->subject;
+    info.policy = (Cohort__SharePolicy *)policy;
+    info.seq = in->seq;
+    info.n_refs = 1;
+    info.refs = &refp;
+    tk_w_message(c->out, 25, &info.base);
+    if (c->out->overflow) {
+        rc = TK_ERR_RESPONSE_SPACE;
+        goto out;
+    }
+
+    /* The revision, and who wrote it, for the store. */
+    memcpy(b->r.doc_id, d->doc_id.data, TK_DOC_ID_LEN);
+    b->r.revision = d->revision;
+    memcpy(b->r.key, d->key.data, KEY_LEN);
+    memcpy(b->r.hash, d->content_hash.data, TK_DOC_HASH_LEN);
+    b->r.size = d->size;
+    b->r.cipher_size = d->cipher_size;
+    b->r.meta_len = cohort__doc_meta__pack(d->meta, b->r.meta); /* bounded by the decode */
+    memcpy(b->peer_pk, s.recipient->sign_pk.data, TK_PK_LEN);
+    tk_text_put(b->peer, 0, sizeof b->peer, s.recipient->subject);
+    rc = TK_OK;
+out:
+    shared_doc_wipe(d);
+    tk_arena_release(c->arena, mark);
+    if (rc != TK_OK) {
+        sodium_memzero(b, sizeof *b);
+        return rc;
+    }
+    cohort__audit_entry__init(&b->audit);
+    b->audit.event = "share.write-back";
+    b->audit.accepted = true;
+    b->audit.doc_id = (ProtobufCBinaryData){TK_DOC_ID_LEN, b->r.doc_id};
+    b->audit.researcher = b->peer; /* the writer: the share's recipient */
+    b->audit.researcher_pk = (ProtobufCBinaryData){TK_PK_LEN, b->peer_pk};
+    if (cr != NULL) {
+        b->audit.cred_id = (ProtobufCBinaryData){TK_CRED_ID_LEN, b->cred_id};
+        b->audit.app = b->app;
+    }
+    rc = tk_doc_store(c, &b->r, &b->audit);
+    sodium_memzero(b, sizeof *b);
+    return rc;
+}
+
+static int share_accept(struct tk_call *c, const Cohort__ShareAccept *req, bool *back)
 {
     struct tk_token *tk = c->tk;
     Cohort__ShareInfo info = COHORT__SHARE_INFO__INIT;
     Cohort__CertBody *sb = NULL;
     struct acceptor *x;
+    struct chain *ch;
     struct grant *g = NULL;
     struct tk_wfield f;
-    const uint8_t *gp = NULL;
+    const uint8_t *gp = NULL, *wp = NULL;
     uint8_t *plain, *buf, sig[SIG_LEN];
-    size_t plain_len, gl = 0, pos = 0, start, cap;
+    size_t plain_len, gl = 0, wl = 0, pos = 0, start, cap;
     uint32_t i, j, part, next;
     bool have_sig = false, erase = false;
     int rc, more;
@@ -1884,28 +2737,36 @@ static int share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
     if (req->sealed.len <= crypto_box_SEALBYTES)
         return TK_ERR_DECRYPT;
     plain_len = req->sealed.len - crypto_box_SEALBYTES;
-    if ((plain = tk_arena_scratch(c->arena, PREFIX_LEN + plain_len)) == NULL)
+    if ((plain = tk_arena_scratch(c->arena, OPEN_ROOM + plain_len)) == NULL)
         return TK_ERR_NO_MEMORY;
-    if (crypto_box_seal_open(plain + PREFIX_LEN, req->sealed.data, req->sealed.len, tk->box_pk,
+    if (crypto_box_seal_open(plain + OPEN_ROOM, req->sealed.data, req->sealed.len, tk->box_pk,
                              tk->box_sk) != 0) {
         rc = TK_ERR_DECRYPT;
         goto out;
     }
 
-    /* SignedGrant { grant, signature }, each once. */
-    while ((more = tk_wire_next(plain + PREFIX_LEN, plain_len, &pos, &f)) == 1) {
-        if (f.field == 1 && f.wire_type == 2 && gp == NULL) {
+    /* SignedGrant { grant or write, signature }, each once. */
+    while ((more = tk_wire_next(plain + OPEN_ROOM, plain_len, &pos, &f)) == 1) {
+        if (f.field == 1 && f.wire_type == 2 && gp == NULL && wp == NULL) {
             gp = f.data;
             gl = f.len;
+        } else if (f.field == 3 && f.wire_type == 2 && gp == NULL && wp == NULL) {
+            wp = f.data;
+            wl = f.len;
         } else if (f.field == 2 && f.wire_type == 2 && f.len == SIG_LEN && !have_sig) {
             memcpy(sig, f.data, SIG_LEN);
             have_sig = true;
-        } else if (f.field == 1 || f.field == 2) {
+        } else if (f.field >= 1 && f.field <= 3) {
             more = TK_ERR_MALFORMED;
             break;
         }
     }
-    rc = more < 0 ? more : gp == NULL || !have_sig ? TK_ERR_MALFORMED : TK_OK;
+    rc = more < 0 ? more : (gp == NULL && wp == NULL) || !have_sig ? TK_ERR_MALFORMED : TK_OK;
+    if (rc == TK_OK && wp != NULL) {
+        *back = true; /* a return grant: the revision a recipient wrote */
+        rc = accept_return(c, (uint8_t *)wp, wl, sig);
+        goto out;
+    }
     if (rc == TK_OK && gl > TK_SHARE_GRANT_MAX)
         rc = TK_ERR_TOO_LARGE;
     if (rc == TK_OK && (g = tk_arena_scratch(c->arena, sizeof *g)) == NULL)
@@ -1931,8 +2792,8 @@ static int share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
         rc = TK_ERR_DENIED;
         goto out;
     }
-    if (g->policy->reshare || g->policy->read_write) {
-        set_reason(c, "read-write shares and re-sharing are not supported");
+    if (g->policy->reshare) {
+        set_reason(c, "re-sharing is not supported");
         rc = TK_ERR_UNSUPPORTED;
         goto out;
     }
@@ -1955,11 +2816,15 @@ static int share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
         goto out;
 
     /* What the log already holds. */
-    if ((x = tk_arena_scratch(c->arena, sizeof *x)) == NULL) {
+    x = tk_arena_scratch(c->arena, sizeof *x);
+    ch = tk_arena_scratch(c->arena, sizeof *ch);
+    if (x == NULL || ch == NULL) {
         rc = TK_ERR_NO_MEMORY;
         goto out;
     }
     memset(x, 0, sizeof *x);
+    x->chain = ch;
+    chain_start(ch, g);
     x->g = g;
     x->sender_pk = sb->sign_pk.data;
     if ((rc = tk_log_scan(tk, c->arena, false, accept_fn, x)) != TK_OK)
@@ -2037,8 +2902,9 @@ static int share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
     }
     for (i = 0; i < x->n_held && !erase; i++)
         erase = grant_doc_index(g, x->held[i].id) < 0;
-    if (x->known && (g->revoked || erase)) {
-        struct eraser e = {c, g, &info, buf, cap};
+    if (x->known && (g->revoked || erase || x->drop_write)) {
+        struct eraser e = {c, g, &info, buf, cap, x->chain};
+        chain_start(x->chain, g);
         rc = tk_log_rewrite(tk, c->arena, erase_keep, &e);
         goto out;
     }
@@ -2050,7 +2916,7 @@ static int share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
     if (rc == TK_OK)
         rc = tk_log_commit(tk, c->arena);
 out:
-    sodium_memzero(plain, PREFIX_LEN + plain_len);
+    sodium_memzero(plain, OPEN_ROOM + plain_len);
     sodium_memzero(sig, sizeof sig);
     return rc;
 }
@@ -2314,5 +3180,13 @@ int tk_do_share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req)
 int tk_do_share_accept(struct tk_call *c, const Cohort__ShareAccept *req)
 {
     size_t start = c->out->len;
-    return audited(c, "share.accept", start, share_accept(c, req));
+    bool back = false;
+    int rc = share_accept(c, req, &back);
+    return back ? rc : audited(c, "share.accept", start, rc); /* a write-back logged its own */
+}
+
+int tk_do_share_update(struct tk_call *c, const Cohort__ShareUpdate *req)
+{
+    size_t start = c->out->len;
+    return audited(c, "share.update", start, share_update(c, req));
 }

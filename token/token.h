@@ -384,6 +384,7 @@ void tk_query_id(uint8_t out[TK_QUERY_ID_LEN], const uint8_t *plan, size_t plan_
 #define TK_SIG_RESULT "cohort-result-v1"
 #define TK_SIG_ADMIT "cohort-admit-v1"
 #define TK_SIG_SHARE "cohort-share-v1"
+#define TK_SIG_SHARE_WRITE "cohort-share-write-v1"
 #define TK_CHALLENGE_MIN 16u /* bytes of a service's admission challenge */
 #define TK_CHALLENGE_MAX 64u
 
