@@ -10,6 +10,9 @@
 # 3. The token's persistent store: insert and full-scan rates of 100,000
 #    rows in a software token, as ratios to raw file I/O plus AEAD on the
 #    same bytes, and the space per row (tests/bench/bench_store.c).
+# 4. Documents of 4 KiB and 16 MiB written and read through the token, in
+#    memory and as a software token on disk, as ratios to secretstream on
+#    the same data (tests/bench/bench_doc.c).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-3}
@@ -47,3 +50,5 @@ echo
 "$build/tests/bench/bench_token"
 echo
 "$build/tests/bench/bench_store"
+echo
+"$build/tests/bench/bench_doc"
