@@ -828,42 +828,6 @@ int tk_do_restore_begin(struct tk_call *c, const Cohort__RestoreBegin *req)
     return TK_OK;
 }
 
-/* The session, data and last flag of a streamed RestoreFeed. */
-static int parse_feed(const uint8_t *body, size_t len, const uint8_t **sid, size_t *sid_len,
-                      const uint8_t **data, size_t *data_len, bool *last)
-{
-    struct tk_wfield f;
-    size_t pos = 0;
-    bool have_data = false;
-    int more;
-    *sid = NULL;
-    *sid_len = 0;
-    *data = NULL;
-    *data_len = 0;
-    *last = false;
-    while ((more = tk_wire_next(body, len, &pos, &f)) == 1) {
-        if (f.field == 1 && f.wire_type == 2) {
-            if (*sid != NULL)
-                return TK_ERR_MALFORMED;
-            *sid = f.data;
-            *sid_len = f.len;
-        } else if (f.field == 2 && f.wire_type == 2) {
-            if (have_data)
-                return TK_ERR_MALFORMED;
-            have_data = true;
-            *data = f.data;
-            *data_len = f.len;
-        } else if (f.field == 3 && f.wire_type == 0) {
-            *last = f.varint != 0;
-        }
-    }
-    if (more < 0)
-        return more;
-    if (*data_len > TK_BACKUP_DATA_MAX)
-        return TK_ERR_TOO_LARGE;
-    return *sid == NULL ? TK_ERR_SESSION : TK_OK;
-}
-
 static int header_open(struct bk_session *s, struct bk_restore *r)
 {
     uint8_t key[32], check_key[32], check[CHECK_LEN];
@@ -1080,7 +1044,8 @@ int tk_do_restore_feed(struct tk_call *c, const uint8_t *body, size_t len)
     bool last;
     int rc;
 
-    if ((rc = parse_feed(body, len, &sid, &sid_len, &data, &data_len, &last)) != TK_OK)
+    if ((rc = tk_stream_parse(body, len, TK_BACKUP_DATA_MAX, &sid, &sid_len, &data, &data_len,
+                              &last)) != TK_OK)
         return rc;
     if ((s = find_session(c, sid, sid_len, true)) == NULL)
         return TK_ERR_SESSION;

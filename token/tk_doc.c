@@ -221,9 +221,7 @@ static bool type_ok(const char *t)
     return true;
 }
 
-/* The metadata's bounds: TK_ERR_MALFORMED for a missing meta or a bad
- * type, TK_ERR_TOO_LARGE for a field or list over its limit. */
-static int meta_check(const Cohort__DocMeta *m)
+int tk_doc_meta_check(const Cohort__DocMeta *m)
 {
     size_t i;
     if (m == NULL)
@@ -234,6 +232,8 @@ static int meta_check(const Cohort__DocMeta *m)
     for (i = 0; i < m->n_tags; i++)
         if (strlen(m->tags[i]) > TK_DOC_TAG_MAX)
             return TK_ERR_TOO_LARGE;
+    if (cohort__doc_meta__get_packed_size(m) > TK_DOC_META_MAX)
+        return TK_ERR_TOO_LARGE;
     return type_ok(m->type) ? TK_OK : TK_ERR_MALFORMED;
 }
 
@@ -418,7 +418,7 @@ int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
         return TK_ERR_NOT_PROVISIONED;
     if ((rc = tk_cred_load(c, &cr)) != TK_OK)
         return rc;
-    if ((rc = meta_check(req->meta)) != TK_OK)
+    if ((rc = tk_doc_meta_check(req->meta)) != TK_OK)
         return rc;
     meta_len = cohort__doc_meta__get_packed_size(req->meta);
     if (meta_len > TK_DOC_META_MAX)
@@ -496,9 +496,13 @@ int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req)
     return TK_OK;
 }
 
-/* The session, data and last flag of a streamed DocWrite or DocRead. */
-static int parse_stream(const uint8_t *body, size_t len, const uint8_t **sid, size_t *sid_len,
-                        const uint8_t **data, size_t *data_len, bool *last)
+/*
+ * The session, data and last flag of a streamed request (DocWrite,
+ * DocRead, RestoreFeed: { bytes session = 1; bytes data = 2; bool last = 3 }),
+ * read without decoding it; data of more than max bytes is TK_ERR_TOO_LARGE.
+ */
+int tk_stream_parse(const uint8_t *body, size_t len, size_t max, const uint8_t **sid,
+                    size_t *sid_len, const uint8_t **data, size_t *data_len, bool *last)
 {
     struct tk_wfield f;
     size_t pos = 0;
@@ -527,7 +531,7 @@ static int parse_stream(const uint8_t *body, size_t len, const uint8_t **sid, si
     }
     if (more < 0)
         return more;
-    if (*data_len > TK_DOC_DATA_MAX)
+    if (*data_len > max)
         return TK_ERR_TOO_LARGE;
     return *sid == NULL ? TK_ERR_SESSION : TK_OK;
 }
@@ -711,7 +715,8 @@ int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len)
     bool last, back;
     int rc;
 
-    if ((rc = parse_stream(body, len, &sid, &sid_len, &data, &data_len, &last)) != TK_OK)
+    if ((rc = tk_stream_parse(body, len, TK_DOC_DATA_MAX, &sid, &sid_len, &data, &data_len,
+                              &last)) != TK_OK)
         return rc;
     if ((s = find_session(c->tk, c->arena, sid, sid_len, true)) == NULL)
         return TK_ERR_SESSION;
@@ -1025,7 +1030,8 @@ int tk_do_doc_read(struct tk_call *c, const uint8_t *body, size_t len)
     bool last, done = false;
     int rc;
 
-    if ((rc = parse_stream(body, len, &sid, &sid_len, &data, &data_len, &last)) != TK_OK)
+    if ((rc = tk_stream_parse(body, len, TK_DOC_DATA_MAX, &sid, &sid_len, &data, &data_len,
+                              &last)) != TK_OK)
         return rc;
     if ((s = find_session(c->tk, c->arena, sid, sid_len, false)) == NULL)
         return TK_ERR_SESSION;

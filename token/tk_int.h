@@ -666,6 +666,14 @@ void tk_doc_wipe(uint8_t *arena, size_t arena_len);
 int tk_do_doc_begin(struct tk_call *c, const Cohort__DocBegin *req);
 int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len);
 int tk_do_doc_open(struct tk_call *c, const Cohort__DocOpen *req);
+/* A document's metadata within its bounds: TK_ERR_MALFORMED for a missing
+ * meta or a bad type, TK_ERR_TOO_LARGE for a field, list or the whole over
+ * its limit (TK_DOC_META_MAX packed). */
+int tk_doc_meta_check(const Cohort__DocMeta *m);
+/* The session, data and last flag of a streamed request (DocWrite, DocRead,
+ * RestoreFeed), read without decoding it; data over max: TK_ERR_TOO_LARGE. */
+int tk_stream_parse(const uint8_t *body, size_t len, size_t max, const uint8_t **sid,
+                    size_t *sid_len, const uint8_t **data, size_t *data_len, bool *last);
 int tk_do_doc_read(struct tk_call *c, const uint8_t *body, size_t len);
 int tk_do_doc_list(struct tk_call *c, const Cohort__DocList *req);
 int tk_do_doc_delete(struct tk_call *c, const Cohort__DocDelete *req);

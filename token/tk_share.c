@@ -241,96 +241,9 @@ static uint64_t file_size(uint64_t size)
 
 /* ------------------------------------------------- metadata and selectors */
 
-static bool type_text_ok(const char *t, size_t n)
-{
-    size_t i;
-    if (n < 1 || n > TK_DOC_TYPE_MAX)
-        return false;
-    for (i = 0; i < n; i++) {
-        char ch = t[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
-              ch == '-'))
-            return false;
-    }
-    return true;
-}
-
-/* The bounds DocBegin puts on metadata, for metadata another token sent. */
-static int meta_check(const Cohort__DocMeta *m)
-{
-    size_t i;
-    if (m == NULL)
-        return TK_ERR_MALFORMED;
-    if (strlen(m->type) > TK_DOC_TYPE_MAX || strlen(m->author) > TK_DOC_TEXT_MAX ||
-        strlen(m->subject) > TK_DOC_TEXT_MAX || m->n_tags > TK_DOC_TAGS_MAX)
-        return TK_ERR_TOO_LARGE;
-    for (i = 0; i < m->n_tags; i++)
-        if (strlen(m->tags[i]) > TK_DOC_TAG_MAX)
-            return TK_ERR_TOO_LARGE;
-    if (cohort__doc_meta__get_packed_size(m) > TK_DOC_META_MAX)
-        return TK_ERR_TOO_LARGE;
-    return type_text_ok(m->type, strlen(m->type)) ? TK_OK : TK_ERR_MALFORMED;
-}
-
-/* A selector's shape: a type pattern ("*", a type, or "prefix.*") and a
- * field ("" with no value, or author, subject or tag with 1..16 values). */
-static int selector_check(const Cohort__PermRule *r)
-{
-    size_t n = strlen(r->type), i;
-    bool prefix = n > 2 && r->type[n - 1] == '*' && r->type[n - 2] == '.';
-    if (n > TK_DOC_TYPE_MAX)
-        return TK_ERR_TOO_LARGE;
-    if (strcmp(r->type, "*") != 0 && !type_text_ok(r->type, prefix ? n - 2 : n))
-        return TK_ERR_MALFORMED;
-    if (r->n_values > TK_SHARE_VALUES_MAX)
-        return TK_ERR_TOO_LARGE;
-    for (i = 0; i < r->n_values; i++)
-        if (strlen(r->values[i]) > TK_DOC_TEXT_MAX)
-            return TK_ERR_TOO_LARGE;
-    if (r->field[0] == '\0')
-        return r->n_values == 0 ? TK_OK : TK_ERR_MALFORMED;
-    if (strcmp(r->field, "author") != 0 && strcmp(r->field, "subject") != 0 &&
-        strcmp(r->field, "tag") != 0)
-        return TK_ERR_MALFORMED;
-    return r->n_values > 0 ? TK_OK : TK_ERR_MALFORMED;
-}
-
-/* "*" matches every type, "bank.*" "bank.x" and "bank.x.y" (not "bank"). */
-static bool type_matches(const char *pattern, const char *type)
-{
-    size_t n = strlen(pattern);
-    if (strcmp(pattern, "*") == 0)
-        return true;
-    if (n > 2 && pattern[n - 1] == '*' && pattern[n - 2] == '.')
-        return strlen(type) > n - 1 && memcmp(type, pattern, n - 1) == 0;
-    return strcmp(pattern, type) == 0;
-}
-
-static bool value_listed(char *const *values, size_t n, const char *s)
-{
-    size_t i;
-    for (i = 0; i < n; i++)
-        if (strcmp(values[i], s) == 0)
-            return true;
-    return false;
-}
-
-static bool selector_matches(const Cohort__PermRule *r, const Cohort__DocMeta *m)
-{
-    size_t i;
-    if (!type_matches(r->type, m->type))
-        return false;
-    if (r->field[0] == '\0')
-        return true;
-    if (strcmp(r->field, "author") == 0)
-        return value_listed(r->values, r->n_values, m->author);
-    if (strcmp(r->field, "subject") == 0)
-        return value_listed(r->values, r->n_values, m->subject);
-    for (i = 0; i < m->n_tags; i++)
-        if (value_listed(r->values, r->n_values, m->tags[i]))
-            return true;
-    return false;
-}
+/* Metadata another token sent is held to the bounds DocBegin puts on it
+ * (tk_doc_meta_check); a selector is a rule without verbs, checked and
+ * matched as a credential's rules are (tk_rule_check, tk_rule_matches). */
 
 /* --------------------------------------------------------- certificates */
 
@@ -632,7 +545,7 @@ static int shared_doc_decode(Cohort__SharedDoc **out, struct tk_arena *a, const 
     if (d->doc_id.len != TK_DOC_ID_LEN || d->revision == 0 || d->key.len != KEY_LEN ||
         d->content_hash.len != TK_DOC_HASH_LEN)
         return TK_ERR_MALFORMED;
-    if ((rc = meta_check(d->meta)) != TK_OK)
+    if ((rc = tk_doc_meta_check(d->meta)) != TK_OK)
         return rc;
     if (d->size > SIZE_MAX_DOC)
         return TK_ERR_TOO_LARGE;
@@ -1329,7 +1242,7 @@ static int record_matches(const Cohort__PermRule *sel, struct tk_arena *a, const
                 (Cohort__DocMeta *)tk_unpack(a, &cohort__doc_meta__descriptor, f.data, f.len, &rc);
             if (m == NULL)
                 return rc == TK_ERR_NO_MEMORY ? rc : TK_ERR_TAMPERED;
-            *match = selector_matches(sel, m);
+            *match = tk_rule_matches(sel, m);
             return TK_OK;
         }
     return TK_ERR_TAMPERED;
@@ -1674,7 +1587,7 @@ static int share_create(struct tk_call *c, const Cohort__ShareCreate *req)
             if (memcmp(req->docs[i].data, req->docs[j].data, TK_DOC_ID_LEN) == 0)
                 return TK_ERR_MALFORMED;
     }
-    if (req->selector != NULL && (rc = selector_check(req->selector)) != TK_OK)
+    if (req->selector != NULL && (rc = tk_rule_check(req->selector, false)) != TK_OK)
         return rc;
     if ((rc = policy_check(c, policy)) != TK_OK)
         return rc;
@@ -2646,7 +2559,7 @@ static int accept_return(struct tk_call *c, uint8_t *wp, size_t wl, const uint8_
     if (cur->key.data != NULL)
         sodium_memzero(cur->key.data, cur->key.len);
     rc = TK_ERR_DENIED;
-    if (in->selector != NULL && !selector_matches(in->selector, cur->meta)) {
+    if (in->selector != NULL && !tk_rule_matches(in->selector, cur->meta)) {
         set_reason(c, "the document no longer matches the share's selector");
         goto out;
     }
