@@ -51,7 +51,7 @@ static const struct command commands[] = {
      "store, read, list and delete documents, encrypted by the token", cli_doc},
     {"app", "add|list|revoke --dir DIR ...  (app SUBCOMMAND --help)",
      "issue, list and revoke the credentials of the owner's apps", cli_app},
-    {"share", "create|list|revoke|sync|accept --dir DIR ...  (share SUBCOMMAND --help)",
+    {"share", "create|list|revoke|update|sync|accept --dir DIR ...  (share SUBCOMMAND --help)",
      "share documents with another person's token, and take their shares", cli_share},
     {"backup", "export --dir DIR --out FILE [--new-phrase]",
      "write an encrypted backup of the token, under a recovery phrase", cli_backup},

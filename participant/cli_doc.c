@@ -3,6 +3,7 @@
  *
  *   doc put  --dir DIR [--docs PATH] --type T [--author A] [--subject S]
  *            [--tag X ...] [--created WHEN] [--id ID --rev N] FILE|-
+ *   doc put  --dir DIR [--docs PATH] --id ID --rev N [--reply-out FILE] FILE|-
  *   doc get  --dir DIR [--docs PATH] --id ID [--rev N] [--out FILE]
  *   doc list --dir DIR [--filter TYPE[:FIELD=V,...]] [--json]
  *   doc rm   --dir DIR [--docs PATH] --id ID --rev N
@@ -15,6 +16,13 @@
  * never leaves half a document behind. Metadata comes back from the token
  * as the owner's apps gave it: it is escaped for the terminal, quoted for
  * JSON.
+ *
+ * A new revision without --type keeps the current one's metadata: a
+ * received document's from the token's list of shares (no read of the
+ * share is spent), an own one's read from the token. A document received
+ * in a read-write share goes back to its owner: the token's return
+ * package is written to --reply-out FILE (required then), for the owner's
+ * `share accept`.
  */
 #define _DEFAULT_SOURCE
 #include <errno.h>
@@ -26,6 +34,7 @@
 
 #include "participant/cli.h"
 #include "participant/pt_doc.h"
+#include "shell/shell.h"
 
 #define CMD "doc"
 #define LIST_LIMIT_MAX 1000000000ull
@@ -39,7 +48,10 @@ static void help(FILE *f)
                "  doc put  --dir DIR --type T [--author A] [--subject S] [--tag X ...]\n"
                "           [--created WHEN] [--id ID --rev N] FILE|-\n"
                "           store FILE (- for stdin) as a new document, or as a new revision\n"
-               "           of document ID, whose current revision must be N\n"
+               "           of document ID, whose current revision must be N; without\n"
+               "           --type the current metadata is kept. A document received in a\n"
+               "           read-write share goes back to its owner: --reply-out FILE is\n"
+               "           then the return package, for their `share accept`\n"
                "  doc get  --dir DIR --id ID [--rev N] [--out FILE]\n"
                "           the document (revision N, else the current one) to FILE or stdout\n"
                "  doc list --dir DIR [--filter TYPE[:FIELD=V1,V2]] [--limit N] [--json]\n"
@@ -83,11 +95,51 @@ static long file_read(void *ctx, uint8_t *buf, size_t n)
     return (long)got;
 }
 
+/* Whether id came in a share (a read-write one if any) and its
+ * metadata there. Errors are taken as "not received": the token decides. */
+static void received_doc(struct pt_link *link, int64_t now, const uint8_t id[16], bool *found,
+                         bool *read_write, struct pt_doc_meta *meta)
+{
+    enum { PAGE = 2 };
+    struct pt_share_info *page = calloc(PAGE, sizeof *page);
+    struct pt_status st;
+    uint64_t after = 0;
+
+    *found = *read_write = false;
+    if (page == NULL)
+        return;
+    for (;;) {
+        uint32_t n = 0;
+        bool more = false;
+        uint64_t next = 0;
+        if (pt_share_list(link, now, NULL, after, PAGE, page, &n, &more, &next, &st) != 0)
+            break;
+        for (uint32_t i = 0; i < n; i++) {
+            if (!page[i].incoming || page[i].revoked || (*found && *read_write))
+                continue;
+            for (uint32_t k = 0; k < page[i].n_docs && k < PT_SHARE_DOCS_MAX; k++) {
+                if (memcmp(page[i].refs[k].id, id, 16) == 0) {
+                    *found = true;
+                    *read_write = page[i].policy.read_write;
+                    *meta = page[i].metas[k];
+                    break;
+                }
+            }
+        }
+        if ((*found && *read_write) || !more || next <= after)
+            break;
+        after = next;
+    }
+    free(page);
+}
+
 static int doc_put(int argc, char **argv, const struct cli_env *env)
 {
     const char *dir = NULL, *docs = NULL, *type = NULL, *author = NULL, *subject = NULL,
-               *created = NULL, *id_text = NULL, *rev_text = NULL, *file = NULL;
-    struct pt_doc_meta meta;
+               *created = NULL, *id_text = NULL, *rev_text = NULL, *file = NULL, *reply_out = NULL;
+    struct pt_doc_meta meta, kept;
+    struct pt_reply reply;
+    bool found = false, read_write = false;
     struct pt_docstore *ds = NULL;
     struct file_reader r = {NULL, false};
     struct pt_doc_ref ref;
@@ -111,7 +163,8 @@ static int doc_put(int argc, char **argv, const struct cli_env *env)
             (m = cli_opt(env, CMD, argc, argv, &i, "--subject", &subject)) != 0 ||
             (m = cli_opt(env, CMD, argc, argv, &i, "--created", &created)) != 0 ||
             (m = cli_opt(env, CMD, argc, argv, &i, "--id", &id_text)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--rev", &rev_text)) != 0) {
+            (m = cli_opt(env, CMD, argc, argv, &i, "--rev", &rev_text)) != 0 ||
+            (m = cli_opt(env, CMD, argc, argv, &i, "--reply-out", &reply_out)) != 0) {
             if (m < 0)
                 return CLI_USAGE;
             continue;
@@ -134,9 +187,13 @@ static int doc_put(int argc, char **argv, const struct cli_env *env)
     }
     if (dir == NULL)
         return cli_usage_error(env, CMD, "give the token's directory with --dir DIR");
-    if (type == NULL || file == NULL)
+    if ((type == NULL && id_text == NULL) || file == NULL)
         return cli_usage_error(env, CMD, "doc put needs --type T and a FILE (or - for stdin)");
-    if (strlen(type) > PT_DOC_TYPE_MAX)
+    if (type == NULL && (author != NULL || subject != NULL || created != NULL || meta.n_tags > 0))
+        return cli_usage_error(env, CMD, "new metadata needs its --type T");
+    if (reply_out != NULL && id_text == NULL)
+        return cli_usage_error(env, CMD, "--reply-out is for a new revision (--id ID --rev N)");
+    if (type != NULL && strlen(type) > PT_DOC_TYPE_MAX)
         return cli_usage_error(env, CMD, "--type: at most %u bytes", PT_DOC_TYPE_MAX);
     if (author != NULL && strlen(author) > PT_DOC_TEXT_MAX)
         return cli_usage_error(env, CMD, "--author: at most %u bytes", PT_DOC_TEXT_MAX);
@@ -149,7 +206,8 @@ static int doc_put(int argc, char **argv, const struct cli_env *env)
         return CLI_USAGE;
     if (created != NULL && cli_when(env, CMD, "--created", created, &meta.created) != 0)
         return CLI_USAGE;
-    strcpy(meta.type, type);
+    if (type != NULL)
+        strcpy(meta.type, type);
     if (author != NULL)
         strcpy(meta.author, author);
     if (subject != NULL)
@@ -165,9 +223,31 @@ static int doc_put(int argc, char **argv, const struct cli_env *env)
     }
     if ((rc = cli_open(env, CMD, dir, false, &s)) != CLI_OK)
         goto out;
+    memset(&reply, 0, sizeof reply);
     if ((rc = cli_docs_open(env, CMD, dir, docs, &ds)) == CLI_OK) {
-        rc = pt_doc_put(&s.o.link, ds, env->now, NULL, id_text ? id : NULL, rev, &meta, file_read,
-                        &r, &ref, &st);
+        if (id_text != NULL)
+            received_doc(&s.o.link, env->now, id, &found, &read_write, &kept);
+        rc = 0;
+        if (found && read_write && reply_out == NULL) {
+            rc = cli_usage_error(env, CMD,
+                                 "document %s was received in a read-write share: its new "
+                                 "revision goes back to its owner; give --reply-out FILE for "
+                                 "the return package",
+                                 id_text);
+            goto closed;
+        }
+        if (type == NULL && found && kept.type[0] != '\0') {
+            meta = kept;
+        } else if (type == NULL) {
+            rc = pt_doc_get(&s.o.link, ds, env->now, NULL, id, 0, NULL, NULL, &ref, &meta, &st);
+        }
+        if (type == NULL) {
+            meta.modified = 0;
+            meta.size = 0;
+        }
+        if (rc == 0)
+            rc = pt_doc_put_reply(&s.o.link, ds, env->now, NULL, id_text ? id : NULL, rev, &meta,
+                                  file_read, &r, &ref, &reply, &st);
         if (rc != 0) {
             if (r.failed)
                 rc = cli_fail(env, CLI_DATA, CMD, "cannot read the file: nothing stored");
@@ -179,10 +259,36 @@ static int doc_put(int argc, char **argv, const struct cli_env *env)
                     hex, (unsigned long long)ref.revision, (unsigned long long)ref.size,
                     (unsigned long long)ref.cipher_size);
             rc = CLI_OK;
+            if (reply.pkg != NULL) {
+                char err[CLI_ERR_MAX];
+                if (sh_write_file(reply_out, reply.pkg, reply.pkg_len, 0600, false, err,
+                                  sizeof err) != 0) {
+                    rc = cli_fail(env, CLI_DATA, CMD,
+                                  "the revision is stored but its return package could not be "
+                                  "written: %s",
+                                  err);
+                } else {
+                    fprintf(env->out, "the revision goes back to the document's owner: give ");
+                    cli_put(env->out, reply_out);
+                    fprintf(env->out, " to them (" CLI_PROG " share accept)");
+                    if (reply.reply_to[0] != '\0') {
+                        fprintf(env->out, ", or POST it to ");
+                        cli_put(env->out, reply.reply_to);
+                        fprintf(env->out, "/v1/inbox");
+                    }
+                    fputc('\n', env->out);
+                }
+            } else if (reply_out != NULL) {
+                fprintf(env->out, "not a document received read-write: nothing written to ");
+                cli_put(env->out, reply_out);
+                fputc('\n', env->out);
+            }
         }
+    closed:
         pt_docstore_close(ds);
     }
     cli_close(env, &s);
+    free(reply.pkg);
 out:
     if (r.f != NULL && r.f != stdin)
         fclose(r.f);

@@ -6,6 +6,8 @@
  *                [--read-write] [--expires WHEN] [--max-reads N] --out FILE
  *   share list   --dir DIR [--json]
  *   share revoke --dir DIR --id SHARE --out FILE
+ *   share update --dir DIR --id SHARE [--read-only|--read-write]
+ *                [--expires WHEN] --out FILE
  *   share sync   --dir DIR [--docs PATH] [--outbox DIR]
  *   share accept --dir DIR [--docs PATH] PACKAGE
  *
@@ -18,7 +20,9 @@
  * the owner changes shared documents, `share sync` writes the packages of
  * the shares that are out of date into the outbox (DIR/outbox), one file
  * per share, SHARE.pkg, the latest replacing the earlier: what the HTTP
- * agent delivers itself.
+ * agent delivers itself. `share update` gives a share a new policy (what
+ * it does not change is kept): its package tells the recipient's token,
+ * e.g. that a read-write share is now read-only.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -47,6 +51,10 @@ static void help(FILE *f)
                "  share list   --dir DIR [--json]          the shares made and received\n"
                "  share revoke --dir DIR --id SHARE --out FILE\n"
                "      end a share; FILE is the package that tells the recipient's token\n"
+               "  share update --dir DIR --id SHARE [--read-only|--read-write]\n"
+               "               [--expires WHEN] --out FILE\n"
+               "      a new policy for a share made here (the rest is kept); FILE is the\n"
+               "      package that tells the recipient's token\n"
                "  share sync   --dir DIR [--outbox DIR]    packages of the shares whose\n"
                "      documents changed, into the outbox (DIR/outbox): SHARE.pkg each\n"
                "  share accept --dir DIR PACKAGE           take a package made for this token\n"
@@ -354,6 +362,120 @@ static int share_revoke(int argc, char **argv, const struct cli_env *env)
     return rc;
 }
 
+/* The policy of a share this token made: 0, PT_ERR_INPUT if it made none
+ * of that id, or the agent's error. */
+static int sent_policy(struct pt_link *link, int64_t now, const uint8_t id[16],
+                       struct pt_share_policy *policy, struct pt_status *st)
+{
+    enum { PAGE = 2 };
+    struct pt_share_info *page = calloc(PAGE, sizeof *page);
+    uint64_t after = 0;
+    int rc = PT_ERR_NOMEM;
+
+    if (page == NULL)
+        return rc;
+    for (;;) {
+        uint32_t n = 0;
+        bool more = false;
+        uint64_t next = 0;
+        if ((rc = pt_share_list(link, now, NULL, after, PAGE, page, &n, &more, &next, st)) != 0)
+            break;
+        rc = PT_ERR_INPUT;
+        for (uint32_t i = 0; i < n; i++) {
+            if (!page[i].incoming && memcmp(page[i].share_id, id, 16) == 0) {
+                *policy = page[i].policy;
+                rc = 0;
+            }
+        }
+        if (rc == 0 || !more || next <= after)
+            break;
+        after = next;
+    }
+    free(page);
+    return rc;
+}
+
+static int share_update(int argc, char **argv, const struct cli_env *env)
+{
+    const char *dir = NULL, *docs = NULL, *id_text = NULL, *out = NULL, *expires_text = NULL;
+    struct pt_docstore *ds = NULL;
+    struct pt_share_policy policy;
+    struct pt_status st;
+    struct cli_session s;
+    uint8_t id[16], *pkg = NULL;
+    size_t pkg_len = 0;
+    int64_t expires = 0;
+    int rw = -1; /* -1 kept, 0 read-only, 1 read-write */
+    int rc, m;
+
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            help(env->out);
+            return CLI_OK;
+        }
+        if (strcmp(argv[i], "--read-only") == 0 || strcmp(argv[i], "--read-write") == 0) {
+            int want = strcmp(argv[i], "--read-write") == 0;
+            if (rw >= 0 && rw != want)
+                return cli_usage_error(env, CMD, "either --read-only or --read-write");
+            rw = want;
+            continue;
+        }
+        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0 ||
+            (m = cli_opt(env, CMD, argc, argv, &i, "--docs", &docs)) != 0 ||
+            (m = cli_opt(env, CMD, argc, argv, &i, "--id", &id_text)) != 0 ||
+            (m = cli_opt(env, CMD, argc, argv, &i, "--expires", &expires_text)) != 0 ||
+            (m = cli_opt(env, CMD, argc, argv, &i, "--out", &out)) != 0) {
+            if (m < 0)
+                return CLI_USAGE;
+            continue;
+        }
+        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
+    }
+    if (dir == NULL || id_text == NULL || out == NULL)
+        return cli_usage_error(env, CMD, "share update needs --dir DIR, --id SHARE and --out FILE");
+    if (rw < 0 && expires_text == NULL)
+        return cli_usage_error(env, CMD,
+                               "share update changes --read-only, --read-write or --expires WHEN");
+    if (cli_id16(env, CMD, "--id", id_text, id) != 0 ||
+        (expires_text != NULL && cli_when(env, CMD, "--expires", expires_text, &expires) != 0))
+        return CLI_USAGE;
+    if ((rc = cli_open(env, CMD, dir, false, &s)) != CLI_OK)
+        return rc;
+    if ((rc = cli_docs_open(env, CMD, dir, docs, &ds)) == CLI_OK) {
+        rc = sent_policy(&s.o.link, env->now, id, &policy, &st);
+        if (rc == PT_ERR_INPUT) {
+            rc = cli_fail(env, CLI_DATA, CMD, "this token made no share %s", id_text);
+        } else if (rc != 0) {
+            rc = cli_doc_fail(env, CMD, rc, &st, "cannot list the shares");
+        } else {
+            if (rw >= 0)
+                policy.read_write = rw == 1;
+            if (expires_text != NULL)
+                policy.expires = expires;
+            rc = pt_share_update(&s.o.link, ds, env->now, NULL, id, &policy, &pkg, &pkg_len, &st);
+            rc = rc == 0 ? CLI_OK : cli_doc_fail(env, CMD, rc, &st, "cannot update the share");
+        }
+        pt_docstore_close(ds);
+    }
+    cli_close(env, &s);
+    if (rc == CLI_OK && (rc = write_package(env, out, pkg, pkg_len)) == CLI_OK) {
+        fprintf(env->out, "updated share %s: %s, ", id_text,
+                policy.read_write ? "read-write" : "read-only");
+        if (policy.expires == 0) {
+            fprintf(env->out, "never expires");
+        } else {
+            char when[PT_TIMESTAMP_TEXT];
+            cli_when_text(when, policy.expires);
+            fprintf(env->out, "expires %s", when);
+        }
+        fprintf(env->out, "; give the package in ");
+        cli_put(env->out, out);
+        fprintf(env->out, " to the recipient\n");
+    }
+    free(pkg);
+    return rc;
+}
+
 static int share_sync(int argc, char **argv, const struct cli_env *env)
 {
     const char *dir = NULL, *docs = NULL, *outbox = NULL;
@@ -493,14 +615,11 @@ int cli_share(int argc, char **argv, const struct cli_env *env)
     static const struct {
         const char *name;
         int (*run)(int, char **, const struct cli_env *);
-    } subs[] = {{"create", share_create},
-                {"list", share_list},
-                {"revoke", share_revoke},
-                {"sync", share_sync},
-                {"accept", share_accept}};
+    } subs[] = {{"create", share_create}, {"list", share_list}, {"revoke", share_revoke},
+                {"update", share_update}, {"sync", share_sync}, {"accept", share_accept}};
 
     if (argc < 2)
-        return cli_usage_error(env, CMD, "which: create, list, revoke, sync or accept?");
+        return cli_usage_error(env, CMD, "which: create, list, revoke, update, sync or accept?");
     if (cli_is_help(argv[1])) {
         help(env->out);
         return CLI_OK;
@@ -509,5 +628,6 @@ int cli_share(int argc, char **argv, const struct cli_env *env)
         if (strcmp(argv[1], subs[i].name) == 0)
             return subs[i].run(argc - 1, argv + 1, env);
     return cli_usage_error(
-        env, CMD, "unknown subcommand '%.40s' (create, list, revoke, sync or accept)", argv[1]);
+        env, CMD, "unknown subcommand '%.40s' (create, list, revoke, update, sync or accept)",
+        argv[1]);
 }

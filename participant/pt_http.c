@@ -45,8 +45,17 @@
  * gets nng's own answer, and no log line: it never names a route.
  *
  * PUT takes the new revision's metadata from its query when it gives a
- * type, and otherwise keeps the current revision's (read first, which
- * needs the GET right too). A document's "shared" (received in a share)
+ * type, and otherwise keeps the current revision's: a received document's
+ * from the token's list of shares (no read of the share is spent), an own
+ * one's read first (which needs the GET right too). A PUT on a document
+ * received read-write writes it back: the token's return package is kept
+ * in the outbox under the share's id and delivered to the owner agent's
+ * inbox (the reply_to its packages carry; this server sets its own URL on
+ * every package it makes), and the answer says whether it got there
+ * ("delivered"). The inbox takes return packages like any other, and a
+ * package taken is followed by share syncs, as a write is: a write back
+ * changed one of the owner's documents, which its other shares carry on.
+ * A document's "shared" (received in a share)
  * comes from the token's list of shares, kept between requests until the
  * inbox takes a package: while this server holds the token, nothing else
  * can change it.
@@ -223,7 +232,8 @@ struct pt_http {
     bool recv_valid;
     pthread_t workers[PT_HTTP_WORKERS];
     unsigned n_workers;
-    uint64_t generation; /* of the outbox's due marks */
+    uint64_t generation;                /* of the outbox's due marks */
+    char self_url[PT_REPLY_TO_MAX + 1]; /* http://HOST:PORT as it listens: a package's reply_to */
 };
 
 /* A parameter of the query string, decoded. */
@@ -1246,7 +1256,8 @@ static void write_meta(struct pt_jw *w, const struct pt_doc_ref *r, const struct
     pt_jw_object_end(w);
 }
 
-static void write_ref(struct pt_jw *w, const struct pt_doc_ref *r)
+/* delivered: -1 not a write back, else whether its package reached the owner's agent. */
+static void write_ref(struct pt_jw *w, const struct pt_doc_ref *r, int delivered)
 {
     pt_jw_object(w);
     pt_jw_key(w, "id");
@@ -1257,6 +1268,10 @@ static void write_ref(struct pt_jw *w, const struct pt_doc_ref *r)
     pt_jw_u64(w, r->size);
     pt_jw_key(w, "hash");
     pt_jw_hex(w, r->hash, PT_DOC_HASH_LEN);
+    if (delivered >= 0) {
+        pt_jw_key(w, "delivered");
+        pt_jw_bool(w, delivered != 0);
+    }
     pt_jw_object_end(w);
 }
 
@@ -1270,13 +1285,28 @@ static void outbox_path(const struct pt_http *h, char *out, size_t cap, const ui
     snprintf(out, cap, "%s/%s.%s", h->outbox, hex, ext);
 }
 
-/* Keep a share's latest package (and where it goes), marked due. */
+/*
+ * Keep a share's latest package (and where it goes), marked due. own: a
+ * package of a share this agent made, which carries this server's URL as
+ * its reply_to (where the recipient sends what it writes back); a return
+ * package (not own) is kept as the token made it.
+ */
 static int outbox_store(struct pt_http *h, const uint8_t id[16], const uint8_t *pkg, size_t len,
-                        const char *url)
+                        const char *url, bool own)
 {
     char path[PATH_MAX + 64], err[256], gen[24];
+    uint8_t *stamped = NULL;
+    size_t stamped_len = 0;
     int rc = 0;
 
+    if (own && h->self_url[0] != '\0') {
+        if (pt_share_package_reply_to(pkg, len, h->self_url, &stamped, &stamped_len) == 0) {
+            pkg = stamped;
+            len = stamped_len;
+        } else {
+            log_line(h, "outbox: a package could not be given this agent's URL");
+        }
+    }
     pthread_mutex_lock(&h->outbox_mu);
     outbox_path(h, path, sizeof path, id, "pkg");
     if (sh_write_file(path, pkg, len, 0600, false, err, sizeof err) != 0)
@@ -1295,6 +1325,7 @@ static int outbox_store(struct pt_http *h, const uint8_t id[16], const uint8_t *
             rc = PT_ERR_IO;
     }
     pthread_mutex_unlock(&h->outbox_mu);
+    free(stamped);
     if (rc != 0)
         log_line(h, "outbox: cannot keep a share's package");
     return rc;
@@ -1468,7 +1499,7 @@ static void sync_shares(struct job *j)
         h->sync_failed = 0;
         if (pkg == NULL)
             break;
-        outbox_store(h, id, pkg, len, NULL);
+        outbox_store(h, id, pkg, len, NULL, true);
         free(pkg);
     }
 }
@@ -1569,13 +1600,13 @@ static void collector_free(struct collector *c)
     memset(c, 0, sizeof *c);
 }
 
-static void answer_stored(struct job *j, int status, const struct pt_doc_ref *ref)
+static void answer_stored(struct job *j, int status, const struct pt_doc_ref *ref, int delivered)
 {
     struct pt_jw w;
     char hex[ID_HEX + 1];
 
     pt_jw_init(&w, 1024);
-    write_ref(&w, ref);
+    write_ref(&w, ref, delivered);
     answer_json(&j->ans, status, &w);
     sh_hex(hex, ref->id, PT_DOC_ID_LEN);
     if (status == 201)
@@ -1606,49 +1637,116 @@ static void run_doc_create(struct job *j)
     if (rc != 0)
         answer_fail(&j->ans, rc, &st, false);
     else
-        answer_stored(j, 201, &ref);
+        answer_stored(j, 201, &ref, -1);
 done:
     free(m);
 }
 
+/* A document received in a share, as the share list gives it. */
+struct recv_doc {
+    const uint8_t *id;
+    bool found, read_write;
+    uint8_t share_id[16];
+    struct pt_doc_meta meta;
+};
+static void recv_doc_of(struct pt_http *h, struct recv_doc *rd);
+
+/* Whether a share's package waits in the outbox for its delivery. */
+static bool outbox_due(struct pt_http *h, const uint8_t id[16])
+{
+    uint8_t *gen;
+    size_t len = 0;
+
+    pthread_mutex_lock(&h->outbox_mu);
+    gen = outbox_read(h, id, "due", 32, &len);
+    pthread_mutex_unlock(&h->outbox_mu);
+    free(gen);
+    return gen != NULL;
+}
+
+/*
+ * PUT: a new revision. Without metadata in the query, the current
+ * revision's is kept: for a received document it is the share list's (so
+ * that no read of the share is spent), for an own one it is read first
+ * (which needs the GET right too). A received read-write document's
+ * revision goes back to its owner: the return package is kept in the
+ * outbox under the share's id and delivered to the owner agent's URL (its
+ * packages' reply_to); a write while an earlier one of the same share
+ * still waits is refused (409), since the owner's token takes a share's
+ * write-backs only in order, each on the one before.
+ */
 static void run_doc_put(struct job *j)
 {
+    struct pt_http *h = j->h;
     struct pt_doc_meta *m = calloc(1, sizeof *m);
+    struct recv_doc *rd = calloc(1, sizeof *rd);
     struct body_reader r = {j->body, j->body_len, 0};
+    struct pt_reply reply;
     struct pt_doc_ref ref;
     struct pt_status st;
     uint64_t rev = 0;
-    bool given = has_meta_params(j);
+    bool given = has_meta_params(j), back = false, delivered = false;
     int rc;
 
-    if (m == NULL) {
+    memset(&reply, 0, sizeof reply);
+    if (m == NULL || rd == NULL) {
         answer_fail(&j->ans, PT_ERR_NOMEM, NULL, false);
-        return;
+        goto done;
     }
     if (param_u64(j, "rev", 1, UINT64_MAX, &rev, true) != 0 || (given && meta_of_params(j, m) != 0))
         goto done;
+    rd->id = j->id;
     lock(j);
+    recv_doc_of(h, rd);
     rc = 0;
-    if (!given) {
-        /* No metadata given: the current revision's is kept (reading it
-         * needs the GET right too). */
-        rc = pt_doc_get(&j->h->cfg.link, j->h->cfg.ds, now_of(j->h), who(j), j->id, 0, NULL, NULL,
-                        &ref, m, &st);
+    if (rd->found && rd->read_write && outbox_due(h, rd->share_id)) {
+        unlock(j);
+        deliver_one(h, rd->share_id); /* never under the token lock */
+        if (outbox_due(h, rd->share_id)) {
+            answer_error(&j->ans, 409, "PENDING_WRITE_BACK",
+                         "an earlier revision written to this document has not reached its "
+                         "owner yet");
+            goto done;
+        }
+        lock(j);
+    }
+    if (rc == 0 && !given) {
+        if (rd->found && rd->meta.type[0] != '\0') {
+            *m = rd->meta;
+        } else {
+            /* Reading the metadata needs the GET right too. */
+            rc = pt_doc_get(&h->cfg.link, h->cfg.ds, now_of(h), who(j), j->id, 0, NULL, NULL, &ref,
+                            m, &st);
+        }
         m->modified = 0;
         m->size = 0;
     }
     if (rc == 0)
-        rc = pt_doc_put(&j->h->cfg.link, j->h->cfg.ds, now_of(j->h), who(j), j->id, rev, m,
-                        read_body, &r, &ref, &st);
+        rc = pt_doc_put_reply(&h->cfg.link, h->cfg.ds, now_of(h), who(j), j->id, rev, m, read_body,
+                              &r, &ref, &reply, &st);
+    if (rc == 0 && reply.pkg != NULL) {
+        const char *to =
+            reply.reply_to[0] != '\0' && deliver_url_ok(reply.reply_to) ? reply.reply_to : NULL;
+        back = true;
+        if (outbox_store(h, reply.share_id, reply.pkg, reply.pkg_len, to, false) != 0)
+            to = NULL;
+        if (to == NULL)
+            log_line(h, "a write back waits in the outbox: its owner's agent has no URL here");
+        unlock(j);
+        delivered = to != NULL && deliver_one(h, reply.share_id);
+        lock(j);
+    }
     if (rc == 0)
         sync_shares(j);
     unlock(j);
     if (rc != 0)
         answer_fail(&j->ans, rc, &st, false);
     else
-        answer_stored(j, 200, &ref);
+        answer_stored(j, 200, &ref, back ? delivered : -1);
 done:
+    free(reply.pkg);
     free(m);
+    free(rd);
 }
 
 static void run_doc_get(struct job *j)
@@ -2249,7 +2347,8 @@ static void run_share_create(struct job *j)
         answer_fail(&j->ans, rc, &st, false);
         goto done;
     }
-    if (outbox_store(j->h, share_id, pkg, pkg_len, deliver[0] ? deliver : NULL) == 0 && deliver[0])
+    if (outbox_store(j->h, share_id, pkg, pkg_len, deliver[0] ? deliver : NULL, true) == 0 &&
+        deliver[0])
         delivered = deliver_one(j->h, share_id);
     pt_jw_init(&w, 1024);
     pt_jw_object(&w);
@@ -2437,6 +2536,37 @@ static bool received(struct pt_http *h, const uint8_t id[PT_DOC_ID_LEN])
     return false;
 }
 
+static int recv_doc_fn(void *ctx, const struct pt_share_info *s)
+{
+    struct recv_doc *rd = ctx;
+
+    if (!s->incoming || s->revoked)
+        return 0;
+    for (uint32_t i = 0; i < s->n_docs && i < PT_SHARE_DOCS_MAX; i++) {
+        if (memcmp(s->refs[i].id, rd->id, PT_DOC_ID_LEN) != 0 || (rd->found && rd->read_write))
+            continue;
+        rd->found = true;
+        rd->read_write = s->policy.read_write;
+        memcpy(rd->share_id, s->share_id, 16);
+        rd->meta = s->metas[i];
+        return rd->read_write ? 1 : 0; /* a read-write share is the one a write goes through */
+    }
+    return 0;
+}
+
+/* The share a received document came in (a read-write one if any), and
+ * its metadata; rd->found false for a document of this token's own, or
+ * when the token's list cannot be had (the token decides the write). The
+ * token lock is held. */
+static void recv_doc_of(struct pt_http *h, struct recv_doc *rd)
+{
+    struct pt_status st;
+
+    rd->found = false;
+    if (received(h, rd->id) && each_share(h, NULL, recv_doc_fn, rd, &st) != 0)
+        rd->found = false;
+}
+
 struct share_writer {
     struct pt_jw *w;
     struct pt_http *h;
@@ -2490,7 +2620,7 @@ static void run_share_revoke(struct job *j)
         answer_fail(&j->ans, rc, &st, false);
         return;
     }
-    if (outbox_store(j->h, j->id, pkg, pkg_len, NULL) == 0) {
+    if (outbox_store(j->h, j->id, pkg, pkg_len, NULL, true) == 0) {
         pthread_mutex_lock(&j->h->outbox_mu);
         url = outbox_read(j->h, j->id, "url", PT_HTTP_URL_MAX, &url_len);
         pthread_mutex_unlock(&j->h->outbox_mu);
@@ -2549,8 +2679,11 @@ static void run_inbox(struct job *j)
         struct pt_status st2;
         j->h->recv_valid = false;
         f->id = share_id;
-        f->incoming_only = true;
+        f->incoming_only = false; /* a return package names a share this agent made */
         each_share(j->h, NULL, find_share_fn, f, &st2);
+        /* A write back changed one of the owner's documents: its other
+         * shares (and the writer's) get it, as after a write here. */
+        sync_shares(j);
     }
     unlock(j);
     if (rc != 0) {
@@ -2822,6 +2955,10 @@ int pt_http_start(struct pt_http **out, const struct pt_http_config *cfg, char *
     }
     if (nng_http_server_get_addr(h->srv, &sa) == 0)
         h->port = sa.s_family == NNG_AF_INET ? ntohs(sa.s_in.sa_port) : ntohs(sa.s_in6.sa_port);
+    if (h->port > 0) {
+        char *colon = strrchr(url, ':'); /* after the host: "http://HOST:PORT" */
+        snprintf(h->self_url, sizeof h->self_url, "%.*s:%d", (int)(colon - url), url, h->port);
+    }
     nng_url_free(u);
     u = NULL;
     for (unsigned i = 0; i < PT_HTTP_WORKERS; i++) {

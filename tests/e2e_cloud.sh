@@ -13,6 +13,8 @@
 #   to Bob's inbox; Bob's token enforces read-only, a maximum of reads,
 #   expiry and revocation; Alice's update reaches Bob; a replayed and a
 #   forged package are refused;
+# - Alice shares a document read-write with Bob: his revision goes back to
+#   her agent's inbox and is her document's next;
 # - Alice exports a backup, recovers it into a new token with the recovery
 #   phrase (a wrong phrase changes nothing), and reads her documents there;
 #   a token without the backup cannot.
@@ -187,6 +189,19 @@ cmp -s "$out" "$work/doc2" || fail "Bob read another content"
 while [ "$(date +%s)" -le $((now + 4)) ]; do sleep 0.5; done
 req 403 GET "$B/v1/docs/$D2" "$B_OWNER"
 req 200 GET "$A/v1/docs/$D2" "$APP" # Alice's own copy is hers
+
+# read-write: Bob's revision goes back to Alice's agent, and is hers
+printf 'ALICE-BUDGET-2026 rent 900 EUR\n' >"$work/doc5"
+printf 'ALICE-BUDGET-2026 rent 900 EUR, food 300 EUR (Bob)\n' >"$work/doc5b"
+req 201 POST "$A/v1/docs?type=bank.budget" "$APP" --data-binary @"$work/doc5"
+D5=$(json id)
+share "$D5" '{"read_write":true}'
+req 200 PUT "$B/v1/docs/$D5?rev=1" "$B_OWNER" --data-binary @"$work/doc5b"
+grep -q '"delivered":true' "$out" || fail "Bob's revision did not reach Alice's agent"
+[ "$(json revision)" = 2 ] || fail "Bob's revision is not the second"
+req 200 GET "$A/v1/docs/$D5" "$APP"
+cmp -s "$out" "$work/doc5b" || fail "Alice does not read Bob's revision"
+req 409 PUT "$B/v1/docs/$D5?rev=1" "$B_OWNER" --data-binary @"$work/doc5"
 req 200 GET "$B/v1/audit" "$B_OWNER"
 grep -q 'share' "$out" || fail "Bob's audit log does not show the shares"
 
@@ -227,7 +242,7 @@ cp "$work/doc1" "$work/bob/planted"
 grep -q "found a plaintext needle in $work/bob/planted" "$out" || fail "the scan did not say where"
 rm "$work/bob/planted"
 set --
-for f in doc1 doc1b doc2 doc3; do set -- "$@" --needle "$(cat "$work/$f")"; done
+for f in doc1 doc1b doc2 doc3 doc5 doc5b; do set -- "$@" --needle "$(cat "$work/$f")"; done
 "$scan" --token "$work/alice" --token "$work/bob" --token "$work/alice2" \
     "$@" --needle-file "$work/big" --needle "$A_OWNER" --needle "$B_OWNER" --needle "$A2_OWNER" \
     --needle "$APP" --needle "$PHRASE" \

@@ -876,6 +876,136 @@ static void two_agents_share_over_http(void **state)
     resp_free(&r);
 }
 
+/* Wait until ag lists n shares (a delivery runs after the answer). */
+static void eventually_shares(const struct agent *ag, size_t n)
+{
+    for (int i = 0; i < 200; i++) {
+        struct resp r;
+        struct jdoc j;
+        size_t got;
+        get(ag, "/v1/shares", ag->owner, &r);
+        expect_status(&r, 200);
+        json_of(&j, &r);
+        got = jarr(j.root, "shares")->n;
+        pt_json_free(&j.doc);
+        resp_free(&r);
+        if (got == n)
+            return;
+        usleep(25000);
+    }
+    fail_msg("the agent never listed %zu shares", n);
+}
+
+/* A's share of id with to (read-write or not), delivered to it. */
+static void share_with(const struct agent *a, const struct agent *to, const char *id,
+                       bool read_write)
+{
+    char json[4096], cert[1024];
+    struct resp r;
+    struct jdoc j;
+
+    get(to, "/v1/identity", NULL, &r);
+    json_of(&j, &r);
+    snprintf(cert, sizeof cert, "%s", jstr(j.root, "certificate"));
+    pt_json_free(&j.doc);
+    resp_free(&r);
+    snprintf(json, sizeof json,
+             "{\"recipient\":\"%s\",\"docs\":[\"%s\"],\"policy\":{\"read_write\":%s,"
+             "\"expires\":0,\"max_reads\":5},\"deliver\":\"http://127.0.0.1:%d\"}",
+             cert, id, read_write ? "true" : "false", to->port);
+    post_json(a, "/v1/shares", a->owner, json, &r);
+    expect_status(&r, 201);
+    json_of(&j, &r);
+    assert_true(jbool(j.root, "delivered"));
+    pt_json_free(&j.doc);
+    resp_free(&r);
+}
+
+static void a_write_back_reaches_the_owner_and_then_the_other_recipients(void **state)
+{
+    struct world *w = *state;
+    struct agent *a = &w->a, *b = &w->b;
+    struct agent *c = calloc(1, sizeof *c);
+    char id[HEX_ID + 1], target[256], v[32];
+    struct resp r;
+    struct jdoc j;
+
+    if (!share_supported(a)) {
+        free(c);
+        skip();
+    }
+    agent_start(c, w->root, "c", &w->fx);
+    put_doc(a, a->owner, "type=health.record&author=Dr+Kaur&tag=lab", "blood test: fine", id);
+    share_with(a, b, id, true);
+    share_with(a, c, id, false);
+    eventually_shares(b, 1);
+    eventually_shares(c, 1);
+
+    /* Bob writes, without metadata: it is the owner's, taken from the
+     * share list, so that none of the share's five reads is spent. */
+    snprintf(target, sizeof target, "/v1/docs/%s?rev=1", id);
+    request(b, "PUT", target, b->owner, "blood test: amended", 19, &r);
+    expect_status(&r, 200);
+    json_of(&j, &r);
+    assert_string_equal(jstr(j.root, "id"), id);
+    assert_int_equal(jint(j.root, "revision"), 2);
+    assert_int_equal(jint(j.root, "size"), 19);
+    assert_true(jbool(j.root, "delivered"));
+    pt_json_free(&j.doc);
+    resp_free(&r);
+    get(b, "/v1/shares", b->owner, &r);
+    json_of(&j, &r);
+    assert_int_equal(jarr(j.root, "shares")->n, 1);
+    assert_int_equal(jarr(jarr(j.root, "shares")->child, "reads")->child->type, PT_JSON_NUMBER);
+    {
+        int64_t reads = -1;
+        assert_int_equal(
+            pt_json_int(jarr(jarr(j.root, "shares")->child, "reads")->child, 0, 100, &reads), 0);
+        assert_int_equal(reads, 0);
+    }
+    pt_json_free(&j.doc);
+    resp_free(&r);
+
+    /* Alice has it as her document's revision 2, with her metadata. */
+    snprintf(target, sizeof target, "/v1/docs/%s", id);
+    get(a, target, a->owner, &r);
+    expect_status(&r, 200);
+    expect_body(&r, "blood test: amended");
+    assert_non_null(header(&r, "Cohort-Revision", v, sizeof v));
+    assert_string_equal(v, "2");
+    resp_free(&r);
+    snprintf(target, sizeof target, "/v1/docs/%s/meta", id);
+    get(a, target, a->owner, &r);
+    expect_status(&r, 200);
+    json_of(&j, &r);
+    assert_string_equal(jstr(j.root, "type"), "health.record");
+    assert_string_equal(jstr(j.root, "author"), "Dr Kaur");
+    assert_false(jbool(j.root, "shared"));
+    pt_json_free(&j.doc);
+    resp_free(&r);
+
+    /* Carol's read-only share carries it on; Bob reads his own write. */
+    eventually_reads(c, id, "blood test: amended");
+    eventually_reads(b, id, "blood test: amended");
+
+    /* Carol may not write; Bob may not write on a stale revision. */
+    snprintf(target, sizeof target, "/v1/docs/%s?rev=2", id);
+    request(c, "PUT", target, c->owner, "mine now", 8, &r);
+    expect_error(&r, 403, "TK_ERR_DENIED");
+    resp_free(&r);
+    snprintf(target, sizeof target, "/v1/docs/%s?rev=1", id);
+    request(b, "PUT", target, b->owner, "lost update", 11, &r);
+    expect_error(&r, 409, "TK_ERR_CONFLICT");
+    resp_free(&r);
+    snprintf(target, sizeof target, "/v1/docs/%s", id);
+    get(a, target, a->owner, &r);
+    expect_body(&r, "blood test: amended");
+    resp_free(&r);
+
+    agent_stop(c);
+    free(c);
+}
+
 static void lists_and_the_audit_page_with_their_cursors(void **state)
 {
     struct world *w = *state;
@@ -2335,6 +2465,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(every_route_answers_its_success, setup, teardown),
         cmocka_unit_test_setup_teardown(two_agents_share_over_http, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            a_write_back_reaches_the_owner_and_then_the_other_recipients, setup, teardown),
         cmocka_unit_test_setup_teardown(lists_and_the_audit_page_with_their_cursors, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_failed_delivery_is_retried_after_the_next_write, setup,

@@ -2088,6 +2088,141 @@ static void the_share_commands_carry_a_document_to_another_token_and_revoke_it(v
     free(v2);
 }
 
+static void a_revision_of_a_document_received_read_write_goes_back_in_a_reply_file(void **state)
+{
+    struct world *w = *state;
+    uint8_t *data = random_bytes(5000, 83), *v2 = random_bytes(700, 84), id[16], sid[16];
+    struct cli_run r = {0};
+    char path[1024], hex[33], share[33], line[2048];
+
+    cli_token(w, &r, "a", "alice");
+    cli_token(w, &r, "b", "bob");
+    snprintf(path, sizeof path, "%s/in.bin", w->root);
+    spit(path, data, 5000);
+    assert_int_equal(cli(w, &r, "doc|put|--dir|@/a|--type|health.record|--tag|lab|@/in.bin"),
+                     CLI_OK);
+    id_after(id, hex, r.out, "stored document ");
+    assert_int_equal(cli(w, &r, "identity|--dir|@/b"), CLI_OK);
+    snprintf(path, sizeof path, "%s/bob.id", w->root);
+    spit(path, (const uint8_t *)r.out, r.out_len);
+    snprintf(line, sizeof line,
+             "share|create|--dir|@/a|--to|@/bob.id|--doc|%s|--read-write|--max-reads|3|--out|@/p1",
+             hex);
+    assert_int_equal(cli(w, &r, line), CLI_OK);
+    id_after(sid, share, r.out, "created share ");
+    assert_int_equal(cli(w, &r, "share|accept|--dir|@/b|@/p1"), CLI_OK);
+
+    /* Without --reply-out the revision has nowhere to go: a usage error,
+     * and nothing is written. */
+    snprintf(path, sizeof path, "%s/v2.bin", w->root);
+    spit(path, v2, 700);
+    snprintf(line, sizeof line, "doc|put|--dir|@/b|--id|%s|--rev|1|@/v2.bin", hex);
+    assert_int_equal(cli(w, &r, line), CLI_USAGE);
+    expect_has(r.err, "read-write share");
+    expect_has(r.err, "--reply-out FILE");
+    /* New metadata is not Bob's to give either. */
+    snprintf(line, sizeof line, "doc|put|--dir|@/b|--id|%s|--rev|1|--author|bob|@/v2.bin", hex);
+    assert_int_equal(cli(w, &r, line), CLI_USAGE);
+    expect_has(r.err, "--type");
+
+    /* With it, the owner's metadata is kept (no --type) and no read is spent. */
+    snprintf(line, sizeof line, "doc|put|--dir|@/b|--id|%s|--rev|1|--reply-out|@/back|@/v2.bin",
+             hex);
+    if (cli(w, &r, line) != CLI_OK)
+        fail_msg("doc put: %s", r.err);
+    expect_has(r.out, "revision 2");
+    expect_has(r.out, "goes back to the document's owner");
+    assert_int_equal(cli(w, &r, "share|list|--dir|@/b|--json"), CLI_OK);
+    expect_has(r.out, "\"reads\":0}");
+    /* A stale revision is the token's conflict. */
+    snprintf(line, sizeof line, "doc|put|--dir|@/b|--id|%s|--rev|1|--reply-out|@/back2|@/v2.bin",
+             hex);
+    assert_int_equal(cli(w, &r, line), CLI_DATA);
+    expect_has(r.err, "TK_ERR_CONFLICT");
+
+    /* Alice takes the return package: revision 2 of her document is Bob's. */
+    assert_int_equal(cli(w, &r, "share|accept|--dir|@/a|@/back"), CLI_OK);
+    snprintf(line, sizeof line, "doc|get|--dir|@/a|--id|%s", hex);
+    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(r.out_len, 700);
+    assert_memory_equal(r.out, v2, 700);
+    assert_int_equal(cli(w, &r, "share|accept|--dir|@/a|@/back"), CLI_DATA);
+    expect_has(r.err, "TK_ERR_REPLAY");
+
+    /* --reply-out on an own document writes nothing. */
+    snprintf(line, sizeof line, "doc|put|--dir|@/a|--id|%s|--rev|2|--reply-out|@/none|@/in.bin",
+             hex);
+    assert_int_equal(cli(w, &r, line), CLI_OK);
+    expect_has(r.out, "nothing written");
+    snprintf(path, sizeof path, "%s/none", w->root);
+    assert_int_equal(access(path, F_OK), -1);
+    cli_free(&r);
+    free(data);
+    free(v2);
+}
+
+static void share_update_makes_a_read_write_share_read_only_at_the_recipient(void **state)
+{
+    struct world *w = *state;
+    uint8_t *data = random_bytes(900, 85), id[16], sid[16];
+    struct cli_run r = {0};
+    char path[1024], hex[33], share[33], line[2048];
+
+    cli_token(w, &r, "a", "alice");
+    cli_token(w, &r, "b", "bob");
+    snprintf(path, sizeof path, "%s/in.bin", w->root);
+    spit(path, data, 900);
+    assert_int_equal(cli(w, &r, "doc|put|--dir|@/a|--type|note|@/in.bin"), CLI_OK);
+    id_after(id, hex, r.out, "stored document ");
+    assert_int_equal(cli(w, &r, "identity|--dir|@/b"), CLI_OK);
+    snprintf(path, sizeof path, "%s/bob.id", w->root);
+    spit(path, (const uint8_t *)r.out, r.out_len);
+    snprintf(line, sizeof line,
+             "share|create|--dir|@/a|--to|@/bob.id|--doc|%s|--read-write|--out|@/p1", hex);
+    assert_int_equal(cli(w, &r, line), CLI_OK);
+    id_after(sid, share, r.out, "created share ");
+    assert_int_equal(cli(w, &r, "share|accept|--dir|@/b|@/p1"), CLI_OK);
+
+    /* Bad lines are usage errors; an unknown share is the data's. */
+    snprintf(line, sizeof line, "share|update|--dir|@/a|--id|%s|--read-only", share);
+    assert_int_equal(cli(w, &r, line), CLI_USAGE);
+    snprintf(line, sizeof line, "share|update|--dir|@/a|--id|%s|--out|@/p2", share);
+    assert_int_equal(cli(w, &r, line), CLI_USAGE);
+    snprintf(line, sizeof line,
+             "share|update|--dir|@/a|--id|%s|--read-only|--read-write|--out|@/p2", share);
+    assert_int_equal(cli(w, &r, line), CLI_USAGE);
+    assert_int_equal(cli(w, &r,
+                         "share|update|--dir|@/a|--id|00000000000000000000000000000000|"
+                         "--read-only|--out|@/p2"),
+                     CLI_DATA);
+    expect_has(r.err, "no share");
+
+    snprintf(line, sizeof line,
+             "share|update|--dir|@/a|--id|%s|--read-only|--expires|30d|--out|@/p2", share);
+    if (cli(w, &r, line) != CLI_OK)
+        fail_msg("share update: %s", r.err);
+    expect_has(r.out, "read-only");
+    expect_has(r.out, "expires ");
+    assert_int_equal(cli(w, &r, "share|list|--dir|@/a|--json"), CLI_OK);
+    expect_has(r.out, "\"read_write\":false");
+    assert_int_equal(cli(w, &r, "share|accept|--dir|@/b|@/p2"), CLI_OK);
+    assert_int_equal(cli(w, &r, "share|list|--dir|@/b|--json"), CLI_OK);
+    expect_has(r.out, "\"read_write\":false");
+
+    /* Bob can still read it, and can no longer write it. */
+    snprintf(line, sizeof line, "doc|get|--dir|@/b|--id|%s", hex);
+    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(r.out_len, 900);
+    snprintf(line, sizeof line, "doc|put|--dir|@/b|--id|%s|--rev|1|--reply-out|@/back|@/in.bin",
+             hex);
+    assert_int_equal(cli(w, &r, line), CLI_DATA);
+    expect_has(r.err, "TK_ERR_DENIED");
+    snprintf(path, sizeof path, "%s/back", w->root);
+    assert_int_equal(access(path, F_OK), -1);
+    cli_free(&r);
+    free(data);
+}
+
 static void backup_export_and_recover_bring_the_documents_to_a_new_token(void **state)
 {
     struct world *w = *state;
@@ -2174,6 +2309,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             the_share_commands_carry_a_document_to_another_token_and_revoke_it, setup_cli,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            a_revision_of_a_document_received_read_write_goes_back_in_a_reply_file, setup_cli,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            share_update_makes_a_read_write_share_read_only_at_the_recipient, setup_cli, teardown),
         cmocka_unit_test_setup_teardown(
             backup_export_and_recover_bring_the_documents_to_a_new_token, setup_cli, teardown),
     };
