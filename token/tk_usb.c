@@ -25,9 +25,9 @@
  * once. A request whose sequence number is that of the cached response is
  * a duplicate: it is ACKed and answered from the cache, not run again.
  *
- * Sending. tk_usb_poll hands out one frame per call: a waiting control
- * frame first (ACK, NAK, HELLO, RESET, ERROR; one slot, a newer replaces an
- * older), then the response's DATA frames in order. A NAK from the host
+ * Sending. tk_usb_poll hands out one frame per call: waiting control
+ * frames first (ACK, NAK, HELLO, RESET, ERROR; a queue of
+ * TK_USB_CONTROL_QUEUE, the oldest dropped when it overflows), then the response's DATA frames in order. A NAK from the host
  * with the response's sequence number restarts them from its offset.
  *
  * Trust: everything fed here comes from the host, which is not trusted:
@@ -92,9 +92,10 @@ struct tk_usb {
     bool tx_active;
     uint32_t tx_off;
 
-    /* The control frame waiting to go IN. */
-    uint8_t co[CTL_FRAME_MAX];
-    uint32_t co_len;
+    /* Control frames waiting to go IN, oldest first (co_head). */
+    uint8_t co[TK_USB_CONTROL_QUEUE][CTL_FRAME_MAX];
+    uint32_t co_len[TK_USB_CONTROL_QUEUE];
+    uint32_t co_head, co_n;
 
     struct tk_usb_stats st;
 };
@@ -171,11 +172,18 @@ static size_t frame_put(uint8_t *out, uint8_t type, uint8_t flags, uint16_t seq,
     return TK_USB_OVERHEAD + (size_t)len;
 }
 
-/* Queue a control frame (it replaces one still waiting). */
+/* Queue a control frame; when the queue is full the oldest is dropped. */
 static void control(struct tk_usb *u, uint8_t type, uint16_t seq, uint32_t offset, uint32_t total,
                     const uint8_t *payload, uint16_t len)
 {
-    u->co_len = (uint32_t)frame_put(u->co, type, 0, seq, offset, total, payload, len);
+    uint32_t slot;
+    if (u->co_n == TK_USB_CONTROL_QUEUE) {
+        u->co_head = (u->co_head + 1) % TK_USB_CONTROL_QUEUE;
+        u->co_n--;
+    }
+    slot = (u->co_head + u->co_n) % TK_USB_CONTROL_QUEUE;
+    u->co_len[slot] = (uint32_t)frame_put(u->co[slot], type, 0, seq, offset, total, payload, len);
+    u->co_n++;
     if (type == TK_USB_NAK)
         u->st.naks++;
 }
@@ -201,7 +209,7 @@ static void drop_all(struct tk_usb *u)
     u->run_pending = false;
     u->have_resp = false;
     u->tx_active = false;
-    u->co_len = 0;
+    u->co_n = 0;
 }
 
 /* ------------------------------------------------------------ receiving */
@@ -486,19 +494,21 @@ int tk_usb_poll(struct tk_usb *u, uint8_t *out, size_t cap, size_t *out_len)
     uint32_t n;
     uint8_t flags = 0;
     *out_len = 0;
-    if (u->co_len > 0) {
-        if (cap < u->co_len)
+    if (u->co_n > 0) {
+        uint32_t h = u->co_head;
+        if (cap < u->co_len[h])
             return TK_ERR_RESPONSE_SPACE;
-        memcpy(out, u->co, u->co_len);
-        *out_len = u->co_len;
-        u->co_len = 0;
+        memcpy(out, u->co[h], u->co_len[h]);
+        *out_len = u->co_len[h];
+        u->co_head = (h + 1) % TK_USB_CONTROL_QUEUE;
+        u->co_n--;
         return TK_OK;
     }
     if (cap < (size_t)u->cfg.max_payload + TK_USB_OVERHEAD)
         return TK_ERR_RESPONSE_SPACE;
     if (u->run_pending) {
         run(u);
-        if (u->co_len > 0)
+        if (u->co_n > 0)
             return tk_usb_poll(u, out, cap, out_len);
     }
     if (!u->tx_active)

@@ -49,6 +49,7 @@
 #define TK_USB_PAYLOAD_MIN 64u   /* the least a device may announce */
 #define TK_USB_FRAME_MAX (TK_USB_OVERHEAD + TK_USB_PAYLOAD_MAX)
 #define TK_USB_CONTROL_MAX 32u /* payload of a control frame (not DATA), at most */
+#define TK_USB_CONTROL_QUEUE 4u /* control frames a device keeps waiting to go IN */
 #define TK_USB_HELLO_REPLY_LEN 12u
 #define TK_USB_RESPONSE_MIN 256u /* the least response buffer a device may have */
 
@@ -138,13 +139,14 @@ int tk_usb_init(struct tk_usb **out, void *region, size_t region_len,
 
 /* Bytes from the OUT endpoint, any number, any split of the stream. All of
  * them are consumed; frames that need an answer queue it for tk_usb_poll
- * (one control frame waits at a time: a newer one replaces it). */
+ * (up to TK_USB_CONTROL_QUEUE control frames wait; beyond that the oldest
+ * is dropped). */
 void tk_usb_feed(struct tk_usb *u, const uint8_t *data, size_t len);
 
 /*
  * The next IN frame, written to out (cap at least the device's max_payload
- * + TK_USB_OVERHEAD); *out_len is 0 when there is nothing to send. A
- * waiting control frame goes first; then, once a complete request has been
+ * + TK_USB_OVERHEAD); *out_len is 0 when there is nothing to send.
+ * Waiting control frames go first, oldest first; then, once a complete request has been
  * ACKed, this call runs tk_dispatch (which may take long) and starts the
  * response; then the response's DATA frames, one per call. Returns 0, or
  * TK_ERR_RESPONSE_SPACE when cap is too small (nothing is lost).
