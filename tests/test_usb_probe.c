@@ -254,6 +254,19 @@ static void test_unplug_mid_transfer(void **state)
     libusb_close(h);
 }
 
+static void test_busy(void **state)
+{
+    struct fx *f = *state;
+    libusb_device_handle *h = NULL;
+    assert_int_equal(find_open(f->ctx, VID, PID, &h), 0);
+    usb_mock_set_busy(f->m, 1);
+    assert_int_equal(libusb_claim_interface(h, 0), LIBUSB_ERROR_BUSY);
+    usb_mock_set_busy(f->m, 0);
+    assert_int_equal(libusb_claim_interface(h, 0), 0);
+    libusb_release_interface(h, 0);
+    libusb_close(h);
+}
+
 /* A node the user may not open: as the kernel's would be with mode 0600
  * owned by root and no udev rule. Root opens anything, so the check runs in
  * a child that drops to nobody first when it is root. */
@@ -270,6 +283,11 @@ static void test_access_denied(void **state)
     }
     g_free(root);
     assert_int_equal(chmod(file, 0600), 0);
+    /* umockdev's preload connects to the node's ioctl socket even when the
+     * open itself fails, and exits when it cannot: let anyone connect. */
+    char *sock = usb_mock_ioctl_socket(f->m);
+    assert_int_equal(chmod(sock, 0777), 0);
+    g_free(sock);
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -305,6 +323,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_echo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_in_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unplug_mid_transfer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_access_denied, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -35,6 +35,7 @@ struct usb_mock {
     GQueue in_wait;     /* struct pending *: IN URBs waiting for data */
     GByteArray *in_fifo;
     gboolean gone;
+    gboolean busy;
     GHashTable *counts; /* request -> count */
 };
 
@@ -245,7 +246,8 @@ static gboolean on_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *client, gpoi
         unsigned int iface = d ? *(unsigned int *)d->data : 99;
         if (d)
             g_object_unref(d);
-        umockdev_ioctl_client_complete(client, iface == 0 ? 0 : -1, iface == 0 ? 0 : EINVAL);
+        int e = iface != 0 ? EINVAL : (req == USBDEVFS_CLAIMINTERFACE && m->busy) ? EBUSY : 0;
+        umockdev_ioctl_client_complete(client, e ? -1 : 0, e);
     } else if (req == USBDEVFS_CLEAR_HALT || req == USBDEVFS_RESETEP || req == USBDEVFS_RESET ||
                req == USBDEVFS_SETINTERFACE || req == USBDEVFS_SETCONFIGURATION) {
         umockdev_ioctl_client_complete(client, 0, 0);
@@ -368,6 +370,13 @@ void usb_mock_replug(usb_mock *m)
     plug(m);
 }
 
+void usb_mock_set_busy(usb_mock *m, int busy)
+{
+    g_rec_mutex_lock(&m->mu);
+    m->busy = busy != 0;
+    g_rec_mutex_unlock(&m->mu);
+}
+
 const char *usb_mock_devnode(const usb_mock *m)
 {
     return m->devnode;
@@ -377,6 +386,14 @@ char *usb_mock_devnode_file(const usb_mock *m)
 {
     char *root = umockdev_testbed_get_root_dir(m->tb);
     char *f = g_strconcat(root, m->devnode, NULL);
+    g_free(root);
+    return f;
+}
+
+char *usb_mock_ioctl_socket(const usb_mock *m)
+{
+    char *root = umockdev_testbed_get_root_dir(m->tb);
+    char *f = g_strconcat(root, "/ioctl", m->devnode, NULL);
     g_free(root);
     return f;
 }

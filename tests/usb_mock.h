@@ -43,10 +43,16 @@ void usb_mock_unplug(usb_mock *m);
 /* Plug it back in: the same sysfs entry and node, a fresh device side. */
 void usb_mock_replug(usb_mock *m);
 
+/* Another program (or a kernel driver) holds the interface: claiming it
+ * fails with EBUSY, as the kernel's does. */
+void usb_mock_set_busy(usb_mock *m, int busy);
+
 /* The emulated node, e.g. "/dev/bus/usb/001/002", and its path inside the
  * testbed (for chmod). */
 const char *usb_mock_devnode(const usb_mock *m);
 char *usb_mock_devnode_file(const usb_mock *m); /* g_free() it */
+/* The unix socket behind the node that umockdev's preload connects to. */
+char *usb_mock_ioctl_socket(const usb_mock *m); /* g_free() it */
 
 /* How many ioctls of each kind the device saw (for assertions). */
 unsigned usb_mock_count(usb_mock *m, unsigned long request);
