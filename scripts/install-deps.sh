@@ -6,7 +6,7 @@
 # plots (gnuplot without X, Python 3).
 set -eu
 PKGS="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev libsodium-dev
-libcmocka-dev libnng-dev libusb-1.0-0-dev openssl curl"
+libcmocka-dev libnng-dev libusb-1.0-0-dev umockdev libumockdev-dev openssl curl"
 if [ "${1:-}" = "--papers" ]; then
     PKGS="$PKGS gnuplot-nox python3"
 fi
