@@ -55,8 +55,8 @@ struct rig {
 
 static void rig_device(struct rig *r, uint16_t max_payload)
 {
-    struct tk_usb_config cfg = {&r->t.tk, r->t.arena, r->t.arena_len, REQ_MAX, RESP_MAX,
-                                max_payload};
+    struct tk_usb_config cfg = {&r->t.tk, r->t.arena, r->t.arena_len,
+                                REQ_MAX,  RESP_MAX,   max_payload};
     size_t need = tk_usb_region_size(REQ_MAX, RESP_MAX);
     assert_true(need > 0);
     free(r->region);
@@ -146,8 +146,8 @@ static void send_control(struct rig *r, uint8_t type, uint16_t seq, uint32_t off
                          const uint8_t *p, size_t n)
 {
     uint8_t frame[TK_USB_FRAME_MAX];
-    size_t len = pt_usbframe_encode(frame, sizeof frame, TK_USB_VERSION, type, 0, seq, offset, 0,
-                                    p, n);
+    size_t len =
+        pt_usbframe_encode(frame, sizeof frame, TK_USB_VERSION, type, 0, seq, offset, 0, p, n);
     assert_true(len > 0);
     tk_usb_feed(r->dev, frame, len);
 }
@@ -228,7 +228,8 @@ static uint8_t *info_request(size_t *len)
     return fx_pack_request(&req, len);
 }
 
-/* The single control frame the device answers with. */
+/* The single control frame the device answers with; its payload goes to
+ * payload_copy, which holds TK_USB_PAYLOAD_MAX bytes. */
 static struct pt_usbframe one_frame(struct rig *r, uint8_t *payload_copy)
 {
     struct bytes in = {0};
@@ -238,6 +239,7 @@ static struct pt_usbframe one_frame(struct rig *r, uint8_t *payload_copy)
     fs = decode(r, &in);
     assert_int_equal(fs->n, 1);
     f = fs->f[0];
+    assert_true(f.len <= TK_USB_PAYLOAD_MAX);
     if (payload_copy != NULL && f.len > 0)
         memcpy(payload_copy, fs->payload[0], f.len);
     f.payload = NULL;
@@ -370,8 +372,8 @@ static void a_document_is_written_and_read_back_through_frames(void **state)
     memcpy(session, resp->doc_session->session.data, TK_SESSION_ID_LEN);
     cohort__token_response__free_unpacked(resp, NULL);
 
-    buf = doc_stream_request(&len, 22, session, wr->doc_cipher->data.data,
-                             wr->doc_cipher->data.len, true);
+    buf = doc_stream_request(&len, 22, session, wr->doc_cipher->data.data, wr->doc_cipher->data.len,
+                             true);
     resp = exchange(r, seq++, buf, len);
     free(buf);
     assert_int_equal(resp->status, TK_OK);
@@ -447,7 +449,7 @@ static void every_split_of_the_out_stream_gives_the_same_in_stream(void **state)
 static void a_corrupted_frame_is_naked_and_the_resend_completes_the_request(void **state)
 {
     struct rig *r = rig_new(PAYLOAD);
-    uint8_t frames[3][TK_USB_FRAME_MAX], *req, *resp, payload[4];
+    uint8_t frames[3][TK_USB_FRAME_MAX], *req, *resp, payload[TK_USB_PAYLOAD_MAX];
     size_t len, n[3], off = 0, i, resp_len, second;
     struct pt_usbframe f;
     Cohort__TokenResponse *pb;
@@ -455,8 +457,7 @@ static void a_corrupted_frame_is_naked_and_the_resend_completes_the_request(void
     hello(r, PAYLOAD);
     req = info_request(&len);
     for (i = 0; i < 3; i++)
-        n[i] = pt_usbframe_data(frames[i], sizeof frames[i], 9, req, len, &off,
-                                (len + 2) / 3);
+        n[i] = pt_usbframe_data(frames[i], sizeof frames[i], 9, req, len, &off, (len + 2) / 3);
     assert_int_equal(off, len);
     second = n[0] - TK_USB_OVERHEAD;
     frames[1][TK_USB_HEADER_LEN] ^= 0x40; /* a payload bit flips on the way */
@@ -536,7 +537,7 @@ static void a_duplicate_request_is_answered_from_the_cache_without_running_twice
 static void a_reset_in_the_middle_of_a_message_drops_it(void **state)
 {
     struct rig *r = rig_new(TK_USB_PAYLOAD_MIN);
-    uint8_t frame[TK_USB_FRAME_MAX], *req, *resp, payload[4];
+    uint8_t frame[TK_USB_FRAME_MAX], *req, *resp, payload[TK_USB_PAYLOAD_MAX];
     size_t len, off = 0, n, resp_len, at;
     struct pt_usbframe f;
     (void)state;
@@ -643,7 +644,7 @@ static void a_corrupted_in_frame_is_asked_for_again_by_the_host(void **state)
 static void a_version_no_side_shares_is_refused_and_data_waits_for_hello(void **state)
 {
     struct rig *r = rig_new(PAYLOAD);
-    uint8_t frame[TK_USB_FRAME_MAX], payload[8], vs[2] = {3, 2}, *req;
+    uint8_t frame[TK_USB_FRAME_MAX], payload[TK_USB_PAYLOAD_MAX], vs[2] = {3, 2}, *req;
     size_t n, len;
     struct pt_usbframe f;
     (void)state;
@@ -690,7 +691,7 @@ static void a_version_no_side_shares_is_refused_and_data_waits_for_hello(void **
 static void oversized_lengths_are_refused_each_in_its_way(void **state)
 {
     struct rig *r = rig_new(PAYLOAD);
-    uint8_t frame[TK_USB_FRAME_MAX + 64], payload[8], *req, *resp, *big;
+    uint8_t frame[TK_USB_FRAME_MAX + 64], payload[TK_USB_PAYLOAD_MAX], *req, *resp, *big;
     size_t n, len, resp_len;
     struct pt_usbframe f;
     (void)state;
@@ -735,8 +736,8 @@ static void oversized_lengths_are_refused_each_in_its_way(void **state)
     assert_int_equal(payload[0], TK_USB_E_TOO_LARGE);
 
     /* Flags that disagree with offset and total. */
-    n = pt_usbframe_encode(frame, sizeof frame, 1, TK_USB_DATA, TK_USB_FIRST, 4, 0,
-                           (uint32_t)len, req, len);
+    n = pt_usbframe_encode(frame, sizeof frame, 1, TK_USB_DATA, TK_USB_FIRST, 4, 0, (uint32_t)len,
+                           req, len);
     tk_usb_feed(r->dev, frame, n);
     f = one_frame(r, payload);
     assert_int_equal(f.type, TK_USB_ERROR);
