@@ -1,0 +1,439 @@
+/*
+ * The token link on libusb-1.0 (participant/pt_usb.c), unchanged, against
+ * an emulated USB device at the kernel interface (tests/usb_mock.c on
+ * umockdev; participant/USB-TESTING.md) whose device side is the real one:
+ * what libusb writes to bulk OUT goes to tk_usb_feed of a provisioned
+ * token, and what tk_usb_poll gives is pushed to bulk IN.
+ *
+ * GetInfo and a document written and read back go through libusb, the
+ * emulated device and the token core; a corrupted frame each way is
+ * recovered; an unplug in the middle of a transfer becomes the link error
+ * the agent waits on, and after the re-plug the link opens again. Opening
+ * fails with the exact error when there is no device, when the interface is
+ * busy, and when the node may not be opened.
+ */
+#include "tk_fixture.h"
+
+#include <pthread.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <libusb.h>
+
+#include "participant/pt_usb.h"
+#include "token/tk_usb.h"
+#include "usb_mock.h"
+
+#define REQ_MAX (96u * 1024u)
+#define RESP_MAX (96u * 1024u)
+#define PAYLOAD 256u
+
+/* The device side, run in umockdev's worker thread. */
+struct dev {
+    struct tk_usb *u;
+    void *region;
+    struct fx_token *t;
+    unsigned out_data, in_data;
+    unsigned corrupt_out, corrupt_in; /* the nth DATA frame each way, from 1 */
+    int hold;                         /* take OUT bytes, answer nothing */
+};
+
+static void dev_start(struct dev *d)
+{
+    struct tk_usb_config cfg = {&d->t->tk, d->t->arena, d->t->arena_len, REQ_MAX, RESP_MAX,
+                                PAYLOAD};
+    size_t need = tk_usb_region_size(REQ_MAX, RESP_MAX);
+    if (d->region == NULL)
+        d->region = fx_alloc(need);
+    assert_int_equal(tk_usb_init(&d->u, d->region, need, &cfg), TK_OK);
+}
+
+static void dev_out(usb_mock *m, const uint8_t *data, size_t len, void *arg)
+{
+    struct dev *d = arg;
+    uint8_t frame[TK_USB_FRAME_MAX];
+    size_t n;
+    if (len <= sizeof frame) {
+        memcpy(frame, data, len);
+        if (len > TK_USB_HEADER_LEN && frame[TK_USB_OFF_TYPE] == TK_USB_DATA &&
+            ++d->out_data == d->corrupt_out)
+            frame[TK_USB_HEADER_LEN] ^= 0x40;
+        tk_usb_feed(d->u, frame, len);
+    } else {
+        tk_usb_feed(d->u, data, len);
+    }
+    if (d->hold)
+        return;
+    for (;;) {
+        if (tk_usb_poll(d->u, frame, sizeof frame, &n) != TK_OK || n == 0)
+            break;
+        if (frame[TK_USB_OFF_TYPE] == TK_USB_DATA && ++d->in_data == d->corrupt_in)
+            frame[TK_USB_HEADER_LEN + 2] ^= 0x04;
+        usb_mock_in_push(m, frame, n);
+    }
+}
+
+struct rig {
+    struct fx_world w;
+    struct fx_token t;
+    struct dev d;
+    usb_mock *m;
+    struct pt_usb *usb;
+    struct pt_link link;
+};
+
+static const struct pt_usb_config fast = {TK_USB_VID, TK_USB_PID, 200, 5000};
+
+static struct rig *rig_new(void)
+{
+    struct rig *r = fx_alloc(sizeof *r);
+    memset(r, 0, sizeof *r);
+    fx_world_init(&r->w);
+    fx_token_init(&r->t, TK_ARENA_DEFAULT);
+    fx_provision(&r->t, &r->w, "token-usblink");
+    r->d.t = &r->t;
+    dev_start(&r->d);
+    r->m = usb_mock_new(TK_USB_VID, TK_USB_PID, dev_out, &r->d);
+    return r;
+}
+
+static void rig_open(struct rig *r)
+{
+    char err[256];
+    assert_int_equal(pt_usb_open(&r->usb, &fast, err, sizeof err), PT_USB_OK);
+    r->link = pt_usb_link(r->usb);
+}
+
+static void rig_free(struct rig *r)
+{
+    pt_usb_close(r->usb);
+    usb_mock_free(r->m);
+    fx_token_free(&r->t);
+    free(r->d.region);
+    free(r);
+}
+
+static struct tk_usb_stats dev_stats(const struct rig *r)
+{
+    struct tk_usb_stats s;
+    tk_usb_get_stats(r->d.u, &s);
+    return s;
+}
+
+static uint8_t *info_request(size_t *len)
+{
+    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
+    Cohort__GetInfo gi = COHORT__GET_INFO__INIT;
+    req.now = FX_NOW;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_INFO;
+    req.info = &gi;
+    return fx_pack_request(&req, len);
+}
+
+/* A transaction through the link; the response unpacked. */
+static Cohort__TokenResponse *through(struct rig *r, const uint8_t *req, size_t len)
+{
+    const uint8_t *resp;
+    size_t resp_len;
+    Cohort__TokenResponse *out;
+    assert_int_equal(r->link.transact(r->link.ctx, req, len, &resp, &resp_len), PT_OK);
+    assert_int_equal(pt_usb_error(r->usb), PT_USB_OK);
+    out = cohort__token_response__unpack(NULL, resp_len, resp);
+    assert_non_null(out);
+    return out;
+}
+
+static void get_info_matches(struct rig *r)
+{
+    size_t len;
+    uint8_t *req = info_request(&len);
+    Cohort__TokenResponse *resp = through(r, req, len), *direct;
+    assert_int_equal(resp->status, TK_OK);
+    assert_int_equal(resp->body_case, COHORT__TOKEN_RESPONSE__BODY_INFO);
+    assert_true(resp->info->provisioned);
+    assert_int_equal(fx_call_raw(&r->t, req, len, &direct), TK_OK);
+    assert_memory_equal(resp->info->sign_pk.data, direct->info->sign_pk.data, 32);
+    cohort__token_response__free_unpacked(resp, NULL);
+    cohort__token_response__free_unpacked(direct, NULL);
+    free(req);
+}
+
+static uint8_t *doc_stream_request(size_t *len, uint32_t field, const uint8_t *session,
+                                   const uint8_t *data, size_t n, bool last)
+{
+    Cohort__DocWrite w = COHORT__DOC_WRITE__INIT; /* DocRead has the same fields */
+    uint8_t *body, *req;
+    size_t body_len;
+    w.session = (ProtobufCBinaryData){TK_SESSION_ID_LEN, (uint8_t *)session};
+    w.data = (ProtobufCBinaryData){n, (uint8_t *)data};
+    w.last = last;
+    body_len = cohort__doc_write__get_packed_size(&w);
+    body = fx_alloc(body_len);
+    cohort__doc_write__pack(&w, body);
+    req = fx_raw_request(len, FX_NOW, field, body, body_len);
+    free(body);
+    return req;
+}
+
+/* A document of n bytes written and read back through the driver. */
+static void document_round_trip(struct rig *r, size_t n)
+{
+    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
+    Cohort__DocBegin b = COHORT__DOC_BEGIN__INIT;
+    Cohort__DocMeta meta = COHORT__DOC_META__INIT;
+    Cohort__DocOpen o = COHORT__DOC_OPEN__INIT;
+    Cohort__TokenResponse *resp, *wr;
+    uint8_t session[TK_SESSION_ID_LEN], *buf, *plain = fx_alloc(n);
+    size_t len, i;
+    for (i = 0; i < n; i++)
+        plain[i] = (uint8_t)(i * 13 + 5);
+    meta.type = "statement";
+    meta.author = "bank";
+    meta.subject = "statement";
+    meta.created = FX_NOW;
+    meta.modified = FX_NOW;
+    b.meta = &meta;
+    req.now = FX_NOW;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_BEGIN;
+    req.doc_begin = &b;
+    buf = fx_pack_request(&req, &len);
+    resp = through(r, buf, len);
+    free(buf);
+    assert_int_equal(resp->status, TK_OK);
+    memcpy(session, resp->doc_session->session.data, TK_SESSION_ID_LEN);
+    cohort__token_response__free_unpacked(resp, NULL);
+
+    buf = doc_stream_request(&len, 20, session, plain, n, true);
+    wr = through(r, buf, len);
+    free(buf);
+    assert_int_equal(wr->status, TK_OK);
+    assert_int_equal(wr->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_CIPHER);
+
+    o.doc_id = wr->doc_cipher->ref->doc_id;
+    o.revision = wr->doc_cipher->ref->revision;
+    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_OPEN;
+    req.doc_open = &o;
+    buf = fx_pack_request(&req, &len);
+    resp = through(r, buf, len);
+    free(buf);
+    assert_int_equal(resp->status, TK_OK);
+    memcpy(session, resp->doc_session->session.data, TK_SESSION_ID_LEN);
+    cohort__token_response__free_unpacked(resp, NULL);
+
+    buf = doc_stream_request(&len, 22, session, wr->doc_cipher->data.data,
+                             wr->doc_cipher->data.len, true);
+    resp = through(r, buf, len);
+    free(buf);
+    assert_int_equal(resp->status, TK_OK);
+    assert_int_equal(resp->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_PLAIN);
+    assert_int_equal(resp->doc_plain->data.len, n);
+    assert_memory_equal(resp->doc_plain->data.data, plain, n);
+    cohort__token_response__free_unpacked(resp, NULL);
+    cohort__token_response__free_unpacked(wr, NULL);
+    free(plain);
+}
+
+/* ------------------------------------------------------------ tests */
+
+static void get_info_and_a_document_go_through_libusb_and_the_token(void **state)
+{
+    struct rig *r = rig_new();
+    char err[256];
+    (void)state;
+    /* The default ids, from USB.md. */
+    assert_int_equal(pt_usb_open(&r->usb, NULL, err, sizeof err), PT_USB_OK);
+    r->link = pt_usb_link(r->usb);
+    assert_true(pt_usb_connected(r->usb));
+    get_info_matches(r);
+    document_round_trip(r, 20000);
+    assert_int_equal(dev_stats(r).dispatched, 5);
+    assert_int_equal(dev_stats(r).naks, 0);
+    assert_int_equal(pt_usb_stats(r->usb).requests, 5);
+    assert_int_equal(pt_usb_stats(r->usb).resends, 0);
+    rig_free(r);
+}
+
+static void a_corrupted_frame_each_way_is_recovered(void **state)
+{
+    struct rig *r = rig_new();
+    (void)state;
+    rig_open(r);
+    r->d.corrupt_out = 3;
+    r->d.corrupt_in = 4;
+    document_round_trip(r, 20000);
+    assert_int_equal(dev_stats(r).bad_crc, 1);
+    assert_int_equal(dev_stats(r).naks, 1);
+    assert_int_equal(dev_stats(r).resends, 1);
+    assert_int_equal(dev_stats(r).dispatched, 4); /* each request ran once */
+    assert_int_equal(pt_usb_stats(r->usb).naks_got, 1);
+    assert_int_equal(pt_usb_stats(r->usb).naks_sent, 1);
+    rig_free(r);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+static void *unplug_later(void *arg)
+{
+    sleep_ms(100);
+    usb_mock_unplug(arg);
+    return NULL;
+}
+
+static void an_unplug_mid_transfer_is_a_link_error_until_the_replug(void **state)
+{
+    struct rig *r = rig_new();
+    const uint8_t *resp;
+    size_t resp_len, len;
+    uint8_t *req = info_request(&len);
+    pthread_t t;
+    (void)state;
+    rig_open(r);
+    get_info_matches(r);
+
+    /* The token takes the request and the cable goes while the host waits. */
+    r->d.hold = 1;
+    assert_int_equal(pthread_create(&t, NULL, unplug_later, r->m), 0);
+    assert_int_equal(r->link.transact(r->link.ctx, req, len, &resp, &resp_len), PT_ERR_LINK);
+    pthread_join(t, NULL);
+    assert_int_equal(pt_usb_error(r->usb), PT_USB_E_NO_DEVICE);
+    assert_false(pt_usb_connected(r->usb));
+    /* While it is away, every call says so, and waiting gives up. */
+    assert_int_equal(r->link.transact(r->link.ctx, req, len, &resp, &resp_len), PT_ERR_LINK);
+    assert_int_equal(pt_usb_error(r->usb), PT_USB_E_NO_DEVICE);
+    assert_int_equal(pt_usb_wait(r->usb, 100), PT_USB_E_NO_DEVICE);
+
+    /* Plugged back in: the firmware starts afresh; the token keeps its flash. */
+    r->d.hold = 0;
+    dev_start(&r->d);
+    usb_mock_replug(r->m);
+    assert_int_equal(pt_usb_wait(r->usb, 3000), PT_USB_OK);
+    assert_true(pt_usb_connected(r->usb));
+    get_info_matches(r);
+    assert_int_equal(dev_stats(r).dispatched, 1);
+    assert_int_equal(pt_usb_stats(r->usb).hellos, 2);
+    free(req);
+    rig_free(r);
+}
+
+static void a_replug_is_found_by_the_next_call_too(void **state)
+{
+    struct rig *r = rig_new();
+    const uint8_t *resp;
+    size_t resp_len, len;
+    uint8_t *req = info_request(&len);
+    int i, rc = PT_ERR_LINK;
+    (void)state;
+    rig_open(r);
+    usb_mock_unplug(r->m);
+    assert_int_equal(r->link.transact(r->link.ctx, req, len, &resp, &resp_len), PT_ERR_LINK);
+    assert_int_equal(pt_usb_error(r->usb), PT_USB_E_NO_DEVICE);
+    dev_start(&r->d);
+    usb_mock_replug(r->m);
+    for (i = 0; i < 100 && rc != PT_OK; i++) {
+        rc = r->link.transact(r->link.ctx, req, len, &resp, &resp_len);
+        if (rc != PT_OK)
+            sleep_ms(20);
+    }
+    assert_int_equal(rc, PT_OK);
+    assert_int_equal(dev_stats(r).dispatched, 1);
+    free(req);
+    rig_free(r);
+}
+
+static void no_device_with_those_ids_is_no_device(void **state)
+{
+    struct rig *r = rig_new();
+    struct pt_usb_config c = fast;
+    char err[256];
+    (void)state;
+    c.pid = TK_USB_PID + 1;
+    assert_int_equal(pt_usb_open(&r->usb, &c, err, sizeof err), PT_USB_E_NO_DEVICE);
+    assert_null(r->usb);
+    assert_string_equal(err, "token 1209:c07c: no token found (not plugged in, or unplugged)");
+    rig_free(r);
+}
+
+static void a_busy_interface_is_busy(void **state)
+{
+    struct rig *r = rig_new();
+    char err[256];
+    (void)state;
+    usb_mock_set_busy(r->m, 1);
+    assert_int_equal(pt_usb_open(&r->usb, &fast, err, sizeof err), PT_USB_E_BUSY);
+    assert_null(r->usb);
+    usb_mock_set_busy(r->m, 0);
+    rig_open(r);
+    get_info_matches(r);
+    rig_free(r);
+}
+
+/* As test_usb_probe does: the node mode 0600 owned by root, opened by
+ * nobody in a child. */
+static void a_node_without_permission_is_access_denied(void **state)
+{
+    struct rig *r = rig_new();
+    char *file = usb_mock_devnode_file(r->m), *root = g_path_get_dirname(file), *sock;
+    libusb_context *ctx;
+    pid_t pid;
+    int st;
+    (void)state;
+    while (strlen(root) > 1 && strcmp(root, "/tmp") != 0) {
+        char *up;
+        chmod(root, 0755);
+        up = g_path_get_dirname(root);
+        g_free(root);
+        root = up;
+    }
+    g_free(root);
+    assert_int_equal(chmod(file, 0600), 0);
+    sock = usb_mock_ioctl_socket(r->m);
+    assert_int_equal(chmod(sock, 0777), 0);
+    g_free(sock);
+    /* As in test_usb_probe, a context is live in the parent when the child starts. */
+    assert_int_equal(libusb_init(&ctx), 0);
+    fflush(NULL);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct pt_usb *u = NULL;
+        if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(10);
+        char err[256];
+        int rc;
+        rc = pt_usb_open(&u, &fast, err, sizeof err);
+        if (rc != PT_USB_E_ACCESS) {
+            fprintf(stderr, "child: %d %s\n", rc, err);
+            _exit(12);
+        }
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    libusb_exit(ctx);
+    chmod(file, 0644);
+    g_free(file);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    rig_free(r);
+}
+
+int main(int argc, char **argv)
+{
+    usb_mock_reexec(argc, argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(get_info_and_a_document_go_through_libusb_and_the_token),
+        cmocka_unit_test(a_corrupted_frame_each_way_is_recovered),
+        cmocka_unit_test(an_unplug_mid_transfer_is_a_link_error_until_the_replug),
+        cmocka_unit_test(a_replug_is_found_by_the_next_call_too),
+        cmocka_unit_test(no_device_with_those_ids_is_no_device),
+        cmocka_unit_test(a_busy_interface_is_busy),
+        cmocka_unit_test(a_node_without_permission_is_access_denied),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
