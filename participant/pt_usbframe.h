@@ -40,8 +40,7 @@ size_t pt_usbframe_data(uint8_t *out, size_t cap, uint16_t seq, const uint8_t *m
                         size_t *offset, size_t max_payload);
 
 /* A HELLO offering n versions (most preferred first). */
-size_t pt_usbframe_hello(uint8_t *out, size_t cap, uint16_t seq, const uint8_t *versions,
-                         size_t n);
+size_t pt_usbframe_hello(uint8_t *out, size_t cap, uint16_t seq, const uint8_t *versions, size_t n);
 
 /* What the device answered to a HELLO. */
 struct pt_usbframe_limits {

@@ -431,8 +431,8 @@ static int transact(struct pt_usbhost *h, uint16_t seq, const uint8_t *req, size
     }
 }
 
-int pt_usbhost_transact(struct pt_usbhost *h, const uint8_t *req, size_t len,
-                        const uint8_t **resp, size_t *resp_len)
+int pt_usbhost_transact(struct pt_usbhost *h, const uint8_t *req, size_t len, const uint8_t **resp,
+                        size_t *resp_len)
 {
     int rc;
     if (!h->ready && (rc = pt_usbhost_hello(h)) != 0)

@@ -40,8 +40,8 @@ enum pt_usb_error {
 };
 const char *pt_usb_strerror(int code);
 
-#define PT_USBHOST_TRIES 3       /* retries of one step before a RESET (USB.md 4) */
-#define PT_USBHOST_RESETS 2      /* RESETs for one request before giving up */
+#define PT_USBHOST_TRIES 3  /* retries of one step before a RESET (USB.md 4) */
+#define PT_USBHOST_RESETS 2 /* RESETs for one request before giving up */
 #define PT_USBHOST_T_FRAME_MS 1000u
 #define PT_USBHOST_T_RESPONSE_MS 120000u
 #define PT_USBHOST_RESPONSE_CAP (64u << 20) /* the largest response buffer we allocate */
@@ -107,7 +107,7 @@ int pt_usbhost_hello(struct pt_usbhost *h);
  * *resp points into h's buffer, valid until the next call. On an error
  * the request may or may not have run; the next call starts with HELLO.
  */
-int pt_usbhost_transact(struct pt_usbhost *h, const uint8_t *req, size_t len,
-                        const uint8_t **resp, size_t *resp_len);
+int pt_usbhost_transact(struct pt_usbhost *h, const uint8_t *req, size_t len, const uint8_t **resp,
+                        size_t *resp_len);
 
 #endif

@@ -20,12 +20,12 @@
 struct pipe {
     struct tk_usb *dev;
     unsigned out_data, in_data, in_acks, writes;
-    unsigned corrupt_out, drop_out;  /* the nth OUT DATA frame */
-    unsigned corrupt_in, drop_in;    /* the nth IN DATA frame */
-    unsigned drop_ack;               /* the nth ACK */
-    bool in_dead_until_reset;        /* every IN frame lost until the host sends RESET */
-    bool silent;                     /* the device takes everything and answers nothing */
-    bool gone;                       /* unplugged */
+    unsigned corrupt_out, drop_out; /* the nth OUT DATA frame */
+    unsigned corrupt_in, drop_in;   /* the nth IN DATA frame */
+    unsigned drop_ack;              /* the nth ACK */
+    bool in_dead_until_reset;       /* every IN frame lost until the host sends RESET */
+    bool silent;                    /* the device takes everything and answers nothing */
+    bool gone;                      /* unplugged */
 };
 
 struct rig {
@@ -227,8 +227,8 @@ static void document_round_trip(struct rig *r, size_t n)
     memcpy(session, resp->doc_session->session.data, TK_SESSION_ID_LEN);
     cohort__token_response__free_unpacked(resp, NULL);
 
-    buf = doc_stream_request(&len, 22, session, wr->doc_cipher->data.data,
-                             wr->doc_cipher->data.len, true);
+    buf = doc_stream_request(&len, 22, session, wr->doc_cipher->data.data, wr->doc_cipher->data.len,
+                             true);
     resp = through(r, buf, len);
     free(buf);
     assert_int_equal(resp->status, TK_OK);

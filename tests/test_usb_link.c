@@ -43,8 +43,8 @@ struct dev {
 
 static void dev_start(struct dev *d)
 {
-    struct tk_usb_config cfg = {&d->t->tk, d->t->arena, d->t->arena_len, REQ_MAX, RESP_MAX,
-                                PAYLOAD};
+    struct tk_usb_config cfg = {&d->t->tk, d->t->arena, d->t->arena_len,
+                                REQ_MAX,   RESP_MAX,    PAYLOAD};
     size_t need = tk_usb_region_size(REQ_MAX, RESP_MAX);
     if (d->region == NULL)
         d->region = fx_alloc(need);
@@ -223,8 +223,8 @@ static void document_round_trip(struct rig *r, size_t n)
     memcpy(session, resp->doc_session->session.data, TK_SESSION_ID_LEN);
     cohort__token_response__free_unpacked(resp, NULL);
 
-    buf = doc_stream_request(&len, 22, session, wr->doc_cipher->data.data,
-                             wr->doc_cipher->data.len, true);
+    buf = doc_stream_request(&len, 22, session, wr->doc_cipher->data.data, wr->doc_cipher->data.len,
+                             true);
     resp = through(r, buf, len);
     free(buf);
     assert_int_equal(resp->status, TK_OK);

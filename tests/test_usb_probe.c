@@ -92,7 +92,8 @@ static int count_ours(libusb_context *ctx)
     int c = 0;
     for (ssize_t i = 0; i < n; i++) {
         struct libusb_device_descriptor d;
-        if (libusb_get_device_descriptor(list[i], &d) == 0 && d.idVendor == VID && d.idProduct == PID)
+        if (libusb_get_device_descriptor(list[i], &d) == 0 && d.idVendor == VID &&
+            d.idProduct == PID)
             c++;
     }
     if (n >= 0)
@@ -181,7 +182,8 @@ static void test_in_timeout(void **state)
     unsigned char in[64];
     int done = -1;
     double t0 = now_ms();
-    assert_int_equal(libusb_bulk_transfer(h, EP_IN, in, (int)sizeof in, &done, 150), LIBUSB_ERROR_TIMEOUT);
+    assert_int_equal(libusb_bulk_transfer(h, EP_IN, in, (int)sizeof in, &done, 150),
+                     LIBUSB_ERROR_TIMEOUT);
     double dt = now_ms() - t0;
     assert_int_equal(done, 0);
     assert_true(dt >= 140 && dt < 2000);

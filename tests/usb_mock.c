@@ -30,9 +30,9 @@ struct usb_mock {
     usb_mock_out_fn out;
     void *arg;
 
-    GRecMutex mu;       /* the rest is shared with umockdev's worker thread */
-    GQueue done;        /* struct pending *: reapable URBs */
-    GQueue in_wait;     /* struct pending *: IN URBs waiting for data */
+    GRecMutex mu;   /* the rest is shared with umockdev's worker thread */
+    GQueue done;    /* struct pending *: reapable URBs */
+    GQueue in_wait; /* struct pending *: IN URBs waiting for data */
     GByteArray *in_fifo;
     gboolean gone;
     gboolean busy;
@@ -46,15 +46,60 @@ static void descriptors(uint8_t d[50], uint16_t vid, uint16_t pid)
 {
     static const uint8_t tmpl[50] = {
         /* device */
-        18, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 64, 0, 0, 0, 0, 0x00, 0x01, 1, 2, 3, 1,
+        18,
+        0x01,
+        0x00,
+        0x02,
+        0x00,
+        0x00,
+        0x00,
+        64,
+        0,
+        0,
+        0,
+        0,
+        0x00,
+        0x01,
+        1,
+        2,
+        3,
+        1,
         /* configuration: wTotalLength 32, 1 interface, value 1, bus powered, 100 mA */
-        9, 0x02, 32, 0, 1, 1, 0, 0x80, 50,
+        9,
+        0x02,
+        32,
+        0,
+        1,
+        1,
+        0,
+        0x80,
+        50,
         /* interface 0, alt 0, 2 endpoints, vendor specific */
-        9, 0x04, 0, 0, 2, 0xff, 0x00, 0x00, 0,
+        9,
+        0x04,
+        0,
+        0,
+        2,
+        0xff,
+        0x00,
+        0x00,
+        0,
         /* bulk OUT 0x01, 64 bytes */
-        7, 0x05, 0x01, 0x02, 64, 0, 0,
+        7,
+        0x05,
+        0x01,
+        0x02,
+        64,
+        0,
+        0,
         /* bulk IN 0x81, 64 bytes */
-        7, 0x05, 0x81, 0x02, 64, 0, 0,
+        7,
+        0x05,
+        0x81,
+        0x02,
+        64,
+        0,
+        0,
     };
     memcpy(d, tmpl, sizeof tmpl);
     d[8] = (uint8_t)(vid & 0xff);
@@ -69,7 +114,8 @@ void usb_mock_reexec(int argc, char **argv)
     const char *pre = getenv("LD_PRELOAD");
     if (pre != NULL && strstr(pre, "libumockdev-preload") != NULL)
         return;
-    char *n = g_strdup_printf("libumockdev-preload.so.0%s%s", pre && *pre ? ":" : "", pre ? pre : "");
+    char *n =
+        g_strdup_printf("libumockdev-preload.so.0%s%s", pre && *pre ? ":" : "", pre ? pre : "");
     setenv("LD_PRELOAD", n, 1);
     g_free(n);
 #if defined(__SANITIZE_ADDRESS__)
@@ -242,7 +288,8 @@ static gboolean on_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *client, gpoi
         }
         umockdev_ioctl_client_complete(client, d ? 0 : -1, d ? 0 : EFAULT);
     } else if (req == USBDEVFS_CLAIMINTERFACE || req == USBDEVFS_RELEASEINTERFACE) {
-        UMockdevIoctlData *d = resolve(umockdev_ioctl_client_get_arg(client), 0, sizeof(unsigned int));
+        UMockdevIoctlData *d =
+            resolve(umockdev_ioctl_client_get_arg(client), 0, sizeof(unsigned int));
         unsigned int iface = d ? *(unsigned int *)d->data : 99;
         if (d)
             g_object_unref(d);

@@ -27,8 +27,8 @@
  *
  * Sending. tk_usb_poll hands out one frame per call: waiting control
  * frames first (ACK, NAK, HELLO, RESET, ERROR; a queue of
- * TK_USB_CONTROL_QUEUE, the oldest dropped when it overflows), then the response's DATA frames in order. A NAK from the host
- * with the response's sequence number restarts them from its offset.
+ * TK_USB_CONTROL_QUEUE, the oldest dropped when it overflows), then the response's DATA frames in
+ * order. A NAK from the host with the response's sequence number restarts them from its offset.
  *
  * Trust: everything fed here comes from the host, which is not trusted:
  * every length is bounded before it is used (the payload by
@@ -130,8 +130,7 @@ static uint16_t get16(const uint8_t *p)
 
 static uint32_t get32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 static void put16(uint8_t *p, uint16_t v)
@@ -388,8 +387,7 @@ static void control_done(struct tk_usb *u)
         break;
     case TK_USB_NAK:
         /* The host asks for the response again from an offset. */
-        if (u->have_resp && !u->run_pending && h->seq == u->resp_seq &&
-            h->offset < u->resp_len) {
+        if (u->have_resp && !u->run_pending && h->seq == u->resp_seq && h->offset < u->resp_len) {
             u->tx_active = true;
             u->tx_off = h->offset;
             u->st.resends++;

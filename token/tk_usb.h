@@ -48,7 +48,7 @@
 #define TK_USB_PAYLOAD_MAX 4096u /* no frame of any version carries more */
 #define TK_USB_PAYLOAD_MIN 64u   /* the least a device may announce */
 #define TK_USB_FRAME_MAX (TK_USB_OVERHEAD + TK_USB_PAYLOAD_MAX)
-#define TK_USB_CONTROL_MAX 32u /* payload of a control frame (not DATA), at most */
+#define TK_USB_CONTROL_MAX 32u  /* payload of a control frame (not DATA), at most */
 #define TK_USB_CONTROL_QUEUE 4u /* control frames a device keeps waiting to go IN */
 #define TK_USB_HELLO_REPLY_LEN 12u
 #define TK_USB_RESPONSE_MIN 256u /* the least response buffer a device may have */
@@ -111,13 +111,13 @@ struct tk_usb_config {
 
 /* Counters, for the firmware's diagnostics and the tests. */
 struct tk_usb_stats {
-    uint64_t frames;       /* frames whose CRCs held */
-    uint64_t bad_crc;      /* frames with a good header and a bad CRC */
-    uint64_t skipped;      /* bytes dropped while scanning for a header */
-    uint64_t naks;         /* NAKs sent */
-    uint64_t dispatched;   /* requests run by tk_dispatch */
-    uint64_t duplicates;   /* requests answered again from the cached response */
-    uint64_t resends;      /* responses sent again from an offset on the host's NAK */
+    uint64_t frames;     /* frames whose CRCs held */
+    uint64_t bad_crc;    /* frames with a good header and a bad CRC */
+    uint64_t skipped;    /* bytes dropped while scanning for a header */
+    uint64_t naks;       /* NAKs sent */
+    uint64_t dispatched; /* requests run by tk_dispatch */
+    uint64_t duplicates; /* requests answered again from the cached response */
+    uint64_t resends;    /* responses sent again from an offset on the host's NAK */
 };
 
 struct tk_usb; /* opaque; it lives at the start of the caller's region */
