@@ -15,7 +15,7 @@
  *   DATA before HELLO, oversized lengths and totals, bad magic, garbage
  *   before a frame (found again by scanning for the magic).
  */
-#include "tk_fixture.h"
+#include "usb_fixture.h"
 
 #include "participant/pt_usbframe.h"
 #include "token/tk_usb.h"
@@ -218,16 +218,6 @@ static Cohort__TokenResponse *exchange(struct rig *r, uint16_t seq, const uint8_
     return out;
 }
 
-static uint8_t *info_request(size_t *len)
-{
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__GetInfo gi = COHORT__GET_INFO__INIT;
-    req.now = FX_NOW;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_INFO;
-    req.info = &gi;
-    return fx_pack_request(&req, len);
-}
-
 /* The single control frame the device answers with; its payload goes to
  * payload_copy, which holds TK_USB_PAYLOAD_MAX bytes. */
 static struct pt_usbframe one_frame(struct rig *r, uint8_t *payload_copy)
@@ -275,7 +265,7 @@ static void get_info_goes_through_frames_and_the_token(void **state)
     Cohort__TokenResponse *resp, *direct;
     (void)state;
     hello(r, PAYLOAD);
-    req = info_request(&len);
+    req = usb_info_request(&len);
     resp = exchange(r, 1, req, len);
     assert_int_equal(resp->status, TK_OK);
     assert_int_equal(resp->body_case, COHORT__TOKEN_RESPONSE__BODY_INFO);
@@ -288,23 +278,6 @@ static void get_info_goes_through_frames_and_the_token(void **state)
     cohort__token_response__free_unpacked(direct, NULL);
     free(req);
     rig_free(r);
-}
-
-static uint8_t *doc_stream_request(size_t *len, uint32_t field, const uint8_t *session,
-                                   const uint8_t *data, size_t n, bool last)
-{
-    Cohort__DocWrite w = COHORT__DOC_WRITE__INIT; /* DocRead has the same fields */
-    uint8_t *body, *req;
-    size_t body_len;
-    w.session = (ProtobufCBinaryData){TK_SESSION_ID_LEN, (uint8_t *)session};
-    w.data = (ProtobufCBinaryData){n, (uint8_t *)data};
-    w.last = last;
-    body_len = cohort__doc_write__get_packed_size(&w);
-    body = fx_alloc(body_len);
-    cohort__doc_write__pack(&w, body);
-    req = fx_raw_request(len, FX_NOW, field, body, body_len);
-    free(body);
-    return req;
 }
 
 /* Begin a document and write `plain` in one DocWrite; returns the
@@ -335,7 +308,7 @@ static Cohort__TokenResponse *doc_write_through(struct rig *r, uint16_t *seq, co
     memcpy(session, resp->doc_session->session.data, TK_SESSION_ID_LEN);
     cohort__token_response__free_unpacked(resp, NULL);
 
-    *write_req = doc_stream_request(write_len, 20, session, plain, n, true);
+    *write_req = usb_doc_stream_request(write_len, 20, session, plain, n, true);
     resp = exchange(r, (*seq)++, *write_req, *write_len);
     assert_int_equal(resp->status, TK_OK);
     assert_int_equal(resp->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_CIPHER);
@@ -372,8 +345,8 @@ static void a_document_is_written_and_read_back_through_frames(void **state)
     memcpy(session, resp->doc_session->session.data, TK_SESSION_ID_LEN);
     cohort__token_response__free_unpacked(resp, NULL);
 
-    buf = doc_stream_request(&len, 22, session, wr->doc_cipher->data.data, wr->doc_cipher->data.len,
-                             true);
+    buf = usb_doc_stream_request(&len, 22, session, wr->doc_cipher->data.data,
+                                 wr->doc_cipher->data.len, true);
     resp = exchange(r, seq++, buf, len);
     free(buf);
     assert_int_equal(resp->status, TK_OK);
@@ -397,7 +370,7 @@ static void split_stream(struct bytes *out, size_t *req_len)
     size_t len, off = 0, n;
     n = pt_usbframe_hello(frame, sizeof frame, 1, &v, 1);
     bytes_put(out, frame, n);
-    req = info_request(&len);
+    req = usb_info_request(&len);
     do {
         n = pt_usbframe_data(frame, sizeof frame, 2, req, len, &off, 3);
         bytes_put(out, frame, n);
@@ -455,7 +428,7 @@ static void a_corrupted_frame_is_naked_and_the_resend_completes_the_request(void
     Cohort__TokenResponse *pb;
     (void)state;
     hello(r, PAYLOAD);
-    req = info_request(&len);
+    req = usb_info_request(&len);
     for (i = 0; i < 3; i++)
         n[i] = pt_usbframe_data(frames[i], sizeof frames[i], 9, req, len, &off, (len + 2) / 3);
     assert_int_equal(off, len);
@@ -542,7 +515,7 @@ static void a_reset_in_the_middle_of_a_message_drops_it(void **state)
     struct pt_usbframe f;
     (void)state;
     hello(r, TK_USB_PAYLOAD_MIN);
-    req = info_request(&len);
+    req = usb_info_request(&len);
     n = pt_usbframe_data(frame, sizeof frame, 3, req, len, &off, 3);
     tk_usb_feed(r->dev, frame, n);
     send_control(r, TK_USB_RESET, 77, 0, NULL, 0);
@@ -588,7 +561,7 @@ static void a_corrupted_in_frame_is_asked_for_again_by_the_host(void **state)
     int rc = 0;
     (void)state;
     hello(r, TK_USB_PAYLOAD_MIN);
-    req = info_request(&len);
+    req = usb_info_request(&len);
     send_msg(r, 5, req, len, PAYLOAD);
     drain(r, &in);
     /* Flip a bit in the third IN frame's payload (ACK, DATA 0, DATA 1). */
@@ -648,7 +621,7 @@ static void a_version_no_side_shares_is_refused_and_data_waits_for_hello(void **
     size_t n, len;
     struct pt_usbframe f;
     (void)state;
-    req = info_request(&len);
+    req = usb_info_request(&len);
     /* DATA before any HELLO. */
     send_msg(r, 1, req, len, PAYLOAD);
     f = one_frame(r, payload);
@@ -696,7 +669,7 @@ static void oversized_lengths_are_refused_each_in_its_way(void **state)
     struct pt_usbframe f;
     (void)state;
     hello(r, PAYLOAD);
-    req = info_request(&len);
+    req = usb_info_request(&len);
 
     /* A header claiming 4097 bytes, with a good header CRC: not believed,
      * its 24 bytes skipped; the frame after it is served. */
@@ -766,7 +739,7 @@ static void bad_magic_and_garbage_are_skipped_up_to_the_next_frame(void **state)
     uint64_t skipped;
     (void)state;
     hello(r, PAYLOAD);
-    req = info_request(&len);
+    req = usb_info_request(&len);
 
     /* A whole frame under a wrong magic: every one of its bytes skipped. */
     n = pt_usbframe_encode(frame, sizeof frame, 1, TK_USB_DATA, 3, 1, 0, (uint32_t)len, req, len);

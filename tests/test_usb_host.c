@@ -7,7 +7,7 @@
  * checked against what USB.md section 4 says, with exact error codes and
  * counts of what ran on the token.
  */
-#include "tk_fixture.h"
+#include "usb_fixture.h"
 
 #include "participant/pt_usbhost.h"
 #include "token/tk_usb.h"
@@ -127,18 +127,7 @@ static struct tk_usb_stats dev_stats(const struct rig *r)
     return s;
 }
 
-static uint8_t *info_request(size_t *len)
-{
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__GetInfo gi = COHORT__GET_INFO__INIT;
-    req.now = FX_NOW;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_INFO;
-    req.info = &gi;
-    return fx_pack_request(&req, len);
-}
-
-/* A transaction through the driver; the response is unpacked, and compared
- * with what the token answers directly when `direct` is set. */
+/* A transaction through the driver; the response unpacked. */
 static Cohort__TokenResponse *through(struct rig *r, const uint8_t *req, size_t len)
 {
     const uint8_t *resp;
@@ -150,94 +139,19 @@ static Cohort__TokenResponse *through(struct rig *r, const uint8_t *req, size_t 
     return out;
 }
 
+static Cohort__TokenResponse *through_rig(void *ctx, const uint8_t *req, size_t len)
+{
+    return through(ctx, req, len);
+}
+
 static void get_info_matches(struct rig *r)
 {
-    size_t len;
-    uint8_t *req = info_request(&len);
-    Cohort__TokenResponse *resp = through(r, req, len), *direct;
-    assert_int_equal(resp->status, TK_OK);
-    assert_int_equal(resp->body_case, COHORT__TOKEN_RESPONSE__BODY_INFO);
-    assert_true(resp->info->provisioned);
-    assert_int_equal(fx_call_raw(&r->t, req, len, &direct), TK_OK);
-    assert_memory_equal(resp->info->sign_pk.data, direct->info->sign_pk.data, 32);
-    cohort__token_response__free_unpacked(resp, NULL);
-    cohort__token_response__free_unpacked(direct, NULL);
-    free(req);
+    usb_get_info_matches(through_rig, r, &r->t);
 }
 
-static uint8_t *doc_stream_request(size_t *len, uint32_t field, const uint8_t *session,
-                                   const uint8_t *data, size_t n, bool last)
-{
-    Cohort__DocWrite w = COHORT__DOC_WRITE__INIT; /* DocRead has the same fields */
-    uint8_t *body, *req;
-    size_t body_len;
-    w.session = (ProtobufCBinaryData){TK_SESSION_ID_LEN, (uint8_t *)session};
-    w.data = (ProtobufCBinaryData){n, (uint8_t *)data};
-    w.last = last;
-    body_len = cohort__doc_write__get_packed_size(&w);
-    body = fx_alloc(body_len);
-    cohort__doc_write__pack(&w, body);
-    req = fx_raw_request(len, FX_NOW, field, body, body_len);
-    free(body);
-    return req;
-}
-
-/* A document of n bytes written and read back through the driver. */
 static void document_round_trip(struct rig *r, size_t n)
 {
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__DocBegin b = COHORT__DOC_BEGIN__INIT;
-    Cohort__DocMeta meta = COHORT__DOC_META__INIT;
-    Cohort__DocOpen o = COHORT__DOC_OPEN__INIT;
-    Cohort__TokenResponse *resp, *wr;
-    uint8_t session[TK_SESSION_ID_LEN], *buf, *plain = fx_alloc(n);
-    size_t len, i;
-    for (i = 0; i < n; i++)
-        plain[i] = (uint8_t)(i * 13 + 5);
-    meta.type = "statement";
-    meta.author = "bank";
-    meta.subject = "statement";
-    meta.created = FX_NOW;
-    meta.modified = FX_NOW;
-    b.meta = &meta;
-    req.now = FX_NOW;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_BEGIN;
-    req.doc_begin = &b;
-    buf = fx_pack_request(&req, &len);
-    resp = through(r, buf, len);
-    free(buf);
-    assert_int_equal(resp->status, TK_OK);
-    memcpy(session, resp->doc_session->session.data, TK_SESSION_ID_LEN);
-    cohort__token_response__free_unpacked(resp, NULL);
-
-    buf = doc_stream_request(&len, 20, session, plain, n, true);
-    wr = through(r, buf, len);
-    free(buf);
-    assert_int_equal(wr->status, TK_OK);
-    assert_int_equal(wr->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_CIPHER);
-
-    o.doc_id = wr->doc_cipher->ref->doc_id;
-    o.revision = wr->doc_cipher->ref->revision;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_OPEN;
-    req.doc_open = &o;
-    buf = fx_pack_request(&req, &len);
-    resp = through(r, buf, len);
-    free(buf);
-    assert_int_equal(resp->status, TK_OK);
-    memcpy(session, resp->doc_session->session.data, TK_SESSION_ID_LEN);
-    cohort__token_response__free_unpacked(resp, NULL);
-
-    buf = doc_stream_request(&len, 22, session, wr->doc_cipher->data.data, wr->doc_cipher->data.len,
-                             true);
-    resp = through(r, buf, len);
-    free(buf);
-    assert_int_equal(resp->status, TK_OK);
-    assert_int_equal(resp->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_PLAIN);
-    assert_int_equal(resp->doc_plain->data.len, n);
-    assert_memory_equal(resp->doc_plain->data.data, plain, n);
-    cohort__token_response__free_unpacked(resp, NULL);
-    cohort__token_response__free_unpacked(wr, NULL);
-    free(plain);
+    usb_document_round_trip(through_rig, r, n);
 }
 
 /* ------------------------------------------------------------ tests */
@@ -355,7 +269,7 @@ static void a_silent_device_is_no_answer_after_the_hello_retries(void **state)
     struct rig *r = rig_new();
     const uint8_t *resp;
     size_t resp_len, len;
-    uint8_t *req = info_request(&len);
+    uint8_t *req = usb_info_request(&len);
     (void)state;
     r->p.silent = true;
     assert_int_equal(pt_usbhost_transact(&r->h, req, len, &resp, &resp_len), PT_USB_E_TIMEOUT);
@@ -373,7 +287,7 @@ static void a_device_that_stops_mid_request_is_no_answer_after_the_resets(void *
     struct rig *r = rig_new();
     const uint8_t *resp;
     size_t resp_len, len;
-    uint8_t *req = info_request(&len);
+    uint8_t *req = usb_info_request(&len);
     (void)state;
     assert_int_equal(pt_usbhost_hello(&r->h), PT_USB_OK);
     r->p.silent = true;
@@ -388,7 +302,7 @@ static void a_version_no_side_shares_is_a_mismatch_naming_both(void **state)
     struct rig *r = rig_new();
     const uint8_t *resp;
     size_t resp_len, len;
-    uint8_t *req = info_request(&len);
+    uint8_t *req = usb_info_request(&len);
     (void)state;
     r->h.versions[0] = 3;
     r->h.versions[1] = 2;
@@ -408,7 +322,7 @@ static void a_gone_device_is_no_device(void **state)
     struct rig *r = rig_new();
     const uint8_t *resp;
     size_t resp_len, len;
-    uint8_t *req = info_request(&len);
+    uint8_t *req = usb_info_request(&len);
     (void)state;
     r->p.gone = true;
     assert_int_equal(pt_usbhost_transact(&r->h, req, len, &resp, &resp_len), PT_USB_E_NO_DEVICE);
