@@ -154,6 +154,8 @@ static int hello_answer(struct pt_usbhost *h, const struct pt_usbframe *f, uint1
             h->n_peer_versions = n;
             return PT_USB_E_VERSION;
         }
+        if (f->len >= 1 && f->payload[0] == TK_USB_E_BUSY)
+            return PT_USB_E_BUSY;
         return PT_USB_E_PROTOCOL;
     }
     if (f->type != TK_USB_HELLO)
@@ -273,6 +275,8 @@ static int error_code(const struct pt_usbframe *f)
         return PT_USB_E_VERSION;
     if (code == TK_USB_E_TOO_LARGE)
         return PT_USB_E_TOO_LARGE;
+    if (code == TK_USB_E_BUSY)
+        return PT_USB_E_BUSY;
     return PT_USB_E_PROTOCOL;
 }
 

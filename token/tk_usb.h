@@ -90,6 +90,7 @@ enum tk_usb_errcode {
     TK_USB_E_NO_HELLO = 3,  /* DATA before a HELLO was answered */
     TK_USB_E_BAD_FRAME = 4, /* a frame whose CRCs hold but whose fields do not */
     TK_USB_E_INTERNAL = 5,  /* the token gave no response at all */
+    TK_USB_E_BUSY = 6,      /* an emulator serving another host (on USB the kernel says EBUSY) */
 };
 
 /* CRC-32C (Castagnoli, reflected 0x82F63B78). Start with crc = 0; feed
