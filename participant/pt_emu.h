@@ -40,7 +40,10 @@ struct pt_emu_config {
 struct pt_emu; /* opaque */
 
 /* Connect and say HELLO. 0 or a PT_USB_E_* with a sentence in err (if not
- * NULL); *out is NULL on failure. */
+ * NULL): PT_USB_E_NO_DEVICE, PT_USB_E_ACCESS, PT_USB_E_BUSY,
+ * PT_USB_E_VERSION, PT_USB_E_TIMEOUT, PT_USB_E_PROTOCOL, PT_USB_E_NOMEM, or
+ * PT_USB_E_IO (also for a missing path, or one over PT_EMU_PATH_MAX bytes).
+ * *out is NULL on failure; pt_emu_close(*out) releases everything. */
 int pt_emu_open(struct pt_emu **out, const struct pt_emu_config *cfg, char *err, size_t err_len);
 void pt_emu_close(struct pt_emu *e); /* NULL is fine */
 
