@@ -11,8 +11,8 @@
  * files. The emulator is stopped with SIGTERM (its state kept) and killed
  * with SIGKILL in the middle of a transfer (an unplug); second hosts,
  * garbage, foreign versions, oversized requests and bad command lines get
- * the exact codes and sentences. No timing is asserted: waits for the
- * emulator are bounded loops.
+ * the exact codes and sentences, and its log holds counters, not what was
+ * sent. No timing is asserted: waits for the emulator are bounded loops.
  */
 #define _GNU_SOURCE /* for the tests' sockets, as in pt_emu.c */
 #include "usb_fixture.h"
@@ -70,9 +70,9 @@ static struct rig *rig_new(void)
     return r;
 }
 
-/* Start cohort-tokend (quiet) on a directory and a socket, and wait for
- * its ready line. */
-static pid_t tokend_start_at(const char *dir, const char *sock, bool create)
+/* Start cohort-tokend on a directory and a socket, and wait for its ready
+ * line. With log, its stderr goes to that file; without, it is quiet. */
+static pid_t tokend_start_at(const char *dir, const char *sock, bool create, const char *log)
 {
     int out[2];
     pid_t pid;
@@ -84,14 +84,19 @@ static pid_t tokend_start_at(const char *dir, const char *sock, bool create)
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        char *argv[] = {TOKEND,
-                        "--dir",
-                        (char *)dir,
-                        "--socket",
-                        (char *)sock,
-                        "--quiet",
-                        create ? "--create" : NULL,
-                        NULL};
+        char *argv[8] = {TOKEND, "--dir", (char *)dir, "--socket", (char *)sock, NULL, NULL, NULL};
+        int k = 5;
+        if (log == NULL)
+            argv[k++] = "--quiet";
+        if (create)
+            argv[k++] = "--create";
+        if (log != NULL) {
+            int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+            if (fd < 0)
+                _exit(126);
+            dup2(fd, 2);
+            close(fd);
+        }
         dup2(out[1], 1);
         close(out[0]);
         close(out[1]);
@@ -119,7 +124,7 @@ static pid_t tokend_start_at(const char *dir, const char *sock, bool create)
 
 static void tokend_start(struct rig *r, bool create)
 {
-    r->pid = tokend_start_at(r->dir, r->sock, create);
+    r->pid = tokend_start_at(r->dir, r->sock, create, NULL);
 }
 
 /* Signal the emulator and return its exit status (128 + signal when killed). */
@@ -932,6 +937,54 @@ static void the_command_line_is_checked_before_anything_is_served(void **state)
     rig_free(r);
 }
 
+/* The whole log, up to cap bytes. */
+static void read_log(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    size_t n;
+    assert_non_null(f);
+    n = fread(buf, 1, cap - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+static void the_log_counts_hosts_and_never_shows_what_they_sent(void **state)
+{
+    struct rig *r = rig_new();
+    char log[128], text[8192];
+    struct pt_emu_config c = fast_cfg;
+    struct pt_emu *second = NULL;
+    char err[256];
+    (void)state;
+    snprintf(log, sizeof log, "%s/log", r->base);
+    r->pid = tokend_start_at(r->dir, r->sock, true, log);
+    rig_open(r);
+    provision(r);
+    c.path = r->sock;
+    assert_int_equal(pt_emu_open(&second, &c, err, sizeof err), PT_USB_E_BUSY);
+    usb_document_round_trip(through_rig, r, DOC_LEN);
+    pt_emu_close(r->e);
+    r->e = NULL;
+    assert_int_equal(tokend_stop(r->pid, SIGTERM), 0);
+    r->pid = 0;
+
+    read_log(log, text, sizeof text);
+    assert_non_null(strstr(text, "cohort-tokend: host 1 connected\n"));
+    assert_non_null(strstr(text, "cohort-tokend: another host refused (busy serving host 1)\n"));
+    /* Six requests ran: ProvisionBegin, ProvisionFinish and the document's four. */
+    /* (The host's leaving and the SIGTERM may be seen in either order.) */
+    assert_non_null(strstr(text, "cohort-tokend: host 1 disconnected"));
+    assert_non_null(strstr(text, ": 6 requests run, 0 answered again, "));
+    assert_non_null(
+        strstr(text, "cohort-tokend: stopping: hosts served: 1, refused while busy: 1\n"));
+
+    /* Lines of counters only: the document's metadata never appears. */
+    assert_null(strstr(text, "clinic"));
+    assert_null(strstr(text, "statement"));
+    assert_null(strstr(text, "bank"));
+    rig_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -945,6 +998,7 @@ int main(void)
         cmocka_unit_test(an_emulator_of_another_version_is_a_version_mismatch),
         cmocka_unit_test(a_request_over_request_max_is_too_large_and_the_emulator_serves_on),
         cmocka_unit_test(the_command_line_is_checked_before_anything_is_served),
+        cmocka_unit_test(the_log_counts_hosts_and_never_shows_what_they_sent),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);

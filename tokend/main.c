@@ -507,8 +507,10 @@ int main(int argc, char **argv)
 
     if (serve(t) == 0)
         rc = TD_EXIT_OK;
+    if (t->host.fd >= 0)
+        host_end(t, "disconnected (stopping)");
     if (!quiet)
-        fprintf(stderr, TD_PROG ": stopping: %u hosts served, %u refused while busy\n", t->hosts,
+        fprintf(stderr, TD_PROG ": stopping: hosts served: %u, refused while busy: %u\n", t->hosts,
                 t->refused);
 
 done:
