@@ -13,9 +13,11 @@
  * nothing listening (ECONNREFUSED) is "no device", EACCES "permission
  * denied", a full listen queue (EAGAIN) "busy", an emulator's ERROR BUSY
  * "busy" (pt_usbhost maps it). The end of the stream, EPIPE or
- * ECONNRESET during a transfer is an unplug: the socket is closed at once,
- * transact reports PT_USB_E_NO_DEVICE, and the next call connects again
- * (once), as pt_usb_wait does for a device pt_emu_wait polls every 50 ms.
+ * ECONNRESET during a transfer is an unplug: the socket is closed at once
+ * (after a "busy" too), transact reports PT_USB_E_NO_DEVICE, each later
+ * call tries to connect once, and pt_emu_wait tries every 50 ms until its
+ * timeout. Any other failure of a transaction keeps the socket (a failed
+ * connection does not): the driver says HELLO again on it.
  *
  * The emulator is not trusted more than a USB device: pt_usbhost bounds
  * every length it is sent. Nothing here allocates after pt_emu_open but
