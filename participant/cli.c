@@ -16,6 +16,7 @@
 
 #include "participant/cli.h"
 #include "participant/pt_doc.h"
+#include "participant/pt_token.h"
 #include "shell/shell.h"
 
 _Static_assert(CLI_U64_DIGITS == SH_U64_DIGITS, "an id of --id is a number cli_u64 reads");
@@ -67,11 +68,19 @@ static const struct command commands[] = {
 
 static void usage_all(FILE *f)
 {
-    fprintf(f, "usage: " CLI_PROG " COMMAND [ARGS]   (" CLI_PROG " COMMAND --help)\n\n"
-               "The owner's tools for a software token kept in a directory, and the agent\n"
-               "that takes part in studies with it.\n\ncommands:\n");
+    fprintf(f,
+            "usage: " CLI_PROG " [--token SPEC] COMMAND [ARGS]   (" CLI_PROG " COMMAND --help)\n\n"
+            "The owner's tools for a token, and the agent that takes part in studies with it.\n"
+            "\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nThe token (--token SPEC, anywhere on the line; DIR is --dir's by default):\n"
+               "  soft:DIR        a software token kept in the directory DIR\n"
+               "  usb             the token on USB (vendor and product id 1209:c07b)\n"
+               "  usb:VID:PID     the token on USB with other ids (hex)\n"
+               "  emulator:PATH   a token emulator (cohort-tokend) on the local socket PATH\n"
+               "--dir DIR is always the owner's directory on this computer: with a software\n"
+               "token the token itself, with the others the documents, outbox and requests.\n");
 }
 
 void cli_usage(FILE *f, const char *cmd)
@@ -85,8 +94,47 @@ void cli_usage(FILE *f, const char *cmd)
     usage_all(f);
 }
 
-int cli_main(int argc, char **argv, const struct cli_env *env)
+/*
+ * Take --token SPEC out of argv (into e->token), checking it. CLI_OK, or
+ * CLI_USAGE (reported). argv is rewritten in place; *argc shrinks.
+ */
+static int take_token(int *argc, char **argv, struct cli_env *e)
 {
+    struct pt_token_spec spec;
+    char msg[CLI_ERR_MAX];
+    int n = 1;
+
+    for (int i = 1; i < *argc; i++) {
+        const char *v = NULL;
+        if (strcmp(argv[i], "--token") == 0) {
+            if (i + 1 >= *argc)
+                return cli_fail(e, CLI_USAGE, NULL, "--token needs a value");
+            v = argv[++i];
+        } else if (strncmp(argv[i], "--token=", 8) == 0) {
+            v = argv[i] + 8;
+        } else {
+            argv[n++] = argv[i];
+            continue;
+        }
+        if (e->token != NULL)
+            return cli_fail(e, CLI_USAGE, NULL, "--token is given twice");
+        if (pt_token_spec_parse(v, &spec, msg, sizeof msg) != PT_OK)
+            return cli_fail(e, CLI_USAGE, NULL, "%s", msg);
+        e->token = v;
+    }
+    argv[n] = NULL;
+    *argc = n;
+    return CLI_OK;
+}
+
+int cli_main(int argc, char **argv, const struct cli_env *env_in)
+{
+    struct cli_env e = *env_in;
+    const struct cli_env *env = &e;
+
+    e.token = NULL;
+    if (take_token(&argc, argv, &e) != CLI_OK)
+        return CLI_USAGE;
     if (argc < 2) {
         usage_all(env->err);
         return CLI_USAGE;
@@ -218,11 +266,14 @@ int cli_open(const struct cli_env *env, const char *cmd, const char *dir, bool c
     int rc;
 
     memset(s, 0, sizeof *s);
-    rc = env->open(env->ctx, dir, create, &link, &s->handle, msg, sizeof msg);
+    rc = env->open(env->ctx, env->token, dir, create, &link, &s->handle, msg, sizeof msg);
     if (rc != 0) {
         s->handle = NULL;
         if (msg[0] == '\0')
             snprintf(msg, sizeof msg, "%s", pt_strerror(rc));
+        if (env->token != NULL)
+            return cli_fail(env, rc == PT_ERR_EXISTS && create ? CLI_DATA : CLI_TOKEN, cmd,
+                            "cannot open the token %s: %s", env->token, msg);
         return cli_fail(env, rc == PT_ERR_EXISTS && create ? CLI_DATA : CLI_TOKEN, cmd, "%s %s: %s",
                         create ? "cannot create a token in" : "cannot open the token", dir, msg);
     }

@@ -47,16 +47,24 @@ struct cli_env {
     FILE *err;
     int64_t now; /* Unix seconds, sent to the token */
     /*
-     * Create (init) or open the token of dir, and give a link to it.
+     * Create (init) or open the token, and give a link to it. token is the
+     * --token value (pt_token.h), already checked, or NULL for the software
+     * token in dir; dir is the owner's directory on this host either way.
      * Returns 0, or a PT_ERR_* with a sentence for the owner in msg.
      */
-    int (*open)(void *ctx, const char *dir, bool create, struct pt_link *link, void **handle,
-                char *msg, size_t msg_len);
+    int (*open)(void *ctx, const char *token, const char *dir, bool create, struct pt_link *link,
+                void **handle, char *msg, size_t msg_len);
     void (*close)(void *ctx, void *handle); /* NULL handle: no-op */
     void *ctx;
+    const char *token; /* set by cli_main from --token; NULL: a software token in --dir */
 };
 
-/* Run the command line (argv[0] is the program). Returns a CLI_* status. */
+/*
+ * Run the command line (argv[0] is the program). Returns a CLI_* status.
+ * --token SPEC (or --token=SPEC), anywhere on the line, chooses the token
+ * every command uses (pt_token.h); it is taken out before the command
+ * sees its arguments.
+ */
 int cli_main(int argc, char **argv, const struct cli_env *env);
 
 /* The subcommands: argv[0] is the command's name. */

@@ -17,8 +17,12 @@
  * only errors. They name tokens and queries by the first 8 bytes of their
  * ids and never carry a key, a plaintext or a ciphertext.
  *
- * This command reaches the real network and the real token directories,
- * not struct cli_env's token: its tests run net_agent.c's pool directly
+ * With --token (cli.h), the one agent uses that token (on USB, an
+ * emulator's): when it goes away, the agent logs it, pauses, and resumes
+ * once the same token is back.
+ *
+ * This command reaches the real network and the real tokens, not struct
+ * cli_env's open: its tests run net_agent.c's pool directly
  * against a service in the same process, and this command as a process.
  */
 #include <errno.h>
@@ -271,6 +275,8 @@ int cli_run(int argc, char **argv, const struct cli_env *env)
     if (rc == CLI_OK && l.n == 0)
         rc = cli_usage_error(env, CMD,
                              "give the token directories with --dir DIR or --dirs-from FILE");
+    if (rc == CLI_OK && env->token != NULL && l.n != 1)
+        rc = cli_usage_error(env, CMD, "--token names one token: give one --dir with it");
     for (size_t i = 0; rc == CLI_OK && i < l.n; i++) {
         if (stat(l.dirs[i], &sb) != 0 || !S_ISDIR(sb.st_mode)) {
             fprintf(env->err, CLI_PROG ": " CMD ": ");
@@ -282,6 +288,7 @@ int cli_run(int argc, char **argv, const struct cli_env *env)
         }
     }
     if (rc == CLI_OK) {
+        cfg.token = env->token;
         cfg.max_backoff_ms = (uint32_t)(backoff * 1000);
         if (na_config_check(&cfg, err, sizeof err) != NA_OK)
             rc = cli_usage_error(env, CMD, "%s", err);

@@ -1,43 +1,62 @@
 /*
- * cohort-participant: the owner's command line, over a software token.
+ * cohort-participant: the owner's command line.
  *
  * A thin shell: the commands (cli.c and cli_*.c) do the work through
- * struct cli_env; this gives them the world: a software token kept in a
- * directory (pt_soft_*), with TK_ARENA_DEFAULT bytes of RAM, the clock,
- * stdout and stderr. Exit statuses are in cli.h.
+ * struct cli_env; this gives them the world: the token --token names
+ * (pt_token.h: a software token, a token on USB or an emulator; by default
+ * the software token kept in --dir), the clock, stdout and stderr. Exit
+ * statuses are in cli.h.
  */
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "participant/cli.h"
+#include "participant/pt_token.h"
 
-static int soft_open(void *ctx, const char *dir, bool create, struct pt_link *link, void **handle,
-                     char *msg, size_t msg_len)
+static int token_open(void *ctx, const char *token, const char *dir, bool create,
+                      struct pt_link *link, void **handle, char *msg, size_t msg_len)
 {
-    struct pt_soft *s = NULL;
+    struct pt_token_spec spec;
+    struct pt_token *t = NULL;
     int rc;
 
     (void)ctx;
-    if (create)
-        rc = pt_soft_create(&s, dir, TK_ARENA_DEFAULT, msg, msg_len);
-    else
-        rc = pt_soft_open(&s, dir, TK_ARENA_DEFAULT, msg, msg_len);
-    if (rc != 0)
+    if (token == NULL) {
+        spec.kind = PT_TOKEN_SOFT;
+        if (strlen(dir) >= sizeof spec.path) {
+            snprintf(msg, msg_len, "the directory's path is too long");
+            return PT_ERR_INPUT;
+        }
+        memcpy(spec.path, dir, strlen(dir) + 1);
+    } else if ((rc = pt_token_spec_parse(token, &spec, msg, msg_len)) != PT_OK) {
         return rc;
-    *link = pt_soft_link(s);
-    *handle = s;
+    }
+    if ((rc = pt_token_open(&t, &spec, create && spec.kind == PT_TOKEN_SOFT, msg, msg_len)) != 0)
+        return rc;
+    /* A token elsewhere keeps the owner's files (the certificate request,
+     * the documents) in dir, which init makes once the token is there. */
+    if (create && token != NULL && mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(msg, msg_len, "%s: %s", dir, strerror(errno));
+        pt_token_close(t);
+        return PT_ERR_IO;
+    }
+    *link = pt_token_link(t);
+    *handle = t;
     return 0;
 }
 
-static void soft_close(void *ctx, void *handle)
+static void token_close(void *ctx, void *handle)
 {
     (void)ctx;
-    pt_soft_close(handle);
+    pt_token_close(handle);
 }
 
 int main(int argc, char **argv)
 {
-    struct cli_env env = {stdout, stderr, (int64_t)time(NULL), soft_open, soft_close, NULL};
+    struct cli_env env = {stdout, stderr, (int64_t)time(NULL), token_open, token_close, NULL, NULL};
     int rc;
 
     if (tk_library_init() != 0) {

@@ -45,6 +45,7 @@
 #include "participant/net_agent.h"
 #include "participant/participant.h"
 #include "participant/pt_owner.h"
+#include "participant/pt_token.h"
 #include "proto/cohort.pb-c.h"
 #include "querier/querier.h"
 #include "shell/shell.h"
@@ -75,6 +76,7 @@
 #define NA_REPLY_BAD (-1000) /* reply_status() of a reply that does not decode */
 /* The pause after the service answers a work request with an error. */
 #define NA_SERVICE_ERROR_PAUSE_MS 1000u
+#define NA_TOKEN_WAIT_MS 250u /* a look for a token that went away, between checks for a stop */
 
 const char *na_strerror(int code)
 {
@@ -107,7 +109,7 @@ enum xres {
 struct agent {
     struct na_pool *pool;
     char *dir;
-    struct pt_soft *soft;
+    struct pt_token *tok;
     struct pt_agent ag;
     nng_socket sock;
     nng_aio *aio;
@@ -137,7 +139,7 @@ struct agent {
 
 struct na_pool {
     struct na_config cfg;
-    char *url, *ca, *server_name;
+    char *url, *ca, *server_name, *token;
     size_t n;
     struct agent *agents;
     bool stopped;
@@ -512,6 +514,43 @@ static uint32_t next_backoff(struct agent *a)
 }
 
 /* Admit the current connection. X_DONE (admitted), X_RETRY, X_STOP or X_FAIL. */
+/*
+ * The token link failed. A token that went away (unplugged, its emulator
+ * stopped) is waited for, and the work resumes when the same token is
+ * back: X_DONE (the round is over; the next asks the service for work
+ * afresh, and the service offers again whatever was lost with the link) or
+ * X_STOP. Any other link failure, or another token in its place, stops
+ * the agent.
+ */
+static int token_lost(struct agent *a)
+{
+    struct pt_owner o;
+    struct pt_token_info info;
+    struct pt_link link;
+    uint64_t pauses;
+
+    if (!pt_token_gone(a->tok))
+        return fail(a, "the token link failed: %s",
+                    pt_token_link_error(a->tok)[0] ? pt_token_link_error(a->tok)
+                                                   : "no reason given");
+    pthread_mutex_lock(&a->mu);
+    pauses = ++a->st.token_pauses;
+    pthread_mutex_unlock(&a->mu);
+    say(a, "the token is gone (%s): work paused until it is back (pause %llu)",
+        pt_token_link_error(a->tok), (unsigned long long)pauses);
+    while (pt_token_wait(a->tok, NA_TOKEN_WAIT_MS) != PT_OK)
+        if (pause_ms(a, 0, false) == X_STOP)
+            return X_STOP;
+    link = pt_token_link(a->tok);
+    pt_owner_init(&o, &link, sh_now_ms() / 1000);
+    if (pt_owner_info(&o, &info) != PT_OK)
+        return token_lost(a); /* gone again at once, or another failure */
+    if (sodium_memcmp(info.sign_pk, a->st.token_id, sizeof a->st.token_id) != 0)
+        return fail(a, "another token was plugged in where this one was: stopping");
+    say(a, "the token is back: work resumes");
+    return X_DONE;
+}
+
 static int admit(struct agent *a, bool in_hand)
 {
     uint8_t *req = NULL;
@@ -523,6 +562,8 @@ static int admit(struct agent *a, bool in_hand)
     uint64_t admissions;
 
     rc = pt_agent_hello(&a->ag, sh_now_ms() / 1000, &req, &len);
+    if (rc == PT_ERR_LINK)
+        return token_lost(a) == X_STOP ? X_STOP : X_RETRY;
     if (rc == PT_ERR_TOKEN)
         return fail(a, "the token is not provisioned (it has no device certificate): have an "
                        "authority certify it first");
@@ -544,6 +585,8 @@ static int admit(struct agent *a, bool in_hand)
         complain(a, "the service's answer to the hello is malformed");
         return X_RETRY;
     }
+    if (rc == PT_ERR_LINK)
+        return token_lost(a) == X_STOP ? X_STOP : X_RETRY;
     if (rc == PT_ERR_TOKEN)
         return fail(a, "the token will not attest the service's challenge: %s (%s)",
                     tk_strerror(a->ag.last_token_status), tk_errname(a->ag.last_token_status));
@@ -721,7 +764,7 @@ static int work_round(struct agent *a)
         reply_task(reply, &level, &partition);
     nng_msg_free(reply);
     if (rc == PT_ERR_LINK)
-        return fail(a, "the token link failed");
+        return token_lost(a);
     if (rc != PT_OK) {
         complain(a, "the service's work could not be handled: %s", pt_strerror(rc));
         return pause_ms(a, NA_SERVICE_ERROR_PAUSE_MS, false);
@@ -776,15 +819,16 @@ static void *agent_main(void *arg)
             break;
     }
     /* The token first: its state is safe on disk whatever the socket does next. */
-    pt_soft_close(a->soft);
-    a->soft = NULL;
+    pt_token_close(a->tok);
+    a->tok = NULL;
     pthread_mutex_lock(&a->mu);
     if (a->st.state == NA_RUNNING)
         a->st.state = NA_STOPPED;
     pthread_mutex_unlock(&a->mu);
-    say(a, "stopped: %llu collected, %llu refused, %llu tasks, %llu reconnects",
+    say(a, "stopped: %llu collected, %llu refused, %llu tasks, %llu reconnects, %llu token pauses",
         (unsigned long long)a->st.collected, (unsigned long long)a->st.refused,
-        (unsigned long long)a->st.tasks, (unsigned long long)a->st.reconnects);
+        (unsigned long long)a->st.tasks, (unsigned long long)a->st.reconnects,
+        (unsigned long long)a->st.token_pauses);
     nng_close(a->sock);
     pthread_mutex_lock(&a->mu);
     a->finished = true;
@@ -894,8 +938,8 @@ static void agent_clear(struct agent *a)
     if (a->sock_open && !a->joined)
         nng_close(a->sock);
     if (!a->joined)
-        pt_soft_close(a->soft);
-    a->soft = NULL;
+        pt_token_close(a->tok);
+    a->tok = NULL;
     nng_aio_free(a->aio);
     a->aio = NULL;
     pthread_cond_destroy(&a->cv);
@@ -913,6 +957,7 @@ static void pool_free(na_pool *p)
     free(p->url);
     free(p->ca);
     free(p->server_name);
+    free(p->token);
     free(p);
 }
 
@@ -926,29 +971,47 @@ static char *dup_or_null(const char *s, bool *failed)
     return d;
 }
 
-/* Open agent a's token, over dir; learn its id. */
+/* Open agent a's token (the pool's --token, or the software token in dir); learn its id. */
 static int agent_open(struct agent *a, const char *dir, char *err, size_t err_len)
 {
     char msg[NA_ERROR_MAX] = "";
+    const char *token = a->pool->cfg.token;
+    struct pt_token_spec spec;
     struct pt_owner o;
     struct pt_token_info info;
     struct pt_link link;
     int rc;
 
-    rc = pt_soft_open(&a->soft, dir, TK_ARENA_DEFAULT, msg, sizeof msg);
+    if (token != NULL) {
+        if (pt_token_spec_parse(token, &spec, msg, sizeof msg) != PT_OK) {
+            snprintf(err, err_len, "%s", msg);
+            return NA_ERR_ARG;
+        }
+    } else if (strlen(dir) < sizeof spec.path) {
+        spec.kind = PT_TOKEN_SOFT;
+        memcpy(spec.path, dir, strlen(dir) + 1);
+    } else {
+        snprintf(err, err_len, "%.64s...: the path is too long", dir);
+        return NA_ERR_ARG;
+    }
+    rc = pt_token_open(&a->tok, &spec, false, msg, sizeof msg);
     if (rc != PT_OK) {
         /* pt_soft's sentences mostly name the directory already. */
-        if (msg[0] != '\0' && strncmp(msg, dir, strlen(dir)) == 0)
+        if (token != NULL)
+            snprintf(err, err_len, "cannot open the token %s: %s", token,
+                     msg[0] ? msg : pt_strerror(rc));
+        else if (msg[0] != '\0' && strncmp(msg, dir, strlen(dir)) == 0)
             snprintf(err, err_len, "cannot open a token: %s", msg);
         else
             snprintf(err, err_len, "cannot open the token %s: %s", dir,
                      msg[0] ? msg : pt_strerror(rc));
         return NA_ERR_TOKEN;
     }
-    link = pt_soft_link(a->soft);
+    link = pt_token_link(a->tok);
     pt_owner_init(&o, &link, sh_now_ms() / 1000);
     if ((rc = pt_owner_info(&o, &info)) != PT_OK) {
-        snprintf(err, err_len, "cannot open the token %s: %s", dir, pt_strerror(rc));
+        snprintf(err, err_len, "cannot open the token %s: %s", token ? token : dir,
+                 pt_strerror(rc));
         return NA_ERR_TOKEN;
     }
     pt_agent_init(&a->ag, &link, info.sign_pk);
@@ -971,6 +1034,10 @@ int na_start(na_pool **out, const struct na_config *cfg, const char *const *dirs
         snprintf(err, err_len, "give from 1 to %u token directories", NA_AGENTS_MAX);
         return NA_ERR_ARG;
     }
+    if (cfg->token != NULL && n != 1) {
+        snprintf(err, err_len, "--token names one token: give one --dir with it");
+        return NA_ERR_ARG;
+    }
     if ((rc = na_config_check(cfg, err, err_len)) != NA_OK)
         return rc;
     if (tk_library_init() != 0) {
@@ -984,9 +1051,11 @@ int na_start(na_pool **out, const struct na_config *cfg, const char *const *dirs
     p->url = dup_or_null(cfg->url, &nomem);
     p->ca = dup_or_null(cfg->ca, &nomem);
     p->server_name = dup_or_null(cfg->server_name, &nomem);
+    p->token = dup_or_null(cfg->token, &nomem);
     p->cfg.url = p->url;
     p->cfg.ca = p->ca;
     p->cfg.server_name = p->server_name;
+    p->cfg.token = p->token;
     if (nomem || (p->agents = calloc(n, sizeof *p->agents)) == NULL) {
         pool_free(p);
         goto nomem;

@@ -1,6 +1,7 @@
 /*
  * The agent daemon's network side: participant agents (participant.h)
- * driving software tokens, each connected to a querier service over nng.
+ * driving tokens (software tokens, or one on USB or an emulator), each
+ * connected to a querier service over nng.
  *
  * One agent per token directory. Each has its own req0 socket and dialer
  * (so the service sees one connection per token, as it would from
@@ -14,7 +15,9 @@
  * with backoff and the agent admits the new connection and resends the
  * request in hand, byte for byte. A token that cannot go on (tampered,
  * rolled back, not provisioned) stops its agent with a sentence in its
- * stats; the other agents go on.
+ * stats; the other agents go on. A token that goes away (a USB token
+ * unplugged, an emulator stopped) pauses its agent, which waits for the
+ * same token to be back, then asks the service for work afresh.
  *
  * Thread safety: na_* functions are called from one thread (the one that
  * started the pool); the agents run in their own threads.
@@ -58,6 +61,7 @@ struct na_config {
     size_t stack_size;           /* bytes of each agent thread's stack; 0: a default */
     uint32_t pace_ms;            /* wait at least this long after each piece of work done */
     bool quiet;                  /* log only errors */
+    const char *token; /* --token (pt_token.h) for the one agent; NULL: a software token per dir */
 };
 
 /*
@@ -71,9 +75,9 @@ int na_config_check(const struct na_config *cfg, char *err, size_t err_len);
 typedef struct na_pool na_pool;
 
 /*
- * Open the token of every directory (pt_soft_open; n of them, at most
- * NA_AGENTS_MAX), make each agent's socket and dialer (started without
- * waiting for the service, which may be down), and start the agents'
+ * Open the token of every directory (a software token in each, n of them,
+ * at most NA_AGENTS_MAX; or, with cfg->token, that one token for n = 1), make each agent's socket
+ * and dialer (started without waiting for the service, which may be down), and start the agents'
  * threads. All or nothing: on an error nothing is left open, *out is
  * NULL and err says what failed (NA_ERR_TOKEN: "cannot open the token
  * DIR: ..."). The pool copies cfg and the directory names.
@@ -95,6 +99,7 @@ struct na_stats {
     uint64_t tasks;           /* aggregation tasks returned to the service */
     uint64_t reconnects;      /* connections after the first */
     uint64_t admissions;      /* connections admitted */
+    uint64_t token_pauses;    /* times the token went away (unplugged) and work waited for it */
     char error[NA_ERROR_MAX]; /* why a failed agent stopped; "" otherwise */
 };
 

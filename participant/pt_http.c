@@ -451,7 +451,7 @@ static void answer_fail(struct answer *a, int rc, const struct pt_status *st, bo
         answer_error(a, 500, "PT_ERR_IO", "the agent's store failed");
         break;
     case PT_ERR_LINK:
-        answer_error(a, 500, "PT_ERR_LINK", "the token link failed");
+        answer_error(a, 503, "PT_ERR_LINK", "the token cannot be reached (unplugged?): try again");
         break;
     default:
         answer_error(a, 500, "INTERNAL", "the agent failed");

@@ -8,7 +8,8 @@
 #   scripts/deploy-local.sh [--participants N] [--per-process K] [--no-tls]
 #                           [--kill-service] [--kill-agent] [--token-ram BYTES]
 #                           [--keep DIR] [--sql "SQL"] [--protocol NAME]
-#                           [--no-build] [--bench]
+#                           [--no-build] [--bench] [--usb K] [--tokend K]
+#                           [--unplug]
 #
 # --protocol      the grouping protocol (s_agg, rnf_noise, c_noise, ed_hist,
 #                 shuffle; auto by default); ed_hist runs its histogram study
@@ -19,6 +20,15 @@
 #                 other tokens
 # --bench         start every agent first, then time the study from submission,
 #                 and report the service's peak memory and open descriptors
+# --usb K         the last K participants reach their token through libusb and
+#                 an emulated USB device (tests' usb-bridge: umockdev, the
+#                 token core behind it), one agent process each
+# --tokend K      the K participants before them reach theirs through a token
+#                 emulator (cohort-tokend) on a local socket
+# --unplug        the first USB token is unplugged in the middle of its first
+#                 transfer of the study and plugged back in 1.5 s later, and
+#                 the first emulator is stopped before the study and started
+#                 again 2 s into it: their agents must pause and resume
 # Exit status 0 only when the researcher's result equals the ground truth.
 set -euo pipefail
 
@@ -33,6 +43,9 @@ keep=""
 build_first=1
 bench=0
 protocol=auto
+n_usb=0
+n_tokend=0
+unplug=0
 sql="SELECT sex, age_band, COUNT(*), SUM(steps), AVG(heart_rate), MAX(weight) FROM health GROUP BY sex, age_band"
 while [ $# -gt 0 ]; do
     case $1 in
@@ -47,6 +60,9 @@ while [ $# -gt 0 ]; do
     --protocol) protocol=$2; shift ;;
     --no-build) build_first=0 ;;
     --bench) bench=1 ;;
+    --usb) n_usb=$2; shift ;;
+    --tokend) n_tokend=$2; shift ;;
+    --unplug) unplug=1 ;;
     -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "deploy-local: unknown option $1" >&2; exit 2 ;;
     esac
@@ -54,6 +70,17 @@ while [ $# -gt 0 ]; do
 done
 case $n in '' | *[!0-9]*) echo "deploy-local: --participants needs a number" >&2; exit 2 ;; esac
 case $per in '' | *[!0-9]* | 0) echo "deploy-local: --per-process needs a number > 0" >&2; exit 2 ;; esac
+case $n_usb$n_tokend in *[!0-9]*) echo "deploy-local: --usb and --tokend need numbers" >&2; exit 2 ;; esac
+# Participants 1..ns keep software tokens; the emulators' and the USB ones come after.
+ns=$((n - n_usb - n_tokend))
+if [ "$ns" -lt 1 ]; then
+    echo "deploy-local: --usb and --tokend leave no participant with a software token" >&2
+    exit 2
+fi
+if [ $((n_usb + n_tokend)) -gt 0 ] && [ "$bench" = 1 ]; then
+    echo "deploy-local: --bench is for software tokens only" >&2
+    exit 2
+fi
 
 if [ "$build_first" = 1 ]; then
     "$root/scripts/install-deps.sh"
@@ -64,6 +91,8 @@ authority=$build/authority/cohort-authority
 querier=$build/querier/cohort-querier
 participant=$build/participant/cohort-participant
 sim=$build/sim/cohort-sim
+tokend=$build/tokend/cohort-tokend
+bridge=$build/tests/usb-bridge
 
 if [ -n "$keep" ]; then
     work=$keep
@@ -72,8 +101,12 @@ else
     work=$(mktemp -d "${TMPDIR:-/tmp}/cohort-deploy.XXXXXX")
 fi
 pids=()
+spids=() # the agents of tokens elsewhere (emulators, USB): one process each
 cleanup() {
-    for p in "${pids[@]}" ${service_pid:-}; do kill -9 "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}" "${spids[@]}" ${service_pid:-}; do kill -9 "$p" 2>/dev/null || true; done
+    for f in "$work"/participants/*/tokend.pid; do
+        [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
+    done
     wait 2>/dev/null || true
     [ -n "$keep" ] || rm -rf "$work"
 }
@@ -137,16 +170,44 @@ log "service on $url (pid $service_pid)"
 # --- participants: a token each, certified, with data and consent --------------
 mkdir -p "$work/data" "$work/participants"
 "$sim" --tokens "$n" --seed 7 --export-csv "$work/data"
+# kind_of I: soft, tokend or usb
+kind_of() {
+    if [ "$1" -le "$ns" ]; then echo soft
+    elif [ "$1" -le $((ns + n_tokend)) ]; then echo tokend
+    else echo usb; fi
+}
+# start_tokend I: participant I's emulator, serving the token in p$I/device
+start_tokend() {
+    local d=$work/participants/p$1
+    rm -f "$d/tokend.sock"
+    "$tokend" --dir "$d/device" --socket "$d/tokend.sock" --create >>"$d/tokend.log" 2>&1 &
+    echo $! >"$d/tokend.pid"
+    for _ in $(seq 100); do [ -S "$d/tokend.sock" ] && return 0; sleep 0.05; done
+    echo "deploy-local: the token emulator of participant $1 did not come up" >&2
+    cat "$d/tokend.log" >&2
+    return 1
+}
+# pcli I ARGS...: cohort-participant ARGS on participant I's token, wherever it is
+pcli() {
+    local i=$1 d=$work/participants/p$1
+    shift
+    case $(kind_of "$i") in
+    soft) "$participant" "$@" ;;
+    tokend) "$participant" --token "emulator:$d/tokend.sock" "$@" ;;
+    usb) "$bridge" --token "$d/device" --create -- "$participant" --token usb "$@" ;;
+    esac
+}
 for i in $(seq "$n"); do
     d=$work/participants/p$i
-    "$participant" init --dir "$d" --subject "participant $i" >/dev/null
+    [ "$(kind_of "$i")" != tokend ] || start_tokend "$i"
+    pcli "$i" init --dir "$d" --subject "participant $i" >/dev/null
     "$authority" certify-token --dir "$work/authority" --csr "$d/token.csr" \
         --out "$d/bundle" >/dev/null
-    "$participant" provision --dir "$d" "$d/bundle" >/dev/null
-    "$participant" import --dir "$d" --table health "$work/data/p$i.csv" >/dev/null
-    "$participant" policy set --dir "$d" --allow-table health >/dev/null
+    pcli "$i" provision --dir "$d" "$d/bundle" >/dev/null
+    pcli "$i" import --dir "$d" --table health "$work/data/p$i.csv" >/dev/null
+    pcli "$i" policy set --dir "$d" --allow-table health >/dev/null
 done
-log "$n participants provisioned, with data and consent"
+log "$n participants provisioned, with data and consent ($ns software tokens, $n_tokend emulators, $n_usb on USB)"
 
 # --- the researcher --------------------------------------------------------------
 mkdir -p "$work/researcher"
@@ -238,6 +299,52 @@ if [ "$bench" = 1 ]; then
     exit 0
 fi
 
+# --- the agents of tokens elsewhere: one process each, admitted before the
+# study is submitted, so that an unplug falls in the study's own transfers ----
+# The first USB token is unplugged at this OUT DATA frame of its agent's run:
+# GetInfo, the certificate for the hello and the attestation take one each,
+# so the 4th is the study's first request to the token (its collection).
+unplug_at=4
+start_special() { # I
+    local i=$1 d=$work/participants/p$1 extra=()
+    case $(kind_of "$i") in
+    tokend)
+        "$participant" --token "emulator:$d/tokend.sock" run --connect "$url" "${tls_dial[@]}" \
+            --dir "$d" >>"$work/agents-$i.log" 2>&1 &
+        ;;
+    usb)
+        if [ "$unplug" = 1 ] && [ "$i" = $((ns + n_tokend + 1)) ]; then
+            extra=(--unplug-at "$unplug_at" --replug-after 1500)
+        fi
+        "$bridge" --token "$d/device" "${extra[@]}" --stats -- \
+            "$participant" --token usb run --connect "$url" "${tls_dial[@]}" --dir "$d" \
+            >>"$work/agents-$i.log" 2>&1 &
+        ;;
+    esac
+    spids+=($!)
+}
+if [ "$ns" -lt "$n" ]; then
+    for i in $(seq $((ns + 1)) "$n"); do start_special "$i"; done
+    for i in $(seq $((ns + 1)) "$n"); do
+        for _ in $(seq 600); do
+            grep -q 'admitted by the service' "$work/agents-$i.log" 2>/dev/null && break
+            sleep 0.05
+        done
+        if ! grep -q 'admitted by the service' "$work/agents-$i.log" 2>/dev/null; then
+            echo "deploy-local: the agent of participant $i ($(kind_of "$i")) was not admitted:" >&2
+            cat "$work/agents-$i.log" >&2
+            exit 1
+        fi
+    done
+    log "$((n - ns)) agents of tokens elsewhere admitted ($n_tokend emulators, $n_usb on USB)"
+    if [ "$unplug" = 1 ] && [ "$n_tokend" -gt 0 ]; then
+        e=$((ns + 1))
+        kill -TERM "$(cat "$work/participants/p$e/tokend.pid")"
+        log "stopped the token emulator of participant $e; it starts again 2 s into the study"
+        (sleep 2 && start_tokend "$e" && echo "[deploy] started the emulator of participant $e again" >&2) &
+    fi
+fi
+
 # The study runs in the background while the agents work.
 "$querier" run --connect "$url" "${tls_dial[@]}" --cert "$work/researcher/alice.cert" \
     --no-progress --csv --study local --wait 600 --protocol "$protocol" \
@@ -245,8 +352,8 @@ fi
     >"$work/result.csv" 2>"$work/researcher/log" &
 run_pid=$!
 
-half=$((n / 2))
-[ "$half" -ge 1 ] || half=$n
+half=$((ns / 2))
+[ "$half" -ge 1 ] || half=$ns
 first=1
 while [ "$first" -le "$half" ]; do
     last=$((first + per - 1)); [ "$last" -le "$half" ] || last=$half
@@ -273,8 +380,8 @@ fi
 # killed with some tasks done and some not.
 interrupt=0
 [ "$kill_service" = 1 ] || [ "$kill_agent" = 1 ] && interrupt=1
-upto=$n
-[ "$interrupt" = 1 ] && upto=$((n - 1))
+upto=$ns
+[ "$interrupt" = 1 ] && upto=$((ns - 1))
 first=$((half + 1))
 while [ "$first" -le "$upto" ]; do
     last=$((first + per - 1)); [ "$last" -le "$upto" ] || last=$upto
@@ -296,8 +403,8 @@ wait_for() { # FIELD VALUE-TEST: poll the first query's status for up to 120 s
 if [ "$interrupt" = 1 ]; then
     wait_for contributions '[ "$v" -ge $((n - 1)) ]'
     kill -STOP "${pids[@]}"
-    "$participant" run --connect "$url" "${tls_dial[@]}" --dir "$work/participants/p$n" \
-        --pace 400 >>"$work/agents-$n.log" 2>&1 &
+    "$participant" run --connect "$url" "${tls_dial[@]}" --dir "$work/participants/p$ns" \
+        --pace 400 >>"$work/agents-$ns.log" 2>&1 &
     slow_pid=$!
     wait_for tasks_done '[ "$v" -ge 1 ]'
     if [ "$kill_service" = 1 ]; then
@@ -329,6 +436,19 @@ if [ "$rc" != 0 ]; then
 fi
 check_truth
 log "result ($(($(wc -l <"$work/result.csv") - 1)) groups) equals the ground truth"
+if [ "$unplug" = 1 ]; then
+    for i in $((ns + 1)) $((ns + n_tokend + 1)); do
+        [ "$i" -le "$n" ] || continue
+        [ "$i" -gt "$ns" ] || continue
+        f=$work/agents-$i.log
+        if ! grep -q 'the token is gone' "$f" || ! grep -q 'the token is back: work resumes' "$f"; then
+            echo "deploy-local: the agent of participant $i ($(kind_of "$i")) did not pause and resume:" >&2
+            cat "$f" >&2
+            exit 1
+        fi
+        log "participant $i ($(kind_of "$i")): $(grep -c 'the token is gone' "$f") pause, then resumed"
+    done
+fi
 cat "$work/result.csv"
 printf '[deploy] %s participants, %d.%03d s end to end\n' "$n" $(((t1 - t0) / 1000)) \
     $(((t1 - t0) % 1000)) >&2

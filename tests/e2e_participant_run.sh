@@ -1,8 +1,9 @@
 #!/bin/sh
 # End to end: the real cohort-participant run refuses a command line it
 # cannot work with before it opens a token or dials anything: a bad
-# address, tls+tcp:// without --ca, a missing or absent token directory
-# (exit 1, usage); and a directory that is not a token (exit 3).
+# address, tls+tcp:// without --ca, a missing or absent token directory,
+# a bad --token (exit 1, usage); and a directory that is not a token, a
+# token that is not plugged in or an emulator that is not there (exit 3).
 #
 #   e2e_participant_run.sh BINARY
 set -eu
@@ -76,6 +77,21 @@ has "$err" "--dirs-from $work/no-such-list"
 
 run 3 run --connect "ipc://$work/service.sock" --dir "$work/empty"
 has "$err" "cannot open a token: $work/empty: not a Cohort token"
+[ ! -e "$work/service.sock" ] || fail "the command made the service's socket"
+
+# --token: checked before anything else, one token for one agent, and a
+# token that is not there stops the command (exit 3) naming it.
+run 1 --token nfc run --connect "ipc://$work/service.sock" --dir "$work/empty"
+has "$err" "--token: an unknown kind of token (expected usb, usb:VID:PID, emulator:PATH or soft:DIR)"
+run 1 run --token usb --connect "ipc://$work/service.sock" --dir "$work/empty" --dir "$work/empty"
+has "$err" "--token names one token: give one --dir with it"
+run 3 run --token usb:1209:c07b --connect "ipc://$work/service.sock" --dir "$work/empty"
+has "$err" "cannot open the token usb:1209:c07b"
+run 3 --token "emulator:$work/no-emulator.sock" run --connect "ipc://$work/service.sock" \
+    --dir "$work/empty"
+has "$err" "cannot open the token emulator:$work/no-emulator.sock"
+run 3 --token "soft:$work/empty" tables --dir "$work/empty"
+has "$err" "cannot open the token soft:$work/empty: $work/empty: not a Cohort token"
 [ ! -e "$work/service.sock" ] || fail "the command made the service's socket"
 
 echo "e2e_participant_run: ok"

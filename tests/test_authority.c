@@ -699,9 +699,10 @@ static void a_chain_that_does_not_verify_or_a_key_others_may_read_is_refused(voi
 
 /* ------------------------------------------------------------- tokens */
 
-static int w_open(void *ctx, const char *dir, bool create, struct pt_link *link, void **handle,
-                  char *msg, size_t msg_len)
+static int w_open(void *ctx, const char *token, const char *dir, bool create, struct pt_link *link,
+                  void **handle, char *msg, size_t msg_len)
 {
+    (void)token;
     struct world *w = ctx;
     (void)dir;
     (void)msg;
@@ -748,7 +749,7 @@ static int participant(struct world *w, const char *a1, const char *a2, const ch
     err = open_memstream(&w->err_buf, &w->err_len);
     assert_non_null(out);
     assert_non_null(err);
-    env = (struct cli_env){out, err, (int64_t)time(NULL), w_open, w_close, w};
+    env = (struct cli_env){out, err, (int64_t)time(NULL), w_open, w_close, w, NULL};
     rc = cli_main(argc, argv, &env);
     fclose(out);
     fclose(err);

@@ -34,13 +34,15 @@ struct world {
     FILE *out, *err;
     struct cli_env env;
     char dir[64];
+    char token[128]; /* the --token value the last open was given; "" for none */
 };
 
-static int w_open(void *ctx, const char *dir, bool create, struct pt_link *link, void **handle,
-                  char *msg, size_t msg_len)
+static int w_open(void *ctx, const char *token, const char *dir, bool create, struct pt_link *link,
+                  void **handle, char *msg, size_t msg_len)
 {
     struct world *w = ctx;
     (void)dir;
+    snprintf(w->token, sizeof w->token, "%s", token ? token : "");
     w->opens++;
     if (w->open_rc != 0) {
         snprintf(msg, msg_len, "%s", w->open_msg ? w->open_msg : "");
@@ -117,7 +119,7 @@ static int run(struct world *w, const char *line)
     w->err = open_memstream(&w->err_buf, &w->err_len);
     assert_non_null(w->out);
     assert_non_null(w->err);
-    w->env = (struct cli_env){w->out, w->err, NOW, w_open, w_close, w};
+    w->env = (struct cli_env){w->out, w->err, NOW, w_open, w_close, w, NULL};
     rc = cli_main(argc, argv, &w->env);
     fclose(w->out);
     fclose(w->err);
@@ -288,6 +290,55 @@ static void a_token_that_cannot_be_opened_is_an_error_of_the_token(void **state)
     w->open_msg = "its flash was tampered with";
     assert_int_equal(run(w, "rows --dir @ --table health"), CLI_TOKEN);
     expect_err_has(w, "its flash was tampered with");
+}
+
+static void the_token_option_is_checked_and_reaches_the_token_opener(void **state)
+{
+    struct world *w = *state;
+    static const struct {
+        const char *line, *err;
+    } bad[] = {
+        {"--token tables --dir @", "--token: an unknown kind of token"},
+        {"tables --dir @ --token", "--token needs a value"},
+        {"--token= tables --dir @", "--token: an empty value"},
+        {"--token usb:1209 tables --dir @", "a vendor and a product id are 1 to 4 hex digits"},
+        {"--token usb:1209:c07b0 tables --dir @", "a vendor and a product id"},
+        {"--token usb:0:c07b tables --dir @", "a vendor and a product id"},
+        {"--token usb:12g9:c07b tables --dir @", "a vendor and a product id"},
+        {"--token usb::c07b tables --dir @", "a vendor and a product id"},
+        {"--token emulator: tables --dir @", "the emulator's socket path is missing"},
+        {"--token "
+         "emulator:/tmp/"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa tables --dir @",
+         "longer than 107 bytes"},
+        {"--token soft: tables --dir @", "the software token's directory is missing"},
+        {"--token nfc tables --dir @", "expected usb, usb:VID:PID, emulator:PATH or soft:DIR"},
+        {"--token usb --token=usb tables --dir @", "--token is given twice"},
+    };
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(run(w, bad[i].line), CLI_USAGE);
+        expect_err_has(w, bad[i].err);
+    }
+    assert_int_equal(w->opens, 0); /* nothing was opened for a bad --token */
+
+    /* Anywhere on the line, in either form; the command never sees it. */
+    assert_int_equal(run(w, "--token usb:1209:C07B tables --dir @"), CLI_OK);
+    assert_string_equal(w->token, "usb:1209:C07B");
+    assert_int_equal(run(w, "tables --token=emulator:/run/cohort/token.sock --dir @"), CLI_OK);
+    assert_string_equal(w->token, "emulator:/run/cohort/token.sock");
+    assert_int_equal(run(w, "tables --dir @ --token soft:@/elsewhere"), CLI_OK);
+    assert_true(strncmp(w->token, "soft:/tmp/test_cli.", 19) == 0);
+    assert_int_equal(run(w, "tables --dir @"), CLI_OK);
+    assert_string_equal(w->token, "");
+
+    /* A token elsewhere names itself when it cannot be opened. */
+    w->open_rc = PT_ERR_LINK;
+    w->open_msg = "token 1209:c07b: no token found (not plugged in, or unplugged)";
+    assert_int_equal(run(w, "--token usb tables --dir @"), CLI_TOKEN);
+    expect_err_has(w, "tables: cannot open the token usb: token 1209:c07b: no token found");
+    assert_int_equal(w->opens, 5);
 }
 
 /* ----------------------------------------------------------- import */
@@ -560,6 +611,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(init_creates_the_token_and_writes_its_certificate_request,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_token_that_cannot_be_opened_is_an_error_of_the_token,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(the_token_option_is_checked_and_reaches_the_token_opener,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(import_loads_a_catalog_table_then_lists_and_shows_it, setup,
                                         teardown),

@@ -1960,9 +1960,10 @@ static void only_a_loopback_host_is_served(void **state)
     }
 }
 
-static int no_open(void *ctx, const char *dir, bool create, struct pt_link *link, void **handle,
-                   char *msg, size_t msg_len)
+static int no_open(void *ctx, const char *token, const char *dir, bool create, struct pt_link *link,
+                   void **handle, char *msg, size_t msg_len)
 {
+    (void)token;
     (void)ctx;
     (void)dir;
     (void)create;
@@ -2008,7 +2009,7 @@ static void only_loopback_addresses_are_listened_on(void **state)
     struct pt_http_config cfg;
     struct pt_http *h = NULL;
     FILE *out = tmpfile(), *errf = tmpfile();
-    struct cli_env env = {out, errf, FX_NOW, no_open, no_close, NULL};
+    struct cli_env env = {out, errf, FX_NOW, no_open, no_close, NULL, NULL};
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rc = pt_http_listen_url(cases[i].listen, url, sizeof url);

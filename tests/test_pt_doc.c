@@ -1704,9 +1704,10 @@ struct cli_run {
     size_t out_len, err_len;
 };
 
-static int soft_open(void *ctx, const char *dir, bool create, struct pt_link *link, void **handle,
-                     char *msg, size_t msg_len)
+static int soft_open(void *ctx, const char *token, const char *dir, bool create,
+                     struct pt_link *link, void **handle, char *msg, size_t msg_len)
 {
+    (void)token;
     struct pt_soft *s = NULL;
     int rc;
     (void)ctx;
@@ -1759,7 +1760,7 @@ static int cli(struct world *w, struct cli_run *r, const char *line)
     free(copy);
     out = open_memstream(&r->out, &r->out_len);
     err = open_memstream(&r->err, &r->err_len);
-    env = (struct cli_env){out, err, FX_NOW, soft_open, soft_close, NULL};
+    env = (struct cli_env){out, err, FX_NOW, soft_open, soft_close, NULL, NULL};
     rc = cli_main(argc, argv, &env);
     fclose(out);
     fclose(err);
