@@ -445,6 +445,11 @@ char *usb_mock_ioctl_socket(const usb_mock *m)
     return f;
 }
 
+char *usb_mock_root(const usb_mock *m)
+{
+    return umockdev_testbed_get_root_dir(m->tb);
+}
+
 unsigned usb_mock_count(usb_mock *m, unsigned long request)
 {
     g_rec_mutex_lock(&m->mu);
