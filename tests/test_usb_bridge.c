@@ -833,7 +833,8 @@ static void a_token_held_by_another_bridge_is_refused(void **state)
     bridge_run(125, log2, (const char *const[]){"--token", t.tok, NULL},
                (const char *const[]){"exit", "0", NULL});
     p = read_file(log2, &n);
-    assert_true(strncmp((const char *)p, "usb-bridge: cannot open the token in ", 37) == 0);
+    assert_true(strncmp((const char *)p, "usb-bridge: cannot open the token: ", 35) == 0);
+    assert_non_null(strstr((const char *)p, ": busy: "));
     assert_non_null(strchr((const char *)p, '\n'));
     assert_int_equal(strchr((const char *)p, '\n') - (const char *)p, (long)n - 1);
     free(p);
@@ -890,7 +891,7 @@ static void a_bad_command_line_is_125_with_one_sentence(void **state)
          "usb-bridge: cannot run /nonexistent/program: No such file or directory.\n"},
     };
     struct tmp t;
-    char stray[160], want[256];
+    char stray[160], want[512];
     size_t i, j, n;
     uint8_t *p;
     (void)state;
@@ -905,6 +906,16 @@ static void a_bad_command_line_is_125_with_one_sentence(void **state)
         assert_string_equal((const char *)p, cases[i].says);
         free(p);
     }
+    /* No token there, and no --create: the sentence says what would make one. */
+    snprintf(stray, sizeof stray, "%s/absent", t.root);
+    bridge_run(125, t.log, (const char *const[]){"--token", stray, "--", "true", NULL}, NULL);
+    p = read_file(t.log, &n);
+    snprintf(want, sizeof want,
+             "usb-bridge: cannot open the token: %s: No such file or directory (--create makes a "
+             "blank one there).\n",
+             stray);
+    assert_string_equal((const char *)p, want);
+    free(p);
     /* A directory that holds something else is no token, and --create
      * does not make one over it. */
     snprintf(stray, sizeof stray, "%s/other", t.root);
@@ -914,7 +925,7 @@ static void a_bad_command_line_is_125_with_one_sentence(void **state)
     bridge_run(125, t.log, (const char *const[]){"--token", stray, "--create", "--", "true", NULL},
                NULL);
     p = read_file(t.log, &n);
-    snprintf(want, sizeof want, "usb-bridge: cannot open the token in %s: ", stray);
+    snprintf(want, sizeof want, "usb-bridge: cannot open the token: %s: ", stray);
     assert_true(strncmp((const char *)p, want, strlen(want)) == 0);
     assert_int_equal(strchr((const char *)p, '\n') - (const char *)p, (long)n - 1);
     free(p);

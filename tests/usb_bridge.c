@@ -53,6 +53,7 @@
  * and may send anything (tk_usb checks every frame).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -265,6 +266,21 @@ static int parse_args(int argc, char **argv, struct ub_options *o)
                     "COMMAND [ARGS...].");
     o->command = argv + optind;
     return 0;
+}
+
+/* A directory that --create would make a token in: absent, or empty. */
+static bool blank_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    bool empty = true;
+    if (d == NULL)
+        return errno == ENOENT;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            empty = false;
+    closedir(d);
+    return empty;
 }
 
 /* ------------------------------------------------------- the device side */
@@ -542,9 +558,8 @@ int main(int argc, char **argv)
     }
     rc = pt_softdev_open(&b.dev, o.dir, o.create, err, sizeof err);
     if (rc != PT_OK) {
-        rc =
-            fail("cannot open the token in %s: %s%s", o.dir, err,
-                 o.create ? "." : " (--create makes a blank one in an absent or empty directory).");
+        rc = fail("cannot open the token: %s%s", err,
+                  !o.create && blank_dir(o.dir) ? " (--create makes a blank one there)." : ".");
         goto cleanup;
     }
     b.m = usb_mock_new(o.vid, o.pid, bridge_out, &b);
