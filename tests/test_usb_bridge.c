@@ -20,8 +20,10 @@
  * pt_usb_wait opens the token again and the retried document goes through;
  * SIGUSR1 and SIGUSR2 unplug and replug; SIGTERM reaches the program; the
  * bridge exits with the program's status (128 + the signal when it was
- * killed); two bridges run side by side; a bad command line is 125 with one
- * sentence.
+ * killed); two programs under one bridge see one device, which the second
+ * cannot claim while the first has it; two bridges run side by side; a
+ * token held by one bridge is refused to another; a bad command line is 125
+ * with one sentence.
  */
 #define _GNU_SOURCE
 #include "usb_fixture.h"
@@ -448,13 +450,52 @@ static void task_signals(struct child *c)
     assert_true(info_through(through_usb, c, pk));
 }
 
+/* hold DIR: DIR/held while the token is open here; closes it once
+ * DIR/tried appears, then DIR/closed. */
+static void task_hold(struct child *c)
+{
+    char path[4096];
+    uint8_t pk[32];
+    assert_true(info_through(through_usb, c, pk));
+    snprintf(path, sizeof path, "%s/held", child_argv[1]);
+    write_file(path, "", 0);
+    snprintf(path, sizeof path, "%s/tried", child_argv[1]);
+    wait_for_file(path);
+    pt_usb_close(c->u);
+    c->u = NULL;
+    snprintf(path, sizeof path, "%s/closed", child_argv[1]);
+    write_file(path, "", 0);
+}
+
+/* busy DIR: another program holds the token (DIR/held): opening it is
+ * PT_USB_E_BUSY; once that one closed it (DIR/closed), it opens. */
+static void task_busy(struct child *c)
+{
+    char path[4096], err[256];
+    uint8_t pk[32];
+    snprintf(path, sizeof path, "%s/held", child_argv[1]);
+    wait_for_file(path);
+    assert_int_equal(pt_usb_open(&c->u, NULL, err, sizeof err), PT_USB_E_BUSY);
+    assert_null(c->u);
+    snprintf(path, sizeof path, "%s/tried", child_argv[1]);
+    write_file(path, "", 0);
+    snprintf(path, sizeof path, "%s/closed", child_argv[1]);
+    wait_for_file(path);
+    assert_int_equal(pt_usb_open(&c->u, NULL, err, sizeof err), PT_USB_OK);
+    c->link = pt_usb_link(c->u);
+    assert_true(info_through(through_usb, c, pk));
+}
+
 static const struct child_task {
     const char *name;
     int argc; /* with the name */
     void (*run)(struct child *c);
+    bool opens; /* the task opens the token itself */
 } child_tasks[] = {
-    {"provision", 2, task_provision}, {"info", 2, task_info},     {"doc-put", 2, task_doc_put},
-    {"doc-get", 2, task_doc_get},     {"unplug", 1, task_unplug}, {"signals", 2, task_signals},
+    {"provision", 2, task_provision, false}, {"info", 2, task_info, false},
+    {"doc-put", 2, task_doc_put, false},     {"doc-get", 2, task_doc_get, false},
+    {"unplug", 1, task_unplug, false},       {"signals", 2, task_signals, false},
+    {"hold", 2, task_hold, false},           {"busy", 2, task_busy, true},
 };
 
 static const struct child_task *child_task;
@@ -463,7 +504,8 @@ static void child_runs_its_task_against_the_token(void **state)
 {
     struct child c = {NULL, {NULL, NULL}};
     (void)state;
-    child_open(&c);
+    if (!child_task->opens)
+        child_open(&c);
     child_task->run(&c);
     pt_usb_close(c.u);
 }
@@ -515,10 +557,10 @@ static int child_main(void)
 
 /* ------------------------------------------------------- the bridge runs */
 
-/* Starts usb-bridge BRIDGE_ARGS -- self --child CHILD_ARGS, its stdout and
- * stderr to log. Both lists end with NULL. */
-static pid_t bridge_start(const char *log, const char *const *bridge_args,
-                          const char *const *child_args)
+/* Starts usb-bridge BRIDGE_ARGS -- COMMAND, its stdout and stderr to log.
+ * Both lists end with NULL; without a command, no "--" either. */
+static pid_t bridge_start_command(const char *log, const char *const *bridge_args,
+                                  const char *const *command)
 {
     const char *argv[64];
     size_t n = 0;
@@ -526,12 +568,10 @@ static pid_t bridge_start(const char *log, const char *const *bridge_args,
     argv[n++] = BRIDGE;
     while (*bridge_args != NULL)
         argv[n++] = *bridge_args++;
-    if (child_args != NULL) {
+    if (command != NULL) {
         argv[n++] = "--";
-        argv[n++] = self_exe;
-        argv[n++] = "--child";
-        while (*child_args != NULL)
-            argv[n++] = *child_args++;
+        while (*command != NULL)
+            argv[n++] = *command++;
     }
     argv[n] = NULL;
     assert_true(n < sizeof argv / sizeof argv[0]);
@@ -546,6 +586,22 @@ static pid_t bridge_start(const char *log, const char *const *bridge_args,
         _exit(98);
     }
     return pid;
+}
+
+/* usb-bridge BRIDGE_ARGS -- self --child CHILD_ARGS. */
+static pid_t bridge_start(const char *log, const char *const *bridge_args,
+                          const char *const *child_args)
+{
+    const char *command[32];
+    size_t n = 0;
+    if (child_args == NULL)
+        return bridge_start_command(log, bridge_args, NULL);
+    command[n++] = self_exe;
+    command[n++] = "--child";
+    while (*child_args != NULL && n < sizeof command / sizeof command[0] - 1)
+        command[n++] = *child_args++;
+    command[n] = NULL;
+    return bridge_start_command(log, bridge_args, command);
 }
 
 /* Its exit status as a shell gives it (128 + a signal). */
@@ -814,6 +870,28 @@ static void two_bridges_run_side_by_side_each_with_its_token(void **state)
     tmp_free(&b);
 }
 
+/* COMMAND is a shell that starts two programs: both see the device, and
+ * the second cannot claim it while the first has it, as with the kernel. */
+static void a_second_program_finds_the_token_busy_until_the_first_closes_it(void **state)
+{
+    struct tmp t;
+    uint8_t pk[32];
+    int rc;
+    (void)state;
+    tmp_make(&t);
+    token_make(t.tok, pk);
+    rc = bridge_wait(
+        bridge_start_command(t.log, (const char *const[]){"--token", t.tok, NULL},
+                             (const char *const[]){"sh", "-c",
+                                                   "\"$0\" --child hold \"$1\" & h=$!; "
+                                                   "\"$0\" --child busy \"$1\" || exit 1; wait $h",
+                                                   self_exe, t.root, NULL}));
+    if (rc != 0)
+        show_log(t.log);
+    assert_int_equal(rc, 0);
+    tmp_free(&t);
+}
+
 static void a_token_held_by_another_bridge_is_refused(void **state)
 {
     struct tmp t;
@@ -954,6 +1032,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(sigterm_to_the_bridge_reaches_the_program),
         cmocka_unit_test(the_bridge_exits_with_the_program_s_status),
         cmocka_unit_test(two_bridges_run_side_by_side_each_with_its_token),
+        cmocka_unit_test(a_second_program_finds_the_token_busy_until_the_first_closes_it),
         cmocka_unit_test(a_token_held_by_another_bridge_is_refused),
         cmocka_unit_test(a_bad_command_line_is_125_with_one_sentence),
     };

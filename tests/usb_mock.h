@@ -50,7 +50,8 @@ void usb_mock_unplug(usb_mock *m);
 void usb_mock_replug(usb_mock *m);
 
 /* Another program (or a kernel driver) holds the interface: claiming it
- * fails with EBUSY, as the kernel's does. */
+ * fails with EBUSY, as the kernel's does. Without it, a claim fails so
+ * only while another open file of the node holds the interface. */
 void usb_mock_set_busy(usb_mock *m, int busy);
 
 /* The emulated node, e.g. "/dev/bus/usb/001/002", and its path inside the
