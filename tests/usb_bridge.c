@@ -420,25 +420,35 @@ static char **child_env(const char *root)
     return env;
 }
 
-/* Start COMMAND with the signal mask and dispositions a program expects.
- * 0, or the exit status for the failure (printed). */
-static int spawn_child(pid_t *pid, char **command, char **env, const sigset_t *mask)
+/* The signals whose disposition was the default when the bridge started:
+ * libraries in the bridge may ignore some since (GIO ignores SIGPIPE), and
+ * COMMAND gets them back at their default. One ignored by the bridge's
+ * caller stays ignored, as it would without the bridge. */
+static void default_signals(sigset_t *def)
+{
+    static const int sigs[] = {SIGHUP,  SIGINT,  SIGQUIT, SIGPIPE, SIGALRM,
+                               SIGTERM, SIGUSR1, SIGUSR2, SIGCHLD};
+    struct sigaction sa;
+    size_t i;
+    sigemptyset(def);
+    for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        if (sigaction(sigs[i], NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+            sigaddset(def, sigs[i]);
+}
+
+/* Start COMMAND with the signal mask the bridge was started with and the
+ * default dispositions in def. 0, or the exit status for the failure
+ * (printed). */
+static int spawn_child(pid_t *pid, char **command, char **env, const sigset_t *mask,
+                       const sigset_t *def)
 {
     posix_spawnattr_t at;
-    sigset_t def;
     int rc;
 
-    sigemptyset(&def);
-    sigaddset(&def, SIGINT);
-    sigaddset(&def, SIGTERM);
-    sigaddset(&def, SIGUSR1);
-    sigaddset(&def, SIGUSR2);
-    sigaddset(&def, SIGCHLD);
-    sigaddset(&def, SIGPIPE);
     if (posix_spawnattr_init(&at) != 0)
         return fail("out of memory starting %s.", command[0]);
     posix_spawnattr_setsigmask(&at, mask);
-    posix_spawnattr_setsigdefault(&at, &def);
+    posix_spawnattr_setsigdefault(&at, def);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     rc = posix_spawnp(pid, command[0], NULL, &at, command, env);
     posix_spawnattr_destroy(&at);
@@ -522,7 +532,7 @@ int main(int argc, char **argv)
     struct ub_options o;
     struct ub_bridge b;
     struct tk_usb_stats s;
-    sigset_t block, old;
+    sigset_t block, old, def;
     char err[UB_ERR_MAX], *root = NULL, **env = NULL;
     pid_t child;
     int rc, sfd = -1;
@@ -532,6 +542,7 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : rc;
     /* Returns only under the preload (after an exec when it was not). */
     usb_mock_reexec(argc, argv);
+    default_signals(&def);
     memset(&b, 0, sizeof b);
     b.wake[0] = b.wake[1] = -1;
     b.unplug_at = o.unplug_at;
@@ -566,7 +577,7 @@ int main(int argc, char **argv)
     root = usb_mock_root(b.m);
     env = child_env(root);
     fflush(NULL);
-    rc = spawn_child(&child, o.command, env, &old);
+    rc = spawn_child(&child, o.command, env, &old, &def);
     if (rc != 0)
         goto cleanup;
     rc = serve(&b, &o, sfd, child);
