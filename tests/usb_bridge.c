@@ -87,8 +87,6 @@
 #define UB_REPLUG_MAX_MS 3600000u
 #define UB_ERR_MAX 512u
 
-extern char **environ;
-
 struct ub_options {
     const char *dir;
     bool create;
