@@ -10,7 +10,8 @@
  * recovered; an unplug in the middle of a transfer becomes the link error
  * the agent waits on, and after the re-plug the link opens again. Opening
  * fails with the exact error when there is no device, when the interface is
- * busy, and when the node may not be opened.
+ * busy (held elsewhere, or by another handle), and when the node may not be
+ * opened.
  */
 #include "usb_fixture.h"
 
@@ -289,6 +290,28 @@ static void a_busy_interface_is_busy(void **state)
     rig_free(r);
 }
 
+/* Another handle (its own libusb context, its own file of the node) is
+ * refused while the first has the interface, as the kernel refuses another
+ * program; once the first closes, it opens. */
+static void a_second_handle_is_busy_until_the_first_closes(void **state)
+{
+    struct rig *r = rig_new();
+    struct pt_usb *second = NULL;
+    char err[256];
+    (void)state;
+    rig_open(r);
+    assert_int_equal(pt_usb_open(&second, &fast, err, sizeof err), PT_USB_E_BUSY);
+    assert_null(second);
+    get_info_matches(r);
+    pt_usb_close(r->usb);
+    r->usb = NULL;
+    assert_int_equal(pt_usb_open(&second, &fast, err, sizeof err), PT_USB_OK);
+    r->usb = second;
+    r->link = pt_usb_link(r->usb);
+    get_info_matches(r);
+    rig_free(r);
+}
+
 /* As test_usb_probe does: the node mode 0600 owned by root, opened by
  * nobody in a child. */
 static void a_node_without_permission_is_access_denied(void **state)
@@ -348,6 +371,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(a_replug_is_found_by_the_next_call_too),
         cmocka_unit_test(no_device_with_those_ids_is_no_device),
         cmocka_unit_test(a_busy_interface_is_busy),
+        cmocka_unit_test(a_second_handle_is_busy_until_the_first_closes),
         cmocka_unit_test(a_node_without_permission_is_access_denied),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -36,6 +36,11 @@ struct usb_mock {
     GByteArray *in_fifo;
     gboolean gone;
     gboolean busy;
+    /* The connection (one per open file of the node) that claimed
+     * interface 0, as the kernel keeps it per file: another one's claim
+     * is EBUSY until it releases, closes or the device goes. Compared,
+     * never dereferenced. */
+    UMockdevIoctlClient *owner;
     GHashTable *counts; /* request -> count */
 };
 
@@ -293,7 +298,17 @@ static gboolean on_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *client, gpoi
         unsigned int iface = d ? *(unsigned int *)d->data : 99;
         if (d)
             g_object_unref(d);
-        int e = iface != 0 ? EINVAL : (req == USBDEVFS_CLAIMINTERFACE && m->busy) ? EBUSY : 0;
+        int e = 0;
+        if (iface != 0) {
+            e = EINVAL;
+        } else if (req == USBDEVFS_CLAIMINTERFACE) {
+            if (m->busy || (m->owner != NULL && m->owner != client))
+                e = EBUSY;
+            else
+                m->owner = client;
+        } else if (m->owner == client) {
+            m->owner = NULL;
+        }
         umockdev_ioctl_client_complete(client, e ? -1 : 0, e);
     } else if (req == USBDEVFS_CLEAR_HALT || req == USBDEVFS_RESETEP || req == USBDEVFS_RESET ||
                req == USBDEVFS_SETINTERFACE || req == USBDEVFS_SETCONFIGURATION) {
@@ -303,6 +318,18 @@ static gboolean on_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *client, gpoi
     }
     g_rec_mutex_unlock(&m->mu);
     return r;
+}
+
+/* A connection closed (the file was closed, or its process ended): its
+ * claim goes with it, as the kernel's does. */
+static void on_vanished(UMockdevIoctlBase *h, UMockdevIoctlClient *client, gpointer user)
+{
+    usb_mock *m = user;
+    (void)h;
+    g_rec_mutex_lock(&m->mu);
+    if (m->owner == client)
+        m->owner = NULL;
+    g_rec_mutex_unlock(&m->mu);
 }
 
 /* The device's sysfs entry and node, in umockdev-record's format: P: the
@@ -376,6 +403,7 @@ usb_mock *usb_mock_new(uint16_t vid, uint16_t pid, usb_mock_out_fn out, void *ar
     g_assert_nonnull(m->tb);
     m->handler = umockdev_ioctl_base_new();
     g_signal_connect(m->handler, "handle-ioctl", G_CALLBACK(on_ioctl), m);
+    g_signal_connect(m->handler, "client-vanished", G_CALLBACK(on_vanished), m);
     plug(m);
     return m;
 }
@@ -394,6 +422,7 @@ void usb_mock_unplug(usb_mock *m)
 {
     g_rec_mutex_lock(&m->mu);
     m->gone = TRUE;
+    m->owner = NULL;
     struct pending *p;
     while ((p = g_queue_pop_head(&m->in_wait)) != NULL) {
         urb_of(p)->status = -ESHUTDOWN;
@@ -443,6 +472,11 @@ char *usb_mock_ioctl_socket(const usb_mock *m)
     char *f = g_strconcat(root, "/ioctl", m->devnode, NULL);
     g_free(root);
     return f;
+}
+
+char *usb_mock_root(const usb_mock *m)
+{
+    return umockdev_testbed_get_root_dir(m->tb);
 }
 
 unsigned usb_mock_count(usb_mock *m, unsigned long request)

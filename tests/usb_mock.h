@@ -11,7 +11,11 @@
  * the device echoes OUT back on IN.
  *
  * The program must run with libumockdev-preload loaded: call
- * usb_mock_reexec() first thing in main(). */
+ * usb_mock_reexec() first thing in main(). That holds for a program that
+ * only serves the device to another one (tests/usb_bridge.c) too: the
+ * ioctl handler would work without the preload, but umockdev's uevents
+ * (unplug, replug) would not. The other program runs under the preload
+ * with UMOCKDEV_DIR = usb_mock_root(). */
 #ifndef COHORT_TESTS_USB_MOCK_H
 #define COHORT_TESTS_USB_MOCK_H
 
@@ -37,14 +41,17 @@ void usb_mock_in_push(usb_mock *m, const uint8_t *data, size_t len);
 
 /* Unplug: URBs in flight complete with -ESHUTDOWN (as the kernel's do),
  * later ioctls fail with ENODEV, and the device leaves sysfs with a
- * "remove" uevent. */
+ * "remove" uevent. Call it (and usb_mock_replug) from a thread of the
+ * program, never from the out callback: it detaches the ioctl handler
+ * that the callback runs under. */
 void usb_mock_unplug(usb_mock *m);
 
 /* Plug it back in: the same sysfs entry and node, a fresh device side. */
 void usb_mock_replug(usb_mock *m);
 
 /* Another program (or a kernel driver) holds the interface: claiming it
- * fails with EBUSY, as the kernel's does. */
+ * fails with EBUSY, as the kernel's does. Without it, a claim fails so
+ * only while another open file of the node holds the interface. */
 void usb_mock_set_busy(usb_mock *m, int busy);
 
 /* The emulated node, e.g. "/dev/bus/usb/001/002", and its path inside the
@@ -53,6 +60,9 @@ const char *usb_mock_devnode(const usb_mock *m);
 char *usb_mock_devnode_file(const usb_mock *m); /* g_free() it */
 /* The unix socket behind the node that umockdev's preload connects to. */
 char *usb_mock_ioctl_socket(const usb_mock *m); /* g_free() it */
+/* The testbed's root directory: what another program run under the
+ * preload needs in UMOCKDEV_DIR to see the device (tests/usb_bridge.c). */
+char *usb_mock_root(const usb_mock *m); /* g_free() it */
 
 /* How many ioctls of each kind the device saw (for assertions). */
 unsigned usb_mock_count(usb_mock *m, unsigned long request);
