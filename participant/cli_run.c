@@ -151,21 +151,21 @@ static int read_dirs(const struct cli_env *env, const char *path, struct dir_lis
 /* Print what each agent did, and a total. */
 static void summary(const struct cli_env *env, na_pool *pool, size_t *failed)
 {
-    uint64_t collected = 0, refused = 0, tasks = 0, reconnects = 0;
+    uint64_t collected = 0, refused = 0, tasks = 0, reconnects = 0, pauses = 0;
     struct na_stats st;
     char id[2 * 8 + 1];
     size_t n = na_count(pool);
 
     *failed = 0;
-    fprintf(env->out, "%-16s  %-7s  %9s  %7s  %5s  %10s  %s\n", "token", "state", "collected",
-            "refused", "tasks", "reconnects", "directory");
+    fprintf(env->out, "%-16s  %-7s  %9s  %7s  %5s  %10s  %6s  %s\n", "token", "state", "collected",
+            "refused", "tasks", "reconnects", "pauses", "directory");
     for (size_t i = 0; i < n; i++) {
         na_stats(pool, i, &st);
         cli_hex(id, st.token_id, 8);
-        fprintf(env->out, "%-16s  %-7s  %9llu  %7llu  %5llu  %10llu  ", id,
+        fprintf(env->out, "%-16s  %-7s  %9llu  %7llu  %5llu  %10llu  %6llu  ", id,
                 st.state == NA_FAILED ? "failed" : "stopped", (unsigned long long)st.collected,
                 (unsigned long long)st.refused, (unsigned long long)st.tasks,
-                (unsigned long long)st.reconnects);
+                (unsigned long long)st.reconnects, (unsigned long long)st.token_pauses);
         cli_put(env->out, na_dir(pool, i));
         fputc('\n', env->out);
         if (st.state == NA_FAILED) {
@@ -176,11 +176,12 @@ static void summary(const struct cli_env *env, na_pool *pool, size_t *failed)
         refused += st.refused;
         tasks += st.tasks;
         reconnects += st.reconnects;
+        pauses += st.token_pauses;
     }
-    fprintf(env->out, "%-16s  %-7s  %9llu  %7llu  %5llu  %10llu  %zu agent%s, %zu failed\n",
+    fprintf(env->out, "%-16s  %-7s  %9llu  %7llu  %5llu  %10llu  %6llu  %zu agent%s, %zu failed\n",
             "total", "", (unsigned long long)collected, (unsigned long long)refused,
-            (unsigned long long)tasks, (unsigned long long)reconnects, n, n == 1 ? "" : "s",
-            *failed);
+            (unsigned long long)tasks, (unsigned long long)reconnects, (unsigned long long)pauses,
+            n, n == 1 ? "" : "s", *failed);
 }
 
 /* Run the pool until a signal or until no agent is left. */

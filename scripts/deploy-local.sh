@@ -103,6 +103,15 @@ fi
 pids=()
 spids=() # the agents of tokens elsewhere (emulators, USB): one process each
 cleanup() {
+    # The agents of tokens elsewhere first, gently: a bridge passes SIGTERM
+    # on to its agent, and removes its emulated device when the agent is done.
+    for p in "${spids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for _ in $(seq 60); do
+        alive=0
+        for p in "${spids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.05
+    done
     for p in "${pids[@]}" "${spids[@]}" ${service_pid:-}; do kill -9 "$p" 2>/dev/null || true; done
     for f in "$work"/participants/*/tokend.pid; do
         [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
@@ -179,6 +188,7 @@ kind_of() {
 # start_tokend I: participant I's emulator, serving the token in p$I/device
 start_tokend() {
     local d=$work/participants/p$1
+    mkdir -p "$d"
     rm -f "$d/tokend.sock"
     "$tokend" --dir "$d/device" --socket "$d/tokend.sock" --create >>"$d/tokend.log" 2>&1 &
     echo $! >"$d/tokend.pid"
@@ -194,7 +204,10 @@ pcli() {
     case $(kind_of "$i") in
     soft) "$participant" "$@" ;;
     tokend) "$participant" --token "emulator:$d/tokend.sock" "$@" ;;
-    usb) "$bridge" --token "$d/device" --create -- "$participant" --token usb "$@" ;;
+    usb)
+        mkdir -p "$d"
+        "$bridge" --token "$d/device" --create -- "$participant" --token usb "$@"
+        ;;
     esac
 }
 for i in $(seq "$n"); do
