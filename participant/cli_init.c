@@ -7,6 +7,10 @@
  * and a certificate request, signed by the token to prove it holds the
  * key, which the command writes to DIR/token.csr for an authority to
  * certify later. The directory must not exist, or be empty.
+ *
+ * With --token (a token on USB, an emulator), the token exists already,
+ * blank, as its maker made it: init has it make its keys (a token that has
+ * them refuses), and DIR, made if need be, only receives the request.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,7 +28,9 @@ static void help(FILE *f)
     fprintf(f,
             "\nCreates a new token in DIR (made with mode 0700; it must not exist, or be "
             "empty).\nThe token makes its keys inside; its certificate request goes to "
-            "DIR/" CLI_CSR_FILE ",\nfor an authority to sign.\n\n"
+            "DIR/" CLI_CSR_FILE ",\nfor an authority to sign. With --token usb or emulator:PATH, "
+            "the token is there\nalready, blank: it makes its keys, and DIR (made if need be) "
+            "gets the request.\n\n"
             "  --subject NAME   the name the request gives the token (default '" CLI_SUBJECT_DEFAULT
             "';\n                   at most 63 bytes, no control characters)\n");
 }
@@ -95,6 +101,9 @@ int cli_init(int argc, char **argv, const struct cli_env *env)
                                PT_SUBJECT_MAX);
     if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, CLI_CSR_FILE) >= sizeof path)
         return cli_usage_error(env, CMD, "--dir: the path is too long");
+    /* A token elsewhere may be given a directory that holds a request already: keep it. */
+    if (env->token != NULL && access(path, F_OK) == 0)
+        return cli_fail(env, CLI_DATA, CMD, "%s exists already: give another --dir", path);
     if ((rc = cli_open(env, CMD, dir, true, &s)) != CLI_OK)
         return rc;
     rc = pt_owner_provision_begin(&s.o, subject, &csr, &csr_len, pk);
@@ -108,7 +117,10 @@ int cli_init(int argc, char **argv, const struct cli_env *env)
     }
     free(csr);
     cli_hex(hex, pk, sizeof pk);
-    fprintf(env->out, "created a token in %s\n", dir);
+    if (env->token != NULL)
+        fprintf(env->out, "the token %s has its keys; its files go in %s\n", env->token, dir);
+    else
+        fprintf(env->out, "created a token in %s\n", dir);
     fprintf(env->out, "  public key:           %s\n", hex);
     fprintf(env->out, "  subject:              ");
     cli_put(env->out, subject);
