@@ -13,6 +13,14 @@
 # 4. Documents of 4 KiB and 16 MiB written and read through the token, in
 #    memory and as a software token on disk, as ratios to secretstream on
 #    the same data (tests/bench/bench_doc.c).
+# 5. The token links: GetInfo round trips and a 1 MiB document written and
+#    read back, in process, through the USB framing in memory, through the
+#    emulator (cohort-tokend on a unix socket) and through libusb on an
+#    emulated USB device, as ratios to in process (tests/bench/bench_usb.c).
+#    The libusb figures are umockdev's: its preload answers the usbdevfs
+#    ioctls over a unix socket from a thread of the benchmark, with no bus,
+#    so they are an upper bound on the host side's overhead, not a token's
+#    speed on USB.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-3}
@@ -52,3 +60,5 @@ echo
 "$build/tests/bench/bench_store"
 echo
 "$build/tests/bench/bench_doc"
+echo
+"$build/tests/bench/bench_usb"
