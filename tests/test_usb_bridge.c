@@ -109,38 +109,7 @@ static void wait_for_file(const char *path)
     assert_true(exists(path));
 }
 
-static void doc_plain(uint8_t *p, size_t n)
-{
-    size_t i;
-    for (i = 0; i < n; i++)
-        p[i] = (uint8_t)(i * 7 + 3);
-}
-
 /* ------------------------------------------- requests through any path */
-
-static Cohort__TokenResponse *through_link(void *ctx, const uint8_t *req, size_t len)
-{
-    struct pt_link *l = ctx;
-    const uint8_t *resp;
-    size_t resp_len;
-    Cohort__TokenResponse *out;
-    assert_int_equal(l->transact(l->ctx, req, len, &resp, &resp_len), PT_OK);
-    out = cohort__token_response__unpack(NULL, resp_len, resp);
-    assert_non_null(out);
-    return out;
-}
-
-static Cohort__TokenResponse *call(usb_through_fn through, void *ctx, Cohort__TokenRequest *req)
-{
-    size_t len;
-    uint8_t *buf;
-    Cohort__TokenResponse *r;
-    req->now = FX_NOW;
-    buf = fx_pack_request(req, &len);
-    r = through(ctx, buf, len);
-    free(buf);
-    return r;
-}
 
 /* GetInfo: whether the token is provisioned, and its public key. */
 static bool info_through(usb_through_fn through, void *ctx, uint8_t pk[32])
@@ -151,7 +120,7 @@ static bool info_through(usb_through_fn through, void *ctx, uint8_t pk[32])
     bool provisioned;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_INFO;
     req.info = &gi;
-    r = call(through, ctx, &req);
+    r = usb_call(through, ctx, &req);
     assert_int_equal(r->status, TK_OK);
     assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_INFO);
     provisioned = r->info->provisioned;
@@ -168,42 +137,12 @@ static void provision_through(usb_through_fn through, void *ctx, const struct fx
                               const char *subject)
 {
     Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__ProvisionBegin pb = COHORT__PROVISION_BEGIN__INIT;
-    Cohort__ProvisionFinish pf = COHORT__PROVISION_FINISH__INIT;
     Cohort__SetPolicy sp = COHORT__SET_POLICY__INIT;
     Cohort__ConsentPolicy policy = COHORT__CONSENT_POLICY__INIT;
-    Cohort__Certificate c;
     Cohort__TokenResponse *r;
-    ProtobufCBinaryData trusted = {32, (uint8_t *)w->authority.pk};
-    uint8_t sealed[32 + crypto_box_SEALBYTES];
     char *tables[] = {"health"};
-    struct fx_cert cert;
 
-    pb.subject = (char *)subject;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_PROVISION_BEGIN;
-    req.provision_begin = &pb;
-    r = call(through, ctx, &req);
-    assert_int_equal(r->status, TK_OK);
-    assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_CERT_REQUEST);
-    assert_int_equal(r->cert_request->sign_pk.len, 32);
-    assert_int_equal(r->cert_request->box_pk.len, 32);
-    fx_cert_issue(&cert, COHORT__ROLE__ROLE_TOKEN, subject, r->cert_request->sign_pk.data,
-                  r->cert_request->box_pk.data, &w->maker, FX_NOW - FX_DAY, FX_NOW + 365 * FX_DAY,
-                  NULL);
-    crypto_box_seal(sealed, w->secret, 32, r->cert_request->box_pk.data);
-    cohort__token_response__free_unpacked(r, NULL);
-
-    fx_cert_pb(&c, &cert);
-    pf.device_cert = &c;
-    pf.sealed_group_secret = (ProtobufCBinaryData){sizeof sealed, sealed};
-    pf.n_trusted_authorities = 1;
-    pf.trusted_authorities = &trusted;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_PROVISION_FINISH;
-    req.provision_finish = &pf;
-    r = call(through, ctx, &req);
-    assert_int_equal(r->status, TK_OK);
-    cohort__token_response__free_unpacked(r, NULL);
-
+    usb_provision(through, ctx, w, subject, NULL);
     policy.n_tables = 1;
     policy.tables = tables;
     policy.epsilon_per_study = 1000.0;
@@ -211,45 +150,21 @@ static void provision_through(usb_through_fn through, void *ctx, const struct fx
     sp.policy = &policy;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_SET_POLICY;
     req.set_policy = &sp;
-    r = call(through, ctx, &req);
+    r = usb_call(through, ctx, &req);
     assert_int_equal(r->status, TK_OK);
     cohort__token_response__free_unpacked(r, NULL);
 }
 
 /* A new document of DOC_LEN bytes; what reading it back needs goes to
  * file: the id's length (1 byte), the id, the revision (8 bytes LE), then
- * the ciphertext file. */
+ * the ciphertext. */
 static void doc_put(usb_through_fn through, void *ctx, const char *file)
 {
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__DocBegin b = COHORT__DOC_BEGIN__INIT;
-    Cohort__DocMeta meta = COHORT__DOC_META__INIT;
-    Cohort__TokenResponse *r;
-    uint8_t session[TK_SESSION_ID_LEN], *plain = fx_alloc(DOC_LEN), *buf, *out;
-    size_t len, at = 0, i;
-    const Cohort__DocRef *ref;
+    Cohort__TokenResponse *r = usb_document_write(through, ctx, DOC_LEN);
+    const Cohort__DocRef *ref = r->doc_cipher->ref;
+    uint8_t *out;
+    size_t at = 0, i;
 
-    doc_plain(plain, DOC_LEN);
-    meta.type = "statement";
-    meta.author = "bank";
-    meta.subject = "statement";
-    meta.created = FX_NOW;
-    meta.modified = FX_NOW;
-    b.meta = &meta;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_BEGIN;
-    req.doc_begin = &b;
-    r = call(through, ctx, &req);
-    assert_int_equal(r->status, TK_OK);
-    assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_SESSION);
-    memcpy(session, r->doc_session->session.data, TK_SESSION_ID_LEN);
-    cohort__token_response__free_unpacked(r, NULL);
-
-    buf = usb_doc_stream_request(&len, 20, session, plain, DOC_LEN, true);
-    r = through(ctx, buf, len);
-    free(buf);
-    assert_int_equal(r->status, TK_OK);
-    assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_CIPHER);
-    ref = r->doc_cipher->ref;
     assert_true(ref->doc_id.len > 0 && ref->doc_id.len < 256);
     out = fx_alloc(1 + ref->doc_id.len + 8 + r->doc_cipher->data.len);
     out[at++] = (uint8_t)ref->doc_id.len;
@@ -261,46 +176,27 @@ static void doc_put(usb_through_fn through, void *ctx, const char *file)
     at += r->doc_cipher->data.len;
     write_file(file, out, at);
     free(out);
-    free(plain);
     cohort__token_response__free_unpacked(r, NULL);
 }
 
 /* The document doc_put saved in file reads back as what was written. */
 static void doc_get(usb_through_fn through, void *ctx, const char *file)
 {
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__DocOpen o = COHORT__DOC_OPEN__INIT;
-    Cohort__TokenResponse *r;
-    uint8_t session[TK_SESSION_ID_LEN], *plain = fx_alloc(DOC_LEN), *saved, *buf;
-    size_t n, len, at = 0, i;
-    uint64_t revision = 0;
+    Cohort__DocRef ref = COHORT__DOC_REF__INIT;
+    Cohort__DocCipher dc = COHORT__DOC_CIPHER__INIT;
+    uint8_t *saved;
+    size_t n, at, i;
 
-    doc_plain(plain, DOC_LEN);
     saved = read_file(file, &n);
     assert_true(n > 9 && n > 1 + (size_t)saved[0] + 8);
-    o.doc_id = (ProtobufCBinaryData){saved[0], saved + 1};
+    ref.doc_id = (ProtobufCBinaryData){saved[0], saved + 1};
     at = 1 + (size_t)saved[0];
     for (i = 0; i < 8; i++)
-        revision |= (uint64_t)saved[at++] << (8 * i);
-    o.revision = revision;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_OPEN;
-    req.doc_open = &o;
-    r = call(through, ctx, &req);
-    assert_int_equal(r->status, TK_OK);
-    memcpy(session, r->doc_session->session.data, TK_SESSION_ID_LEN);
-    cohort__token_response__free_unpacked(r, NULL);
-
-    buf = usb_doc_stream_request(&len, 22, session, saved + at, n - at, true);
-    r = through(ctx, buf, len);
-    free(buf);
-    assert_int_equal(r->status, TK_OK);
-    assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_PLAIN);
-    assert_true(r->doc_plain->done);
-    assert_int_equal(r->doc_plain->data.len, DOC_LEN);
-    assert_memory_equal(r->doc_plain->data.data, plain, DOC_LEN);
-    cohort__token_response__free_unpacked(r, NULL);
+        ref.revision |= (uint64_t)saved[at++] << (8 * i);
+    dc.ref = &ref;
+    dc.data = (ProtobufCBinaryData){n - at, saved + at};
+    usb_document_read_back(through, ctx, &dc, DOC_LEN);
     free(saved);
-    free(plain);
 }
 
 /* ------------------------------------------- the child: a libusb program */
@@ -389,27 +285,13 @@ static void task_doc_get(struct child *c)
  * document goes through. */
 static void task_unplug(struct child *c)
 {
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__DocBegin b = COHORT__DOC_BEGIN__INIT;
-    Cohort__DocMeta meta = COHORT__DOC_META__INIT;
-    Cohort__TokenResponse *r;
     uint8_t pk[32], session[TK_SESSION_ID_LEN], *plain = fx_alloc(DOC_LEN), *buf;
     const uint8_t *resp;
     size_t len, resp_len;
 
     assert_true(info_through(through_usb, c, pk));
-    meta.type = "statement";
-    meta.author = "bank";
-    meta.subject = "statement";
-    b.meta = &meta;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_BEGIN;
-    req.doc_begin = &b;
-    r = call(through_usb, c, &req);
-    assert_int_equal(r->status, TK_OK);
-    memcpy(session, r->doc_session->session.data, TK_SESSION_ID_LEN);
-    cohort__token_response__free_unpacked(r, NULL);
-
-    doc_plain(plain, DOC_LEN);
+    usb_document_begin(through_usb, c, session);
+    usb_document_plain(plain, DOC_LEN);
     buf = usb_doc_stream_request(&len, 20, session, plain, DOC_LEN, true);
     assert_int_equal(c->link.transact(c->link.ctx, buf, len, &resp, &resp_len), PT_ERR_LINK);
     free(buf);
@@ -676,7 +558,7 @@ static void token_make(const char *dir, uint8_t pk[32])
     fx_world_init(&w);
     assert_int_equal(pt_soft_create(&s, dir, TK_ARENA_DEFAULT, err, sizeof err), PT_OK);
     link = pt_soft_link(s);
-    provision_through(through_link, &link, &w, "token-usbbridge");
+    provision_through(usb_through_link, &link, &w, "token-usbbridge");
     memcpy(pk, pt_soft_token(s)->sign_pk, 32);
     pt_soft_close(s);
 }
@@ -718,7 +600,7 @@ static void a_program_provisions_a_blank_token_through_libusb_and_the_bridge(voi
     memcpy(pk_dir, pt_soft_token(s)->sign_pk, 32);
     assert_memory_equal(pk_usb, pk_dir, 32);
     link = pt_soft_link(s);
-    assert_true(info_through(through_link, &link, pk_dir));
+    assert_true(info_through(usb_through_link, &link, pk_dir));
     assert_memory_equal(pk_usb, pk_dir, 32);
     pt_soft_close(s);
 
@@ -751,7 +633,7 @@ a_document_written_in_one_run_reads_back_in_the_next_and_from_the_directory(void
                (const char *const[]){"doc-get", t.file, NULL});
     s = token_open(t.tok);
     link = pt_soft_link(s);
-    doc_get(through_link, &link, t.file);
+    doc_get(usb_through_link, &link, t.file);
     pt_soft_close(s);
     tmp_free(&t);
 }

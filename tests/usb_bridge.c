@@ -53,7 +53,6 @@
  * and may send anything (tk_usb checks every frame).
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -264,21 +263,6 @@ static int parse_args(int argc, char **argv, struct ub_options *o)
                     "COMMAND [ARGS...].");
     o->command = argv + optind;
     return 0;
-}
-
-/* A directory that --create would make a token in: absent, or empty. */
-static bool blank_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    bool empty = true;
-    if (d == NULL)
-        return errno == ENOENT;
-    while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-            empty = false;
-    closedir(d);
-    return empty;
 }
 
 /* ------------------------------------------------------- the device side */
@@ -568,7 +552,8 @@ int main(int argc, char **argv)
     rc = pt_softdev_open(&b.dev, o.dir, o.create, err, sizeof err);
     if (rc != PT_OK) {
         rc = fail("cannot open the token: %s%s", err,
-                  !o.create && blank_dir(o.dir) ? " (--create makes a blank one there)." : ".");
+                  !o.create && pt_soft_can_create(o.dir) ? " (--create makes a blank one there)."
+                                                         : ".");
         goto cleanup;
     }
     b.m = usb_mock_new(o.vid, o.pid, bridge_out, &b);
