@@ -130,13 +130,8 @@ static void tokend_start(struct rig *r, bool create)
 /* Signal the emulator and return its exit status (128 + signal when killed). */
 static int tokend_stop(pid_t pid, int sig)
 {
-    int st;
     assert_int_equal(kill(pid, sig), 0);
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    if (WIFSIGNALED(st))
-        return 128 + WTERMSIG(st);
-    assert_true(WIFEXITED(st));
-    return WEXITSTATUS(st);
+    return usb_wait_exit(pid);
 }
 
 static void rig_open(struct rig *r)

@@ -30,7 +30,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -55,43 +54,12 @@ static void sleep_ms(long ms)
     nanosleep(&t, NULL);
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *path)
-{
-    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static void write_file(const char *path, const void *p, size_t n)
 {
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(p, 1, n, f), n);
     assert_int_equal(fclose(f), 0);
-}
-
-/* The whole file, NUL-terminated, in a malloc'd buffer. */
-static uint8_t *read_file(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    uint8_t *p;
-    long len;
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    len = ftell(f);
-    assert_true(len >= 0);
-    rewind(f);
-    p = fx_alloc((size_t)len + 1);
-    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
 }
 
 static bool exists(const char *path)
@@ -187,7 +155,7 @@ static void doc_get(usb_through_fn through, void *ctx, const char *file)
     uint8_t *saved;
     size_t n, at, i;
 
-    saved = read_file(file, &n);
+    saved = fx_read_file(file, &n);
     assert_true(n > 9 && n > 1 + (size_t)saved[0] + 8);
     ref.doc_id = (ProtobufCBinaryData){saved[0], saved + 1};
     at = 1 + (size_t)saved[0];
@@ -486,40 +454,35 @@ static pid_t bridge_start(const char *log, const char *const *bridge_args,
     return bridge_start_command(log, bridge_args, command);
 }
 
-/* Its exit status as a shell gives it (128 + a signal). */
-static int bridge_wait(pid_t pid)
-{
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    if (WIFSIGNALED(st))
-        return 128 + WTERMSIG(st);
-    assert_true(WIFEXITED(st));
-    return WEXITSTATUS(st);
-}
-
 static void show_log(const char *log)
 {
     size_t n;
-    uint8_t *p = read_file(log, &n);
+    uint8_t *p = fx_read_file(log, &n);
     fprintf(stderr, "--- %s\n%s--- end\n", log, (const char *)p);
     free(p);
 }
 
-/* Runs the bridge to its end; fails the test, showing the log, unless it
- * exits with expect. */
-static void bridge_run(int expect, const char *log, const char *const *bridge_args,
-                       const char *const *child_args)
+/* Waits for the bridge pid to end; fails the test, showing its log, unless
+ * it exits with expect. */
+static void bridge_end(pid_t pid, int expect, const char *log)
 {
-    int rc = bridge_wait(bridge_start(log, bridge_args, child_args));
+    int rc = usb_wait_exit(pid);
     if (rc != expect)
         show_log(log);
     assert_int_equal(rc, expect);
 }
 
+/* Runs the bridge to its end, as bridge_end. */
+static void bridge_run(int expect, const char *log, const char *const *bridge_args,
+                       const char *const *child_args)
+{
+    bridge_end(bridge_start(log, bridge_args, child_args), expect, log);
+}
+
 static bool log_has(const char *log, const char *text)
 {
     size_t n;
-    uint8_t *p = read_file(log, &n);
+    uint8_t *p = fx_read_file(log, &n);
     bool has = strstr((const char *)p, text) != NULL;
     if (!has) {
         fprintf(stderr, "no \"%s\" in:\n", text);
@@ -545,7 +508,7 @@ static void tmp_make(struct tmp *t)
 
 static void tmp_free(struct tmp *t)
 {
-    rm_tree(t->root);
+    fx_rm_tree(t->root);
 }
 
 /* A token in dir, provisioned directly; its public key in pk. */
@@ -589,7 +552,7 @@ static void a_program_provisions_a_blank_token_through_libusb_and_the_bridge(voi
     tmp_make(&t);
     bridge_run(0, t.log, (const char *const[]){"--token", t.tok, "--create", NULL},
                (const char *const[]){"provision", t.file, NULL});
-    p = read_file(t.file, &n);
+    p = fx_read_file(t.file, &n);
     assert_int_equal(n, 32);
     memcpy(pk_usb, p, 32);
     free(p);
@@ -607,7 +570,7 @@ static void a_program_provisions_a_blank_token_through_libusb_and_the_bridge(voi
     /* A later run reaches the same token, without --create. */
     bridge_run(0, t.log, (const char *const[]){"--token", t.tok, NULL},
                (const char *const[]){"info", t.file, NULL});
-    p = read_file(t.file, &n);
+    p = fx_read_file(t.file, &n);
     assert_int_equal(n, 32);
     assert_memory_equal(p, pk_usb, 32);
     free(p);
@@ -665,7 +628,6 @@ static void sigusr1_unplugs_and_sigusr2_plugs_the_token_back_in(void **state)
     char ready[160], gone[160];
     uint8_t pk[32];
     pid_t pid;
-    int rc;
     (void)state;
     tmp_make(&t);
     token_make(t.tok, pk);
@@ -677,10 +639,7 @@ static void sigusr1_unplugs_and_sigusr2_plugs_the_token_back_in(void **state)
     assert_int_equal(kill(pid, SIGUSR1), 0);
     wait_for_file(gone);
     assert_int_equal(kill(pid, SIGUSR2), 0);
-    rc = bridge_wait(pid);
-    if (rc != 0)
-        show_log(t.log);
-    assert_int_equal(rc, 0);
+    bridge_end(pid, 0, t.log);
     assert_true(log_has(t.log, "usb-bridge: unplugged the token (after "));
     assert_true(log_has(t.log, "usb-bridge: plugged the token back in\n"));
     tmp_free(&t);
@@ -696,7 +655,7 @@ static void sigterm_to_the_bridge_reaches_the_program(void **state)
                        (const char *const[]){"wait-term", t.file, NULL});
     wait_for_file(t.file);
     assert_int_equal(kill(pid, SIGTERM), 0);
-    assert_int_equal(bridge_wait(pid), 3);
+    bridge_end(pid, 3, t.log);
     tmp_free(&t);
 }
 
@@ -721,7 +680,6 @@ static void two_bridges_run_side_by_side_each_with_its_token(void **state)
     uint8_t pk_a[32], pk_b[32], *p;
     pid_t pa, pb;
     size_t n;
-    int ra, rb;
     (void)state;
     tmp_make(&a);
     tmp_make(&b);
@@ -731,19 +689,13 @@ static void two_bridges_run_side_by_side_each_with_its_token(void **state)
                       (const char *const[]){"info", a.file, NULL});
     pb = bridge_start(b.log, (const char *const[]){"--token", b.tok, NULL},
                       (const char *const[]){"info", b.file, NULL});
-    ra = bridge_wait(pa);
-    rb = bridge_wait(pb);
-    if (ra != 0)
-        show_log(a.log);
-    if (rb != 0)
-        show_log(b.log);
-    assert_int_equal(ra, 0);
-    assert_int_equal(rb, 0);
-    p = read_file(a.file, &n);
+    bridge_end(pa, 0, a.log);
+    bridge_end(pb, 0, b.log);
+    p = fx_read_file(a.file, &n);
     assert_int_equal(n, 32);
     assert_memory_equal(p, pk_a, 32);
     free(p);
-    p = read_file(b.file, &n);
+    p = fx_read_file(b.file, &n);
     assert_int_equal(n, 32);
     assert_memory_equal(p, pk_b, 32);
     free(p);
@@ -758,19 +710,16 @@ static void a_second_program_finds_the_token_busy_until_the_first_closes_it(void
 {
     struct tmp t;
     uint8_t pk[32];
-    int rc;
     (void)state;
     tmp_make(&t);
     token_make(t.tok, pk);
-    rc = bridge_wait(
+    bridge_end(
         bridge_start_command(t.log, (const char *const[]){"--token", t.tok, NULL},
                              (const char *const[]){"sh", "-c",
                                                    "\"$0\" --child hold \"$1\" & h=$!; "
                                                    "\"$0\" --child busy \"$1\" || exit 1; wait $h",
-                                                   self_exe, t.root, NULL}));
-    if (rc != 0)
-        show_log(t.log);
-    assert_int_equal(rc, 0);
+                                                   self_exe, t.root, NULL}),
+        0, t.log);
     tmp_free(&t);
 }
 
@@ -792,14 +741,14 @@ static void a_token_held_by_another_bridge_is_refused(void **state)
     wait_for_file(ready);
     bridge_run(125, log2, (const char *const[]){"--token", t.tok, NULL},
                (const char *const[]){"exit", "0", NULL});
-    p = read_file(log2, &n);
+    p = fx_read_file(log2, &n);
     assert_true(strncmp((const char *)p, "usb-bridge: cannot open the token: ", 35) == 0);
     assert_non_null(strstr((const char *)p, ": busy: "));
     assert_non_null(strchr((const char *)p, '\n'));
     assert_int_equal(strchr((const char *)p, '\n') - (const char *)p, (long)n - 1);
     free(p);
     assert_int_equal(kill(pid, SIGTERM), 0);
-    assert_int_equal(bridge_wait(pid), 3);
+    bridge_end(pid, 3, t.log);
     tmp_free(&t);
 }
 
@@ -862,14 +811,14 @@ static void a_bad_command_line_is_125_with_one_sentence(void **state)
             args[j] = strcmp(cases[i].args[j], "@TOK") == 0 ? t.tok : cases[i].args[j];
         args[j] = NULL;
         bridge_run(cases[i].status, t.log, args, NULL);
-        p = read_file(t.log, &n);
+        p = fx_read_file(t.log, &n);
         assert_string_equal((const char *)p, cases[i].says);
         free(p);
     }
     /* No token there, and no --create: the sentence says what would make one. */
     snprintf(stray, sizeof stray, "%s/absent", t.root);
     bridge_run(125, t.log, (const char *const[]){"--token", stray, "--", "true", NULL}, NULL);
-    p = read_file(t.log, &n);
+    p = fx_read_file(t.log, &n);
     snprintf(want, sizeof want,
              "usb-bridge: cannot open the token: %s: No such file or directory (--create makes a "
              "blank one there).\n",
@@ -884,7 +833,7 @@ static void a_bad_command_line_is_125_with_one_sentence(void **state)
     write_file(t.file, "x", 1);
     bridge_run(125, t.log, (const char *const[]){"--token", stray, "--create", "--", "true", NULL},
                NULL);
-    p = read_file(t.log, &n);
+    p = fx_read_file(t.log, &n);
     snprintf(want, sizeof want, "usb-bridge: cannot open the token: %s: ", stray);
     assert_true(strncmp((const char *)p, want, strlen(want)) == 0);
     assert_int_equal(strchr((const char *)p, '\n') - (const char *)p, (long)n - 1);

@@ -137,26 +137,13 @@ static int fail(const char *fmt, ...)
 /* Four hex digits at most, with or without 0x. */
 static int parse_hex16(const char *s, uint16_t *out)
 {
-    unsigned v = 0;
-    size_t i, n;
+    size_t n;
     if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
         s += 2;
     n = strlen(s);
-    if (n == 0 || n > 4)
+    if (n == 0 || n > 4 || strspn(s, "0123456789abcdefABCDEF") != n)
         return -1;
-    for (i = 0; i < n; i++) {
-        int c = s[i], d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            d = c - 'A' + 10;
-        else
-            return -1;
-        v = v * 16 + (unsigned)d;
-    }
-    *out = (uint16_t)v;
+    *out = (uint16_t)strtoul(s, NULL, 16);
     return 0;
 }
 

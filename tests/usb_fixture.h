@@ -14,9 +14,24 @@
 #ifndef COHORT_TESTS_USB_FIXTURE_H
 #define COHORT_TESTS_USB_FIXTURE_H
 
+#include <sys/types.h>
+#include <sys/wait.h>
+
 #include "tk_fixture.h"
 
 typedef Cohort__TokenResponse *(*usb_through_fn)(void *ctx, const uint8_t *req, size_t len);
+
+/* Waits for the child pid (a program under test) to end: its exit status,
+ * as a shell gives it (128 + the signal that ended it). */
+static inline int usb_wait_exit(pid_t pid)
+{
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (WIFSIGNALED(st))
+        return 128 + WTERMSIG(st);
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
 
 /* The path through a link: ctx is a struct pt_link, whose transaction must succeed. */
 static inline Cohort__TokenResponse *usb_through_link(void *ctx, const uint8_t *req, size_t len)
