@@ -16,6 +16,7 @@
 #ifndef COHORT_PARTICIPANT_H
 #define COHORT_PARTICIPANT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -115,6 +116,8 @@ struct pt_soft; /* opaque */
 /* Create a new software token in dir (created with mode 0700; it must not exist, or be empty). */
 int pt_soft_create(struct pt_soft **out, const char *dir, size_t arena_len, char *err,
                    size_t err_len);
+/* Whether pt_soft_create may make a token in dir: it does not exist, or is an empty directory. */
+bool pt_soft_can_create(const char *dir);
 /* Open an existing one: fails with a clear message in err when the directory is not a token,
  * when another process has it open (flock: "busy"), or when the token refuses its flash or
  * image (tampered, rolled back). */

@@ -147,13 +147,13 @@ static int secure_counter_set(void *ctx, uint64_t value)
     return replace_file(s->dirfd, COUNTER_FILE, buf, sizeof buf);
 }
 
-static bool dir_is_empty(const char *dir)
+bool pt_soft_can_create(const char *dir)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
     bool empty = true;
     if (d == NULL)
-        return false;
+        return errno == ENOENT;
     while ((e = readdir(d)) != NULL)
         if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
             empty = false;
@@ -223,13 +223,13 @@ int pt_soft_create(struct pt_soft **out, const char *dir, size_t arena_len, char
     if (mkdir(dir, 0700) != 0) {
         if (errno != EEXIST)
             return say(err, err_len, PT_ERR_IO, "%s: %s", dir, strerror(errno));
-        if (!dir_is_empty(dir))
+        if (!pt_soft_can_create(dir))
             return say(err, err_len, PT_ERR_EXISTS,
                        "%s: exists and is not empty: a new token needs a new directory%s", dir, "");
     }
     if ((rc = soft_start(&s, dir, arena_len, err, err_len)) != PT_OK)
         return rc;
-    if (!dir_is_empty(dir)) { /* another process got here first */
+    if (!pt_soft_can_create(dir)) { /* another process got here first */
         pt_soft_close(s);
         return say(err, err_len, PT_ERR_EXISTS, "%s: exists and is not empty%s", dir, "");
     }

@@ -2,12 +2,8 @@
  * An emulated token device (participant/pt_softdev.h): pt_soft's token
  * core, an arena for tk_dispatch and tk_usb's region, all on the heap.
  */
-#define _DEFAULT_SOURCE
-#include <dirent.h>
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <sodium.h>
 
@@ -22,21 +18,6 @@ struct pt_softdev {
     size_t region_len;
     struct tk_usb *u;
 };
-
-/* A directory that a new token may be made in: absent, or empty. */
-static bool blank_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    bool empty = true;
-    if (d == NULL)
-        return errno == ENOENT;
-    while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-            empty = false;
-    closedir(d);
-    return empty;
-}
 
 static int start(struct pt_softdev *d)
 {
@@ -63,7 +44,7 @@ int pt_softdev_open(struct pt_softdev **out, const char *dir, bool create, char 
         pt_softdev_close(d);
         goto nomem;
     }
-    if (create && blank_dir(dir))
+    if (create && pt_soft_can_create(dir))
         rc = pt_soft_create(&d->soft, dir, TK_ARENA_DEFAULT, err, err_len);
     else
         rc = pt_soft_open(&d->soft, dir, TK_ARENA_DEFAULT, err, err_len);

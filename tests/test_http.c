@@ -116,14 +116,6 @@ struct world {
     struct agent a, b;
 };
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 /* Provision the token over its link: the manufacturer certifies it, and it
  * trusts the manufacturer and the study authority. */
 static void provision(struct agent *ag, const struct fx_world *fx, const char *subject)
@@ -242,7 +234,7 @@ static int teardown(void **state)
     struct world *w = *state;
     agent_stop(&w->a);
     agent_stop(&w->b);
-    nftw(w->root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    fx_rm_tree(w->root);
     free(w);
     log_reset();
     return 0;

@@ -61,19 +61,6 @@ struct world {
     struct agent a, b;
 };
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *path)
-{
-    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static void agent_open(struct agent *ag, const char *root, const char *name)
 {
     char err[256];
@@ -119,7 +106,7 @@ static int teardown(void **state)
     struct world *w = *state;
     agent_close(&w->a);
     agent_close(&w->b);
-    rm_tree(w->root);
+    fx_rm_tree(w->root);
     free(w);
     return 0;
 }

@@ -72,23 +72,6 @@ static int group_teardown(void **state)
 
 /* ------------------------------------------------------------- files */
 
-static uint8_t *read_whole(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    uint8_t *buf;
-    long n;
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    n = ftell(f);
-    assert_true(n >= 0);
-    rewind(f);
-    buf = fx_alloc((size_t)n);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 /* Rewrite a file in place (same inode: an open token sees it). */
 static void write_whole(const char *path, const uint8_t *p, size_t n)
 {
@@ -884,9 +867,9 @@ static void a_schema_that_does_not_match_is_refused_and_nothing_is_stored(void *
     assert_int_equal(keys(s, NULL), TK_OK);
     assert_int_equal(load(s, "notes", 0, 5, false), TK_OK);
     file_path(path, sizeof path, dir, "secure.img");
-    img0 = read_whole(path, &n0);
+    img0 = fx_read_file(path, &n0);
     file_path(path, sizeof path, dir, "flash.0");
-    fl0 = read_whole(path, &f0);
+    fl0 = fx_read_file(path, &f0);
 
     notes_schema(&sc, "notes");
     sc.cols[3].scale = 3;
@@ -904,9 +887,9 @@ static void a_schema_that_does_not_match_is_refused_and_nothing_is_stored(void *
     assert_int_equal(call(s, &req, NULL), TK_ERR_SCHEMA);
 
     file_path(path, sizeof path, dir, "secure.img");
-    img1 = read_whole(path, &n1);
+    img1 = fx_read_file(path, &n1);
     file_path(path, sizeof path, dir, "flash.0");
-    fl1 = read_whole(path, &f1);
+    fl1 = fx_read_file(path, &f1);
     assert_int_equal(n0, n1);
     assert_memory_equal(img0, img1, n0);
     assert_int_equal(f0, f1);
@@ -1089,18 +1072,18 @@ static void build_history(struct pt_soft *s, const char *dir, bool keep)
     assert_int_equal(load(s, "notes", 20, 20, false), TK_OK);
     if (keep) {
         file_path(path, sizeof path, dir, "flash.0");
-        R.old_flash = read_whole(path, &R.old_flash_len);
+        R.old_flash = fx_read_file(path, &R.old_flash_len);
         file_path(path, sizeof path, dir, "secure.img");
-        R.old_img = read_whole(path, &R.old_img_len);
+        R.old_img = fx_read_file(path, &R.old_img_len);
         file_path(path, sizeof path, dir, "counter");
-        R.old_counter = read_whole(path, &R.old_counter_len);
+        R.old_counter = fx_read_file(path, &R.old_counter_len);
     }
     assert_int_equal(load(s, "notes", 40, 20, false), TK_OK);
     /* A record appended and then dropped, at the index the next load takes. */
     assert_int_equal(load(s, "notes", 900, 20, true), TK_OK);
     if (keep) {
         file_path(path, sizeof path, dir, "flash.0");
-        R.aborted_flash = read_whole(path, &R.aborted_len);
+        R.aborted_flash = fx_read_file(path, &R.aborted_len);
     }
     assert_int_equal(info(s, NULL), TK_OK);
     assert_int_equal(load(s, "notes", 60, 20, false), TK_OK);
@@ -1117,7 +1100,7 @@ static int tamper_setup(void **state)
     build_history(s, dir, true);
     pt_soft_close(s);
     file_path(path, sizeof path, dir, "flash.0");
-    R.flash = read_whole(path, &R.flash_len);
+    R.flash = fx_read_file(path, &R.flash_len);
     parse_records(&R.recs, R.flash, R.flash_len);
     parse_records(&R.aborted_recs, R.aborted_flash, R.aborted_len);
     assert_int_equal(R.recs.n, 6); /* the schema and five batches */
@@ -1127,7 +1110,7 @@ static int tamper_setup(void **state)
     build_history(s, dir, false);
     pt_soft_close(s);
     file_path(path, sizeof path, dir, "flash.0");
-    R.other_flash = read_whole(path, &R.other_len);
+    R.other_flash = fx_read_file(path, &R.other_len);
     parse_records(&R.other_recs, R.other_flash, R.other_len);
     return 0;
 }
@@ -1371,9 +1354,9 @@ static void every_change_to_the_image_or_the_counter_is_caught_at_open(void **st
     dir_path(ref, sizeof ref, "ref");
     dir_path(dir, sizeof dir, "tampered");
     file_path(img, sizeof img, ref, "secure.img");
-    image = read_whole(img, &image_len);
+    image = fx_read_file(img, &image_len);
     file_path(ctr, sizeof ctr, ref, "counter");
-    counter = read_whole(ctr, &counter_len);
+    counter = fx_read_file(ctr, &counter_len);
     file_path(img, sizeof img, dir, "secure.img");
     file_path(ctr, sizeof ctr, dir, "counter");
     buf = fx_alloc(image_len + 64);
@@ -1403,7 +1386,7 @@ static void every_change_to_the_image_or_the_counter_is_caught_at_open(void **st
         size_t ol;
         dir_path(other, sizeof other, "ref-other");
         file_path(other + strlen(other), sizeof other - strlen(other), "", "secure.img");
-        o = read_whole(other, &ol);
+        o = fx_read_file(other, &ol);
         write_whole(img, o, ol);
         free(o);
     }
@@ -1451,7 +1434,7 @@ static void every_change_to_the_image_or_the_counter_is_caught_at_open(void **st
     assert_int_equal(pt_soft_open(&s, dir, 0, err, sizeof err), PT_OK);
     pt_soft_close(s);
     free(buf);
-    buf = read_whole(ctr, &i);
+    buf = fx_read_file(ctr, &i);
     assert_int_equal(i, counter_len);
     assert_memory_equal(buf, counter, counter_len);
     print_message("%zu changes of the image and the counter, each caught\n", cases);

@@ -130,13 +130,8 @@ static void tokend_start(struct rig *r, bool create)
 /* Signal the emulator and return its exit status (128 + signal when killed). */
 static int tokend_stop(pid_t pid, int sig)
 {
-    int st;
     assert_int_equal(kill(pid, sig), 0);
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    if (WIFSIGNALED(st))
-        return 128 + WTERMSIG(st);
-    assert_true(WIFEXITED(st));
-    return WEXITSTATUS(st);
+    return usb_wait_exit(pid);
 }
 
 static void rig_open(struct rig *r)
@@ -162,30 +157,13 @@ static void rig_free(struct rig *r)
 
 /* ------------------------------------------------------------ requests */
 
-static Cohort__TokenResponse *through(struct rig *r, const uint8_t *req, size_t len)
-{
-    const uint8_t *resp;
-    size_t resp_len;
-    Cohort__TokenResponse *out;
-    assert_int_equal(r->link.transact(r->link.ctx, req, len, &resp, &resp_len), PT_OK);
-    assert_int_equal(pt_emu_error(r->e), PT_USB_OK);
-    out = cohort__token_response__unpack(NULL, resp_len, resp);
-    assert_non_null(out);
-    return out;
-}
-
+/* The path through the rig's link: the emulator link must not fail either. */
 static Cohort__TokenResponse *through_rig(void *ctx, const uint8_t *req, size_t len)
 {
-    return through(ctx, req, len);
-}
-
-static Cohort__TokenResponse *through_pb(struct rig *r, const Cohort__TokenRequest *req)
-{
-    size_t len;
-    uint8_t *buf = fx_pack_request(req, &len);
-    Cohort__TokenResponse *resp = through(r, buf, len);
-    free(buf);
-    return resp;
+    struct rig *r = ctx;
+    Cohort__TokenResponse *out = usb_through_link(&r->link, req, len);
+    assert_int_equal(pt_emu_error(r->e), PT_USB_OK);
+    return out;
 }
 
 /* GetInfo through the emulator: whether the token is provisioned, and
@@ -194,7 +172,7 @@ static void get_info_says(struct rig *r, bool provisioned)
 {
     size_t len;
     uint8_t *req = usb_info_request(&len);
-    Cohort__TokenResponse *resp = through(r, req, len);
+    Cohort__TokenResponse *resp = through_rig(r, req, len);
     assert_int_equal(resp->status, TK_OK);
     assert_int_equal(resp->body_case, COHORT__TOKEN_RESPONSE__BODY_INFO);
     assert_int_equal(resp->info->provisioned, provisioned);
@@ -210,111 +188,7 @@ static void get_info_says(struct rig *r, bool provisioned)
  * maker certifies them, the token installs the certificate. */
 static void provision(struct rig *r)
 {
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__ProvisionBegin pb = COHORT__PROVISION_BEGIN__INIT;
-    Cohort__ProvisionFinish pf = COHORT__PROVISION_FINISH__INIT;
-    Cohort__Certificate c;
-    ProtobufCBinaryData trusted = {32, r->w.authority.pk};
-    Cohort__TokenResponse *resp;
-    struct fx_cert cert;
-    uint8_t sealed[32 + crypto_box_SEALBYTES];
-
-    pb.subject = "token-emulated";
-    req.now = FX_NOW;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_PROVISION_BEGIN;
-    req.provision_begin = &pb;
-    resp = through_pb(r, &req);
-    assert_int_equal(resp->status, TK_OK);
-    assert_int_equal(resp->body_case, COHORT__TOKEN_RESPONSE__BODY_CERT_REQUEST);
-    assert_int_equal(resp->cert_request->sign_pk.len, 32);
-    assert_int_equal(resp->cert_request->box_pk.len, 32);
-    memcpy(r->sign_pk, resp->cert_request->sign_pk.data, 32);
-    fx_cert_issue(&cert, COHORT__ROLE__ROLE_TOKEN, "token-emulated", r->sign_pk,
-                  resp->cert_request->box_pk.data, &r->w.maker, FX_NOW - FX_DAY,
-                  FX_NOW + 365 * FX_DAY, NULL);
-    crypto_box_seal(sealed, r->w.secret, 32, resp->cert_request->box_pk.data);
-    cohort__token_response__free_unpacked(resp, NULL);
-
-    fx_cert_pb(&c, &cert);
-    pf.device_cert = &c;
-    pf.sealed_group_secret = (ProtobufCBinaryData){sizeof sealed, sealed};
-    pf.n_trusted_authorities = 1;
-    pf.trusted_authorities = &trusted;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_PROVISION_FINISH;
-    req.provision_finish = &pf;
-    resp = through_pb(r, &req);
-    assert_int_equal(resp->status, TK_OK);
-    cohort__token_response__free_unpacked(resp, NULL);
-}
-
-static void doc_plain(uint8_t *plain, size_t n)
-{
-    size_t i;
-    for (i = 0; i < n; i++)
-        plain[i] = (uint8_t)(i * 7 + 3);
-}
-
-/* A document written through the link; its DocCipher (free with
- * cohort__token_response__free_unpacked) says where it is. */
-static Cohort__TokenResponse *doc_write(struct rig *r, size_t n)
-{
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__DocBegin b = COHORT__DOC_BEGIN__INIT;
-    Cohort__DocMeta meta = COHORT__DOC_META__INIT;
-    Cohort__TokenResponse *resp, *wr;
-    uint8_t session[TK_SESSION_ID_LEN], *buf, *plain = fx_alloc(n);
-    size_t len;
-    doc_plain(plain, n);
-    meta.type = "letter";
-    meta.author = "clinic";
-    meta.subject = "results";
-    meta.created = FX_NOW;
-    meta.modified = FX_NOW;
-    b.meta = &meta;
-    req.now = FX_NOW;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_BEGIN;
-    req.doc_begin = &b;
-    resp = through_pb(r, &req);
-    assert_int_equal(resp->status, TK_OK);
-    memcpy(session, resp->doc_session->session.data, TK_SESSION_ID_LEN);
-    cohort__token_response__free_unpacked(resp, NULL);
-    buf = usb_doc_stream_request(&len, 20, session, plain, n, true);
-    wr = through(r, buf, len);
-    free(buf);
-    free(plain);
-    assert_int_equal(wr->status, TK_OK);
-    assert_int_equal(wr->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_CIPHER);
-    return wr;
-}
-
-/* The document wr says, read back through the link, is what was written. */
-static void doc_read_back(struct rig *r, const Cohort__TokenResponse *wr, size_t n)
-{
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__DocOpen o = COHORT__DOC_OPEN__INIT;
-    Cohort__TokenResponse *resp;
-    uint8_t session[TK_SESSION_ID_LEN], *buf, *plain = fx_alloc(n);
-    size_t len;
-    doc_plain(plain, n);
-    o.doc_id = wr->doc_cipher->ref->doc_id;
-    o.revision = wr->doc_cipher->ref->revision;
-    req.now = FX_NOW;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_OPEN;
-    req.doc_open = &o;
-    resp = through_pb(r, &req);
-    assert_int_equal(resp->status, TK_OK);
-    memcpy(session, resp->doc_session->session.data, TK_SESSION_ID_LEN);
-    cohort__token_response__free_unpacked(resp, NULL);
-    buf = usb_doc_stream_request(&len, 22, session, wr->doc_cipher->data.data,
-                                 wr->doc_cipher->data.len, true);
-    resp = through(r, buf, len);
-    free(buf);
-    assert_int_equal(resp->status, TK_OK);
-    assert_int_equal(resp->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_PLAIN);
-    assert_int_equal(resp->doc_plain->data.len, n);
-    assert_memory_equal(resp->doc_plain->data.data, plain, n);
-    cohort__token_response__free_unpacked(resp, NULL);
-    free(plain);
+    usb_provision(through_rig, r, &r->w, "token-emulated", r->sign_pk);
 }
 
 /* ------------------------------------------------------------ raw clients */
@@ -460,7 +334,7 @@ static void the_token_keeps_its_state_across_an_emulator_restart(void **state)
     tokend_start(r, true);
     rig_open(r);
     provision(r);
-    wr = doc_write(r, DOC_LEN);
+    wr = usb_document_write(through_rig, r, DOC_LEN);
 
     assert_int_equal(tokend_stop(r->pid, SIGTERM), 0);
     /* Stopped: the link says the emulator went away, as a token unplugged. */
@@ -478,7 +352,7 @@ static void the_token_keeps_its_state_across_an_emulator_restart(void **state)
     tokend_start(r, false);
     assert_int_equal(pt_emu_wait(r->e, 10000), PT_USB_OK);
     get_info_says(r, true);
-    doc_read_back(r, wr, DOC_LEN);
+    usb_document_read_back(through_rig, r, wr->doc_cipher, DOC_LEN);
     cohort__token_response__free_unpacked(wr, NULL);
     assert_int_equal(pt_emu_stats(r->e).hellos, 2);
 

@@ -30,7 +30,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -55,43 +54,12 @@ static void sleep_ms(long ms)
     nanosleep(&t, NULL);
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *path)
-{
-    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static void write_file(const char *path, const void *p, size_t n)
 {
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(p, 1, n, f), n);
     assert_int_equal(fclose(f), 0);
-}
-
-/* The whole file, NUL-terminated, in a malloc'd buffer. */
-static uint8_t *read_file(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    uint8_t *p;
-    long len;
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    len = ftell(f);
-    assert_true(len >= 0);
-    rewind(f);
-    p = fx_alloc((size_t)len + 1);
-    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
 }
 
 static bool exists(const char *path)
@@ -109,38 +77,7 @@ static void wait_for_file(const char *path)
     assert_true(exists(path));
 }
 
-static void doc_plain(uint8_t *p, size_t n)
-{
-    size_t i;
-    for (i = 0; i < n; i++)
-        p[i] = (uint8_t)(i * 7 + 3);
-}
-
 /* ------------------------------------------- requests through any path */
-
-static Cohort__TokenResponse *through_link(void *ctx, const uint8_t *req, size_t len)
-{
-    struct pt_link *l = ctx;
-    const uint8_t *resp;
-    size_t resp_len;
-    Cohort__TokenResponse *out;
-    assert_int_equal(l->transact(l->ctx, req, len, &resp, &resp_len), PT_OK);
-    out = cohort__token_response__unpack(NULL, resp_len, resp);
-    assert_non_null(out);
-    return out;
-}
-
-static Cohort__TokenResponse *call(usb_through_fn through, void *ctx, Cohort__TokenRequest *req)
-{
-    size_t len;
-    uint8_t *buf;
-    Cohort__TokenResponse *r;
-    req->now = FX_NOW;
-    buf = fx_pack_request(req, &len);
-    r = through(ctx, buf, len);
-    free(buf);
-    return r;
-}
 
 /* GetInfo: whether the token is provisioned, and its public key. */
 static bool info_through(usb_through_fn through, void *ctx, uint8_t pk[32])
@@ -151,7 +88,7 @@ static bool info_through(usb_through_fn through, void *ctx, uint8_t pk[32])
     bool provisioned;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_INFO;
     req.info = &gi;
-    r = call(through, ctx, &req);
+    r = usb_call(through, ctx, &req);
     assert_int_equal(r->status, TK_OK);
     assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_INFO);
     provisioned = r->info->provisioned;
@@ -168,42 +105,12 @@ static void provision_through(usb_through_fn through, void *ctx, const struct fx
                               const char *subject)
 {
     Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__ProvisionBegin pb = COHORT__PROVISION_BEGIN__INIT;
-    Cohort__ProvisionFinish pf = COHORT__PROVISION_FINISH__INIT;
     Cohort__SetPolicy sp = COHORT__SET_POLICY__INIT;
     Cohort__ConsentPolicy policy = COHORT__CONSENT_POLICY__INIT;
-    Cohort__Certificate c;
     Cohort__TokenResponse *r;
-    ProtobufCBinaryData trusted = {32, (uint8_t *)w->authority.pk};
-    uint8_t sealed[32 + crypto_box_SEALBYTES];
     char *tables[] = {"health"};
-    struct fx_cert cert;
 
-    pb.subject = (char *)subject;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_PROVISION_BEGIN;
-    req.provision_begin = &pb;
-    r = call(through, ctx, &req);
-    assert_int_equal(r->status, TK_OK);
-    assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_CERT_REQUEST);
-    assert_int_equal(r->cert_request->sign_pk.len, 32);
-    assert_int_equal(r->cert_request->box_pk.len, 32);
-    fx_cert_issue(&cert, COHORT__ROLE__ROLE_TOKEN, subject, r->cert_request->sign_pk.data,
-                  r->cert_request->box_pk.data, &w->maker, FX_NOW - FX_DAY, FX_NOW + 365 * FX_DAY,
-                  NULL);
-    crypto_box_seal(sealed, w->secret, 32, r->cert_request->box_pk.data);
-    cohort__token_response__free_unpacked(r, NULL);
-
-    fx_cert_pb(&c, &cert);
-    pf.device_cert = &c;
-    pf.sealed_group_secret = (ProtobufCBinaryData){sizeof sealed, sealed};
-    pf.n_trusted_authorities = 1;
-    pf.trusted_authorities = &trusted;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_PROVISION_FINISH;
-    req.provision_finish = &pf;
-    r = call(through, ctx, &req);
-    assert_int_equal(r->status, TK_OK);
-    cohort__token_response__free_unpacked(r, NULL);
-
+    usb_provision(through, ctx, w, subject, NULL);
     policy.n_tables = 1;
     policy.tables = tables;
     policy.epsilon_per_study = 1000.0;
@@ -211,45 +118,21 @@ static void provision_through(usb_through_fn through, void *ctx, const struct fx
     sp.policy = &policy;
     req.body_case = COHORT__TOKEN_REQUEST__BODY_SET_POLICY;
     req.set_policy = &sp;
-    r = call(through, ctx, &req);
+    r = usb_call(through, ctx, &req);
     assert_int_equal(r->status, TK_OK);
     cohort__token_response__free_unpacked(r, NULL);
 }
 
 /* A new document of DOC_LEN bytes; what reading it back needs goes to
  * file: the id's length (1 byte), the id, the revision (8 bytes LE), then
- * the ciphertext file. */
+ * the ciphertext. */
 static void doc_put(usb_through_fn through, void *ctx, const char *file)
 {
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__DocBegin b = COHORT__DOC_BEGIN__INIT;
-    Cohort__DocMeta meta = COHORT__DOC_META__INIT;
-    Cohort__TokenResponse *r;
-    uint8_t session[TK_SESSION_ID_LEN], *plain = fx_alloc(DOC_LEN), *buf, *out;
-    size_t len, at = 0, i;
-    const Cohort__DocRef *ref;
+    Cohort__TokenResponse *r = usb_document_write(through, ctx, DOC_LEN);
+    const Cohort__DocRef *ref = r->doc_cipher->ref;
+    uint8_t *out;
+    size_t at = 0, i;
 
-    doc_plain(plain, DOC_LEN);
-    meta.type = "statement";
-    meta.author = "bank";
-    meta.subject = "statement";
-    meta.created = FX_NOW;
-    meta.modified = FX_NOW;
-    b.meta = &meta;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_BEGIN;
-    req.doc_begin = &b;
-    r = call(through, ctx, &req);
-    assert_int_equal(r->status, TK_OK);
-    assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_SESSION);
-    memcpy(session, r->doc_session->session.data, TK_SESSION_ID_LEN);
-    cohort__token_response__free_unpacked(r, NULL);
-
-    buf = usb_doc_stream_request(&len, 20, session, plain, DOC_LEN, true);
-    r = through(ctx, buf, len);
-    free(buf);
-    assert_int_equal(r->status, TK_OK);
-    assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_CIPHER);
-    ref = r->doc_cipher->ref;
     assert_true(ref->doc_id.len > 0 && ref->doc_id.len < 256);
     out = fx_alloc(1 + ref->doc_id.len + 8 + r->doc_cipher->data.len);
     out[at++] = (uint8_t)ref->doc_id.len;
@@ -261,46 +144,27 @@ static void doc_put(usb_through_fn through, void *ctx, const char *file)
     at += r->doc_cipher->data.len;
     write_file(file, out, at);
     free(out);
-    free(plain);
     cohort__token_response__free_unpacked(r, NULL);
 }
 
 /* The document doc_put saved in file reads back as what was written. */
 static void doc_get(usb_through_fn through, void *ctx, const char *file)
 {
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__DocOpen o = COHORT__DOC_OPEN__INIT;
-    Cohort__TokenResponse *r;
-    uint8_t session[TK_SESSION_ID_LEN], *plain = fx_alloc(DOC_LEN), *saved, *buf;
-    size_t n, len, at = 0, i;
-    uint64_t revision = 0;
+    Cohort__DocRef ref = COHORT__DOC_REF__INIT;
+    Cohort__DocCipher dc = COHORT__DOC_CIPHER__INIT;
+    uint8_t *saved;
+    size_t n, at, i;
 
-    doc_plain(plain, DOC_LEN);
-    saved = read_file(file, &n);
+    saved = fx_read_file(file, &n);
     assert_true(n > 9 && n > 1 + (size_t)saved[0] + 8);
-    o.doc_id = (ProtobufCBinaryData){saved[0], saved + 1};
+    ref.doc_id = (ProtobufCBinaryData){saved[0], saved + 1};
     at = 1 + (size_t)saved[0];
     for (i = 0; i < 8; i++)
-        revision |= (uint64_t)saved[at++] << (8 * i);
-    o.revision = revision;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_OPEN;
-    req.doc_open = &o;
-    r = call(through, ctx, &req);
-    assert_int_equal(r->status, TK_OK);
-    memcpy(session, r->doc_session->session.data, TK_SESSION_ID_LEN);
-    cohort__token_response__free_unpacked(r, NULL);
-
-    buf = usb_doc_stream_request(&len, 22, session, saved + at, n - at, true);
-    r = through(ctx, buf, len);
-    free(buf);
-    assert_int_equal(r->status, TK_OK);
-    assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_PLAIN);
-    assert_true(r->doc_plain->done);
-    assert_int_equal(r->doc_plain->data.len, DOC_LEN);
-    assert_memory_equal(r->doc_plain->data.data, plain, DOC_LEN);
-    cohort__token_response__free_unpacked(r, NULL);
+        ref.revision |= (uint64_t)saved[at++] << (8 * i);
+    dc.ref = &ref;
+    dc.data = (ProtobufCBinaryData){n - at, saved + at};
+    usb_document_read_back(through, ctx, &dc, DOC_LEN);
     free(saved);
-    free(plain);
 }
 
 /* ------------------------------------------- the child: a libusb program */
@@ -389,27 +253,13 @@ static void task_doc_get(struct child *c)
  * document goes through. */
 static void task_unplug(struct child *c)
 {
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__DocBegin b = COHORT__DOC_BEGIN__INIT;
-    Cohort__DocMeta meta = COHORT__DOC_META__INIT;
-    Cohort__TokenResponse *r;
     uint8_t pk[32], session[TK_SESSION_ID_LEN], *plain = fx_alloc(DOC_LEN), *buf;
     const uint8_t *resp;
     size_t len, resp_len;
 
     assert_true(info_through(through_usb, c, pk));
-    meta.type = "statement";
-    meta.author = "bank";
-    meta.subject = "statement";
-    b.meta = &meta;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_BEGIN;
-    req.doc_begin = &b;
-    r = call(through_usb, c, &req);
-    assert_int_equal(r->status, TK_OK);
-    memcpy(session, r->doc_session->session.data, TK_SESSION_ID_LEN);
-    cohort__token_response__free_unpacked(r, NULL);
-
-    doc_plain(plain, DOC_LEN);
+    usb_document_begin(through_usb, c, session);
+    usb_document_plain(plain, DOC_LEN);
     buf = usb_doc_stream_request(&len, 20, session, plain, DOC_LEN, true);
     assert_int_equal(c->link.transact(c->link.ctx, buf, len, &resp, &resp_len), PT_ERR_LINK);
     free(buf);
@@ -604,40 +454,35 @@ static pid_t bridge_start(const char *log, const char *const *bridge_args,
     return bridge_start_command(log, bridge_args, command);
 }
 
-/* Its exit status as a shell gives it (128 + a signal). */
-static int bridge_wait(pid_t pid)
-{
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    if (WIFSIGNALED(st))
-        return 128 + WTERMSIG(st);
-    assert_true(WIFEXITED(st));
-    return WEXITSTATUS(st);
-}
-
 static void show_log(const char *log)
 {
     size_t n;
-    uint8_t *p = read_file(log, &n);
+    uint8_t *p = fx_read_file(log, &n);
     fprintf(stderr, "--- %s\n%s--- end\n", log, (const char *)p);
     free(p);
 }
 
-/* Runs the bridge to its end; fails the test, showing the log, unless it
- * exits with expect. */
-static void bridge_run(int expect, const char *log, const char *const *bridge_args,
-                       const char *const *child_args)
+/* Waits for the bridge pid to end; fails the test, showing its log, unless
+ * it exits with expect. */
+static void bridge_end(pid_t pid, int expect, const char *log)
 {
-    int rc = bridge_wait(bridge_start(log, bridge_args, child_args));
+    int rc = usb_wait_exit(pid);
     if (rc != expect)
         show_log(log);
     assert_int_equal(rc, expect);
 }
 
+/* Runs the bridge to its end, as bridge_end. */
+static void bridge_run(int expect, const char *log, const char *const *bridge_args,
+                       const char *const *child_args)
+{
+    bridge_end(bridge_start(log, bridge_args, child_args), expect, log);
+}
+
 static bool log_has(const char *log, const char *text)
 {
     size_t n;
-    uint8_t *p = read_file(log, &n);
+    uint8_t *p = fx_read_file(log, &n);
     bool has = strstr((const char *)p, text) != NULL;
     if (!has) {
         fprintf(stderr, "no \"%s\" in:\n", text);
@@ -663,7 +508,7 @@ static void tmp_make(struct tmp *t)
 
 static void tmp_free(struct tmp *t)
 {
-    rm_tree(t->root);
+    fx_rm_tree(t->root);
 }
 
 /* A token in dir, provisioned directly; its public key in pk. */
@@ -676,7 +521,7 @@ static void token_make(const char *dir, uint8_t pk[32])
     fx_world_init(&w);
     assert_int_equal(pt_soft_create(&s, dir, TK_ARENA_DEFAULT, err, sizeof err), PT_OK);
     link = pt_soft_link(s);
-    provision_through(through_link, &link, &w, "token-usbbridge");
+    provision_through(usb_through_link, &link, &w, "token-usbbridge");
     memcpy(pk, pt_soft_token(s)->sign_pk, 32);
     pt_soft_close(s);
 }
@@ -707,7 +552,7 @@ static void a_program_provisions_a_blank_token_through_libusb_and_the_bridge(voi
     tmp_make(&t);
     bridge_run(0, t.log, (const char *const[]){"--token", t.tok, "--create", NULL},
                (const char *const[]){"provision", t.file, NULL});
-    p = read_file(t.file, &n);
+    p = fx_read_file(t.file, &n);
     assert_int_equal(n, 32);
     memcpy(pk_usb, p, 32);
     free(p);
@@ -718,14 +563,14 @@ static void a_program_provisions_a_blank_token_through_libusb_and_the_bridge(voi
     memcpy(pk_dir, pt_soft_token(s)->sign_pk, 32);
     assert_memory_equal(pk_usb, pk_dir, 32);
     link = pt_soft_link(s);
-    assert_true(info_through(through_link, &link, pk_dir));
+    assert_true(info_through(usb_through_link, &link, pk_dir));
     assert_memory_equal(pk_usb, pk_dir, 32);
     pt_soft_close(s);
 
     /* A later run reaches the same token, without --create. */
     bridge_run(0, t.log, (const char *const[]){"--token", t.tok, NULL},
                (const char *const[]){"info", t.file, NULL});
-    p = read_file(t.file, &n);
+    p = fx_read_file(t.file, &n);
     assert_int_equal(n, 32);
     assert_memory_equal(p, pk_usb, 32);
     free(p);
@@ -751,7 +596,7 @@ a_document_written_in_one_run_reads_back_in_the_next_and_from_the_directory(void
                (const char *const[]){"doc-get", t.file, NULL});
     s = token_open(t.tok);
     link = pt_soft_link(s);
-    doc_get(through_link, &link, t.file);
+    doc_get(usb_through_link, &link, t.file);
     pt_soft_close(s);
     tmp_free(&t);
 }
@@ -783,7 +628,6 @@ static void sigusr1_unplugs_and_sigusr2_plugs_the_token_back_in(void **state)
     char ready[160], gone[160];
     uint8_t pk[32];
     pid_t pid;
-    int rc;
     (void)state;
     tmp_make(&t);
     token_make(t.tok, pk);
@@ -795,10 +639,7 @@ static void sigusr1_unplugs_and_sigusr2_plugs_the_token_back_in(void **state)
     assert_int_equal(kill(pid, SIGUSR1), 0);
     wait_for_file(gone);
     assert_int_equal(kill(pid, SIGUSR2), 0);
-    rc = bridge_wait(pid);
-    if (rc != 0)
-        show_log(t.log);
-    assert_int_equal(rc, 0);
+    bridge_end(pid, 0, t.log);
     assert_true(log_has(t.log, "usb-bridge: unplugged the token (after "));
     assert_true(log_has(t.log, "usb-bridge: plugged the token back in\n"));
     tmp_free(&t);
@@ -814,7 +655,7 @@ static void sigterm_to_the_bridge_reaches_the_program(void **state)
                        (const char *const[]){"wait-term", t.file, NULL});
     wait_for_file(t.file);
     assert_int_equal(kill(pid, SIGTERM), 0);
-    assert_int_equal(bridge_wait(pid), 3);
+    bridge_end(pid, 3, t.log);
     tmp_free(&t);
 }
 
@@ -839,7 +680,6 @@ static void two_bridges_run_side_by_side_each_with_its_token(void **state)
     uint8_t pk_a[32], pk_b[32], *p;
     pid_t pa, pb;
     size_t n;
-    int ra, rb;
     (void)state;
     tmp_make(&a);
     tmp_make(&b);
@@ -849,19 +689,13 @@ static void two_bridges_run_side_by_side_each_with_its_token(void **state)
                       (const char *const[]){"info", a.file, NULL});
     pb = bridge_start(b.log, (const char *const[]){"--token", b.tok, NULL},
                       (const char *const[]){"info", b.file, NULL});
-    ra = bridge_wait(pa);
-    rb = bridge_wait(pb);
-    if (ra != 0)
-        show_log(a.log);
-    if (rb != 0)
-        show_log(b.log);
-    assert_int_equal(ra, 0);
-    assert_int_equal(rb, 0);
-    p = read_file(a.file, &n);
+    bridge_end(pa, 0, a.log);
+    bridge_end(pb, 0, b.log);
+    p = fx_read_file(a.file, &n);
     assert_int_equal(n, 32);
     assert_memory_equal(p, pk_a, 32);
     free(p);
-    p = read_file(b.file, &n);
+    p = fx_read_file(b.file, &n);
     assert_int_equal(n, 32);
     assert_memory_equal(p, pk_b, 32);
     free(p);
@@ -876,19 +710,16 @@ static void a_second_program_finds_the_token_busy_until_the_first_closes_it(void
 {
     struct tmp t;
     uint8_t pk[32];
-    int rc;
     (void)state;
     tmp_make(&t);
     token_make(t.tok, pk);
-    rc = bridge_wait(
+    bridge_end(
         bridge_start_command(t.log, (const char *const[]){"--token", t.tok, NULL},
                              (const char *const[]){"sh", "-c",
                                                    "\"$0\" --child hold \"$1\" & h=$!; "
                                                    "\"$0\" --child busy \"$1\" || exit 1; wait $h",
-                                                   self_exe, t.root, NULL}));
-    if (rc != 0)
-        show_log(t.log);
-    assert_int_equal(rc, 0);
+                                                   self_exe, t.root, NULL}),
+        0, t.log);
     tmp_free(&t);
 }
 
@@ -910,14 +741,14 @@ static void a_token_held_by_another_bridge_is_refused(void **state)
     wait_for_file(ready);
     bridge_run(125, log2, (const char *const[]){"--token", t.tok, NULL},
                (const char *const[]){"exit", "0", NULL});
-    p = read_file(log2, &n);
+    p = fx_read_file(log2, &n);
     assert_true(strncmp((const char *)p, "usb-bridge: cannot open the token: ", 35) == 0);
     assert_non_null(strstr((const char *)p, ": busy: "));
     assert_non_null(strchr((const char *)p, '\n'));
     assert_int_equal(strchr((const char *)p, '\n') - (const char *)p, (long)n - 1);
     free(p);
     assert_int_equal(kill(pid, SIGTERM), 0);
-    assert_int_equal(bridge_wait(pid), 3);
+    bridge_end(pid, 3, t.log);
     tmp_free(&t);
 }
 
@@ -980,14 +811,14 @@ static void a_bad_command_line_is_125_with_one_sentence(void **state)
             args[j] = strcmp(cases[i].args[j], "@TOK") == 0 ? t.tok : cases[i].args[j];
         args[j] = NULL;
         bridge_run(cases[i].status, t.log, args, NULL);
-        p = read_file(t.log, &n);
+        p = fx_read_file(t.log, &n);
         assert_string_equal((const char *)p, cases[i].says);
         free(p);
     }
     /* No token there, and no --create: the sentence says what would make one. */
     snprintf(stray, sizeof stray, "%s/absent", t.root);
     bridge_run(125, t.log, (const char *const[]){"--token", stray, "--", "true", NULL}, NULL);
-    p = read_file(t.log, &n);
+    p = fx_read_file(t.log, &n);
     snprintf(want, sizeof want,
              "usb-bridge: cannot open the token: %s: No such file or directory (--create makes a "
              "blank one there).\n",
@@ -1002,7 +833,7 @@ static void a_bad_command_line_is_125_with_one_sentence(void **state)
     write_file(t.file, "x", 1);
     bridge_run(125, t.log, (const char *const[]){"--token", stray, "--create", "--", "true", NULL},
                NULL);
-    p = read_file(t.log, &n);
+    p = fx_read_file(t.log, &n);
     snprintf(want, sizeof want, "usb-bridge: cannot open the token: %s: ", stray);
     assert_true(strncmp((const char *)p, want, strlen(want)) == 0);
     assert_int_equal(strchr((const char *)p, '\n') - (const char *)p, (long)n - 1);

@@ -280,34 +280,28 @@ static void get_info_goes_through_frames_and_the_token(void **state)
     rig_free(r);
 }
 
+/* A path for usb_fixture.h's requests: each exchanged under the next
+ * sequence number. */
+struct framed {
+    struct rig *r;
+    uint16_t *seq;
+};
+
+static Cohort__TokenResponse *through_frames(void *ctx, const uint8_t *req, size_t len)
+{
+    struct framed *f = ctx;
+    return exchange(f->r, (*f->seq)++, req, len);
+}
+
 /* Begin a document and write `plain` in one DocWrite; returns the
  * DocWrite request (for a duplicate) and the cipher file. */
 static Cohort__TokenResponse *doc_write_through(struct rig *r, uint16_t *seq, const uint8_t *plain,
                                                 size_t n, uint8_t **write_req, size_t *write_len)
 {
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__DocBegin b = COHORT__DOC_BEGIN__INIT;
-    Cohort__DocMeta meta = COHORT__DOC_META__INIT;
+    struct framed path = {r, seq};
     Cohort__TokenResponse *resp;
-    uint8_t session[TK_SESSION_ID_LEN], *buf;
-    size_t len;
-    meta.type = "statement";
-    meta.author = "bank";
-    meta.subject = "statement";
-    meta.created = FX_NOW;
-    meta.modified = FX_NOW;
-    b.meta = &meta;
-    req.now = FX_NOW;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_BEGIN;
-    req.doc_begin = &b;
-    buf = fx_pack_request(&req, &len);
-    resp = exchange(r, (*seq)++, buf, len);
-    free(buf);
-    assert_int_equal(resp->status, TK_OK);
-    assert_int_equal(resp->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_SESSION);
-    memcpy(session, resp->doc_session->session.data, TK_SESSION_ID_LEN);
-    cohort__token_response__free_unpacked(resp, NULL);
-
+    uint8_t session[TK_SESSION_ID_LEN];
+    usb_document_begin(through_frames, &path, session);
     *write_req = usb_doc_stream_request(write_len, 20, session, plain, n, true);
     resp = exchange(r, (*seq)++, *write_req, *write_len);
     assert_int_equal(resp->status, TK_OK);
@@ -319,45 +313,21 @@ static Cohort__TokenResponse *doc_write_through(struct rig *r, uint16_t *seq, co
 static void a_document_is_written_and_read_back_through_frames(void **state)
 {
     struct rig *r = rig_new(PAYLOAD);
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__DocOpen o = COHORT__DOC_OPEN__INIT;
-    Cohort__TokenResponse *wr, *resp;
-    uint8_t plain[20000], session[TK_SESSION_ID_LEN], *buf, *wreq;
-    size_t len, wlen, i;
+    Cohort__TokenResponse *wr;
+    uint8_t plain[20000], *wreq;
+    size_t wlen;
     uint16_t seq = 65530; /* the sequence numbers wrap around on the way */
+    struct framed path = {r, &seq};
     (void)state;
-    for (i = 0; i < sizeof plain; i++)
-        plain[i] = (uint8_t)(i * 7 + 3);
+    usb_document_plain(plain, sizeof plain);
     hello(r, PAYLOAD);
     wr = doc_write_through(r, &seq, plain, sizeof plain, &wreq, &wlen);
     assert_true(wlen > sizeof plain);
     assert_true(wr->doc_cipher->data.len > sizeof plain);
-
-    o.doc_id = wr->doc_cipher->ref->doc_id;
-    o.revision = wr->doc_cipher->ref->revision;
-    req.now = FX_NOW;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_DOC_OPEN;
-    req.doc_open = &o;
-    buf = fx_pack_request(&req, &len);
-    resp = exchange(r, seq++, buf, len);
-    free(buf);
-    assert_int_equal(resp->status, TK_OK);
-    memcpy(session, resp->doc_session->session.data, TK_SESSION_ID_LEN);
-    cohort__token_response__free_unpacked(resp, NULL);
-
-    buf = usb_doc_stream_request(&len, 22, session, wr->doc_cipher->data.data,
-                                 wr->doc_cipher->data.len, true);
-    resp = exchange(r, seq++, buf, len);
-    free(buf);
-    assert_int_equal(resp->status, TK_OK);
-    assert_int_equal(resp->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_PLAIN);
-    assert_true(resp->doc_plain->done);
-    assert_int_equal(resp->doc_plain->data.len, sizeof plain);
-    assert_memory_equal(resp->doc_plain->data.data, plain, sizeof plain);
+    usb_document_read_back(through_frames, &path, wr->doc_cipher, sizeof plain);
     assert_int_equal(seq, 65534 + 0u);
     assert_int_equal(stats(r).dispatched, 4);
     assert_int_equal(stats(r).naks, 0);
-    cohort__token_response__free_unpacked(resp, NULL);
     cohort__token_response__free_unpacked(wr, NULL);
     free(wreq);
     rig_free(r);

@@ -124,22 +124,13 @@ static struct tk_usb_stats dev_stats(const struct rig *r)
     return s;
 }
 
-/* A transaction through the link; the response unpacked. */
-static Cohort__TokenResponse *through(struct rig *r, const uint8_t *req, size_t len)
-{
-    const uint8_t *resp;
-    size_t resp_len;
-    Cohort__TokenResponse *out;
-    assert_int_equal(r->link.transact(r->link.ctx, req, len, &resp, &resp_len), PT_OK);
-    assert_int_equal(pt_usb_error(r->usb), PT_USB_OK);
-    out = cohort__token_response__unpack(NULL, resp_len, resp);
-    assert_non_null(out);
-    return out;
-}
-
+/* A transaction through the link, which must not fail; the response unpacked. */
 static Cohort__TokenResponse *through_rig(void *ctx, const uint8_t *req, size_t len)
 {
-    return through(ctx, req, len);
+    struct rig *r = ctx;
+    Cohort__TokenResponse *out = usb_through_link(&r->link, req, len);
+    assert_int_equal(pt_usb_error(r->usb), PT_USB_OK);
+    return out;
 }
 
 static void get_info_matches(struct rig *r)

@@ -25,6 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <dirent.h>
+#include <sys/stat.h>
+
 #include <cmocka.h>
 #include <sodium.h>
 
@@ -45,6 +48,47 @@ static inline void *fx_alloc(size_t n)
     void *p = calloc(1, n ? n : 1);
     assert_non_null(p);
     return p;
+}
+
+/* ------------------------------------------------------------ files */
+
+/* The whole file in a buffer of *n bytes and a NUL after them (free it). */
+static inline uint8_t *fx_read_file(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    uint8_t *p;
+    long len;
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    len = ftell(f);
+    assert_true(len >= 0);
+    rewind(f);
+    p = fx_alloc((size_t)len + 1);
+    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return p;
+}
+
+/* Removes path and, when it is a directory, everything below it; a
+ * symbolic link is removed, never followed. What cannot be removed is left. */
+static inline void fx_rm_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        char sub[4096];
+        while (d != NULL && (e = readdir(d)) != NULL)
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+                (size_t)snprintf(sub, sizeof sub, "%s/%s", path, e->d_name) < sizeof sub)
+                fx_rm_tree(sub);
+        if (d != NULL)
+            closedir(d);
+    }
+    remove(path);
 }
 
 /* ------------------------------------------------------ keys, certs */

@@ -53,7 +53,6 @@
  * and may send anything (tk_usb checks every frame).
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -138,26 +137,13 @@ static int fail(const char *fmt, ...)
 /* Four hex digits at most, with or without 0x. */
 static int parse_hex16(const char *s, uint16_t *out)
 {
-    unsigned v = 0;
-    size_t i, n;
+    size_t n;
     if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
         s += 2;
     n = strlen(s);
-    if (n == 0 || n > 4)
+    if (n == 0 || n > 4 || strspn(s, "0123456789abcdefABCDEF") != n)
         return -1;
-    for (i = 0; i < n; i++) {
-        int c = s[i], d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            d = c - 'A' + 10;
-        else
-            return -1;
-        v = v * 16 + (unsigned)d;
-    }
-    *out = (uint16_t)v;
+    *out = (uint16_t)strtoul(s, NULL, 16);
     return 0;
 }
 
@@ -264,21 +250,6 @@ static int parse_args(int argc, char **argv, struct ub_options *o)
                     "COMMAND [ARGS...].");
     o->command = argv + optind;
     return 0;
-}
-
-/* A directory that --create would make a token in: absent, or empty. */
-static bool blank_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    bool empty = true;
-    if (d == NULL)
-        return errno == ENOENT;
-    while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-            empty = false;
-    closedir(d);
-    return empty;
 }
 
 /* ------------------------------------------------------- the device side */
@@ -568,7 +539,8 @@ int main(int argc, char **argv)
     rc = pt_softdev_open(&b.dev, o.dir, o.create, err, sizeof err);
     if (rc != PT_OK) {
         rc = fail("cannot open the token: %s%s", err,
-                  !o.create && blank_dir(o.dir) ? " (--create makes a blank one there)." : ".");
+                  !o.create && pt_soft_can_create(o.dir) ? " (--create makes a blank one there)."
+                                                         : ".");
         goto cleanup;
     }
     b.m = usb_mock_new(o.vid, o.pid, bridge_out, &b);
