@@ -40,6 +40,7 @@ struct dev {
     unsigned out_data, in_data;
     unsigned corrupt_out, corrupt_in; /* the nth DATA frame each way, from 1 */
     int hold;                         /* take OUT bytes, answer nothing */
+    int version2; /* a device of a later protocol: every HELLO gets ERROR VERSION (2) */
 };
 
 static void dev_start(struct dev *d)
@@ -57,6 +58,15 @@ static void dev_out(usb_mock *m, const uint8_t *data, size_t len, void *arg)
     struct dev *d = arg;
     uint8_t frame[TK_USB_FRAME_MAX];
     size_t n;
+    if (d->version2 && len >= TK_USB_HEADER_LEN && data[TK_USB_OFF_TYPE] == TK_USB_HELLO) {
+        static const uint8_t only2[3] = {TK_USB_E_VERSION, 1, 2};
+        uint16_t seq = (uint16_t)(data[TK_USB_OFF_SEQ] | data[TK_USB_OFF_SEQ + 1] << 8);
+        n = pt_usbframe_encode(frame, sizeof frame, TK_USB_VERSION, TK_USB_ERROR, 0, seq, 0, 0,
+                               only2, sizeof only2);
+        assert_true(n > 0);
+        usb_mock_in_push(m, frame, n);
+        return;
+    }
     if (len <= sizeof frame) {
         memcpy(frame, data, len);
         if (len > TK_USB_HEADER_LEN && frame[TK_USB_OFF_TYPE] == TK_USB_DATA &&
@@ -267,6 +277,24 @@ static void no_device_with_those_ids_is_no_device(void **state)
     rig_free(r);
 }
 
+static void a_token_of_another_protocol_version_is_a_version_mismatch(void **state)
+{
+    struct rig *r = rig_new();
+    char err[256];
+    (void)state;
+    r->d.version2 = 1;
+    assert_int_equal(pt_usb_open(&r->usb, &fast, err, sizeof err), PT_USB_E_VERSION);
+    assert_null(r->usb);
+    assert_string_equal(err, "token 1209:c07b: protocol version mismatch between host and token "
+                             "(host speaks 1, token 2)");
+    /* The token was never asked anything. */
+    assert_int_equal(dev_stats(r).dispatched, 0);
+    r->d.version2 = 0;
+    rig_open(r);
+    usb_get_info_matches(through_rig, r, &r->t);
+    rig_free(r);
+}
+
 static void a_busy_interface_is_busy(void **state)
 {
     struct rig *r = rig_new();
@@ -361,6 +389,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(an_unplug_mid_transfer_is_a_link_error_until_the_replug),
         cmocka_unit_test(a_replug_is_found_by_the_next_call_too),
         cmocka_unit_test(no_device_with_those_ids_is_no_device),
+        cmocka_unit_test(a_token_of_another_protocol_version_is_a_version_mismatch),
         cmocka_unit_test(a_busy_interface_is_busy),
         cmocka_unit_test(a_second_handle_is_busy_until_the_first_closes),
         cmocka_unit_test(a_node_without_permission_is_access_denied),
