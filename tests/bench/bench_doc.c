@@ -22,7 +22,6 @@
  *
  *   bench_doc [RUNS]   (default 5)
  */
-#define _GNU_SOURCE /* nftw */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,44 +39,14 @@
 #include "participant/pt_owner.h"
 #include "tests/tk_fixture.h"
 
+#define BENCH_NAME "bench_doc"
+#include "tests/bench/bench.h"
+
 #define BIG (16u << 20)
 #define SMALL_LEN 4096u
 #define SMALL 200u
 #define CHUNK 4096u
 #define RUNS_MAX 21
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, size_t n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "bench_doc: %s\n", what);
-    exit(1);
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 /* ------------------------------------------------------------ the floor */
 
@@ -94,9 +62,9 @@ static void floor_run(const uint8_t *plain, size_t len, double *push_s, double *
     unsigned char tag;
     double t0;
     if (c == NULL || back == NULL)
-        die("out of memory");
+        bench_die("out of memory");
     crypto_secretstream_xchacha20poly1305_keygen(key);
-    t0 = now_s();
+    t0 = bench_now_s();
     crypto_secretstream_xchacha20poly1305_init_push(&st, header, key);
     for (i = 0, at = 0; i < n_chunks; i++, at += CHUNK) {
         size_t n = len - at < CHUNK ? len - at : CHUNK;
@@ -104,20 +72,20 @@ static void floor_run(const uint8_t *plain, size_t len, double *push_s, double *
             &st, c + i * box, NULL, plain + at, n, NULL, 0,
             i + 1 == n_chunks ? crypto_secretstream_xchacha20poly1305_TAG_FINAL : 0);
     }
-    *push_s = now_s() - t0;
-    t0 = now_s();
+    *push_s = bench_now_s() - t0;
+    t0 = bench_now_s();
     if (crypto_secretstream_xchacha20poly1305_init_pull(&st, header, key) != 0)
-        die("secretstream header");
+        bench_die("secretstream header");
     for (i = 0, at = 0; i < n_chunks; i++, at += CHUNK) {
         size_t n = len - at < CHUNK ? len - at : CHUNK;
         if (crypto_secretstream_xchacha20poly1305_pull(
                 &st, back + at, NULL, &tag, c + i * box,
                 n + crypto_secretstream_xchacha20poly1305_ABYTES, NULL, 0) != 0)
-            die("secretstream pull");
+            bench_die("secretstream pull");
     }
-    *pull_s = now_s() - t0;
+    *pull_s = bench_now_s() - t0;
     if (memcmp(back, plain, len) != 0)
-        die("secretstream round trip");
+        bench_die("secretstream round trip");
     free(c);
     free(back);
 }
@@ -178,7 +146,7 @@ static void put_one(struct path *p, const uint8_t *data, size_t len, struct pt_d
     struct reader r = {data, len, 0};
     meta_of(&m);
     if (pt_doc_put(&p->link, p->ds, FX_NOW, NULL, NULL, 0, &m, mem_read, &r, ref, &st) != 0)
-        die("a put failed");
+        bench_die("a put failed");
 }
 
 static void get_one(struct path *p, const struct pt_doc_ref *ref, struct sink *s)
@@ -186,7 +154,7 @@ static void get_one(struct path *p, const struct pt_doc_ref *ref, struct sink *s
     struct pt_status st;
     s->len = 0;
     if (pt_doc_get(&p->link, p->ds, FX_NOW, NULL, ref->id, 0, mem_write, s, NULL, NULL, &st) != 0)
-        die("a get failed");
+        bench_die("a get failed");
 }
 
 static void path_open(struct path *p, const char *name, const char *root, bool disk)
@@ -197,23 +165,23 @@ static void path_open(struct path *p, const char *name, const char *root, bool d
     p->name = name;
     snprintf(dir, sizeof dir, "%s/%s-docs", root, name);
     if (pt_docstore_open(&p->ds, dir) != 0)
-        die("the store does not open");
+        bench_die("the store does not open");
     if (disk) {
         struct pt_owner o;
         uint8_t *csr, pk[32];
         size_t csr_len;
         snprintf(dir, sizeof dir, "%s/%s-token", root, name);
         if (pt_soft_create(&p->soft, dir, TK_ARENA_DEFAULT, err, sizeof err) != 0)
-            die(err);
+            bench_die(err);
         p->link = pt_soft_link(p->soft);
         pt_owner_init(&o, &p->link, FX_NOW);
         if (pt_owner_provision_begin(&o, "bench", &csr, &csr_len, pk) != 0)
-            die("the software token makes no keys");
+            bench_die("the software token makes no keys");
         free(csr);
     } else {
         fx_token_init(&p->t, TK_ARENA_DEFAULT);
         if (fx_provision_begin(&p->t, "bench", &r) != TK_OK)
-            die("the token makes no keys");
+            bench_die("the token makes no keys");
         cohort__token_response__free_unpacked(r, NULL);
         pt_inproc_init(&p->inproc, &p->t.tk, p->t.arena, p->t.arena_len);
         p->link = pt_inproc_link(&p->inproc);
@@ -256,16 +224,16 @@ int main(int argc, char **argv)
     struct pt_doc_ref *refs = malloc(SMALL * sizeof *refs);
 
     if (runs < 1 || runs > RUNS_MAX)
-        die("RUNS must be 1 to 21");
+        bench_die("RUNS must be 1 to 21");
     if (big == NULL || small == NULL || out.p == NULL || refs == NULL || tk_library_init() != TK_OK)
-        die("out of memory");
+        bench_die("out of memory");
     randombytes_buf(big, BIG);
     randombytes_buf(small, SMALL * SMALL_LEN);
     snprintf(disk_root, sizeof disk_root, "%s/bench_doc.XXXXXX",
              getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     snprintf(core_root, sizeof core_root, "%s/bench_doc.XXXXXX", shm ? shm : "/tmp");
     if (mkdtemp(disk_root) == NULL || mkdtemp(core_root) == NULL)
-        die("no temporary directory");
+        bench_die("no temporary directory");
 
     for (i = 0; i < runs; i++) {
         struct path *paths[2] = {&core, &disk};
@@ -294,31 +262,31 @@ int main(int argc, char **argv)
         for (k = 0; k < 2; k++) {
             struct path *p = paths[k];
             struct pt_doc_ref ref;
-            t0 = now_s();
+            t0 = bench_now_s();
             put_one(p, big, BIG, &ref);
-            rb[k]->put[i] = mbps(BIG, now_s() - t0);
-            t0 = now_s();
+            rb[k]->put[i] = mbps(BIG, bench_now_s() - t0);
+            t0 = bench_now_s();
             get_one(p, &ref, &out);
-            rb[k]->get[i] = mbps(BIG, now_s() - t0);
+            rb[k]->get[i] = mbps(BIG, bench_now_s() - t0);
             if (out.len != BIG || memcmp(out.p, big, BIG) != 0)
-                die("a 16 MiB document came back different");
-            t0 = now_s();
+                bench_die("a 16 MiB document came back different");
+            t0 = bench_now_s();
             for (j = 0; j < SMALL; j++)
                 put_one(p, small + j * SMALL_LEN, SMALL_LEN, &refs[j]);
-            rs[k]->put[i] = mbps((double)SMALL * SMALL_LEN, now_s() - t0);
-            t0 = now_s();
+            rs[k]->put[i] = mbps((double)SMALL * SMALL_LEN, bench_now_s() - t0);
+            t0 = bench_now_s();
             for (j = 0; j < SMALL; j++) {
                 get_one(p, &refs[j], &out);
                 if (out.len != SMALL_LEN || memcmp(out.p, small + j * SMALL_LEN, SMALL_LEN) != 0)
-                    die("a 4 KiB document came back different");
+                    bench_die("a 4 KiB document came back different");
             }
-            rs[k]->get[i] = mbps((double)SMALL * SMALL_LEN, now_s() - t0);
+            rs[k]->get[i] = mbps((double)SMALL * SMALL_LEN, bench_now_s() - t0);
         }
         path_close(&core);
         path_close(&disk);
     }
-    nftw(disk_root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    nftw(core_root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    fx_rm_tree(disk_root);
+    fx_rm_tree(core_root);
 
     printf("Documents through the token, MB/s (medians of %d runs; 4 KiB: %u documents per "
            "run, each written then read once; x: secretstream's throughput over the path's)\n\n",
@@ -333,12 +301,12 @@ int main(int argc, char **argv)
         } rows[2] = {{"4 KiB", &fl_small, &core_small, &disk_small},
                      {"16 MiB", &fl_big, &core_big, &disk_big}};
         for (i = 0; i < 2; i++) {
-            double fp = median(rows[i].fl->put, (size_t)runs);
-            double fg = median(rows[i].fl->get, (size_t)runs);
-            double cp = median(rows[i].core->put, (size_t)runs);
-            double cg = median(rows[i].core->get, (size_t)runs);
-            double dp = median(rows[i].disk->put, (size_t)runs);
-            double dg = median(rows[i].disk->get, (size_t)runs);
+            double fp = bench_median(rows[i].fl->put, (size_t)runs);
+            double fg = bench_median(rows[i].fl->get, (size_t)runs);
+            double cp = bench_median(rows[i].core->put, (size_t)runs);
+            double cg = bench_median(rows[i].core->get, (size_t)runs);
+            double dp = bench_median(rows[i].disk->put, (size_t)runs);
+            double dg = bench_median(rows[i].disk->get, (size_t)runs);
             printf("| %s | %.0f / %.0f | %.1f / %.1f (%.0fx / %.0fx) | %.1f / %.1f (%.0fx / "
                    "%.0fx) |\n",
                    rows[i].name, fp, fg, cp, cg, fp / cp, fg / cg, dp, dg, fp / dp, fg / dg);
@@ -346,10 +314,10 @@ int main(int argc, char **argv)
     }
     printf("\n4 KiB documents per second: token core %.0f written, %.0f read; software token "
            "on disk %.0f written, %.0f read\n",
-           median(core_small.put, (size_t)runs) * 1e6 / SMALL_LEN,
-           median(core_small.get, (size_t)runs) * 1e6 / SMALL_LEN,
-           median(disk_small.put, (size_t)runs) * 1e6 / SMALL_LEN,
-           median(disk_small.get, (size_t)runs) * 1e6 / SMALL_LEN);
+           bench_median(core_small.put, (size_t)runs) * 1e6 / SMALL_LEN,
+           bench_median(core_small.get, (size_t)runs) * 1e6 / SMALL_LEN,
+           bench_median(disk_small.put, (size_t)runs) * 1e6 / SMALL_LEN,
+           bench_median(disk_small.get, (size_t)runs) * 1e6 / SMALL_LEN);
     free(big);
     free(small);
     free(out.p);

@@ -34,35 +34,13 @@
 
 #include "tests/tk_fixture.h"
 
+#define BENCH_NAME "bench_store"
+#include "tests/bench/bench.h"
+
 #define ROWS 100000u
 #define PER_REQUEST 50u
 #define RUNS 5
 #define SCAN_RESP (32u << 20)
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, size_t n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "bench_store: %s\n", what);
-    exit(1);
-}
 
 /* Row i of the benchmark's health table. */
 static void health_row(struct fx_row *r, uint32_t i)
@@ -104,7 +82,7 @@ static size_t pack_request(uint8_t **out, uint32_t first, uint32_t n, bool more)
     len = cohort__token_request__get_packed_size(&req);
     *out = malloc(len);
     if (*out == NULL)
-        die("out of memory");
+        bench_die("out of memory");
     cohort__token_request__pack(&req, *out);
     fx_rows_pb_free(&pb);
     return len;
@@ -115,7 +93,7 @@ static int status_of(const uint8_t *resp, size_t len)
     Cohort__TokenResponse *r = cohort__token_response__unpack(NULL, len, resp);
     int rc;
     if (r == NULL)
-        die("a response does not decode");
+        bench_die("a response does not decode");
     rc = r->status;
     cohort__token_response__free_unpacked(r, NULL);
     return rc;
@@ -136,7 +114,7 @@ static uint8_t *read_rows_request(size_t *len, uint64_t after)
     *len = cohort__token_request__get_packed_size(&req);
     buf = malloc(*len);
     if (buf == NULL)
-        die("out of memory");
+        bench_die("out of memory");
     cohort__token_request__pack(&req, buf);
     return buf;
 }
@@ -166,7 +144,7 @@ static void one_run(const char *dir, uint8_t **reqs, size_t *lens, size_t n_reqs
     double t;
 
     if (pt_soft_create(&s, dir, TK_ARENA_DEFAULT, err, sizeof err) != PT_OK)
-        die(err);
+        bench_die(err);
     link = pt_soft_link(s);
     {
         Cohort__TokenRequest req;
@@ -180,33 +158,33 @@ static void one_run(const char *dir, uint8_t **reqs, size_t *lens, size_t n_reqs
         len = cohort__token_request__pack(&req, buf);
         if (link.transact(link.ctx, buf, len, &resp, &resp_len) != PT_OK ||
             status_of(resp, resp_len) != TK_OK)
-            die("ProvisionBegin failed");
+            bench_die("ProvisionBegin failed");
     }
 
-    t = now_s();
+    t = bench_now_s();
     for (i = 0; i < n_reqs; i++)
         if (link.transact(link.ctx, reqs[i], lens[i], &resp, &resp_len) != PT_OK ||
             status_of(resp, resp_len) != TK_OK)
-            die("a LoadTable failed");
-    out->insert = now_s() - t;
+            bench_die("a LoadTable failed");
+    out->insert = bench_now_s() - t;
 
     /* One pass: a response that holds the whole table. */
     big = malloc(SCAN_RESP);
     rr = read_rows_request(&len, 0);
     if (big == NULL)
-        die("out of memory");
+        bench_die("out of memory");
     {
         uint8_t *arena = malloc(TK_ARENA_DEFAULT);
         size_t peak;
-        t = now_s();
+        t = bench_now_s();
         if (tk_dispatch(pt_soft_token(s), arena, TK_ARENA_DEFAULT, rr, len, big, SCAN_RESP,
                         &resp_len, &peak) != TK_OK)
-            die("the full ReadRows failed");
-        out->scan_one = now_s() - t;
+            bench_die("the full ReadRows failed");
+        out->scan_one = bench_now_s() - t;
         {
             Cohort__TokenResponse *r = cohort__token_response__unpack(NULL, resp_len, big);
             if (r == NULL || r->rows == NULL || r->rows->n_rows != ROWS || r->rows->more)
-                die("the full ReadRows did not return every row");
+                bench_die("the full ReadRows did not return every row");
             cohort__token_response__free_unpacked(r, NULL);
         }
         free(arena);
@@ -216,17 +194,17 @@ static void one_run(const char *dir, uint8_t **reqs, size_t *lens, size_t n_reqs
 
     /* Pages, as a client reads them through the link. */
     out->pages = 0;
-    t = now_s();
+    t = bench_now_s();
     for (;;) {
         Cohort__TokenResponse *r;
         bool more;
         rr = read_rows_request(&len, after);
         if (link.transact(link.ctx, rr, len, &resp, &resp_len) != PT_OK)
-            die("a ReadRows failed");
+            bench_die("a ReadRows failed");
         free(rr);
         r = cohort__token_response__unpack(NULL, resp_len, resp);
         if (r == NULL || r->status != TK_OK || r->rows == NULL)
-            die("a page failed");
+            bench_die("a page failed");
         if (r->rows->n_ids > 0)
             after = r->rows->ids[r->rows->n_ids - 1];
         more = r->rows->more;
@@ -235,15 +213,15 @@ static void one_run(const char *dir, uint8_t **reqs, size_t *lens, size_t n_reqs
         if (!more)
             break;
     }
-    out->scan_pages = now_s() - t;
+    out->scan_pages = bench_now_s() - t;
     if (after != ROWS)
-        die("the pages did not end at the last row");
+        bench_die("the pages did not end at the last row");
 
     sz->records = pt_soft_token(s)->log.records;
     pt_soft_close(s);
     snprintf(path, sizeof path, "%s/flash.0", dir);
     if (stat(path, &st) != 0)
-        die("no flash file");
+        bench_die("no flash file");
     sz->flash = (uint64_t)st.st_size;
 }
 
@@ -257,34 +235,34 @@ static void floor_run(const char *path, uint64_t bytes, uint64_t pieces, double 
     double t;
 
     if (buf == NULL)
-        die("out of memory");
+        bench_die("out of memory");
     randombytes_buf(key, sizeof key);
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0)
-        die("cannot create the floor's file");
-    t = now_s();
+        bench_die("cannot create the floor's file");
+    t = bench_now_s();
     for (i = 0; i < pieces; i++) {
         randombytes_buf(buf + 4, 24);
         crypto_aead_xchacha20poly1305_ietf_encrypt(buf + 28, NULL, buf + 28, plain, ad, sizeof ad,
                                                    NULL, buf + 4, key);
         if (write(fd, buf, piece) != (ssize_t)piece)
-            die("write failed");
+            bench_die("write failed");
     }
     if (fsync(fd) != 0)
-        die("fsync failed");
-    *write_s = now_s() - t;
+        bench_die("fsync failed");
+    *write_s = bench_now_s() - t;
     close(fd);
 
     fd = open(path, O_RDONLY);
-    t = now_s();
+    t = bench_now_s();
     for (i = 0; i < pieces; i++) {
         if (read(fd, buf, piece) != (ssize_t)piece)
-            die("read failed");
+            bench_die("read failed");
         if (crypto_aead_xchacha20poly1305_ietf_decrypt(buf + 28, NULL, NULL, buf + 28, plain + 16,
                                                        ad, sizeof ad, buf + 4, key) != 0)
-            die("a floor piece does not open");
+            bench_die("a floor piece does not open");
     }
-    *read_s = now_s() - t;
+    *read_s = bench_now_s() - t;
     close(fd);
     unlink(path);
     free(buf);
@@ -301,11 +279,11 @@ int main(void)
     int k;
 
     if (tk_library_init() != TK_OK || mkdtemp(base) == NULL)
-        die("setup failed");
+        bench_die("setup failed");
     reqs = calloc(n_reqs, sizeof *reqs);
     lens = calloc(n_reqs, sizeof *lens);
     if (reqs == NULL || lens == NULL)
-        die("out of memory");
+        bench_die("out of memory");
     for (i = 0; i < n_reqs; i++)
         lens[i] = pack_request(&reqs[i], (uint32_t)(i * PER_REQUEST), PER_REQUEST, i + 1 < n_reqs);
     {
@@ -331,11 +309,12 @@ int main(void)
         floor_run(path, sz.flash, sz.records, &fw[k], &fr[k]);
         snprintf(path, sizeof path, "rm -rf '%s'", dir);
         if (system(path) != 0)
-            die("cannot clean up");
+            bench_die("cannot clean up");
     }
     {
-        double mi = median(ins, RUNS), mo = median(one, RUNS), mp = median(pages, RUNS);
-        double mw = median(fw, RUNS), mr = median(fr, RUNS);
+        double mi = bench_median(ins, RUNS), mo = bench_median(one, RUNS),
+               mp = bench_median(pages, RUNS);
+        double mw = bench_median(fw, RUNS), mr = bench_median(fr, RUNS);
         printf("Store, %u health rows into a software token (files in /tmp), %zu LoadTable "
                "requests of %u rows in one batch; %d runs, medians\n\n",
                ROWS, n_reqs, PER_REQUEST, RUNS);

@@ -33,30 +33,14 @@
 
 #include "tests/tk_fixture.h"
 
+#define BENCH_NAME "bench_token"
+#include "tests/bench/bench.h"
+
 #define TOKENS 512
 #define RUNS 7
 #define BARE_ITERS 20000
 #define FEED 64
 #define FIN_GROUPS 256 /* final table of the finalize figures: GROUP BY participant */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, size_t n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static double bare_aead_open(size_t plain_len)
 {
@@ -68,11 +52,11 @@ static double bare_aead_open(size_t plain_len)
     randombytes_buf(nonce, sizeof nonce);
     crypto_aead_xchacha20poly1305_ietf_encrypt(box, NULL, plain, plain_len, ad, sizeof ad, NULL,
                                                nonce, key);
-    t = now_s();
+    t = bench_now_s();
     for (i = 0; i < BARE_ITERS; i++)
         bad |= crypto_aead_xchacha20poly1305_ietf_decrypt(plain, NULL, NULL, box, plain_len + 16,
                                                           ad, sizeof ad, nonce, key);
-    t = (now_s() - t) / BARE_ITERS;
+    t = (bench_now_s() - t) / BARE_ITERS;
     free(plain);
     free(box);
     return bad ? -1 : t;
@@ -86,10 +70,10 @@ static double bare_verify(size_t msg_len)
     int i, bad = 0, n = BARE_ITERS / 10;
     crypto_sign_keypair(pk, sk);
     crypto_sign_detached(sig, NULL, msg, msg_len, sk);
-    t = now_s();
+    t = bench_now_s();
     for (i = 0; i < n; i++)
         bad |= crypto_sign_verify_detached(sig, msg, msg_len, pk);
-    t = (now_s() - t) / n;
+    t = (bench_now_s() - t) / n;
     free(msg);
     return bad ? -1 : t;
 }
@@ -112,12 +96,12 @@ static double time_finalize(struct fx_world *w, const struct fx_signed *plan,
             TK_OK)
             goto out;
     end = fx_agg_end_request(&len, FX_NOW, session, TK_SESSION_ID_LEN);
-    t = now_s();
+    t = bench_now_s();
     if (tk_dispatch(&agg.tk, agg.arena, agg.arena_len, end, len, resp, cap, &resp_len, NULL) !=
         TK_OK)
         t = -1;
     else
-        t = now_s() - t;
+        t = bench_now_s() - t;
     free(end);
 out:
     fx_token_free(&agg);
@@ -127,7 +111,7 @@ out:
 static double time_collects(struct fx_token *tokens, size_t n, const uint8_t *req, size_t len,
                             uint8_t *resp, size_t cap)
 {
-    double t = now_s();
+    double t = bench_now_s();
     size_t i, resp_len;
     for (i = 0; i < n; i++)
         if (tk_dispatch(&tokens[i].tk, tokens[i].arena, tokens[i].arena_len, req, len, resp, cap,
@@ -135,7 +119,7 @@ static double time_collects(struct fx_token *tokens, size_t n, const uint8_t *re
             fprintf(stderr, "bench_token: a collect failed\n");
             exit(1);
         }
-    return (now_s() - t) / (double)n;
+    return (bench_now_s() - t) / (double)n;
 }
 
 int main(void)
@@ -217,14 +201,14 @@ int main(void)
                 feeds[f] = fx_agg_feed_request(&lens[f], FX_NOW, session, TK_SESSION_ID_LEN,
                                                cts.v + at, n);
             }
-            t = now_s();
+            t = bench_now_s();
             for (f = 0; f < nfeeds; f++)
                 if (tk_dispatch(&agg.tk, agg.arena, agg.arena_len, feeds[f], lens[f], resp, cap,
                                 &resp_len, NULL) != TK_OK) {
                     fprintf(stderr, "bench_token: a feed failed\n");
                     return 1;
                 }
-            per_tuple[r] = (now_s() - t) / (double)cts.n;
+            per_tuple[r] = (bench_now_s() - t) / (double)cts.n;
             if (fx_agg_end(&agg, FX_NOW, session, NULL) != TK_OK)
                 return 1;
             for (f = 0; f < nfeeds; f++)
@@ -255,8 +239,9 @@ int main(void)
             fx_token_free(&tokens[i]);
     }
     {
-        double a = median(aead, RUNS), v = median(verify, RUNS), c = median(cold, RUNS),
-               wm = median(warm, RUNS), p = median(per_tuple, RUNS);
+        double a = bench_median(aead, RUNS), v = bench_median(verify, RUNS),
+               c = bench_median(cold, RUNS), wm = bench_median(warm, RUNS),
+               p = bench_median(per_tuple, RUNS);
         printf("Token core, %d tokens, GROUP BY region, 1 tuple of %zu plaintext bytes each; "
                "medians of %d runs:\n\n",
                TOKENS, plain_len, RUNS);
@@ -268,10 +253,11 @@ int main(void)
         printf("| collect, warm (plan cached) | %.1f us | %.2fx 1 verify |\n", wm * 1e6, wm / v);
         printf("| aggregate, per tuple | %.2f us | %.2fx AEAD open |\n", p * 1e6, p / a);
         printf("| finalize (AggEnd), %d groups, exact | %.1f us | |\n", FIN_GROUPS,
-               median(fin, RUNS) * 1e6);
+               bench_median(fin, RUNS) * 1e6);
         printf("| finalize (AggEnd), %d groups, epsilon 1 (4 noisy quantities a group) | %.1f us "
                "| %.2fx exact |\n",
-               FIN_GROUPS, median(fin_dp, RUNS) * 1e6, median(fin_dp, RUNS) / median(fin, RUNS));
+               FIN_GROUPS, bench_median(fin_dp, RUNS) * 1e6,
+               bench_median(fin_dp, RUNS) / bench_median(fin, RUNS));
     }
     fx_cts_free(&fin_cts);
     fx_cts_free(&dp_cts);

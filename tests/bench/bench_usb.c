@@ -56,10 +56,11 @@
  *
  *   bench_usb [RUNS]   (default 5)
  */
-#define _GNU_SOURCE /* nftw */
 #include "tests/usb_fixture.h"
 
-#include <ftw.h>
+#define BENCH_NAME "bench_usb"
+#include "tests/bench/bench.h"
+
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -87,39 +88,6 @@
 
 extern char **environ;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, size_t n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "bench_usb: %s\n", what);
-    exit(1);
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 /* ------------------------------------------------------------ a token device in RAM */
 
 /* A token core in RAM behind the device side of the USB protocol, with the
@@ -144,7 +112,7 @@ static void dev_init(struct dev *d)
                                  PT_SOFTDEV_PAYLOAD};
     d->region = fx_alloc(need);
     if (tk_usb_init(&d->u, d->region, need, &cfg) != TK_OK)
-        die("the device side does not start");
+        bench_die("the device side does not start");
 }
 
 static void dev_free(struct dev *d)
@@ -218,11 +186,11 @@ static pid_t tokend_start(const char *dir, const char *sock)
             envp[k++] = environ[i];
     envp[k] = NULL;
     if (pipe(out) != 0)
-        die("no pipe for cohort-tokend");
+        bench_die("no pipe for cohort-tokend");
     fflush(NULL);
     pid = fork();
     if (pid < 0)
-        die("cannot fork cohort-tokend");
+        bench_die("cannot fork cohort-tokend");
     if (pid == 0) {
         dup2(out[1], 1);
         close(out[0]);
@@ -236,16 +204,16 @@ static pid_t tokend_start(const char *dir, const char *sock)
     while (n + 1 < sizeof line && memchr(line, '\n', n) == NULL) {
         ssize_t got;
         if (poll(&p, 1, READY_MS) != 1)
-            die("cohort-tokend did not say it was ready");
+            bench_die("cohort-tokend did not say it was ready");
         got = read(out[0], line + n, sizeof line - 1 - n);
         if (got <= 0)
-            die("cohort-tokend stopped before it was ready (is it built?)");
+            bench_die("cohort-tokend stopped before it was ready (is it built?)");
         n += (size_t)got;
     }
     close(out[0]);
     line[n] = '\0';
     if (strncmp(line, "cohort-tokend: serving", 22) != 0)
-        die("cohort-tokend said something else than that it was ready");
+        bench_die("cohort-tokend said something else than that it was ready");
     return pid;
 }
 
@@ -254,7 +222,7 @@ static void tokend_stop(pid_t pid)
     int st;
     if (kill(pid, SIGTERM) != 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) ||
         WEXITSTATUS(st) != 0)
-        die("cohort-tokend did not stop cleanly");
+        bench_die("cohort-tokend did not stop cleanly");
 }
 
 /* ------------------------------------------------------------ the links */
@@ -276,58 +244,6 @@ struct link {
     double get[RUNS_MAX];    /* MB/s */
 };
 
-static Cohort__TokenResponse *through(struct link *l, const Cohort__TokenRequest *req)
-{
-    size_t len, resp_len;
-    uint8_t *buf = fx_pack_request(req, &len);
-    const uint8_t *resp;
-    Cohort__TokenResponse *out;
-    if (l->link.transact(l->link.ctx, buf, len, &resp, &resp_len) != PT_OK)
-        die("a provisioning request failed on the link");
-    free(buf);
-    out = cohort__token_response__unpack(NULL, resp_len, resp);
-    if (out == NULL || out->status != TK_OK)
-        die("the token refused to be provisioned");
-    return out;
-}
-
-/* The maker's ceremony through the link (as tests/test_tokend.c does). */
-static void provision(struct link *l, const struct fx_world *w)
-{
-    Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
-    Cohort__ProvisionBegin pb = COHORT__PROVISION_BEGIN__INIT;
-    Cohort__ProvisionFinish pf = COHORT__PROVISION_FINISH__INIT;
-    Cohort__Certificate c;
-    ProtobufCBinaryData trusted = {32, (uint8_t *)w->authority.pk};
-    Cohort__TokenResponse *resp;
-    struct fx_cert cert;
-    uint8_t sealed[32 + crypto_box_SEALBYTES];
-
-    pb.subject = "token-bench";
-    req.now = FX_NOW;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_PROVISION_BEGIN;
-    req.provision_begin = &pb;
-    resp = through(l, &req);
-    if (resp->body_case != COHORT__TOKEN_RESPONSE__BODY_CERT_REQUEST ||
-        resp->cert_request->sign_pk.len != 32 || resp->cert_request->box_pk.len != 32)
-        die("the token made no certificate request");
-    memcpy(l->sign_pk, resp->cert_request->sign_pk.data, 32);
-    fx_cert_issue(&cert, COHORT__ROLE__ROLE_TOKEN, "token-bench", l->sign_pk,
-                  resp->cert_request->box_pk.data, &w->maker, FX_NOW - FX_DAY,
-                  FX_NOW + 365 * FX_DAY, NULL);
-    crypto_box_seal(sealed, w->secret, 32, resp->cert_request->box_pk.data);
-    cohort__token_response__free_unpacked(resp, NULL);
-
-    fx_cert_pb(&c, &cert);
-    pf.device_cert = &c;
-    pf.sealed_group_secret = (ProtobufCBinaryData){sizeof sealed, sealed};
-    pf.n_trusted_authorities = 1;
-    pf.trusted_authorities = &trusted;
-    req.body_case = COHORT__TOKEN_REQUEST__BODY_PROVISION_FINISH;
-    req.provision_finish = &pf;
-    cohort__token_response__free_unpacked(through(l, &req), NULL);
-}
-
 static void link_open(struct link *l, int which, const char *root, const struct fx_world *w)
 {
     static const char *names[N_LINKS] = {"inproc", "framing", "tokend", "libusb"};
@@ -336,7 +252,7 @@ static void link_open(struct link *l, int which, const char *root, const struct 
     l->name = names[which];
     snprintf(dir, sizeof dir, "%s/%s-docs", root, l->name);
     if (pt_docstore_open(&l->ds, dir) != 0)
-        die("the document store does not open");
+        bench_die("the document store does not open");
     switch (which) {
     case 0:
         fx_token_init(&l->dev.t, TK_ARENA_DEFAULT);
@@ -349,7 +265,7 @@ static void link_open(struct link *l, int which, const char *root, const struct 
         l->host = fx_alloc(sizeof *l->host);
         pt_usbhost_init(l->host, &io);
         if (pt_usbhost_hello(l->host) != PT_USB_OK)
-            die("the framing in memory says no HELLO");
+            bench_die("the framing in memory says no HELLO");
         l->link = (struct pt_link){l->host, host_transact};
         break;
     }
@@ -359,7 +275,7 @@ static void link_open(struct link *l, int which, const char *root, const struct 
         snprintf(sock, sizeof sock, "%s/tokend.sock", root);
         l->tokend = tokend_start(dir, sock);
         if (pt_emu_open(&l->emu, &c, err, sizeof err) != PT_USB_OK)
-            die(err);
+            bench_die(err);
         l->link = pt_emu_link(l->emu);
         break;
     }
@@ -368,12 +284,13 @@ static void link_open(struct link *l, int which, const char *root, const struct 
         dev_init(&l->dev);
         l->mock = usb_mock_new(TK_USB_VID, TK_USB_PID, usb_out, &l->dev);
         if (pt_usb_open(&l->usb, &c, err, sizeof err) != PT_USB_OK)
-            die(err);
+            bench_die(err);
         l->link = pt_usb_link(l->usb);
         break;
     }
     }
-    provision(l, w);
+    /* The maker's ceremony through the link itself. */
+    usb_provision(usb_through_link, &l->link, w, "token-bench", l->sign_pk);
 }
 
 static void link_close(struct link *l)
@@ -408,19 +325,19 @@ static double info_rate(struct link *l, const uint8_t *req, size_t len, size_t *
     const uint8_t *resp = NULL;
     size_t resp_len = 0;
     unsigned long n = 0;
-    double t0 = now_s(), t;
+    double t0 = bench_now_s(), t;
     Cohort__TokenResponse *r;
     do {
         for (int i = 0; i < 16; i++, n++)
             if (l->link.transact(l->link.ctx, req, len, &resp, &resp_len) != PT_OK)
-                die("a GetInfo failed on the link");
-        t = now_s() - t0;
+                bench_die("a GetInfo failed on the link");
+        t = bench_now_s() - t0;
     } while (t < RATE_S);
     r = cohort__token_response__unpack(NULL, resp_len, resp);
     if (r == NULL || r->status != TK_OK || r->body_case != COHORT__TOKEN_RESPONSE__BODY_INFO ||
         !r->info->provisioned || r->info->sign_pk.len != 32 ||
         memcmp(r->info->sign_pk.data, l->sign_pk, 32) != 0)
-        die("GetInfo did not answer as the provisioned token");
+        bench_die("GetInfo did not answer as the provisioned token");
     cohort__token_response__free_unpacked(r, NULL);
     *resp_bytes = resp_len;
     return (double)n / t;
@@ -467,17 +384,17 @@ static void doc_round_trip(struct link *l, const uint8_t *data, size_t len, stru
     memset(&m, 0, sizeof m);
     snprintf(m.type, sizeof m.type, "bench.document");
     snprintf(m.subject, sizeof m.subject, "a benchmark document");
-    t0 = now_s();
+    t0 = bench_now_s();
     if (pt_doc_put(&l->link, l->ds, FX_NOW, NULL, NULL, 0, &m, doc_read, &r, &ref, &st) != 0)
-        die("a document was not written");
-    *put_s = now_s() - t0;
+        bench_die("a document was not written");
+    *put_s = bench_now_s() - t0;
     out->len = 0;
-    t0 = now_s();
+    t0 = bench_now_s();
     if (pt_doc_get(&l->link, l->ds, FX_NOW, NULL, ref.id, 0, doc_write, out, NULL, NULL, &st) != 0)
-        die("a document was not read");
-    *get_s = now_s() - t0;
+        bench_die("a document was not read");
+    *get_s = bench_now_s() - t0;
     if (out->len != len || memcmp(out->p, data, len) != 0)
-        die("a document came back different");
+        bench_die("a document came back different");
 }
 
 /* ------------------------------------------------------------ the report */
@@ -534,18 +451,18 @@ int main(int argc, char **argv)
     struct sink out = {malloc(DOC_LEN), 0, DOC_LEN};
     struct link *links = calloc(N_LINKS, sizeof *links);
     struct fx_world w;
-    double t_start = now_s();
+    double t_start = bench_now_s();
 
     if (runs < 1 || runs > RUNS_MAX)
-        die("RUNS must be 1 to 21");
+        bench_die("RUNS must be 1 to 21");
     if (doc == NULL || out.p == NULL || links == NULL || tk_library_init() != TK_OK)
-        die("out of memory");
+        bench_die("out of memory");
     fx_world_init(&w);
     randombytes_buf(doc, DOC_LEN);
     info_req = usb_info_request(&info_len);
     snprintf(root, sizeof root, "%s/bench_usb.XXXXXX", shm ? shm : "/tmp");
     if (mkdtemp(root) == NULL)
-        die("no temporary directory");
+        bench_die("no temporary directory");
 
     for (k = 0; k < N_LINKS; k++)
         link_open(&links[k], k, root, &w);
@@ -569,7 +486,7 @@ int main(int argc, char **argv)
     }
     for (k = N_LINKS - 1; k >= 0; k--)
         link_close(&links[k]);
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    fx_rm_tree(root);
 
     print_machine();
     printf("\nToken links: the same work on each (medians of %d runs; GetInfo: a request "
@@ -583,9 +500,9 @@ int main(int argc, char **argv)
     {
         double info[N_LINKS], put[N_LINKS], get[N_LINKS];
         for (k = 0; k < N_LINKS; k++) {
-            info[k] = median(links[k].info, (size_t)runs);
-            put[k] = median(links[k].put, (size_t)runs);
-            get[k] = median(links[k].get, (size_t)runs);
+            info[k] = bench_median(links[k].info, (size_t)runs);
+            put[k] = bench_median(links[k].put, (size_t)runs);
+            get[k] = bench_median(links[k].get, (size_t)runs);
         }
         printf("| GetInfo round trips per second |");
         for (k = 0; k < N_LINKS; k++)
@@ -605,7 +522,7 @@ int main(int argc, char **argv)
            "thread of this process (no bus): an upper bound on the host side's overhead, not "
            "a token's speed on USB. The emulator's token keeps its state in files (in a tmpfs "
            "here); the others' in RAM. Whole run: %.0f s.\n",
-           now_s() - t_start);
+           bench_now_s() - t_start);
     free(info_req);
     free(doc);
     free(out.p);
