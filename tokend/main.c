@@ -360,8 +360,15 @@ static void accept_hosts(struct td *t)
 {
     for (;;) {
         int fd = accept4(t->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            /* Out of descriptors or memory: the host waits in the backlog, and
+             * a short sleep keeps poll() from spinning on it meanwhile. */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                struct timespec ts = {0, 100L * 1000000L};
+                nanosleep(&ts, NULL);
+            }
             return; /* EAGAIN: none left; anything else: the host is gone already */
+        }
         if (t->host.fd < 0)
             host_start(t, fd);
         else
