@@ -529,26 +529,28 @@ static int token_lost(struct agent *a)
     struct pt_link link;
     uint64_t pauses;
 
-    if (!pt_token_gone(a->tok))
-        return fail(a, "the token link failed: %s",
-                    pt_token_link_error(a->tok)[0] ? pt_token_link_error(a->tok)
-                                                   : "no reason given");
-    pthread_mutex_lock(&a->mu);
-    pauses = ++a->st.token_pauses;
-    pthread_mutex_unlock(&a->mu);
-    say(a, "the token is gone (%s): work paused until it is back (pause %llu)",
-        pt_token_link_error(a->tok), (unsigned long long)pauses);
-    while (pt_token_wait(a->tok, NA_TOKEN_WAIT_MS) != PT_OK)
-        if (pause_ms(a, 0, false) == X_STOP)
-            return X_STOP;
-    link = pt_token_link(a->tok);
-    pt_owner_init(&o, &link, sh_now_ms() / 1000);
-    if (pt_owner_info(&o, &info) != PT_OK)
-        return token_lost(a); /* gone again at once, or another failure */
-    if (sodium_memcmp(info.sign_pk, a->st.token_id, sizeof a->st.token_id) != 0)
-        return fail(a, "another token was plugged in where this one was: stopping");
-    say(a, "the token is back: work resumes");
-    return X_DONE;
+    for (;;) {
+        if (!pt_token_gone(a->tok))
+            return fail(a, "the token link failed: %s",
+                        pt_token_link_error(a->tok)[0] ? pt_token_link_error(a->tok)
+                                                       : "no reason given");
+        pthread_mutex_lock(&a->mu);
+        pauses = ++a->st.token_pauses;
+        pthread_mutex_unlock(&a->mu);
+        say(a, "the token is gone (%s): work paused until it is back (pause %llu)",
+            pt_token_link_error(a->tok), (unsigned long long)pauses);
+        while (pt_token_wait(a->tok, NA_TOKEN_WAIT_MS) != PT_OK)
+            if (pause_ms(a, 0, false) == X_STOP)
+                return X_STOP;
+        link = pt_token_link(a->tok);
+        pt_owner_init(&o, &link, sh_now_ms() / 1000);
+        if (pt_owner_info(&o, &info) != PT_OK)
+            continue; /* gone again at once, or another failure (judged above) */
+        if (sodium_memcmp(info.sign_pk, a->st.token_id, sizeof a->st.token_id) != 0)
+            return fail(a, "another token was plugged in where this one was: stopping");
+        say(a, "the token is back: work resumes");
+        return X_DONE;
+    }
 }
 
 static int admit(struct agent *a, bool in_hand)
