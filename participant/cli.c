@@ -295,6 +295,18 @@ static bool token_trouble(int status)
            status == TK_ERR_RANDOM || status == TK_ERR_NO_MEMORY || status == TK_ERR_RESPONSE_SPACE;
 }
 
+/* pt_strerror(rc), with the link's own reason when the link failed. */
+static void say_error(const struct cli_env *env, const char *cmd, const char *what, int rc)
+{
+    const char *why = NULL;
+    if (rc == PT_ERR_LINK && env->link_error != NULL)
+        why = env->link_error(env->ctx);
+    if (why != NULL && why[0] != '\0')
+        cli_fail(env, CLI_TOKEN, cmd, "%s: %s: %s", what, pt_strerror(rc), why);
+    else
+        cli_fail(env, CLI_TOKEN, cmd, "%s: %s", what, pt_strerror(rc));
+}
+
 int cli_owner_fail(const struct cli_env *env, const char *cmd, const struct pt_owner *o, int rc,
                    const char *what)
 {
@@ -312,7 +324,8 @@ int cli_owner_fail(const struct cli_env *env, const char *cmd, const struct pt_o
     }
     if (rc == PT_ERR_INPUT)
         return cli_fail(env, CLI_DATA, cmd, "%s: invalid input", what);
-    return cli_fail(env, CLI_TOKEN, cmd, "%s: %s", what, pt_strerror(rc));
+    say_error(env, cmd, what, rc);
+    return CLI_TOKEN;
 }
 
 /* ------------------------------------------------------------ printing */
@@ -458,7 +471,8 @@ int cli_doc_fail(const struct cli_env *env, const char *cmd, int rc, const struc
                         reason);
     if (rc == PT_ERR_INPUT)
         return cli_fail(env, CLI_DATA, cmd, "%s: invalid input", what);
-    return cli_fail(env, CLI_TOKEN, cmd, "%s: %s", what, pt_strerror(rc));
+    say_error(env, cmd, what, rc);
+    return CLI_TOKEN;
 }
 
 int cli_id16(const struct cli_env *env, const char *cmd, const char *opt, const char *text,

@@ -57,6 +57,9 @@ struct cli_env {
     void (*close)(void *ctx, void *handle); /* NULL handle: no-op */
     void *ctx;
     const char *token; /* set by cli_main from --token; NULL: a software token in --dir */
+    /* Why the open token's link failed last, as a sentence ("" or NULL when
+     * it has not, or cannot say); NULL: the world cannot tell. */
+    const char *(*link_error)(void *ctx);
 };
 
 /*

@@ -16,14 +16,19 @@
 #include "participant/cli.h"
 #include "participant/pt_token.h"
 
+/* The token a command has open (one at a time), for its link's errors. */
+struct world {
+    struct pt_token *open;
+};
+
 static int token_open(void *ctx, const char *token, const char *dir, bool create,
                       struct pt_link *link, void **handle, char *msg, size_t msg_len)
 {
+    struct world *w = ctx;
     struct pt_token_spec spec;
     struct pt_token *t = NULL;
     int rc;
 
-    (void)ctx;
     if (token == NULL) {
         spec.kind = PT_TOKEN_SOFT;
         if (strlen(dir) >= sizeof spec.path) {
@@ -45,18 +50,29 @@ static int token_open(void *ctx, const char *token, const char *dir, bool create
     }
     *link = pt_token_link(t);
     *handle = t;
+    w->open = t;
     return 0;
 }
 
 static void token_close(void *ctx, void *handle)
 {
-    (void)ctx;
+    struct world *w = ctx;
+    if (w->open == handle)
+        w->open = NULL;
     pt_token_close(handle);
+}
+
+static const char *link_error(void *ctx)
+{
+    struct world *w = ctx;
+    return w->open != NULL ? pt_token_link_error(w->open) : NULL;
 }
 
 int main(int argc, char **argv)
 {
-    struct cli_env env = {stdout, stderr, (int64_t)time(NULL), token_open, token_close, NULL, NULL};
+    struct world w = {NULL};
+    struct cli_env env = {stdout, stderr, (int64_t)time(NULL), token_open, token_close,
+                          &w,     NULL,   link_error};
     int rc;
 
     if (tk_library_init() != 0) {

@@ -9,7 +9,8 @@
 # emulator is stopped and 200 once it is back, without a restart of its
 # own; the token keeps its rows across the emulator's restarts. Through
 # libusb and an emulated USB device (usb-bridge): init, import, tables; a
-# token with other ids is not found. Exit statuses and sentences exact.
+# token with other ids is not found; an unplug in the middle of an import
+# says why and leaves the token as it was. Exit statuses and sentences exact.
 set -eu
 build=$(cd "${1:?usage: e2e_token_link.sh BUILD_DIR EXAMPLES_DIR}" && pwd)
 ex=$(cd "${2:?usage: e2e_token_link.sh BUILD_DIR EXAMPLES_DIR}" && pwd)
@@ -119,5 +120,17 @@ run 0 "$bridge" --token usb-device -- "$bin" --token usb:1209:C07B tables --dir 
 has "$out" "health           3  catalog"
 run 3 "$bridge" --token usb-device -- "$bin" --token usb:1209:beef tables --dir bob
 has "$err" "cannot open the token usb:1209:beef: token 1209:beef: no token found (not plugged in, or unplugged)"
+
+# Unplugged in the middle of an import: the owner is told why, and nothing
+# of the file is in the token (an import is all or nothing).
+awk 'BEGIN { print "participant,age,sex,region,date,steps,heart_rate,weight,age_band";
+             for (i = 0; i < 20000; i++) printf "%d,40,F,R001,2026-03-01,%d,70,60.5,40-49\n", i, i }' \
+    >big.csv
+run 3 "$bridge" --token usb-device --unplug-at 3 --replug-after 60000 -- \
+    "$bin" --token usb import --dir bob --table health big.csv
+has "$err" "import: nothing was imported: the token link failed: no token found (not plugged in, or unplugged)"
+has "$err" "usb-bridge: unplugged the token (after 3 OUT frames)"
+run 0 "$bridge" --token usb-device -- "$bin" --token usb tables --dir bob
+has "$out" "health           3  catalog"
 
 echo "e2e_token_link: ok"

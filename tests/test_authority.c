@@ -749,7 +749,7 @@ static int participant(struct world *w, const char *a1, const char *a2, const ch
     err = open_memstream(&w->err_buf, &w->err_len);
     assert_non_null(out);
     assert_non_null(err);
-    env = (struct cli_env){out, err, (int64_t)time(NULL), w_open, w_close, w, NULL};
+    env = (struct cli_env){out, err, (int64_t)time(NULL), w_open, w_close, w, NULL, NULL};
     rc = cli_main(argc, argv, &env);
     fclose(out);
     fclose(err);

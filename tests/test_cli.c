@@ -119,7 +119,7 @@ static int run(struct world *w, const char *line)
     w->err = open_memstream(&w->err_buf, &w->err_len);
     assert_non_null(w->out);
     assert_non_null(w->err);
-    w->env = (struct cli_env){w->out, w->err, NOW, w_open, w_close, w, NULL};
+    w->env = (struct cli_env){w->out, w->err, NOW, w_open, w_close, w, NULL, NULL};
     rc = cli_main(argc, argv, &w->env);
     fclose(w->out);
     fclose(w->err);

@@ -2001,7 +2001,7 @@ static void only_loopback_addresses_are_listened_on(void **state)
     struct pt_http_config cfg;
     struct pt_http *h = NULL;
     FILE *out = tmpfile(), *errf = tmpfile();
-    struct cli_env env = {out, errf, FX_NOW, no_open, no_close, NULL, NULL};
+    struct cli_env env = {out, errf, FX_NOW, no_open, no_close, NULL, NULL, NULL};
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rc = pt_http_listen_url(cases[i].listen, url, sizeof url);

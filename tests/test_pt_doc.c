@@ -1747,7 +1747,7 @@ static int cli(struct world *w, struct cli_run *r, const char *line)
     free(copy);
     out = open_memstream(&r->out, &r->out_len);
     err = open_memstream(&r->err, &r->err_len);
-    env = (struct cli_env){out, err, FX_NOW, soft_open, soft_close, NULL, NULL};
+    env = (struct cli_env){out, err, FX_NOW, soft_open, soft_close, NULL, NULL, NULL};
     rc = cli_main(argc, argv, &env);
     fclose(out);
     fclose(err);
