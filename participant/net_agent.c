@@ -77,6 +77,9 @@
 /* The pause after the service answers a work request with an error. */
 #define NA_SERVICE_ERROR_PAUSE_MS 1000u
 #define NA_TOKEN_WAIT_MS 250u /* a look for a token that went away, between checks for a stop */
+#define NA_TOKEN_RETRY_MIN_MS 1000u /* the first pause before asking a token that did not answer   \
+                                     */
+#define NA_TOKEN_RETRY_MAX_MS 60000u
 
 const char *na_strerror(int code)
 {
@@ -516,41 +519,55 @@ static uint32_t next_backoff(struct agent *a)
 /* Admit the current connection. X_DONE (admitted), X_RETRY, X_STOP or X_FAIL. */
 /*
  * The token link failed. A token that went away (unplugged, its emulator
- * stopped) is waited for, and the work resumes when the same token is
- * back: X_DONE (the round is over; the next asks the service for work
- * afresh, and the service offers again whatever was lost with the link) or
- * X_STOP. Any other link failure, or another token in its place, stops
- * the agent.
+ * stopped) is waited for; one that did not answer (hung, or a broken
+ * frame) is tried again after a pause that doubles up to
+ * NA_TOKEN_RETRY_MAX_MS, and is waited for if it goes away meanwhile (its
+ * owner plugging it in again). The work resumes when the same token
+ * answers: X_DONE (the round is over; the next asks the service for work
+ * afresh, and the service offers again whatever was lost with the link)
+ * or X_STOP. A failure that would repeat (a request too large for the
+ * link, a version mismatch), or another token in its place, stops the
+ * agent.
  */
 static int token_lost(struct agent *a)
 {
     struct pt_owner o;
     struct pt_token_info info;
     struct pt_link link;
+    uint32_t backoff = NA_TOKEN_RETRY_MIN_MS;
     uint64_t pauses;
 
+    if (!pt_token_may_recover(a->tok))
+        return fail(a, "the token link failed: %s",
+                    pt_token_link_error(a->tok)[0] ? pt_token_link_error(a->tok)
+                                                   : "no reason given");
+    pthread_mutex_lock(&a->mu);
+    pauses = ++a->st.token_pauses;
+    pthread_mutex_unlock(&a->mu);
+    say(a, "the token %s (%s): work paused until it is back (pause %llu)",
+        pt_token_gone(a->tok) ? "is gone" : "does not answer", pt_token_link_error(a->tok),
+        (unsigned long long)pauses);
     for (;;) {
-        if (!pt_token_gone(a->tok))
-            return fail(a, "the token link failed: %s",
-                        pt_token_link_error(a->tok)[0] ? pt_token_link_error(a->tok)
-                                                       : "no reason given");
-        pthread_mutex_lock(&a->mu);
-        pauses = ++a->st.token_pauses;
-        pthread_mutex_unlock(&a->mu);
-        say(a, "the token is gone (%s): work paused until it is back (pause %llu)",
-            pt_token_link_error(a->tok), (unsigned long long)pauses);
-        while (pt_token_wait(a->tok, NA_TOKEN_WAIT_MS) != PT_OK)
-            if (pause_ms(a, 0, false) == X_STOP)
+        if (pt_token_gone(a->tok)) {
+            while (pt_token_wait(a->tok, NA_TOKEN_WAIT_MS) != PT_OK)
+                if (pause_ms(a, 0, false) == X_STOP)
+                    return X_STOP;
+        } else {
+            if (pause_ms(a, backoff, false) == X_STOP)
                 return X_STOP;
+            backoff = backoff >= NA_TOKEN_RETRY_MAX_MS / 2 ? NA_TOKEN_RETRY_MAX_MS : 2 * backoff;
+        }
         link = pt_token_link(a->tok);
         pt_owner_init(&o, &link, sh_now_ms() / 1000);
-        if (pt_owner_info(&o, &info) != PT_OK)
-            continue; /* gone again at once, or another failure (judged above) */
-        if (sodium_memcmp(info.sign_pk, a->st.token_id, sizeof a->st.token_id) != 0)
-            return fail(a, "another token was plugged in where this one was: stopping");
-        say(a, "the token is back: work resumes");
-        return X_DONE;
+        if (pt_owner_info(&o, &info) == PT_OK)
+            break;
+        if (!pt_token_may_recover(a->tok))
+            return fail(a, "the token link failed: %s", pt_token_link_error(a->tok));
     }
+    if (sodium_memcmp(info.sign_pk, a->st.token_id, sizeof a->st.token_id) != 0)
+        return fail(a, "another token was plugged in where this one was: stopping");
+    say(a, "the token is back: work resumes");
+    return X_DONE;
 }
 
 static int admit(struct agent *a, bool in_hand)

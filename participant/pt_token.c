@@ -187,6 +187,13 @@ bool pt_token_gone(const struct pt_token *t)
     return link_error(t) == PT_USB_E_NO_DEVICE;
 }
 
+bool pt_token_may_recover(const struct pt_token *t)
+{
+    int e = link_error(t);
+    return e == PT_USB_E_NO_DEVICE || e == PT_USB_E_TIMEOUT || e == PT_USB_E_IO ||
+           e == PT_USB_E_PROTOCOL;
+}
+
 const char *pt_token_link_error(const struct pt_token *t)
 {
     int e = link_error(t);

@@ -62,11 +62,18 @@ enum pt_token_kind pt_token_kind_of(const struct pt_token *t);
  * away (unplugged, the emulator stopped) and may come back. */
 bool pt_token_gone(const struct pt_token *t);
 
+/* After a transact failed with PT_ERR_LINK: whether the token may work
+ * again later: it went away, or it did not answer, or broke the protocol
+ * (a token that hung may answer after a RESET, or be plugged in again).
+ * Not for what would fail again the same way (a request too large for
+ * its link, a version mismatch, permissions, out of memory). */
+bool pt_token_may_recover(const struct pt_token *t);
+
 /* The last link error as a sentence ("" for a software token). */
 const char *pt_token_link_error(const struct pt_token *t);
 
 /* Wait up to timeout_ms for a token that went away to be back: 0 when it
- * is (at once when it never went), or PT_ERR_LINK. */
+ * is (at once when it has not gone away), or PT_ERR_LINK. */
 int pt_token_wait(struct pt_token *t, unsigned timeout_ms);
 
 #endif

@@ -26,9 +26,11 @@
 # --tokend K      the K participants before them reach theirs through a token
 #                 emulator (cohort-tokend) on a local socket
 # --unplug        the first USB token is unplugged in the middle of its first
-#                 transfer of the study and plugged back in 1.5 s later, and
-#                 the first emulator is stopped before the study and started
-#                 again 2 s into it: their agents must pause and resume
+#                 transfer of the study and plugged back in 1.5 s later, the
+#                 first emulator is stopped before the study and started
+#                 again 2 s into it, and the second emulator hangs (SIGSTOP)
+#                 until its agent has found it does not answer: their agents
+#                 must pause and resume
 # Exit status 0 only when the researcher's result equals the ground truth.
 set -euo pipefail
 
@@ -356,6 +358,20 @@ if [ "$ns" -lt "$n" ]; then
         log "stopped the token emulator of participant $e; it starts again 2 s into the study"
         (sleep 2 && start_tokend "$e" && echo "[deploy] started the emulator of participant $e again" >&2) &
     fi
+    if [ "$unplug" = 1 ] && [ "$n_tokend" -gt 1 ]; then
+        h=$((ns + 2))
+        hung=$(cat "$work/participants/p$h/tokend.pid")
+        kill -STOP "$hung"
+        log "the token emulator of participant $h hangs (SIGSTOP) until its agent finds it does not answer"
+        (
+            for _ in $(seq 1200); do
+                grep -q 'the token does not answer' "$work/agents-$h.log" 2>/dev/null && break
+                sleep 0.1
+            done
+            kill -CONT "$hung"
+            echo "[deploy] the emulator of participant $h answers again (SIGCONT)" >&2
+        ) &
+    fi
 fi
 
 # The study runs in the background while the agents work.
@@ -450,16 +466,19 @@ fi
 check_truth
 log "result ($(($(wc -l <"$work/result.csv") - 1)) groups) equals the ground truth"
 if [ "$unplug" = 1 ]; then
-    for i in $((ns + 1)) $((ns + n_tokend + 1)); do
+    for i in $((ns + 1)) $((ns + 2)) $((ns + n_tokend + 1)); do
         [ "$i" -le "$n" ] || continue
         [ "$i" -gt "$ns" ] || continue
+        [ "$i" != $((ns + 2)) ] || [ "$n_tokend" -gt 1 ] || continue
         f=$work/agents-$i.log
-        if ! grep -q 'the token is gone' "$f" || ! grep -q 'the token is back: work resumes' "$f"; then
+        want='the token is gone'
+        [ "$i" != $((ns + 2)) ] || want='the token does not answer'
+        if ! grep -q "$want" "$f" || ! grep -q 'the token is back: work resumes' "$f"; then
             echo "deploy-local: the agent of participant $i ($(kind_of "$i")) did not pause and resume:" >&2
             cat "$f" >&2
             exit 1
         fi
-        log "participant $i ($(kind_of "$i")): $(grep -c 'the token is gone' "$f") pause, then resumed"
+        log "participant $i ($(kind_of "$i")): $(grep -c "$want" "$f") pause ($want), then resumed"
     done
 fi
 cat "$work/result.csv"
