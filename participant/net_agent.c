@@ -77,9 +77,8 @@
 /* The pause after the service answers a work request with an error. */
 #define NA_SERVICE_ERROR_PAUSE_MS 1000u
 #define NA_TOKEN_WAIT_MS 250u /* a look for a token that went away, between checks for a stop */
-#define NA_TOKEN_RETRY_MIN_MS                                                                      \
-    1000u /* the first pause before asking a token that did not answer                             \
-           */
+/* The pauses before asking a token that did not answer again: the first, the longest. */
+#define NA_TOKEN_RETRY_MIN_MS 1000u
 #define NA_TOKEN_RETRY_MAX_MS 60000u
 
 const char *na_strerror(int code)
