@@ -241,30 +241,6 @@ static void end_session(struct tk_call *c)
     tk_session_close(c->tk, c->arena->base, c->arena->cap);
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    put_le32(p, (uint32_t)v);
-    put_le32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
 /* -------------------------------------------------------------- phrases */
 
 static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -297,36 +273,34 @@ static void check_symbols(uint8_t c[CHECK_SYMBOLS], const uint8_t d[DATA_SYMBOLS
     }
 }
 
-static void secret_to_symbols(uint8_t sym[DATA_SYMBOLS], const uint8_t secret[TK_BACKUP_SECRET_LEN])
+/* The bits of n_in values of in_bits each, regrouped most significant
+ * first into values of out_bits each (a secret's bytes into 5-bit symbols
+ * and back: 160 bits either way). The accumulator holds secret bits. */
+static void regroup(uint8_t *out, unsigned out_bits, const uint8_t *in, size_t n_in,
+                    unsigned in_bits)
 {
     uint32_t acc = 0;
     unsigned bits = 0;
     size_t i, n = 0;
-    for (i = 0; i < TK_BACKUP_SECRET_LEN; i++) {
-        acc = acc << 8 | secret[i];
-        bits += 8;
-        while (bits >= 5) {
-            bits -= 5;
-            sym[n++] = (uint8_t)((acc >> bits) & 31u);
+    for (i = 0; i < n_in; i++) {
+        acc = acc << in_bits | in[i];
+        bits += in_bits;
+        while (bits >= out_bits) {
+            bits -= out_bits;
+            out[n++] = (uint8_t)((acc >> bits) & ((1u << out_bits) - 1u));
         }
     }
-    acc = 0;
+    sodium_memzero(&acc, sizeof acc);
+}
+
+static void secret_to_symbols(uint8_t sym[DATA_SYMBOLS], const uint8_t secret[TK_BACKUP_SECRET_LEN])
+{
+    regroup(sym, 5, secret, TK_BACKUP_SECRET_LEN, 8);
 }
 
 static void symbols_to_secret(uint8_t secret[TK_BACKUP_SECRET_LEN], const uint8_t sym[DATA_SYMBOLS])
 {
-    uint32_t acc = 0;
-    unsigned bits = 0;
-    size_t i, n = 0;
-    for (i = 0; i < DATA_SYMBOLS; i++) {
-        acc = acc << 5 | sym[i];
-        bits += 5;
-        if (bits >= 8) {
-            bits -= 8;
-            secret[n++] = (uint8_t)(acc >> bits);
-        }
-    }
-    acc = 0;
+    regroup(secret, 8, sym, DATA_SYMBOLS, 5);
 }
 
 /* The phrase of a secret: 9 groups of 4 symbols joined by '-'. */
@@ -623,11 +597,11 @@ int tk_do_backup_begin(struct tk_call *c, const Cohort__BackupBegin *req)
     }
 
     memcpy(header, FILE_MAGIC, OFF_VERSION);
-    put_le32(header + OFF_VERSION, FILE_VERSION);
+    tk_put_le32(header + OFF_VERSION, FILE_VERSION);
     randombytes_buf(header + OFF_SALT, SALT_LEN);
     keys_derive(key, check_key, secret, header + OFF_SALT);
     crypto_secretstream_xchacha20poly1305_init_push(&s->st, header + OFF_SS, key);
-    put_le64(header + OFF_STREAM_LEN, s->stream_len);
+    tk_put_le64(header + OFF_STREAM_LEN, s->stream_len);
     crypto_generichash(header + OFF_CHECK, CHECK_LEN, header, OFF_CHECK, check_key,
                        sizeof check_key);
     open_session(c, s);
@@ -685,7 +659,7 @@ static int fill_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
     off = index == s->next_index ? (size_t)s->next_off : 0;
     if (off >= frame_len)
         return TK_ERR_TAMPERED; /* not the log BackupBegin counted */
-    put_le32(prefix, (uint32_t)len);
+    tk_put_le32(prefix, (uint32_t)len);
     while (off < frame_len && f->want > 0) {
         size_t target = next_chunk_len(s), take = target - f->fill;
         if (take > frame_len - off)
@@ -771,9 +745,9 @@ int tk_do_backup_next(struct tk_call *c, const Cohort__BackupNext *req)
     if (f.want != 0)
         return TK_ERR_TAMPERED; /* the log ended before what BackupBegin counted */
     if (final) {
-        put_le64(trailer, s->records);
-        put_le64(trailer + 8, s->documents);
-        put_le64(trailer + 16, s->stream_len);
+        tk_put_le64(trailer, s->records);
+        tk_put_le64(trailer + 8, s->documents);
+        tk_put_le64(trailer + 16, s->stream_len);
         crypto_secretstream_xchacha20poly1305_push(&s->st, f.out, NULL, trailer, sizeof trailer,
                                                    NULL, 0, TAG_FINAL);
         s->done = true;
@@ -837,7 +811,7 @@ static int header_open(struct bk_session *s, struct bk_restore *r)
     crypto_generichash(check, sizeof check, r->buf, OFF_CHECK, check_key, sizeof check_key);
     if (sodium_memcmp(check, r->buf + OFF_CHECK, CHECK_LEN) != 0)
         rc = TK_ERR_AUTH;
-    else if ((s->stream_len = get_le64(r->buf + OFF_STREAM_LEN)) > STREAM_MAX)
+    else if ((s->stream_len = tk_get_le64(r->buf + OFF_STREAM_LEN)) > STREAM_MAX)
         rc = TK_ERR_MALFORMED;
     else if (crypto_secretstream_xchacha20poly1305_init_pull(&s->st, r->buf + OFF_SS, key) != 0)
         rc = TK_ERR_DECRYPT;
@@ -926,7 +900,7 @@ static int stream_take(struct tk_call *c, struct bk_session *s, struct bk_restor
             r->rec_have += take;
             i += take;
             if (r->rec_have == FRAME_LEN) {
-                r->rec_len = get_le32(r->len_buf);
+                r->rec_len = tk_get_le32(r->len_buf);
                 if (r->rec_len == 0 || r->rec_len > TK_RECORD_MAX)
                     return TK_ERR_MALFORMED;
             }
@@ -962,8 +936,8 @@ static int chunk_open(struct tk_call *c, struct bk_session *s, struct bk_restore
     if (tag != (final ? TAG_FINAL : TAG_MESSAGE))
         return TK_ERR_MALFORMED;
     if (final) {
-        if (m_len != TK_BACKUP_TRAILER_LEN || get_le64(plain) != s->records ||
-            get_le64(plain + 8) != s->documents || get_le64(plain + 16) != s->stream_len ||
+        if (m_len != TK_BACKUP_TRAILER_LEN || tk_get_le64(plain) != s->records ||
+            tk_get_le64(plain + 8) != s->documents || tk_get_le64(plain + 16) != s->stream_len ||
             r->rec_have != 0)
             return TK_ERR_MALFORMED;
         s->done = true;
@@ -993,7 +967,7 @@ static int file_take(struct tk_call *c, struct bk_session *s, struct bk_restore 
             if (sodium_memcmp(r->buf, FILE_MAGIC,
                               r->buf_len < OFF_VERSION ? r->buf_len : OFF_VERSION) != 0)
                 return TK_ERR_MALFORMED;
-            if (r->buf_len >= OFF_SALT && get_le32(r->buf + OFF_VERSION) != FILE_VERSION)
+            if (r->buf_len >= OFF_SALT && tk_get_le32(r->buf + OFF_VERSION) != FILE_VERSION)
                 return TK_ERR_UNSUPPORTED;
             if (r->buf_len == TK_BACKUP_HEADER_LEN) {
                 if ((rc = header_open(s, r)) != TK_OK)

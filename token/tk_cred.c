@@ -61,8 +61,6 @@
  */
 #include "token/tk_int.h"
 
-#define PAGE_ROOM 7u /* CredPage's tag (2 bytes) and a length of up to 5 */
-
 /* ---------------------------------------------------------- secrets */
 
 static void secret_hash(uint8_t out[TK_CRED_HASH_LEN], const uint8_t *id, const uint8_t *secret)
@@ -279,15 +277,13 @@ static int lookup_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t
     struct lookup *l = ctx;
     const uint8_t *body, *id;
     size_t body_len;
-    uint32_t kind, i;
+    uint32_t i;
     bool revoked;
     int rc;
     (void)a;
     (void)index;
-    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+    if ((rc = tk_record_kind(plain, len, TK_REC_CRED, &body, &body_len)) != 1)
         return rc;
-    if (kind != TK_REC_CRED)
-        return TK_OK;
     if ((rc = record_peek(body, body_len, &id, &revoked)) != TK_OK)
         return rc;
     if (memcmp(id, l->id, TK_CRED_ID_LEN) == 0) {
@@ -576,14 +572,11 @@ static int cascade_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_
     Cohort__CredRecord *r;
     struct tk_wfield f;
     size_t body_len, pos = 0;
-    uint32_t kind;
     bool revoked, below = false;
     int rc, more;
     (void)index;
-    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+    if ((rc = tk_record_kind(plain, len, TK_REC_CRED, &body, &body_len)) != 1)
         return rc;
-    if (kind != TK_REC_CRED)
-        return TK_OK;
     if ((rc = record_peek(body, body_len, &id, &revoked)) != TK_OK)
         return rc;
     if (revoked)
@@ -679,14 +672,12 @@ static int list_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
     struct lister *l = ctx;
     const uint8_t *body, *id;
     size_t body_len;
-    uint32_t kind, i;
+    uint32_t i;
     bool revoked;
     int rc;
 
-    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+    if ((rc = tk_record_kind(plain, len, TK_REC_CRED, &body, &body_len)) != 1)
         return rc;
-    if (kind != TK_REC_CRED)
-        return TK_OK;
     if ((rc = record_peek(body, body_len, &id, &revoked)) != TK_OK)
         return rc;
     if (l->out == NULL) {
@@ -717,10 +708,8 @@ static int list_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
 
 int tk_do_cred_list(struct tk_call *c, const Cohort__CredList *req)
 {
-    uint8_t hdr[PAGE_ROOM];
-    struct tk_wbuf h = {hdr, sizeof hdr, 0, false};
     struct lister *l;
-    size_t start, n;
+    size_t start;
     uint64_t next;
     bool more;
     int rc;
@@ -741,20 +730,14 @@ int tk_do_cred_list(struct tk_call *c, const Cohort__CredList *req)
     more = l->n > l->max;
     next = l->n == 0 ? l->after : l->index[(more ? l->max : l->n) - 1];
     /* CredPage { creds, more, next }, its length written after it. */
-    start = c->out->len;
-    if (tk_w_reserve(c->out, PAGE_ROOM) == NULL)
+    start = tk_w_begin_wide(c->out);
+    if (c->out->overflow)
         return TK_ERR_RESPONSE_SPACE;
     l->out = c->out;
     if (l->n > 0 && (rc = tk_log_scan(c->tk, c->arena, false, list_fn, l)) != TK_OK)
         return rc;
     tk_w_uint(c->out, 2, more);
     tk_w_uint(c->out, 3, next);
-    if (c->out->overflow)
-        return TK_ERR_RESPONSE_SPACE;
-    n = c->out->len - start - PAGE_ROOM;
-    tk_w_open(&h, 23, n);
-    memcpy(c->out->p + start, hdr, h.len);
-    memmove(c->out->p + start + h.len, c->out->p + start + PAGE_ROOM, n);
-    c->out->len = start + h.len + n;
-    return TK_OK;
+    tk_w_end_wide(c->out, 23, start);
+    return c->out->overflow ? TK_ERR_RESPONSE_SPACE : TK_OK;
 }

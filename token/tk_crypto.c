@@ -62,14 +62,6 @@ void tk_query_keys_wipe(struct tk_query_keys *k)
     sodium_memzero(k, sizeof *k);
 }
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
 static size_t make_ad(uint8_t ad[AD_MAX], const struct tk_binding *b)
 {
     size_t n = sizeof(AD_PREFIX) - 1;
@@ -77,10 +69,10 @@ static size_t make_ad(uint8_t ad[AD_MAX], const struct tk_binding *b)
     memcpy(ad + n, b->query_id, TK_QUERY_ID_LEN);
     n += TK_QUERY_ID_LEN;
     ad[n++] = (uint8_t)b->phase;
-    put32(ad + n, b->level);
-    put32(ad + n + 4, b->partition);
-    put32(ad + n + 8, b->chunk);
-    put32(ad + n + 12, b->nchunks);
+    tk_put_le32(ad + n, b->level);
+    tk_put_le32(ad + n + 4, b->partition);
+    tk_put_le32(ad + n + 8, b->chunk);
+    tk_put_le32(ad + n + 12, b->nchunks);
     n += 16;
     ad[n++] = (uint8_t)b->key_len;
     if (b->key_len > 0)
@@ -110,7 +102,7 @@ static void tag_of(uint8_t *out, size_t out_len, const struct tk_query_keys *k, 
 void tk_tag_bucket(uint8_t tag[TK_TAG_BYTES], const struct tk_query_keys *k, uint32_t bucket)
 {
     uint8_t le[4];
-    put32(le, bucket);
+    tk_put_le32(le, bucket);
     tag_of(tag, TK_TAG_BYTES, k, 'b', le, sizeof le);
 }
 
@@ -130,7 +122,7 @@ void tk_origin(uint8_t out[TK_ORIGIN_LEN], const struct tk_query_keys *k,
 {
     uint8_t in[TK_CONTRIB_KEY_LEN + 4];
     memcpy(in, pseudonym, TK_CONTRIB_KEY_LEN);
-    put32(in + TK_CONTRIB_KEY_LEN, chunk);
+    tk_put_le32(in + TK_CONTRIB_KEY_LEN, chunk);
     crypto_shorthash(out, in, sizeof in, k->check);
     crypto_shorthash(out + 8, in, sizeof in, k->check + 16);
 }

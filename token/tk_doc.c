@@ -186,23 +186,8 @@ static void open_session(struct tk_call *c, struct tk_doc_session *s)
 
 static void chunk_ad(uint8_t ad[AD_LEN], const struct tk_doc_session *s)
 {
-    size_t i;
     memcpy(ad, s->doc_id, TK_DOC_ID_LEN);
-    for (i = 0; i < 8; i++)
-        ad[TK_DOC_ID_LEN + i] = (uint8_t)(s->revision >> (8 * i));
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    tk_put_le64(ad + TK_DOC_ID_LEN, s->revision);
 }
 
 /* ------------------------------------------------------------ metadata */
@@ -248,8 +233,7 @@ struct find {
     size_t rec_len;
 };
 
-/* The id and revision of a DocRecord, read without decoding it. */
-static int record_id(const uint8_t *body, size_t len, const uint8_t **id, uint64_t *rev)
+int tk_doc_ident(const uint8_t *body, size_t len, const uint8_t **id, uint64_t *rev)
 {
     struct tk_wfield f;
     size_t pos = 0;
@@ -272,16 +256,13 @@ static int find_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
     struct find *f = ctx;
     const uint8_t *body, *id;
     size_t body_len;
-    uint32_t kind;
     uint64_t rev;
     int rc;
     (void)a;
     (void)index;
-    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+    if ((rc = tk_record_kind(plain, len, TK_REC_DOC, &body, &body_len)) != 1)
         return rc;
-    if (kind != TK_REC_DOC)
-        return TK_OK;
-    if ((rc = record_id(body, body_len, &id, &rev)) != TK_OK)
+    if ((rc = tk_doc_ident(body, body_len, &id, &rev)) != TK_OK)
         return rc;
     if (memcmp(id, f->doc_id, TK_DOC_ID_LEN) != 0)
         return TK_OK;
@@ -307,17 +288,17 @@ static int find_record(struct tk_call *c, struct find *f, const uint8_t *doc_id,
     return tk_log_scan(c->tk, c->arena, false, find_fn, f);
 }
 
-static size_t ref_len(uint64_t rev, uint64_t size, uint64_t cipher_size)
+size_t tk_doc_ref_len(uint64_t rev, uint64_t size, uint64_t cipher_size)
 {
     return tk_field_len(1, TK_DOC_ID_LEN) + 1 + tk_varint_len(rev) +
            tk_field_len(3, TK_DOC_HASH_LEN) + 1 + tk_varint_len(size) + 1 +
            tk_varint_len(cipher_size);
 }
 
-static void ref_write(struct tk_wbuf *w, uint32_t field, const uint8_t *doc_id, uint64_t rev,
+void tk_doc_ref_write(struct tk_wbuf *w, uint32_t field, const uint8_t *doc_id, uint64_t rev,
                       const uint8_t *hash, uint64_t size, uint64_t cipher_size)
 {
-    tk_w_open(w, field, ref_len(rev, size, cipher_size));
+    tk_w_open(w, field, tk_doc_ref_len(rev, size, cipher_size));
     tk_w_bytes(w, 1, doc_id, TK_DOC_ID_LEN);
     tk_w_uint(w, 2, rev);
     tk_w_bytes(w, 3, hash, TK_DOC_HASH_LEN);
@@ -542,7 +523,7 @@ static void push_chunk(struct tk_doc_session *s, uint8_t *out, const uint8_t *m,
 {
     uint8_t ad[AD_LEN];
     chunk_ad(ad, s);
-    put_le32(out, (uint32_t)(m_len + ABYTES));
+    tk_put_le32(out, (uint32_t)(m_len + ABYTES));
     crypto_secretstream_xchacha20poly1305_push(&s->st, out + TK_DOC_FRAME_LEN, NULL, m, m_len, ad,
                                                sizeof ad, tag);
     crypto_generichash_update(hash_state(s), out, TK_DOC_FRAME_LEN + m_len + ABYTES);
@@ -655,25 +636,6 @@ int tk_doc_store(struct tk_call *c, const struct tk_doc_rev *r, Cohort__AuditEnt
     return rc;
 }
 
-/* The DocCipher of the last write back of a received document, whose
- * length is known once its reply is written: its tag and length are put
- * in the room reserved for them, and the fields moved up to them. */
-#define CIPHER_ROOM 7u /* a 2-byte tag and a length of up to 5 bytes */
-
-static void cipher_end(struct tk_wbuf *w, size_t start)
-{
-    uint8_t hdr[CIPHER_ROOM];
-    struct tk_wbuf h = {hdr, sizeof hdr, 0, false};
-    size_t n;
-    if (w->overflow)
-        return;
-    n = w->len - start - CIPHER_ROOM;
-    tk_w_open(&h, 17, n);
-    memcpy(w->p + start, hdr, h.len);
-    memmove(w->p + start + h.len, w->p + start + CIPHER_ROOM, n);
-    w->len = start + h.len + n;
-}
-
 /* A received document's revision goes back to its owner (tk_share.c):
  * the recipient keeps it in its share, and answers the return grant. */
 static int write_back(struct tk_call *c, const struct revision *v, const uint8_t *share_id,
@@ -730,11 +692,11 @@ int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len)
     plain_after = s->plain_bytes + data_len;
     cipher_after = s->cipher_bytes + out_len;
     payload = tk_field_len(1, out_len) +
-              (last ? tk_field_len(2, ref_len(s->revision, plain_after, cipher_after)) : 0);
+              (last ? tk_field_len(2, tk_doc_ref_len(s->revision, plain_after, cipher_after)) : 0);
     back = last && s->shared; /* its length is known at the end */
     start = c->out->len;
     if (back)
-        tk_w_reserve(c->out, CIPHER_ROOM);
+        tk_w_begin_wide(c->out); /* room for DocCipher's header, put at the end */
     else
         tk_w_open(c->out, 17, payload);
     tk_w_open(c->out, 1, out_len);
@@ -798,9 +760,9 @@ int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len)
         memcpy(base_hash, s->base_hash, sizeof base_hash);
         end_session(c);
         c->arena->lo = 0;
-        ref_write(c->out, 2, v->doc_id, v->revision, v->hash, v->size, v->cipher_size);
+        tk_doc_ref_write(c->out, 2, v->doc_id, v->revision, v->hash, v->size, v->cipher_size);
         rc = write_back(c, v, share_id, base_hash);
-        cipher_end(c->out, start);
+        tk_w_end_wide(c->out, 17, start);
         sodium_memzero(v->key, sizeof v->key);
         return rc;
     }
@@ -808,7 +770,7 @@ int tk_do_doc_write(struct tk_call *c, const uint8_t *body, size_t len)
     c->arena->lo = 0;
     rc = store_revision(c, v);
     if (rc == TK_OK)
-        ref_write(c->out, 2, v->doc_id, v->revision, v->hash, v->size, v->cipher_size);
+        tk_doc_ref_write(c->out, 2, v->doc_id, v->revision, v->hash, v->size, v->cipher_size);
     sodium_memzero(v->key, sizeof v->key);
     return rc;
 }
@@ -919,13 +881,13 @@ int tk_do_doc_open(struct tk_call *c, const Cohort__DocOpen *req)
     open_session(c, s);
 
     /* DocSession { session, max_chunk, ref, meta } */
-    ref = ref_len(d->revision, d->size, d->cipher_size);
+    ref = tk_doc_ref_len(d->revision, d->size, d->cipher_size);
     tk_w_open(c->out, 16,
               tk_field_len(1, TK_SESSION_ID_LEN) + 1 + tk_varint_len(TK_DOC_DATA_MAX) +
                   tk_field_len(3, ref) + tk_field_len(4, d->meta_len));
     tk_w_bytes(c->out, 1, s->id, sizeof s->id);
     tk_w_uint(c->out, 2, TK_DOC_DATA_MAX);
-    ref_write(c->out, 3, d->doc_id, d->revision, d->content_hash, d->size, d->cipher_size);
+    tk_doc_ref_write(c->out, 3, d->doc_id, d->revision, d->content_hash, d->size, d->cipher_size);
     tk_w_bytes(c->out, 4, d->meta, d->meta_len);
     sodium_memzero(d, sizeof *d);
     return TK_OK;
@@ -952,7 +914,7 @@ static int read_feed(struct tk_doc_session *s, const uint8_t *d, size_t n, uint8
         return TK_ERR_TAMPERED; /* beyond the recorded size */
     memcpy(pre, s->buf, sizeof pre);
     if (pos >= HEADER_LEN && bl >= TK_DOC_FRAME_LEN)
-        flen = get_le32(pre);
+        flen = tk_get_le32(pre);
     chunk_ad(ad, s);
     while (i < n) {
         size_t need, take;
@@ -985,7 +947,7 @@ static int read_feed(struct tk_doc_session *s, const uint8_t *d, size_t n, uint8
             continue;
         }
         if (bl == TK_DOC_FRAME_LEN && take > 0) {
-            flen = get_le32(pre);
+            flen = tk_get_le32(pre);
             if (flen < ABYTES || flen > TK_DOC_BOX_MAX || flen > s->cipher_size - pos)
                 return TK_ERR_TAMPERED;
             continue;
@@ -1064,23 +1026,6 @@ int tk_do_doc_read(struct tk_call *c, const uint8_t *body, size_t len)
 
 /* ------------------------------------------------------ listing, deleting */
 
-#define PAGE_ROOM 7u /* DocPage's tag (2 bytes) and a length of up to 5 */
-
-static int page_end(struct tk_wbuf *w, size_t start)
-{
-    uint8_t hdr[PAGE_ROOM];
-    struct tk_wbuf h = {hdr, sizeof hdr, 0, false};
-    size_t n;
-    if (w->overflow)
-        return TK_ERR_RESPONSE_SPACE;
-    n = w->len - start - PAGE_ROOM;
-    tk_w_open(&h, 19, n);
-    memcpy(w->p + start, hdr, h.len);
-    memmove(w->p + start + h.len, w->p + start + PAGE_ROOM, n);
-    w->len = start + h.len + n;
-    return TK_OK;
-}
-
 struct lister {
     uint64_t after;
     uint32_t max;
@@ -1101,15 +1046,13 @@ static int list_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
     struct lister *l = ctx;
     const uint8_t *body, *id;
     size_t body_len;
-    uint32_t kind, i;
+    uint32_t i;
     uint64_t rev;
     int rc;
 
-    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+    if ((rc = tk_record_kind(plain, len, TK_REC_DOC, &body, &body_len)) != 1)
         return rc;
-    if (kind != TK_REC_DOC)
-        return TK_OK;
-    if ((rc = record_id(body, body_len, &id, &rev)) != TK_OK)
+    if ((rc = tk_doc_ident(body, body_len, &id, &rev)) != TK_OK)
         return rc;
     if (l->pass == 1) {
         if (index + 1 > l->after && l->n < l->max + 1) {
@@ -1134,12 +1077,8 @@ static int list_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
             if ((l->filter != NULL && !tk_rule_matches(l->filter, r->meta)) ||
                 tk_cred_match(l->cr, COHORT__VERB__VERB_GET, r->meta) != TK_OK)
                 continue;
-            tk_w_open(l->out, 1, ref_len(r->revision, r->size, r->cipher_size));
-            tk_w_bytes(l->out, 1, r->doc_id.data, TK_DOC_ID_LEN);
-            tk_w_uint(l->out, 2, r->revision);
-            tk_w_bytes(l->out, 3, r->content_hash.data, TK_DOC_HASH_LEN);
-            tk_w_uint(l->out, 4, r->size);
-            tk_w_uint(l->out, 5, r->cipher_size);
+            tk_doc_ref_write(l->out, 1, r->doc_id.data, r->revision, r->content_hash.data, r->size,
+                             r->cipher_size);
             tk_w_message(l->out, 2, &r->meta->base);
         }
     }
@@ -1182,8 +1121,8 @@ int tk_do_doc_list(struct tk_call *c, const Cohort__DocList *req)
     more = l->n > l->max;
     next = l->n == 0 ? l->after : l->index[(more ? l->max : l->n) - 1];
     /* DocPage { refs, metas, more, next }, its length written after it. */
-    start = c->out->len;
-    if (tk_w_reserve(c->out, PAGE_ROOM) == NULL)
+    start = tk_w_begin_wide(c->out);
+    if (c->out->overflow)
         return TK_ERR_RESPONSE_SPACE;
     l->out = c->out;
     l->pass = 3;
@@ -1191,7 +1130,8 @@ int tk_do_doc_list(struct tk_call *c, const Cohort__DocList *req)
         return rc;
     tk_w_uint(c->out, 3, more);
     tk_w_uint(c->out, 4, next);
-    return page_end(c->out, start);
+    tk_w_end_wide(c->out, 19, start);
+    return c->out->overflow ? TK_ERR_RESPONSE_SPACE : TK_OK;
 }
 
 static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, bool *keep)
@@ -1216,7 +1156,7 @@ static int erase_keep(void *ctx, struct tk_arena *a, const uint8_t *plain, size_
     if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
         return rc;
     if (kind == TK_REC_DOC && e->drop_records) {
-        if ((rc = record_id(body, body_len, &id, &rev)) != TK_OK)
+        if ((rc = tk_doc_ident(body, body_len, &id, &rev)) != TK_OK)
             return rc;
         if (memcmp(id, e->doc_id, TK_DOC_ID_LEN) == 0)
             return TK_OK;
@@ -1270,6 +1210,6 @@ int tk_do_doc_delete(struct tk_call *c, const Cohort__DocDelete *req)
     if ((rc = tk_docs_edit_init(&e.docs, c->tk, c->arena, req->doc_id.data)) != TK_OK ||
         (rc = tk_log_rewrite(c->tk, c->arena, erase_keep, &e)) != TK_OK)
         return rc;
-    ref_write(c->out, 20, req->doc_id.data, rev, hash, size, cipher_size);
+    tk_doc_ref_write(c->out, 20, req->doc_id.data, rev, hash, size, cipher_size);
     return TK_OK;
 }

@@ -123,8 +123,20 @@ int tk_wire_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *v);
  */
 size_t tk_w_begin(struct tk_wbuf *w);
 void tk_w_end(struct tk_wbuf *w, uint32_t field, size_t start);
+/* The same for any field number (a response's body, fields over 15):
+ * tk_w_begin_wide reserves TK_W_WIDE_ROOM bytes, room for a 2-byte tag
+ * and a 5-byte length. tk_w_end_wide does nothing once w has overflowed. */
+#define TK_W_WIDE_ROOM 7u
+size_t tk_w_begin_wide(struct tk_wbuf *w);
+void tk_w_end_wide(struct tk_wbuf *w, uint32_t field, size_t start);
 /* Bytes still free in w. */
 size_t tk_w_room(const struct tk_wbuf *w);
+
+/* Fixed-size little-endian integers (record framing, associated data). */
+void tk_put_le32(uint8_t p[4], uint32_t v);
+void tk_put_le64(uint8_t p[8], uint64_t v);
+uint32_t tk_get_le32(const uint8_t p[4]);
+uint64_t tk_get_le64(const uint8_t p[8]);
 
 /* ------------------------------------------------------------ values */
 
@@ -471,6 +483,10 @@ int tk_log_rewrite(struct tk_token *tk, struct tk_arena *a, tk_keep_fn keep, voi
  * plaintext is not one StoreRecord of a known kind. */
 int tk_record_body(const uint8_t *plain, size_t len, uint32_t *kind, const uint8_t **body,
                    size_t *body_len);
+/* The same for scans that want one kind: 1 with the payload of a record of
+ * that kind, 0 for a record of another kind, or TK_ERR_TAMPERED. */
+int tk_record_kind(const uint8_t *plain, size_t len, uint32_t kind, const uint8_t **body,
+                   size_t *body_len);
 #define TK_REC_TABLE 1u
 #define TK_REC_ROWS 2u
 #define TK_REC_POLICY 3u
@@ -677,6 +693,15 @@ int tk_stream_parse(const uint8_t *body, size_t len, size_t max, const uint8_t *
 int tk_do_doc_read(struct tk_call *c, const uint8_t *body, size_t len);
 int tk_do_doc_list(struct tk_call *c, const Cohort__DocList *req);
 int tk_do_doc_delete(struct tk_call *c, const Cohort__DocDelete *req);
+/* The id and revision (fields 1 and 2) of a DocRecord, or of a SharedDoc,
+ * which starts the same, read without decoding it: TK_ERR_TAMPERED when
+ * either is missing or the framing is broken. */
+int tk_doc_ident(const uint8_t *rec, size_t len, const uint8_t **id, uint64_t *rev);
+/* A DocRef (id, revision, content hash, size, ciphertext size) as field
+ * `field` of w, and the length of its payload. */
+size_t tk_doc_ref_len(uint64_t rev, uint64_t size, uint64_t cipher_size);
+void tk_doc_ref_write(struct tk_wbuf *w, uint32_t field, const uint8_t *doc_id, uint64_t rev,
+                      const uint8_t *hash, uint64_t size, uint64_t cipher_size);
 
 /* A revision of a document, as a DocRecord holds it (meta packed, its
  * size set). */

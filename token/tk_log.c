@@ -71,35 +71,11 @@ static void keys_derive(struct log_keys *k, const uint8_t storage_key[32])
     crypto_kdf_derive_from_key(k->chain, sizeof k->chain, KDF_CHAIN, KDF_CONTEXT, storage_key);
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    put_le32(p, (uint32_t)v);
-    put_le32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
 static void chain_start(uint8_t h[32], const struct log_keys *k, uint32_t segment)
 {
     uint8_t in[sizeof CHAIN_INIT - 1 + 4];
     memcpy(in, CHAIN_INIT, sizeof CHAIN_INIT - 1);
-    put_le32(in + sizeof CHAIN_INIT - 1, segment);
+    tk_put_le32(in + sizeof CHAIN_INIT - 1, segment);
     crypto_generichash(h, 32, in, sizeof in, k->chain, sizeof k->chain);
 }
 
@@ -116,8 +92,8 @@ static void chain_next(uint8_t out[32], const uint8_t h[32], const uint8_t *rec,
 static void rec_ad(uint8_t ad[REC_AD_LEN], uint32_t segment, uint64_t index, const uint8_t h[32])
 {
     memcpy(ad, REC_AD, sizeof REC_AD - 1);
-    put_le32(ad + sizeof REC_AD - 1, segment);
-    put_le64(ad + sizeof REC_AD - 1 + 4, index);
+    tk_put_le32(ad + sizeof REC_AD - 1, segment);
+    tk_put_le64(ad + sizeof REC_AD - 1 + 4, index);
     memcpy(ad + sizeof REC_AD - 1 + 12, h, 32);
 }
 
@@ -184,7 +160,7 @@ int tk_log_append_sealed(struct tk_token *tk, uint8_t *buf, size_t plain_len)
         return TK_ERR_TOO_LARGE;
     if ((rc = cut_tail(tk)) != TK_OK)
         return rc;
-    put_le32(buf, (uint32_t)box_len);
+    tk_put_le32(buf, (uint32_t)box_len);
     randombytes_buf(buf + 4, TK_NONCE_LEN);
     keys_derive(&k, tk->storage_key);
     rec_ad(ad, w->segment, w->records, w->head);
@@ -226,18 +202,18 @@ static void replay_pack(uint8_t out[REPLAY_BYTES], const struct tk_token *tk)
     size_t i;
     for (i = 0; i < TK_REPLAY_SLOTS; i++) {
         memcpy(p, tk->replay[i].query, TK_QUERY_TAG_LEN);
-        put_le32(p + TK_QUERY_TAG_LEN, tk->replay[i].level);
-        put_le32(p + TK_QUERY_TAG_LEN + 4, tk->replay[i].partition);
+        tk_put_le32(p + TK_QUERY_TAG_LEN, tk->replay[i].level);
+        tk_put_le32(p + TK_QUERY_TAG_LEN + 4, tk->replay[i].partition);
         p += REPLAY_SLOT_BYTES;
     }
-    put_le32(p, tk->replay_next);
+    tk_put_le32(p, tk->replay_next);
     p += 4;
     for (i = 0; i < TK_PLAN_CACHE; i++) {
         memcpy(p, tk->plans[i].digest, 32);
-        put_le64(p + 32, (uint64_t)tk->plans[i].expires_at);
+        tk_put_le64(p + 32, (uint64_t)tk->plans[i].expires_at);
         p += PLAN_SLOT_BYTES;
     }
-    put_le32(p, tk->plan_next);
+    tk_put_le32(p, tk->plan_next);
 }
 
 static void replay_unpack(struct tk_token *tk, const uint8_t in[REPLAY_BYTES])
@@ -246,18 +222,18 @@ static void replay_unpack(struct tk_token *tk, const uint8_t in[REPLAY_BYTES])
     size_t i;
     for (i = 0; i < TK_REPLAY_SLOTS; i++) {
         memcpy(tk->replay[i].query, p, TK_QUERY_TAG_LEN);
-        tk->replay[i].level = get_le32(p + TK_QUERY_TAG_LEN);
-        tk->replay[i].partition = get_le32(p + TK_QUERY_TAG_LEN + 4);
+        tk->replay[i].level = tk_get_le32(p + TK_QUERY_TAG_LEN);
+        tk->replay[i].partition = tk_get_le32(p + TK_QUERY_TAG_LEN + 4);
         p += REPLAY_SLOT_BYTES;
     }
-    tk->replay_next = get_le32(p);
+    tk->replay_next = tk_get_le32(p);
     p += 4;
     for (i = 0; i < TK_PLAN_CACHE; i++) {
         memcpy(tk->plans[i].digest, p, 32);
-        tk->plans[i].expires_at = (int64_t)get_le64(p + 32);
+        tk->plans[i].expires_at = (int64_t)tk_get_le64(p + 32);
         p += PLAN_SLOT_BYTES;
     }
-    tk->plan_next = get_le32(p);
+    tk->plan_next = tk_get_le32(p);
 }
 
 /*
@@ -478,7 +454,7 @@ static int scan_state(struct tk_token *tk, struct tk_arena *a, const struct tk_l
         }
         if ((rc = flash_read(tk, st, off, hdr, TK_REC_HDR)) != TK_OK)
             break;
-        box_len = get_le32(hdr);
+        box_len = tk_get_le32(hdr);
         if (box_len < TK_TAG_LEN || box_len > TK_RECORD_MAX + TK_TAG_LEN ||
             st->length - off - TK_REC_HDR < box_len) {
             rc = tampered(tk);
@@ -552,6 +528,16 @@ int tk_record_body(const uint8_t *plain, size_t len, uint32_t *kind, const uint8
     *body = f.data;
     *body_len = f.len;
     return TK_OK;
+}
+
+int tk_record_kind(const uint8_t *plain, size_t len, uint32_t kind, const uint8_t **body,
+                   size_t *body_len)
+{
+    uint32_t k;
+    int rc;
+    if ((rc = tk_record_body(plain, len, &k, body, body_len)) != TK_OK)
+        return rc;
+    return k == kind ? 1 : 0;
 }
 
 /* ------------------------------------------------------------ rewrite */

@@ -159,7 +159,6 @@
 #define OPEN_ROOM WPREFIX_LEN /* before an opened seal: room for either prefix */
 #define SIG_LEN crypto_sign_BYTES
 #define KEY_LEN crypto_secretstream_xchacha20poly1305_KEYBYTES
-#define WIDE_ROOM 7u   /* a 2-byte tag and a length of up to 5 bytes */
 #define PART_ROOM 512u /* a stored ShareInfo and a record's framing, at most */
 #define REF_ROOM 96u   /* a DocRef in a revoked share's info, at most */
 #define SIZE_MAX_DOC (1ull << 48)
@@ -175,61 +174,9 @@ static int64_t later(int64_t a, int64_t b)
     return a > b ? a : b;
 }
 
-static void put_le64(uint8_t p[8], uint64_t v)
-{
-    size_t i;
-    for (i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static void set_reason(struct tk_call *c, const char *why)
 {
     tk_text_put(c->reason, 0, sizeof c->reason, why);
-}
-
-/* A length-delimited field of a number over 15 (a response's body) whose
- * length is written once its payload is. */
-static size_t wide_begin(struct tk_wbuf *w)
-{
-    size_t start = w->len;
-    tk_w_reserve(w, WIDE_ROOM);
-    return start;
-}
-
-static void wide_end(struct tk_wbuf *w, uint32_t field, size_t start)
-{
-    uint8_t hdr[WIDE_ROOM];
-    struct tk_wbuf h = {hdr, sizeof hdr, 0, false};
-    size_t n;
-    if (w->overflow)
-        return;
-    n = w->len - start - WIDE_ROOM;
-    tk_w_open(&h, field, n);
-    if (h.overflow) {
-        w->overflow = true;
-        return;
-    }
-    memcpy(w->p + start, hdr, h.len);
-    memmove(w->p + start + h.len, w->p + start + WIDE_ROOM, n);
-    w->len = start + h.len + n;
-}
-
-static size_t ref_len(uint64_t rev, uint64_t size, uint64_t cipher_size)
-{
-    return tk_field_len(1, TK_DOC_ID_LEN) + 1 + tk_varint_len(rev) +
-           tk_field_len(3, TK_DOC_HASH_LEN) + 1 + tk_varint_len(size) + 1 +
-           tk_varint_len(cipher_size);
-}
-
-static void ref_write(struct tk_wbuf *w, uint32_t field, const uint8_t *id, uint64_t rev,
-                      const uint8_t *hash, uint64_t size, uint64_t cipher_size)
-{
-    tk_w_open(w, field, ref_len(rev, size, cipher_size));
-    tk_w_bytes(w, 1, id, TK_DOC_ID_LEN);
-    tk_w_uint(w, 2, rev);
-    tk_w_bytes(w, 3, hash, TK_DOC_HASH_LEN);
-    tk_w_uint(w, 4, size);
-    tk_w_uint(w, 5, cipher_size);
 }
 
 /* The bytes a document's ciphertext file has for `size` plaintext bytes. */
@@ -412,23 +359,6 @@ static int next_doc(const uint8_t *body, size_t len, size_t *pos, const uint8_t 
             return 1;
         }
     return more < 0 ? TK_ERR_TAMPERED : 0;
-}
-
-/* The id and revision of a SharedDoc or a DocRecord (fields 1 and 2 of both). */
-static bool doc_ident(const uint8_t *doc, size_t len, const uint8_t **id, uint64_t *rev)
-{
-    struct tk_wfield f;
-    size_t pos = 0;
-    int more;
-    *id = NULL;
-    *rev = 0;
-    while ((more = tk_wire_next(doc, len, &pos, &f)) == 1) {
-        if (f.field == 1 && f.wire_type == 2 && f.len == TK_DOC_ID_LEN)
-            *id = f.data;
-        else if (f.field == 2 && f.wire_type == 0)
-            *rev = f.varint;
-    }
-    return more == 0 && *id != NULL && *rev != 0;
 }
 
 /*
@@ -688,7 +618,7 @@ static int fetch_doc(struct finder *f, struct tk_arena *a, const uint8_t *body, 
     uint64_t rev;
     int more;
     while ((more = next_doc(body, len, &pos, &doc, &doc_len)) == 1) {
-        if (!doc_ident(doc, doc_len, &id, &rev))
+        if (tk_doc_ident(doc, doc_len, &id, &rev) != TK_OK)
             return TK_ERR_TAMPERED;
         if (memcmp(id, f->doc_id, TK_DOC_ID_LEN) == 0 && rev == f->chosen->rev)
             return fetch_one(f, a, doc, doc_len);
@@ -1034,14 +964,11 @@ static int peer_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
     size_t body_len, pos = 0;
     struct tk_wfield f;
     struct head h;
-    uint32_t kind;
     int rc, more;
     (void)a;
     (void)index;
-    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+    if ((rc = tk_record_kind(plain, len, TK_REC_SHARE, &body, &body_len)) != 1)
         return rc;
-    if (kind != TK_REC_SHARE)
-        return TK_OK;
     if ((rc = head_parse(&h, body, body_len)) != TK_OK)
         return rc;
     if (h.part != 0 || memcmp(h.id, p->id, TK_SHARE_ID_LEN) != 0)
@@ -1164,7 +1091,7 @@ int tk_share_write_back(struct tk_call *c, const struct tk_doc_rev *r, const uin
      * whom it goes to), sealed, refs (the new revision) }. */
     out_len = tk_field_len(1, TK_SHARE_ID_LEN) + 1 + tk_varint_len(p->h.seq) +
               tk_field_len(3, p->cert_len) + tk_field_len(4, sealed_len) +
-              tk_field_len(5, ref_len(r->revision, r->size, r->cipher_size));
+              tk_field_len(5, tk_doc_ref_len(r->revision, r->size, r->cipher_size));
     tk_w_open(c->out, 3, out_len);
     tk_w_bytes(c->out, 1, share_id, TK_SHARE_ID_LEN);
     tk_w_uint(c->out, 2, p->h.seq);
@@ -1173,7 +1100,7 @@ int tk_share_write_back(struct tk_call *c, const struct tk_doc_rev *r, const uin
     if ((q = tk_w_reserve(c->out, sealed_len)) != NULL &&
         crypto_box_seal(q, sg, sg_len, sb->box_pk.data) != 0)
         rc = TK_ERR_RANDOM;
-    ref_write(c->out, 5, r->doc_id, r->revision, r->hash, r->size, r->cipher_size);
+    tk_doc_ref_write(c->out, 5, r->doc_id, r->revision, r->hash, r->size, r->cipher_size);
     sodium_memzero(buf, buf_len);
     sodium_memzero(sig, sizeof sig);
     if (rc != TK_OK)
@@ -1313,7 +1240,7 @@ static int resolve_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_
     }
     if (kind != TK_REC_DOC)
         return TK_OK;
-    if (!doc_ident(body, body_len, &id, &rev))
+    if (tk_doc_ident(body, body_len, &id, &rev) != TK_OK)
         return TK_ERR_TAMPERED;
     e = entry_of(r, id);
     if (r->selector != NULL) {
@@ -1391,7 +1318,7 @@ static int resolve(struct tk_call *c, struct resolver *r, const struct issue *is
             continue;
         total += add;
         memcpy(part, e->id, TK_DOC_ID_LEN);
-        put_le64(part + TK_DOC_ID_LEN, e->rev);
+        tk_put_le64(part + TK_DOC_ID_LEN, e->rev);
         crypto_generichash_update(&st, part, sizeof part);
     }
     crypto_generichash_final(&st, digest, 32);
@@ -1519,7 +1446,8 @@ static int issue(struct tk_call *c, const struct issue *is, struct resolver *r,
                   tk_field_len(3, cert_len) + tk_field_len(4, sealed_len) + (is->revoked ? 2u : 0u);
         for (i = 0; i < r->n; i++)
             if (r->e[i].in)
-                out_len += tk_field_len(5, ref_len(r->e[i].rev, r->e[i].size, r->e[i].cipher_size));
+                out_len +=
+                    tk_field_len(5, tk_doc_ref_len(r->e[i].rev, r->e[i].size, r->e[i].cipher_size));
         tk_w_open(c->out, 24, out_len);
         tk_w_bytes(c->out, 1, is->share_id, TK_SHARE_ID_LEN);
         tk_w_uint(c->out, 2, is->seq);
@@ -1530,8 +1458,8 @@ static int issue(struct tk_call *c, const struct issue *is, struct resolver *r,
             rc = TK_ERR_RANDOM;
         for (i = 0; i < r->n; i++)
             if (r->e[i].in)
-                ref_write(c->out, 5, r->e[i].id, r->e[i].rev, r->e[i].hash, r->e[i].size,
-                          r->e[i].cipher_size);
+                tk_doc_ref_write(c->out, 5, r->e[i].id, r->e[i].rev, r->e[i].hash, r->e[i].size,
+                                 r->e[i].cipher_size);
         if (is->revoked)
             tk_w_uint(c->out, 6, 1);
     }
@@ -1746,13 +1674,10 @@ static int latest_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t
     const uint8_t *body;
     size_t body_len;
     struct head h;
-    uint32_t kind;
     int rc;
     (void)a;
-    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+    if ((rc = tk_record_kind(plain, len, TK_REC_SHARE, &body, &body_len)) != 1)
         return rc;
-    if (kind != TK_REC_SHARE)
-        return TK_OK;
     if ((rc = head_parse(&h, body, body_len)) != TK_OK)
         return rc;
     if (h.part != 0 || memcmp(h.id, l->id, TK_SHARE_ID_LEN) != 0)
@@ -1761,6 +1686,23 @@ static int latest_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t
     l->incoming = h.incoming;
     l->revoked = h.revoked;
     l->index = index;
+    return TK_OK;
+}
+
+/* The latest record of a share this token made: TK_ERR_NOT_FOUND for an
+ * unknown id, TK_ERR_DENIED (saying not_mine) for a received share. */
+static int sent_latest(struct tk_call *c, struct latest *l, const uint8_t *id, const char *not_mine)
+{
+    int rc;
+    *l = (struct latest){id, false, false, false, 0};
+    if ((rc = tk_log_scan(c->tk, c->arena, false, latest_fn, l)) != TK_OK)
+        return rc;
+    if (!l->found)
+        return TK_ERR_NOT_FOUND;
+    if (l->incoming) {
+        set_reason(c, not_mine);
+        return TK_ERR_DENIED;
+    }
     return TK_OK;
 }
 
@@ -1777,15 +1719,8 @@ static int share_revoke(struct tk_call *c, const Cohort__ShareRevoke *req)
         return TK_ERR_NOT_PROVISIONED;
     if (req->share_id.len != TK_SHARE_ID_LEN)
         return TK_ERR_MALFORMED;
-    l.id = req->share_id.data;
-    if ((rc = tk_log_scan(c->tk, c->arena, false, latest_fn, &l)) != TK_OK)
+    if ((rc = sent_latest(c, &l, req->share_id.data, "only the sender revokes a share")) != TK_OK)
         return rc;
-    if (!l.found)
-        return TK_ERR_NOT_FOUND;
-    if (l.incoming) {
-        set_reason(c, "only the sender revokes a share");
-        return TK_ERR_DENIED;
-    }
     if ((rc = sent_load(c, &s, l.index)) != TK_OK)
         return rc;
     return regrant(c, &s, true, NULL, &same);
@@ -1808,13 +1743,10 @@ static int share_update(struct tk_call *c, const Cohort__ShareUpdate *req)
         return TK_ERR_MALFORMED;
     if ((rc = policy_check(c, req->policy)) != TK_OK)
         return rc;
-    l.id = req->share_id.data;
-    if ((rc = tk_log_scan(c->tk, c->arena, false, latest_fn, &l)) != TK_OK)
+    if ((rc = sent_latest(c, &l, req->share_id.data, "only the sender changes a share")) != TK_OK)
         return rc;
-    if (!l.found)
-        return TK_ERR_NOT_FOUND;
-    if (l.incoming || l.revoked) {
-        set_reason(c, l.incoming ? "only the sender changes a share" : "the share was revoked");
+    if (l.revoked) {
+        set_reason(c, "the share was revoked");
         return TK_ERR_DENIED;
     }
     if ((rc = sent_load(c, &s, l.index)) != TK_OK)
@@ -1842,15 +1774,13 @@ static int batch_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t 
     const uint8_t *body;
     size_t body_len;
     struct head h;
-    uint32_t kind, i;
+    uint32_t i;
     int rc;
     (void)a;
     if (index < b->cursor)
         return TK_OK;
-    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+    if ((rc = tk_record_kind(plain, len, TK_REC_SHARE, &body, &body_len)) != 1)
         return rc;
-    if (kind != TK_REC_SHARE)
-        return TK_OK;
     if ((rc = head_parse(&h, body, body_len)) != TK_OK)
         return rc;
     if (h.incoming || h.part != 0)
@@ -1978,7 +1908,7 @@ static int grant_parse(struct grant *g, struct tk_arena *a, const uint8_t *p, si
                 return TK_ERR_MALFORMED;
             if (g->n_docs == TK_SHARE_DOCS_MAX)
                 return TK_ERR_TOO_LARGE;
-            if (!doc_ident(f.data, f.len, &g->doc_id[g->n_docs], &rev))
+            if (tk_doc_ident(f.data, f.len, &g->doc_id[g->n_docs], &rev) != TK_OK)
                 return TK_ERR_MALFORMED;
             g->doc[g->n_docs] = f.data;
             g->doc_len[g->n_docs] = f.len;
@@ -2096,7 +2026,7 @@ static int accept_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t
     if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
         return rc;
     if (kind == TK_REC_DOC) {
-        if (!doc_ident(body, body_len, &id, &rev))
+        if (tk_doc_ident(body, body_len, &id, &rev) != TK_OK)
             return TK_ERR_TAMPERED;
         if (grant_doc_index(x->g, id) >= 0)
             x->own_doc = true;
@@ -2297,7 +2227,8 @@ static int info_doc(struct tk_wbuf *w, struct tk_arena *a, const uint8_t *doc, s
     Cohort__SharedDoc *d = NULL;
     int rc = shared_doc_decode(&d, a, doc, len);
     if (rc == TK_OK) {
-        ref_write(w, 7, d->doc_id.data, d->revision, d->content_hash.data, d->size, d->cipher_size);
+        tk_doc_ref_write(w, 7, d->doc_id.data, d->revision, d->content_hash.data, d->size,
+                         d->cipher_size);
         tk_w_message(w, 8, &d->meta->base);
         tk_w_uint(w, 9, reads);
     }
@@ -2382,16 +2313,13 @@ static int own_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t le
     const uint8_t *body, *id;
     size_t body_len;
     struct entry e;
-    uint32_t kind;
     uint64_t rev;
     int rc;
     (void)a;
     (void)index;
-    if ((rc = tk_record_body(plain, len, &kind, &body, &body_len)) != TK_OK)
+    if ((rc = tk_record_kind(plain, len, TK_REC_DOC, &body, &body_len)) != 1)
         return rc;
-    if (kind != TK_REC_DOC)
-        return TK_OK;
-    if (!doc_ident(body, body_len, &id, &rev))
+    if (tk_doc_ident(body, body_len, &id, &rev) != TK_OK)
         return TK_ERR_TAMPERED;
     if (memcmp(id, o->doc_id, TK_DOC_ID_LEN) != 0)
         return TK_OK;
@@ -2473,18 +2401,8 @@ static int accept_return(struct tk_call *c, uint8_t *wp, size_t wl, const uint8_
     }
 
     /* The share, as this token made it. */
-    l.id = rg.share_id;
-    if ((rc = tk_log_scan(c->tk, c->arena, false, latest_fn, &l)) != TK_OK)
+    if ((rc = sent_latest(c, &l, rg.share_id, "the share is not one this token made")) != TK_OK)
         goto out;
-    if (!l.found) {
-        rc = TK_ERR_NOT_FOUND;
-        goto out;
-    }
-    if (l.incoming) {
-        set_reason(c, "the share is not one this token made");
-        rc = TK_ERR_DENIED;
-        goto out;
-    }
     if ((rc = sent_load(c, &s, l.index)) != TK_OK)
         goto out;
     in = s.rec->info;
@@ -2773,11 +2691,11 @@ static int share_accept(struct tk_call *c, const Cohort__ShareAccept *req, bool 
     info.revoked = g->revoked;
     info.created = c->now;
     info.issued = g->issued;
-    start = wide_begin(c->out);
+    start = tk_w_begin_wide(c->out);
     info_head_write(c->out, &info);
     for (i = 0; i < g->n_docs && rc == TK_OK; i++)
         rc = info_doc(c->out, c->arena, g->doc[i], g->doc_len[i], x->reads[i]);
-    wide_end(c->out, 25, start);
+    tk_w_end_wide(c->out, 25, start);
     if (rc == TK_OK && c->out->overflow)
         rc = TK_ERR_RESPONSE_SPACE;
     if (rc != TK_OK)
@@ -2895,7 +2813,7 @@ static int list_docs(struct lister *s, struct tk_arena *a, const uint8_t *body, 
     uint32_t k;
     int more, rc;
     while ((more = next_doc(body, len, &pos, &doc, &doc_len)) == 1) {
-        if (!doc_ident(doc, doc_len, &id, &rev))
+        if (tk_doc_ident(doc, doc_len, &id, &rev) != TK_OK)
             return TK_ERR_TAMPERED;
         if (s->pass == 2) {
             if (e->n_docs == TK_SHARE_DOCS_MAX)
@@ -3036,7 +2954,7 @@ int tk_do_share_list(struct tk_call *c, const Cohort__ShareList *req)
     more = s.n > s.max;
     next = s.n == 0 ? s.after : s.l[(more ? s.max : s.n) - 1].index;
     /* SharePage { shares, more, next } */
-    start = wide_begin(c->out);
+    start = tk_w_begin_wide(c->out);
     s.out = c->out;
     s.pass = 4;
     if (s.n > 0 && (rc = tk_log_scan(c->tk, c->arena, false, list_fn, &s)) != TK_OK)
@@ -3044,7 +2962,7 @@ int tk_do_share_list(struct tk_call *c, const Cohort__ShareList *req)
     list_close(&s);
     tk_w_uint(c->out, 2, more);
     tk_w_uint(c->out, 3, next);
-    wide_end(c->out, 26, start);
+    tk_w_end_wide(c->out, 26, start);
     return c->out->overflow ? TK_ERR_RESPONSE_SPACE : TK_OK;
 }
 

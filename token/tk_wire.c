@@ -12,6 +12,9 @@
  *   that rows are decoded one at a time and a rewrite copies them as
  *   bytes; the secure image is written by hand (tk_log.c).
  *
+ * Beside them, the fixed-size little-endian integers that record framing
+ * and associated data use throughout the token.
+ *
  * The writer never writes past cap: it sets `overflow` and the dispatcher
  * turns that into TK_ERR_RESPONSE_SPACE. The reader rejects any field that
  * runs past the end of its buffer.
@@ -137,9 +140,58 @@ void tk_w_end(struct tk_wbuf *w, uint32_t field, size_t start)
     w->len = start + h.len + n;
 }
 
+size_t tk_w_begin_wide(struct tk_wbuf *w)
+{
+    size_t start = w->len;
+    tk_w_reserve(w, TK_W_WIDE_ROOM);
+    return start;
+}
+
+void tk_w_end_wide(struct tk_wbuf *w, uint32_t field, size_t start)
+{
+    uint8_t hdr[TK_W_WIDE_ROOM];
+    struct tk_wbuf h = {hdr, sizeof hdr, 0, false};
+    size_t n;
+    if (w->overflow)
+        return;
+    n = w->len - start - TK_W_WIDE_ROOM;
+    tk_w_open(&h, field, n);
+    if (h.overflow) {
+        w->overflow = true;
+        return;
+    }
+    memcpy(w->p + start, hdr, h.len);
+    memmove(w->p + start + h.len, w->p + start + TK_W_WIDE_ROOM, n);
+    w->len = start + h.len + n;
+}
+
 size_t tk_w_room(const struct tk_wbuf *w)
 {
     return w->overflow ? 0 : w->cap - w->len;
+}
+
+void tk_put_le32(uint8_t p[4], uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+void tk_put_le64(uint8_t p[8], uint64_t v)
+{
+    tk_put_le32(p, (uint32_t)v);
+    tk_put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+uint32_t tk_get_le32(const uint8_t p[4])
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+uint64_t tk_get_le64(const uint8_t p[8])
+{
+    return (uint64_t)tk_get_le32(p) | (uint64_t)tk_get_le32(p + 4) << 32;
 }
 
 static int get_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *v)
