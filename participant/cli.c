@@ -200,43 +200,25 @@ bool cli_is_help(const char *arg)
     return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
 }
 
-int cli_dir_only(const struct cli_env *env, const char *cmd, int argc, char **argv,
-                 const char *about, const char **dir)
+/* --dir DIR, and --json when json is not NULL; --help prints the usage
+ * and about, or help(out) when about is NULL. */
+static int dir_line(const struct cli_env *env, const char *cmd, int argc, char **argv,
+                    void (*help)(FILE *out), const char *about, const char **dir, bool *json)
 {
     int m;
     *dir = NULL;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            cli_usage(env->out, cmd);
-            fprintf(env->out, "\n%s\n", about);
+            if (about != NULL) {
+                cli_usage(env->out, cmd);
+                fprintf(env->out, "\n%s\n", about);
+            } else {
+                help(env->out);
+            }
             *dir = NULL;
             return CLI_OK;
         }
-        if ((m = cli_opt(env, cmd, argc, argv, &i, "--dir", dir)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, cmd, "unexpected argument '%.60s'", argv[i]);
-    }
-    if (*dir == NULL)
-        return cli_usage_error(env, cmd, "give the token's directory with --dir DIR");
-    return CLI_OK;
-}
-
-int cli_dir_json(const struct cli_env *env, const char *cmd, int argc, char **argv,
-                 void (*help)(FILE *out), const char **dir, bool *json)
-{
-    int m;
-    *dir = NULL;
-    *json = false;
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            *dir = NULL;
-            return CLI_OK;
-        }
-        if (strcmp(argv[i], "--json") == 0) {
+        if (json != NULL && strcmp(argv[i], "--json") == 0) {
             *json = true;
             continue;
         }
@@ -250,6 +232,19 @@ int cli_dir_json(const struct cli_env *env, const char *cmd, int argc, char **ar
     if (*dir == NULL)
         return cli_usage_error(env, cmd, "give the token's directory with --dir DIR");
     return CLI_OK;
+}
+
+int cli_dir_only(const struct cli_env *env, const char *cmd, int argc, char **argv,
+                 const char *about, const char **dir)
+{
+    return dir_line(env, cmd, argc, argv, NULL, about, dir, NULL);
+}
+
+int cli_dir_json(const struct cli_env *env, const char *cmd, int argc, char **argv,
+                 void (*help)(FILE *out), const char **dir, bool *json)
+{
+    *json = false;
+    return dir_line(env, cmd, argc, argv, help, NULL, dir, json);
 }
 
 int cli_opt(const struct cli_env *env, const char *cmd, int argc, char **argv, int *i,
