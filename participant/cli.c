@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "participant/cli.h"
 #include "participant/pt_doc.h"
@@ -171,6 +172,17 @@ int cli_fail(const struct cli_env *env, int status, const char *cmd, const char 
     return status;
 }
 
+int cli_fail_text(const struct cli_env *env, int status, const char *cmd, const char *before,
+                  const char *text, const char *why)
+{
+    fprintf(env->err, CLI_PROG ": %s: %s", cmd, before);
+    cli_put(env->err, text);
+    if (why != NULL)
+        fprintf(env->err, ": %s", why);
+    fputc('\n', env->err);
+    return status;
+}
+
 int cli_usage_error(const struct cli_env *env, const char *cmd, const char *fmt, ...)
 {
     va_list ap;
@@ -188,17 +200,27 @@ bool cli_is_help(const char *arg)
     return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
 }
 
-int cli_dir_only(const struct cli_env *env, const char *cmd, int argc, char **argv,
-                 const char *about, const char **dir)
+/* --dir DIR, and --json when json is not NULL; --help prints the usage
+ * and about, or help(out) when about is NULL. */
+static int dir_line(const struct cli_env *env, const char *cmd, int argc, char **argv,
+                    void (*help)(FILE *out), const char *about, const char **dir, bool *json)
 {
     int m;
     *dir = NULL;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            cli_usage(env->out, cmd);
-            fprintf(env->out, "\n%s\n", about);
+            if (about != NULL) {
+                cli_usage(env->out, cmd);
+                fprintf(env->out, "\n%s\n", about);
+            } else {
+                help(env->out);
+            }
             *dir = NULL;
             return CLI_OK;
+        }
+        if (json != NULL && strcmp(argv[i], "--json") == 0) {
+            *json = true;
+            continue;
         }
         if ((m = cli_opt(env, cmd, argc, argv, &i, "--dir", dir)) != 0) {
             if (m < 0)
@@ -210,6 +232,19 @@ int cli_dir_only(const struct cli_env *env, const char *cmd, int argc, char **ar
     if (*dir == NULL)
         return cli_usage_error(env, cmd, "give the token's directory with --dir DIR");
     return CLI_OK;
+}
+
+int cli_dir_only(const struct cli_env *env, const char *cmd, int argc, char **argv,
+                 const char *about, const char **dir)
+{
+    return dir_line(env, cmd, argc, argv, NULL, about, dir, NULL);
+}
+
+int cli_dir_json(const struct cli_env *env, const char *cmd, int argc, char **argv,
+                 void (*help)(FILE *out), const char **dir, bool *json)
+{
+    *json = false;
+    return dir_line(env, cmd, argc, argv, help, NULL, dir, json);
 }
 
 int cli_opt(const struct cli_env *env, const char *cmd, int argc, char **argv, int *i,
@@ -254,6 +289,52 @@ int cli_hex_key(const struct cli_env *env, const char *cmd, const char *opt, con
 void cli_hex(char *out, const uint8_t *data, size_t n)
 {
     sh_hex(out, data, n);
+}
+
+int cli_read_file(const struct cli_env *env, const char *cmd, const char *before, const char *path,
+                  size_t max, uint8_t **data, size_t *len)
+{
+    char err[CLI_ERR_MAX];
+
+    if (sh_read_file(path, max, data, len, err, sizeof err) != 0)
+        return cli_fail_text(env, CLI_DATA, cmd, before, err, NULL);
+    return CLI_OK;
+}
+
+int cli_out_begin(const struct cli_env *env, const char *cmd, const char *path, struct cli_out *o)
+{
+    int fd;
+
+    o->f = NULL;
+    o->path = path;
+    if ((size_t)snprintf(o->tmp, sizeof o->tmp, "%s.XXXXXX", path) >= sizeof o->tmp)
+        return cli_usage_error(env, cmd, "--out: the path is too long");
+    if ((fd = mkstemp(o->tmp)) < 0 || (o->f = fdopen(fd, "wb")) == NULL) {
+        if (fd >= 0) {
+            close(fd);
+            unlink(o->tmp);
+        }
+        return cli_fail_text(env, CLI_DATA, cmd, "cannot write beside ", path, strerror(errno));
+    }
+    return CLI_OK;
+}
+
+int cli_out_end(struct cli_out *o, bool keep)
+{
+    int e = 0;
+
+    if (keep && (fflush(o->f) != 0 || fsync(fileno(o->f)) != 0))
+        e = errno;
+    if (fclose(o->f) != 0 && e == 0)
+        e = errno;
+    o->f = NULL;
+    if (keep && e == 0 && rename(o->tmp, o->path) != 0)
+        e = errno;
+    if (keep && e == 0)
+        return 0;
+    unlink(o->tmp);
+    errno = e;
+    return keep ? -1 : 0;
 }
 
 /* -------------------------------------------------------------- token */
@@ -442,12 +523,9 @@ int cli_docs_open(const struct cli_env *env, const char *cmd, const char *dir, c
             return cli_fail(env, CLI_USAGE, cmd, "the token's directory name is too long");
         docs = path;
     }
-    if ((rc = pt_docstore_open(ds, docs)) != 0) {
-        fprintf(env->err, CLI_PROG ": %s: cannot open the document store ", cmd);
-        cli_put(env->err, docs);
-        fprintf(env->err, ": %s\n", pt_strerror(rc));
-        return CLI_TOKEN;
-    }
+    if ((rc = pt_docstore_open(ds, docs)) != 0)
+        return cli_fail_text(env, CLI_TOKEN, cmd, "cannot open the document store ", docs,
+                             pt_strerror(rc));
     return CLI_OK;
 }
 

@@ -40,6 +40,7 @@ enum cli_status {
 #define CLI_THRESHOLD_MAX 1000000000u /* min participants, min group size */
 #define CLI_SUBJECT_DEFAULT "cohort token"
 #define CLI_CSR_FILE "token.csr"
+#define CLI_PATH_MAX 4096u /* a path the commands build or write beside */
 
 /* The world, as the commands see it. */
 struct cli_env {
@@ -96,6 +97,14 @@ int cli_http(int argc, char **argv, const struct cli_env *env); /* the local HTT
 int cli_fail(const struct cli_env *env, int status, const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/*
+ * An error that names text from elsewhere (a path, a message that holds
+ * one), escaped: "cohort-participant: CMD: BEFORE<text>: WHY" on stderr,
+ * without ": WHY" when why is NULL; returns status.
+ */
+int cli_fail_text(const struct cli_env *env, int status, const char *cmd, const char *before,
+                  const char *text, const char *why);
+
 /* A usage error, followed by the command's usage line. Returns CLI_USAGE. */
 int cli_usage_error(const struct cli_env *env, const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -118,6 +127,13 @@ bool cli_is_help(const char *arg);
  */
 int cli_dir_only(const struct cli_env *env, const char *cmd, int argc, char **argv,
                  const char *about, const char **dir);
+/*
+ * The command line of a command that takes --dir DIR and --json: CLI_OK
+ * with *dir and *json set; CLI_USAGE (reported); or CLI_OK with *dir NULL
+ * when --help printed help(out).
+ */
+int cli_dir_json(const struct cli_env *env, const char *cmd, int argc, char **argv,
+                 void (*help)(FILE *out), const char **dir, bool *json);
 
 /* Strict numbers: decimal digits only, within [min, max]. 0 or -1 (reported). */
 int cli_u64(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
@@ -129,6 +145,29 @@ int cli_double(const struct cli_env *env, const char *cmd, const char *opt, cons
 int cli_hex_key(const struct cli_env *env, const char *cmd, const char *opt, const char *text,
                 uint8_t key[static PT_KEY_LEN]);
 void cli_hex(char *out, const uint8_t *data, size_t n); /* out: 2n + 1 bytes */
+
+/*
+ * A whole file of at most max bytes (sh_read_file): CLI_OK with *data
+ * (malloc'd, the caller frees it) and *len, or CLI_DATA with the reason
+ * reported after `before` ("" or "--to: ").
+ */
+int cli_read_file(const struct cli_env *env, const char *cmd, const char *before, const char *path,
+                  size_t max, uint8_t **data, size_t *len);
+
+/*
+ * A file that takes the place of path only once it is whole: cli_out_begin
+ * opens a temporary file beside path (CLI_OK; CLI_USAGE when the path is
+ * too long; CLI_DATA when it cannot be made; reported). cli_out_end
+ * flushes, syncs and closes it, then renames it over path when keep, or
+ * removes it: 0, or -1 with errno set (the caller words the sentence).
+ */
+struct cli_out {
+    FILE *f;
+    const char *path;
+    char tmp[CLI_PATH_MAX];
+};
+int cli_out_begin(const struct cli_env *env, const char *cmd, const char *path, struct cli_out *o);
+int cli_out_end(struct cli_out *o, bool keep);
 
 /* A session with the token of dir: *o is ready when it returns CLI_OK. */
 struct cli_session {
@@ -148,7 +187,6 @@ int cli_owner_fail(const struct cli_env *env, const char *cmd, const struct pt_o
 
 #define CLI_DOCS_DIR "docs"     /* the document store: DIR/docs unless --docs PATH */
 #define CLI_OUTBOX_DIR "outbox" /* share packages to deliver: DIR/outbox */
-#define CLI_PATH_MAX 4096u
 
 struct pt_docstore;
 struct pt_status;

@@ -145,26 +145,10 @@ static int app_list(int argc, char **argv, const struct cli_env *env)
     struct cli_session s;
     uint32_t n = 0;
     bool json = false;
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            return CLI_OK;
-        }
-        if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-            continue;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
-    if (dir == NULL)
-        return cli_usage_error(env, CMD, "give the token's directory with --dir DIR");
+    if ((rc = cli_dir_json(env, CMD, argc, argv, help, &dir, &json)) != CLI_OK || dir == NULL)
+        return rc;
     if ((infos = calloc(LIST_MAX, sizeof *infos)) == NULL)
         return cli_fail(env, CLI_TOKEN, CMD, "out of memory");
     if ((rc = cli_open(env, CMD, dir, false, &s)) != CLI_OK) {

@@ -42,12 +42,13 @@ static int file_write(void *ctx, const uint8_t *buf, size_t n)
 int cli_backup(int argc, char **argv, const struct cli_env *env)
 {
     const char *dir = NULL, *out = NULL;
-    char tmp[CLI_PATH_MAX], phrase[PT_PHRASE_MAX + 1] = "";
+    char phrase[PT_PHRASE_MAX + 1] = "";
+    struct cli_out file;
     struct file_out o = {NULL};
     struct pt_status st;
     struct cli_session s;
     bool new_phrase = false;
-    int rc, m, fd;
+    int rc, m;
 
     if (argc < 2 || strcmp(argv[1], "export") != 0) {
         if (argc >= 2 && cli_is_help(argv[1]))
@@ -71,31 +72,17 @@ int cli_backup(int argc, char **argv, const struct cli_env *env)
     }
     if (dir == NULL || out == NULL)
         return cli_usage_error(env, CMD_BACKUP, "backup export needs --dir DIR and --out FILE");
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.XXXXXX", out) >= sizeof tmp)
-        return cli_usage_error(env, CMD_BACKUP, "--out: the path is too long");
-    if ((fd = mkstemp(tmp)) < 0 || (o.f = fdopen(fd, "wb")) == NULL) {
-        if (fd >= 0) {
-            close(fd);
-            unlink(tmp);
-        }
-        fprintf(env->err, CLI_PROG ": " CMD_BACKUP ": cannot write beside ");
-        cli_put(env->err, out);
-        fprintf(env->err, ": %s\n", strerror(errno));
-        return CLI_DATA;
-    }
+    if ((rc = cli_out_begin(env, CMD_BACKUP, out, &file)) != CLI_OK)
+        return rc;
+    o.f = file.f;
     if ((rc = cli_open(env, CMD_BACKUP, dir, false, &s)) == CLI_OK) {
         rc = pt_backup_export(&s.o.link, env->now, NULL, new_phrase, file_write, &o, phrase, &st);
         rc = rc == 0 ? CLI_OK : cli_doc_fail(env, CMD_BACKUP, rc, &st, "cannot export a backup");
         cli_close(env, &s);
     }
-    if (rc == CLI_OK && (fflush(o.f) != 0 || fsync(fileno(o.f)) != 0))
-        rc = cli_fail(env, CLI_DATA, CMD_BACKUP, "cannot write the backup: %s", strerror(errno));
-    if (fclose(o.f) != 0 && rc == CLI_OK)
-        rc = cli_fail(env, CLI_DATA, CMD_BACKUP, "cannot write the backup: %s", strerror(errno));
-    if (rc == CLI_OK && rename(tmp, out) != 0)
+    if (cli_out_end(&file, rc == CLI_OK) != 0)
         rc = cli_fail(env, CLI_DATA, CMD_BACKUP, "cannot write the backup: %s", strerror(errno));
     if (rc != CLI_OK) {
-        unlink(tmp);
         sodium_memzero(phrase, sizeof phrase);
         return rc;
     }
@@ -201,12 +188,8 @@ int cli_recover(int argc, char **argv, const struct cli_env *env)
     }
     if (dir == NULL || file == NULL)
         return cli_usage_error(env, CMD_RECOVER, "recover needs --dir DIR and a BACKUP file");
-    if (access(file, R_OK) != 0) {
-        fprintf(env->err, CLI_PROG ": " CMD_RECOVER ": cannot read ");
-        cli_put(env->err, file);
-        fprintf(env->err, ": %s\n", strerror(errno));
-        return CLI_DATA;
-    }
+    if (access(file, R_OK) != 0)
+        return cli_fail_text(env, CLI_DATA, CMD_RECOVER, "cannot read ", file, strerror(errno));
     if (phrase_file != NULL) {
         if ((pf = fopen(phrase_file, "r")) == NULL)
             return cli_fail(env, CLI_DATA, CMD_RECOVER, "cannot read the phrase file: %s",

@@ -216,10 +216,7 @@ static int doc_put(int argc, char **argv, const struct cli_env *env)
     if (strcmp(file, "-") == 0) {
         r.f = stdin;
     } else if ((r.f = fopen(file, "rb")) == NULL) {
-        fprintf(env->err, CLI_PROG ": " CMD ": cannot open ");
-        cli_put(env->err, file);
-        fprintf(env->err, ": %s\n", strerror(errno));
-        return CLI_DATA;
+        return cli_fail_text(env, CLI_DATA, CMD, "cannot open ", file, strerror(errno));
     }
     if ((rc = cli_open(env, CMD, dir, false, &s)) != CLI_OK)
         goto out;
@@ -335,10 +332,10 @@ static int doc_get(int argc, char **argv, const struct cli_env *env)
     struct pt_doc_ref ref;
     struct pt_status st;
     struct cli_session s;
-    char tmp[CLI_PATH_MAX];
+    struct cli_out file;
     uint8_t id[16];
     uint64_t rev = 0;
-    int rc, m, fd = -1;
+    int rc, m;
 
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
@@ -361,18 +358,9 @@ static int doc_get(int argc, char **argv, const struct cli_env *env)
         (rev_text != NULL && cli_u64(env, CMD, "--rev", rev_text, 1, UINT64_MAX, &rev) != 0))
         return CLI_USAGE;
     if (out_path != NULL) {
-        if ((size_t)snprintf(tmp, sizeof tmp, "%s.XXXXXX", out_path) >= sizeof tmp)
-            return cli_usage_error(env, CMD, "--out: the path is too long");
-        if ((fd = mkstemp(tmp)) < 0 || (o.f = fdopen(fd, "wb")) == NULL) {
-            if (fd >= 0) {
-                close(fd);
-                unlink(tmp);
-            }
-            fprintf(env->err, CLI_PROG ": " CMD ": cannot write beside ");
-            cli_put(env->err, out_path);
-            fprintf(env->err, ": %s\n", strerror(errno));
-            return CLI_DATA;
-        }
+        if ((rc = cli_out_begin(env, CMD, out_path, &file)) != CLI_OK)
+            return rc;
+        o.f = file.f;
     }
     if ((rc = cli_open(env, CMD, dir, false, &s)) != CLI_OK)
         goto out;
@@ -384,15 +372,8 @@ static int doc_get(int argc, char **argv, const struct cli_env *env)
     cli_close(env, &s);
 out:
     if (o.f != NULL) {
-        bool ok = rc == CLI_OK && fflush(o.f) == 0 && fsync(fileno(o.f)) == 0;
-        ok = fclose(o.f) == 0 && ok;
-        if (ok && rename(tmp, out_path) != 0)
-            ok = false;
-        if (!ok) {
-            unlink(tmp);
-            if (rc == CLI_OK)
-                rc = cli_fail(env, CLI_DATA, CMD, "cannot write the document: %s", strerror(errno));
-        }
+        if (cli_out_end(&file, rc == CLI_OK) != 0)
+            rc = cli_fail(env, CLI_DATA, CMD, "cannot write the document: %s", strerror(errno));
     } else if (rc == CLI_OK && o.len > 0 && fwrite(o.p, 1, o.len, env->out) != o.len) {
         rc = cli_fail(env, CLI_DATA, CMD, "cannot write the document to stdout");
     }

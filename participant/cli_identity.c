@@ -17,6 +17,14 @@
 
 #define CMD "identity"
 
+static void help(FILE *f)
+{
+    cli_usage(f, CMD);
+    fprintf(f, "\nPrints the device certificate of the token in DIR, base64, on one line:\n"
+               "what someone who shares documents with this token gives to\n"
+               "`" CLI_PROG " share create --to`. --json: with the token's public key.\n");
+}
+
 int cli_identity(int argc, char **argv, const struct cli_env *env)
 {
     const char *dir = NULL;
@@ -26,30 +34,10 @@ int cli_identity(int argc, char **argv, const struct cli_env *env)
     struct cli_session s;
     size_t cert_len = 0;
     bool json = false;
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            cli_usage(env->out, CMD);
-            fprintf(env->out,
-                    "\nPrints the device certificate of the token in DIR, base64, on one line:\n"
-                    "what someone who shares documents with this token gives to\n"
-                    "`" CLI_PROG " share create --to`. --json: with the token's public key.\n");
-            return CLI_OK;
-        }
-        if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-            continue;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
-    if (dir == NULL)
-        return cli_usage_error(env, CMD, "give the token's directory with --dir DIR");
+    if ((rc = cli_dir_json(env, CMD, argc, argv, help, &dir, &json)) != CLI_OK || dir == NULL)
+        return rc;
     if ((rc = cli_open(env, CMD, dir, false, &s)) != CLI_OK)
         return rc;
     rc = pt_identity(&s.o.link, env->now, pk, cert, &cert_len, &st);

@@ -13,12 +13,12 @@
  * them refuses), and DIR, made if need be, only receives the request.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "participant/cli.h"
+#include "shell/shell.h"
 
 #define CMD "init"
 
@@ -33,31 +33,6 @@ static void help(FILE *f)
             "gets the request.\n\n"
             "  --subject NAME   the name the request gives the token (default '" CLI_SUBJECT_DEFAULT
             "';\n                   at most 63 bytes, no control characters)\n");
-}
-
-/* Write the whole buffer to a new file (it must not exist). 0 or errno. */
-static int write_new(const char *path, const uint8_t *data, size_t n)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644), err = 0;
-    size_t done = 0;
-
-    if (fd < 0)
-        return errno;
-    while (done < n) {
-        ssize_t w = write(fd, data + done, n - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) {
-            err = errno;
-            break;
-        }
-        done += (size_t)w;
-    }
-    if (err == 0 && fsync(fd) != 0)
-        err = errno;
-    if (close(fd) != 0 && err == 0)
-        err = errno;
-    return err;
 }
 
 static bool subject_ok(const char *s)
@@ -110,12 +85,12 @@ int cli_init(int argc, char **argv, const struct cli_env *env)
     cli_close(env, &s);
     if (rc != 0)
         return cli_owner_fail(env, CMD, &s.o, rc, "the token could not make its keys");
-    if ((m = write_new(path, csr, csr_len)) != 0) {
-        free(csr);
+    /* Never over a request that is there (an exclusive write): errno says why not. */
+    m = sh_write_file(path, csr, csr_len, 0644, true, NULL, 0) != 0 ? errno : 0;
+    free(csr);
+    if (m != 0)
         return cli_fail(env, CLI_TOKEN, CMD, "the token is made, but %s cannot be written: %s",
                         path, strerror(m));
-    }
-    free(csr);
     cli_hex(hex, pk, sizeof pk);
     if (env->token != NULL)
         fprintf(env->out, "the token %s has its keys; its files go in %s\n", env->token, dir);

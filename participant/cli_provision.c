@@ -71,7 +71,7 @@ static int refused(const struct cli_env *env, const struct cli_session *s,
 int cli_provision(int argc, char **argv, const struct cli_env *env)
 {
     const char *dir = NULL, *path = NULL;
-    char err[SH_ERR_MAX], from[PT_TIMESTAMP_TEXT], to[PT_TIMESTAMP_TEXT];
+    char from[PT_TIMESTAMP_TEXT], to[PT_TIMESTAMP_TEXT];
     struct cli_session s;
     struct pt_token_info info;
     struct pt_bundle b;
@@ -99,12 +99,8 @@ int cli_provision(int argc, char **argv, const struct cli_env *env)
         return cli_usage_error(env, CMD,
                                "give the token's directory with --dir DIR and the BUNDLE");
 
-    if (sh_read_file(path, PT_BUNDLE_MAX, &buf, &len, err, sizeof err) != 0) {
-        fprintf(env->err, CLI_PROG ": " CMD ": ");
-        cli_put(env->err, err);
-        fputc('\n', env->err);
-        return CLI_DATA;
-    }
+    if ((rc = cli_read_file(env, CMD, "", path, PT_BUNDLE_MAX, &buf, &len)) != CLI_OK)
+        return rc;
     rc = pt_bundle_decode(&b, buf, len);
     if (rc != 0) {
         free(buf);

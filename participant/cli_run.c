@@ -280,12 +280,9 @@ int cli_run(int argc, char **argv, const struct cli_env *env)
         rc = cli_usage_error(env, CMD, "--token names one token: give one --dir with it");
     for (size_t i = 0; rc == CLI_OK && i < l.n; i++) {
         if (stat(l.dirs[i], &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-            fprintf(env->err, CLI_PROG ": " CMD ": ");
-            cli_put(env->err, l.dirs[i]);
-            fprintf(env->err, ": %s\n",
-                    stat(l.dirs[i], &sb) != 0 ? "no such directory" : "not a directory");
+            rc = cli_fail_text(env, CLI_USAGE, CMD, "", l.dirs[i],
+                               stat(l.dirs[i], &sb) != 0 ? "no such directory" : "not a directory");
             cli_usage(env->err, CMD);
-            rc = CLI_USAGE;
         }
     }
     if (rc == CLI_OK) {

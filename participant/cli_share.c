@@ -65,12 +65,8 @@ static int write_package(const struct cli_env *env, const char *path, const uint
                          size_t len)
 {
     char err[CLI_ERR_MAX];
-    if (sh_write_file(path, pkg, len, 0600, false, err, sizeof err) != 0) {
-        fprintf(env->err, CLI_PROG ": " CMD ": ");
-        cli_put(env->err, err);
-        fputc('\n', env->err);
-        return CLI_DATA;
-    }
+    if (sh_write_file(path, pkg, len, 0600, false, err, sizeof err) != 0)
+        return cli_fail_text(env, CLI_DATA, CMD, "", err, NULL);
     return CLI_OK;
 }
 
@@ -78,16 +74,11 @@ static int write_package(const struct cli_env *env, const char *path, const uint
 static int read_identity(const struct cli_env *env, const char *path, uint8_t cert[PT_CERT_MAX],
                          size_t *cert_len)
 {
-    char err[CLI_ERR_MAX];
     uint8_t *data;
     size_t len;
 
-    if (sh_read_file(path, IDENTITY_FILE_MAX, &data, &len, err, sizeof err) != 0) {
-        fprintf(env->err, CLI_PROG ": " CMD ": --to: ");
-        cli_put(env->err, err);
-        fputc('\n', env->err);
+    if (cli_read_file(env, CMD, "--to: ", path, IDENTITY_FILE_MAX, &data, &len) != CLI_OK)
         return CLI_DATA;
-    }
     if (sodium_base642bin(cert, PT_CERT_MAX, (const char *)data, len, " \t\r\n", cert_len, NULL,
                           sodium_base64_VARIANT_ORIGINAL) != 0 ||
         *cert_len == 0) {
@@ -285,26 +276,10 @@ static int share_list(int argc, char **argv, const struct cli_env *env)
     struct cli_session s;
     uint32_t shown = 0;
     bool json = false;
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            return CLI_OK;
-        }
-        if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-            continue;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
-    if (dir == NULL)
-        return cli_usage_error(env, CMD, "give the token's directory with --dir DIR");
+    if ((rc = cli_dir_json(env, CMD, argc, argv, help, &dir, &json)) != CLI_OK || dir == NULL)
+        return rc;
     if ((rc = cli_open(env, CMD, dir, false, &s)) != CLI_OK)
         return rc;
     rc = list_shares(env, &s.o.link, json, NULL, &shown, &st);
@@ -507,12 +482,9 @@ static int share_sync(int argc, char **argv, const struct cli_env *env)
             return cli_usage_error(env, CMD, "the token's directory name is too long");
         outbox = box;
     }
-    if (mkdir(outbox, 0700) != 0 && errno != EEXIST) {
-        fprintf(env->err, CLI_PROG ": " CMD ": cannot make the outbox ");
-        cli_put(env->err, outbox);
-        fprintf(env->err, ": %s\n", strerror(errno));
-        return CLI_DATA;
-    }
+    if (mkdir(outbox, 0700) != 0 && errno != EEXIST)
+        return cli_fail_text(env, CLI_DATA, CMD, "cannot make the outbox ", outbox,
+                             strerror(errno));
     if ((rc = cli_open(env, CMD, dir, false, &s)) != CLI_OK)
         return rc;
     if ((rc = cli_docs_open(env, CMD, dir, docs, &ds)) == CLI_OK) {
@@ -559,7 +531,7 @@ static int share_accept(int argc, char **argv, const struct cli_env *env)
     struct pt_docstore *ds = NULL;
     struct pt_status st;
     struct cli_session s;
-    char err[CLI_ERR_MAX], hex[33];
+    char hex[33];
     uint8_t share_id[16], *pkg = NULL;
     uint32_t shown = 0;
     size_t len = 0;
@@ -582,12 +554,8 @@ static int share_accept(int argc, char **argv, const struct cli_env *env)
     }
     if (dir == NULL || file == NULL)
         return cli_usage_error(env, CMD, "share accept needs --dir DIR and a PACKAGE file");
-    if (sh_read_file(file, PT_PACKAGE_MAX, &pkg, &len, err, sizeof err) != 0) {
-        fprintf(env->err, CLI_PROG ": " CMD ": ");
-        cli_put(env->err, err);
-        fputc('\n', env->err);
-        return CLI_DATA;
-    }
+    if ((rc = cli_read_file(env, CMD, "", file, PT_PACKAGE_MAX, &pkg, &len)) != CLI_OK)
+        return rc;
     if ((rc = cli_open(env, CMD, dir, false, &s)) != CLI_OK) {
         free(pkg);
         return rc;

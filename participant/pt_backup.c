@@ -99,23 +99,6 @@ int pt_backup_export(struct pt_link *link, int64_t now, const struct pt_cred *wh
     return rc;
 }
 
-/* Fill buf from rd: the count, short only at the end; < 0 an error. */
-static long fill(pt_read_fn rd, void *ctx, uint8_t *buf, size_t cap)
-{
-    size_t n = 0;
-    while (n < cap) {
-        long got = rd(ctx, buf + n, cap - n);
-        if (got < 0)
-            return got;
-        if (got == 0)
-            break;
-        if ((size_t)got > cap - n)
-            return PT_ERR_INPUT;
-        n += (size_t)got;
-    }
-    return (long)n;
-}
-
 /* One pass over the file: RestoreBegin, then the feeds. */
 static int restore_pass(struct pt_link *link, int64_t now, const char *phrase, bool commit,
                         pt_read_fn rd, void *rd_ctx, uint8_t *cur, uint8_t *nxt,
@@ -147,12 +130,12 @@ static int restore_pass(struct pt_link *link, int64_t now, const char *phrase, b
     cohort__token_response__free_unpacked(r, NULL);
 
     rf.session = (ProtobufCBinaryData){sid_len, sid};
-    if ((n_cur = fill(rd, rd_ctx, cur, RESTORE_FEED_MAX)) < 0)
+    if ((n_cur = pt_fill(rd, rd_ctx, cur, RESTORE_FEED_MAX)) < 0)
         return (int)n_cur;
     while (!done) {
         uint8_t *t;
         bool last;
-        if ((n_nxt = fill(rd, rd_ctx, nxt, RESTORE_FEED_MAX)) < 0)
+        if ((n_nxt = pt_fill(rd, rd_ctx, nxt, RESTORE_FEED_MAX)) < 0)
             return (int)n_nxt;
         last = n_nxt == 0;
         rf.data = (ProtobufCBinaryData){(size_t)n_cur, cur};

@@ -287,8 +287,7 @@ int pt_rule_from_pb(struct pt_rule *r, const Cohort__PermRule *pb)
 
 /* ------------------------------------------------------------- putting */
 
-/* Fill buf from rd: the count, short only at the end; < 0 an error. */
-static long fill(pt_read_fn rd, void *ctx, uint8_t *buf, size_t cap)
+long pt_fill(pt_read_fn rd, void *ctx, uint8_t *buf, size_t cap)
 {
     size_t n = 0;
     while (n < cap) {
@@ -447,7 +446,7 @@ static int doc_put(struct pt_link *link, struct pt_docstore *ds, int64_t now,
     }
     tmp_open = true;
     while (!done) {
-        long n = fill(rd, rd_ctx, buf, max_chunk);
+        long n = pt_fill(rd, rd_ctx, buf, max_chunk);
         if (n < 0) {
             rc = (int)n;
             goto out;

@@ -36,6 +36,9 @@ void pt_status_say(struct pt_status *st, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Copy a string into a fixed field of cap bytes, cut at a UTF-8 boundary. */
 void pt_copy_text(char *dst, size_t cap, const char *src);
+/* Fill buf from rd: the count, short only at the end; < 0 an error
+ * (rd's, or PT_ERR_INPUT for a reader that overran its buffer). */
+long pt_fill(pt_read_fn rd, void *ctx, uint8_t *buf, size_t cap);
 
 /* ------------------------------------------------------------- codecs */
 

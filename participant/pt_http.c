@@ -614,24 +614,14 @@ static unsigned method_of(const char *m)
     return M_OTHER;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Exactly 32 hex digits into 16 bytes. */
 static bool parse_id(uint8_t out[PT_DOC_ID_LEN], const char *s, size_t len)
 {
     if (len != ID_HEX)
         return false;
     for (size_t i = 0; i < PT_DOC_ID_LEN; i++) {
-        int hi = hexval((unsigned char)s[2 * i]), lo = hexval((unsigned char)s[2 * i + 1]);
+        int hi = sh_hex_digit((unsigned char)s[2 * i]),
+            lo = sh_hex_digit((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return false;
         out[i] = (uint8_t)(hi << 4 | lo);
@@ -795,11 +785,11 @@ static int parse_query(struct job *j, const char *q, size_t len, char *why, size
             for (size_t k = vs; k < ve; k++) {
                 unsigned char c = (unsigned char)q[k];
                 if (c == '%') {
-                    if (k + 2 >= ve || hexval(q[k + 1]) < 0 || hexval(q[k + 2]) < 0) {
+                    if (k + 2 >= ve || sh_hex_digit(q[k + 1]) < 0 || sh_hex_digit(q[k + 2]) < 0) {
                         snprintf(why, why_len, "query parameter '%s': a bad percent-escape", key);
                         return 400;
                     }
-                    c = (unsigned char)(hexval(q[k + 1]) << 4 | hexval(q[k + 2]));
+                    c = (unsigned char)(sh_hex_digit(q[k + 1]) << 4 | sh_hex_digit(q[k + 2]));
                     k += 2;
                 } else if (c == '+') {
                     c = ' ';

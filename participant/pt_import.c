@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #include "participant/pt_import.h"
+#include "participant/pt_json.h"
 
 /* Where a value came from: it decides NULLs and which JSON kinds fit. */
 enum src {
@@ -483,50 +484,6 @@ static void json_space(const struct parser *pc, struct jline *l)
         l->i++;
 }
 
-static int hex4(const uint8_t *p, unsigned *out)
-{
-    unsigned v = 0;
-
-    for (int k = 0; k < 4; k++) {
-        int c = p[k], d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            d = c - 'A' + 10;
-        else
-            return -1;
-        v = v * 16 + (unsigned)d;
-    }
-    *out = v;
-    return 0;
-}
-
-static size_t put_utf8(char *out, unsigned cp)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xc0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xe0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    out[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
 /*
  * A JSON string at l->i (its opening quote), decoded into pc->buf. Raw
  * bytes are copied as they are (the caller checks UTF-8); escapes become
@@ -579,21 +536,20 @@ static int json_string(struct parser *pc, struct jline *l, size_t *n)
             pc->buf[k++] = '\t';
             break;
         case 'u': {
-            unsigned cp, lo;
-            if (l->end - l->i < 4 || hex4(pc->p + l->i, &cp) != 0)
+            uint32_t cp;
+            size_t used;
+            int e = pt_json_u_escape(pc->p + l->i, l->end - l->i, &cp, &used);
+            if (e == PT_JSON_U_DIGITS)
                 return json_fail(pc, l, "expected four hex digits after '\\u'");
-            l->i += 4;
-            if (cp >= 0xdc00 && cp <= 0xdfff)
-                return json_fail(pc, l, "a low surrogate without its high one");
-            if (cp >= 0xd800 && cp <= 0xdbff) {
-                if (l->end - l->i < 6 || pc->p[l->i] != '\\' || pc->p[l->i + 1] != 'u' ||
-                    hex4(pc->p + l->i + 2, &lo) != 0 || lo < 0xdc00 || lo > 0xdfff)
-                    return json_fail(pc, l, "a high surrogate without its low one");
-                l->i += 6;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            if (e != 0) {
+                l->i += 4; /* the message points past the first escape's digits */
+                return json_fail(pc, l,
+                                 e == PT_JSON_U_LOW ? "a low surrogate without its high one"
+                                                    : "a high surrogate without its low one");
             }
+            l->i += used;
             /* \u0000 is decoded; the UTF-8 check refuses it as a NUL. */
-            k += put_utf8(pc->buf + k, cp);
+            k += pt_json_put_utf8(pc->buf + k, cp);
             break;
         }
         default:

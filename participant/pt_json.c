@@ -191,7 +191,7 @@ static int hex4(const unsigned char *s, uint32_t *out)
     return 0;
 }
 
-static size_t put_utf8(char *out, uint32_t cp)
+size_t pt_json_put_utf8(char out[static 4], uint32_t cp)
 {
     if (cp < 0x80) {
         out[0] = (char)cp;
@@ -213,6 +213,27 @@ static size_t put_utf8(char *out, uint32_t cp)
     out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
     out[3] = (char)(0x80 | (cp & 0x3f));
     return 4;
+}
+
+int pt_json_u_escape(const uint8_t *p, size_t avail, uint32_t *cp, size_t *used)
+{
+    uint32_t hi, lo;
+
+    if (avail < 4 || hex4(p, &hi) != 0)
+        return PT_JSON_U_DIGITS;
+    if (hi >= 0xdc00 && hi <= 0xdfff)
+        return PT_JSON_U_LOW;
+    if (hi < 0xd800 || hi > 0xdbff) {
+        *cp = hi;
+        *used = 4;
+        return 0;
+    }
+    if (avail < 10 || p[4] != '\\' || p[5] != 'u' || hex4(p + 6, &lo) != 0 || lo < 0xdc00 ||
+        lo > 0xdfff)
+        return PT_JSON_U_HIGH;
+    *cp = 0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00);
+    *used = 10;
+    return 0;
 }
 
 /* A string at ps->pos (its opening quote), decoded into the buffer. */
@@ -239,8 +260,8 @@ static int parse_string(struct parser *ps, const char **out, size_t *out_len, co
             return fail(ps, ps->pos, PT_ERR_INPUT,
                         "a control byte %s inside %s (it must be escaped)", show(c, b), what);
         if (c == '\\') {
-            uint32_t cp, lo;
-            size_t esc = ps->pos;
+            uint32_t cp;
+            size_t esc = ps->pos, used;
             char tmp[4];
 
             if (ps->pos + 1 >= ps->len)
@@ -275,24 +296,22 @@ static int parse_string(struct parser *ps, const char **out, size_t *out_len, co
                 n = 1;
                 break;
             case 'u':
-                if (ps->pos + 4 > ps->len || hex4(ps->t + ps->pos, &cp) != 0)
+                switch (pt_json_u_escape(ps->t + ps->pos, ps->len - ps->pos, &cp, &used)) {
+                case PT_JSON_U_DIGITS:
                     return fail(ps, esc, PT_ERR_INPUT, "\\u must be followed by 4 hex digits");
-                ps->pos += 4;
-                if (cp == 0)
-                    return fail(ps, esc, PT_ERR_INPUT, "\\u0000 (NUL) is not allowed in %s", what);
-                if (cp >= 0xdc00 && cp <= 0xdfff)
+                case PT_JSON_U_LOW:
                     return fail(ps, esc, PT_ERR_INPUT,
                                 "a low surrogate escape without a high surrogate before it");
-                if (cp >= 0xd800 && cp <= 0xdbff) {
-                    if (ps->pos + 6 > ps->len || ps->t[ps->pos] != '\\' ||
-                        ps->t[ps->pos + 1] != 'u' || hex4(ps->t + ps->pos + 2, &lo) != 0 ||
-                        lo < 0xdc00 || lo > 0xdfff)
-                        return fail(ps, esc, PT_ERR_INPUT,
-                                    "a high surrogate escape without a low surrogate after it");
-                    ps->pos += 6;
-                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                case PT_JSON_U_HIGH:
+                    return fail(ps, esc, PT_ERR_INPUT,
+                                "a high surrogate escape without a low surrogate after it");
+                default:
+                    break;
                 }
-                n = put_utf8(tmp, cp);
+                if (cp == 0)
+                    return fail(ps, esc, PT_ERR_INPUT, "\\u0000 (NUL) is not allowed in %s", what);
+                ps->pos += used;
+                n = pt_json_put_utf8(tmp, cp);
                 break;
             default:
                 return fail(ps, esc, PT_ERR_INPUT, "an unknown escape \\%s", show(c, b));

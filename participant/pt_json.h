@@ -130,6 +130,24 @@ int pt_json_int(const struct pt_json_value *v, int64_t min, int64_t max, int64_t
 /* "null", "true", ..., for messages. */
 const char *pt_json_type_name(enum pt_json_type t);
 
+/*
+ * A \u escape, shared with the JSON Lines importer (pt_import.c): p is at
+ * its first hex digit, with avail bytes there. 0 with the code point in
+ * *cp and *used the bytes taken (4, or 10 for a surrogate pair, taken
+ * whole); PT_JSON_U_DIGITS when four hex digits do not follow,
+ * PT_JSON_U_LOW for a low surrogate first, PT_JSON_U_HIGH for a high
+ * surrogate without its low one after it. \u0000 is code point 0: the
+ * caller refuses it or lets its UTF-8 check do so.
+ */
+enum {
+    PT_JSON_U_DIGITS = -1,
+    PT_JSON_U_LOW = -2,
+    PT_JSON_U_HIGH = -3,
+};
+int pt_json_u_escape(const uint8_t *p, size_t avail, uint32_t *cp, size_t *used);
+/* cp (at most U+10FFFF, not a surrogate) as UTF-8 into out: 1 to 4 bytes. */
+size_t pt_json_put_utf8(char out[static 4], uint32_t cp);
+
 /* ------------------------------------------------------------- writer */
 
 #define PT_JW_DEPTH_MAX 16u

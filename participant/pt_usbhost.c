@@ -268,6 +268,21 @@ static int send_data(struct pt_usbhost *h, uint16_t seq, const uint8_t *req, siz
     return 0;
 }
 
+/*
+ * NAK the response from what has arrived of it (why: TK_USB_NAK_*), so
+ * that the device sends the rest again. A NAK that times out is not an
+ * error: the wait that follows settles it.
+ */
+static int send_nak(struct pt_usbhost *h, uint16_t seq, const struct pt_usbframe_msg *m,
+                    uint8_t why)
+{
+    int rc;
+
+    h->st.naks_sent++;
+    rc = send_frame(h, TK_USB_NAK, seq, m->have, m->started ? m->total : 0, &why, 1);
+    return rc == PT_USB_E_TIMEOUT ? 0 : rc;
+}
+
 static int error_code(const struct pt_usbframe *f)
 {
     uint8_t code = f->len >= 1 ? f->payload[0] : 0;
@@ -359,11 +374,7 @@ static int transact(struct pt_usbhost *h, uint16_t seq, const uint8_t *req, size
         if (rc == PT_USBFRAME_BAD) {
             /* The header held: a piece of our response went bad. */
             if (f.type == TK_USB_DATA && (acked || m.started) && !naked) {
-                uint8_t why = TK_USB_NAK_CRC;
-                h->st.naks_sent++;
-                if ((rc = send_frame(h, TK_USB_NAK, seq, m.have, m.started ? m.total : 0, &why,
-                                     1)) != 0 &&
-                    rc != PT_USB_E_TIMEOUT)
+                if ((rc = send_nak(h, seq, &m, TK_USB_NAK_CRC)) != 0)
                     return rc;
                 naked = true;
                 deadline = now_ms() + h->t_frame_ms;
@@ -419,11 +430,7 @@ static int transact(struct pt_usbhost *h, uint16_t seq, const uint8_t *req, size
             } else if (rc == PT_USBFRAME_LARGE) {
                 return PT_USB_E_TOO_LARGE;
             } else if (!naked) {
-                uint8_t why = TK_USB_NAK_GAP;
-                h->st.naks_sent++;
-                if ((rc = send_frame(h, TK_USB_NAK, seq, m.have, m.started ? m.total : 0, &why,
-                                     1)) != 0 &&
-                    rc != PT_USB_E_TIMEOUT)
+                if ((rc = send_nak(h, seq, &m, TK_USB_NAK_GAP)) != 0)
                     return rc;
                 naked = true;
                 deadline = now_ms() + h->t_frame_ms;

@@ -292,7 +292,7 @@ void sh_hex(char *out, const uint8_t *p, size_t n)
     out[2 * n] = '\0';
 }
 
-static int hex_value(char c)
+int sh_hex_digit(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -309,9 +309,10 @@ int sh_unhex(uint8_t *out, size_t n, const char *hex)
     if (hex == NULL || strlen(hex) != 2 * n)
         return -1;
     for (size_t i = 0; i < 2 * n; i++)
-        if (hex_value(hex[i]) < 0)
+        if (sh_hex_digit((unsigned char)hex[i]) < 0)
             return -1;
     for (size_t i = 0; i < n; i++)
-        out[i] = (uint8_t)(hex_value(hex[2 * i]) << 4 | hex_value(hex[2 * i + 1]));
+        out[i] = (uint8_t)(sh_hex_digit((unsigned char)hex[2 * i]) << 4 |
+                           sh_hex_digit((unsigned char)hex[2 * i + 1]));
     return 0;
 }

@@ -72,6 +72,8 @@ void sh_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void sh_hex(char *out, const uint8_t *p, size_t n);
 /* Parse exactly 2n hex digits. */
 int sh_unhex(uint8_t *out, size_t n, const char *hex);
+/* The value of one hex digit (either case), or -1. */
+int sh_hex_digit(int c);
 
 /*
  * Text that names something (a certificate's subject, a study): 1 to max
