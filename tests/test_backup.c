@@ -45,50 +45,11 @@
 
 /* ------------------------------------------------------------- buffers */
 
-struct file {
-    uint8_t *p;
-    size_t len, cap;
-};
-
-static void file_put(struct file *f, const uint8_t *p, size_t n)
-{
-    if (f->len + n > f->cap) {
-        f->cap = (f->len + n) * 2 + 64;
-        f->p = realloc(f->p, f->cap);
-        assert_non_null(f->p);
-    }
-    if (n)
-        memcpy(f->p + f->len, p, n);
-    f->len += n;
-}
-
-static void file_copy(struct file *to, const uint8_t *p, size_t n)
+/* to holds the n bytes at p, and nothing else. */
+static void file_copy(struct fx_buf *to, const uint8_t *p, size_t n)
 {
     to->len = 0;
-    file_put(to, p, n);
-}
-
-static void file_free(struct file *f)
-{
-    free(f->p);
-    memset(f, 0, sizeof *f);
-}
-
-static bool contains(const uint8_t *hay, size_t n, const uint8_t *needle, size_t m)
-{
-    size_t i;
-    for (i = 0; i + m <= n; i++)
-        if (hay[i] == needle[0] && memcmp(hay + i, needle, m) == 0)
-            return true;
-    return false;
-}
-
-static void fill(uint8_t *p, size_t n, uint32_t seed)
-{
-    uint64_t s = seed * 2654435761u + 1;
-    size_t i;
-    for (i = 0; i < n; i++)
-        p[i] = (uint8_t)(fx_rand(&s) >> 7);
+    fx_buf_put(to, p, n);
 }
 
 /* ----------------------------------------------------------- documents */
@@ -127,31 +88,9 @@ static int doc_begin(struct fx_token *t, const uint8_t *id, uint64_t base, const
     return rc;
 }
 
-/* A streamed request (DocWrite 20, DocRead 22, RestoreFeed 37: the same
- * three fields) by hand. */
-static int stream_call(struct fx_token *t, uint32_t field, const uint8_t *session, size_t sid_len,
-                       const uint8_t *data, size_t len, bool last, Cohort__TokenResponse **out)
-{
-    Cohort__RestoreFeed w = COHORT__RESTORE_FEED__INIT;
-    uint8_t *body, *req;
-    size_t body_len, req_len;
-    int rc;
-    w.session = (ProtobufCBinaryData){sid_len, (uint8_t *)session};
-    w.data = (ProtobufCBinaryData){len, (uint8_t *)data};
-    w.last = last;
-    body_len = cohort__restore_feed__get_packed_size(&w);
-    body = fx_alloc(body_len + 1);
-    cohort__restore_feed__pack(&w, body);
-    req = fx_raw_request(&req_len, FX_NOW, field, body, body_len);
-    rc = fx_call_raw(t, req, req_len, out);
-    free(req);
-    free(body);
-    return rc;
-}
-
 /* A document (or a new revision of id) of len bytes; its file in f. */
 static void doc_put(struct fx_token *t, const uint8_t *id, uint64_t base, const uint8_t *plain,
-                    size_t len, struct file *f, struct ref *ref)
+                    size_t len, struct fx_buf *f, struct ref *ref)
 {
     uint8_t session[TK_SESSION_ID_LEN];
     size_t at = 0;
@@ -160,9 +99,10 @@ static void doc_put(struct fx_token *t, const uint8_t *id, uint64_t base, const 
     do {
         Cohort__TokenResponse *r;
         size_t n = len - at < PIECE ? len - at : PIECE;
-        assert_int_equal(
-            stream_call(t, 20, session, sizeof session, plain + at, n, at + n == len, &r), TK_OK);
-        file_put(f, r->doc_cipher->data.data, r->doc_cipher->data.len);
+        assert_int_equal(fx_stream_call(t, FX_NOW, 20, session, sizeof session, plain + at, n,
+                                        at + n == len, &r),
+                         TK_OK);
+        fx_buf_put(f, r->doc_cipher->data.data, r->doc_cipher->data.len);
         if (at + n == len) {
             memcpy(ref->id, r->doc_cipher->ref->doc_id.data, TK_DOC_ID_LEN);
             ref->rev = r->doc_cipher->ref->revision;
@@ -173,8 +113,8 @@ static void doc_put(struct fx_token *t, const uint8_t *id, uint64_t base, const 
 }
 
 /* Open a revision and read its file: the token's status, the plaintext in out. */
-static int doc_get(struct fx_token *t, const uint8_t *id, uint64_t rev, const struct file *f,
-                   struct file *out)
+static int doc_get(struct fx_token *t, const uint8_t *id, uint64_t rev, const struct fx_buf *f,
+                   struct fx_buf *out)
 {
     Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
     Cohort__DocOpen o = COHORT__DOC_OPEN__INIT;
@@ -197,10 +137,11 @@ static int doc_get(struct fx_token *t, const uint8_t *id, uint64_t rev, const st
         return rc;
     do {
         size_t n = f->len - at < PIECE ? f->len - at : PIECE;
-        rc = stream_call(t, 22, session, sizeof session, f->p + at, n, at + n == f->len, &r);
+        rc = fx_stream_call(t, FX_NOW, 22, session, sizeof session, f->p + at, n, at + n == f->len,
+                            &r);
         if (rc != TK_OK)
             return rc;
-        file_put(out, r->doc_plain->data.data, r->doc_plain->data.len);
+        fx_buf_put(out, r->doc_plain->data.data, r->doc_plain->data.len);
         done = r->doc_plain->done;
         cohort__token_response__free_unpacked(r, NULL);
         at += n;
@@ -212,7 +153,7 @@ static int doc_get(struct fx_token *t, const uint8_t *id, uint64_t rev, const st
 /* -------------------------------------------------------------- backup */
 
 static int backup_begin(struct fx_token *t, bool new_phrase, uint8_t session[TK_SESSION_ID_LEN],
-                        char phrase[64], struct file *f)
+                        char phrase[64], struct fx_buf *f)
 {
     Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
     Cohort__BackupBegin b = COHORT__BACKUP_BEGIN__INIT;
@@ -236,7 +177,7 @@ static int backup_begin(struct fx_token *t, bool new_phrase, uint8_t session[TK_
     return rc;
 }
 
-static int backup_next(struct fx_token *t, const uint8_t *session, size_t sid_len, struct file *f,
+static int backup_next(struct fx_token *t, const uint8_t *session, size_t sid_len, struct fx_buf *f,
                        bool *last)
 {
     Cohort__TokenRequest req = COHORT__TOKEN_REQUEST__INIT;
@@ -252,7 +193,7 @@ static int backup_next(struct fx_token *t, const uint8_t *session, size_t sid_le
         assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_BACKUP_CHUNK);
         assert_true(r->backup_chunk->data.len > 0);
         assert_true(r->backup_chunk->data.len <= TK_BACKUP_DATA_MAX);
-        file_put(f, r->backup_chunk->data.data, r->backup_chunk->data.len);
+        fx_buf_put(f, r->backup_chunk->data.data, r->backup_chunk->data.len);
         *last = r->backup_chunk->last;
     }
     if (r != NULL)
@@ -261,7 +202,7 @@ static int backup_next(struct fx_token *t, const uint8_t *session, size_t sid_le
 }
 
 /* A whole backup into f; the phrase if one was drawn ("" if not). */
-static void backup_make(struct fx_token *t, bool new_phrase, struct file *f, char phrase[64])
+static void backup_make(struct fx_token *t, bool new_phrase, struct fx_buf *f, char phrase[64])
 {
     uint8_t session[TK_SESSION_ID_LEN];
     bool last = false;
@@ -308,7 +249,7 @@ static int restore_feed(struct fx_token *t, const uint8_t *session, const uint8_
                         bool last, struct done *d)
 {
     Cohort__TokenResponse *r;
-    int rc = stream_call(t, 37, session, TK_SESSION_ID_LEN, data, len, last, &r);
+    int rc = fx_stream_call(t, FX_NOW, 37, session, TK_SESSION_ID_LEN, data, len, last, &r);
     if (rc == TK_OK) {
         assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_RESTORE_DONE);
         assert_true(r->restore_done->records >= d->records);
@@ -400,7 +341,7 @@ struct opened {
 };
 
 /* Decrypt a backup as its format says, checking every part of it. */
-static void backup_open(struct opened *o, const struct file *f, const char *phrase)
+static void backup_open(struct opened *o, const struct fx_buf *f, const char *phrase)
 {
     crypto_secretstream_xchacha20poly1305_state st;
     crypto_generichash_state hs;
@@ -663,8 +604,8 @@ struct source {
     struct fx_token t;
     size_t n;
     struct ref *refs;
-    struct file *files;
-    struct file *plains;
+    struct fx_buf *files;
+    struct fx_buf *plains;
 };
 
 static void source_make(struct source *s, struct fx_world *w, size_t n, size_t arena)
@@ -690,7 +631,7 @@ static void source_make(struct source *s, struct fx_world *w, size_t n, size_t a
     for (i = 0; i < n; i++) {
         size_t len = sizes[i % 5];
         uint8_t *p = fx_alloc(len);
-        fill(p, len, 100 + (uint32_t)i);
+        fx_fill(p, len, 100 + (uint32_t)i);
         file_copy(&s->plains[i], p, len);
         doc_put(&s->t, NULL, 0, p, len, &s->files[i], &s->refs[i]);
         free(p);
@@ -701,7 +642,7 @@ static void source_make(struct source *s, struct fx_world *w, size_t n, size_t a
     file_copy(&s->plains[n], s->plains[0].p, s->plains[0].len);
     {
         uint8_t p[300];
-        fill(p, sizeof p, 99);
+        fx_fill(p, sizeof p, 99);
         doc_put(&s->t, s->refs[0].id, 1, p, sizeof p, &s->files[0], &s->refs[0]);
         file_copy(&s->plains[0], p, sizeof p);
         assert_int_equal(s->refs[0].rev, 2);
@@ -712,8 +653,8 @@ static void source_free(struct source *s)
 {
     size_t i;
     for (i = 0; i <= s->n; i++) {
-        file_free(&s->files[i]);
-        file_free(&s->plains[i]);
+        fx_buf_free(&s->files[i]);
+        fx_buf_free(&s->plains[i]);
     }
     free(s->refs);
     free(s->files);
@@ -724,7 +665,7 @@ static void source_free(struct source *s)
 /* Every document of s reads back from t, from the same files. */
 static void documents_read_back(struct fx_token *t, const struct source *s)
 {
-    struct file back = {0};
+    struct fx_buf back = {0};
     size_t i;
     for (i = 0; i <= s->n; i++) {
         uint64_t rev = i == s->n ? 1 : 0;
@@ -733,7 +674,7 @@ static void documents_read_back(struct fx_token *t, const struct source *s)
         if (back.len)
             assert_memory_equal(back.p, s->plains[i].p, back.len);
     }
-    file_free(&back);
+    fx_buf_free(&back);
 }
 
 /* ------------------------------------------------------ a whole recovery */
@@ -744,7 +685,7 @@ static void a_backup_restores_into_a_new_token_and_its_documents_read_back_ident
     struct source a;
     struct fx_token b, c;
     struct fx_snapshot snap;
-    struct file f = {0}, back = {0};
+    struct fx_buf f = {0}, back = {0};
     struct fx_row rows[3];
     struct opened o;
     struct done d;
@@ -896,8 +837,8 @@ static void a_backup_restores_into_a_new_token_and_its_documents_read_back_ident
 
     cohort__token_response__free_unpacked(audit_a, NULL);
     opened_free(&o);
-    file_free(&f);
-    file_free(&back);
+    fx_buf_free(&f);
+    fx_buf_free(&back);
     fx_token_free(&b);
     fx_token_free(&c);
     source_free(&a);
@@ -922,7 +863,7 @@ static void the_phrase_is_shown_only_when_drawn_and_later_backups_reuse_it(void 
     struct fx_world w;
     struct source a;
     struct fx_token b;
-    struct file f1 = {0}, f2 = {0}, f3 = {0}, f4 = {0}, fb = {0};
+    struct fx_buf f1 = {0}, f2 = {0}, f3 = {0}, f4 = {0}, fb = {0};
     char p1[64], p2[64], p3[64], p4[64], pb[64], v[128];
     struct done d;
     size_t i, n;
@@ -982,11 +923,11 @@ static void the_phrase_is_shown_only_when_drawn_and_later_backups_reuse_it(void 
     assert_int_equal(restore(&b, p3, false, fb.p, fb.len, PIECE, &d), TK_OK);
     documents_read_back(&b, &a);
 
-    file_free(&f1);
-    file_free(&f2);
-    file_free(&f3);
-    file_free(&f4);
-    file_free(&fb);
+    fx_buf_free(&f1);
+    fx_buf_free(&f2);
+    fx_buf_free(&f3);
+    fx_buf_free(&f4);
+    fx_buf_free(&fb);
     fx_token_free(&b);
     source_free(&a);
 }
@@ -997,7 +938,7 @@ static void no_device_key_certificate_or_group_secret_is_in_a_backup(void **stat
 {
     struct fx_world w;
     struct source a;
-    struct file f = {0};
+    struct fx_buf f = {0};
     struct opened o;
     struct log_find k;
     char phrase[64];
@@ -1021,29 +962,29 @@ static void no_device_key_certificate_or_group_secret_is_in_a_backup(void **stat
             {tk->cert, tk->cert_len}, {w.secret, 32},
         };
         for (i = 0; i < sizeof secrets / sizeof secrets[0]; i++) {
-            assert_false(contains(f.p, f.len, secrets[i].p, secrets[i].n));
-            assert_false(contains(o.stream, o.stream_len, secrets[i].p, secrets[i].n));
+            assert_false(fx_contains(f.p, f.len, secrets[i].p, secrets[i].n));
+            assert_false(fx_contains(o.stream, o.stream_len, secrets[i].p, secrets[i].n));
         }
         /* Not a 16-byte piece of the certificate either. */
         for (j = 0; j + 16 <= tk->cert_len; j += 8)
-            assert_false(contains(o.stream, o.stream_len, tk->cert + j, 16));
+            assert_false(fx_contains(o.stream, o.stream_len, tk->cert + j, 16));
     }
     /* Nor the phrase's secret; the documents' keys are there, decrypted
      * only, and the documents' contents are not. */
     for (i = 0; i <= a.n; i++) {
         log_find(&a.t, &k, a.refs[i].id);
         assert_true(k.found_key && k.found_secret);
-        assert_false(contains(f.p, f.len, k.secret, 20));
-        assert_false(contains(o.stream, o.stream_len, k.secret, 20));
-        assert_true(contains(o.stream, o.stream_len, k.key, 32));
-        assert_false(contains(f.p, f.len, k.key, 32));
+        assert_false(fx_contains(f.p, f.len, k.secret, 20));
+        assert_false(fx_contains(o.stream, o.stream_len, k.secret, 20));
+        assert_true(fx_contains(o.stream, o.stream_len, k.key, 32));
+        assert_false(fx_contains(f.p, f.len, k.key, 32));
         if (a.plains[i].len >= 32) {
-            assert_false(contains(o.stream, o.stream_len, a.plains[i].p, 32));
-            assert_false(contains(f.p, f.len, a.plains[i].p, 32));
+            assert_false(fx_contains(o.stream, o.stream_len, a.plains[i].p, 32));
+            assert_false(fx_contains(f.p, f.len, a.plains[i].p, 32));
         }
     }
     opened_free(&o);
-    file_free(&f);
+    fx_buf_free(&f);
     source_free(&a);
 }
 
@@ -1094,7 +1035,7 @@ static void hostile_restores_get_their_exact_codes_and_change_nothing(void **sta
     struct source a;
     struct fx_token b, c, t2;
     struct fx_snapshot snap;
-    struct file f = {0}, f2 = {0}, fc = {0}, m = {0};
+    struct fx_buf f = {0}, f2 = {0}, fc = {0}, m = {0};
     struct fx_row rows[4];
     struct done d;
     char phrase[64], p2[64], pc[64], typo[256];
@@ -1203,16 +1144,16 @@ static void hostile_restores_get_their_exact_codes_and_change_nothing(void **sta
     memcpy(m.p + HDR + FULL_BOX, f.p + HDR, FULL_BOX);
     refused(&b, &snap, phrase, m.p, m.len, TK_ERR_DECRYPT);
     file_copy(&m, f.p, HDR);
-    file_put(&m, f.p + HDR + FULL_BOX, f.len - HDR - FULL_BOX);
+    fx_buf_put(&m, f.p + HDR + FULL_BOX, f.len - HDR - FULL_BOX);
     refused(&b, &snap, phrase, m.p, m.len, TK_ERR_DECRYPT);
     file_copy(&m, f.p, HDR + FULL_BOX);
-    file_put(&m, f.p + HDR, f.len - HDR);
+    fx_buf_put(&m, f.p + HDR, f.len - HDR);
     refused(&b, &snap, phrase, m.p, m.len, TK_ERR_DECRYPT);
     file_copy(&m, f.p, f.len);
     memcpy(m.p + HDR + FULL_BOX, f2.p + HDR + FULL_BOX, FULL_BOX);
     refused(&b, &snap, phrase, m.p, m.len, TK_ERR_DECRYPT);
     file_copy(&m, f2.p, HDR);
-    file_put(&m, f.p + HDR, f.len - HDR);
+    fx_buf_put(&m, f.p + HDR, f.len - HDR);
     refused(&b, &snap, phrase, m.p, m.len, TK_ERR_DECRYPT);
     /* The final chunk moved before the last data chunk. */
     file_copy(&m, f.p, f.len - 24 - ABYTES);
@@ -1220,18 +1161,18 @@ static void hostile_restores_get_their_exact_codes_and_change_nothing(void **sta
         size_t last_box = (f.len - HDR - 24 - ABYTES) - (nchunks - 1) * FULL_BOX;
         size_t at = f.len - 24 - ABYTES - last_box;
         m.len = at;
-        file_put(&m, f.p + f.len - 24 - ABYTES, 24 + ABYTES);
-        file_put(&m, f.p + at, last_box);
+        fx_buf_put(&m, f.p + f.len - 24 - ABYTES, 24 + ABYTES);
+        fx_buf_put(&m, f.p + at, last_box);
     }
     assert_int_equal(m.len, f.len);
     refused(&b, &snap, phrase, m.p, m.len, TK_ERR_DECRYPT);
 
     /* Bytes after the final chunk. */
     file_copy(&m, f.p, f.len);
-    file_put(&m, (const uint8_t *)"x", 1);
+    fx_buf_put(&m, (const uint8_t *)"x", 1);
     refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
     file_copy(&m, f.p, f.len);
-    file_put(&m, f.p + f.len - 24 - ABYTES, 24 + ABYTES);
+    fx_buf_put(&m, f.p + f.len - 24 - ABYTES, 24 + ABYTES);
     refused(&b, &snap, phrase, m.p, m.len, TK_ERR_MALFORMED);
 
     /* A feed over its bound, without a session or naming another. */
@@ -1271,7 +1212,8 @@ static void hostile_restores_get_their_exact_codes_and_change_nothing(void **sta
         SAME(&snap, &b);
     }
     assert_int_equal(restore_begin(&b, phrase, true, session), TK_OK);
-    assert_int_equal(stream_call(&b, 37, session, 0, f.p, 10, false, NULL), TK_ERR_SESSION);
+    assert_int_equal(fx_stream_call(&b, FX_NOW, 37, session, 0, f.p, 10, false, NULL),
+                     TK_ERR_SESSION);
     assert_int_equal(restore_begin(&b, phrase, true, session), TK_OK);
     session[0] ^= 1;
     assert_int_equal(restore_feed(&b, session, f.p, 10, false, &d), TK_ERR_SESSION);
@@ -1294,8 +1236,9 @@ static void hostile_restores_get_their_exact_codes_and_change_nothing(void **sta
         if (i == 0) {
             assert_int_equal(fx_info(&b, NULL), TK_OK);
         } else if (i == 1) {
-            assert_int_equal(stream_call(&b, 20, session, sizeof session, f.p, 10, false, NULL),
-                             TK_ERR_SESSION);
+            assert_int_equal(
+                fx_stream_call(&b, FX_NOW, 20, session, sizeof session, f.p, 10, false, NULL),
+                TK_ERR_SESSION);
         } else if (i == 2) {
             assert_int_equal(backup_next(&b, session, sizeof session, &m, &last), TK_ERR_SESSION);
         } else {
@@ -1329,10 +1272,10 @@ static void hostile_restores_get_their_exact_codes_and_change_nothing(void **sta
     assert_int_equal(restore(&b, phrase, true, f.p, f.len, 4096, &d), TK_OK);
     documents_read_back(&b, &a);
 
-    file_free(&f);
-    file_free(&f2);
-    file_free(&fc);
-    file_free(&m);
+    fx_buf_free(&f);
+    fx_buf_free(&f2);
+    fx_buf_free(&fc);
+    fx_buf_free(&m);
     fx_token_free(&b);
     fx_token_free(&c);
     fx_token_free(&t2);
@@ -1349,7 +1292,7 @@ struct forgery {
 
 /* A backup of `stream` made by the book, as anyone who knows the phrase
  * can make one. */
-static void forge(struct file *out, const char *phrase, const struct file *stream,
+static void forge(struct fx_buf *out, const char *phrase, const struct fx_buf *stream,
                   const struct forgery *fg)
 {
     crypto_secretstream_xchacha20poly1305_state st;
@@ -1378,7 +1321,7 @@ static void forge(struct file *out, const char *phrase, const struct file *strea
             &st, box, NULL, stream->p + at, n, NULL, 0,
             at == 0 && fg->first_final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
                                        : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
-        file_put(out, box, n + ABYTES);
+        fx_buf_put(out, box, n + ABYTES);
         at += n;
     }
     for (i = 0; i < 8; i++) {
@@ -1388,19 +1331,19 @@ static void forge(struct file *out, const char *phrase, const struct file *strea
     }
     crypto_secretstream_xchacha20poly1305_push(&st, box, NULL, trailer, sizeof trailer, NULL, 0,
                                                crypto_secretstream_xchacha20poly1305_TAG_FINAL);
-    file_put(out, box, sizeof trailer + ABYTES);
+    fx_buf_put(out, box, sizeof trailer + ABYTES);
 }
 
 /* Append a record to a stream, framed; `len` is what the frame claims. */
-static void frame_put(struct file *stream, const uint8_t *rec, size_t n, uint32_t len)
+static void frame_put(struct fx_buf *stream, const uint8_t *rec, size_t n, uint32_t len)
 {
     uint8_t pre[4] = {(uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16),
                       (uint8_t)(len >> 24)};
-    file_put(stream, pre, 4);
-    file_put(stream, rec, n);
+    fx_buf_put(stream, pre, 4);
+    fx_buf_put(stream, rec, n);
 }
 
-static void record_put(struct file *stream, const Cohort__StoreRecord *sr)
+static void record_put(struct fx_buf *stream, const Cohort__StoreRecord *sr)
 {
     uint8_t buf[2048];
     size_t n = cohort__store_record__get_packed_size(sr);
@@ -1417,7 +1360,7 @@ static void a_backup_forged_with_the_phrase_is_refused_where_it_lies(void **stat
     struct source a;
     struct fx_token b;
     struct fx_snapshot snap;
-    struct file f = {0}, base = {0}, s = {0}, m = {0};
+    struct fx_buf f = {0}, base = {0}, s = {0}, m = {0};
     struct opened o;
     struct forgery fg;
     struct done d;
@@ -1548,10 +1491,10 @@ static void a_backup_forged_with_the_phrase_is_refused_where_it_lies(void **stat
     }
     fx_snapshot_free(&snap);
     opened_free(&o);
-    file_free(&f);
-    file_free(&base);
-    file_free(&s);
-    file_free(&m);
+    fx_buf_free(&f);
+    fx_buf_free(&base);
+    fx_buf_free(&s);
+    fx_buf_free(&m);
     fx_token_free(&b);
     source_free(&a);
 }
@@ -1564,7 +1507,7 @@ static void backup_sessions_refuse_what_is_not_theirs(void **state)
     struct source a;
     struct fx_token bare;
     struct fx_snapshot snap;
-    struct file f = {0}, g = {0};
+    struct fx_buf f = {0}, g = {0};
     struct done d;
     char phrase[64], p2[64];
     uint8_t session[TK_SESSION_ID_LEN], id[16] = {1}, secret[32] = {2};
@@ -1620,8 +1563,9 @@ static void backup_sessions_refuse_what_is_not_theirs(void **state)
     assert_int_equal(restore_feed(&a.t, session, f.p, 10, false, &d), TK_ERR_SESSION);
     assert_int_equal(backup_next(&a.t, session, sizeof session, &f, &last), TK_ERR_SESSION);
     assert_int_equal(backup_begin(&a.t, false, session, p2, &f), TK_OK);
-    assert_int_equal(stream_call(&a.t, 22, session, sizeof session, f.p, 10, false, NULL),
-                     TK_ERR_SESSION);
+    assert_int_equal(
+        fx_stream_call(&a.t, FX_NOW, 22, session, sizeof session, f.p, 10, false, NULL),
+        TK_ERR_SESSION);
     assert_int_equal(backup_next(&a.t, session, sizeof session, &f, &last), TK_ERR_SESSION);
 
     /* A response buffer too small for one chunk ends the session; one
@@ -1649,8 +1593,8 @@ static void backup_sessions_refuse_what_is_not_theirs(void **state)
     assert_int_equal(backup_begin(&bare, false, session, p2, &f), TK_ERR_NOT_PROVISIONED);
     assert_int_equal(restore_begin(&bare, phrase, false, session), TK_ERR_NOT_PROVISIONED);
 
-    file_free(&f);
-    file_free(&g);
+    fx_buf_free(&f);
+    fx_buf_free(&g);
     fx_token_free(&bare);
     source_free(&a);
 }
@@ -1662,7 +1606,7 @@ static void a_token_of_100_documents_backs_up_and_restores_in_the_least_arena(vo
     struct fx_world w;
     struct source a;
     struct fx_token b;
-    struct file f = {0};
+    struct fx_buf f = {0};
     struct opened o;
     struct done d;
     char phrase[64];
@@ -1696,7 +1640,7 @@ static void a_token_of_100_documents_backs_up_and_restores_in_the_least_arena(vo
                   f.len, (unsigned long long)o.records, o.chunks + 1, log_len, backup_peak,
                   verify_peak, restore_peak, TK_ARENA_MIN);
     opened_free(&o);
-    file_free(&f);
+    fx_buf_free(&f);
     fx_token_free(&b);
     source_free(&a);
 }

@@ -399,18 +399,6 @@ static int setup(void **state)
     return 0;
 }
 
-static bool on_flash(const struct fx_token *t, const uint8_t *p, size_t n)
-{
-    size_t k, i;
-    for (k = 0; k < PT_MEMFLASH_SEGS; k++) {
-        const struct pt_memseg *s = &t->flash.s[k];
-        for (i = 0; s->used && i + n <= s->len; i++)
-            if (memcmp(s->p + i, p, n) == 0)
-                return true;
-    }
-    return false;
-}
-
 /* ------------------------------------------------------- authentication */
 
 static void a_credential_authenticates_with_its_own_secret_only(void **state)
@@ -439,7 +427,7 @@ static void a_credential_authenticates_with_its_own_secret_only(void **state)
     assert_int_equal(issue(&t, NULL, "other", read_all, 1, &other), TK_OK);
     assert_memory_not_equal(app.id, other.id, 16);
     /* The secret is nowhere on the flash (the log holds a keyed hash). */
-    assert_false(on_flash(&t, app.secret, 32));
+    assert_false(fx_on_flash(&t, app.secret, 32));
 
     assert_int_equal(check_at(&t, &app, FX_NOW), TK_OK);
     {

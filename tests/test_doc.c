@@ -15,9 +15,10 @@
  * - Hostile requests get their exact codes and change nothing; a document
  *   session and an aggregation session never answer for each other.
  */
-#include "tk_fixture.h"
-
+/* token/tk_int.h first: tk_fixture.h then has its helpers that read the log. */
 #include "token/tk_int.h"
+
+#include "tk_fixture.h"
 
 #define PIECE (64u * 1024u)
 #define BIG (16u * 1024u * 1024u)
@@ -28,29 +29,6 @@ struct ref {
     uint8_t hash[32];
     uint64_t size, cipher_size;
 };
-
-struct file {
-    uint8_t *p;
-    size_t len, cap;
-};
-
-static void file_put(struct file *f, const uint8_t *p, size_t n)
-{
-    if (f->len + n > f->cap) {
-        f->cap = (f->len + n) * 2 + 64;
-        f->p = realloc(f->p, f->cap);
-        assert_non_null(f->p);
-    }
-    if (n)
-        memcpy(f->p + f->len, p, n);
-    f->len += n;
-}
-
-static void file_free(struct file *f)
-{
-    free(f->p);
-    memset(f, 0, sizeof *f);
-}
 
 static void ref_from(struct ref *out, const Cohort__DocRef *r)
 {
@@ -98,35 +76,14 @@ static int doc_begin(struct fx_token *t, const uint8_t *id, size_t id_len, uint6
     return rc;
 }
 
-/* A DocWrite or DocRead (field 20 or 22) with the given parts. */
-static int doc_stream(struct fx_token *t, uint32_t field, const uint8_t *session, size_t sid_len,
-                      const uint8_t *data, size_t len, bool last, Cohort__TokenResponse **out)
-{
-    Cohort__DocWrite w = COHORT__DOC_WRITE__INIT;
-    uint8_t *body, *req;
-    size_t body_len, req_len;
-    int rc;
-    w.session = (ProtobufCBinaryData){sid_len, (uint8_t *)session};
-    w.data = (ProtobufCBinaryData){len, (uint8_t *)data};
-    w.last = last;
-    body_len = cohort__doc_write__get_packed_size(&w); /* DocRead has the same fields */
-    body = fx_alloc(body_len + 1);
-    cohort__doc_write__pack(&w, body);
-    req = fx_raw_request(&req_len, FX_NOW, field, body, body_len);
-    rc = fx_call_raw(t, req, req_len, out);
-    free(req);
-    free(body);
-    return rc;
-}
-
 static int doc_write(struct fx_token *t, const uint8_t *session, const uint8_t *data, size_t len,
-                     bool last, struct file *f, struct ref *ref)
+                     bool last, struct fx_buf *f, struct ref *ref)
 {
     Cohort__TokenResponse *r;
-    int rc = doc_stream(t, 20, session, TK_SESSION_ID_LEN, data, len, last, &r);
+    int rc = fx_stream_call(t, FX_NOW, 20, session, TK_SESSION_ID_LEN, data, len, last, &r);
     if (rc == TK_OK) {
         assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_CIPHER);
-        file_put(f, r->doc_cipher->data.data, r->doc_cipher->data.len);
+        fx_buf_put(f, r->doc_cipher->data.data, r->doc_cipher->data.len);
         if (last)
             ref_from(ref, r->doc_cipher->ref);
         else
@@ -139,7 +96,8 @@ static int doc_write(struct fx_token *t, const uint8_t *session, const uint8_t *
 
 /* Begin, then write plain in pieces; the file and the ref out. */
 static int doc_put(struct fx_token *t, const uint8_t *id, uint64_t base, const char *type,
-                   const uint8_t *plain, size_t len, size_t piece, struct file *f, struct ref *ref)
+                   const uint8_t *plain, size_t len, size_t piece, struct fx_buf *f,
+                   struct ref *ref)
 {
     Cohort__DocMeta meta;
     uint8_t session[TK_SESSION_ID_LEN];
@@ -187,7 +145,7 @@ static int doc_open(struct fx_token *t, const uint8_t *id, size_t id_len, uint64
 /* Open a revision and read file in pieces (last with the final one);
  * returns the first error, or TK_OK with the plaintext in *out. */
 static int doc_get(struct fx_token *t, const uint8_t *id, uint64_t rev, const uint8_t *file,
-                   size_t len, size_t piece, struct file *out)
+                   size_t len, size_t piece, struct fx_buf *out)
 {
     uint8_t session[TK_SESSION_ID_LEN];
     struct ref ref;
@@ -201,74 +159,21 @@ static int doc_get(struct fx_token *t, const uint8_t *id, uint64_t rev, const ui
         Cohort__TokenResponse *r;
         size_t n = len - at < piece ? len - at : piece;
         assert_false(done);
-        rc = doc_stream(t, 22, session, TK_SESSION_ID_LEN, file + at, n, at + n == len, &r);
+        rc = fx_stream_call(t, FX_NOW, 22, session, TK_SESSION_ID_LEN, file + at, n, at + n == len,
+                            &r);
         if (rc != TK_OK) {
             if (r != NULL)
                 cohort__token_response__free_unpacked(r, NULL);
             return rc;
         }
         assert_int_equal(r->body_case, COHORT__TOKEN_RESPONSE__BODY_DOC_PLAIN);
-        file_put(out, r->doc_plain->data.data, r->doc_plain->data.len);
+        fx_buf_put(out, r->doc_plain->data.data, r->doc_plain->data.len);
         done = r->doc_plain->done;
         cohort__token_response__free_unpacked(r, NULL);
         at += n;
     } while (at < len);
     assert_true(done);
     return TK_OK;
-}
-
-/* The key of a revision, read from the token's log as the token does. */
-struct key_find {
-    const uint8_t *id;
-    uint64_t rev;
-    bool found;
-    uint8_t key[32];
-};
-
-static int key_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, uint64_t index)
-{
-    struct key_find *k = ctx;
-    Cohort__StoreRecord *sr;
-    (void)a;
-    (void)index;
-    sr = cohort__store_record__unpack(NULL, len, plain);
-    assert_non_null(sr);
-    if (sr->body_case == COHORT__STORE_RECORD__BODY_DOC &&
-        memcmp(sr->doc->doc_id.data, k->id, TK_DOC_ID_LEN) == 0 &&
-        (k->rev == 0 || sr->doc->revision == k->rev)) {
-        assert_int_equal(sr->doc->key.len, 32);
-        memcpy(k->key, sr->doc->key.data, 32);
-        k->found = true;
-    }
-    cohort__store_record__free_unpacked(sr, NULL);
-    return TK_OK;
-}
-
-static bool record_key(struct fx_token *t, const uint8_t *id, uint64_t rev, uint8_t key[32])
-{
-    struct key_find k = {id, rev, false, {0}};
-    struct tk_arena a;
-    tk_arena_init(&a, t->arena, t->arena_len, 0);
-    assert_int_equal(tk_log_scan(&t->tk, &a, false, key_fn, &k), TK_OK);
-    memcpy(key, k.key, 32);
-    return k.found;
-}
-
-static bool contains(const uint8_t *hay, size_t n, const uint8_t *needle, size_t m)
-{
-    size_t i;
-    for (i = 0; i + m <= n; i++)
-        if (hay[i] == needle[0] && memcmp(hay + i, needle, m) == 0)
-            return true;
-    return false;
-}
-
-static void fill(uint8_t *p, size_t n, uint32_t seed)
-{
-    uint64_t s = seed * 2654435761u + 1;
-    size_t i;
-    for (i = 0; i < n; i++)
-        p[i] = (uint8_t)(fx_rand(&s) >> 7);
 }
 
 static void token_make(struct fx_token *t, struct fx_world *w, size_t arena)
@@ -287,9 +192,9 @@ static void documents_of_0_1_4k_and_16m_round_trip_in_the_least_arena(void **sta
     static const size_t sizes[] = {0, 1, 4096, BIG};
     struct fx_world w;
     struct fx_token t;
-    struct file f = {0}, back = {0};
+    struct fx_buf f = {0}, back = {0};
     uint8_t *plain = fx_alloc(BIG), key[32], h[32];
-    size_t i, k;
+    size_t i;
     (void)state;
 
     token_make(&t, &w, TK_ARENA_MIN);
@@ -308,12 +213,10 @@ static void documents_of_0_1_4k_and_16m_round_trip_in_the_least_arena(void **sta
         assert_memory_equal(h, ref.hash, 32);
         /* Neither the plaintext nor the key is in the file; the key is in
          * the log record, and not in clear on the flash. */
-        assert_false(contains(f.p, f.len, marker, 32));
-        assert_true(record_key(&t, ref.id, 1, key));
-        assert_false(contains(f.p, f.len, key, 32));
-        for (k = 0; k < PT_MEMFLASH_SEGS; k++)
-            if (t.flash.s[k].used)
-                assert_false(contains(t.flash.s[k].p, t.flash.s[k].len, key, 32));
+        assert_false(fx_contains(f.p, f.len, marker, 32));
+        assert_true(fx_doc_key(&t, ref.id, 1, key));
+        assert_false(fx_contains(f.p, f.len, key, 32));
+        assert_false(fx_on_flash(&t, key, 32));
         assert_int_equal(doc_get(&t, ref.id, 0, f.p, f.len, PIECE, &back), TK_OK);
         assert_int_equal(back.len, n);
         if (n)
@@ -332,8 +235,8 @@ static void documents_of_0_1_4k_and_16m_round_trip_in_the_least_arena(void **sta
         if (t.max_peak > 9216)
             fail_msg("arena peak %zu", t.max_peak);
     }
-    file_free(&f);
-    file_free(&back);
+    fx_buf_free(&f);
+    fx_buf_free(&back);
     free(plain);
     fx_token_free(&t);
 }
@@ -345,15 +248,15 @@ static void an_update_needs_the_current_revision_and_old_ones_stay_readable(void
     struct fx_world w;
     struct fx_token t;
     struct fx_snapshot snap;
-    struct file f1 = {0}, f2 = {0}, f3 = {0}, back = {0};
+    struct fx_buf f1 = {0}, f2 = {0}, f3 = {0}, back = {0};
     struct ref r1, r2, r3;
     uint8_t a[5000], b[6000], session[TK_SESSION_ID_LEN], stranger[TK_DOC_ID_LEN] = {1};
     Cohort__DocMeta meta;
     (void)state;
 
     token_make(&t, &w, TK_ARENA_MIN);
-    fill(a, sizeof a, 1);
-    fill(b, sizeof b, 2);
+    fx_fill(a, sizeof a, 1);
+    fx_fill(b, sizeof b, 2);
     assert_int_equal(doc_put(&t, NULL, 0, "note", a, sizeof a, 1000, &f1, &r1), TK_OK);
     assert_int_equal(r1.rev, 1);
     assert_int_equal(doc_put(&t, r1.id, 1, "note", b, sizeof b, PIECE, &f2, &r2), TK_OK);
@@ -381,10 +284,10 @@ static void an_update_needs_the_current_revision_and_old_ones_stay_readable(void
     assert_memory_equal(back.p, b, sizeof b);
     assert_int_equal(doc_put(&t, r1.id, 2, "note", a, 10, PIECE, &f3, &r3), TK_OK);
     assert_int_equal(r3.rev, 3);
-    file_free(&f1);
-    file_free(&f2);
-    file_free(&f3);
-    file_free(&back);
+    fx_buf_free(&f1);
+    fx_buf_free(&f2);
+    fx_buf_free(&f3);
+    fx_buf_free(&back);
     fx_token_free(&t);
 }
 
@@ -392,9 +295,9 @@ static void an_update_needs_the_current_revision_and_old_ones_stay_readable(void
 
 static int read_all(struct fx_token *t, const struct ref *r, const uint8_t *file, size_t len)
 {
-    struct file back = {0};
+    struct fx_buf back = {0};
     int rc = doc_get(t, r->id, r->rev, file, len, PIECE, &back);
-    file_free(&back);
+    fx_buf_free(&back);
     return rc;
 }
 
@@ -402,22 +305,22 @@ static void every_tampered_file_is_refused_with_its_exact_code(void **state)
 {
     struct fx_world w;
     struct fx_token t;
-    struct file fa = {0}, fa2 = {0}, fb = {0}, x = {0};
+    struct fx_buf fa = {0}, fa2 = {0}, fb = {0}, x = {0};
     struct ref ra, ra2, rb;
     uint8_t a[10000], b[10000];
     const size_t frame = 4 + TK_DOC_CHUNK + 17, c0 = 24, c1 = 24 + frame, c2 = 24 + 2 * frame;
     (void)state;
 
     token_make(&t, &w, TK_ARENA_MIN);
-    fill(a, sizeof a, 3);
-    fill(b, sizeof b, 4);
+    fx_fill(a, sizeof a, 3);
+    fx_fill(b, sizeof b, 4);
     assert_int_equal(doc_put(&t, NULL, 0, "x", a, sizeof a, PIECE, &fa, &ra), TK_OK);
     assert_int_equal(doc_put(&t, NULL, 0, "x", b, sizeof b, PIECE, &fb, &rb), TK_OK);
     assert_int_equal(fa.len, c2 + 4 + (10000 - 2 * TK_DOC_CHUNK) + 17);
     assert_int_equal(read_all(&t, &ra, fa.p, fa.len), TK_OK);
 
     /* One bit flipped in the header: the first chunk fails. */
-    file_put(&x, fa.p, fa.len);
+    fx_buf_put(&x, fa.p, fa.len);
     x.p[5] ^= 1;
     assert_int_equal(read_all(&t, &ra, x.p, x.len), TK_ERR_DECRYPT);
     /* One bit flipped in a chunk's box. */
@@ -430,19 +333,19 @@ static void every_tampered_file_is_refused_with_its_exact_code(void **state)
     assert_int_equal(read_all(&t, &ra, x.p, x.len), TK_ERR_TAMPERED);
     /* A chunk dropped: the next one is not the one expected. */
     x.len = 0;
-    file_put(&x, fa.p, c0);
-    file_put(&x, fa.p + c1, fa.len - c1);
+    fx_buf_put(&x, fa.p, c0);
+    fx_buf_put(&x, fa.p + c1, fa.len - c1);
     assert_int_equal(read_all(&t, &ra, x.p, x.len), TK_ERR_DECRYPT);
     x.len = 0;
-    file_put(&x, fa.p, c1);
-    file_put(&x, fa.p + c2, fa.len - c2);
+    fx_buf_put(&x, fa.p, c1);
+    fx_buf_put(&x, fa.p + c2, fa.len - c2);
     assert_int_equal(read_all(&t, &ra, x.p, x.len), TK_ERR_DECRYPT);
     /* Two chunks swapped. */
     x.len = 0;
-    file_put(&x, fa.p, c0);
-    file_put(&x, fa.p + c1, frame);
-    file_put(&x, fa.p + c0, frame);
-    file_put(&x, fa.p + c2, fa.len - c2);
+    fx_buf_put(&x, fa.p, c0);
+    fx_buf_put(&x, fa.p + c1, frame);
+    fx_buf_put(&x, fa.p + c0, frame);
+    fx_buf_put(&x, fa.p + c2, fa.len - c2);
     assert_int_equal(read_all(&t, &ra, x.p, x.len), TK_ERR_DECRYPT);
     /* Truncated: mid-chunk, and at a chunk boundary (the final chunk gone). */
     assert_int_equal(read_all(&t, &ra, fa.p, fa.len - 10), TK_ERR_TAMPERED);
@@ -450,8 +353,8 @@ static void every_tampered_file_is_refused_with_its_exact_code(void **state)
     assert_int_equal(read_all(&t, &ra, fa.p, 10), TK_ERR_TAMPERED);
     /* Bytes appended after the final chunk. */
     x.len = 0;
-    file_put(&x, fa.p, fa.len);
-    file_put(&x, (const uint8_t *)"more", 4);
+    fx_buf_put(&x, fa.p, fa.len);
+    fx_buf_put(&x, (const uint8_t *)"more", 4);
     assert_int_equal(read_all(&t, &ra, x.p, x.len), TK_ERR_TAMPERED);
     /* Another document's file, and another revision's. */
     assert_int_equal(read_all(&t, &ra, fb.p, fb.len), TK_ERR_DECRYPT);
@@ -462,10 +365,10 @@ static void every_tampered_file_is_refused_with_its_exact_code(void **state)
     assert_int_equal(read_all(&t, &ra, fa.p, fa.len), TK_OK);
     assert_int_equal(read_all(&t, &ra2, fa2.p, fa2.len), TK_OK);
     assert_int_equal(read_all(&t, &rb, fb.p, fb.len), TK_OK);
-    file_free(&fa);
-    file_free(&fa2);
-    file_free(&fb);
-    file_free(&x);
+    fx_buf_free(&fa);
+    fx_buf_free(&fa2);
+    fx_buf_free(&fb);
+    fx_buf_free(&x);
     fx_token_free(&t);
 }
 
@@ -475,7 +378,7 @@ static void documents_survive_a_compaction_and_a_reopen_of_the_token(void **stat
 {
     struct fx_world w;
     struct fx_token t;
-    struct file f = {0}, back = {0};
+    struct fx_buf f = {0}, back = {0};
     struct ref r, r2;
     uint8_t a[9000], image[TK_IMAGE_MAX], session[TK_SESSION_ID_LEN];
     char type[TK_DOC_TYPE_MAX + 1];
@@ -483,7 +386,7 @@ static void documents_survive_a_compaction_and_a_reopen_of_the_token(void **stat
     (void)state;
 
     token_make(&t, &w, TK_ARENA_MIN);
-    fill(a, sizeof a, 5);
+    fx_fill(a, sizeof a, 5);
     assert_int_equal(doc_put(&t, NULL, 0, "bank.statement", a, sizeof a, PIECE, &f, &r), TK_OK);
     /* Compaction keeps the record (it drops only rows and old policies). */
     {
@@ -502,8 +405,8 @@ static void documents_survive_a_compaction_and_a_reopen_of_the_token(void **stat
     assert_int_equal(doc_get(&t, r.id, 0, f.p, f.len, PIECE, &back), TK_OK);
     assert_int_equal(back.len, sizeof a);
     assert_memory_equal(back.p, a, sizeof a);
-    file_free(&f);
-    file_free(&back);
+    fx_buf_free(&f);
+    fx_buf_free(&back);
     fx_token_free(&t);
 }
 
@@ -574,7 +477,7 @@ static void doc_list_pages_the_current_revisions_and_delete_removes_a_document(v
     struct fx_world w;
     struct fx_token t;
     struct fx_snapshot snap;
-    struct file f = {0}, keep = {0};
+    struct fx_buf f = {0}, keep = {0};
     struct ref refs[NDOCS], gone;
     bool live[NDOCS];
     uint8_t a[100], key[32], session[TK_SESSION_ID_LEN];
@@ -584,7 +487,7 @@ static void doc_list_pages_the_current_revisions_and_delete_removes_a_document(v
 
     token_make(&t, &w, TK_ARENA_MIN);
     for (i = 0; i < NDOCS; i++) {
-        fill(a, sizeof a, 10 + (uint32_t)i);
+        fx_fill(a, sizeof a, 10 + (uint32_t)i);
         assert_int_equal(doc_put(&t, NULL, 0, "list.item", a, i * 10, PIECE, &f, &refs[i]), TK_OK);
         live[i] = true;
     }
@@ -600,10 +503,10 @@ static void doc_list_pages_the_current_revisions_and_delete_removes_a_document(v
     assert_int_equal(doc_delete(&t, refs[1].id, 1), TK_ERR_CONFLICT);
     fx_snapshot_check(&snap, &t, true);
     fx_snapshot_free(&snap);
-    assert_true(record_key(&t, refs[1].id, 1, key));
+    assert_true(fx_doc_key(&t, refs[1].id, 1, key));
     assert_int_equal(doc_delete(&t, refs[1].id, 2), TK_OK);
     live[1] = false;
-    assert_false(record_key(&t, refs[1].id, 0, key));
+    assert_false(fx_doc_key(&t, refs[1].id, 0, key));
     assert_int_equal(doc_open(&t, refs[1].id, TK_DOC_ID_LEN, 0, session, &gone, NULL),
                      TK_ERR_NOT_FOUND);
     assert_int_equal(doc_open(&t, refs[1].id, TK_DOC_ID_LEN, 1, session, &gone, NULL),
@@ -615,15 +518,15 @@ static void doc_list_pages_the_current_revisions_and_delete_removes_a_document(v
     for (max = 1; max <= 3; max++)
         list_all(&t, max, refs, live, NDOCS);
     /* The others are intact. */
-    fill(a, sizeof a, 10 + 4);
+    fx_fill(a, sizeof a, 10 + 4);
     {
-        struct file back = {0};
+        struct fx_buf back = {0};
         assert_int_equal(doc_get(&t, refs[4].id, 0, keep.p, keep.len, PIECE, &back), TK_OK);
         assert_int_equal(back.len, 60);
-        file_free(&back);
+        fx_buf_free(&back);
     }
-    file_free(&f);
-    file_free(&keep);
+    fx_buf_free(&f);
+    fx_buf_free(&keep);
     fx_token_free(&t);
 }
 
@@ -641,7 +544,7 @@ static void hostile_requests_get_their_exact_codes_and_change_nothing(void **sta
     struct fx_world w;
     struct fx_token t;
     struct fx_snapshot snap;
-    struct file f = {0};
+    struct fx_buf f = {0};
     struct ref r;
     Cohort__DocMeta meta;
     Cohort__TokenResponse *resp;
@@ -656,11 +559,12 @@ static void hostile_requests_get_their_exact_codes_and_change_nothing(void **sta
     fx_snapshot_take(&snap, &t);
 
     /* DocWrite or DocRead without a session. */
-    assert_int_equal(doc_stream(&t, 20, session, sizeof session, big, 10, false, NULL),
+    assert_int_equal(fx_stream_call(&t, FX_NOW, 20, session, sizeof session, big, 10, false, NULL),
                      TK_ERR_SESSION);
-    assert_int_equal(doc_stream(&t, 22, session, sizeof session, big, 10, false, NULL),
+    assert_int_equal(fx_stream_call(&t, FX_NOW, 22, session, sizeof session, big, 10, false, NULL),
                      TK_ERR_SESSION);
-    assert_int_equal(doc_stream(&t, 20, session, 0, big, 10, false, NULL), TK_ERR_SESSION);
+    assert_int_equal(fx_stream_call(&t, FX_NOW, 20, session, 0, big, 10, false, NULL),
+                     TK_ERR_SESSION);
     fx_snapshot_check(&snap, &t, true);
 
     /* Inside a session: another id, oversized data, the wrong kind of
@@ -674,7 +578,7 @@ static void hostile_requests_get_their_exact_codes_and_change_nothing(void **sta
     assert_int_equal(doc_begin(&t, NULL, 0, 0, &meta, session), TK_OK);
     assert_int_equal(doc_write(&t, session, big, PIECE + 1, false, &f, &r), TK_ERR_TOO_LARGE);
     assert_int_equal(doc_begin(&t, NULL, 0, 0, &meta, session), TK_OK);
-    assert_int_equal(doc_stream(&t, 22, session, sizeof session, big, 10, false, NULL),
+    assert_int_equal(fx_stream_call(&t, FX_NOW, 22, session, sizeof session, big, 10, false, NULL),
                      TK_ERR_SESSION);
     assert_int_equal(doc_begin(&t, NULL, 0, 0, &meta, session), TK_OK);
     assert_int_equal(doc_write(&t, session, big, 10, false, &f, &r), TK_OK);
@@ -724,7 +628,7 @@ static void hostile_requests_get_their_exact_codes_and_change_nothing(void **sta
     tags[3] = "t";
     assert_int_equal(doc_begin(&t, NULL, 0, 0, &meta, session), TK_OK);
     fx_snapshot_free(&snap);
-    file_free(&f);
+    fx_buf_free(&f);
     free(big);
     fx_token_free(&t);
 }
@@ -737,23 +641,23 @@ static void sessions_of_the_two_kinds_exclude_each_other(void **state)
     struct fx_world w;
     struct fx_token t;
     struct fx_snapshot snap;
-    struct file f = {0};
+    struct fx_buf f = {0};
     struct ref r;
     Cohort__DocMeta meta;
     uint8_t session[TK_SESSION_ID_LEN], data[PIECE];
     (void)state;
 
     token_make(&t, &w, TK_ARENA_MIN);
-    fill(data, sizeof data, 9);
+    fx_fill(data, sizeof data, 9);
     fx_snapshot_take(&snap, &t);
     meta_init(&meta, "x");
     assert_int_equal(doc_begin(&t, NULL, 0, 0, &meta, session), TK_OK);
     /* AggFeed and AggEnd (fields 8 and 9) naming the document session. */
-    assert_int_equal(doc_stream(&t, 8, session, sizeof session, NULL, 0, false, NULL),
+    assert_int_equal(fx_stream_call(&t, FX_NOW, 8, session, sizeof session, NULL, 0, false, NULL),
                      TK_ERR_SESSION);
     assert_int_equal(doc_write(&t, session, data, 10, true, &f, &r), TK_ERR_SESSION);
     assert_int_equal(doc_begin(&t, NULL, 0, 0, &meta, session), TK_OK);
-    assert_int_equal(doc_stream(&t, 9, session, sizeof session, NULL, 0, false, NULL),
+    assert_int_equal(fx_stream_call(&t, FX_NOW, 9, session, sizeof session, NULL, 0, false, NULL),
                      TK_ERR_SESSION);
     assert_int_equal(doc_write(&t, session, data, 10, true, &f, &r), TK_ERR_SESSION);
     /* A response buffer that cannot take the ciphertext. */
@@ -765,7 +669,7 @@ static void sessions_of_the_two_kinds_exclude_each_other(void **state)
     assert_int_equal(doc_write(&t, session, data, sizeof data, true, &f, &r), TK_ERR_SESSION);
     fx_snapshot_check(&snap, &t, true);
     fx_snapshot_free(&snap);
-    file_free(&f);
+    fx_buf_free(&f);
     fx_token_free(&t);
 }
 

@@ -207,25 +207,6 @@ static char *store_path(struct agent *ag, const uint8_t hash[32], char *out, siz
     return out;
 }
 
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    struct stat st;
-    uint8_t *p;
-    int fd = open(path, O_RDONLY);
-    size_t n = 0;
-    assert_true(fd >= 0);
-    assert_int_equal(fstat(fd, &st), 0);
-    p = fx_alloc((size_t)st.st_size + 1);
-    while (n < (size_t)st.st_size) {
-        ssize_t k = read(fd, p + n, (size_t)st.st_size - n);
-        assert_true(k > 0);
-        n += (size_t)k;
-    }
-    close(fd);
-    *len = n;
-    return p;
-}
-
 static void spit(const char *path, const uint8_t *p, size_t len)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -252,7 +233,7 @@ static int scan_one(const char *path, const struct stat *sb, int flag, struct FT
     if (flag != FTW_F || !S_ISREG(sb->st_mode))
         return 0;
     scanning->files++;
-    p = slurp(path, &len);
+    p = fx_read_file(path, &len);
     for (size_t i = 0; i < scanning->n_needles; i++) {
         if (memmem(p, len, scanning->needles[i], scanning->needle_lens[i]) != NULL) {
             scanning->found++;
@@ -306,7 +287,7 @@ static void documents_of_0_1_4k_and_16m_round_trip_through_the_store(void **stat
         assert_true(ref.cipher_size > sizes[i]);
 
         /* The file is named by its hash and has the size the token says. */
-        file = slurp(store_path(&w->a, ref.hash, path, sizeof path), &file_len);
+        file = fx_read_file(store_path(&w->a, ref.hash, path, sizeof path), &file_len);
         assert_int_equal(file_len, ref.cipher_size);
         crypto_generichash(hash, sizeof hash, file, file_len, NULL, 0);
         assert_memory_equal(hash, ref.hash, 32);
@@ -550,7 +531,7 @@ static void every_tampered_file_is_refused_with_its_code(void **state)
     meta_init(&m, "bank.statement");
     assert_int_equal(put(&w->a, NULL, NULL, 0, &m, data, 10000, 0, &ref, &st), 0);
     assert_int_equal(put(&w->a, NULL, NULL, 0, &m, other, 10000, 0, &ref2, &st), 0);
-    file = slurp(store_path(&w->a, ref.hash, path, sizeof path), &len);
+    file = fx_read_file(store_path(&w->a, ref.hash, path, sizeof path), &len);
     store_path(&w->a, ref2.hash, path2, sizeof path2);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t n = len;
@@ -584,7 +565,7 @@ static void every_tampered_file_is_refused_with_its_code(void **state)
             break;
         case SWAP: {
             size_t l2;
-            uint8_t *o = slurp(path2, &l2);
+            uint8_t *o = fx_read_file(path2, &l2);
             assert_int_equal(l2, len);
             memcpy(copy, o, len);
             free(o);
@@ -1049,7 +1030,7 @@ static void a_share_carries_only_ciphertext_and_reaches_the_recipient(void **sta
     {
         uint8_t *file;
         size_t len;
-        file = slurp(store_path(&w->a, ref.hash, path, sizeof path), &len);
+        file = fx_read_file(store_path(&w->a, ref.hash, path, sizeof path), &len);
         assert_int_equal(sp->blobs[0]->data.len, len);
         assert_memory_equal(sp->blobs[0]->data.data, file, len);
         free(file);
@@ -1754,6 +1735,29 @@ static int cli(struct world *w, struct cli_run *r, const char *line)
     return rc;
 }
 
+/* cli with the line formatted from fmt and its arguments, as printf does. */
+static int clif(struct world *w, struct cli_run *r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int clif(struct world *w, struct cli_run *r, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    int n;
+    va_start(ap, fmt);
+    n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    assert_true(n >= 0 && (size_t)n < sizeof line);
+    return cli(w, r, line);
+}
+
+/* The file `name` in the world's directory, holding the len bytes at p. */
+static void root_put(struct world *w, const char *name, const uint8_t *p, size_t len)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", w->root, name);
+    spit(path, p, len);
+}
+
 /* The 32 hex digits after `after` in text, as an id. */
 static void id_after(uint8_t id[16], char hex[33], const char *text, const char *after)
 {
@@ -1787,12 +1791,11 @@ static void the_doc_commands_store_read_list_and_delete_documents(void **state)
     struct world *w = *state;
     uint8_t *data = random_bytes(150000, 31), *back, id[16];
     struct cli_run r = {0};
-    char path[512], hex[33], line[1024];
+    char path[512], hex[33];
     size_t len;
 
     assert_int_equal(cli(w, &r, "init|--dir|@/t"), CLI_OK);
-    snprintf(path, sizeof path, "%s/in.bin", w->root);
-    spit(path, data, 150000);
+    root_put(w, "in.bin", data, 150000);
     assert_int_equal(cli(w, &r,
                          "doc|put|--dir|@/t|--type|bank.statement|--author|Quillfeather "
                          "Bank|--tag|2026|@/in.bin"),
@@ -1804,44 +1807,40 @@ static void the_doc_commands_store_read_list_and_delete_documents(void **state)
     expect_has(r.out, hex);
     expect_has(r.out, "\"author\":\"Quillfeather Bank\",\"subject\":\"\",\"tags\":[\"2026\"]");
 
-    snprintf(line, sizeof line, "doc|get|--dir|@/t|--id|%s|--out|@/out.bin", hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(clif(w, &r, "doc|get|--dir|@/t|--id|%s|--out|@/out.bin", hex), CLI_OK);
     snprintf(path, sizeof path, "%s/out.bin", w->root);
-    back = slurp(path, &len);
+    back = fx_read_file(path, &len);
     assert_int_equal(len, 150000);
     assert_memory_equal(back, data, len);
     free(back);
 
     /* A new revision; the old one still reads, to stdout. */
-    snprintf(path, sizeof path, "%s/in2.bin", w->root);
-    spit(path, data, 10);
-    snprintf(line, sizeof line, "doc|put|--dir|@/t|--type|bank.statement|--id|%s|--rev|1|@/in2.bin",
-             hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    root_put(w, "in2.bin", data, 10);
+    assert_int_equal(
+        clif(w, &r, "doc|put|--dir|@/t|--type|bank.statement|--id|%s|--rev|1|@/in2.bin", hex),
+        CLI_OK);
     expect_has(r.out, "revision 2: 10 bytes");
-    assert_int_equal(cli(w, &r, line), CLI_DATA); /* revision 1 is stale now */
+    /* Revision 1 is stale now. */
+    assert_int_equal(
+        clif(w, &r, "doc|put|--dir|@/t|--type|bank.statement|--id|%s|--rev|1|@/in2.bin", hex),
+        CLI_DATA);
     expect_has(r.err, "TK_ERR_CONFLICT");
-    snprintf(line, sizeof line, "doc|get|--dir|@/t|--id|%s", hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(clif(w, &r, "doc|get|--dir|@/t|--id|%s", hex), CLI_OK);
     assert_int_equal(r.out_len, 10);
     assert_memory_equal(r.out, data, 10);
-    snprintf(line, sizeof line, "doc|get|--dir|@/t|--id|%s|--rev|1", hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(clif(w, &r, "doc|get|--dir|@/t|--id|%s|--rev|1", hex), CLI_OK);
     assert_int_equal(r.out_len, 150000);
 
     /* Deleting: a stale revision is refused, the current one removes the files. */
     snprintf(path, sizeof path, "%s/t/docs", w->root);
     assert_int_equal(count_files(path), 3);
-    snprintf(line, sizeof line, "doc|rm|--dir|@/t|--id|%s|--rev|1", hex);
-    assert_int_equal(cli(w, &r, line), CLI_DATA);
+    assert_int_equal(clif(w, &r, "doc|rm|--dir|@/t|--id|%s|--rev|1", hex), CLI_DATA);
     expect_has(r.err, "TK_ERR_CONFLICT");
-    snprintf(line, sizeof line, "doc|rm|--dir|@/t|--id|%s|--rev|2", hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(clif(w, &r, "doc|rm|--dir|@/t|--id|%s|--rev|2", hex), CLI_OK);
     assert_int_equal(count_files(path), 0);
     assert_int_equal(cli(w, &r, "doc|list|--dir|@/t"), CLI_OK);
     expect_has(r.out, "no documents");
-    snprintf(line, sizeof line, "doc|get|--dir|@/t|--id|%s", hex);
-    assert_int_equal(cli(w, &r, line), CLI_DATA);
+    assert_int_equal(clif(w, &r, "doc|get|--dir|@/t|--id|%s", hex), CLI_DATA);
     expect_has(r.err, "TK_ERR_NOT_FOUND");
     cli_free(&r);
     free(data);
@@ -1858,8 +1857,7 @@ static void a_tampered_document_is_never_written_out(void **state)
     struct dirent *e;
 
     assert_int_equal(cli(w, &r, "init|--dir|@/t"), CLI_OK);
-    snprintf(path, sizeof path, "%s/in.bin", w->root);
-    spit(path, data, 9000);
+    root_put(w, "in.bin", data, 9000);
     assert_int_equal(cli(w, &r, "doc|put|--dir|@/t|--docs|@/store|--type|x|@/in.bin"), CLI_OK);
     id_after(id, hex, r.out, "stored document ");
 
@@ -1875,18 +1873,17 @@ static void a_tampered_document_is_never_written_out(void **state)
         if (strlen(e->d_name) == 64)
             snprintf(line, sizeof line, "%s/%s", path, e->d_name);
     closedir(d);
-    file = slurp(line, &len);
+    file = fx_read_file(line, &len);
     file[len - 20] ^= 4;
     spit(line, file, len);
     free(file);
 
-    snprintf(line, sizeof line, "doc|get|--dir|@/t|--docs|@/store|--id|%s|--out|@/out.bin", hex);
-    assert_int_equal(cli(w, &r, line), CLI_DATA);
+    assert_int_equal(clif(w, &r, "doc|get|--dir|@/t|--docs|@/store|--id|%s|--out|@/out.bin", hex),
+                     CLI_DATA);
     expect_has(r.err, "TK_ERR_DECRYPT");
     snprintf(path, sizeof path, "%s/out.bin", w->root);
     assert_int_equal(access(path, F_OK), -1);
-    snprintf(line, sizeof line, "doc|get|--dir|@/t|--docs|@/store|--id|%s", hex);
-    assert_int_equal(cli(w, &r, line), CLI_DATA);
+    assert_int_equal(clif(w, &r, "doc|get|--dir|@/t|--docs|@/store|--id|%s", hex), CLI_DATA);
     assert_int_equal(r.out_len, 0); /* nothing on stdout either */
     /* No temporary file was left beside out.bin. */
     assert_non_null(d = opendir(w->root));
@@ -1967,7 +1964,7 @@ static void bundle_file(struct world *w, const char *dir, const char *subject, c
     size_t len;
 
     snprintf(csr_path, sizeof csr_path, "%s/%s/" CLI_CSR_FILE, w->root, dir);
-    bytes = slurp(csr_path, &len);
+    bytes = fx_read_file(csr_path, &len);
     csr = cohort__cert_request__unpack(NULL, len, bytes);
     assert_non_null(csr);
     fx_cert_issue(&cert, COHORT__ROLE__ROLE_TOKEN, subject, csr->sign_pk.data, csr->box_pk.data,
@@ -2008,32 +2005,29 @@ static void the_share_commands_carry_a_document_to_another_token_and_revoke_it(v
     struct world *w = *state;
     uint8_t *data = random_bytes(60000, 81), *v2 = random_bytes(333, 82), id[16], sid[16];
     struct cli_run r = {0};
-    char path[1024], hex[33], share[33], line[2048];
+    char hex[33], share[33];
 
     cli_token(w, &r, "a", "alice");
     cli_token(w, &r, "b", "bob");
-    snprintf(path, sizeof path, "%s/in.bin", w->root);
-    spit(path, data, 60000);
+    root_put(w, "in.bin", data, 60000);
     assert_int_equal(cli(w, &r, "doc|put|--dir|@/a|--type|health.record|@/in.bin"), CLI_OK);
     id_after(id, hex, r.out, "stored document ");
 
     assert_int_equal(cli(w, &r, "identity|--dir|@/b"), CLI_OK);
     assert_int_equal(r.out[r.out_len - 1], '\n');
-    snprintf(path, sizeof path, "%s/bob.id", w->root);
-    spit(path, (const uint8_t *)r.out, r.out_len);
+    root_put(w, "bob.id", (const uint8_t *)r.out, r.out_len);
     assert_int_equal(cli(w, &r, "identity|--dir|@/b|--json"), CLI_OK);
     expect_has(r.out, "{\"token\":\"");
 
-    snprintf(line, sizeof line,
-             "share|create|--dir|@/a|--to|@/bob.id|--doc|%s|--max-reads|5|--out|@/p1", hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(
+        clif(w, &r, "share|create|--dir|@/a|--to|@/bob.id|--doc|%s|--max-reads|5|--out|@/p1", hex),
+        CLI_OK);
     id_after(sid, share, r.out, "created share ");
     assert_int_equal(cli(w, &r, "share|accept|--dir|@/b|@/p1"), CLI_OK);
     expect_has(r.out, share);
     expect_has(r.out, "alice");
     expect_has(r.out, hex);
-    snprintf(line, sizeof line, "doc|get|--dir|@/b|--id|%s", hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(clif(w, &r, "doc|get|--dir|@/b|--id|%s", hex), CLI_OK);
     assert_int_equal(r.out_len, 60000);
     assert_memory_equal(r.out, data, 60000);
     assert_int_equal(cli(w, &r, "share|accept|--dir|@/b|@/p1"), CLI_DATA);
@@ -2041,19 +2035,16 @@ static void the_share_commands_carry_a_document_to_another_token_and_revoke_it(v
     expect_has(r.err, "nothing is stored");
 
     /* An update, through the outbox. */
-    snprintf(path, sizeof path, "%s/in2.bin", w->root);
-    spit(path, v2, 333);
-    snprintf(line, sizeof line, "doc|put|--dir|@/a|--type|health.record|--id|%s|--rev|1|@/in2.bin",
-             hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    root_put(w, "in2.bin", v2, 333);
+    assert_int_equal(
+        clif(w, &r, "doc|put|--dir|@/a|--type|health.record|--id|%s|--rev|1|@/in2.bin", hex),
+        CLI_OK);
     assert_int_equal(cli(w, &r, "share|sync|--dir|@/a"), CLI_OK);
     expect_has(r.out, share);
-    snprintf(line, sizeof line, "share|accept|--dir|@/b|@/a/outbox/%s.pkg", share);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(clif(w, &r, "share|accept|--dir|@/b|@/a/outbox/%s.pkg", share), CLI_OK);
     assert_int_equal(cli(w, &r, "share|sync|--dir|@/a"), CLI_OK);
     expect_has(r.out, "every share is up to date");
-    snprintf(line, sizeof line, "doc|get|--dir|@/b|--id|%s", hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(clif(w, &r, "doc|get|--dir|@/b|--id|%s", hex), CLI_OK);
     assert_int_equal(r.out_len, 333);
     assert_memory_equal(r.out, v2, 333);
 
@@ -2064,11 +2055,9 @@ static void the_share_commands_carry_a_document_to_another_token_and_revoke_it(v
     expect_has(r.out, "\"peer\":\"alice\"");
 
     /* Revoked. */
-    snprintf(line, sizeof line, "share|revoke|--dir|@/a|--id|%s|--out|@/p3", share);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(clif(w, &r, "share|revoke|--dir|@/a|--id|%s|--out|@/p3", share), CLI_OK);
     assert_int_equal(cli(w, &r, "share|accept|--dir|@/b|@/p3"), CLI_OK);
-    snprintf(line, sizeof line, "doc|get|--dir|@/b|--id|%s", hex);
-    assert_int_equal(cli(w, &r, line), CLI_DATA);
+    assert_int_equal(clif(w, &r, "doc|get|--dir|@/b|--id|%s", hex), CLI_DATA);
     expect_has(r.err, "TK_ERR_DENIED");
     assert_int_equal(r.out_len, 0);
     cli_free(&r);
@@ -2081,66 +2070,59 @@ static void a_revision_of_a_document_received_read_write_goes_back_in_a_reply_fi
     struct world *w = *state;
     uint8_t *data = random_bytes(5000, 83), *v2 = random_bytes(700, 84), id[16], sid[16];
     struct cli_run r = {0};
-    char path[1024], hex[33], share[33], line[2048];
+    char path[1024], hex[33], share[33];
 
     cli_token(w, &r, "a", "alice");
     cli_token(w, &r, "b", "bob");
-    snprintf(path, sizeof path, "%s/in.bin", w->root);
-    spit(path, data, 5000);
+    root_put(w, "in.bin", data, 5000);
     assert_int_equal(cli(w, &r, "doc|put|--dir|@/a|--type|health.record|--tag|lab|@/in.bin"),
                      CLI_OK);
     id_after(id, hex, r.out, "stored document ");
     assert_int_equal(cli(w, &r, "identity|--dir|@/b"), CLI_OK);
-    snprintf(path, sizeof path, "%s/bob.id", w->root);
-    spit(path, (const uint8_t *)r.out, r.out_len);
-    snprintf(line, sizeof line,
+    root_put(w, "bob.id", (const uint8_t *)r.out, r.out_len);
+    assert_int_equal(
+        clif(w, &r,
              "share|create|--dir|@/a|--to|@/bob.id|--doc|%s|--read-write|--max-reads|3|--out|@/p1",
-             hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+             hex),
+        CLI_OK);
     id_after(sid, share, r.out, "created share ");
     assert_int_equal(cli(w, &r, "share|accept|--dir|@/b|@/p1"), CLI_OK);
 
     /* Without --reply-out the revision has nowhere to go: a usage error,
      * and nothing is written. */
-    snprintf(path, sizeof path, "%s/v2.bin", w->root);
-    spit(path, v2, 700);
-    snprintf(line, sizeof line, "doc|put|--dir|@/b|--id|%s|--rev|1|@/v2.bin", hex);
-    assert_int_equal(cli(w, &r, line), CLI_USAGE);
+    root_put(w, "v2.bin", v2, 700);
+    assert_int_equal(clif(w, &r, "doc|put|--dir|@/b|--id|%s|--rev|1|@/v2.bin", hex), CLI_USAGE);
     expect_has(r.err, "read-write share");
     expect_has(r.err, "--reply-out FILE");
     /* New metadata is not Bob's to give either. */
-    snprintf(line, sizeof line, "doc|put|--dir|@/b|--id|%s|--rev|1|--author|bob|@/v2.bin", hex);
-    assert_int_equal(cli(w, &r, line), CLI_USAGE);
+    assert_int_equal(clif(w, &r, "doc|put|--dir|@/b|--id|%s|--rev|1|--author|bob|@/v2.bin", hex),
+                     CLI_USAGE);
     expect_has(r.err, "--type");
 
     /* With it, the owner's metadata is kept (no --type) and no read is spent. */
-    snprintf(line, sizeof line, "doc|put|--dir|@/b|--id|%s|--rev|1|--reply-out|@/back|@/v2.bin",
-             hex);
-    if (cli(w, &r, line) != CLI_OK)
+    if (clif(w, &r, "doc|put|--dir|@/b|--id|%s|--rev|1|--reply-out|@/back|@/v2.bin", hex) != CLI_OK)
         fail_msg("doc put: %s", r.err);
     expect_has(r.out, "revision 2");
     expect_has(r.out, "goes back to the document's owner");
     assert_int_equal(cli(w, &r, "share|list|--dir|@/b|--json"), CLI_OK);
     expect_has(r.out, "\"reads\":0}");
     /* A stale revision is the token's conflict. */
-    snprintf(line, sizeof line, "doc|put|--dir|@/b|--id|%s|--rev|1|--reply-out|@/back2|@/v2.bin",
-             hex);
-    assert_int_equal(cli(w, &r, line), CLI_DATA);
+    assert_int_equal(
+        clif(w, &r, "doc|put|--dir|@/b|--id|%s|--rev|1|--reply-out|@/back2|@/v2.bin", hex),
+        CLI_DATA);
     expect_has(r.err, "TK_ERR_CONFLICT");
 
     /* Alice takes the return package: revision 2 of her document is Bob's. */
     assert_int_equal(cli(w, &r, "share|accept|--dir|@/a|@/back"), CLI_OK);
-    snprintf(line, sizeof line, "doc|get|--dir|@/a|--id|%s", hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(clif(w, &r, "doc|get|--dir|@/a|--id|%s", hex), CLI_OK);
     assert_int_equal(r.out_len, 700);
     assert_memory_equal(r.out, v2, 700);
     assert_int_equal(cli(w, &r, "share|accept|--dir|@/a|@/back"), CLI_DATA);
     expect_has(r.err, "TK_ERR_REPLAY");
 
     /* --reply-out on an own document writes nothing. */
-    snprintf(line, sizeof line, "doc|put|--dir|@/a|--id|%s|--rev|2|--reply-out|@/none|@/in.bin",
-             hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(
+        clif(w, &r, "doc|put|--dir|@/a|--id|%s|--rev|2|--reply-out|@/none|@/in.bin", hex), CLI_OK);
     expect_has(r.out, "nothing written");
     snprintf(path, sizeof path, "%s/none", w->root);
     assert_int_equal(access(path, F_OK), -1);
@@ -2154,40 +2136,35 @@ static void share_update_makes_a_read_write_share_read_only_at_the_recipient(voi
     struct world *w = *state;
     uint8_t *data = random_bytes(900, 85), id[16], sid[16];
     struct cli_run r = {0};
-    char path[1024], hex[33], share[33], line[2048];
+    char path[1024], hex[33], share[33];
 
     cli_token(w, &r, "a", "alice");
     cli_token(w, &r, "b", "bob");
-    snprintf(path, sizeof path, "%s/in.bin", w->root);
-    spit(path, data, 900);
+    root_put(w, "in.bin", data, 900);
     assert_int_equal(cli(w, &r, "doc|put|--dir|@/a|--type|note|@/in.bin"), CLI_OK);
     id_after(id, hex, r.out, "stored document ");
     assert_int_equal(cli(w, &r, "identity|--dir|@/b"), CLI_OK);
-    snprintf(path, sizeof path, "%s/bob.id", w->root);
-    spit(path, (const uint8_t *)r.out, r.out_len);
-    snprintf(line, sizeof line,
-             "share|create|--dir|@/a|--to|@/bob.id|--doc|%s|--read-write|--out|@/p1", hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    root_put(w, "bob.id", (const uint8_t *)r.out, r.out_len);
+    assert_int_equal(
+        clif(w, &r, "share|create|--dir|@/a|--to|@/bob.id|--doc|%s|--read-write|--out|@/p1", hex),
+        CLI_OK);
     id_after(sid, share, r.out, "created share ");
     assert_int_equal(cli(w, &r, "share|accept|--dir|@/b|@/p1"), CLI_OK);
 
     /* Bad lines are usage errors; an unknown share is the data's. */
-    snprintf(line, sizeof line, "share|update|--dir|@/a|--id|%s|--read-only", share);
-    assert_int_equal(cli(w, &r, line), CLI_USAGE);
-    snprintf(line, sizeof line, "share|update|--dir|@/a|--id|%s|--out|@/p2", share);
-    assert_int_equal(cli(w, &r, line), CLI_USAGE);
-    snprintf(line, sizeof line,
-             "share|update|--dir|@/a|--id|%s|--read-only|--read-write|--out|@/p2", share);
-    assert_int_equal(cli(w, &r, line), CLI_USAGE);
+    assert_int_equal(clif(w, &r, "share|update|--dir|@/a|--id|%s|--read-only", share), CLI_USAGE);
+    assert_int_equal(clif(w, &r, "share|update|--dir|@/a|--id|%s|--out|@/p2", share), CLI_USAGE);
+    assert_int_equal(
+        clif(w, &r, "share|update|--dir|@/a|--id|%s|--read-only|--read-write|--out|@/p2", share),
+        CLI_USAGE);
     assert_int_equal(cli(w, &r,
                          "share|update|--dir|@/a|--id|00000000000000000000000000000000|"
                          "--read-only|--out|@/p2"),
                      CLI_DATA);
     expect_has(r.err, "no share");
 
-    snprintf(line, sizeof line,
-             "share|update|--dir|@/a|--id|%s|--read-only|--expires|30d|--out|@/p2", share);
-    if (cli(w, &r, line) != CLI_OK)
+    if (clif(w, &r, "share|update|--dir|@/a|--id|%s|--read-only|--expires|30d|--out|@/p2", share) !=
+        CLI_OK)
         fail_msg("share update: %s", r.err);
     expect_has(r.out, "read-only");
     expect_has(r.out, "expires ");
@@ -2198,12 +2175,11 @@ static void share_update_makes_a_read_write_share_read_only_at_the_recipient(voi
     expect_has(r.out, "\"read_write\":false");
 
     /* Bob can still read it, and can no longer write it. */
-    snprintf(line, sizeof line, "doc|get|--dir|@/b|--id|%s", hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(clif(w, &r, "doc|get|--dir|@/b|--id|%s", hex), CLI_OK);
     assert_int_equal(r.out_len, 900);
-    snprintf(line, sizeof line, "doc|put|--dir|@/b|--id|%s|--rev|1|--reply-out|@/back|@/in.bin",
-             hex);
-    assert_int_equal(cli(w, &r, line), CLI_DATA);
+    assert_int_equal(
+        clif(w, &r, "doc|put|--dir|@/b|--id|%s|--rev|1|--reply-out|@/back|@/in.bin", hex),
+        CLI_DATA);
     expect_has(r.err, "TK_ERR_DENIED");
     snprintf(path, sizeof path, "%s/back", w->root);
     assert_int_equal(access(path, F_OK), -1);
@@ -2221,8 +2197,7 @@ static void backup_export_and_recover_bring_the_documents_to_a_new_token(void **
     size_t n;
 
     assert_int_equal(cli(w, &r, "init|--dir|@/a"), CLI_OK);
-    snprintf(path, sizeof path, "%s/in.bin", w->root);
-    spit(path, data, 40000);
+    root_put(w, "in.bin", data, 40000);
     assert_int_equal(cli(w, &r, "doc|put|--dir|@/a|--type|bank.statement|@/in.bin"), CLI_OK);
     id_after(id, hex, r.out, "stored document ");
     assert_int_equal(cli(w, &r, "backup|export|--dir|@/a|--out|@/a.backup"), CLI_OK);
@@ -2238,8 +2213,7 @@ static void backup_export_and_recover_bring_the_documents_to_a_new_token(void **
     assert_null(strstr(r.out, phrase));
 
     assert_int_equal(cli(w, &r, "init|--dir|@/c"), CLI_OK);
-    snprintf(path, sizeof path, "%s/wrong", w->root);
-    spit(path, (const uint8_t *)"ABCD-EFGH-JKMN-PQRS-TVWX-YZ01-2345-6789-ABCD\n", 45);
+    root_put(w, "wrong", (const uint8_t *)"ABCD-EFGH-JKMN-PQRS-TVWX-YZ01-2345-6789-ABCD\n", 45);
     assert_int_equal(cli(w, &r, "recover|--dir|@/c|--phrase-file|@/wrong|@/a.backup"), CLI_DATA);
     expect_has(r.err, "the token is unchanged");
     snprintf(path, sizeof path, "%s/phrase", w->root);
@@ -2247,8 +2221,7 @@ static void backup_export_and_recover_bring_the_documents_to_a_new_token(void **
     spit(path, (const uint8_t *)line, strlen(line));
     assert_int_equal(cli(w, &r, "recover|--dir|@/c|--phrase-file|@/phrase|@/a.backup"), CLI_OK);
     expect_has(r.out, "1 documents");
-    snprintf(line, sizeof line, "doc|get|--dir|@/c|--docs|@/a/docs|--id|%s", hex);
-    assert_int_equal(cli(w, &r, line), CLI_OK);
+    assert_int_equal(clif(w, &r, "doc|get|--dir|@/c|--docs|@/a/docs|--id|%s", hex), CLI_OK);
     assert_int_equal(r.out_len, 40000);
     assert_memory_equal(r.out, data, 40000);
     cli_free(&r);

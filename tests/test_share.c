@@ -34,9 +34,10 @@
  * (fx_snapshot). The arena peaks of the share requests and the sizes of
  * grants are printed.
  */
-#include "tk_fixture.h"
-
+/* token/tk_int.h first: tk_fixture.h then has its helpers that read the log. */
 #include "token/tk_int.h"
+
+#include "tk_fixture.h"
 
 #define T0 FX_NOW
 #define PIECE (64u * 1024u)
@@ -166,23 +167,11 @@ static int put_meta(struct fx_token *t, struct doc *d, const Cohort__DocMeta *me
     }
     memcpy(session, r->doc_session->session.data, TK_SESSION_ID_LEN);
     cohort__token_response__free_unpacked(r, NULL);
-    free(d->file);
-    d->file = NULL;
-    d->file_len = 0;
+    doc_free(d);
     do {
-        Cohort__DocWrite w = COHORT__DOC_WRITE__INIT;
-        size_t n = len - at < PIECE ? len - at : PIECE, body_len, req_len;
-        uint8_t *body, *raw;
-        w.session = (ProtobufCBinaryData){TK_SESSION_ID_LEN, session};
-        w.data = (ProtobufCBinaryData){n, (uint8_t *)plain + at};
-        w.last = at + n == len;
-        body_len = cohort__doc_write__get_packed_size(&w);
-        body = fx_alloc(body_len);
-        cohort__doc_write__pack(&w, body);
-        raw = fx_raw_request(&req_len, when, 20, body, body_len);
-        rc = fx_call_raw(t, raw, req_len, &r);
-        free(raw);
-        free(body);
+        size_t n = len - at < PIECE ? len - at : PIECE;
+        bool last = at + n == len;
+        rc = fx_stream_call(t, when, 20, session, TK_SESSION_ID_LEN, plain + at, n, last, &r);
         if (rc != TK_OK) {
             if (r != NULL)
                 cohort__token_response__free_unpacked(r, NULL);
@@ -192,7 +181,7 @@ static int put_meta(struct fx_token *t, struct doc *d, const Cohort__DocMeta *me
         assert_non_null(d->file);
         memcpy(d->file + d->file_len, r->doc_cipher->data.data, r->doc_cipher->data.len);
         d->file_len += r->doc_cipher->data.len;
-        if (w.last) {
+        if (last) {
             memcpy(d->id, r->doc_cipher->ref->doc_id.data, TK_DOC_ID_LEN);
             d->rev = r->doc_cipher->ref->revision;
             memcpy(d->hash, r->doc_cipher->ref->content_hash.data, 32);
@@ -253,19 +242,9 @@ static int get(struct fx_token *t, int64_t now, const uint8_t *id, uint64_t rev,
     cohort__token_response__free_unpacked(r, NULL);
     *out = fx_alloc(file_len);
     while (at < file_len) {
-        Cohort__DocRead dr = COHORT__DOC_READ__INIT;
-        size_t n = file_len - at < PIECE ? file_len - at : PIECE, body_len, req_len;
-        uint8_t *body, *raw;
-        dr.session = (ProtobufCBinaryData){TK_SESSION_ID_LEN, session};
-        dr.data = (ProtobufCBinaryData){n, (uint8_t *)file + at};
-        dr.last = at + n == file_len;
-        body_len = cohort__doc_read__get_packed_size(&dr);
-        body = fx_alloc(body_len);
-        cohort__doc_read__pack(&dr, body);
-        raw = fx_raw_request(&req_len, now, 22, body, body_len);
-        rc = fx_call_raw(t, raw, req_len, &r);
-        free(raw);
-        free(body);
+        size_t n = file_len - at < PIECE ? file_len - at : PIECE;
+        rc = fx_stream_call(t, now, 22, session, TK_SESSION_ID_LEN, file + at, n,
+                            at + n == file_len, &r);
         if (rc != TK_OK) {
             if (r != NULL)
                 cohort__token_response__free_unpacked(r, NULL);
@@ -469,46 +448,10 @@ static void world_free(struct world *s)
     fx_token_free(&s->c);
 }
 
-static bool contains(const uint8_t *hay, size_t n, const uint8_t *needle, size_t m)
-{
-    size_t i;
-    for (i = 0; i + m <= n; i++)
-        if (hay[i] == needle[0] && memcmp(hay + i, needle, m) == 0)
-            return true;
-    return false;
-}
-
 /* The key of a document's latest revision, from the token's log. */
-struct key_find {
-    const uint8_t *id;
-    uint8_t key[32];
-    bool found;
-};
-
-static int key_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len, uint64_t index)
-{
-    struct key_find *k = ctx;
-    Cohort__StoreRecord *sr = cohort__store_record__unpack(NULL, len, plain);
-    (void)a;
-    (void)index;
-    assert_non_null(sr);
-    if (sr->body_case == COHORT__STORE_RECORD__BODY_DOC &&
-        memcmp(sr->doc->doc_id.data, k->id, TK_DOC_ID_LEN) == 0) {
-        memcpy(k->key, sr->doc->key.data, 32);
-        k->found = true;
-    }
-    cohort__store_record__free_unpacked(sr, NULL);
-    return TK_OK;
-}
-
 static void record_key(struct fx_token *t, const uint8_t *id, uint8_t key[32])
 {
-    struct key_find k = {id, {0}, false};
-    struct tk_arena a;
-    tk_arena_init(&a, t->arena, t->arena_len, 0);
-    assert_int_equal(tk_log_scan(&t->tk, &a, false, key_fn, &k), TK_OK);
-    assert_true(k.found);
-    memcpy(key, k.key, 32);
+    assert_true(fx_doc_key(t, id, 0, key));
 }
 
 /* Whether any record of the token's log holds these bytes in its plaintext. */
@@ -523,7 +466,7 @@ static int seek_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t l
     struct seek *k = ctx;
     (void)a;
     (void)index;
-    if (contains(plain, len, k->p, k->n))
+    if (fx_contains(plain, len, k->p, k->n))
         k->found = true;
     return TK_OK;
 }
@@ -571,7 +514,6 @@ static void a_shared_document_reads_the_same_at_the_recipient(void **state)
     Cohort__TokenResponse *r;
     Cohort__ShareInfo *in;
     uint8_t plain[9000], key[32];
-    size_t k;
     (void)state;
 
     world_make(&s, TK_ARENA_DEFAULT);
@@ -588,8 +530,8 @@ static void a_shared_document_reads_the_same_at_the_recipient(void **state)
 
     /* What the agents move holds neither the key nor the plaintext. */
     record_key(&s.a, d.id, key);
-    assert_false(contains(o.sealed, o.sealed_len, key, 32));
-    assert_false(contains(o.sealed, o.sealed_len, plain, 32));
+    assert_false(fx_contains(o.sealed, o.sealed_len, key, 32));
+    assert_false(fx_contains(o.sealed, o.sealed_len, plain, 32));
 
     /* Bob cannot read it before he accepts the grant; then he can. */
     assert_int_equal(try_read(&s.b, T0, &d), TK_ERR_NOT_FOUND);
@@ -625,9 +567,7 @@ static void a_shared_document_reads_the_same_at_the_recipient(void **state)
     assert_int_equal(try_read(&s.c, T0, &d), TK_ERR_NOT_FOUND);
 
     /* The key lives in Bob's log only as ciphertext. */
-    for (k = 0; k < PT_MEMFLASH_SEGS; k++)
-        if (s.b.flash.s[k].used)
-            assert_false(contains(s.b.flash.s[k].p, s.b.flash.s[k].len, key, 32));
+    assert_false(fx_on_flash(&s.b, key, 32));
     sout_free(&o);
     doc_free(&d);
     world_free(&s);
@@ -2035,8 +1975,8 @@ a_read_write_share_brings_the_recipients_revision_back_and_on_to_every_share(voi
     expect_audit(&s.b, "share.write", d.id);
     /* What the agent moves holds neither the key nor the plaintext. */
     reply_key(&s.a, &back.reply, key);
-    assert_false(contains(back.reply.sealed, back.reply.sealed_len, key, 32));
-    assert_false(contains(back.reply.sealed, back.reply.sealed_len, v2, 32));
+    assert_false(fx_contains(back.reply.sealed, back.reply.sealed_len, key, 32));
+    assert_false(fx_contains(back.reply.sealed, back.reply.sealed_len, v2, 32));
     /* Only Alice's token opens it. */
     assert_int_equal(take_back(&s.c, T0, &back.reply, NULL), TK_ERR_DECRYPT);
     assert_int_equal(take_back(&s.b, T0, &back.reply, NULL), TK_ERR_DECRYPT);

@@ -50,6 +50,42 @@ static inline void *fx_alloc(size_t n)
     return p;
 }
 
+/* ------------------------------------------------------------ bytes */
+
+/* A growing byte buffer: a document's file, a backup, what a read gave. */
+struct fx_buf {
+    uint8_t *p;
+    size_t len, cap;
+};
+
+static inline void fx_buf_put(struct fx_buf *b, const uint8_t *p, size_t n)
+{
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    if (n)
+        memcpy(b->p + b->len, p, n);
+    b->len += n;
+}
+
+static inline void fx_buf_free(struct fx_buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* Whether the m bytes of needle (m > 0) stand anywhere in the n bytes of hay. */
+static inline bool fx_contains(const uint8_t *hay, size_t n, const uint8_t *needle, size_t m)
+{
+    size_t i;
+    for (i = 0; i + m <= n; i++)
+        if (hay[i] == needle[0] && memcmp(hay + i, needle, m) == 0)
+            return true;
+    return false;
+}
+
 /* ------------------------------------------------------------ files */
 
 /* The whole file in a buffer of *n bytes and a NUL after them (free it). */
@@ -295,6 +331,17 @@ static inline size_t fx_flash_size(const struct fx_token *t)
     return n;
 }
 
+/* Whether the n bytes of p stand anywhere on the token's flash, in any
+ * segment in use (a key must never be there in clear). */
+static inline bool fx_on_flash(const struct fx_token *t, const uint8_t *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < PT_MEMFLASH_SEGS; i++)
+        if (t->flash.s[i].used && fx_contains(t->flash.s[i].p, t->flash.s[i].len, p, n))
+            return true;
+    return false;
+}
+
 /*
  * One call: req bytes in; returns the token's status and, if out is not
  * NULL, the decoded response (free with cohort__token_response__free_unpacked).
@@ -486,6 +533,76 @@ static inline void fx_provision(struct fx_token *t, const struct fx_world *w, co
                      TK_OK);
     fx_consent_all(t);
 }
+
+/* ------------------------------------------------------- documents */
+
+/* A streamed request at `now`, by hand: DocWrite (field 20), DocRead (22)
+ * or RestoreFeed (37), which carry the same three fields; so the session
+ * and its length may be anything. Returns the token's status (fx_call_raw). */
+static inline int fx_stream_call(struct fx_token *t, int64_t now, uint32_t field,
+                                 const uint8_t *session, size_t sid_len, const uint8_t *data,
+                                 size_t len, bool last, Cohort__TokenResponse **out)
+{
+    Cohort__DocWrite w = COHORT__DOC_WRITE__INIT;
+    uint8_t *body, *req;
+    size_t body_len, req_len;
+    int rc;
+    w.session = (ProtobufCBinaryData){sid_len, (uint8_t *)session};
+    w.data = (ProtobufCBinaryData){len, (uint8_t *)data};
+    w.last = last;
+    body_len = cohort__doc_write__get_packed_size(&w);
+    body = fx_alloc(body_len + 1);
+    cohort__doc_write__pack(&w, body);
+    req = fx_raw_request(&req_len, now, field, body, body_len);
+    rc = fx_call_raw(t, req, req_len, out);
+    free(req);
+    free(body);
+    return rc;
+}
+
+#ifdef COHORT_TK_INT_H
+/* Helpers that read the token's log, for the tests that include
+ * token/tk_int.h before this header. */
+
+struct fx_key_find {
+    const uint8_t *id;
+    uint64_t rev;
+    bool found;
+    uint8_t key[32];
+};
+
+static inline int fx_key_find_fn(void *ctx, struct tk_arena *a, const uint8_t *plain, size_t len,
+                                 uint64_t index)
+{
+    struct fx_key_find *k = ctx;
+    Cohort__StoreRecord *sr;
+    (void)a;
+    (void)index;
+    sr = cohort__store_record__unpack(NULL, len, plain);
+    assert_non_null(sr);
+    if (sr->body_case == COHORT__STORE_RECORD__BODY_DOC &&
+        memcmp(sr->doc->doc_id.data, k->id, TK_DOC_ID_LEN) == 0 &&
+        (k->rev == 0 || sr->doc->revision == k->rev)) {
+        assert_int_equal(sr->doc->key.len, 32);
+        memcpy(k->key, sr->doc->key.data, 32);
+        k->found = true;
+    }
+    cohort__store_record__free_unpacked(sr, NULL);
+    return TK_OK;
+}
+
+/* The key of revision rev of a document (0: its latest), read from the
+ * token's log as the token reads it; false when no record holds it. */
+static inline bool fx_doc_key(struct fx_token *t, const uint8_t *id, uint64_t rev, uint8_t key[32])
+{
+    struct fx_key_find k = {id, rev, false, {0}};
+    struct tk_arena a;
+    tk_arena_init(&a, t->arena, t->arena_len, 0);
+    assert_int_equal(tk_log_scan(&t->tk, &a, false, fx_key_find_fn, &k), TK_OK);
+    memcpy(key, k.key, 32);
+    return k.found;
+}
+#endif
 
 /* ------------------------------------------------------------ values */
 
@@ -702,6 +819,15 @@ static inline uint32_t fx_rand(uint64_t *state)
     x ^= x << 17;
     *state = x;
     return (uint32_t)(x >> 16);
+}
+
+/* n bytes of the generator's output from seed: a document's plaintext. */
+static inline void fx_fill(uint8_t *p, size_t n, uint32_t seed)
+{
+    uint64_t s = seed * 2654435761u + 1;
+    size_t i;
+    for (i = 0; i < n; i++)
+        p[i] = (uint8_t)(fx_rand(&s) >> 7);
 }
 
 static const char *const fx_regions[] = {"north", "south", "east", "west"};

@@ -92,35 +92,6 @@ static void floor_run(const uint8_t *plain, size_t len, double *push_s, double *
 
 /* ------------------------------------------------------------ the paths */
 
-struct reader {
-    const uint8_t *p;
-    size_t len, pos;
-};
-
-static long mem_read(void *ctx, uint8_t *buf, size_t n)
-{
-    struct reader *r = ctx;
-    size_t k = r->len - r->pos < n ? r->len - r->pos : n;
-    memcpy(buf, r->p + r->pos, k);
-    r->pos += k;
-    return (long)k;
-}
-
-struct sink {
-    uint8_t *p;
-    size_t len, cap;
-};
-
-static int mem_write(void *ctx, const uint8_t *buf, size_t n)
-{
-    struct sink *s = ctx;
-    if (s->len + n > s->cap)
-        return PT_ERR_TOO_LARGE;
-    memcpy(s->p + s->len, buf, n);
-    s->len += n;
-    return 0;
-}
-
 struct path {
     const char *name;
     struct pt_link link;
@@ -143,17 +114,18 @@ static void put_one(struct path *p, const uint8_t *data, size_t len, struct pt_d
 {
     struct pt_doc_meta m;
     struct pt_status st;
-    struct reader r = {data, len, 0};
+    struct bench_reader r = {data, len, 0};
     meta_of(&m);
-    if (pt_doc_put(&p->link, p->ds, FX_NOW, NULL, NULL, 0, &m, mem_read, &r, ref, &st) != 0)
+    if (pt_doc_put(&p->link, p->ds, FX_NOW, NULL, NULL, 0, &m, bench_mem_read, &r, ref, &st) != 0)
         bench_die("a put failed");
 }
 
-static void get_one(struct path *p, const struct pt_doc_ref *ref, struct sink *s)
+static void get_one(struct path *p, const struct pt_doc_ref *ref, struct bench_sink *s)
 {
     struct pt_status st;
     s->len = 0;
-    if (pt_doc_get(&p->link, p->ds, FX_NOW, NULL, ref->id, 0, mem_write, s, NULL, NULL, &st) != 0)
+    if (pt_doc_get(&p->link, p->ds, FX_NOW, NULL, ref->id, 0, bench_mem_write, s, NULL, NULL,
+                   &st) != 0)
         bench_die("a get failed");
 }
 
@@ -216,7 +188,7 @@ int main(int argc, char **argv)
     const char *shm = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : NULL;
     char disk_root[256], core_root[256];
     uint8_t *big = malloc(BIG), *small = malloc(SMALL * SMALL_LEN);
-    struct sink out = {malloc(BIG), 0, BIG};
+    struct bench_sink out = {malloc(BIG), 0, BIG};
     struct result fl_big = {{0}, {0}}, fl_small = {{0}, {0}};
     struct result core_big = {{0}, {0}}, core_small = {{0}, {0}};
     struct result disk_big = {{0}, {0}}, disk_small = {{0}, {0}};

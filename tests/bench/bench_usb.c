@@ -343,54 +343,26 @@ static double info_rate(struct link *l, const uint8_t *req, size_t len, size_t *
     return (double)n / t;
 }
 
-struct reader {
-    const uint8_t *p;
-    size_t len, pos;
-};
-
-static long doc_read(void *ctx, uint8_t *buf, size_t n)
-{
-    struct reader *r = ctx;
-    size_t k = r->len - r->pos < n ? r->len - r->pos : n;
-    memcpy(buf, r->p + r->pos, k);
-    r->pos += k;
-    return (long)k;
-}
-
-struct sink {
-    uint8_t *p;
-    size_t len, cap;
-};
-
-static int doc_write(void *ctx, const uint8_t *buf, size_t n)
-{
-    struct sink *s = ctx;
-    if (s->len + n > s->cap)
-        return PT_ERR_TOO_LARGE;
-    memcpy(s->p + s->len, buf, n);
-    s->len += n;
-    return 0;
-}
-
 /* A document written, then read back: the seconds of each. */
-static void doc_round_trip(struct link *l, const uint8_t *data, size_t len, struct sink *out,
+static void doc_round_trip(struct link *l, const uint8_t *data, size_t len, struct bench_sink *out,
                            double *put_s, double *get_s)
 {
     struct pt_doc_meta m;
     struct pt_doc_ref ref;
     struct pt_status st;
-    struct reader r = {data, len, 0};
+    struct bench_reader r = {data, len, 0};
     double t0;
     memset(&m, 0, sizeof m);
     snprintf(m.type, sizeof m.type, "bench.document");
     snprintf(m.subject, sizeof m.subject, "a benchmark document");
     t0 = bench_now_s();
-    if (pt_doc_put(&l->link, l->ds, FX_NOW, NULL, NULL, 0, &m, doc_read, &r, &ref, &st) != 0)
+    if (pt_doc_put(&l->link, l->ds, FX_NOW, NULL, NULL, 0, &m, bench_mem_read, &r, &ref, &st) != 0)
         bench_die("a document was not written");
     *put_s = bench_now_s() - t0;
     out->len = 0;
     t0 = bench_now_s();
-    if (pt_doc_get(&l->link, l->ds, FX_NOW, NULL, ref.id, 0, doc_write, out, NULL, NULL, &st) != 0)
+    if (pt_doc_get(&l->link, l->ds, FX_NOW, NULL, ref.id, 0, bench_mem_write, out, NULL, NULL,
+                   &st) != 0)
         bench_die("a document was not read");
     *get_s = bench_now_s() - t0;
     if (out->len != len || memcmp(out->p, data, len) != 0)
@@ -448,7 +420,7 @@ int main(int argc, char **argv)
     char root[64];
     uint8_t *doc = malloc(DOC_LEN), *info_req;
     size_t info_len, info_resp = 0;
-    struct sink out = {malloc(DOC_LEN), 0, DOC_LEN};
+    struct bench_sink out = {malloc(DOC_LEN), 0, DOC_LEN};
     struct link *links = calloc(N_LINKS, sizeof *links);
     struct fx_world w;
     double t_start = bench_now_s();
