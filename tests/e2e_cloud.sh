@@ -173,7 +173,13 @@ req 200 GET "$A/v1/shares/$S1/package" "$A_OWNER"
 cp "$out" "$work/pkg"
 req 409 POST "$B/v1/inbox" "" --data-binary @"$work/pkg"
 size=$(stat -c %s "$work/pkg")
-{ head -c $((size / 2)) "$work/pkg"; printf 'X'; tail -c $((size - size / 2 - 1)) "$work/pkg"; } >"$work/forged"
+# the middle byte with its low bit flipped, so it always differs
+mid=$(od -An -tu1 -j $((size / 2)) -N1 "$work/pkg" | tr -d ' ')
+{
+    head -c $((size / 2)) "$work/pkg"
+    printf "\\$(printf '%03o' $((mid ^ 1)))"
+    tail -c $((size - size / 2 - 1)) "$work/pkg"
+} >"$work/forged"
 cmp -s "$work/forged" "$work/pkg" && fail "the forged package is the package"
 code=$(curl -s -o "$out" -w '%{http_code}' -X POST --data-binary @"$work/forged" "$B/v1/inbox")
 case $code in 400 | 403) ;; *) fail "a forged package answered $code" ;; esac
