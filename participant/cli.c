@@ -200,35 +200,64 @@ bool cli_is_help(const char *arg)
     return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
 }
 
+int cli_args(const struct cli_env *env, const char *cmd, int argc, char **argv,
+             void (*help)(FILE *out), const struct cli_arg *args, size_t n)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        size_t k;
+        int m = 0;
+
+        if (cli_is_help(a)) {
+            if (help != NULL)
+                help(env->out);
+            else
+                cli_usage(env->out, cmd);
+            return CLI_HELPED;
+        }
+        for (k = 0; k < n; k++) {
+            const struct cli_arg *o = &args[k];
+            if (o->name == NULL) {
+                /* the operand, once: not an option, unless "-" is allowed */
+                if (*o->value == NULL && (a[0] != '-' || (o->dash && a[1] == '\0'))) {
+                    *o->value = a;
+                    break;
+                }
+            } else if (o->flag != NULL) {
+                if (strcmp(a, o->name) == 0) {
+                    *o->flag = true;
+                    break;
+                }
+            } else if ((m = cli_opt(env, cmd, argc, argv, &i, o->name, o->value)) != 0) {
+                break;
+            }
+        }
+        if (m < 0)
+            return CLI_USAGE;
+        if (k == n)
+            return cli_usage_error(env, cmd, "unexpected argument '%.60s'", a);
+    }
+    return CLI_OK;
+}
+
 /* --dir DIR, and --json when json is not NULL; --help prints the usage
  * and about, or help(out) when about is NULL. */
 static int dir_line(const struct cli_env *env, const char *cmd, int argc, char **argv,
                     void (*help)(FILE *out), const char *about, const char **dir, bool *json)
 {
-    int m;
+    const struct cli_arg args[] = {{"--dir", dir, NULL, false}, {"--json", NULL, json, false}};
+    int rc;
+
     *dir = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            if (about != NULL) {
-                cli_usage(env->out, cmd);
-                fprintf(env->out, "\n%s\n", about);
-            } else {
-                help(env->out);
-            }
-            *dir = NULL;
-            return CLI_OK;
-        }
-        if (json != NULL && strcmp(argv[i], "--json") == 0) {
-            *json = true;
-            continue;
-        }
-        if ((m = cli_opt(env, cmd, argc, argv, &i, "--dir", dir)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, cmd, "unexpected argument '%.60s'", argv[i]);
+    rc = cli_args(env, cmd, argc, argv, help, args, json != NULL ? 2 : 1);
+    if (rc == CLI_HELPED) {
+        if (about != NULL)
+            fprintf(env->out, "\n%s\n", about);
+        *dir = NULL;
+        return CLI_OK;
     }
+    if (rc != CLI_OK)
+        return rc;
     if (*dir == NULL)
         return cli_usage_error(env, cmd, "give the token's directory with --dir DIR");
     return CLI_OK;

@@ -121,6 +121,27 @@ int cli_opt(const struct cli_env *env, const char *cmd, int argc, char **argv, i
             const char *name, const char **value);
 bool cli_is_help(const char *arg);
 /*
+ * What a command line may hold, for cli_args: an option "--name VALUE"
+ * (value set to the last one given), a flag "--name" (flag set), or, with
+ * name NULL, one operand that is not an option (value; "-" too when dash).
+ */
+struct cli_arg {
+    const char *name;
+    const char **value;
+    bool *flag;
+    bool dash;
+};
+#define CLI_HELPED (-1) /* not an exit status: --help was printed */
+#define CLI_NARGS(args) (sizeof(args) / sizeof((args)[0]))
+/*
+ * A command line made only of args[0..n), read in order: CLI_OK;
+ * CLI_USAGE (reported: a missing value, an unexpected argument); or
+ * CLI_HELPED when --help came first and printed help(out), or the usage
+ * line when help is NULL.
+ */
+int cli_args(const struct cli_env *env, const char *cmd, int argc, char **argv,
+             void (*help)(FILE *out), const struct cli_arg *args, size_t n);
+/*
  * The command line of a command that takes only --dir DIR: CLI_OK with
  * *dir set; CLI_USAGE (reported); or CLI_OK with *dir NULL when --help
  * printed the usage and `about` (one paragraph, no final newline).

@@ -222,21 +222,11 @@ static int app_revoke(int argc, char **argv, const struct cli_env *env)
     struct pt_status st;
     struct cli_session s;
     uint8_t id[16];
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            return CLI_OK;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--id", &id_text)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
+    const struct cli_arg args[] = {{"--dir", &dir, NULL, false}, {"--id", &id_text, NULL, false}};
+    if ((rc = cli_args(env, CMD, argc, argv, help, args, CLI_NARGS(args))) != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL || id_text == NULL)
         return cli_usage_error(env, CMD, "app revoke needs --dir DIR and --id ID");
     if (cli_id16(env, CMD, "--id", id_text, id) != 0)

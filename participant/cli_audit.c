@@ -119,38 +119,30 @@ static int on_entry(void *ctx, const struct pt_audit_entry *e)
     return 0;
 }
 
+static void help(FILE *out)
+{
+    cli_usage(out, CMD);
+    fprintf(out, "\nLists the audit log of the token in DIR: every study it accepted or "
+                 "refused,\nwith what it spent of the privacy budget and why it refused.\n"
+                 "  --after SEQ   the entries after this one\n"
+                 "  --limit N     at most N entries\n"
+                 "  --json        one JSON object per line, with every field\n");
+}
+
 int cli_audit(int argc, char **argv, const struct cli_env *env)
 {
     const char *dir = NULL, *after_text = NULL, *limit_text = NULL;
     struct cli_session s;
     struct shown shown = {env->out, false, false};
     uint64_t after = 0, limit = 0, n = 0;
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            cli_usage(env->out, CMD);
-            fprintf(env->out,
-                    "\nLists the audit log of the token in DIR: every study it accepted or "
-                    "refused,\nwith what it spent of the privacy budget and why it refused.\n"
-                    "  --after SEQ   the entries after this one\n"
-                    "  --limit N     at most N entries\n"
-                    "  --json        one JSON object per line, with every field\n");
-            return CLI_OK;
-        }
-        if (strcmp(argv[i], "--json") == 0) {
-            shown.json = true;
-            continue;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--after", &after_text)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--limit", &limit_text)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
+    const struct cli_arg args[] = {{"--json", NULL, &shown.json, false},
+                                   {"--dir", &dir, NULL, false},
+                                   {"--after", &after_text, NULL, false},
+                                   {"--limit", &limit_text, NULL, false}};
+    if ((rc = cli_args(env, CMD, argc, argv, help, args, CLI_NARGS(args))) != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL)
         return cli_usage_error(env, CMD, "give the token's directory with --dir DIR");
     if (after_text != NULL && cli_u64(env, CMD, "--after", after_text, 0, UINT64_MAX - 1, &after))

@@ -39,6 +39,16 @@ static int file_write(void *ctx, const uint8_t *buf, size_t n)
     return fwrite(buf, 1, n, o->f) == n ? 0 : PT_ERR_IO;
 }
 
+static void help_backup(FILE *out)
+{
+    cli_usage(out, CMD_BACKUP);
+    fprintf(out, "\nWrites an encrypted backup of the token in DIR to FILE: documents' keys and\n"
+                 "metadata, tables, policy, audit log, credentials and shares, never the\n"
+                 "token's own keys. The first backup prints a recovery phrase, and so does one\n"
+                 "with --new-phrase; later ones use the same phrase. The documents' ciphertext\n"
+                 "stays in the document store: keep a copy of it with the backup.\n");
+}
+
 int cli_backup(int argc, char **argv, const struct cli_env *env)
 {
     const char *dir = NULL, *out = NULL;
@@ -48,28 +58,22 @@ int cli_backup(int argc, char **argv, const struct cli_env *env)
     struct pt_status st;
     struct cli_session s;
     bool new_phrase = false;
-    int rc, m;
+    int rc;
 
     if (argc < 2 || strcmp(argv[1], "export") != 0) {
-        if (argc >= 2 && cli_is_help(argv[1]))
-            goto help;
+        if (argc >= 2 && cli_is_help(argv[1])) {
+            help_backup(env->out);
+            return CLI_OK;
+        }
         return cli_usage_error(env, CMD_BACKUP, "the subcommand is export");
     }
-    for (int i = 2; i < argc; i++) {
-        if (cli_is_help(argv[i]))
-            goto help;
-        if (strcmp(argv[i], "--new-phrase") == 0) {
-            new_phrase = true;
-            continue;
-        }
-        if ((m = cli_opt(env, CMD_BACKUP, argc, argv, &i, "--dir", &dir)) != 0 ||
-            (m = cli_opt(env, CMD_BACKUP, argc, argv, &i, "--out", &out)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD_BACKUP, "unexpected argument '%.60s'", argv[i]);
-    }
+    /* the options after the subcommand */
+    const struct cli_arg args[] = {{"--new-phrase", NULL, &new_phrase, false},
+                                   {"--dir", &dir, NULL, false},
+                                   {"--out", &out, NULL, false}};
+    if ((rc = cli_args(env, CMD_BACKUP, argc - 1, argv + 1, help_backup, args, CLI_NARGS(args))) !=
+        CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL || out == NULL)
         return cli_usage_error(env, CMD_BACKUP, "backup export needs --dir DIR and --out FILE");
     if ((rc = cli_out_begin(env, CMD_BACKUP, out, &file)) != CLI_OK)
@@ -97,15 +101,6 @@ int cli_backup(int argc, char **argv, const struct cli_env *env)
         fprintf(env->out, " under the recovery phrase shown at an earlier backup\n");
     fprintf(env->out, "keep a copy of the document store (DIR/" CLI_DOCS_DIR ") with it\n");
     sodium_memzero(phrase, sizeof phrase);
-    return CLI_OK;
-help:
-    cli_usage(env->out, CMD_BACKUP);
-    fprintf(env->out,
-            "\nWrites an encrypted backup of the token in DIR to FILE: documents' keys and\n"
-            "metadata, tables, policy, audit log, credentials and shares, never the\n"
-            "token's own keys. The first backup prints a recovery phrase, and so does one\n"
-            "with --new-phrase; later ones use the same phrase. The documents' ciphertext\n"
-            "stays in the document store: keep a copy of it with the backup.\n");
     return CLI_OK;
 }
 
@@ -153,6 +148,17 @@ static int read_phrase(FILE *f, char phrase[PT_PHRASE_MAX + 1])
     return 0;
 }
 
+static void help_recover(FILE *out)
+{
+    cli_usage(out, CMD_RECOVER);
+    fprintf(out, "\nRestores BACKUP (from " CLI_PROG " backup export) into the token in DIR, a\n"
+                 "new one made with init that holds nothing of an owner yet. The recovery\n"
+                 "phrase is read from --phrase-file FILE, else from stdin. The token checks\n"
+                 "the whole backup before it stores anything. Copy the old document store\n"
+                 "to DIR/" CLI_DOCS_DIR " (or use --docs with the other commands) to read the "
+                 "documents.\n");
+}
+
 int cli_recover(int argc, char **argv, const struct cli_env *env)
 {
     const char *dir = NULL, *phrase_file = NULL, *file = NULL;
@@ -162,30 +168,14 @@ int cli_recover(int argc, char **argv, const struct cli_env *env)
     struct cli_session s;
     uint64_t documents = 0;
     FILE *pf;
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            cli_usage(env->out, CMD_RECOVER);
-            fprintf(env->out,
-                    "\nRestores BACKUP (from " CLI_PROG " backup export) into the token in DIR, a\n"
-                    "new one made with init that holds nothing of an owner yet. The recovery\n"
-                    "phrase is read from --phrase-file FILE, else from stdin. The token checks\n"
-                    "the whole backup before it stores anything. Copy the old document store\n"
-                    "to DIR/" CLI_DOCS_DIR " (or use --docs with the other commands) to read the "
-                    "documents.\n");
-            return CLI_OK;
-        }
-        if ((m = cli_opt(env, CMD_RECOVER, argc, argv, &i, "--dir", &dir)) != 0 ||
-            (m = cli_opt(env, CMD_RECOVER, argc, argv, &i, "--phrase-file", &phrase_file)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        if (argv[i][0] == '-' || file != NULL)
-            return cli_usage_error(env, CMD_RECOVER, "unexpected argument '%.60s'", argv[i]);
-        file = argv[i];
-    }
+    const struct cli_arg args[] = {{"--dir", &dir, NULL, false},
+                                   {"--phrase-file", &phrase_file, NULL, false},
+                                   {NULL, &file, NULL, false}};
+    if ((rc = cli_args(env, CMD_RECOVER, argc, argv, help_recover, args, CLI_NARGS(args))) !=
+        CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL || file == NULL)
         return cli_usage_error(env, CMD_RECOVER, "recover needs --dir DIR and a BACKUP file");
     if (access(file, R_OK) != 0)

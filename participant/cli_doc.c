@@ -335,23 +335,15 @@ static int doc_get(int argc, char **argv, const struct cli_env *env)
     struct cli_out file;
     uint8_t id[16];
     uint64_t rev = 0;
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            return CLI_OK;
-        }
-        if ((m = common_opt(env, argc, argv, &i, &dir, &docs)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--id", &id_text)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--rev", &rev_text)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--out", &out_path)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
+    const struct cli_arg args[] = {{"--dir", &dir, NULL, false},
+                                   {"--docs", &docs, NULL, false},
+                                   {"--id", &id_text, NULL, false},
+                                   {"--rev", &rev_text, NULL, false},
+                                   {"--out", &out_path, NULL, false}};
+    if ((rc = cli_args(env, CMD, argc, argv, help, args, CLI_NARGS(args))) != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL || id_text == NULL)
         return cli_usage_error(env, CMD, "doc get needs --dir DIR and --id ID");
     if (cli_id16(env, CMD, "--id", id_text, id) != 0 ||
@@ -440,26 +432,15 @@ static int doc_list(int argc, char **argv, const struct cli_env *env)
     struct cli_session s;
     uint64_t after = 0, limit = 0, shown = 0;
     bool json = false;
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            return CLI_OK;
-        }
-        if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-            continue;
-        }
-        if ((m = common_opt(env, argc, argv, &i, &dir, &docs)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--filter", &filter_text)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--limit", &limit_text)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
+    const struct cli_arg args[] = {{"--json", NULL, &json, false},
+                                   {"--dir", &dir, NULL, false},
+                                   {"--docs", &docs, NULL, false},
+                                   {"--filter", &filter_text, NULL, false},
+                                   {"--limit", &limit_text, NULL, false}};
+    if ((rc = cli_args(env, CMD, argc, argv, help, args, CLI_NARGS(args))) != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL)
         return cli_usage_error(env, CMD, "give the token's directory with --dir DIR");
     if (filter_text != NULL && cli_rule(env, CMD, "--filter", filter_text, false, &filter) != 0)
@@ -504,22 +485,14 @@ static int doc_rm(int argc, char **argv, const struct cli_env *env)
     uint8_t id[16];
     uint64_t rev = 0;
     char hex[33];
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            return CLI_OK;
-        }
-        if ((m = common_opt(env, argc, argv, &i, &dir, &docs)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--id", &id_text)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--rev", &rev_text)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
+    const struct cli_arg args[] = {{"--dir", &dir, NULL, false},
+                                   {"--docs", &docs, NULL, false},
+                                   {"--id", &id_text, NULL, false},
+                                   {"--rev", &rev_text, NULL, false}};
+    if ((rc = cli_args(env, CMD, argc, argv, help, args, CLI_NARGS(args))) != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL || id_text == NULL || rev_text == NULL)
         return cli_usage_error(env, CMD, "doc rm needs --dir DIR, --id ID and --rev N");
     if (cli_id16(env, CMD, "--id", id_text, id) != 0 ||

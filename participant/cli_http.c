@@ -87,22 +87,11 @@ int cli_http(int argc, char **argv, const struct cli_env *env)
     struct pt_http_config cfg;
     int rc = CLI_OK, m;
 
-    for (int i = 1; i < argc && rc == CLI_OK; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            return CLI_OK;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--docs", &docs)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--listen", &listen)) != 0) {
-            if (m < 0)
-                rc = CLI_USAGE;
-        } else {
-            rc = cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-        }
-    }
-    if (rc != CLI_OK)
-        return rc;
+    const struct cli_arg args[] = {{"--dir", &dir, NULL, false},
+                                   {"--docs", &docs, NULL, false},
+                                   {"--listen", &listen, NULL, false}};
+    if ((rc = cli_args(env, CMD, argc, argv, help, args, CLI_NARGS(args))) != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL)
         return cli_usage_error(env, CMD, "give the token's directory with --dir DIR");
     if (strlen(dir) == 0 || strlen(dir) > HTTP_PATH_MAX ||

@@ -170,27 +170,15 @@ int cli_import(int argc, char **argv, const struct cli_env *env)
     size_t len = 0, request_max;
     uint64_t rows = 0;
     bool known = false, found = false;
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            return CLI_OK;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--table", &table)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--format", &format)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--schema", &schema_text)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        if (file == NULL && (argv[i][0] != '-' || strcmp(argv[i], "-") == 0)) {
-            file = argv[i];
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
+    const struct cli_arg args[] = {{"--dir", &dir, NULL, false},
+                                   {"--table", &table, NULL, false},
+                                   {"--format", &format, NULL, false},
+                                   {"--schema", &schema_text, NULL, false},
+                                   {NULL, &file, NULL, true}};
+    if ((rc = cli_args(env, CMD, argc, argv, help, args, CLI_NARGS(args))) != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL || table == NULL || file == NULL)
         return cli_usage_error(env, CMD, "give --dir DIR, --table T and the FILE to import");
     if (format != NULL && strcasecmp(format, "csv") != 0 && strcasecmp(format, "jsonl") != 0)

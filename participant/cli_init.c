@@ -55,19 +55,10 @@ int cli_init(int argc, char **argv, const struct cli_env *env)
     char path[4096], hex[2 * PT_KEY_LEN + 1];
     int rc, m;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            return CLI_OK;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--subject", &subject)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
+    const struct cli_arg args[] = {{"--dir", &dir, NULL, false},
+                                   {"--subject", &subject, NULL, false}};
+    if ((rc = cli_args(env, CMD, argc, argv, help, args, CLI_NARGS(args))) != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL || dir[0] == '\0')
         return cli_usage_error(env, CMD, "give the token's directory with --dir DIR");
     if (!subject_ok(subject))

@@ -206,7 +206,7 @@ int cli_policy(int argc, char **argv, const struct cli_env *env)
     struct pt_policy *p = NULL;
     struct cli_session s;
     bool set;
-    int rc, m;
+    int rc;
 
     memset(&s, 0, sizeof s);
     if (argc < 2 || cli_is_help(argv[1])) {
@@ -228,13 +228,9 @@ int cli_policy(int argc, char **argv, const struct cli_env *env)
     if (set) {
         rc = parse_set(env, argc, argv, &dir, p);
     } else {
-        rc = CLI_OK;
-        for (int i = 2; i < argc && rc == CLI_OK; i++) {
-            if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) < 0)
-                rc = CLI_USAGE;
-            else if (m == 0)
-                rc = cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-        }
+        /* after "show"; --help was answered above */
+        const struct cli_arg args[] = {{"--dir", &dir, NULL, false}};
+        rc = cli_args(env, CMD, argc - 1, argv + 1, help, args, CLI_NARGS(args));
     }
     if (rc != CLI_OK)
         goto out;

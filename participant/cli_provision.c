@@ -77,24 +77,11 @@ int cli_provision(int argc, char **argv, const struct cli_env *env)
     struct pt_bundle b;
     uint8_t *buf = NULL;
     size_t len = 0;
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            return CLI_OK;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        if (path == NULL && (argv[i][0] != '-' || argv[i][1] == '\0')) {
-            path = argv[i];
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
+    const struct cli_arg args[] = {{"--dir", &dir, NULL, false}, {NULL, &path, NULL, true}};
+    if ((rc = cli_args(env, CMD, argc, argv, help, args, CLI_NARGS(args))) != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL || dir[0] == '\0' || path == NULL)
         return cli_usage_error(env, CMD,
                                "give the token's directory with --dir DIR and the BUNDLE");

@@ -165,6 +165,14 @@ static int on_row(void *ctx, const struct pt_schema *s, uint64_t id, const struc
     return 0;
 }
 
+static void help(FILE *out)
+{
+    cli_usage(out, CMD);
+    fprintf(out, "\nShows the rows of table T of the token in DIR, with their ids.\n"
+                 "  --limit N   the first N rows only\n"
+                 "  --csv       as CSV that import reads back (no ids)\n");
+}
+
 int cli_rows(int argc, char **argv, const struct cli_env *env)
 {
     const char *dir = NULL, *table = NULL, *limit_text = NULL;
@@ -173,29 +181,14 @@ int cli_rows(int argc, char **argv, const struct cli_env *env)
     struct pt_table_summary t;
     uint64_t limit = 0, n = 0;
     bool csv = false, found = false;
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            cli_usage(env->out, CMD);
-            fprintf(env->out, "\nShows the rows of table T of the token in DIR, with their ids.\n"
-                              "  --limit N   the first N rows only\n"
-                              "  --csv       as CSV that import reads back (no ids)\n");
-            return CLI_OK;
-        }
-        if (strcmp(argv[i], "--csv") == 0) {
-            csv = true;
-            continue;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--table", &table)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--limit", &limit_text)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
+    const struct cli_arg args[] = {{"--csv", NULL, &csv, false},
+                                   {"--dir", &dir, NULL, false},
+                                   {"--table", &table, NULL, false},
+                                   {"--limit", &limit_text, NULL, false}};
+    if ((rc = cli_args(env, CMD, argc, argv, help, args, CLI_NARGS(args))) != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL || table == NULL)
         return cli_usage_error(env, CMD, "give --dir DIR and --table T");
     if (limit_text != NULL &&

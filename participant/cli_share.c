@@ -299,23 +299,14 @@ static int share_revoke(int argc, char **argv, const struct cli_env *env)
     struct cli_session s;
     uint8_t id[16], *pkg = NULL;
     size_t pkg_len = 0;
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            return CLI_OK;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--docs", &docs)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--id", &id_text)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--out", &out)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
+    const struct cli_arg args[] = {{"--dir", &dir, NULL, false},
+                                   {"--docs", &docs, NULL, false},
+                                   {"--id", &id_text, NULL, false},
+                                   {"--out", &out, NULL, false}};
+    if ((rc = cli_args(env, CMD, argc, argv, help, args, CLI_NARGS(args))) != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL || id_text == NULL || out == NULL)
         return cli_usage_error(env, CMD, "share revoke needs --dir DIR, --id SHARE and --out FILE");
     if (cli_id16(env, CMD, "--id", id_text, id) != 0)
@@ -459,22 +450,13 @@ static int share_sync(int argc, char **argv, const struct cli_env *env)
     struct cli_session s;
     char path[CLI_PATH_MAX], box[CLI_PATH_MAX], hex[33];
     uint32_t written = 0;
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            return CLI_OK;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--docs", &docs)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--outbox", &outbox)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-    }
+    const struct cli_arg args[] = {{"--dir", &dir, NULL, false},
+                                   {"--docs", &docs, NULL, false},
+                                   {"--outbox", &outbox, NULL, false}};
+    if ((rc = cli_args(env, CMD, argc, argv, help, args, CLI_NARGS(args))) != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL)
         return cli_usage_error(env, CMD, "give the token's directory with --dir DIR");
     if (outbox == NULL) {
@@ -535,23 +517,12 @@ static int share_accept(int argc, char **argv, const struct cli_env *env)
     uint8_t share_id[16], *pkg = NULL;
     uint32_t shown = 0;
     size_t len = 0;
-    int rc, m;
+    int rc;
 
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            help(env->out);
-            return CLI_OK;
-        }
-        if ((m = cli_opt(env, CMD, argc, argv, &i, "--dir", &dir)) != 0 ||
-            (m = cli_opt(env, CMD, argc, argv, &i, "--docs", &docs)) != 0) {
-            if (m < 0)
-                return CLI_USAGE;
-            continue;
-        }
-        if (argv[i][0] == '-' || file != NULL)
-            return cli_usage_error(env, CMD, "unexpected argument '%.60s'", argv[i]);
-        file = argv[i];
-    }
+    const struct cli_arg args[] = {
+        {"--dir", &dir, NULL, false}, {"--docs", &docs, NULL, false}, {NULL, &file, NULL, false}};
+    if ((rc = cli_args(env, CMD, argc, argv, help, args, CLI_NARGS(args))) != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     if (dir == NULL || file == NULL)
         return cli_usage_error(env, CMD, "share accept needs --dir DIR and a PACKAGE file");
     if ((rc = cli_read_file(env, CMD, "", file, PT_PACKAGE_MAX, &pkg, &len)) != CLI_OK)

@@ -182,6 +182,98 @@ static void every_command_has_help_and_the_program_lists_them(void **state)
 
 /* ------------------------------------------------------------- usage */
 
+struct parsed {
+    const char *dir, *out, *file;
+    bool json;
+};
+
+static void args_help(FILE *out)
+{
+    fputs("the help\n", out);
+}
+
+/* cli_args over line (split on spaces) with --dir, --out, --json and an
+ * operand ("-" allowed when dash); what it printed in w's buffers. */
+static int parse(struct world *w, const char *line, bool dash, bool with_help, struct parsed *p)
+{
+    char copy[256], *argv[16], *save = NULL;
+    int argc = 0, rc;
+    const struct cli_arg args[] = {{"--dir", &p->dir, NULL, false},
+                                   {"--out", &p->out, NULL, false},
+                                   {"--json", NULL, &p->json, false},
+                                   {NULL, &p->file, NULL, dash}};
+
+    *p = (struct parsed){NULL, NULL, NULL, false};
+    snprintf(copy, sizeof copy, "%s", line);
+    argv[argc++] = "cmd";
+    for (char *t = strtok_r(copy, " ", &save); t != NULL && argc < 16;
+         t = strtok_r(NULL, " ", &save))
+        argv[argc++] = t;
+    free(w->out_buf);
+    free(w->err_buf);
+    w->out = open_memstream(&w->out_buf, &w->out_len);
+    w->err = open_memstream(&w->err_buf, &w->err_len);
+    assert_non_null(w->out);
+    assert_non_null(w->err);
+    w->env = (struct cli_env){w->out, w->err, NOW, w_open, w_close, w, NULL, NULL};
+    rc = cli_args(&w->env, "tables", argc, argv, with_help ? args_help : NULL, args,
+                  CLI_NARGS(args));
+    fclose(w->out);
+    fclose(w->err);
+    return rc;
+}
+
+static void options_flags_and_one_operand_are_read_in_order(void **state)
+{
+    struct world *w = *state;
+    struct parsed p;
+
+    assert_int_equal(parse(w, "--json --dir a --out=o --dir b f", false, true, &p), CLI_OK);
+    assert_string_equal(p.dir, "b"); /* the last one given */
+    assert_string_equal(p.out, "o");
+    assert_string_equal(p.file, "f");
+    assert_true(p.json);
+    assert_string_equal(w->out_buf, "");
+    assert_string_equal(w->err_buf, "");
+    assert_int_equal(parse(w, "--dir=", false, true, &p), CLI_OK);
+    assert_string_equal(p.dir, "");
+    assert_null(p.file);
+    assert_false(p.json);
+
+    /* "-" is an operand only where the command reads stdin */
+    assert_int_equal(parse(w, "--dir a -", true, true, &p), CLI_OK);
+    assert_string_equal(p.file, "-");
+    assert_int_equal(parse(w, "--dir a -", false, true, &p), CLI_USAGE);
+    expect_err_has(w, "unexpected argument '-'");
+    assert_null(p.file);
+
+    static const struct {
+        const char *line, *msg;
+    } bad[] = {
+        {"f g", "unexpected argument 'g'"},
+        {"--dir", "--dir needs a value"},
+        {"--dir a --out", "--out needs a value"},
+        {"--json=1", "unexpected argument '--json=1'"},
+        {"--dirx a", "unexpected argument '--dirx'"},
+        {"-x", "unexpected argument '-x'"},
+        {"--bogus --help", "unexpected argument '--bogus'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(parse(w, bad[i].line, true, true, &p), CLI_USAGE);
+        expect_err_has(w, bad[i].msg);
+        expect_err_has(w, "usage: cohort-participant tables");
+        assert_string_equal(w->out_buf, "");
+    }
+
+    /* --help answers when it comes before anything wrong */
+    assert_int_equal(parse(w, "--dir a --help --bogus", false, true, &p), CLI_HELPED);
+    expect_out(w, "the help\n");
+    assert_string_equal(w->err_buf, "");
+    assert_int_equal(parse(w, "-h", false, false, &p), CLI_HELPED);
+    assert_non_null(strstr(w->out_buf, "usage: cohort-participant tables"));
+    assert_int_equal(w->opens, 0);
+}
+
 static void every_number_key_and_name_on_the_command_line_is_checked(void **state)
 {
     static const struct {
@@ -605,6 +697,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(every_command_has_help_and_the_program_lists_them, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(options_flags_and_one_operand_are_read_in_order, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(every_number_key_and_name_on_the_command_line_is_checked,
                                         setup, teardown),
