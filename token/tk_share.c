@@ -158,6 +158,8 @@
 #define WPREFIX_LEN (sizeof TK_SIG_SHARE_WRITE - 1u)
 #define OPEN_ROOM WPREFIX_LEN /* before an opened seal: room for either prefix */
 #define SIG_LEN crypto_sign_BYTES
+/* sign_grant puts a field header (a tag byte and a 10-byte length at most) over a prefix */
+_Static_assert(PREFIX_LEN >= 11 && WPREFIX_LEN >= 11, "a signing prefix holds a field header");
 #define KEY_LEN crypto_secretstream_xchacha20poly1305_KEYBYTES
 #define PART_ROOM 512u /* a stored ShareInfo and a record's framing, at most */
 #define REF_ROOM 96u   /* a DocRef in a revoked share's info, at most */
@@ -172,6 +174,33 @@ static const Cohort__SharePolicy default_policy = COHORT__SHARE_POLICY__INIT;
 static int64_t later(int64_t a, int64_t b)
 {
     return a > b ? a : b;
+}
+
+/* Scratch for a grant signed by sign_grant: the prefix, the body, the signature field. */
+#define SIGNED_LEN(prefix_len, body_len) ((prefix_len) + (body_len) + 2u + SIG_LEN)
+
+/*
+ * Sign prefix || body with the device key, where the body was written at
+ * buf + prefix_len, and frame the body in place as a SignedGrant
+ * { field = body, signature = 2 }: its header over the end of the prefix
+ * (the prefix is longer than any header), the signature after the body.
+ * buf holds SIGNED_LEN(prefix_len, body_len) bytes. Returns the
+ * SignedGrant, and its length in *len.
+ */
+static uint8_t *sign_grant(const struct tk_call *c, uint8_t *buf, const char *prefix,
+                           size_t prefix_len, uint32_t field, size_t body_len, size_t *len)
+{
+    size_t hdr = tk_field_len(field, body_len) - body_len;
+    uint8_t *sg = buf + prefix_len - hdr, *q = buf + prefix_len + body_len;
+    struct tk_wbuf h = {sg, hdr, 0, false};
+
+    memcpy(buf, prefix, prefix_len);
+    crypto_sign_detached(q + 2, NULL, buf, prefix_len + body_len, c->tk->sign_sk);
+    tk_w_open(&h, field, body_len);
+    q[0] = (2u << 3) | 2u;
+    q[1] = SIG_LEN;
+    *len = hdr + body_len + 2 + SIG_LEN;
+    return sg;
 }
 
 static void set_reason(struct tk_call *c, const char *why)
@@ -1007,9 +1036,9 @@ int tk_share_write_back(struct tk_call *c, const struct tk_doc_rev *r, const uin
     Cohort__CertBody *sb = NULL;
     Cohort__DocMeta *meta;
     struct peer *p;
-    struct tk_wbuf w, h;
-    uint8_t *buf, *sg, *q, sig[SIG_LEN];
-    size_t doc_len, rg_len, hdr, buf_len, sg_len, sealed_len, out_len;
+    struct tk_wbuf w;
+    uint8_t *buf, *sg, *q;
+    size_t doc_len, rg_len, buf_len, sg_len, sealed_len, out_len;
     int rc = TK_OK;
 
     if ((p = tk_arena_scratch(c->arena, sizeof *p)) == NULL)
@@ -1056,8 +1085,7 @@ int tk_share_write_back(struct tk_call *c, const struct tk_doc_rev *r, const uin
     rg_len = tk_field_len(1, TK_SHARE_ID_LEN) + 2 * tk_field_len(2, TK_PK_LEN) + 1 +
              tk_varint_len(r->revision - 1) + tk_field_len(5, TK_DOC_HASH_LEN) +
              tk_field_len(6, doc_len) + 1 + tk_varint_len((uint64_t)c->now);
-    hdr = tk_field_len(3, rg_len) - rg_len;
-    buf_len = WPREFIX_LEN + rg_len + 2 + SIG_LEN;
+    buf_len = SIGNED_LEN(WPREFIX_LEN, rg_len);
     if ((buf = tk_arena_scratch(c->arena, buf_len)) == NULL)
         return TK_ERR_NO_MEMORY;
     w = (struct tk_wbuf){buf + WPREFIX_LEN, rg_len, 0, false};
@@ -1075,16 +1103,7 @@ int tk_share_write_back(struct tk_call *c, const struct tk_doc_rev *r, const uin
 
     /* Signed over the prefix and the return grant, framed as a
      * SignedGrant { write = 3, signature = 2 }, sealed into the answer. */
-    memcpy(buf, TK_SIG_SHARE_WRITE, WPREFIX_LEN);
-    crypto_sign_detached(sig, NULL, buf, WPREFIX_LEN + rg_len, c->tk->sign_sk);
-    sg = buf + WPREFIX_LEN - hdr;
-    h = (struct tk_wbuf){sg, hdr, 0, false};
-    tk_w_open(&h, 3, rg_len);
-    q = buf + WPREFIX_LEN + rg_len;
-    q[0] = (2u << 3) | 2u;
-    q[1] = SIG_LEN;
-    memcpy(q + 2, sig, SIG_LEN);
-    sg_len = hdr + rg_len + 2 + SIG_LEN;
+    sg = sign_grant(c, buf, TK_SIG_SHARE_WRITE, WPREFIX_LEN, 3, rg_len, &sg_len);
     sealed_len = sg_len + crypto_box_SEALBYTES;
 
     /* DocCipher.reply: ShareOut { share_id, seq, recipient (the sender,
@@ -1102,7 +1121,6 @@ int tk_share_write_back(struct tk_call *c, const struct tk_doc_rev *r, const uin
         rc = TK_ERR_RANDOM;
     tk_doc_ref_write(c->out, 5, r->doc_id, r->revision, r->hash, r->size, r->cipher_size);
     sodium_memzero(buf, buf_len);
-    sodium_memzero(sig, sizeof sig);
     if (rc != TK_OK)
         return rc;
     if (c->out->overflow)
@@ -1388,9 +1406,9 @@ static int issue(struct tk_call *c, const struct issue *is, struct resolver *r,
                  const uint8_t digest[32])
 {
     size_t grant_len = grant_fixed_len(is, c->now) + tk_field_len(3, c->tk->cert_len);
-    size_t buf_len, sg_len, hdr, sealed_len, out_len, cert_len, mark;
-    uint8_t *buf, *sg, *p, sig[SIG_LEN];
-    struct tk_wbuf w, h;
+    size_t buf_len, sg_len, sealed_len, out_len, cert_len, mark;
+    uint8_t *buf, *sg, *p;
+    struct tk_wbuf w;
     uint32_t i, n_in = 0;
     int rc = TK_OK;
 
@@ -1399,8 +1417,7 @@ static int issue(struct tk_call *c, const struct issue *is, struct resolver *r,
             grant_len += tk_field_len(6, r->e[i].len);
             n_in++;
         }
-    hdr = tk_field_len(1, grant_len) - grant_len;
-    buf_len = PREFIX_LEN + grant_len + 2 + SIG_LEN;
+    buf_len = SIGNED_LEN(PREFIX_LEN, grant_len);
     mark = tk_arena_mark(c->arena);
     if ((buf = tk_arena_scratch(c->arena, buf_len)) == NULL)
         return TK_ERR_NO_MEMORY;
@@ -1428,16 +1445,7 @@ static int issue(struct tk_call *c, const struct issue *is, struct resolver *r,
 
     /* Signed over the prefix and the grant, then framed as a SignedGrant. */
     if (rc == TK_OK) {
-        memcpy(buf, TK_SIG_SHARE, PREFIX_LEN);
-        crypto_sign_detached(sig, NULL, buf, PREFIX_LEN + grant_len, c->tk->sign_sk);
-        sg = buf + PREFIX_LEN - hdr;
-        h = (struct tk_wbuf){sg, hdr, 0, false};
-        tk_w_open(&h, 1, grant_len);
-        p = buf + PREFIX_LEN + grant_len;
-        p[0] = (2u << 3) | 2u;
-        p[1] = SIG_LEN;
-        memcpy(p + 2, sig, SIG_LEN);
-        sg_len = hdr + grant_len + 2 + SIG_LEN;
+        sg = sign_grant(c, buf, TK_SIG_SHARE, PREFIX_LEN, 1, grant_len, &sg_len);
         sealed_len = sg_len + crypto_box_SEALBYTES;
 
         /* ShareOut { share_id, seq, recipient, sealed, refs, revoked } */
@@ -1464,7 +1472,6 @@ static int issue(struct tk_call *c, const struct issue *is, struct resolver *r,
             tk_w_uint(c->out, 6, 1);
     }
     sodium_memzero(buf, buf_len);
-    sodium_memzero(sig, sizeof sig);
     tk_arena_release(c->arena, mark);
     if (rc != TK_OK)
         return rc;
