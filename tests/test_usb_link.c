@@ -31,6 +31,7 @@
 #define REQ_MAX (96u * 1024u)
 #define RESP_MAX (96u * 1024u)
 #define PAYLOAD 256u
+#define ACCESS_CHILD "--access-child" /* main() runs the access check as nobody */
 
 /* The device side, run in umockdev's worker thread. */
 struct dev {
@@ -336,53 +337,42 @@ static void a_second_handle_is_busy_until_the_first_closes(void **state)
 static void a_node_without_permission_is_access_denied(void **state)
 {
     struct rig *r = rig_new();
-    char *file = usb_mock_devnode_file(r->m), *root = g_path_get_dirname(file), *sock;
     libusb_context *ctx;
-    pid_t pid;
     int st;
     (void)state;
-    while (strlen(root) > 1 && strcmp(root, "/tmp") != 0) {
-        char *up;
-        chmod(root, 0755);
-        up = g_path_get_dirname(root);
-        g_free(root);
-        root = up;
-    }
-    g_free(root);
-    assert_int_equal(chmod(file, 0600), 0);
-    sock = usb_mock_ioctl_socket(r->m);
-    assert_int_equal(chmod(sock, 0777), 0);
-    g_free(sock);
+    assert_int_equal(usb_mock_deny_node(r->m, true), 0);
     /* As in test_usb_probe, a context is live in the parent when the child starts. */
     assert_int_equal(libusb_init(&ctx), 0);
-    fflush(NULL);
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        struct pt_usb *u = NULL;
-        if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
-            _exit(10);
-        char err[256];
-        int rc;
-        rc = pt_usb_open(&u, &fast, err, sizeof err);
-        if (rc != PT_USB_E_ACCESS) {
-            fprintf(stderr, "child: %d %s\n", rc, err);
-            _exit(12);
-        }
-        _exit(0);
-    }
-    assert_int_equal(waitpid(pid, &st, 0), pid);
+    st = usb_mock_run_self(ACCESS_CHILD);
     libusb_exit(ctx);
-    chmod(file, 0644);
-    g_free(file);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_int_equal(usb_mock_deny_node(r->m, false), 0);
+    assert_int_equal(st, 0);
     rig_free(r);
+}
+
+/* The child of the test above, in a process of its own: 0 when pt_usb_open
+ * is refused as access denied. */
+static int access_child(void)
+{
+    struct pt_usb *u = NULL;
+    char err[256];
+    int rc;
+
+    if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+        return 10;
+    rc = pt_usb_open(&u, &fast, err, sizeof err);
+    if (rc != PT_USB_E_ACCESS) {
+        fprintf(stderr, "child: %d %s\n", rc, err);
+        return 12;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     usb_mock_reexec(argc, argv);
+    if (argc == 2 && strcmp(argv[1], ACCESS_CHILD) == 0)
+        _exit(access_child()); /* no exit handlers: as the forked child did */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(get_info_and_a_document_go_through_libusb_and_the_token),
         cmocka_unit_test(a_corrupted_frame_each_way_is_recovered),

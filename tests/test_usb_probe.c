@@ -31,6 +31,7 @@
 #define PID 0xc0c0
 #define EP_OUT 0x01
 #define EP_IN 0x81
+#define ACCESS_CHILD "--access-child" /* main() runs the access check as nobody */
 
 struct fx {
     usb_mock *m;
@@ -275,50 +276,41 @@ static void test_busy(void **state)
 static void test_access_denied(void **state)
 {
     struct fx *f = *state;
-    char *file = usb_mock_devnode_file(f->m);
-    char *root = g_path_get_dirname(file);
-    while (strlen(root) > 1 && strcmp(root, "/tmp") != 0) { /* let nobody reach the testbed */
-        chmod(root, 0755);
-        char *up = g_path_get_dirname(root);
-        g_free(root);
-        root = up;
+    assert_int_equal(usb_mock_deny_node(f->m, true), 0);
+    int st = usb_mock_run_self(ACCESS_CHILD);
+    assert_int_equal(usb_mock_deny_node(f->m, false), 0);
+    assert_int_equal(st, 0);
+}
+
+/* The child of test_access_denied, in a process of its own: 0 when
+ * libusb_open is refused as access denied. */
+static int access_child(void)
+{
+    libusb_context *ctx;
+    libusb_device_handle *h = NULL;
+    int r;
+
+    if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+        return 10;
+    if ((r = libusb_init(&ctx)) != 0) {
+        fprintf(stderr, "child: libusb_init: %s (UMOCKDEV_DIR %s)\n", libusb_error_name(r),
+                getenv("UMOCKDEV_DIR") ? getenv("UMOCKDEV_DIR") : "unset");
+        return 11;
     }
-    g_free(root);
-    assert_int_equal(chmod(file, 0600), 0);
-    /* umockdev's preload connects to the node's ioctl socket even when the
-     * open itself fails, and exits when it cannot: let anyone connect. */
-    char *sock = usb_mock_ioctl_socket(f->m);
-    assert_int_equal(chmod(sock, 0777), 0);
-    g_free(sock);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
-            _exit(10);
-        libusb_context *ctx;
-        if (libusb_init(&ctx) != 0)
-            _exit(11);
-        libusb_device_handle *h = NULL;
-        int r = find_open(ctx, VID, PID, &h);
-        if (r != LIBUSB_ERROR_ACCESS) {
-            fprintf(stderr, "child: libusb_open: %s\n", libusb_error_name(r));
-            _exit(12);
-        }
-        libusb_exit(ctx);
-        _exit(0);
+    r = find_open(ctx, VID, PID, &h);
+    if (r != LIBUSB_ERROR_ACCESS) {
+        fprintf(stderr, "child: libusb_open: %s\n", libusb_error_name(r));
+        return 12;
     }
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    chmod(file, 0644);
-    g_free(file);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    libusb_exit(ctx);
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     usb_mock_reexec(argc, argv);
+    if (argc == 2 && strcmp(argv[1], ACCESS_CHILD) == 0)
+        _exit(access_child()); /* no exit handlers: as the forked child did */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_descriptors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),

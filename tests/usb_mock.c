@@ -11,6 +11,8 @@
 
 #include <linux/usbdevice_fs.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <umockdev.h>
 
 #define BUSNUM 1
@@ -133,6 +135,25 @@ void usb_mock_reexec(int argc, char **argv)
     execv("/proc/self/exe", argv);
     perror("usb_mock: re-exec under libumockdev-preload");
     exit(1);
+}
+
+int usb_mock_run_self(const char *arg)
+{
+    int st;
+    pid_t pid;
+
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        execl("/proc/self/exe", "usb_mock_child", arg, (char *)NULL);
+        _exit(127);
+    }
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static void pending_free(struct pending *p)
@@ -458,20 +479,36 @@ const char *usb_mock_devnode(const usb_mock *m)
     return m->devnode;
 }
 
-char *usb_mock_devnode_file(const usb_mock *m)
+int usb_mock_deny_node(const usb_mock *m, bool deny)
 {
     char *root = umockdev_testbed_get_root_dir(m->tb);
-    char *f = g_strconcat(root, m->devnode, NULL);
-    g_free(root);
-    return f;
-}
+    char *file = g_strconcat(root, m->devnode, NULL);
+    char *sock = g_strconcat(root, "/ioctl", m->devnode, NULL);
+    char *dir = g_path_get_dirname(file);
+    int rc = 0;
 
-char *usb_mock_ioctl_socket(const usb_mock *m)
-{
-    char *root = umockdev_testbed_get_root_dir(m->tb);
-    char *f = g_strconcat(root, "/ioctl", m->devnode, NULL);
+    if (!deny) {
+        rc = chmod(file, 0644);
+        goto out;
+    }
+    while (rc == 0 && strcmp(dir, root) != 0 && strlen(dir) > strlen(root)) {
+        char *up = g_path_get_dirname(dir);
+        rc = chmod(dir, 0755);
+        g_free(dir);
+        dir = up;
+    }
+    if (rc == 0)
+        rc = chmod(root, 01777);
+    if (rc == 0)
+        rc = chmod(sock, 0777);
+    if (rc == 0)
+        rc = chmod(file, 0600);
+out:
+    g_free(dir);
+    g_free(sock);
+    g_free(file);
     g_free(root);
-    return f;
+    return rc;
 }
 
 char *usb_mock_root(const usb_mock *m)

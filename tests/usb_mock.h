@@ -19,6 +19,7 @@
 #ifndef COHORT_TESTS_USB_MOCK_H
 #define COHORT_TESTS_USB_MOCK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,14 @@ typedef void (*usb_mock_out_fn)(usb_mock *m, const uint8_t *data, size_t len, vo
 /* Re-executes the program under libumockdev-preload unless it already is
  * (what umockdev-wrapper does). Returns only when the preload is in. */
 void usb_mock_reexec(int argc, char **argv);
+
+/* Runs this program again as `PROGRAM arg` in a child and waits for it:
+ * its exit status, or -1 when it did not exit. The child is a fresh
+ * process, not only a fork of this one: umockdev's and libusb's threads
+ * may hold a lock at the fork that would stay held in a forked child, and
+ * the child would hang on it. It runs under the preload, with the
+ * testbeds of this process (main() answers arg before anything else). */
+int usb_mock_run_self(const char *arg);
 
 /* A new testbed with the device plugged in on bus 1 as device 2. */
 usb_mock *usb_mock_new(uint16_t vid, uint16_t pid, usb_mock_out_fn out, void *arg);
@@ -54,12 +63,18 @@ void usb_mock_replug(usb_mock *m);
  * only while another open file of the node holds the interface. */
 void usb_mock_set_busy(usb_mock *m, int busy);
 
-/* The emulated node, e.g. "/dev/bus/usb/001/002", and its path inside the
- * testbed (for chmod). */
+/* The emulated node, e.g. "/dev/bus/usb/001/002". */
 const char *usb_mock_devnode(const usb_mock *m);
-char *usb_mock_devnode_file(const usb_mock *m); /* g_free() it */
-/* The unix socket behind the node that umockdev's preload connects to. */
-char *usb_mock_ioctl_socket(const usb_mock *m); /* g_free() it */
+/*
+ * With deny, the node as the kernel's would be with no udev rule: mode
+ * 0600, owned by root. The rest of the testbed is opened to any user, so
+ * that a process of nobody's reaches the node: the directories above it
+ * searchable, the testbed's root writable (the preload binds its uevent
+ * socket there) and the node's ioctl socket (the preload connects to it
+ * even when the open fails, and exits when it cannot). Without deny, the
+ * node is 0644 again. 0, or -1 with errno set.
+ */
+int usb_mock_deny_node(const usb_mock *m, bool deny);
 /* The testbed's root directory: what another program run under the
  * preload needs in UMOCKDEV_DIR to see the device (tests/usb_bridge.c). */
 char *usb_mock_root(const usb_mock *m); /* g_free() it */
